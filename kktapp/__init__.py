@@ -1,0 +1,61 @@
+"""kkt — network fiscalisation service for ATOL cash registers (54-ФЗ).
+
+``create_app`` is the Flask application factory used by kkt.wsgi (mod_wsgi) and by
+``gunicorn 'kktapp:create_app()'``. Configuration comes from conf.py next to the package,
+then from the file named by KKT_SETTINGS, then from ``test_config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application: config, logging, journal and device service, blueprints."""
+    app = Flask(__name__, instance_path=os.path.join(ROOT, "instance"))
+    load_config(app, test_config)
+    from .logsetup import configure_logging
+
+    configure_logging(app)
+    init_service(app)
+    register_blueprints(app)
+    return app
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
+    """conf.py defaults, then the KKT_SETTINGS site file, then the test mapping."""
+    app.config.from_pyfile(os.path.join(ROOT, "conf.py"))
+    app.config.from_envvar("KKT_SETTINGS", silent=True)
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config.get("JOURNAL_PATH"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["JOURNAL_PATH"] = os.path.join(app.instance_path, "journal.sqlite3")
+
+
+def init_service(app: Flask) -> None:
+    """Create the per-process fiscal service; device threads start lazily on first use."""
+    from .service import FiscalService
+
+    app.extensions["kkt"] = FiscalService.from_config(app.config)
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
+    from .web import api, compat, kkt1c
+
+    app.register_blueprint(kkt1c.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(compat.bp)

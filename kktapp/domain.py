@@ -1,0 +1,520 @@
+"""The receipt as the service understands it, independent of any contract or device.
+
+Pure Python, no I/O. Every fiscal rule that does not depend on the device lives here:
+money is integer kopecks, quantities are Decimal with at most three decimals, VAT rates
+are the ones the law allows on the receipt date (fiscal-rules.md §1), sums must agree to
+the kopeck. Web contracts translate into these objects; drivers translate them to bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+#: Largest price, position sum or receipt total the FN formats carry (99 999 999.99 ₽).
+MAX_MONEY = 9_999_999_999
+#: Item name limit, tag 1030.
+MAX_NAME = 128
+#: The ATOL position command carries quantity with three implied decimals.
+QUANTITY_DECIMALS = 3
+#: The day the 22 % general rate took over from 20 % (425-ФЗ).
+VAT22_SINCE = dt.date(2026, 1, 1)
+
+
+class DomainError(ValueError):
+    """A receipt that breaks a fiscal rule; ``field`` names what is wrong for the caller."""
+
+    def __init__(self, field: str, message: str, value: object = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.value = value
+
+
+# --------------------------------------------------------------------------- money
+
+
+def to_kopecks(value: object, field: str = "sum") -> int:
+    """Parse roubles (int, Decimal or numeric string; never float) into integer kopecks.
+
+    More than two decimals is an error, not a rounding: a caller who sends 1.005 ₽ has a bug.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        # JSON is parsed with parse_float=Decimal; a float here means a caller bypassed that.
+        raise DomainError(field, "сумма должна быть числом в рублях с копейками", value)
+    try:
+        amount = Decimal(str(value).strip().replace(",", ".")) if isinstance(value, str) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise DomainError(field, "не число", value) from None
+    if not amount.is_finite():
+        raise DomainError(field, "не число", value)
+    kop = amount * 100
+    if kop != kop.to_integral_value():
+        raise DomainError(field, "больше двух знаков после запятой", value)
+    return int(kop)
+
+
+def format_rub(kopecks: int) -> str:
+    """Kopecks as a rouble string with two decimals, for messages and logs."""
+    sign = "-" if kopecks < 0 else ""
+    rub, kop = divmod(abs(kopecks), 100)
+    return f"{sign}{rub}.{kop:02d}"
+
+
+def to_quantity(value: object, field: str = "quantity") -> Decimal:
+    """Parse a quantity: positive, at most three decimals (the ATOL position command's limit)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise DomainError(field, "количество должно быть числом", value)
+    try:
+        qty = Decimal(str(value).strip().replace(",", ".")) if isinstance(value, str) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise DomainError(field, "не число", value) from None
+    if not qty.is_finite() or qty <= 0:
+        raise DomainError(field, "количество должно быть больше нуля", value)
+    if qty != qty.quantize(Decimal(1).scaleb(-QUANTITY_DECIMALS), rounding=ROUND_HALF_UP):
+        raise DomainError(field, "не больше трёх знаков после запятой", value)
+    return qty
+
+
+def position_amount(price: int, quantity: Decimal) -> int:
+    """Price × quantity rounded half-up to the kopeck (tag 1043 from 1079 × 1023)."""
+    return int((Decimal(price) * quantity).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class VatRate(str, enum.Enum):
+    """VAT rate of a position; value is the canonical API name (ATOL JSON ``tax.type``)."""
+
+    NONE = "none"
+    VAT0 = "vat0"
+    VAT5 = "vat5"
+    VAT7 = "vat7"
+    VAT10 = "vat10"
+    VAT22 = "vat22"
+    VAT105 = "vat105"
+    VAT107 = "vat107"
+    VAT110 = "vat110"
+    VAT122 = "vat122"
+    # 20 % and 20/120 remain for settlements made before 2026 (returns and corrections of
+    # 2025 sales, FNS letter АБ-4-20/11248@); fresh sales map old names to 22 %.
+    VAT20 = "vat20"
+    VAT120 = "vat120"
+
+    @property
+    def tag1199(self) -> int:
+        """Value of FFD tag 1199 (fiscal-rules.md §1)."""
+        return _TAG1199[self]
+
+    @property
+    def title(self) -> str:
+        """How the rate is printed and shown to people."""
+        return _VAT_TITLES[self]
+
+
+_TAG1199 = {
+    VatRate.VAT20: 1, VatRate.VAT10: 2, VatRate.VAT120: 3, VatRate.VAT110: 4, VatRate.VAT0: 5,
+    VatRate.NONE: 6, VatRate.VAT5: 7, VatRate.VAT7: 8, VatRate.VAT105: 9, VatRate.VAT107: 10,
+    VatRate.VAT22: 11, VatRate.VAT122: 12,
+}
+_VAT_TITLES = {
+    VatRate.NONE: "без НДС", VatRate.VAT0: "НДС 0%", VatRate.VAT5: "НДС 5%", VatRate.VAT7: "НДС 7%",
+    VatRate.VAT10: "НДС 10%", VatRate.VAT22: "НДС 22%", VatRate.VAT105: "НДС 5/105",
+    VatRate.VAT107: "НДС 7/107", VatRate.VAT110: "НДС 10/110", VatRate.VAT122: "НДС 22/122",
+    VatRate.VAT20: "НДС 20%", VatRate.VAT120: "НДС 20/120",
+}
+VAT_BY_TAG1199 = {v: k for k, v in _TAG1199.items()}
+
+# Names callers use for today's rates. Keys are compared after lower-casing and removing
+# spaces, "%" and the "ндс"/"nds"/"vat" prefixes, so "НДС 10%", "nds10", "vat10", 10 and "10"
+# all reach the same rate.
+_VAT_ALIASES = {
+    "0": VatRate.VAT0, "5": VatRate.VAT5, "7": VatRate.VAT7, "10": VatRate.VAT10,
+    "22": VatRate.VAT22, "10/110": VatRate.VAT110, "110": VatRate.VAT110,
+    "22/122": VatRate.VAT122, "122": VatRate.VAT122, "5/105": VatRate.VAT105, "105": VatRate.VAT105,
+    "7/107": VatRate.VAT107, "107": VatRate.VAT107,
+    "none": VatRate.NONE, "безндс": VatRate.NONE, "без": VatRate.NONE, "no": VatRate.NONE, "-1": VatRate.NONE,
+}
+# Superseded general rates: "18" became 20 % in 2019 and 20 % became 22 % in 2026. Like the
+# devices' firmware (fiscal-rules.md §1, the MITSU/Shtrih date switch), they mean whatever the
+# general rate is on the receipt date.
+_LEGACY_GENERAL = {"18", "20"}
+_LEGACY_CALCULATED = {"18/118", "118", "20/120", "120"}
+
+
+class LegacyRateRejected(DomainError):
+    """An old rate name (18 %, 20 %) while configuration says to refuse them."""
+
+
+def _vat_key(value: object) -> str:
+    text = str(value).strip().lower().replace(" ", "").replace("%", "").replace(",", ".")
+    for prefix in ("ндс", "nds", "vat"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
+    text = text.lstrip("_-")
+    if text.endswith(".0"):
+        text = text[:-2]
+    return text
+
+
+def general_rate(on: dt.date, calculated: bool = False) -> VatRate:
+    """The general VAT rate in force on a date (plain or calculated x/1xx)."""
+    if on >= VAT22_SINCE:
+        return VatRate.VAT122 if calculated else VatRate.VAT22
+    return VatRate.VAT120 if calculated else VatRate.VAT20
+
+
+def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax") -> VatRate:
+    """Map a caller's VAT name to a rate allowed on ``on`` (the receipt date).
+
+    Canonical names (``vat22``) and numbers (22, "22/122", "без НДС") map directly. Legacy general
+    rates (18, 20, "НДС18", "nds18", "vat20", with /118 and /120 forms) become the general rate on
+    ``on`` unless ``accept_legacy`` is false, in which case they are refused.
+    """
+    if isinstance(value, bool) or value is None:
+        raise DomainError(field, "ставка НДС не указана", value)
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, float):
+        raise DomainError(field, "неизвестная ставка НДС", value)
+    key = _vat_key(value)
+    if key in _VAT_ALIASES:
+        return _VAT_ALIASES[key]
+    if key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED:
+        if not accept_legacy:
+            raise LegacyRateRejected(field, "устаревшая ставка НДС; укажите действующую (22, 10, 0, 5, 7 или без НДС)", value)
+        return general_rate(on, calculated=key in _LEGACY_CALCULATED)
+    raise DomainError(
+        field,
+        "неизвестная ставка НДС; допустимо: 22, 10, 0, 5, 7, 22/122, 10/110, 5/105, 7/107, без НДС",
+        value,
+    )
+
+
+class SettlementType(str, enum.Enum):
+    """Receipt type; tag 1054 for the first four, corrections carry the same sign."""
+
+    SELL = "sell"
+    SELL_RETURN = "sell_return"
+    BUY = "buy"
+    BUY_RETURN = "buy_return"
+    SELL_CORRECTION = "sell_correction"
+    SELL_RETURN_CORRECTION = "sell_return_correction"
+    BUY_CORRECTION = "buy_correction"
+    BUY_RETURN_CORRECTION = "buy_return_correction"
+
+    @property
+    def is_correction(self) -> bool:
+        """True for the four correction types."""
+        return self.value.endswith("_correction")
+
+    @property
+    def title(self) -> str:
+        """Russian name, as printed."""
+        return _SETTLEMENT_TITLES[self]
+
+
+_SETTLEMENT_TITLES = {
+    SettlementType.SELL: "Приход", SettlementType.SELL_RETURN: "Возврат прихода",
+    SettlementType.BUY: "Расход", SettlementType.BUY_RETURN: "Возврат расхода",
+    SettlementType.SELL_CORRECTION: "Коррекция прихода",
+    SettlementType.SELL_RETURN_CORRECTION: "Коррекция возврата прихода",
+    SettlementType.BUY_CORRECTION: "Коррекция расхода",
+    SettlementType.BUY_RETURN_CORRECTION: "Коррекция возврата расхода",
+}
+
+
+class PaymentType(str, enum.Enum):
+    """How the buyer paid (tags 1031, 1081, 1215, 1216, 1217)."""
+
+    CASH = "cash"
+    ELECTRONIC = "electronic"
+    PREPAID = "prepaid"
+    CREDIT = "credit"
+    OTHER = "other"
+
+
+class PaymentMethod(enum.IntEnum):
+    """Tag 1214, признак способа расчёта."""
+
+    FULL_PREPAYMENT = 1
+    PREPAYMENT = 2
+    ADVANCE = 3
+    FULL_PAYMENT = 4
+    PARTIAL_PAYMENT = 5
+    CREDIT = 6
+    CREDIT_PAYMENT = 7
+
+
+PAYMENT_METHOD_NAMES = {
+    "fullPrepayment": PaymentMethod.FULL_PREPAYMENT, "prepayment": PaymentMethod.PREPAYMENT,
+    "advance": PaymentMethod.ADVANCE, "fullPayment": PaymentMethod.FULL_PAYMENT,
+    "partialPayment": PaymentMethod.PARTIAL_PAYMENT, "credit": PaymentMethod.CREDIT,
+    "creditPayment": PaymentMethod.CREDIT_PAYMENT,
+}
+
+#: Tag 1212, признак предмета расчёта: API names (ATOL JSON) → tag value.
+PAYMENT_OBJECT_NAMES = {
+    "commodity": 1, "excise": 2, "job": 3, "service": 4, "gamblingBet": 5, "gamblingPrize": 6,
+    "lottery": 7, "lotteryPrize": 8, "intellectualActivity": 9, "payment": 10,
+    "agentCommission": 11, "pay": 12, "another": 13, "proprietaryLaw": 14, "nonOperatingIncome": 15,
+    "otherContributions": 16, "merchantTax": 17, "resortFee": 18, "deposit": 19, "consumption": 20,
+    "soleProprietorCPIContributions": 21, "cpiContributions": 22, "soleProprietorCMIContributions": 23,
+    "cmiContributions": 24, "csiContributions": 25, "casinoPayment": 26, "fundsIssuance": 27,
+    "exciseWithoutMarking": 30, "exciseWithMarking": 31, "commodityWithoutMarking": 32,
+    "commodityWithMarking": 33,
+}
+
+#: Tag 2108, мера количества (FFD 1.2): API names → code.
+MEASUREMENT_UNITS = {
+    "piece": 0, "gram": 10, "kilogram": 11, "ton": 12, "centimeter": 20, "decimeter": 21, "meter": 22,
+    "squareCentimeter": 30, "squareDecimeter": 31, "squareMeter": 32, "milliliter": 40, "liter": 41,
+    "cubicMeter": 42, "kilowattHour": 50, "gigacalorie": 51, "day": 70, "hour": 71, "minute": 72,
+    "second": 73, "kilobyte": 80, "megabyte": 81, "gigabyte": 82, "terabyte": 83, "otherUnits": 255,
+}
+
+
+class TaxationSystem(enum.IntEnum):
+    """Tag 1055 bit values."""
+
+    OSN = 1
+    USN_INCOME = 2
+    USN_INCOME_OUTCOME = 4
+    ESN = 16
+    PATENT = 32
+
+
+TAXATION_NAMES = {
+    "osn": TaxationSystem.OSN, "usnIncome": TaxationSystem.USN_INCOME,
+    "usnIncomeOutcome": TaxationSystem.USN_INCOME_OUTCOME, "esn": TaxationSystem.ESN,
+    "patent": TaxationSystem.PATENT,
+}
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class Position:
+    """One line of a receipt. ``price`` and ``amount`` are kopecks after discounts."""
+
+    name: str
+    price: int
+    quantity: Decimal
+    amount: int
+    vat: VatRate
+    payment_method: PaymentMethod = PaymentMethod.FULL_PAYMENT
+    payment_object: int = 1
+    unit: int = 0
+    department: int = 0
+    #: Discount already taken off ``amount``, printed for information only.
+    discount: int = 0
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One payment line of a receipt (kopecks)."""
+
+    type: PaymentType
+    amount: int
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """A line of non-fiscal text with print attributes (header, footer, free documents)."""
+
+    text: str
+    bold: bool = False
+    italic: bool = False
+    inverse: bool = False
+    underline: bool = False
+    double_width: bool = False
+    double_height: bool = False
+    #: "left", "center" or "right".
+    align: str = "left"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """Correction details: tags 1173 (type), 1178 (date), 1179 (FNS order number)."""
+
+    by_order: bool
+    date: dt.date
+    order_number: str = ""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A fiscal receipt ready for a driver: every sum checked, every rate allowed."""
+
+    type: SettlementType
+    positions: tuple[Position, ...]
+    payments: tuple[Payment, ...]
+    taxation: TaxationSystem | None = None
+    customer_contact: str = ""
+    electronic_only: bool = False
+    cashier_name: str = ""
+    cashier_inn: str = ""
+    header: tuple[TextLine, ...] = ()
+    footer: tuple[TextLine, ...] = ()
+    correction: Correction | None = None
+    #: Run on the device in test mode: checked, nothing fiscalised.
+    test_mode: bool = False
+
+    @property
+    def total(self) -> int:
+        """Receipt total (tag 1020) in kopecks."""
+        return sum(p.amount for p in self.positions)
+
+    @property
+    def paid(self) -> int:
+        """Sum of all payments in kopecks."""
+        return sum(p.amount for p in self.payments)
+
+    @property
+    def change(self) -> int:
+        """Change due to the buyer (only cash may exceed the total)."""
+        return max(0, self.paid - self.total)
+
+
+@dataclass(frozen=True)
+class FiscalResult:
+    """What the fiscal storage says about a closed document."""
+
+    fiscal_document_number: int
+    fiscal_sign: str
+    receipt_number: int
+    shift_number: int
+    datetime: dt.datetime
+    total: int
+    fn_number: str = ""
+    #: False when the document is fiscalised but its paper copy is not (yet) printed.
+    printed: bool = True
+    #: True when the receipt was run in the device's test mode and nothing was fiscalised.
+    test_mode: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready form; money stays integer kopecks."""
+        return {
+            "fiscal_document_number": self.fiscal_document_number,
+            "fiscal_sign": self.fiscal_sign,
+            "receipt_number": self.receipt_number,
+            "shift_number": self.shift_number,
+            "datetime": self.datetime.isoformat(timespec="seconds"),
+            "total": self.total,
+            "fn_number": self.fn_number,
+            "printed": self.printed,
+            "test_mode": self.test_mode,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FiscalResult:
+        """Inverse of :meth:`to_dict` (the journal stores results this way)."""
+        return cls(
+            fiscal_document_number=int(data["fiscal_document_number"]),
+            fiscal_sign=str(data["fiscal_sign"]),
+            receipt_number=int(data["receipt_number"]),
+            shift_number=int(data["shift_number"]),
+            datetime=dt.datetime.fromisoformat(data["datetime"]),
+            total=int(data["total"]),
+            fn_number=str(data.get("fn_number", "")),
+            printed=bool(data.get("printed", True)),
+            test_mode=bool(data.get("test_mode", False)),
+        )
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def check_receipt(receipt: Receipt) -> None:
+    """Raise :class:`DomainError` unless the receipt is fiscally consistent.
+
+    Contract schemas check their own fields first; this is the last word before a device.
+    """
+    if not receipt.positions:
+        raise DomainError("positions", "в чеке нет ни одной позиции")
+    for i, pos in enumerate(receipt.positions, 1):
+        where = f"positions[{i}]"
+        if not 1 <= len(pos.name) <= MAX_NAME:
+            raise DomainError(f"{where}.name", f"наименование должно быть от 1 до {MAX_NAME} символов", pos.name)
+        if not 0 <= pos.price <= MAX_MONEY:
+            raise DomainError(f"{where}.price", "цена вне допустимого диапазона", format_rub(pos.price))
+        if not 0 <= pos.amount <= MAX_MONEY:
+            raise DomainError(f"{where}.amount", "сумма позиции вне допустимого диапазона", format_rub(pos.amount))
+    if receipt.total > MAX_MONEY:
+        raise DomainError("total", "сумма чека больше 99 999 999,99 ₽", format_rub(receipt.total))
+    if not receipt.payments:
+        raise DomainError("payments", "не указана оплата")
+    for i, pay in enumerate(receipt.payments, 1):
+        if pay.amount <= 0:
+            raise DomainError(f"payments[{i}].amount", "сумма оплаты должна быть больше нуля", format_rub(pay.amount))
+    if receipt.paid < receipt.total:
+        raise DomainError(
+            "payments",
+            f"оплачено {format_rub(receipt.paid)} ₽ меньше суммы чека {format_rub(receipt.total)} ₽",
+            format_rub(receipt.paid),
+        )
+    non_cash = sum(p.amount for p in receipt.payments if p.type is not PaymentType.CASH)
+    if non_cash > receipt.total:
+        raise DomainError(
+            "payments",
+            "безналичная оплата больше суммы чека: сдача возможна только с наличных",
+            format_rub(non_cash),
+        )
+    if receipt.electronic_only and not receipt.customer_contact:
+        raise DomainError("customer_contact", "для чека без печати нужен телефон или e-mail покупателя")
+    if receipt.customer_contact:
+        check_customer_contact(receipt.customer_contact)
+    if receipt.type.is_correction and receipt.correction is None:
+        raise DomainError("correction", "для чека коррекции нужны основание и дата исправляемого расчёта")
+    if receipt.cashier_inn and not (receipt.cashier_inn.isdigit() and len(receipt.cashier_inn) == 12):
+        raise DomainError("cashier_inn", "ИНН кассира — 12 цифр", receipt.cashier_inn)
+
+
+def check_customer_contact(value: str, field: str = "customer_contact") -> str:
+    """Tag 1008: ``+`` and digits, or an e-mail address; 1..64 characters."""
+    value = value.strip()
+    if not 1 <= len(value) <= 64:
+        raise DomainError(field, "телефон или e-mail покупателя: от 1 до 64 символов", value)
+    if value.startswith("+"):
+        if not value[1:].isdigit() or len(value) < 8:
+            raise DomainError(field, "телефон покупателя в виде +79991234567", value)
+    elif "@" not in value.strip("@") or " " in value:
+        raise DomainError(field, "нужен телефон (+79991234567) или e-mail покупателя", value)
+    return value
+
+
+def spread_discount(amounts: list[int], discount: int) -> list[int]:
+    """Spread a receipt discount over position sums so every kopeck is accounted for.
+
+    FFD has no receipt-level discount (fiscal-rules.md §3): each position's sum must already
+    include its share. Shares are proportional, rounded down, and the kopecks left over go to
+    the largest positions first, so the new sums add up to exactly ``sum(amounts) - discount``.
+    """
+    total = sum(amounts)
+    if discount < 0 or discount > total:
+        raise DomainError("discount", "скидка больше суммы чека или отрицательна", format_rub(discount))
+    if discount == 0 or total == 0:
+        return list(amounts)
+    shares = [a * discount // total for a in amounts]
+    rest = discount - sum(shares)
+    order = sorted(range(len(amounts)), key=lambda i: (-(amounts[i] - shares[i]), i))
+    for i in order:
+        if rest == 0:
+            break
+        if amounts[i] - shares[i] > 0:
+            shares[i] += 1
+            rest -= 1
+    return [a - s for a, s in zip(amounts, shares)]
+
+
+def payment_list(total: int, default: PaymentType, payments: dict[PaymentType, int] | None = None) -> tuple[Payment, ...]:
+    """Payments for a receipt: the given split, or the whole total by the default type."""
+    if payments:
+        return tuple(Payment(t, a) for t, a in payments.items() if a)
+    return (Payment(default, total),)
+

@@ -1,0 +1,145 @@
+"""Exceptions shared by every layer, and the service's own result codes.
+
+Each exception carries a numeric ``code`` for the programmer and a Russian ``message`` for
+the cashier. Device errors use the device's own code (1..255, the ATOL protocol table in
+:mod:`kktapp.atol.errors`); service-level conditions use the codes below, all ≥ 1000 so the
+two ranges never collide. HTTP contracts map these to statuses in one place
+(:func:`http_status`).
+"""
+
+from __future__ import annotations
+
+
+class ResultCode:
+    """Service-level result codes (device codes are 1..255)."""
+
+    OK = 0
+    VALIDATION = 1001
+    LINK_LOST = 1002
+    FRAME_ERROR = 1003
+    DEVICE_BUSY = 1004
+    UNKNOWN_OUTCOME = 1005
+    TIMEOUT = 1006
+    CONFLICT = 1009
+    UNAUTHORIZED = 1010
+    FORBIDDEN = 1011
+    NOT_FOUND = 1012
+    DISABLED = 1013
+    INTERNAL = 1099
+
+
+class KKTError(Exception):
+    """Base of everything the service reports to a caller."""
+
+    code: int = ResultCode.INTERNAL
+    message: str = "внутренняя ошибка сервиса ККТ"
+    http_status: int = 500
+
+    def __init__(self, message: str | None = None, *, code: int | None = None) -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict:
+        """JSON-ready description: numeric code and Russian text."""
+        return {"code": self.code, "message": self.message}
+
+
+class ValidationFailed(KKTError):
+    """Bad input; never reaches a device. ``field`` and ``value`` say what was wrong."""
+
+    code = ResultCode.VALIDATION
+    http_status = 422
+
+    def __init__(self, field: str, message: str, value: object = None) -> None:
+        self.field = field
+        self.value = value
+        shown = f" (получено: {value!r})" if value is not None else ""
+        super().__init__(f"Ошибка в поле {field}: {message}{shown}")
+
+    def to_dict(self) -> dict:
+        """Adds the field and the offending value."""
+        data = super().to_dict()
+        data["field"] = self.field
+        if self.value is not None:
+            data["value"] = self.value if isinstance(self.value, (int, str)) else str(self.value)
+        return data
+
+
+class Conflict(KKTError):
+    """The idempotency key was used before with a different document."""
+
+    code = ResultCode.CONFLICT
+    http_status = 409
+    message = "этот ключ (номер документа) уже использован для другого чека"
+
+
+class LinkError(KKTError):
+    """No link with the device: not connected, connection lost, or no answer in time."""
+
+    code = ResultCode.LINK_LOST
+    http_status = 503
+    message = "нет связи с ККТ"
+
+
+class FrameError(LinkError):
+    """The device's bytes did not form a valid packet (CRC or length)."""
+
+    code = ResultCode.FRAME_ERROR
+    message = "ошибка обмена с ККТ (повреждённый пакет)"
+
+
+class DeviceBusy(LinkError):
+    """The device refused the connection: another program holds it."""
+
+    code = ResultCode.DEVICE_BUSY
+    message = "ККТ занята другой программой (допускается одно подключение)"
+
+
+class OutcomeUnknown(KKTError):
+    """The device may or may not have fiscalised the document; recovery will settle it."""
+
+    code = ResultCode.UNKNOWN_OUTCOME
+    http_status = 503
+    message = "результат чека пока неизвестен: связь прервалась, сервис проверит ККТ и завершит чек сам"
+
+
+class Timeout(KKTError):
+    """The caller's wait ran out; the job goes on and can be asked about later."""
+
+    code = ResultCode.TIMEOUT
+    http_status = 504
+    message = "ККТ не ответила за отведённое время; чек остаётся в очереди"
+
+
+class DeviceError(KKTError):
+    """The device executed the command and answered with an error code.
+
+    ``step`` names the failing step of a pipelined batch (e.g. "позиция 3").
+    """
+
+    http_status = 502
+
+    def __init__(self, code: int, message: str, *, ext: int = 0, step: str = "", command: int | None = None) -> None:
+        self.ext = ext
+        self.step = step
+        self.command = command
+        text = f"{message} (шаг: {step})" if step else message
+        super().__init__(text, code=code)
+        self.device_message = message
+
+    def to_dict(self) -> dict:
+        """Adds the extended code and the failing step."""
+        data = super().to_dict()
+        if self.ext:
+            data["ext_code"] = self.ext
+        if self.step:
+            data["step"] = self.step
+        return data
+
+
+def http_status(exc: BaseException) -> int:
+    """HTTP status that tells the class of a failure (200/4xx/5xx) for any contract."""
+    return getattr(exc, "http_status", 500)
