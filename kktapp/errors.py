@@ -76,6 +76,22 @@ class Conflict(KKTError):
     message = "этот ключ (номер документа) уже использован для другого чека"
 
 
+class NotFound(KKTError):
+    """An unknown device number, job id or key."""
+
+    code = ResultCode.NOT_FOUND
+    http_status = 404
+    message = "не найдено"
+
+
+class Disabled(KKTError):
+    """The operation is switched off in the configuration."""
+
+    code = ResultCode.DISABLED
+    http_status = 403
+    message = "операция отключена в настройках сервиса"
+
+
 class LinkError(KKTError):
     """No link with the device: not connected, connection lost, or no answer in time."""
 
