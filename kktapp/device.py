@@ -8,8 +8,9 @@ what drivers return: plain values, money in kopecks, Russian-free (texts live in
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from .domain import FiscalResult, Receipt, TextLine
 

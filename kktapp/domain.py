@@ -86,7 +86,7 @@ def position_amount(price: int, quantity: Decimal) -> int:
 # --------------------------------------------------------------------------- enums
 
 
-class VatRate(str, enum.Enum):
+class VatRate(enum.StrEnum):
     """VAT rate of a position; value is the canonical API name (ATOL JSON ``tax.type``)."""
 
     NONE = "none"
@@ -186,7 +186,9 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
         return _VAT_ALIASES[key]
     if key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED:
         if not accept_legacy:
-            raise LegacyRateRejected(field, "устаревшая ставка НДС; укажите действующую (22, 10, 0, 5, 7 или без НДС)", value)
+            raise LegacyRateRejected(
+                field, "устаревшая ставка НДС; укажите действующую (22, 10, 0, 5, 7 или без НДС)", value
+            )
         return general_rate(on, calculated=key in _LEGACY_CALCULATED)
     raise DomainError(
         field,
@@ -195,7 +197,7 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
     )
 
 
-class SettlementType(str, enum.Enum):
+class SettlementType(enum.StrEnum):
     """Receipt type; tag 1054 for the first four, corrections carry the same sign."""
 
     SELL = "sell"
@@ -228,7 +230,7 @@ _SETTLEMENT_TITLES = {
 }
 
 
-class PaymentType(str, enum.Enum):
+class PaymentType(enum.StrEnum):
     """How the buyer paid (tags 1031, 1081, 1215, 1216, 1217)."""
 
     CASH = "cash"
@@ -509,10 +511,12 @@ def spread_discount(amounts: list[int], discount: int) -> list[int]:
         if amounts[i] - shares[i] > 0:
             shares[i] += 1
             rest -= 1
-    return [a - s for a, s in zip(amounts, shares)]
+    return [a - s for a, s in zip(amounts, shares, strict=True)]
 
 
-def payment_list(total: int, default: PaymentType, payments: dict[PaymentType, int] | None = None) -> tuple[Payment, ...]:
+def payment_list(
+    total: int, default: PaymentType, payments: dict[PaymentType, int] | None = None
+) -> tuple[Payment, ...]:
     """Payments for a receipt: the given split, or the whole total by the default type."""
     if payments:
         return tuple(Payment(t, a) for t, a in payments.items() if a)

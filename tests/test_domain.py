@@ -1,0 +1,154 @@
+"""Fiscal rules of the domain layer: money, quantities, VAT by date, receipt consistency."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kktapp import domain
+from kktapp.domain import (
+    DomainError,
+    LegacyRateRejected,
+    Payment,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    VatRate,
+)
+
+Y2026 = dt.date(2026, 11, 22)
+Y2025 = dt.date(2025, 6, 1)
+
+
+@pytest.mark.parametrize(
+    "value, kop",
+    [(Decimal("325.12"), 32512), (1950, 195000), ("10,50", 1050), (Decimal("0"), 0), ("0.1", 10)],
+)
+def test_to_kopecks(value, kop):
+    assert domain.to_kopecks(value) == kop
+
+
+@pytest.mark.parametrize("value", [1.5, True, Decimal("1.005"), "abc", None, Decimal("NaN")])
+def test_to_kopecks_refuses(value):
+    with pytest.raises(DomainError) as err:
+        domain.to_kopecks(value, field="Price")
+    assert err.value.field == "Price"
+
+
+def test_quantity_three_decimals():
+    assert domain.to_quantity(Decimal("1.125")) == Decimal("1.125")
+    for bad in (Decimal("1.0005"), 0, -1, 2.5):
+        with pytest.raises(DomainError):
+            domain.to_quantity(bad)
+
+
+def test_position_amount_rounds_half_up():
+    assert domain.position_amount(32512, Decimal(6)) == 195072
+    assert domain.position_amount(333, Decimal("0.5")) == 167  # 166.5 → 167
+
+
+@pytest.mark.parametrize(
+    "name, rate",
+    [
+        (22, VatRate.VAT22), ("22", VatRate.VAT22), ("vat22", VatRate.VAT22), ("НДС 22%", VatRate.VAT22),
+        (10, VatRate.VAT10), ("nds10", VatRate.VAT10), (0, VatRate.VAT0), ("5", VatRate.VAT5), (7, VatRate.VAT7),
+        ("10/110", VatRate.VAT110), ("22/122", VatRate.VAT122), ("5/105", VatRate.VAT105), ("7/107", VatRate.VAT107),
+        ("без НДС", VatRate.NONE), ("none", VatRate.NONE), (Decimal("10"), VatRate.VAT10),
+    ],
+)
+def test_parse_vat_today(name, rate):
+    assert domain.parse_vat(name, Y2026) is rate
+
+
+@pytest.mark.parametrize("name", [18, 20, "НДС18", "nds18", "vat20", "20%"])
+def test_legacy_general_rate_follows_the_date(name):
+    assert domain.parse_vat(name, Y2026) is VatRate.VAT22
+    assert domain.parse_vat(name, Y2025) is VatRate.VAT20
+
+
+def test_legacy_calculated_rate_follows_the_date():
+    assert domain.parse_vat("18/118", Y2026) is VatRate.VAT122
+    assert domain.parse_vat("20/120", Y2025) is VatRate.VAT120
+
+
+def test_legacy_rate_can_be_refused():
+    with pytest.raises(LegacyRateRejected) as err:
+        domain.parse_vat("nds18", Y2026, accept_legacy=False, field="Goods.Position_1.Tax")
+    assert err.value.field == "Goods.Position_1.Tax"
+
+
+@pytest.mark.parametrize("name", [13, "vat13", "", None, True, 22.0])
+def test_unknown_vat_refused(name):
+    with pytest.raises(DomainError):
+        domain.parse_vat(name, Y2026)
+
+
+def test_tag1199_values_are_distinct():
+    values = [r.tag1199 for r in VatRate]
+    assert len(values) == len(set(values)) and VatRate.VAT22.tag1199 == 11
+
+
+def _receipt(**kw) -> Receipt:
+    pos = Position("Товар", 10000, Decimal(2), 20000, VatRate.VAT22)
+    base = dict(type=SettlementType.SELL, positions=(pos,), payments=(Payment(PaymentType.CASH, 20000),))
+    base.update(kw)
+    return Receipt(**base)
+
+
+def test_receipt_totals_and_change():
+    r = _receipt(payments=(Payment(PaymentType.CASH, 25000),))
+    domain.check_receipt(r)
+    assert (r.total, r.paid, r.change) == (20000, 25000, 5000)
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"positions": ()}, "positions"),
+        ({"payments": (Payment(PaymentType.CASH, 100),)}, "payments"),
+        ({"payments": (Payment(PaymentType.ELECTRONIC, 30000),)}, "payments"),
+        ({"electronic_only": True}, "customer_contact"),
+        ({"customer_contact": "not a contact"}, "customer_contact"),
+        ({"type": SettlementType.SELL_CORRECTION}, "correction"),
+        ({"cashier_inn": "123"}, "cashier_inn"),
+    ],
+)
+def test_check_receipt_names_the_field(kw, field):
+    with pytest.raises(DomainError) as err:
+        domain.check_receipt(_receipt(**kw))
+    assert err.value.field == field
+
+
+def test_customer_contact_forms():
+    assert domain.check_customer_contact(" buyer@example.ru ") == "buyer@example.ru"
+    assert domain.check_customer_contact("+79991234567") == "+79991234567"
+
+
+@given(
+    amounts=st.lists(st.integers(min_value=0, max_value=10_000_000), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_spread_discount_is_exact_to_the_kopeck(amounts, data):
+    discount = data.draw(st.integers(min_value=0, max_value=sum(amounts)))
+    spread = domain.spread_discount(amounts, discount)
+    assert sum(spread) == sum(amounts) - discount
+    assert all(0 <= new <= old for new, old in zip(spread, amounts, strict=True))
+
+
+def test_spread_discount_refuses_more_than_total():
+    with pytest.raises(DomainError):
+        domain.spread_discount([100], 101)
+
+
+def test_fiscal_result_round_trip():
+    res = domain.FiscalResult(12, "1234567890", 3, 4, dt.datetime(2026, 11, 22, 10, 0), 195000, "9999")
+    assert domain.FiscalResult.from_dict(res.to_dict()) == res
+
+
+def test_format_rub():
+    assert domain.format_rub(195072) == "1950.72" and domain.format_rub(-5) == "-0.05"
