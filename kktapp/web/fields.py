@@ -1,0 +1,210 @@
+"""marshmallow fields and a schema base shared by every contract, with Russian messages.
+
+Fiscal parsing is delegated to :mod:`kktapp.domain` (one definition of each rule): ``Money``
+gives integer kopecks, ``Quantity`` a Decimal, ``Vat`` a :class:`~kktapp.domain.VatRate` for the
+receipt date, ``CustomerContact`` a checked tag-1008 value.
+
+VAT depends on the receipt date and on the ACCEPT_LEGACY_VAT setting. marshmallow 4 dropped the
+schema ``context`` argument; it offers :mod:`marshmallow.experimental.context` (a contextvar)
+instead. Both ways work here:
+
+    with FiscalContext({"on_date": today, "accept_legacy": False}):
+        schema.load(data)
+
+or per field: ``Vat(on_date=..., accept_legacy=...)``. Field arguments win over the context;
+without either, the date is today and legacy names are accepted (the conf.py default).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow.experimental.context import Context
+
+from kktapp import domain
+from kktapp.domain import DomainError, VatRate
+
+# Messages for what every field can report; marshmallow's own are English.
+BASE_MESSAGES = {
+    "required": "обязательное поле не указано",
+    "null": "поле не может быть null",
+    "validator_failed": "недопустимое значение",
+}
+
+
+class FiscalContextData(typing.TypedDict, total=False):
+    """What the fiscal fields read from the load context."""
+
+    #: Receipt date: the VAT rate in force that day applies (fiscal-rules.md §1).
+    on_date: dt.date
+    #: conf ACCEPT_LEGACY_VAT: old names 18/20 mean today's general rate, or are refused.
+    accept_legacy: bool
+
+
+#: Context manager carrying :class:`FiscalContextData` through ``schema.load``.
+FiscalContext = Context[FiscalContextData]
+
+
+def _context() -> FiscalContextData:
+    ctx = FiscalContext.get({})
+    return ctx if isinstance(ctx, dict) else {}
+
+
+class BaseSchema(Schema):
+    """Schema base: unknown fields are an error (a typo must not silently drop data), in Russian."""
+
+    error_messages = {
+        "type": "ожидается объект JSON",
+        "unknown": "неизвестное поле",
+    }
+
+    class Meta:
+        unknown = RAISE
+
+
+class String(fields.String):
+    """String with Russian messages."""
+
+    default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается строка", "invalid_utf8": "недопустимая строка"}
+
+
+class Integer(fields.Integer):
+    """Strict integer (no "5" strings, no 5.5) with Russian messages."""
+
+    default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается целое число", "too_large": "слишком большое число"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("strict", True)
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Boolean(fields.Boolean):
+    """JSON true/false (and the usual 1/0, "true"/"false" spellings) with Russian messages."""
+
+    default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается true или false"}
+
+
+class Date(fields.Date):
+    """Date in a given format; the default is the 1C ``dd.mm.yyyy``."""
+
+    default_error_messages = {
+        **BASE_MESSAGES,
+        "invalid": "ожидается дата в формате ДД.ММ.ГГГГ",
+        "format": "дата не может быть записана: {input!r}",
+    }
+
+    def __init__(self, format: str = "%d.%m.%Y", **kwargs: Any) -> None:
+        super().__init__(format=format, **kwargs)
+
+
+class Nested(fields.Nested):
+    """Nested object with a Russian type message."""
+
+    default_error_messages = {**BASE_MESSAGES, "type": "ожидается объект JSON"}
+
+
+class List(fields.List):
+    """JSON array with Russian messages."""
+
+    default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается массив JSON"}
+
+
+class Dict(fields.Dict):
+    """JSON object with Russian messages."""
+
+    default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается объект JSON"}
+
+
+class Money(fields.Field):
+    """Roubles in, integer kopecks out (Decimal/int/numeric string; never float or bool).
+
+    ``allow_negative`` for the rare amounts that may be below zero; the limit is the largest
+    sum the FN formats carry (99 999 999.99 ₽).
+    """
+
+    default_error_messages = {
+        **BASE_MESSAGES,
+        "negative": "сумма не может быть отрицательной",
+        "too_large": "сумма больше 99 999 999,99 ₽",
+    }
+
+    def __init__(self, *, allow_negative: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_negative = allow_negative
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        try:
+            kopecks = domain.to_kopecks(value, field=attr or "sum")
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
+        if kopecks < 0 and not self.allow_negative:
+            raise self.make_error("negative")
+        if abs(kopecks) > domain.MAX_MONEY:
+            raise self.make_error("too_large")
+        return kopecks
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Decimal | None:
+        # Back to roubles as an exact Decimal: JSON writers that know Decimal print "325.12".
+        return None if value is None else Decimal(int(value)).scaleb(-2)
+
+
+class Quantity(fields.Field):
+    """Quantity: Decimal, greater than zero, at most three decimals (the ATOL command's limit)."""
+
+    default_error_messages = BASE_MESSAGES
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        try:
+            return domain.to_quantity(value, field=attr or "quantity")
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Decimal | None:
+        return value
+
+
+class Vat(fields.Field):
+    """A VAT name or number → :class:`~kktapp.domain.VatRate` allowed on the receipt date.
+
+    Legacy general rates (18, 20, "НДС18", "nds18") become the general rate on that date unless
+    legacy names are switched off (see the module docstring for where the date comes from).
+    """
+
+    default_error_messages = BASE_MESSAGES
+
+    def __init__(self, *, on_date: dt.date | None = None, accept_legacy: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_date = on_date
+        self.accept_legacy = accept_legacy
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> VatRate:
+        ctx = _context()
+        on = self.on_date or ctx.get("on_date") or dt.date.today()
+        accept = self.accept_legacy if self.accept_legacy is not None else ctx.get("accept_legacy", True)
+        try:
+            return domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else VatRate(value).value
+
+
+class CustomerContact(String):
+    """Buyer's phone (+79991234567) or e-mail, tag 1008."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return domain.check_customer_contact(text, field=attr or "customer_contact")
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
