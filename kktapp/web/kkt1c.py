@@ -1,0 +1,667 @@
+"""The 1C:Enterprise contract: ``POST /kkt`` fiscalises a payment document, ``GET /kkt`` shows status.
+
+The request is exactly what the original mod_wsgi service received from 1C (README, seed 004):
+raw UTF-8 JSON, tab-indented, sent with ``Content-Type: application/x-www-form-urlencoded``::
+
+    {"DocNumber": "ТР00-003655", "DocDate": "06.10.2017", "DocSumm": 1950,
+     "Goods": {"Position_1": {"Name": "…", "Price": 325, "Quantity": 6, "Tax": 22,
+                              "PositionSumm": 1950}, …}}
+
+Our optional additions: ``PaymentType`` (cash, electronic, prepaid, credit, other; default
+conf DEFAULT_PAYMENT), ``CustomerContact`` (tag 1008), ``ElectronicOnly`` (do not print; needs
+CustomerContact) and ``Device`` (number, default 1).
+
+The answer is always JSON, even for a body that is not JSON or a wrong URL::
+
+    {"check_number": 12, "result_code": 0, "result_description": "Чек пробит",
+     "fiscal_document_number": 34, "fiscal_sign": "…", "shift_number": 5,
+     "receipt_datetime": "2026-03-01T10:00:00", "doc_number": "ТР00-003655", "test_mode": false}
+
+``result_code`` is 0 only when the receipt is fiscalised (or, in TEST_MODE, would have been);
+otherwise the device's code (1..255) or a service code from :class:`kktapp.errors.ResultCode`.
+``check_number`` is 0 unless a receipt was fiscalised, because the 1C code stores it as the
+document's receipt number and treats 0 as "not printed yet". The HTTP status tells the class:
+200 done, 401/403/429 access, 404/405 wrong URL or method, 409 DocNumber reused for another
+document, 422 bad input, 502 device error, 503 no link or outcome unknown (the receipt is kept
+and settled by the service), 504 the wait ran out (the receipt stays queued).
+
+A repeat of the same DocNumber with the same body gets the stored answer and never a second
+receipt: the service keys the journal on (source "1c", DocNumber).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import logging
+import re
+import time
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, render_template, request
+from marshmallow import ValidationError, validate, validates_schema
+from marshmallow import fields as ma_fields
+from werkzeug.exceptions import HTTPException
+
+import kktapp
+from kktapp import domain, errors
+from kktapp.domain import (
+    DomainError,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TaxationSystem,
+    format_rub,
+)
+from kktapp.errors import KKTError, ResultCode, ValidationFailed
+from kktapp.web import fields
+from kktapp.web.auth import AuthError, require
+from kktapp.web.common import read_json, validation_error
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("kkt1c", __name__, template_folder="../templates")
+
+SOURCE = "1c"
+DONE_TEXT = "Чек пробит"
+TEST_MODE_TEXT = "Тестовый режим: чек прошёл бы успешно, ничего не фискализировано"
+NOT_PRINTED_TEXT = "Чек пробит, но не напечатан: проверьте бумагу в ККТ"
+ELECTRONIC_TEXT = "Чек пробит (электронный, без печати)"
+METHOD_TEXT = "метод {method} не поддерживается: чек — POST, страница состояния — GET"
+NOT_FOUND_TEXT = "адрес {path} не найден: чек отправляйте POST-запросом на /kkt"
+
+_POSITION_KEY = re.compile(r"Position_([1-9][0-9]*)")
+_MAX_DOC_NUMBER = 128
+
+# Every service-level code maps to the HTTP status of the exception that carries it, so the
+# status comes from errors.py and is never restated here.
+_STATUS_BY_CODE = {
+    cls.code: cls.http_status
+    for cls in (
+        errors.ValidationFailed,
+        errors.Conflict,
+        errors.NotFound,
+        errors.Disabled,
+        errors.LinkError,
+        errors.FrameError,
+        errors.DeviceBusy,
+        errors.OutcomeUnknown,
+        errors.Timeout,
+    )
+}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("не может быть пустым")
+
+
+class PositionSchema(fields.BaseSchema):
+    """One ``Position_N`` of ``Goods``."""
+
+    Name = fields.String(
+        required=True,
+        validate=[
+            _not_blank,
+            validate.Length(
+                min=1, max=domain.MAX_NAME, error=f"наименование должно быть от 1 до {domain.MAX_NAME} символов"
+            ),
+        ],
+    )
+    Price = fields.Money(required=True)
+    Quantity = fields.Quantity(required=True)
+    Tax = fields.Vat(required=True)
+    PositionSumm = fields.Money(required=True)
+
+    @validates_schema
+    def _sum_matches(self, data: dict, **kwargs: Any) -> None:
+        # The FN recomputes price × quantity; more than a kopeck off is a 1C-side error
+        # (fiscal-rules.md §3), better reported now than as a device code mid-receipt.
+        expected = domain.position_amount(data["Price"], data["Quantity"])
+        if abs(expected - data["PositionSumm"]) > 1:
+            raise ValidationError(
+                f"сумма позиции не равна цене × количество = {format_rub(expected)} ₽",
+                "PositionSumm",
+            )
+
+
+class GoodsField(ma_fields.Field):
+    """``{"Position_1": {...}, …, "Position_N": {...}}`` → positions in numeric order of N."""
+
+    default_error_messages = {
+        **fields.BASE_MESSAGES,
+        "invalid": "ожидается объект JSON с позициями Position_1, Position_2, …",
+        "empty": "в чеке нет ни одной позиции",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[tuple[str, dict]]:
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        if not value:
+            raise self.make_error("empty")
+        numbered: list[tuple[int, str]] = []
+        for key in value:
+            match = _POSITION_KEY.fullmatch(key)
+            if not match:
+                raise ValidationError({key: [f"ключ «{key}» не вида Position_N (N = 1, 2, 3, …)"]})
+            numbered.append((int(match.group(1)), key))
+        # Numeric, not lexical: Position_10 prints after Position_9.
+        numbered.sort()
+        schema = PositionSchema()
+        result: list[tuple[str, dict]] = []
+        errs: dict[str, Any] = {}
+        for _, key in numbered:
+            try:
+                result.append((key, schema.load(value[key])))
+            except ValidationError as exc:
+                errs[key] = exc.messages
+        if errs:
+            raise ValidationError(errs)
+        return result
+
+
+class PaymentTypeField(fields.String):
+    """One of domain.PaymentType's names, case-insensitive."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> PaymentType:
+        text = super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        try:
+            return PaymentType(text)
+        except ValueError:
+            names = ", ".join(p.value for p in PaymentType)
+            raise ValidationError(f"неизвестный тип оплаты; допустимо: {names}") from None
+
+
+class ReceiptSchema(fields.BaseSchema):
+    """The whole 1C document. Field order is the order errors are looked for."""
+
+    DocNumber = fields.String(
+        required=True,
+        validate=[
+            _not_blank,
+            validate.Length(max=_MAX_DOC_NUMBER, error=f"номер документа длиннее {_MAX_DOC_NUMBER} символов"),
+        ],
+    )
+    DocDate = fields.Date(required=True)
+    DocSumm = fields.Money(required=True)
+    Goods = GoodsField(required=True)
+    PaymentType = PaymentTypeField(load_default=None, allow_none=True)
+    CustomerContact = fields.CustomerContact(load_default=None, allow_none=True)
+    ElectronicOnly = fields.Boolean(load_default=False, allow_none=True)
+    Device = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, error="номер ККТ — целое число от 1"), allow_none=True
+    )
+
+    @validates_schema
+    def _totals(self, data: dict, **kwargs: Any) -> None:
+        total = sum(pos["PositionSumm"] for _, pos in data["Goods"])
+        if total != data["DocSumm"]:
+            raise ValidationError(f"сумма документа не равна сумме позиций {format_rub(total)} ₽", "DocSumm")
+        if data.get("ElectronicOnly") and not data.get("CustomerContact"):
+            raise ValidationError(
+                "для чека без печати (ElectronicOnly) нужен телефон или e-mail покупателя", "CustomerContact"
+            )
+
+
+# --------------------------------------------------------------------------- building the receipt
+
+
+def _taxation(config: Any) -> TaxationSystem | None:
+    name = config.get("TAXATION")
+    if not name:
+        return None
+    try:
+        return domain.TAXATION_NAMES[name]
+    except KeyError:
+        raise KKTError(f"ошибка в настройках сервиса: неизвестная система налогообложения TAXATION={name!r}") from None
+
+
+def _default_payment(config: Any) -> PaymentType:
+    name = config.get("DEFAULT_PAYMENT") or PaymentType.ELECTRONIC.value
+    try:
+        return PaymentType(str(name).lower())
+    except ValueError:
+        raise KKTError(f"ошибка в настройках сервиса: неизвестный тип оплаты DEFAULT_PAYMENT={name!r}") from None
+
+
+def _domain_field(keys: list[str]):
+    """Map domain field names (positions[2].name) back to the 1C names (Goods.Position_2.Name)."""
+    names = {"name": "Name", "price": "Price", "amount": "PositionSumm", "quantity": "Quantity", "vat": "Tax"}
+    simple = {"customer_contact": "CustomerContact", "payments": "DocSumm", "total": "DocSumm", "positions": "Goods"}
+
+    def rename(field: str) -> str:
+        match = re.fullmatch(r"positions\[(\d+)\]\.(\w+)", field)
+        if match and 1 <= int(match.group(1)) <= len(keys):
+            attr = names.get(match.group(2), match.group(2))
+            return f"Goods.{keys[int(match.group(1)) - 1]}.{attr}"
+        if field in ("cashier_inn", "cashier_name"):
+            return f"CASHIER_{field.split('_')[1].upper()} (настройки сервиса)"
+        return simple.get(field, field)
+
+    return rename
+
+
+def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Receipt]:
+    """Validate a 1C document and build the domain receipt; raises ValidationFailed."""
+    accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
+    try:
+        with fields.FiscalContext({"on_date": today, "accept_legacy": accept_legacy}):
+            data = ReceiptSchema().load(body)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    keys = [key for key, _ in data["Goods"]]
+    positions = tuple(
+        Position(name=p["Name"], price=p["Price"], quantity=p["Quantity"], amount=p["PositionSumm"], vat=p["Tax"])
+        for _, p in data["Goods"]
+    )
+    total = sum(p.amount for p in positions)
+    pay_type = data["PaymentType"] or _default_payment(config)
+    receipt = Receipt(
+        type=SettlementType.SELL,
+        positions=positions,
+        payments=domain.payment_list(total, pay_type),
+        taxation=_taxation(config),
+        customer_contact=data["CustomerContact"] or "",
+        electronic_only=bool(data["ElectronicOnly"]),
+        cashier_name=str(config.get("CASHIER_NAME") or ""),
+        cashier_inn=str(config.get("CASHIER_INN") or ""),
+        test_mode=bool(config.get("TEST_MODE", False)),
+    )
+    try:
+        domain.check_receipt(receipt)
+    except DomainError as exc:
+        raise validation_error(exc, rename=_domain_field(keys)) from None
+    if data["Device"] is None:
+        data["Device"] = 1
+    return data, receipt
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _json_default(value: Any) -> Any:
+    # ISO dates (Flask's provider would write RFC 822), Decimal as its exact digits.
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_response(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    """UTF-8 JSON without \\u escapes: 1C and people read Cyrillic directly."""
+    response = current_app.response_class(
+        json.dumps(body, ensure_ascii=False, default=_json_default), status=status, mimetype="application/json"
+    )
+    response.headers["Content-Type"] = "application/json; charset=utf-8"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def answer(
+    result_code: int,
+    description: str,
+    status: int,
+    *,
+    doc_number: str | None = None,
+    result: dict | None = None,
+    extra: dict | None = None,
+    headers: dict | None = None,
+) -> Response:
+    """The 1C answer: the same keys every time, so 1C can read result_code from any reply."""
+    result = result or {}
+    fiscalised = result_code == 0 and not result.get("test_mode") and "fiscal_document_number" in result
+    body = {
+        "check_number": int(result.get("receipt_number") or 0) if fiscalised else 0,
+        "result_code": result_code,
+        "result_description": description,
+        "fiscal_document_number": result.get("fiscal_document_number"),
+        "fiscal_sign": result.get("fiscal_sign"),
+        "shift_number": result.get("shift_number"),
+        "receipt_datetime": result.get("datetime"),
+        "doc_number": doc_number,
+        "test_mode": bool(result.get("test_mode", False)),
+    }
+    if extra:
+        body.update(extra)
+    response = json_response(body, status, headers)
+    g.kkt1c_outcome = (result_code, result.get("fiscal_document_number"), status)
+    return response
+
+
+def error_answer(exc: KKTError, doc_number: str | None = None) -> Response:
+    """Any service error as the 1C answer; validation errors also name the field and value."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationFailed):
+        data = exc.to_dict()
+        extra = {"field": data["field"]}
+        if "value" in data:
+            extra["value"] = data["value"]
+    headers = exc.headers if isinstance(exc, AuthError) else None
+    return answer(exc.code, exc.message, errors.http_status(exc), doc_number=doc_number, extra=extra, headers=headers)
+
+
+def _status_for_code(code: int) -> int:
+    if 1 <= code <= 255:
+        return errors.DeviceError.http_status
+    return _STATUS_BY_CODE.get(code, errors.KKTError.http_status)
+
+
+def job_answer(job: Any, doc_number: str, receipt: Receipt) -> Response:
+    """Translate the service's Job into the 1C answer and HTTP status."""
+    state = getattr(job, "state", "")
+    err = getattr(job, "error", None) or {}
+    if state == "done":
+        result = job.result or {}
+        if result.get("test_mode"):
+            text = TEST_MODE_TEXT
+        elif receipt.electronic_only:
+            text = ELECTRONIC_TEXT
+        elif result.get("printed", True) is False:
+            text = NOT_PRINTED_TEXT
+        else:
+            text = DONE_TEXT
+        return answer(ResultCode.OK, text, 200, doc_number=doc_number, result=result)
+    if state == "failed":
+        code = int(err.get("code") or ResultCode.INTERNAL)
+        message = str(err.get("message") or errors.KKTError.message)
+        step = err.get("step")
+        if step and step not in message:
+            message = f"{message} (шаг: {step})"
+        return answer(code, message, _status_for_code(code), doc_number=doc_number, extra={"job_id": job.id})
+    if state == "unknown":
+        exc: KKTError = errors.OutcomeUnknown()
+    elif err.get("code") in (ResultCode.LINK_LOST, ResultCode.FRAME_ERROR, ResultCode.DEVICE_BUSY):
+        # Still queued because the device cannot be reached: the receipt is kept and will be
+        # printed when the link is back; a repeat of this DocNumber will get that result.
+        exc = errors.LinkError(
+            f"{err.get('message') or errors.LinkError.message}; чек сохранён и будет пробит, когда связь восстановится"
+        )
+    else:
+        exc = errors.Timeout()
+    return answer(exc.code, exc.message, exc.http_status, doc_number=doc_number, extra={"job_id": job.id})
+
+
+# --------------------------------------------------------------------------- views
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.kkt1c_started = time.monotonic()
+
+
+@bp.route("/kkt", methods=["POST"], endpoint="receipt")
+@bp.route("/", methods=["POST"], endpoint="receipt_root")
+@require("cashier", anonymous_from="ONEC_ALLOWED_ADDRESSES")
+def receipt_view() -> Response:
+    """Fiscalise one 1C payment document and wait for the result (KKT_WAIT_TIMEOUT)."""
+    config = current_app.config
+    body = read_json(request)
+    doc_number = body.get("DocNumber") if isinstance(body, dict) else None
+    g.kkt1c_doc = doc_number
+    if not isinstance(doc_number, str):
+        doc_number = None
+    try:
+        data, receipt = parse_receipt(body, dt.date.today(), config)
+    except ValidationFailed as exc:
+        return error_answer(exc, doc_number)
+    g.kkt1c_amount = receipt.total
+    service = current_app.extensions["kkt"]
+    key = data["DocNumber"].strip()
+    if receipt.test_mode:
+        # Test runs must not occupy the real DocNumber: once TEST_MODE is off, the same
+        # document has to be fiscalised for real, not answered from the test journal entry.
+        key = "test:" + key
+    job = service.submit_receipt(
+        receipt,
+        device=data["Device"],
+        key=key,
+        fingerprint=service.fingerprint(body),
+        source=SOURCE,
+        wait=float(config.get("KKT_WAIT_TIMEOUT", 60)),
+    )
+    return job_answer(job, doc_number or key, receipt)
+
+
+@bp.route("/kkt", methods=["GET"], endpoint="status")
+@bp.route("/", methods=["GET"], endpoint="status_root")
+def status_view() -> Response | str:
+    """Status of every configured device, HTML for people or JSON on ``Accept: application/json``."""
+    service = current_app.extensions["kkt"]
+    snapshots = [service.snapshot(number) for number in _device_numbers(service)]
+    page = {
+        "service": "kkt",
+        "version": kktapp.__version__,
+        "test_mode": bool(current_app.config.get("TEST_MODE", False)),
+        "generated_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "devices": snapshots,
+    }
+    accept = request.accept_mimetypes
+    if accept["application/json"] > accept["text/html"]:
+        return json_response(page)
+    now = dt.datetime.now()
+    return render_template(
+        "status.html",
+        page=page,
+        devices=[_device_view(snap, now) for snap in snapshots],
+        generated_at=_when(page["generated_at"]),
+    )
+
+
+@bp.route("/kkt", methods=["PUT", "PATCH", "DELETE"], endpoint="not_allowed")
+@bp.route("/", methods=["PUT", "PATCH", "DELETE"], endpoint="not_allowed_root")
+def not_allowed_view() -> Response:
+    """Other methods on /kkt: JSON 405 (Werkzeug's would be HTML, which 1C cannot read)."""
+    response = answer(ResultCode.NOT_FOUND, METHOD_TEXT.format(method=request.method), 405)
+    response.headers["Allow"] = "GET, HEAD, POST, OPTIONS"
+    return response
+
+
+@bp.route("/kkt/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def not_found_view(rest: str) -> Response:
+    """Unknown URLs under /kkt answer in JSON too."""
+    return answer(ResultCode.NOT_FOUND, NOT_FOUND_TEXT.format(path=request.path), 404)
+
+
+@bp.errorhandler(KKTError)
+def _kkt_error(exc: KKTError) -> Response:
+    return error_answer(exc, _doc_number())
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    code = ResultCode.NOT_FOUND if exc.code in (404, 405) else ResultCode.INTERNAL
+    return answer(code, exc.description or "ошибка запроса", exc.code or 500, doc_number=_doc_number())
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log.exception("Внутренняя ошибка при обработке %s %s", request.method, request.path)
+    return answer(ResultCode.INTERNAL, errors.KKTError.message, 500, doc_number=_doc_number())
+
+
+@bp.after_request
+def _log_request(response: Response) -> Response:
+    if request.method != "POST":
+        return response
+    started = g.get("kkt1c_started", time.monotonic())
+    code, fd, status = g.get("kkt1c_outcome", (None, None, response.status_code))
+    amount = g.get("kkt1c_amount")
+    log.info(
+        "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс",
+        _doc_number() or "-",
+        format_rub(amount) if amount is not None else "-",
+        code if code is not None else "-",
+        fd if fd is not None else "-",
+        status,
+        request.remote_addr,
+        (time.monotonic() - started) * 1000,
+    )
+    return response
+
+
+def _doc_number() -> str | None:
+    doc = g.get("kkt1c_doc")
+    return doc if isinstance(doc, str) else None
+
+
+# --------------------------------------------------------------------------- status page data
+
+_SHIFT_STATES = {
+    "open": ("открыта", ""),
+    "closed": ("закрыта (откроется сама перед первым чеком)", ""),
+    "expired": ("открыта больше 24 часов: перед следующим чеком сервис снимет Z-отчёт и откроет новую", "warn"),
+}
+_JOB_STATES = {
+    "queued": "в очереди",
+    "sending": "отправляется в ККТ",
+    "unknown": "результат неизвестен, сервис проверит ККТ",
+    "failed": "ошибка",
+    "done": "пробит",
+}
+#: Unsent documents older than this get a warning: at 30 days the FN blocks (54-ФЗ art. 4.1).
+OFD_WARN_DAYS = 3
+
+
+def _device_numbers(service: Any) -> list[int]:
+    numbers = getattr(service, "device_numbers", None)
+    if callable(numbers):
+        numbers = numbers()
+    if numbers is None:
+        devices = getattr(service, "devices", None) or {1: None}
+        numbers = list(devices.keys()) if isinstance(devices, dict) else list(devices)
+    return [int(n) for n in numbers]
+
+
+def _as_datetime(value: Any) -> dt.datetime | dt.date | None:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _when(value: Any) -> str:
+    """ISO date/time → "01.03.2026 10:00" for people; anything else as is, or a dash."""
+    parsed = _as_datetime(value)
+    if isinstance(parsed, dt.datetime):
+        return parsed.strftime("%d.%m.%Y %H:%M:%S")
+    if isinstance(parsed, dt.date):
+        return parsed.strftime("%d.%m.%Y")
+    return str(value) if value not in (None, "") else "—"
+
+
+def _dash(value: Any) -> str:
+    return "—" if value in (None, "") else str(value)
+
+
+def _rub(value: Any) -> str:
+    return f"{format_rub(int(value))} ₽" if isinstance(value, int) and not isinstance(value, bool) else "—"
+
+
+def _device_view(snap: dict, now: dt.datetime) -> dict:
+    """Labelled rows for the HTML page; missing parts (never read, device off) show as a dash."""
+    info = snap.get("info") or {}
+    status = snap.get("status") or {}
+    shift = snap.get("shift") or {}
+    fn = snap.get("fn") or {}
+    last = snap.get("last_document") or {}
+    link_ok = snap.get("link") == "ok"
+    number = snap.get("device", "")
+    name = snap.get("name") or ""
+    title = f"Касса № {number}" + (f" — {name}" if name else "")
+
+    device_rows = [
+        ("Модель", _dash(info.get("model_name")), ""),
+        ("Заводской номер", _dash(info.get("serial") or status.get("serial")), ""),
+        ("Прошивка", _dash(info.get("firmware")), ""),
+    ]
+    if status:
+        paper = status.get("paper_present")
+        device_rows.append(("Бумага", "есть" if paper else "нет бумаги", "" if paper else "bad"))
+        if status.get("cover_open"):
+            device_rows.append(("Крышка", "открыта", "bad"))
+    else:
+        device_rows.append(("Бумага", "—", ""))
+    device_rows.append(("Данные прочитаны", _when(snap.get("updated_at")), "" if link_ok else "warn"))
+
+    state_text, tone = _SHIFT_STATES.get(shift.get("state"), (_dash(shift.get("state")), ""))
+    shift_rows = [
+        ("Состояние", state_text, tone),
+        ("Номер", _dash(shift.get("number")), ""),
+        ("Открыта", _when(shift.get("opened_at")), ""),
+        ("Истекает", _when(shift.get("expires_at")), ""),
+        ("Чеков в смене", _dash(shift.get("receipts")), ""),
+    ]
+
+    unsent = fn.get("unsent_count")
+    first_unsent = _as_datetime(fn.get("first_unsent_at"))
+    unsent_tone = ""
+    if isinstance(first_unsent, dt.datetime) and unsent:
+        age = now - first_unsent.replace(tzinfo=None)
+        unsent_tone = "bad" if age > dt.timedelta(days=OFD_WARN_DAYS) else ""
+    fn_rows = [
+        ("Номер ФН", _dash(fn.get("fn_number")), ""),
+        ("Действует до", _when(fn.get("valid_until")), ""),
+        ("Не отправлено в ОФД", _dash(unsent), unsent_tone),
+        ("Самый старый неотправленный", _when(fn.get("first_unsent_at")) if unsent else "—", unsent_tone),
+        ("Последний фискальный документ", _dash(fn.get("last_fd_number")), ""),
+    ]
+    if fn.get("warnings"):
+        fn_rows.append(("Предупреждения ФН", "есть: проверьте ФН и связь с ОФД", "bad"))
+
+    result = last.get("result") or {}
+    last_rows = [
+        ("Номер ФД", _dash(last.get("fd_number") or result.get("fiscal_document_number")), ""),
+        ("Дата и время", _when(result.get("datetime")), ""),
+        ("Номер чека", _dash(result.get("receipt_number")), ""),
+        ("Сумма", _rub(result.get("total")), ""),
+        ("Фискальный признак", _dash(result.get("fiscal_sign")), ""),
+    ]
+
+    queue = snap.get("queue")
+    queued = queue.get("length", queue.get("size")) if isinstance(queue, dict) else queue
+    groups = [
+        {"title": "Касса", "rows": device_rows},
+        {"title": "Смена", "rows": shift_rows},
+        {"title": "Фискальный накопитель и ОФД", "rows": fn_rows},
+        {"title": "Последний документ", "rows": last_rows},
+        {"title": "Очередь", "rows": [("Чеков ждут отправки в ККТ", _dash(queued), "")]},
+    ]
+    unsettled = []
+    for item in snap.get("unsettled") or []:
+        if not isinstance(item, dict):
+            continue
+        state = item.get("state", "")
+        unsettled.append(
+            {
+                "key": _dash(item.get("key") or item.get("id")),
+                "state": _JOB_STATES.get(state, _dash(state)),
+                "reason": _dash(item.get("reason") or (item.get("error") or {}).get("message")),
+                "created": _when(item.get("created_at") or item.get("accepted_at")),
+            }
+        )
+    return {
+        "title": title,
+        "link_ok": link_ok,
+        "link_error": "" if link_ok else (snap.get("link_error") or ""),
+        "groups": groups,
+        "unsettled": unsettled,
+    }
