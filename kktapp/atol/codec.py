@@ -1,0 +1,153 @@
+"""Field encodings of the ATOL command layer: BCD, little-endian integers, the device text codec.
+
+Money is integer kopecks and quantities are :class:`~decimal.Decimal`; nothing here ever
+touches a float. BCD is big-endian, two digits a byte (atol-protocol.md §2.1). The text codec
+is CP866 with two characters swapped: the device prints '№' for 0x24 and '$' for 0xFC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+#: Quantity on the wire: Decimal × 1000 as 5-byte BCD.
+QUANTITY_SCALE = 1000
+QUANTITY_BYTES = 5
+
+
+class CodecError(ValueError):
+    """A value does not fit its field, or the bytes are not a valid encoding."""
+
+
+# --------------------------------------------------------------------------- BCD
+
+
+def encode_bcd(value: int, width: int) -> bytes:
+    """Non-negative integer as ``width`` bytes of big-endian BCD; overflow is an error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"BCD needs an int, got {value!r}")
+    if value < 0:
+        raise CodecError(f"BCD cannot hold a negative number: {value}")
+    digits = str(value)
+    if len(digits) > 2 * width:
+        raise CodecError(f"{value} does not fit in {width} BCD bytes")
+    digits = digits.zfill(2 * width)
+    return bytes(int(digits[i]) << 4 | int(digits[i + 1]) for i in range(0, len(digits), 2))
+
+
+def decode_bcd(data: bytes) -> int:
+    """Big-endian BCD bytes to an integer; a nibble above 9 is an error."""
+    value = 0
+    for byte in data:
+        hi, lo = byte >> 4, byte & 0x0F
+        if hi > 9 or lo > 9:
+            raise CodecError(f"not a BCD byte: {byte:02X}")
+        value = value * 100 + hi * 10 + lo
+    return value
+
+
+# --------------------------------------------------------------------------- little-endian
+
+
+def encode_le(value: int, width: int) -> bytes:
+    """Unsigned little-endian integer of ``width`` bytes."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"integer field needs an int, got {value!r}")
+    try:
+        return value.to_bytes(width, "little", signed=False)
+    except OverflowError:
+        raise CodecError(f"{value} does not fit in {width} unsigned bytes") from None
+
+
+def decode_le(data: bytes) -> int:
+    """Unsigned little-endian integer."""
+    return int.from_bytes(data, "little", signed=False)
+
+
+# --------------------------------------------------------------------------- quantity
+
+
+def encode_quantity(quantity: Decimal) -> bytes:
+    """Quantity with at most three decimals as 5-byte BCD of quantity × 1000."""
+    if not isinstance(quantity, (Decimal, int)) or isinstance(quantity, bool):
+        # Floats are refused on purpose: 0.1 kg must not become 0.09999 kg.
+        raise CodecError(f"quantity must be Decimal or int, got {quantity!r}")
+    scaled = Decimal(quantity) * QUANTITY_SCALE
+    if scaled != scaled.to_integral_value():
+        raise CodecError(f"quantity {quantity} has more than three decimals")
+    return encode_bcd(int(scaled), QUANTITY_BYTES)
+
+
+def decode_quantity(data: bytes) -> Decimal:
+    """5-byte BCD back to a Decimal quantity with three decimals."""
+    return (Decimal(decode_bcd(data)) / QUANTITY_SCALE).quantize(Decimal("0.001"))
+
+
+# --------------------------------------------------------------------------- date and time
+
+
+def encode_bcd_datetime(value: dt.datetime | dt.date | None, parts: str) -> bytes:
+    """Date/time as one BCD byte per part (``Y`` two-digit year, ``M``, ``D``, ``h``, ``m``, ``s``).
+
+    ``None`` is all zeros: the device's way of saying "no date" (e.g. a closed shift).
+    """
+    if value is None:
+        return bytes(len(parts))
+    out = []
+    for part in parts:
+        if part == "Y":
+            number = value.year % 100
+        elif part == "M":
+            number = value.month
+        elif part == "D":
+            number = value.day
+        else:
+            if not isinstance(value, dt.datetime):
+                raise CodecError(f"{value!r} has no time of day for part {part!r}")
+            number = {"h": value.hour, "m": value.minute, "s": value.second}[part]
+        out.append(encode_bcd(number, 1))
+    return b"".join(out)
+
+
+def decode_bcd_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
+    """Inverse of :func:`encode_bcd_datetime`: a date when only Y/M/D are given, else a datetime."""
+    if len(data) != len(parts):
+        raise CodecError(f"date field needs {len(parts)} bytes, got {len(data)}")
+    if not any(data):
+        return None
+    values = dict.fromkeys("YMDhms", 0)
+    for part, byte in zip(parts, data, strict=True):
+        values[part] = decode_bcd(bytes([byte]))
+    try:
+        if set(parts) <= set("YMD"):
+            return dt.date(2000 + values["Y"], values["M"], values["D"])
+        return dt.datetime(2000 + values["Y"], values["M"], values["D"], values["h"], values["m"], values["s"])
+    except ValueError as exc:
+        raise CodecError(f"not a valid date: {data.hex(' ')}") from exc
+
+
+# --------------------------------------------------------------------------- text
+
+# CP866 already puts А–п at 0x80–0xAF, р–я at 0xE0–0xEF, Ё/ё at 0xF0/0xF1 and '№' at 0xFC;
+# the device swaps the last one with '$' (0x24), so '№' prints from 0x24 and '$' from 0xFC.
+_SWAP = bytes.maketrans(b"\x24\xfc", b"\xfc\x24")
+
+
+def encode_text(text: str) -> bytes:
+    """Text in the device code page; characters it cannot print become '?'."""
+    return text.encode("cp866", errors="replace").translate(_SWAP)
+
+
+def decode_text(data: bytes) -> str:
+    """Device code page to text."""
+    return data.translate(_SWAP).decode("cp866", errors="replace")
+
+
+def encode_text_field(text: str, width: int) -> bytes:
+    """Fixed-width text field: cut to ``width`` bytes, zero-padded on the right."""
+    return encode_text(text)[:width].ljust(width, b"\x00")
+
+
+def decode_text_field(data: bytes) -> str:
+    """Fixed-width text field: everything up to the first zero byte."""
+    return decode_text(data.split(b"\x00", 1)[0])
