@@ -1,0 +1,192 @@
+"""A wire-faithful ATOL 55Ф emulator for tests, the demo and the benchmarks.
+
+It speaks protocol v3 over TCP exactly as the driver expects from a real device, reusing the
+protocol layer (:mod:`kktapp.atol.framing`, :mod:`~kktapp.atol.taskbuf`,
+:mod:`~kktapp.atol.commands`, the model choices in :mod:`~kktapp.atol.model`), and keeps a
+fiscal storage of its own: counters, shift, documents, cash (:mod:`.device`, :mod:`.state`).
+
+In-process use::
+
+    from kktapp.atol.emulator import Emulator
+    with Emulator(state_path=tmp / "kkt.json", log_path=tmp / "fd.jsonl") as emu:
+        driver = AtolDriver(emu.url)
+        ...
+        emu.paper_out(); emu.drop_after_tasks(3); emu.advance_clock(25)
+        assert emu.documents()[-1]["type"] == "receipt"
+
+From a shell: ``python -m kktapp.atol.emulator --port 5555 --state kkt.json --log fd.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from types import TracebackType
+from typing import Any
+
+from . import handlers
+from .device import Device
+from .server import Faults, Server, Timing
+from .state import DEFAULT_SERIAL, DeviceState, Store
+
+__all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
+
+log = logging.getLogger(__name__)
+
+
+class Emulator:
+    """One emulated ATOL 55Ф: a TCP server thread plus knobs for faults and time.
+
+    Times are in seconds. ``state_path`` keeps the fiscal storage across restarts (None: in
+    memory); ``log_path`` gets one JSON line per fiscal document. ``clock_offset`` (hours) sets
+    the device clock ahead of the host clock, overriding the offset stored in the state.
+    """
+
+    def __init__(
+        self,
+        state_path: str | os.PathLike[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        device_time: float = 0.0,
+        latency: float = 0.0,
+        serial: str = DEFAULT_SERIAL,
+        clock_offset: float | None = None,
+    ) -> None:
+        self.log_path = os.fspath(log_path) if log_path is not None else None
+        self.device = Device(Store(state_path), serial, clock_offset_hours=clock_offset)
+        self.device.on_document = self._write_log
+        self.timing = Timing(device_time=float(device_time), latency=float(latency))
+        self.faults = Faults()
+        self.server = Server(self._execute, self.faults, self.timing)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._started = False
+        self._powered = True
+        self._log_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen on ``host:port`` (0 = a free port) in background threads; returns the address."""
+        if self._started:
+            return self.host, self.port
+        self.host, self.port = self.server.listen(host, port)
+        self._started = True
+        self._powered = True
+        return self.host, self.port
+
+    def stop(self) -> None:
+        """Close the listener and the connection and wait for the threads (idempotent)."""
+        self.server.close()
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """pyserial URL of the emulator: ``socket://127.0.0.1:PORT``."""
+        return f"socket://{self.host}:{self.port}"
+
+    def __enter__(self) -> Emulator:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ faults and timing
+
+    def paper_out(self) -> None:
+        """The paper runs out: printing commands fail with 0x67 (see Device.close_receipt)."""
+        with self.device.lock:
+            self.device.paper = False
+
+    def paper_in(self) -> None:
+        """Paper loaded again (a print left pending waits for the host's reprint, 95)."""
+        with self.device.lock:
+            self.device.paper = True
+
+    def drop_after_tasks(self, n: int) -> None:
+        """Close the link right after the n-th further task is executed (its reply not sent)."""
+        with self.faults.lock:
+            self.faults.drop_after = max(1, int(n))
+
+    def drop_mid_frame(self) -> None:
+        """Send only the first half of the next outgoing packet, then close the link."""
+        with self.faults.lock:
+            self.faults.drop_mid_frame = True
+
+    def corrupt_next_byte(self) -> None:
+        """Flip one byte of the next outgoing packet (the host sees a bad CRC and asks again)."""
+        with self.faults.lock:
+            self.faults.corrupt_next = True
+
+    def drop_connection(self) -> None:
+        """Close the current connection now (the device stays on)."""
+        self.server.drop()
+
+    def power_off(self) -> None:
+        """Switch the device off: the link drops, connects are refused, the state is kept."""
+        if not self._powered:
+            return
+        self._powered = False
+        self.server.close()
+
+    def power_on(self) -> None:
+        """Switch it on again on the same address (see Device.power_cycle for what survives)."""
+        if self._powered:
+            return
+        with self.device.lock:
+            self.device.power_cycle()
+        self._powered = True
+        if self._started:
+            self.server.listen(self.host, self.port)
+
+    def advance_clock(self, hours: float) -> None:
+        """Move the device clock forward by ``hours`` (kept in the state file)."""
+        with self.device.lock:
+            self.device.advance_clock(hours)
+
+    def set_unsent(self, n: int) -> None:
+        """Pretend ``n`` documents wait for the OFD (A4 20 reports them)."""
+        with self.device.lock:
+            self.device.set_unsent(n)
+
+    def set_device_time(self, seconds: float) -> None:
+        """Time the device spends on every task from now on."""
+        self.timing.device_time = max(0.0, float(seconds))
+
+    def set_latency(self, seconds: float) -> None:
+        """One-way delay of every packet, both directions, from now on."""
+        self.timing.latency = max(0.0, float(seconds))
+
+    # ------------------------------------------------------------------ inspection
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Fiscal documents in the device's FN, oldest first (the same objects as the log lines)."""
+        with self.device.lock:
+            return [json.loads(json.dumps(d)) for d in self.device.documents]
+
+    @property
+    def state(self) -> DeviceState:
+        """The device state (shift_open, shift_number, fd_number, receipt, cash, …); read-only use."""
+        return self.device.state
+
+    def shift_state(self) -> str:
+        """"closed", "open" or "expired" by the device clock."""
+        with self.device.lock:
+            return self.device.shift_state()
+
+    # ------------------------------------------------------------------ internals
+
+    def _execute(self, task: bytes) -> tuple[bytes, bool]:
+        return handlers.execute(self.device, task)
+
+    def _write_log(self, doc: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        line = json.dumps(doc, ensure_ascii=False) + "\n"
+        with self._log_lock, open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()

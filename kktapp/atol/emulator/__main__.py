@@ -1,0 +1,63 @@
+"""Run the ATOL 55Ф emulator as a TCP server: ``python -m kktapp.atol.emulator --port 5555``.
+
+Times on the command line are milliseconds (the in-process API takes seconds). SIGINT or
+SIGTERM stops it cleanly; the state file is already up to date at any moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import Emulator
+from .state import DEFAULT_SERIAL
+
+log = logging.getLogger("kktapp.atol.emulator")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m kktapp.atol.emulator",
+                                description="ATOL 55Ф emulator (protocol v3 over TCP)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5555, help="TCP port (default 5555, as the device; 0 = free port)")
+    p.add_argument("--state", metavar="FILE", help="fiscal storage file kept across restarts (default: memory only)")
+    p.add_argument("--log", metavar="FILE", help="append one JSON line per fiscal document")
+    p.add_argument("--device-time", type=float, default=0.0, metavar="MS", help="time the device spends per task")
+    p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="one-way delay of every packet")
+    p.add_argument("--clock-offset", type=float, default=None, metavar="HOURS",
+                   help="device clock ahead of the host clock (overrides the stored offset)")
+    p.add_argument("--serial", default=DEFAULT_SERIAL, help=f"serial number (default {DEFAULT_SERIAL})")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every packet")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the emulator and serve until a signal arrives."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    emu = Emulator(state_path=args.state, log_path=args.log, device_time=args.device_time / 1000,
+                   latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset)
+    try:
+        host, port = emu.start(args.host, args.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 2
+    st = emu.state
+    log.info("ATOL 55Ф emulator, serial %s, on %s:%d; shift %s #%d, last FD %d", st.serial, host, port,
+             emu.shift_state(), st.shift_number, st.fd_number)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    emu.stop()
+    log.info("emulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,514 @@
+"""The emulated ATOL 55Ф itself: modes, passwords, shift, receipt and fiscal storage.
+
+Pure state machine, no bytes and no sockets: the server decodes a command with the protocol
+layer and calls one method here with plain values (kopecks, Decimal quantities, VatRate names);
+a refused operation raises :class:`DeviceFault` with the device's error code, and the server
+encodes it as the ``55 err ext`` reply. All methods must be called with :attr:`Device.lock` held
+(the server executes one task at a time, the test API may poke at the same time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from ...domain import PaymentType, SettlementType, position_amount
+from .. import commands, model
+from ..errors import ErrorCode
+from ..model import Mode
+from .state import OpenReceipt, Store
+
+log = logging.getLogger(__name__)
+
+#: ATOL model code of the 55Ф (libfptr10 model list).
+MODEL_CODE = 62
+SHIFT_HOURS = 24
+#: Operator number the system administrator works as (3F "cashier" byte); cashiers are 1..28.
+ADMIN_OPERATOR = 29
+
+#: Position attributes (model: E8 applies them to the last E6 position) → key in the log.
+POSITION_TAG_KEYS = {
+    model.TAG_PAYMENT_OBJECT: "payment_object", model.TAG_PAYMENT_METHOD: "payment_method", model.TAG_UNIT: "unit",
+}
+#: Receipt type byte (92) → settlement type; payment type byte (99 / 4A) → payment type.
+RECEIPT_TYPES = commands.SETTLEMENT_BY_RECEIPT_TYPE
+PAYMENT_TYPES = commands.PAYMENT_TYPE_BY_CODE
+#: Settlement types whose cash goes into the drawer; the others pay cash out.
+CASH_INCOMING = {
+    SettlementType.SELL, SettlementType.BUY_RETURN, SettlementType.SELL_CORRECTION,
+    SettlementType.BUY_RETURN_CORRECTION,
+}
+
+class DeviceFault(Exception):
+    """The device refuses (or half-completes) a command: ``code`` goes into ``55 code ext``.
+
+    ``committed`` is true when the fiscal document was nevertheless formed (paper ran out while
+    printing it), so recovery by last document number must find it.
+    """
+
+    def __init__(self, code: int, ext: int = 0, *, committed: bool = False) -> None:
+        super().__init__(f"device error 0x{code:02X}")
+        self.code = code
+        self.ext = ext
+        self.committed = committed
+
+
+def fiscal_sign(serial: str, fd_number: int, when: str, total: int) -> str:
+    """Deterministic stand-in for the FN's fiscal sign (ФПД): a 32-bit number, as the FN's is."""
+    digest = hashlib.sha256(f"{serial}|{fd_number}|{when}|{total}".encode()).digest()
+    return str(int.from_bytes(digest[:4], "big"))
+
+
+def _quantity_text(qty: Decimal) -> str:
+    """1, 0.5, 2.125 — no exponent, no trailing zeros (Decimal.normalize gives 1E+1 for 10)."""
+    if qty == qty.to_integral_value():
+        return str(int(qty))
+    return format(qty.normalize(), "f")
+
+
+class Device:
+    """One ATOL 55Ф: state, paper, clock. Thread-safe only under :attr:`lock`."""
+
+    def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None) -> None:
+        self.lock = threading.RLock()
+        self.store = store
+        self.state, self._docs = store.load(serial)
+        if not self.state.fn_number:
+            # Derived from the serial so that two emulators never share an FN number.
+            self.state.fn_number = ("9999" + serial[-12:]).rjust(16, "0")
+            self.state.reg_number = ("00000" + serial[-11:]).rjust(16, "0")
+        if clock_offset_hours is not None:
+            self.state.clock_offset = float(clock_offset_hours) * 3600
+        self.paper = True
+        #: Called with every fiscal document (the --log file and the in-memory list).
+        self.on_document: Callable[[dict[str, Any]], None] | None = None
+        self.power_cycle()
+
+    # ------------------------------------------------------------------ clock and state
+
+    def now(self) -> dt.datetime:
+        """Device clock: host clock plus the offset tests moved it by, to the second."""
+        return (dt.datetime.now() + dt.timedelta(seconds=self.state.clock_offset)).replace(microsecond=0)
+
+    def advance_clock(self, hours: float) -> None:
+        """Move the device clock forward (or back) by ``hours``."""
+        self.state.clock_offset += hours * 3600
+        self.save()
+
+    def shift_state(self) -> str:
+        """"closed", "open" or "expired" (open for more than 24 hours of device time)."""
+        s = self.state
+        if not s.shift_open:
+            return "closed"
+        if s.shift_opened_at is not None:
+            opened = dt.datetime.fromisoformat(s.shift_opened_at)
+            if self.now() - opened > dt.timedelta(hours=SHIFT_HOURS):
+                return "expired"
+        return "open"
+
+    def shift_opened_at(self) -> dt.datetime | None:
+        """When the current shift was opened (device time), None when closed."""
+        at = self.state.shift_opened_at
+        return dt.datetime.fromisoformat(at) if at and self.state.shift_open else None
+
+    def save(self) -> None:
+        """Persist the state (after every change that a power cut must not lose)."""
+        self.store.save(self.state)
+
+    def power_cycle(self) -> None:
+        """What a restart keeps and loses.
+
+        Model choice: the open receipt survives (a real ATOL keeps it in non-volatile memory and
+        the host must cancel or finish it; recovery in atol-protocol.md §2.1 expects exactly
+        that), so the device comes back in registration mode with it; otherwise it comes back
+        in select mode. The print buffer is lost with the power, so a pending print stays
+        pending until the host asks for it again.
+        """
+        s = self.state
+        if s.receipt is not None:
+            s.mode, s.submode = 1, (4 if s.receipt.payments else 0)
+        else:
+            s.mode, s.submode, s.operator = 0, 0, 0
+
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        """All fiscal documents in the FN, oldest first (a copy of the list)."""
+        return list(self._docs)
+
+    def document(self, fd_number: int) -> dict[str, Any]:
+        """A past fiscal document by its number; 0xDA (no such data) when there is none."""
+        if 1 <= fd_number <= len(self._docs) and self._docs[fd_number - 1].get("fd_number") == fd_number:
+            return self._docs[fd_number - 1]
+        for doc in self._docs:
+            if doc.get("fd_number") == fd_number:
+                return doc
+        raise DeviceFault(ErrorCode.FN_NO_DATA)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_access(self, password: int) -> None:
+        """Every task starts with the access password (factory 0000)."""
+        if password != model.ACCESS_PASSWORD:
+            raise DeviceFault(ErrorCode.WRONG_PASSWORD)
+
+    def _mode(self, *modes: int) -> None:
+        if self.state.mode not in modes:
+            raise DeviceFault(ErrorCode.WRONG_MODE)
+
+    def _paper(self) -> None:
+        if not self.paper:
+            raise DeviceFault(ErrorCode.NO_PAPER)
+
+    def _shift_usable(self) -> None:
+        state = self.shift_state()
+        if state == "closed":
+            raise DeviceFault(ErrorCode.SHIFT_CLOSED)
+        if state == "expired":
+            raise DeviceFault(ErrorCode.SHIFT_EXPIRED)
+
+    def _receipt(self) -> OpenReceipt:
+        if self.state.receipt is None:
+            raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
+        return self.state.receipt
+
+    def _no_receipt(self) -> None:
+        if self.state.receipt is not None:
+            raise DeviceFault(ErrorCode.RECEIPT_OPEN)
+
+    # ------------------------------------------------------------------ modes
+
+    def enter_mode(self, mode: int, password: int) -> None:
+        """Command 56: from select mode only; the password decides who is working."""
+        if self.state.mode != 0:
+            raise DeviceFault(ErrorCode.WRONG_MODE)
+        if mode not in {m.value for m in Mode} or mode == Mode.SELECT:
+            raise DeviceFault(ErrorCode.WRONG_MODE)
+        if password == model.SYSADMIN_PASSWORD:
+            operator = ADMIN_OPERATOR
+        elif password in model.CASHIER_PASSWORDS and mode in model.CASHIER_MODES:
+            operator = password
+        else:
+            raise DeviceFault(ErrorCode.WRONG_PASSWORD)
+        s = self.state
+        s.mode, s.submode, s.operator = mode, 0, operator
+        self.save()
+
+    def exit_mode(self) -> None:
+        """Command 48: one level up (sub-mode → mode → select); not with a receipt open."""
+        s = self.state
+        self._no_receipt()
+        if s.submode:
+            s.submode = 0
+        elif s.mode:
+            s.mode, s.operator = 0, 0
+        self.save()
+
+    # ------------------------------------------------------------------ fiscal documents
+
+    def _commit(self, kind: str, total: int = 0, **extra: Any) -> dict[str, Any]:
+        """Form one fiscal document: next FD number, fiscal sign, log line, state saved."""
+        s = self.state
+        s.fd_number += 1
+        when = self.now().isoformat()
+        doc: dict[str, Any] = {
+            "fd_number": s.fd_number,
+            "fiscal_sign": fiscal_sign(s.serial, s.fd_number, when, total),
+            "type": kind,
+        }
+        doc.update({k: v for k, v in extra.items() if k == "receipt_type"})
+        doc.update({
+            "shift_number": s.shift_number,
+            "receipt_number": s.receipt_number,
+            "datetime": when,
+            "total": total,
+        })
+        doc.update({k: v for k, v in extra.items() if k != "receipt_type" and v not in (None, "")})
+        s.last_document = s.fd_number
+        self._docs.append(doc)
+        # Document first, then the state that counts it (see state.py).
+        self.store.append_document(doc)
+        self.save()
+        if self.on_document is not None:
+            self.on_document(doc)
+        log.info("emulator %s: FD %d %s total %d", s.serial, s.fd_number, kind, total)
+        return doc
+
+    def open_shift(self, test: bool = False) -> dict[str, Any] | None:
+        """Command 9A (registration mode): report on opening the shift."""
+        self._mode(1)
+        self._no_receipt()
+        if self.state.shift_open:
+            raise DeviceFault(ErrorCode.SHIFT_OPEN)
+        self._paper()
+        if test:
+            return None
+        s = self.state
+        s.shift_open = True
+        s.shift_number += 1
+        s.shift_opened_at = self.now().isoformat()
+        s.receipt_number = 0
+        s.shift_totals = {}
+        return self._commit("open_shift", 0)
+
+    def close_shift(self) -> dict[str, Any]:
+        """Command 5A (Z mode): report on closing the shift; allowed for an expired shift."""
+        self._mode(3)
+        self._no_receipt()
+        if not self.state.shift_open:
+            raise DeviceFault(ErrorCode.SHIFT_CLOSED)
+        self._paper()
+        s = self.state
+        s.shift_open = False
+        s.shift_opened_at = None
+        return self._commit("close_shift", 0, cash=s.cash)
+
+    def x_report(self) -> None:
+        """Command 67 (X mode): prints only; no fiscal document."""
+        self._mode(2)
+        self._paper()
+
+    def open_receipt(self, receipt_type: int, test: bool = False, no_print: bool = False) -> None:
+        """Command 92 (registration mode)."""
+        self._mode(1)
+        self._no_receipt()
+        if receipt_type not in RECEIPT_TYPES:
+            raise DeviceFault(ErrorCode.BAD_RECEIPT_TYPE)
+        self._shift_usable()
+        if not no_print:
+            self._paper()
+        self.state.receipt = OpenReceipt(type=receipt_type, test=test, no_print=no_print)
+        self.state.submode = 0
+        self.save()
+
+    def add_position(
+        self,
+        name: str,
+        price: int,
+        quantity: Decimal,
+        tax: str,
+        *,
+        discount: int = 0,
+        markup: bool = False,
+        section: int = 0,
+        **attributes: Any,
+    ) -> int:
+        """Command E6: one position; returns its amount (price × quantity ± discount, kopecks).
+
+        Paper running out here leaves the receipt open and the position unregistered.
+        """
+        self._mode(1)
+        r = self._receipt()
+        if r.payments:
+            # Positions after the first payment are not allowed (sub-mode 1.4 is payment entry).
+            raise DeviceFault(ErrorCode.WRONG_MODE)
+        self._shift_usable()
+        if not r.no_print:
+            self._paper()
+        amount = position_amount(price, quantity)
+        amount = amount + discount if markup else amount - discount
+        item: dict[str, Any] = {
+            "name": name,
+            "price": price,
+            "quantity": _quantity_text(quantity),
+            "amount": amount,
+            "tax": tax,
+        }
+        if section:
+            item["section"] = section
+        item.update({k: v for k, v in attributes.items() if v not in (None, "")})
+        r.items.append(item)
+        self.save()
+        return amount
+
+    def write_attribute(self, tag: int, value: Any) -> None:
+        """Write an FFD attribute to the open receipt (1008 contact; 1212/1214/2108 go to the
+        last position, which is what the position command has no room for)."""
+        self._mode(1)
+        r = self._receipt()
+        if tag in POSITION_TAG_KEYS and r.items:
+            r.items[-1][POSITION_TAG_KEYS[tag]] = value
+        else:
+            r.attributes[str(tag)] = value
+        self.save()
+
+    def receipt_discount(self, amount: int) -> None:
+        """Command 43: discount on the whole receipt (kopecks)."""
+        self._mode(1)
+        r = self._receipt()
+        r.discount += amount
+        self.save()
+
+    def receipt_tax(self, tax: str, amount: int) -> None:
+        """Command B8: receipt-level tax sum, recorded as given."""
+        self._mode(1)
+        r = self._receipt()
+        r.taxes.append({"tax": tax, "amount": amount})
+        self.save()
+
+    def payment(self, pay_type: int, amount: int) -> tuple[int, int]:
+        """Command 99: returns (remainder still due, change), kopecks."""
+        self._mode(1)
+        r = self._receipt()
+        if pay_type not in PAYMENT_TYPES:
+            raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
+        r.payments.append({"type": PAYMENT_TYPES[pay_type].value, "amount": amount})
+        self.state.submode = 4
+        self.save()
+        return max(0, r.total - r.paid), max(0, r.paid - r.total)
+
+    def storno_payment(self, pay_type: int, amount: int) -> tuple[int, int]:
+        """Command 9B: take back (part of) a payment of this type."""
+        self._mode(1)
+        r = self._receipt()
+        if pay_type not in PAYMENT_TYPES:
+            raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
+        name = PAYMENT_TYPES[pay_type].value
+        if sum(p["amount"] for p in r.payments if p["type"] == name) < amount:
+            raise DeviceFault(ErrorCode.PAYMENTS_LESS_THAN_TOTAL)
+        r.payments.append({"type": name, "amount": -amount})
+        self.save()
+        return max(0, r.total - r.paid), max(0, r.paid - r.total)
+
+    def close_receipt(self, pay_type: int = 1, amount: int = 0) -> dict[str, Any] | None:
+        """Command 4A: optional last payment (0 = the rest by ``pay_type``), then the document.
+
+        Paper-out model: the document IS fiscalised, then printing fails, so the reply is 0x67
+        with the print pending (DeviceFault with ``committed``). Test-mode receipts check
+        everything and fiscalise nothing. Returns the document (None in test mode).
+        """
+        self._mode(1)
+        r = self._receipt()
+        self._shift_usable()
+        if pay_type not in PAYMENT_TYPES:
+            raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
+        total = r.total
+        payments = [dict(p) for p in r.payments]
+        if amount:
+            payments.append({"type": PAYMENT_TYPES[pay_type].value, "amount": amount})
+        elif sum(p["amount"] for p in payments) < total:
+            rest = total - sum(p["amount"] for p in payments)
+            payments.append({"type": PAYMENT_TYPES[pay_type].value, "amount": rest})
+        paid = sum(p["amount"] for p in payments)
+        if paid < total:
+            raise DeviceFault(ErrorCode.PAYMENTS_LESS_THAN_TOTAL)
+        s = self.state
+        rtype = RECEIPT_TYPES[r.type]
+        merged: dict[str, int] = {}
+        for p in payments:
+            merged[p["type"]] = merged.get(p["type"], 0) + p["amount"]
+        payments = [{"type": t, "amount": a} for t, a in merged.items() if a]
+        change = paid - total
+        cash_net = merged.get(PaymentType.CASH.value, 0) - change
+        if rtype not in CASH_INCOMING and cash_net > s.cash:
+            # Cash control, as the device does: a cash return or purchase cannot pay out more
+            # than the drawer holds (error 0x98). The receipt stays open.
+            raise DeviceFault(ErrorCode.NO_CASH)
+        s.receipt = None
+        s.submode = 0
+        if r.test:
+            self.save()
+            return None
+        s.cash += cash_net if rtype in CASH_INCOMING else -cash_net
+        s.receipt_number += 1
+        s.shift_totals[rtype.value] = s.shift_totals.get(rtype.value, 0) + total
+        s.grand_totals[rtype.value] = s.grand_totals.get(rtype.value, 0) + total
+        contact_key = str(model.TAG_CUSTOMER_CONTACT)
+        contact = r.attributes.get(contact_key, "")
+        extra_attrs = {k: v for k, v in r.attributes.items() if k != contact_key}
+        doc = self._commit(
+            "receipt", total, receipt_type=rtype.value, items=r.items, payments=payments,
+            change=change or None, customer_contact=contact, attributes=extra_attrs or None,
+            electronic=True if r.no_print else None,
+        )
+        if not r.no_print and not self.paper:
+            s.print_pending = True
+            self.save()
+            raise DeviceFault(ErrorCode.NO_PAPER, committed=True)
+        return doc
+
+    def cancel_receipt(self) -> None:
+        """Command 59: annul the open receipt; nothing is fiscalised."""
+        self._mode(1)
+        self._receipt()
+        self.state.receipt = None
+        self.state.submode = 0
+        self.save()
+
+    def cash_in(self, amount: int) -> dict[str, Any]:
+        """Command 49 (registration mode): внесение."""
+        self._mode(1)
+        self._no_receipt()
+        self._shift_usable()
+        self._paper()
+        self.state.cash += amount
+        return self._commit("cash_in", amount)
+
+    def cash_out(self, amount: int) -> dict[str, Any]:
+        """Command 4F (registration mode): выплата; refused beyond the cash in the drawer."""
+        self._mode(1)
+        self._no_receipt()
+        self._shift_usable()
+        if amount > self.state.cash:
+            raise DeviceFault(ErrorCode.NO_CASH)
+        self._paper()
+        self.state.cash -= amount
+        return self._commit("cash_out", amount)
+
+    # ------------------------------------------------------------------ printing
+
+    def print_text(self, text: str = "") -> None:
+        """Print a line of text (non-fiscal); only needs paper."""
+        self._paper()
+
+    def reprint_last(self) -> dict[str, Any]:
+        """Command 95: print the last document again (also finishes a print left pending)."""
+        if not self.state.last_document:
+            raise DeviceFault(ErrorCode.NO_DOCUMENT)
+        self._paper()
+        self.state.print_pending = False
+        self.save()
+        return self.document(self.state.last_document)
+
+    def clear_last(self) -> None:
+        """Command 97: empty the last-document buffer."""
+        self.state.last_document = 0
+        self.save()
+
+    def continue_print(self) -> None:
+        """Finish printing a document interrupted by paper-out (no-op when nothing pends)."""
+        if self.state.print_pending:
+            self._paper()
+            self.state.print_pending = False
+            self.save()
+
+    def service_reset(self, clear_totals: bool) -> None:
+        """Service commands (6B, 71, 77; the mode is checked by the caller): only with the
+        shift closed; general clearing (77) also zeroes the cash and money counters."""
+        self._no_receipt()
+        if self.state.shift_open:
+            raise DeviceFault(ErrorCode.SHIFT_OPEN)
+        s = self.state
+        s.print_pending = False
+        if clear_totals:
+            s.cash = 0
+            s.shift_totals = {}
+            s.grand_totals = {}
+        self.save()
+
+    # ------------------------------------------------------------------ test hooks
+
+    def set_unsent(self, count: int) -> None:
+        """Pretend ``count`` documents wait for the OFD."""
+        self.state.unsent = max(0, int(count))
+        self.save()
+
+    @property
+    def first_unsent(self) -> int:
+        """Number of the oldest document the OFD has not confirmed (0 when none)."""
+        s = self.state
+        return max(1, s.fd_number - s.unsent + 1) if s.unsent else 0

@@ -1,0 +1,381 @@
+"""Glue between the protocol layer's command table and the device state machine.
+
+A task body comes in (access password + command bytes); :func:`execute` parses it with
+:func:`kktapp.atol.commands.parse_request`, calls the :class:`~.device.Device` method for that
+command, and encodes the answer with ``cmd.encode_reply`` or ``commands.encode_error``. No
+layout is defined here: field names are the ones :mod:`kktapp.atol.commands` declares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ...domain import VAT_BY_TAG1199
+from .. import codec, commands, model, taskbuf
+from ..commands import Command, ShortStatusFlags, StatusFlags
+from ..errors import ErrorCode
+from .device import MODEL_CODE, Device, DeviceFault
+
+log = logging.getLogger(__name__)
+
+#: Firmware version the emulator reports (3F, A5): new enough for 22 % VAT (fiscal-rules.md §1).
+FIRMWARE = (5, 17, 0, 7000)
+DEVICE_NAME = commands.MODEL_NAMES[MODEL_CODE]
+#: 3F port type: Ethernet.
+PORT_ETHERNET = 6
+#: A5 protocol version and device type (1 = KKT).
+PROTOCOL_VERSION = 3
+DEVICE_TYPE_KKT = 1
+#: A4 30 FN phase "fiscal mode" (FN protocol phases: 1 ready, 3 fiscal, 7 post-fiscal, 15 archive).
+FN_PHASE_FISCAL = 3
+#: Test mode bit of the open-shift and open-receipt flags; "do not print" bit of open-receipt.
+FLAG_TEST = 0x01
+FLAG_NO_PRINT = 0x02
+#: E6 discount type "sum in kopecks" (the only one the model uses).
+DISCOUNT_SUM = 1
+
+DOC_TYPES = {
+    "open_shift": model.DocType.SHIFT_OPEN, "close_shift": model.DocType.SHIFT_CLOSE,
+    "receipt": model.DocType.RECEIPT, "cash_in": model.DocType.CASH_IN, "cash_out": model.DocType.CASH_OUT,
+}
+TAG1054_BY_SETTLEMENT = {
+    commands.SETTLEMENT_BY_RECEIPT_TYPE[code].value: tag for code, tag in commands.TAG1054_BY_RECEIPT_TYPE.items()
+}
+
+Handler = Callable[[Device, Command, dict[str, Any]], bytes]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(name: str) -> Callable[[Handler], Handler]:
+    """Register a handler for the command named ``name`` in :data:`commands.COMMANDS`."""
+    commands.get(name)  # fail at import when the protocol layer renames a command
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def execute(device: Device, task: bytes) -> tuple[bytes, bool]:
+    """Run one task body on the device; returns (reply bytes, failed)."""
+    try:
+        password, data = taskbuf.decode_task(task)
+    except codec.CodecError:
+        return commands.encode_error(model.BAD_LENGTH_ERROR), True
+    try:
+        cmd, params = commands.parse_request(data)
+    except KeyError:
+        log.info("emulator: unknown command %s", data[:2].hex(" "))
+        return commands.encode_error(model.UNKNOWN_COMMAND_ERROR), True
+    except codec.CodecError as exc:
+        log.info("emulator: malformed request: %s", exc)
+        return commands.encode_error(model.BAD_LENGTH_ERROR), True
+    handler = HANDLERS.get(cmd.name)
+    with device.lock:
+        try:
+            device.check_access(password)
+            if handler is None:
+                raise DeviceFault(model.UNKNOWN_COMMAND_ERROR)
+            if cmd.mode is not None and device.state.mode != cmd.mode:
+                raise DeviceFault(ErrorCode.WRONG_MODE)
+            return handler(device, cmd, params), False
+        except DeviceFault as fault:
+            log.debug("emulator: %s → error 0x%02X", cmd.name, fault.code)
+            return commands.encode_error(fault.code, fault.ext), True
+
+
+def _mode_byte(device: Device) -> int:
+    s = device.state
+    return (s.submode & 0x0F) << 4 | (s.mode & 0x0F)
+
+
+def _serial_number(device: Device) -> int:
+    # 3F carries 4 BCD bytes: the last 8 digits of the 14-digit serial.
+    return int(device.state.serial[-8:])
+
+
+# --------------------------------------------------------------------------- status and identity
+
+
+@handles("status")
+def _status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    flags = StatusFlags.FN_ACTIVE
+    if s.fiscal:
+        flags |= StatusFlags.FISCAL
+    if s.shift_open:
+        flags |= StatusFlags.SHIFT_OPEN
+    if device.paper:
+        flags |= StatusFlags.PAPER_PRESENT
+    r = s.receipt
+    return cmd.encode_reply(
+        cashier=s.operator if s.mode else 0, hall=1, datetime=device.now(), flags=int(flags),
+        serial=_serial_number(device), model=MODEL_CODE, fw_major=FIRMWARE[0], fw_minor=FIRMWARE[1],
+        mode=_mode_byte(device), receipt_number=s.receipt_number % 10000, shift_number=s.shift_number % 10000,
+        receipt_state=r.type if r else 0, receipt_sum=max(0, r.total) if r else 0, decimal_point=2,
+        port_type=PORT_ETHERNET,
+    )
+
+
+@handles("short_status")
+def _short_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    flags = ShortStatusFlags(0) if device.paper else ShortStatusFlags.NO_PAPER
+    return cmd.encode_reply(mode=_mode_byte(device), flags=int(flags))
+
+
+@handles("device_type")
+def _device_type(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(
+        protocol=PROTOCOL_VERSION, type=DEVICE_TYPE_KKT, model=MODEL_CODE, device_mode=0,
+        fw_major=FIRMWARE[0], fw_minor=FIRMWARE[1], fw_patch=FIRMWARE[2], fw_build=FIRMWARE[3],
+        name=DEVICE_NAME,
+    )
+
+
+# --------------------------------------------------------------------------- modes and shift
+
+
+@handles("enter_mode")
+def _enter_mode(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.enter_mode(p["mode"], p["password"])
+    return cmd.encode_reply()
+
+
+@handles("leave_mode")
+def _leave_mode(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.exit_mode()
+    return cmd.encode_reply()
+
+
+@handles("open_shift")
+def _open_shift(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.open_shift(test=bool(p["flags"] & FLAG_TEST))
+    return cmd.encode_reply()
+
+
+@handles("close_shift")
+def _close_shift(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.close_shift()
+    return cmd.encode_reply()
+
+
+@handles("x_report")
+def _x_report(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.x_report()
+    return cmd.encode_reply()
+
+
+@handles("shift_state")
+def _shift_state(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    state = {"closed": model.SHIFT_CLOSED, "open": model.SHIFT_OPEN, "expired": model.SHIFT_EXPIRED}
+    return cmd.encode_reply(state=state[device.shift_state()], opened_at=device.shift_opened_at())
+
+
+# --------------------------------------------------------------------------- receipt
+
+
+@handles("open_receipt")
+def _open_receipt(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    flags = p["flags"]
+    device.open_receipt(p["receipt_type"], test=bool(flags & FLAG_TEST), no_print=bool(flags & FLAG_NO_PRINT))
+    return cmd.encode_reply()
+
+
+@handles("register_position")
+def _register_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    rate = VAT_BY_TAG1199.get(p["tax"])
+    if rate is None:
+        raise DeviceFault(ErrorCode.BAD_FORMAT)
+    if p["quantity"] <= 0:
+        raise DeviceFault(ErrorCode.BAD_QUANTITY)
+    if p["discount_sum"] and p["discount_type"] != DISCOUNT_SUM:
+        raise DeviceFault(ErrorCode.BAD_FORMAT)
+    name = p["name"]
+    if not name:
+        raise DeviceFault(ErrorCode.BAD_FORMAT)
+    # Model (E6_DISCOUNT_ADJUSTS_SUM): sum = price × quantity ∓ discSum.
+    amount_before = p["price"] * p["quantity"]
+    if not p["discount_sign"] and p["discount_sum"] > amount_before:
+        raise DeviceFault(ErrorCode.BAD_PRICE)
+    device.add_position(
+        name, p["price"], p["quantity"], rate.value,
+        discount=p["discount_sum"], markup=bool(p["discount_sign"]), section=p["section"],
+    )
+    return cmd.encode_reply()
+
+
+@handles("write_attribute")
+def _write_attribute(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    tag = p["tag"]
+    value = commands.decode_attribute_value(tag, p["value"])
+    if isinstance(value, dt.date):
+        value = value.isoformat()  # kept as JSON in the state and the log
+    device.write_attribute(tag, value)
+    return cmd.encode_reply()
+
+
+@handles("receipt_discount")
+def _receipt_discount(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    amount = p["amount"]
+    device.receipt_discount(-amount if p["sign"] else amount)
+    return cmd.encode_reply()
+
+
+@handles("payment")
+def _payment(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    remainder, change = device.payment(p["payment_type"], p["amount"])
+    return cmd.encode_reply(remainder=remainder, change=change)
+
+
+@handles("close_receipt")
+def _close_receipt(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.close_receipt(p["payment_type"], p["amount"])
+    return cmd.encode_reply()
+
+
+@handles("cancel_receipt")
+def _cancel_receipt(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.cancel_receipt()
+    return cmd.encode_reply()
+
+
+# --------------------------------------------------------------------------- cash
+
+
+@handles("cash_in")
+def _cash_in(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.cash_in(p["amount"])
+    return cmd.encode_reply()
+
+
+@handles("cash_out")
+def _cash_out(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.cash_out(p["amount"])
+    return cmd.encode_reply()
+
+
+@handles("cash_in_drawer")
+def _cash_in_drawer(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(amount=max(0, device.state.cash))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+@handles("print_string")
+def _print_string(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.print_text(p["text"])
+    return cmd.encode_reply()
+
+
+@handles("cut")
+def _cut(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply()
+
+
+@handles("reprint_last")
+def _reprint_last(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.reprint_last()
+    return cmd.encode_reply()
+
+
+# --------------------------------------------------------------------------- registers and FN
+
+
+#: Registers answered by the generic 91 read (the shift-state register has its own layout).
+REGISTER_DATETIME = 17
+
+
+@handles("read_register")
+def _read_register(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    if p["register"] == REGISTER_DATETIME:
+        return cmd.encode_reply(value=codec.encode_bcd_datetime(device.now(), "YMDhms"))
+    raise DeviceFault(ErrorCode.NOT_SUPPORTED)
+
+
+def _doc_datetime(doc: dict[str, Any] | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(doc["datetime"]) if doc else None
+
+
+@handles("fn_shift")
+def _fn_shift(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    return cmd.encode_reply(state=1 if s.shift_open else 0, shift_number=s.shift_number,
+                            receipt_number=s.receipt_number)
+
+
+@handles("ofd_status")
+def _ofd_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    first = device.first_unsent
+    first_doc = None
+    if first:
+        try:
+            first_doc = device.document(first)
+        except DeviceFault:
+            first_doc = None
+    return cmd.encode_reply(status=1 if s.unsent else 0, reading=0, unsent=s.unsent, first_unsent_number=first,
+                            first_unsent_at=_doc_datetime(first_doc) if first_doc else None)
+
+
+@handles("fn_status")
+def _fn_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    docs = device.documents
+    last = docs[-1] if docs else None
+    return cmd.encode_reply(
+        phase=FN_PHASE_FISCAL, document_type=0, document_data=0, shift_open=1 if s.shift_open else 0, warnings=0,
+        datetime=_doc_datetime(last) or device.now(), fn_serial=s.fn_number, last_fd_number=s.fd_number,
+    )
+
+
+@handles("fn_serial")
+def _fn_serial(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(fn_serial=device.state.fn_number)
+
+
+@handles("fn_validity")
+def _fn_validity(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    # A 36-month FN registered today, every time: nothing in the project depends on it.
+    until = device.now().date() + dt.timedelta(days=3 * 365)
+    return cmd.encode_reply(valid_until=until, registrations_left=11, registrations_done=1)
+
+
+@handles("fn_version")
+def _fn_version(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(version="fn-2 emulator")
+
+
+@handles("fn_document")
+def _fn_document(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    doc = device.document(p["fd_number"])
+    return cmd.encode_reply(
+        doc_type=int(DOC_TYPES[doc["type"]]), fd_number=doc["fd_number"], fiscal_sign=int(doc["fiscal_sign"]),
+        datetime=_doc_datetime(doc), shift_number=doc["shift_number"], receipt_number=doc["receipt_number"],
+        receipt_type=TAG1054_BY_SETTLEMENT.get(doc.get("receipt_type", ""), 0), total=doc["total"],
+    )
+
+
+# --------------------------------------------------------------------------- service
+
+
+@handles("tech_reset")
+def _tech_reset(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.service_reset(clear_totals=False)
+    return cmd.encode_reply()
+
+
+@handles("init_tables")
+def _init_tables(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.service_reset(clear_totals=False)
+    return cmd.encode_reply()
+
+
+@handles("general_clearing")
+def _general_clearing(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.service_reset(clear_totals=True)
+    return cmd.encode_reply()

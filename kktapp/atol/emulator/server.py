@@ -1,0 +1,552 @@
+"""TCP side of the emulator: one connection at a time, the v3 task buffer, latency and faults.
+
+Threads per connection, so that timing behaves like a device on a network:
+
+* reader — turns bytes into packets (:class:`kktapp.atol.framing.Decoder`) and stamps each with
+  the time it may be handled (arrival + latency);
+* handler — answers every packet at once on its own ID (task-buffer model in
+  :mod:`kktapp.atol.model`), asks for a resend of broken packets, resends on request;
+* executor — runs the tasks one after another, ``device_time`` seconds each (the device is
+  busy), and pushes A6/A7 on packet ID 0xF0 for tasks that asked for it;
+* writer — sends packets when their latency has passed, applying the injected faults.
+
+The command itself is executed by a callable ``execute(task) -> (reply, failed)`` so that this
+module knows the task buffer and nothing about commands.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import model, taskbuf
+from ..framing import BadPacket, Decoder, Packet, encode_packet
+from ..taskbuf import Flags, Status
+
+log = logging.getLogger(__name__)
+
+#: How long the handler waits for a task to finish before answering its Add, when the device
+#: is not told to be slow: the device then answers Add with the result (A3/A4) like a real one
+#: answers a quick command, and tests stay deterministic.
+SYNC_WAIT = 5.0
+#: Join timeout for the connection's threads on close (they are daemons; this bounds stop()).
+JOIN_TIMEOUT = 2.0
+
+Execute = Callable[[bytes], "tuple[bytes, bool]"]
+
+
+@dataclass
+class Faults:
+    """Faults injected from the test API; consumed by the connection that meets them."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Close the link after this many more executed tasks (the last one's reply not sent).
+    drop_after: int | None = None
+    #: Next outgoing packet: send its first half, then close.
+    drop_mid_frame: bool = False
+    #: Next outgoing packet: flip one byte.
+    corrupt_next: bool = False
+
+    def take(self, name: str) -> bool:
+        """Return and clear a one-shot flag."""
+        with self.lock:
+            value = getattr(self, name)
+            setattr(self, name, False)
+            return bool(value)
+
+    def task_executed(self) -> bool:
+        """Count one executed task; True when the link must drop now."""
+        with self.lock:
+            if self.drop_after is None:
+                return False
+            self.drop_after -= 1
+            if self.drop_after <= 0:
+                self.drop_after = None
+                return True
+            return False
+
+
+@dataclass
+class Timing:
+    """Seconds the device spends on each task and the one-way delay of every packet."""
+
+    device_time: float = 0.0
+    latency: float = 0.0
+
+
+@dataclass
+class Task:
+    """One entry of the device's task buffer."""
+
+    tid: int
+    flags: Flags
+    body: bytes
+    status: Status = Status.PENDING
+    reply: bytes = b""
+    #: The Add was answered with a status that was not final: the end is reported later.
+    add_answered: bool = False
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def final(self) -> bool:
+        """Done, failed or stopped."""
+        return self.status in taskbuf.FINAL
+
+
+def corrupt(raw: bytes) -> bytes:
+    """Flip one bit of a DATA/CRC byte so the CRC no longer matches (framing stays intact).
+
+    Escape pairs and the header are left alone and the flipped byte never becomes FE/FD, so
+    the host sees a well-formed packet with a bad CRC — the case the resend request is for.
+    """
+    data = bytearray(raw)
+    for i in range(len(data) - 1, 3, -1):
+        if data[i] in (0xFE, 0xFD) or data[i - 1] == 0xFD:
+            continue
+        for mask in (0x01, 0x02, 0x04, 0x08):
+            if data[i] ^ mask not in (0xFE, 0xFD):
+                data[i] ^= mask
+                return bytes(data)
+    # A packet made only of escapes: damage the ID instead (still a CRC failure).
+    data[3] ^= 0x01 if data[3] ^ 0x01 != 0xFE else 0x02
+    return bytes(data)
+
+
+class Connection:
+    """One host connection and its task buffer."""
+
+    def __init__(self, sock: socket.socket, execute: Execute, faults: Faults, timing: Timing,
+                 on_close: Callable[[Connection], None]) -> None:
+        self.sock = sock
+        self.execute = execute
+        self.faults = faults
+        self.timing = timing
+        self.on_close = on_close
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.work = threading.Condition(self.lock)
+        #: TId → task, in the order added.
+        self.buffer: dict[int, Task] = {}
+        self.queue: collections.deque[Task] = collections.deque()
+        self.running: Task | None = None
+        #: TId of the failed task that stops the following ones (model.STOPPED_UNTIL_ACK_OR_ABORT).
+        self.stopped_by: int | None = None
+        #: Last packet sent under each ID, for resend requests.
+        self.sent: dict[int, bytes] = {}
+        self._inbound: list[tuple[float, int, Packet | BadPacket]] = []
+        self._inbound_cv = threading.Condition()
+        self._outbound: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._outbound_cv = threading.Condition()
+        self._seq = itertools.count()
+        self._abort = threading.Event()
+        try:
+            name = f"emu-{sock.getpeername()[1]}"
+        except OSError:
+            name = "emu-?"
+        self.threads = [
+            threading.Thread(target=self._reader, name=f"{name}-read", daemon=True),
+            threading.Thread(target=self._handler, name=f"{name}-handle", daemon=True),
+            threading.Thread(target=self._executor, name=f"{name}-exec", daemon=True),
+            threading.Thread(target=self._writer, name=f"{name}-write", daemon=True),
+        ]
+
+    def peer_gone(self) -> bool:
+        """True when the host has closed its side (end of stream waiting in the socket)."""
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def start(self) -> None:
+        """Start serving."""
+        for t in self.threads:
+            t.start()
+
+    def close(self) -> None:
+        """Drop the link (idempotent); pending tasks are discarded, as the buffer belongs to
+        the session here (the host clears it with Abort on connect anyway)."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.work:
+            for task in self.queue:
+                task.cancelled = True
+                task.done.set()
+            self.queue.clear()
+            self.work.notify_all()
+        self._abort.set()
+        with self._inbound_cv:
+            self._inbound_cv.notify_all()
+        with self._outbound_cv:
+            self._outbound_cv.notify_all()
+        self.on_close(self)
+
+    def join(self) -> None:
+        """Wait for the threads (bounded)."""
+        me = threading.current_thread()
+        for t in self.threads:
+            if t is not me and t.is_alive():
+                t.join(JOIN_TIMEOUT)
+
+    # ------------------------------------------------------------------ reader / writer
+
+    def _reader(self) -> None:
+        decoder = Decoder()
+        try:
+            while not self.closed.is_set():
+                try:
+                    chunk = self.sock.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                due = time.monotonic() + self.timing.latency
+                events = decoder.feed(chunk)
+                if events:
+                    with self._inbound_cv:
+                        for ev in events:
+                            heapq.heappush(self._inbound, (due, next(self._seq), ev))
+                        self._inbound_cv.notify()
+        finally:
+            self.close()
+
+    def _send(self, packet_id: int, data: bytes) -> None:
+        """Queue one packet (caller may hold ``self.lock``: order of answers is kept)."""
+        raw = encode_packet(packet_id, data)
+        self.sent[packet_id] = raw
+        self._send_raw(raw)
+
+    def _send_raw(self, raw: bytes) -> None:
+        with self._outbound_cv:
+            self._outbound.append((time.monotonic() + self.timing.latency, raw))
+            self._outbound_cv.notify()
+
+    def _writer(self) -> None:
+        while True:
+            with self._outbound_cv:
+                while not self._outbound and not self.closed.is_set():
+                    self._outbound_cv.wait()
+                if self.closed.is_set():
+                    return
+                due, raw = self._outbound.popleft()
+            delay = due - time.monotonic()
+            if delay > 0 and self.closed.wait(delay):
+                return
+            try:
+                if self.faults.take("drop_mid_frame"):
+                    log.info("emulator: dropping the link in the middle of a packet")
+                    self.sock.sendall(raw[: max(1, len(raw) // 2)])
+                    self.close()
+                    return
+                if self.faults.take("corrupt_next"):
+                    log.info("emulator: corrupting an outgoing packet")
+                    raw = corrupt(raw)
+                log.debug("emulator >> %s", raw.hex(" "))
+                self.sock.sendall(raw)
+            except OSError:
+                self.close()
+                return
+
+    # ------------------------------------------------------------------ handler
+
+    def _handler(self) -> None:
+        while True:
+            with self._inbound_cv:
+                while not self.closed.is_set():
+                    if self._inbound:
+                        due = self._inbound[0][0]
+                        delay = due - time.monotonic()
+                        if delay <= 0:
+                            break
+                        self._inbound_cv.wait(delay)
+                    else:
+                        self._inbound_cv.wait()
+                if self.closed.is_set():
+                    return
+                _, _, event = heapq.heappop(self._inbound)
+            try:
+                self._handle(event)
+            except Exception:  # a bug must not kill the link silently
+                log.exception("emulator: error handling a packet")
+
+    def _handle(self, event: Packet | BadPacket) -> None:
+        if isinstance(event, BadPacket):
+            # Ask the host to send that packet again: an empty packet with its ID.
+            if event.id is not None:
+                with self.lock:
+                    self._send(event.id, b"")
+            return
+        log.debug("emulator << id=%02X %s", event.id, event.data.hex(" "))
+        if not event.data:
+            raw = self.sent.get(event.id)
+            if raw is not None:
+                self._send_raw(raw)
+            return
+        try:
+            msg = taskbuf.decode_request(event.data)
+        except taskbuf.TaskBufError:
+            with self.lock:
+                self._send(event.id, taskbuf.encode_answer(Status.ILLEGAL_VALUE))
+            return
+        if isinstance(msg, taskbuf.Add):
+            self._add(event.id, msg.tid, msg.flags, msg.task)
+        elif isinstance(msg, taskbuf.AckAdd):
+            with self.lock:
+                self._release(msg.ack_tid)
+            self._add(event.id, msg.tid, msg.flags, msg.task)
+        elif isinstance(msg, taskbuf.Req):
+            with self.lock:
+                task = self.buffer.get(msg.tid)
+                if task is None:
+                    self._send(event.id, taskbuf.encode_answer(Status.NOT_FOUND))
+                else:
+                    self._answer(event.id, task)
+        elif isinstance(msg, taskbuf.Ack):
+            with self.lock:
+                status = self._release(msg.tid)
+                self._send(event.id, taskbuf.encode_answer(status))
+        elif isinstance(msg, taskbuf.Abort):
+            with self.work:
+                self._abort_all()
+                self._send(event.id, taskbuf.encode_answer(Status.RESULT))
+
+    def _answer(self, packet_id: int, task: Task) -> None:
+        """Answer with the task's current status (lock held); forget a delivered result."""
+        reply = task.reply if task.status in taskbuf.WITH_REPLY else b""
+        self._send(packet_id, taskbuf.encode_answer(task.status, reply))
+        if task.final:
+            self._delivered(task)
+
+    def _delivered(self, task: Task) -> None:
+        """A final status reached the host: keep it only for NeedResult or as the Stopped cause."""
+        if not (task.flags & Flags.NEED_RESULT) and task.tid != self.stopped_by:
+            if self.buffer.get(task.tid) is task:
+                del self.buffer[task.tid]
+
+    def _release(self, tid: int) -> Status:
+        """Ack: drop a finished task's kept result; acking the failed task lifts Stopped."""
+        task = self.buffer.get(tid)
+        if task is None:
+            return Status.NOT_FOUND
+        if not task.final:
+            return Status.ILLEGAL_VALUE
+        del self.buffer[tid]
+        if self.stopped_by == tid:
+            self.stopped_by = None
+        return Status.RESULT
+
+    def _abort_all(self) -> None:
+        for task in self.queue:
+            task.cancelled = True
+            task.done.set()
+        self.queue.clear()
+        if self.running is not None:
+            self.running.cancelled = True
+            self._abort.set()
+        self.buffer.clear()
+        self.stopped_by = None
+
+    def _add(self, packet_id: int, tid: int, flags: Flags, body: bytes) -> None:
+        with self.work:
+            if tid in self.buffer:
+                self._send(packet_id, taskbuf.encode_answer(Status.ALREADY_EXISTS))
+                return
+            if tid > model.ID_MAX:
+                self._send(packet_id, taskbuf.encode_answer(Status.ILLEGAL_VALUE))
+                return
+            unfinished = sum(1 for t in self.buffer.values() if not t.final)
+            if unfinished >= model.TASK_BUFFER_CAPACITY:
+                self._send(packet_id, taskbuf.encode_answer(Status.OVERFLOW))
+                return
+            task = Task(tid, flags, body)
+            self.buffer[tid] = task
+            self.queue.append(task)
+            self.work.notify_all()
+            if self.timing.device_time > 0:
+                task.add_answered = True
+                self._send(packet_id, taskbuf.encode_answer(task.status))
+                return
+        # A quick device answers Add with the result: wait for the executor outside the lock.
+        task.done.wait(SYNC_WAIT)
+        with self.lock:
+            if self.closed.is_set() or task.cancelled:
+                return
+            if not task.final:
+                task.add_answered = True
+            self._answer(packet_id, task)
+
+    # ------------------------------------------------------------------ executor
+
+    def _executor(self) -> None:
+        while True:
+            with self.work:
+                while not self.queue and not self.closed.is_set():
+                    self.work.wait()
+                if self.closed.is_set():
+                    return
+                task = self.queue.popleft()
+                if self.stopped_by is not None and not (task.flags & Flags.IGNORE_ERROR):
+                    task.status = Status.STOPPED
+                    self._finished(task)
+                    continue
+                task.status = Status.IN_PROGRESS
+                self.running = task
+                self._abort.clear()
+            busy = self.timing.device_time
+            if busy > 0 and self._abort.wait(busy):
+                # Abort or close while the device was "busy": the task never ran.
+                with self.work:
+                    self.running = None
+                    task.cancelled = True
+                    task.done.set()
+                continue
+            try:
+                reply, failed = self.execute(task.body)
+            except Exception:  # report as a device error, keep serving
+                log.exception("emulator: task %02X crashed", task.tid)
+                reply, failed = bytes((0x55, model.UNKNOWN_COMMAND_ERROR, 0)), True
+            if self.faults.task_executed():
+                log.info("emulator: dropping the link after task %02X (reply not sent)", task.tid)
+                with self.work:
+                    self.running = None
+                self.close()
+                return
+            with self.work:
+                self.running = None
+                if task.cancelled:
+                    continue
+                task.reply = reply
+                task.status = Status.ERROR if failed else Status.RESULT
+                if failed:
+                    self.stopped_by = task.tid
+                self._finished(task)
+
+    def _finished(self, task: Task) -> None:
+        """Task ended (lock held): wake a waiting Add, or push the async result."""
+        task.done.set()
+        if task.add_answered and task.flags & Flags.WAIT_ASYNC_DATA:
+            status = Status.ASYNC_ERROR if task.status == Status.ERROR else Status.ASYNC_RESULT
+            reply = task.reply if task.status != Status.STOPPED else b""
+            if task.status == Status.STOPPED:
+                # Model gives no async form for Stopped; the host learns it on Req.
+                return
+            self._send(model.ASYNC_PACKET_ID, taskbuf.encode_answer(status, reply, task.tid))
+            self._delivered(task)
+
+
+class Server:
+    """Listening socket that serves one connection at a time, plus power off/on."""
+
+    def __init__(self, execute: Execute, faults: Faults, timing: Timing) -> None:
+        self.execute = execute
+        self.faults = faults
+        self.timing = timing
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.connection: Connection | None = None
+        self._old: list[Connection] = []
+
+    @property
+    def listening(self) -> bool:
+        """True while connections are accepted (started and powered on)."""
+        return self._listener is not None
+
+    def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and start accepting; port 0 picks a free port (kept for power on)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(8)
+        except OSError:
+            sock.close()
+            raise
+        self.host, self.port = sock.getsockname()[:2]
+        self._listener = sock
+        self._accept_thread = threading.Thread(target=self._accept, args=(sock,), name="emu-accept", daemon=True)
+        self._accept_thread.start()
+        log.info("emulator listening on %s:%d", self.host, self.port)
+        return self.host, self.port
+
+    def close(self) -> None:
+        """Stop accepting and drop the connection (used by stop and power off)."""
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            try:
+                # shutdown wakes a thread blocked in accept() on Linux; close alone may not.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.drop()
+        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
+            self._accept_thread.join(JOIN_TIMEOUT)
+        self._accept_thread = None
+        for conn in self._old:
+            conn.join()
+        self._old.clear()
+
+    def drop(self) -> None:
+        """Close the current connection, if any."""
+        with self._lock:
+            conn = self.connection
+        if conn is not None:
+            conn.close()
+            conn.join()
+
+    def _closed(self, conn: Connection) -> None:
+        with self._lock:
+            if self.connection is conn:
+                self.connection = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, addr = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                current = self.connection
+            if current is not None and not current.closed.is_set() and current.peer_gone():
+                # The host closed cleanly (FIN already queued) but the reader has not seen it
+                # yet: the device would have, so do not refuse the next client.
+                current.close()
+            with self._lock:
+                busy = self.connection is not None and not self.connection.closed.is_set()
+                if not busy:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conn = Connection(sock, self.execute, self.faults, self.timing, self._closed)
+                    self.connection = conn
+                    self._old = [c for c in self._old if any(t.is_alive() for t in c.threads)]
+                    self._old.append(conn)
+            if busy:
+                # Like the device: one active connection; a second client is closed at once.
+                log.info("emulator: refusing a second connection from %s:%d", *addr[:2])
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+                continue
+            log.info("emulator: connection from %s:%d", *addr[:2])
+            conn.start()
