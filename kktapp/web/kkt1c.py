@@ -57,6 +57,9 @@ from kktapp.domain import (
     format_rub,
 )
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
+from kktapp.journal import DONE, FAILED, UNKNOWN, Job
+from kktapp.owner import Reasons
+from kktapp.service import fingerprint
 from kktapp.web import fields
 from kktapp.web.auth import AuthError, require
 from kktapp.web.common import read_json, validation_error
@@ -68,7 +71,6 @@ bp = Blueprint("kkt1c", __name__, template_folder="../templates")
 SOURCE = "1c"
 DONE_TEXT = "Чек пробит"
 TEST_MODE_TEXT = "Тестовый режим: чек прошёл бы успешно, ничего не фискализировано"
-NOT_PRINTED_TEXT = "Чек пробит, но не напечатан: проверьте бумагу в ККТ"
 ELECTRONIC_TEXT = "Чек пробит (электронный, без печати)"
 METHOD_TEXT = "метод {method} не поддерживается: чек — POST, страница состояния — GET"
 NOT_FOUND_TEXT = "адрес {path} не найден: чек отправляйте POST-запросом на /kkt"
@@ -358,39 +360,45 @@ def _status_for_code(code: int) -> int:
     return _STATUS_BY_CODE.get(code, errors.KKTError.http_status)
 
 
-def job_answer(job: Any, doc_number: str, receipt: Receipt) -> Response:
-    """Translate the service's Job into the 1C answer and HTTP status."""
-    state = getattr(job, "state", "")
-    err = getattr(job, "error", None) or {}
-    if state == "done":
+def job_answer(job: Job, doc_number: str, receipt: Receipt) -> Response:
+    """Translate the service's Job into the 1C answer and HTTP status.
+
+    Texts come from the job (device error table, the owner's reasons) or from errors.py; this
+    module only adds the success sentences of its own contract.
+    """
+    err = job.error or {}
+    extra = {"job_id": job.id}
+    if job.state == DONE:
         result = job.result or {}
         if result.get("test_mode"):
             text = TEST_MODE_TEXT
         elif receipt.electronic_only:
             text = ELECTRONIC_TEXT
-        elif result.get("printed", True) is False:
-            text = NOT_PRINTED_TEXT
+        elif job.reprint or result.get("printed", True) is False:
+            # Fiscalised, paper copy owed: the owner's reason says so and that it will print.
+            text = job.reason or Reasons.REPRINT
         else:
             text = DONE_TEXT
-        return answer(ResultCode.OK, text, 200, doc_number=doc_number, result=result)
-    if state == "failed":
+        return answer(ResultCode.OK, text, 200, doc_number=doc_number, result=result, extra=extra)
+    if job.state == FAILED:
         code = int(err.get("code") or ResultCode.INTERNAL)
         message = str(err.get("message") or errors.KKTError.message)
         step = err.get("step")
-        if step and step not in message:
+        if step and str(step) not in message:
             message = f"{message} (шаг: {step})"
-        return answer(code, message, _status_for_code(code), doc_number=doc_number, extra={"job_id": job.id})
-    if state == "unknown":
-        exc: KKTError = errors.OutcomeUnknown()
-    elif err.get("code") in (ResultCode.LINK_LOST, ResultCode.FRAME_ERROR, ResultCode.DEVICE_BUSY):
-        # Still queued because the device cannot be reached: the receipt is kept and will be
-        # printed when the link is back; a repeat of this DocNumber will get that result.
-        exc = errors.LinkError(
-            f"{err.get('message') or errors.LinkError.message}; чек сохранён и будет пробит, когда связь восстановится"
-        )
+        return answer(code, message, _status_for_code(code), doc_number=doc_number, extra=extra)
+    if job.state == UNKNOWN:
+        exc: KKTError = errors.OutcomeUnknown(job.reason or None)
+    elif job.reason == Reasons.LINK_DOWN:
+        # Kept in the queue and fiscalised when the link is back; a repeat of this DocNumber
+        # then gets that result instead of a second receipt.
+        exc = errors.LinkError(job.reason)
+    elif job.reason:
+        # Queued behind a document whose outcome is being settled.
+        exc = errors.OutcomeUnknown(job.reason)
     else:
         exc = errors.Timeout()
-    return answer(exc.code, exc.message, exc.http_status, doc_number=doc_number, extra={"job_id": job.id})
+    return answer(exc.code, exc.message, exc.http_status, doc_number=doc_number, extra=extra)
 
 
 # --------------------------------------------------------------------------- views
@@ -427,7 +435,7 @@ def receipt_view() -> Response:
         receipt,
         device=data["Device"],
         key=key,
-        fingerprint=service.fingerprint(body),
+        fingerprint=fingerprint(body),
         source=SOURCE,
         wait=float(config.get("KKT_WAIT_TIMEOUT", 60)),
     )
@@ -636,14 +644,22 @@ def _device_view(snap: dict, now: dt.datetime) -> dict:
         ("Фискальный признак", _dash(result.get("fiscal_sign")), ""),
     ]
 
-    queue = snap.get("queue")
-    queued = queue.get("length", queue.get("size")) if isinstance(queue, dict) else queue
+    queue = snap.get("queue") or {}
+    if not isinstance(queue, dict):
+        queue = {"queued": queue}
     groups = [
         {"title": "Касса", "rows": device_rows},
         {"title": "Смена", "rows": shift_rows},
         {"title": "Фискальный накопитель и ОФД", "rows": fn_rows},
         {"title": "Последний документ", "rows": last_rows},
-        {"title": "Очередь", "rows": [("Чеков ждут отправки в ККТ", _dash(queued), "")]},
+        {
+            "title": "Очередь",
+            "rows": [
+                ("Ждут отправки в ККТ", _dash(queue.get("queued", 0)), ""),
+                ("Отправляются сейчас", _dash(queue.get("sending", 0)), ""),
+                ("Результат выясняется", _dash(queue.get("unknown", 0)), "bad" if queue.get("unknown") else ""),
+            ],
+        },
     ]
     unsettled = []
     for item in snap.get("unsettled") or []:
@@ -655,7 +671,7 @@ def _device_view(snap: dict, now: dt.datetime) -> dict:
                 "key": _dash(item.get("key") or item.get("id")),
                 "state": _JOB_STATES.get(state, _dash(state)),
                 "reason": _dash(item.get("reason") or (item.get("error") or {}).get("message")),
-                "created": _when(item.get("created_at") or item.get("accepted_at")),
+                "since": _when(item.get("since") or item.get("updated_at")),
             }
         )
     return {

@@ -1,0 +1,684 @@
+"""The 1C contract (POST/GET /kkt) end to end: WebTest → app → service → driver → ATOL emulator.
+
+Bodies are written the way 1C's ЗаписьJSON writes them (tab indents, numbers as written,
+Cyrillic as UTF-8) and posted with the seed's ``application/x-www-form-urlencoded`` header.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+from werkzeug.security import generate_password_hash
+
+from kktapp import __version__, domain
+from kktapp.errors import LinkError, ResultCode
+from kktapp.journal import Job
+from kktapp.owner import Reasons
+from kktapp.web import kkt1c
+
+FORM = "application/x-www-form-urlencoded;charset=utf-8"
+LEGACY_RATE = domain.general_rate(dt.date.today()).value
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_1c_json(value: Any, level: int = 0) -> str:
+    """JSON as 1C's ЗаписьJSON with Символы.Таб writes it: tab indents, Decimal as plain digits."""
+    pad, inner = "\t" * level, "\t" * (level + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {to_1c_json(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list):
+        return "[\n" + ",\n".join(inner + to_1c_json(v, level + 1) for v in value) + "\n" + pad + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def position(name: str = "Чай чёрный «Цейлон», 100 г", price: str = "325.12", qty: str = "6", tax: Any = 22) -> dict:
+    amount = domain.position_amount(domain.to_kopecks(Decimal(price)), Decimal(qty))
+    return {
+        "Name": name,
+        "Price": Decimal(price),
+        "Quantity": Decimal(qty),
+        "Tax": tax,
+        "PositionSumm": Decimal(amount).scaleb(-2),
+    }
+
+
+def document(*positions: dict, number: str = "ТР00-003655", **extra: Any) -> dict:
+    goods = {f"Position_{i}": p for i, p in enumerate(positions or (position(),), 1)}
+    total = sum(domain.to_kopecks(p["PositionSumm"]) for p in goods.values())
+    body = {"DocNumber": number, "DocDate": "06.10.2017", "DocSumm": Decimal(total).scaleb(-2), "Goods": goods}
+    body.update(extra)
+    return body
+
+
+def post(testapp, body: Any, *, content_type: str = FORM, status: int | str = "*", url: str = "/kkt", **kw):
+    raw = body if isinstance(body, bytes) else to_1c_json(body).encode("utf-8")
+    return testapp.post(url, params=raw, content_type=content_type, status=status, **kw)
+
+
+def receipts(emulator) -> list[dict]:
+    return [d for d in emulator.documents() if d["type"] == "receipt"]
+
+
+def assert_answer_shape(data: dict) -> None:
+    """Every answer carries the same keys, so 1C can always read result_code and check_number."""
+    for key in (
+        "check_number",
+        "result_code",
+        "result_description",
+        "fiscal_document_number",
+        "fiscal_sign",
+        "shift_number",
+        "receipt_datetime",
+        "doc_number",
+    ):
+        assert key in data, key
+    assert isinstance(data["check_number"], int)
+    assert isinstance(data["result_code"], int)
+    assert isinstance(data["result_description"], str) and data["result_description"]
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_receipt_is_fiscalised(testapp, emulator):
+    body = document(position(), position("Кофе зерновой", "99.90", "1.5", "10"))
+    res = post(testapp, body, status=200)
+
+    assert res.content_type == "application/json"
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] == 0
+    assert data["result_description"] == kkt1c.DONE_TEXT
+    assert data["doc_number"] == "ТР00-003655"
+    assert data["check_number"] >= 1
+    assert data["fiscal_sign"]
+    assert data["test_mode"] is False
+
+    docs = receipts(emulator)
+    assert len(docs) == 1
+    doc = docs[0]
+    assert doc["fd_number"] == data["fiscal_document_number"]
+    assert doc["receipt_number"] == data["check_number"]
+    assert doc["shift_number"] == data["shift_number"]
+    assert doc["total"] == 195072 + 14985
+    assert [i["name"] for i in doc["items"]] == ["Чай чёрный «Цейлон», 100 г", "Кофе зерновой"]
+    assert [i["price"] for i in doc["items"]] == [32512, 9990]
+    assert [i["amount"] for i in doc["items"]] == [195072, 14985]
+    assert [i["tax"] for i in doc["items"]] == ["vat22", "vat10"]
+    assert doc["payments"] == [{"type": "electronic", "amount": 195072 + 14985}]
+
+
+def test_closed_shift_is_opened_first(testapp, emulator):
+    post(testapp, document(), status=200)
+    kinds = [d["type"] for d in emulator.documents()]
+    assert kinds == ["open_shift", "receipt"]
+
+
+def test_shift_over_24_hours_is_closed_and_reopened(testapp, emulator):
+    first = post(testapp, document(number="ТР00-1"), status=200).json
+    emulator.advance_clock(25)
+    second = post(testapp, document(number="ТР00-2"), status=200).json
+
+    kinds = [d["type"] for d in emulator.documents()]
+    assert kinds == ["open_shift", "receipt", "close_shift", "open_shift", "receipt"]
+    assert second["shift_number"] == first["shift_number"] + 1
+    assert second["check_number"] == 1
+
+
+@pytest.mark.parametrize("content_type", [FORM, "application/json", "application/json; charset=utf-8", "text/plain"])
+def test_content_types(testapp, emulator, content_type):
+    data = post(testapp, document(), content_type=content_type, status=200).json
+    assert data["result_code"] == 0
+    assert len(receipts(emulator)) == 1
+
+
+def test_body_with_bom(testapp, emulator):
+    raw = b"\xef\xbb\xbf" + to_1c_json(document()).encode("utf-8")
+    assert post(testapp, raw, status=200).json["result_code"] == 0
+    assert len(receipts(emulator)) == 1
+
+
+def test_cyrillic_and_long_names(testapp, emulator):
+    names = ["Ёлочная игрушка «Шар» №5 — 10 см", "Щётка для обуви, чёрная", "Я" * 128]
+    post(testapp, document(*(position(n, "10.00", "1") for n in names)), status=200)
+    assert [i["name"] for i in receipts(emulator)[0]["items"]] == names
+
+
+def test_position_10_prints_after_position_9(testapp, emulator):
+    goods = {f"Position_{n}": position(f"Товар {n}", f"{n}.00", "1") for n in range(1, 13)}
+    keys = list(goods)
+    random.Random(4).shuffle(keys)
+    body = document()
+    body["Goods"] = {k: goods[k] for k in keys}
+    body["DocSumm"] = Decimal(sum(range(1, 13)))
+    post(testapp, body, status=200)
+    assert [i["name"] for i in receipts(emulator)[0]["items"]] == [f"Товар {n}" for n in range(1, 13)]
+
+
+def test_hundred_positions(testapp, emulator):
+    positions = [position(f"Позиция {n}", f"{n}.{n % 100:02d}", "1.25" if n % 3 == 0 else "2") for n in range(1, 101)]
+    body = document(*positions)
+    data = post(testapp, body, status=200).json
+    assert data["result_code"] == 0
+    doc = receipts(emulator)[0]
+    assert len(doc["items"]) == 100
+    assert doc["total"] == domain.to_kopecks(body["DocSumm"])
+    assert doc["items"][99]["name"] == "Позиция 100"
+
+
+@pytest.mark.parametrize("tax", [18, 20, "18", "НДС18", "nds18", "НДС 20%"])
+def test_legacy_tax_means_todays_general_rate(testapp, emulator, tax):
+    post(testapp, document(position(tax=tax)), status=200)
+    assert receipts(emulator)[0]["items"][0]["tax"] == LEGACY_RATE
+
+
+@pytest.mark.parametrize(
+    "tax, rate",
+    [
+        (0, "vat0"),
+        (10, "vat10"),
+        (22, "vat22"),
+        (5, "vat5"),
+        (7, "vat7"),
+        ("10/110", "vat110"),
+        ("22/122", "vat122"),
+        ("без НДС", "none"),
+        ("none", "none"),
+    ],
+)
+def test_current_rates(testapp, emulator, tax, rate):
+    post(testapp, document(position(tax=tax)), status=200)
+    assert receipts(emulator)[0]["items"][0]["tax"] == rate
+
+
+def test_optional_fields_cash_contact_electronic_only(testapp, emulator):
+    body = document(PaymentType="cash", CustomerContact="buyer@example.ru", ElectronicOnly=True, Device=1)
+    data = post(testapp, body, status=200).json
+    assert data["result_code"] == 0
+    doc = receipts(emulator)[0]
+    assert doc["payments"][0]["type"] == "cash"
+    assert doc["customer_contact"] == "buyer@example.ru"
+    assert doc.get("electronic") is True
+
+
+def test_default_payment_from_config(app_config, emulator, request):
+    app_config["DEFAULT_PAYMENT"] = "cash"
+    testapp = request.getfixturevalue("testapp")
+    post(testapp, document(), status=200)
+    assert receipts(emulator)[0]["payments"][0]["type"] == "cash"
+
+
+def test_posting_to_root_for_apache_mount(testapp, emulator):
+    """Under ``WSGIScriptAlias /kkt /var/www/kkt/kkt.wsgi`` the app sees PATH_INFO "/"."""
+    data = post(testapp, document(), url="/", extra_environ={"SCRIPT_NAME": "/kkt"}, status=200).json
+    assert data["result_code"] == 0
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_same_doc_number_twice_gives_one_receipt(testapp, emulator):
+    first = post(testapp, document(), status=200).json
+    again = post(testapp, document(), status=200).json
+    assert again == first
+    assert len(receipts(emulator)) == 1
+
+
+def test_same_doc_number_other_document_is_conflict(testapp, emulator):
+    post(testapp, document(), status=200)
+    other = document(position(price="1.00", qty="1"))
+    data = post(testapp, other, status=409).json
+    assert_answer_shape(data)
+    assert data["result_code"] == ResultCode.CONFLICT
+    assert "номер документа" in data["result_description"]
+    assert data["check_number"] == 0
+    assert len(receipts(emulator)) == 1
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _set(path: str, value: Any):
+    def change(body: dict) -> None:
+        *parents, last = path.split(".")
+        target = body
+        for key in parents:
+            target = target[key]
+        if value is _DROP:
+            del target[last]
+        else:
+            target[last] = value
+
+    return change
+
+
+_DROP = object()
+
+INVALID = [
+    ("DocNumber", _set("DocNumber", ""), "DocNumber"),
+    ("DocNumber missing", _set("DocNumber", _DROP), "DocNumber"),
+    ("DocNumber not a string", _set("DocNumber", 3655), "DocNumber"),
+    ("DocDate format", _set("DocDate", "2017-10-06"), "DocDate"),
+    ("DocDate impossible", _set("DocDate", "31.02.2017"), "DocDate"),
+    ("DocSumm wrong", _set("DocSumm", Decimal("1950.00")), "DocSumm"),
+    ("DocSumm string", _set("DocSumm", "много"), "DocSumm"),
+    ("no positions", _set("Goods", {}), "Goods"),
+    ("Goods is an array", _set("Goods", [1, 2]), "Goods"),
+    ("bad key", _set("Goods.Товар_1", position()), "Goods.Товар_1"),
+    ("Position_0", _set("Goods.Position_0", position()), "Goods.Position_0"),
+    ("Name empty", _set("Goods.Position_1.Name", ""), "Goods.Position_1.Name"),
+    ("Name spaces", _set("Goods.Position_1.Name", "   "), "Goods.Position_1.Name"),
+    ("Name too long", _set("Goods.Position_1.Name", "Я" * 129), "Goods.Position_1.Name"),
+    ("Price negative", _set("Goods.Position_1.Price", Decimal("-325.12")), "Goods.Position_1.Price"),
+    ("Price 3 decimals", _set("Goods.Position_1.Price", Decimal("325.125")), "Goods.Position_1.Price"),
+    ("Quantity zero", _set("Goods.Position_1.Quantity", 0), "Goods.Position_1.Quantity"),
+    ("Quantity negative", _set("Goods.Position_1.Quantity", -6), "Goods.Position_1.Quantity"),
+    ("Quantity 4 decimals", _set("Goods.Position_1.Quantity", Decimal("6.0001")), "Goods.Position_1.Quantity"),
+    ("PositionSumm off", _set("Goods.Position_1.PositionSumm", Decimal("1950.00")), "Goods.Position_1.PositionSumm"),
+    ("Tax unknown", _set("Goods.Position_1.Tax", 30), "Goods.Position_1.Tax"),
+    ("Tax missing", _set("Goods.Position_1.Tax", _DROP), "Goods.Position_1.Tax"),
+    ("unknown position field", _set("Goods.Position_1.Discount", 5), "Goods.Position_1.Discount"),
+    ("unknown field", _set("Comment", "x"), "Comment"),
+    ("PaymentType", _set("PaymentType", "bitcoin"), "PaymentType"),
+    ("CustomerContact", _set("CustomerContact", "позвоните мне"), "CustomerContact"),
+    ("ElectronicOnly without contact", _set("ElectronicOnly", True), "CustomerContact"),
+    ("Device", _set("Device", 0), "Device"),
+]
+
+
+@pytest.mark.parametrize("change, field", [(c, f) for _, c, f in INVALID], ids=[i for i, _, _ in INVALID])
+def test_invalid_documents_never_reach_the_device(testapp, emulator, change, field):
+    before = len(emulator.documents())
+    body = document()
+    change(body)
+    res = post(testapp, body, status=422)
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] == ResultCode.VALIDATION
+    assert data["field"] == field
+    assert field in data["result_description"]
+    assert data["check_number"] == 0
+    assert len(emulator.documents()) == before
+
+
+def test_error_names_the_first_bad_position_in_numeric_order(testapp, emulator):
+    body = document(*(position(f"Товар {n}", "1.00", "1") for n in range(1, 12)))
+    body["Goods"]["Position_10"]["Price"] = Decimal("-1")
+    body["Goods"]["Position_2"]["Quantity"] = 0
+    data = post(testapp, body, status=422).json
+    assert data["field"] == "Goods.Position_2.Quantity"
+    assert data["value"] == 0
+
+
+def test_error_shows_the_value(testapp, emulator):
+    body = document()
+    body["Goods"]["Position_1"]["Price"] = Decimal("325.125")
+    data = post(testapp, body, status=422).json
+    assert "325.125" in data["result_description"]
+    assert data["value"] == "325.125"
+
+
+def test_seed_example_with_inconsistent_sum_is_refused(testapp, emulator):
+    """The README example (325.12 × 6 = 1950.72, PositionSumm 1950) fails the ±1 kopeck rule."""
+    body = document(number="ТР00-003655")
+    body["DocSumm"] = 1950
+    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
+    data = post(testapp, body, status=422).json
+    assert data["field"] == "Goods.Position_1.PositionSumm"
+    assert "1950.72" in data["result_description"]
+    assert emulator.documents() == []
+
+
+def test_legacy_tax_refused_when_configured(app_config, emulator, request):
+    app_config["ACCEPT_LEGACY_VAT"] = False
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(position(tax=18)), status=422).json
+    assert data["field"] == "Goods.Position_1.Tax"
+    assert "устаревшая ставка" in data["result_description"]
+    assert emulator.documents() == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"DocNumber=1&DocSumm=100", b'{"DocNumber": ', '{"a": "Чай"}'.encode("cp1251"), b"[1, 2]", b"null"],
+    ids=["empty", "form", "truncated", "cp1251", "array", "null"],
+)
+def test_body_that_is_not_a_document_gets_a_json_answer(testapp, emulator, raw):
+    res = post(testapp, raw, status=422)
+    assert res.content_type == "application/json"
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] == ResultCode.VALIDATION
+    assert emulator.documents() == []
+
+
+# --------------------------------------------------------------------------- device trouble
+
+
+def test_no_paper(testapp, emulator):
+    emulator.paper_out()
+    res = post(testapp, document(), status="5*")
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] == 0x67
+    assert "бумаг" in data["result_description"].lower()
+    assert data["check_number"] == 0
+    assert res.status_int == 502
+    assert receipts(emulator) == []
+
+
+def test_device_off(testapp, emulator):
+    emulator.power_off()
+    res = post(testapp, document(), status=503)
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] != 0
+    assert "нет связи с ККТ" in data["result_description"]
+    assert data["check_number"] == 0
+
+
+def test_test_mode_fiscalises_nothing(app_config, emulator, request):
+    app_config["TEST_MODE"] = True
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(), status=200).json
+    assert_answer_shape(data)
+    assert data["result_code"] == 0
+    assert data["result_description"] == kkt1c.TEST_MODE_TEXT
+    assert data["test_mode"] is True
+    # 1C stores check_number as the document's receipt number: 0 keeps it "not printed".
+    assert data["check_number"] == 0
+    assert receipts(emulator) == []
+
+
+# --------------------------------------------------------------------------- access
+
+
+@pytest.fixture
+def auth_config(app_config):
+    app_config.update(
+        AUTH_REQUIRED=True,
+        USERS={"kassa": {"password_hash": generate_password_hash("секрет-1С"), "role": "cashier"}},
+        ONEC_ALLOWED_ADDRESSES=["10.0.0.5"],
+    )
+    return app_config
+
+
+def test_auth_required_for_unknown_address(auth_config, emulator, request):
+    testapp = request.getfixturevalue("testapp")
+    res = post(testapp, document(), status=401)
+    assert res.json["result_code"] == ResultCode.UNAUTHORIZED
+    assert res.headers["WWW-Authenticate"].startswith("Basic")
+    assert emulator.documents() == []
+
+
+def test_auth_with_password(auth_config, emulator, request):
+    testapp = request.getfixturevalue("testapp")
+    testapp.authorization = ("Basic", ("kassa", "секрет-1С"))
+    assert post(testapp, document(), status=200).json["result_code"] == 0
+
+
+def test_allowed_address_needs_no_password(auth_config, emulator, request):
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(), extra_environ={"REMOTE_ADDR": "10.0.0.5"}, status=200).json
+    assert data["result_code"] == 0
+
+
+def test_status_page_is_public(auth_config, emulator, request):
+    testapp = request.getfixturevalue("testapp")
+    testapp.get("/kkt", status=200)
+
+
+# --------------------------------------------------------------------------- wrong URL or method
+
+
+def test_wrong_method_and_url_answer_json(testapp):
+    res = testapp.put("/kkt", params=b"{}", status=405)
+    assert res.json["result_code"] != 0 and "метод PUT" in res.json["result_description"]
+    res = testapp.post("/kkt/receipt", params=b"{}", status=404)
+    assert res.json["result_code"] == ResultCode.NOT_FOUND
+
+
+# --------------------------------------------------------------------------- status page
+
+
+def test_status_page_html(testapp, emulator):
+    post(testapp, document(), status=200)
+    res = testapp.get("/kkt", status=200)
+    assert res.content_type == "text/html"
+    text = res.text
+    assert "Состояние ККТ" in text
+    assert __version__ in text
+    assert "Смена" in text and "Не отправлено в ОФД" in text
+    assert "password" not in text.lower() and "пароль" not in text.lower()
+
+
+def test_status_json(testapp, emulator):
+    post(testapp, document(), status=200)
+    res = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200)
+    assert res.content_type == "application/json"
+    page = res.json
+    assert page["version"] == __version__
+    dev = page["devices"][0]
+    assert dev["device"] == 1
+    for key in ("link", "info", "status", "shift", "fn", "last_document", "unsettled", "updated_at"):
+        assert key in dev, key
+    assert "password" not in res.text.lower()
+
+
+def test_status_root_for_apache_mount(testapp):
+    assert "Состояние ККТ" in testapp.get("/", status=200).text
+
+
+def test_status_with_device_off_answers_no_link(testapp, emulator):
+    emulator.power_off()
+    text = testapp.get("/kkt", status=200).text
+    assert "нет связи с ККТ" in text
+    page = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200).json
+    assert page["devices"][0]["link"] != "ok"
+
+
+def test_device_view_of_a_full_snapshot():
+    """The page's rows from a snapshot with every part filled (as the service reports it)."""
+    now = dt.datetime(2026, 3, 2, 12, 0)
+    snap = {
+        "device": 1,
+        "name": "Касса сайта",
+        "link": "ok",
+        "link_error": None,
+        "updated_at": "2026-03-02T11:59:58",
+        "info": {"model_name": "АТОЛ 55Ф", "serial": "00106900000001", "firmware": "5.17.0"},
+        "status": {"paper_present": False, "cover_open": False},
+        "shift": {
+            "state": "expired",
+            "number": 7,
+            "opened_at": "2026-03-01T09:00:00",
+            "expires_at": "2026-03-02T09:00:00",
+            "receipts": 12,
+        },
+        "fn": {
+            "fn_number": "9999078900001234",
+            "last_fd_number": 140,
+            "unsent_count": 3,
+            "first_unsent_at": "2026-02-20T10:00:00",
+            "valid_until": "2027-05-01",
+        },
+        "last_document": {
+            "fd_number": 140,
+            "result": {
+                "datetime": "2026-03-02T11:00:00",
+                "total": 195072,
+                "receipt_number": 12,
+                "fiscal_sign": "1234567890",
+            },
+        },
+        "queue": 2,
+        "unsettled": [{"key": "ТР00-9", "state": "unknown", "reason": "связь прервалась"}],
+    }
+    view = kkt1c._device_view(snap, now)
+    rows = {label: (value, tone) for group in view["groups"] for label, value, tone in group["rows"]}
+    assert view["title"] == "Касса № 1 — Касса сайта"
+    assert rows["Модель"][0] == "АТОЛ 55Ф"
+    assert rows["Бумага"] == ("нет бумаги", "bad")
+    assert rows["Номер"][0] == "7"
+    assert rows["Открыта"][0] == "01.03.2026 09:00:00"
+    assert rows["Истекает"][0] == "02.03.2026 09:00:00"
+    assert "24 часов" in rows["Состояние"][0]
+    assert rows["Не отправлено в ОФД"] == ("3", "bad")
+    assert rows["Самый старый неотправленный"][0] == "20.02.2026 10:00:00"
+    assert rows["Сумма"][0] == "1950.72 ₽"
+    assert view["unsettled"][0]["state"].startswith("результат неизвестен")
+
+
+# --------------------------------------------------------------------------- log
+
+
+def test_one_log_line_per_request(testapp, emulator, app_config):
+    data = post(testapp, document(number="ЛОГ-1"), status=200).json
+    post(testapp, document(number=""), status=422)
+    with open(app_config["LOG_FILE"], encoding="utf-8") as fh:
+        lines = [ln for ln in fh if "kktapp.web.kkt1c" in ln and "1С:" in ln]
+    assert len(lines) == 2
+    assert "документ=ЛОГ-1" in lines[0]
+    assert "сумма=1950.72" in lines[0]
+    assert "код=0" in lines[0]
+    assert f"ФД={data['fiscal_document_number']}" in lines[0]
+    assert " мс" in lines[0]
+    assert f"код={ResultCode.VALIDATION}" in lines[1]
+
+
+# --------------------------------------------------------------------------- job states (stub service)
+
+
+class StubService:
+    """Answers submit_receipt with a prepared Job: states the emulator cannot produce on demand."""
+
+    devices = {1: None}
+
+    def __init__(self, job):
+        self.job = job
+        self.submitted: list[dict] = []
+
+    def submit_receipt(self, receipt, **kw):
+        self.submitted.append(kw)
+        return self.job
+
+    def snapshot(self, device):
+        return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
+
+
+def stub_app(job, **config):
+    from flask import Flask
+
+    application = Flask("stub", template_folder=str(Path(kkt1c.__file__).parent.parent / "templates"))
+    application.config.update(
+        {"AUTH_REQUIRED": False, "KKT_WAIT_TIMEOUT": 1, "DEFAULT_PAYMENT": "electronic", **config}
+    )
+    application.extensions["kkt"] = StubService(job)
+    application.register_blueprint(kkt1c.bp)
+    return webtest.TestApp(application)
+
+
+def make_job(state: str, *, result=None, error=None, reason: str = "", reprint: bool = False) -> Job:
+    now = dt.datetime.now()
+    return Job(
+        id="job-1",
+        device=1,
+        kind="receipt",
+        key="ТР00-003655",
+        state=state,
+        result=result,
+        error=error,
+        reason=reason,
+        created_at=now,
+        updated_at=now,
+        reprint=reprint,
+    )
+
+
+RESULT = {
+    "fiscal_document_number": 17,
+    "fiscal_sign": "3522165001",
+    "receipt_number": 4,
+    "shift_number": 2,
+    "datetime": "2026-11-22T10:00:00",
+    "total": 195072,
+    "fn_number": "9999078900001234",
+    "printed": True,
+    "test_mode": False,
+}
+
+
+@pytest.mark.parametrize(
+    "job, status, code, text",
+    [
+        (make_job("done", result=RESULT), 200, 0, kkt1c.DONE_TEXT),
+        (
+            make_job("done", result={**RESULT, "printed": False}, reason=Reasons.REPRINT, reprint=True),
+            200,
+            0,
+            "чек пробит, но не напечатан",
+        ),
+        (
+            make_job("failed", error={"code": 0x67, "message": "Нет бумаги", "step": "закрытие чека"}),
+            502,
+            0x67,
+            "Нет бумаги (шаг: закрытие чека)",
+        ),
+        (
+            make_job("failed", error={"code": ResultCode.LINK_LOST, "message": LinkError.message}),
+            503,
+            ResultCode.LINK_LOST,
+            "нет связи с ККТ",
+        ),
+        (make_job("unknown", reason=Reasons.INTERRUPTED), 503, ResultCode.UNKNOWN_OUTCOME, "сервис проверит ККТ"),
+        (make_job("queued", reason=Reasons.LINK_DOWN), 503, ResultCode.LINK_LOST, "будет отправлен"),
+        (make_job("queued", reason=Reasons.HELD), 503, ResultCode.UNKNOWN_OUTCOME, "ждёт выяснения"),
+        (make_job("sending"), 504, ResultCode.TIMEOUT, "остаётся в очереди"),
+    ],
+    ids=["done", "reprint", "device-error", "link-failed", "unknown", "queued-no-link", "held", "timeout"],
+)
+def test_job_states_map_to_answers(job, status, code, text):
+    res = post(stub_app(job), document(), status=status)
+    data = res.json
+    assert_answer_shape(data)
+    assert data["result_code"] == code
+    assert text in data["result_description"]
+    assert data["doc_number"] == "ТР00-003655"
+    assert data["check_number"] == (4 if code == 0 else 0)
+    if code == 0:
+        assert data["fiscal_document_number"] == 17 and data["receipt_datetime"] == "2026-11-22T10:00:00"
+
+
+def test_submit_arguments():
+    testapp = stub_app(make_job("done", result=RESULT), KKT_WAIT_TIMEOUT=7)
+    post(testapp, document(Device=1), status=200)
+    kw = testapp.app.extensions["kkt"].submitted[0]
+    assert kw["key"] == "ТР00-003655" and kw["source"] == "1c" and kw["device"] == 1 and kw["wait"] == 7
+    assert len(kw["fingerprint"]) == 64
+
+
+def test_unexpected_error_is_a_json_500():
+    class Broken(StubService):
+        def submit_receipt(self, receipt, **kw):
+            raise RuntimeError("boom")
+
+    testapp = stub_app(None)
+    testapp.app.extensions["kkt"] = Broken(None)
+    data = post(testapp, document(), status=500).json
+    assert_answer_shape(data)
+    assert data["result_code"] == ResultCode.INTERNAL
+    assert "boom" not in data["result_description"]
