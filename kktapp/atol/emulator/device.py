@@ -84,6 +84,7 @@ class Device:
             self.state.reg_number = ("00000" + serial[-11:]).rjust(16, "0")
         if clock_offset_hours is not None:
             self.state.clock_offset = float(clock_offset_hours) * 3600
+            self.save()
         self.paper = True
         #: Called with every fiscal document (the --log file and the in-memory list).
         self.on_document: Callable[[dict[str, Any]], None] | None = None

@@ -191,6 +191,10 @@ class Connection:
                 task.cancelled = True
                 task.done.set()
             self.queue.clear()
+            if self.running is not None:
+                # Its result has nowhere to go; wake an Add waiting for it.
+                self.running.cancelled = True
+                self.running.done.set()
             self.work.notify_all()
         self._abort.set()
         with self._inbound_cv:
@@ -427,6 +431,8 @@ class Connection:
                 log.info("emulator: dropping the link after task %02X (reply not sent)", task.tid)
                 with self.work:
                     self.running = None
+                    task.cancelled = True
+                    task.done.set()
                 self.close()
                 return
             with self.work:

@@ -1,0 +1,621 @@
+"""The ATOL 55Ф emulator on the wire: raw packets built with the protocol layer, no driver.
+
+Every test talks to a real TCP server on 127.0.0.1 (a free port) through :class:`RawClient`,
+which knows only framing, the task buffer and the command table. Reads have deadlines, and
+nothing asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kktapp.atol import commands, framing, model, taskbuf
+from kktapp.atol.emulator import Emulator
+from kktapp.atol.emulator.server import corrupt
+from kktapp.atol.errors import ErrorCode
+from kktapp.atol.taskbuf import Flags, Status
+
+READ_TIMEOUT = 5.0
+
+
+class Closed(Exception):
+    """The emulator closed the connection."""
+
+
+class RawClient:
+    """A minimal host: sends task-buffer requests, collects answers and async pushes."""
+
+    def __init__(self, port: int, connect: bool = True) -> None:
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT)
+        self.decoder = framing.Decoder()
+        self.pending: list[framing.Packet | framing.BadPacket] = []
+        self.pushed: list[taskbuf.Answer] = []
+        self.raw = bytearray()
+        self.pid = 0
+        self.tid = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- bytes
+
+    def next_event(self) -> framing.Packet | framing.BadPacket:
+        """The next decoded packet (or broken packet) from the device."""
+        while not self.pending:
+            try:
+                chunk = self.sock.recv(4096)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise Closed() from exc
+            if not chunk:
+                raise Closed()
+            self.raw += chunk
+            self.pending.extend(self.decoder.feed(chunk))
+        return self.pending.pop(0)
+
+    def send_packet(self, data: bytes, pid: int | None = None) -> int:
+        if pid is None:
+            self.pid = (self.pid + 1) % (model.ID_MAX + 1)
+            pid = self.pid
+        self.sock.sendall(framing.encode_packet(pid, data))
+        return pid
+
+    def answer_to(self, pid: int) -> taskbuf.Answer:
+        """Wait for the answer on packet ``pid``; async pushes on 0xF0 are kept aside."""
+        while True:
+            ev = self.next_event()
+            assert isinstance(ev, framing.Packet), ev
+            if ev.id == model.ASYNC_PACKET_ID:
+                self.pushed.append(taskbuf.decode_answer(ev.data))
+                continue
+            assert ev.id == pid, (ev, pid)
+            return taskbuf.decode_answer(ev.data)
+
+    def wait_push(self) -> taskbuf.Answer:
+        """Next async A6/A7 packet."""
+        while not self.pushed:
+            ev = self.next_event()
+            assert isinstance(ev, framing.Packet) and ev.id == model.ASYNC_PACKET_ID, ev
+            self.pushed.append(taskbuf.decode_answer(ev.data))
+        return self.pushed.pop(0)
+
+    def request(self, msg: taskbuf.Message) -> taskbuf.Answer:
+        return self.answer_to(self.send_packet(taskbuf.encode_request(msg)))
+
+    # -- tasks
+
+    def add(self, command: str, /, *, task_flags: Flags = Flags.NONE, access: int = 0, tid: int | None = None,
+            **params: Any) -> tuple[int, taskbuf.Answer]:
+        if tid is None:
+            self.tid = (self.tid + 1) % (model.ID_MAX + 1)
+            tid = self.tid
+        body = taskbuf.encode_task(access, commands.get(command).encode(**params))
+        return tid, self.request(taskbuf.Add(tid, body, task_flags))
+
+    def call(self, command: str, /, **params: Any) -> dict[str, Any]:
+        """Run a command; device errors come back as ``{"error": code}`` (Stopped lifted by Ack)."""
+        tid, ans = self.add(command, **params)
+        assert ans.status in (Status.RESULT, Status.ERROR), ans
+        if ans.status == Status.ERROR:
+            # The task status tells a failure; 45's reply "55 mode flags" looks like 55 err ext.
+            err = commands.reply_error(ans.reply)
+            assert err is not None
+            assert self.request(taskbuf.Ack(tid)).status == Status.RESULT
+            return {"error": err[0]}
+        return commands.get(command).decode_reply(ans.reply)
+
+    def error(self, command: str, /, **params: Any) -> int | None:
+        return self.call(command, **params).get("error")
+
+    # -- common sequences
+
+    def mode(self, mode: int, password: int = 30) -> None:
+        if self.call("status")["mode"] & 0x0F != 0:
+            assert self.error("leave_mode") is None
+        assert self.error("enter_mode", mode=mode, password=password) is None
+
+    def open_shift(self) -> None:
+        self.mode(model.Mode.REGISTRATION)
+        assert self.error("open_shift") is None
+
+    def sell(self, *items: tuple[str, int, str, int], pay_type: int = 1, pay: int = 0, receipt_type: int = 1,
+             flags: int = 0, contact: str = "") -> int | None:
+        """Open, register, pay, close; returns the first error code or None."""
+        steps: list[tuple[str, dict[str, Any]]] = [("open_receipt", {"receipt_type": receipt_type, "flags": flags})]
+        for name, price, qty, tax in items:
+            steps.append(("register_position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
+        if contact:
+            steps.append(("write_attribute", {"tag": model.TAG_CUSTOMER_CONTACT,
+                                              "value": commands.attribute_value(model.TAG_CUSTOMER_CONTACT, contact)}))
+        if pay:
+            steps.append(("payment", {"payment_type": pay_type, "amount": pay}))
+        steps.append(("close_receipt", {"payment_type": pay_type}))
+        for name, params in steps:
+            err = self.error(name, **params)
+            if err is not None:
+                return err
+        return None
+
+
+BREAD = ("Хлеб \"Бородинский\" №1", 5_000, "2", 11)  # 22 % (tag 1199 = 11)
+MILK = ("Молоко 1 л", 8_990, "1.5", 2)  # 10 %
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator() as e:
+        yield e
+
+
+@pytest.fixture
+def client(emu: Emulator) -> Iterator[RawClient]:
+    c = RawClient(emu.port)
+    assert c.request(taskbuf.Abort()).status == Status.RESULT
+    yield c
+    c.close()
+
+
+def reconnect(emu: Emulator, old: RawClient | None = None) -> RawClient:
+    """A new client once the emulator has let the old connection go."""
+    if old is not None:
+        old.close()
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        c = RawClient(emu.port)
+        try:
+            assert c.request(taskbuf.Abort()).status == Status.RESULT
+            return c
+        except (Closed, OSError):
+            c.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- link and task buffer
+
+
+def test_status_identifies_a_55f(client: RawClient, emu: Emulator) -> None:
+    st = client.call("status")
+    assert st["model"] == 62
+    assert st["mode"] == 0
+    assert st["serial"] == int(emu.state.serial[-8:])
+    assert st["flags"] & commands.StatusFlags.PAPER_PRESENT
+    assert not st["flags"] & commands.StatusFlags.SHIFT_OPEN
+    info = client.call("device_type")
+    assert info["model"] == 62 and info["name"] == "АТОЛ 55Ф"
+
+
+def test_second_connection_is_refused_until_the_first_leaves(emu: Emulator, client: RawClient) -> None:
+    second = RawClient(emu.port)
+    with pytest.raises(Closed):
+        second.request(taskbuf.Abort())
+    second.close()
+    # The first one is not disturbed.
+    assert client.call("status")["model"] == 62
+    third = reconnect(emu, client)
+    assert third.call("status")["model"] == 62
+    third.close()
+
+
+def test_stopped_rule_until_ack(client: RawClient) -> None:
+    tid, ans = client.add("open_receipt", receipt_type=1)  # select mode: wrong mode
+    assert ans.status == Status.ERROR
+    assert commands.reply_error(ans.reply) == (ErrorCode.WRONG_MODE, 0)
+    _, ans = client.add("status")
+    assert ans.status == Status.STOPPED
+    _, ans = client.add("status", task_flags=Flags.IGNORE_ERROR)
+    assert ans.status == Status.RESULT
+    assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+    _, ans = client.add("status")
+    assert ans.status == Status.RESULT
+
+
+def test_need_result_keeps_the_result_until_ack(client: RawClient) -> None:
+    tid, ans = client.add("status", task_flags=Flags.NEED_RESULT)
+    assert ans.status == Status.RESULT
+    again = client.request(taskbuf.Req(tid))
+    assert again.status == Status.RESULT and again.reply == ans.reply
+    _, dup = client.add("status", tid=tid)
+    assert dup.status == Status.ALREADY_EXISTS
+    assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+    assert client.request(taskbuf.Req(tid)).status == Status.NOT_FOUND
+    # Without NeedResult the result is forgotten once delivered.
+    tid2, _ = client.add("status")
+    assert client.request(taskbuf.Req(tid2)).status == Status.NOT_FOUND
+
+
+def test_async_result_on_f0_when_the_device_is_busy(emu: Emulator, client: RawClient) -> None:
+    emu.set_device_time(0.05)
+    tid, ans = client.add("status", task_flags=Flags.WAIT_ASYNC_DATA | Flags.NEED_RESULT)
+    assert ans.status in (Status.PENDING, Status.IN_PROGRESS)
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_RESULT and push.tid == tid
+    assert commands.get("status").decode_reply(push.reply)["model"] == 62
+    assert client.request(taskbuf.Req(tid)).status == Status.RESULT
+    assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+    # A failing task is pushed as A7 with the 55 err ext reply.
+    tid, ans = client.add("close_shift", task_flags=Flags.WAIT_ASYNC_DATA)
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_ERROR and push.tid == tid
+    assert commands.reply_error(push.reply) == (ErrorCode.WRONG_MODE, 0)
+
+
+def test_without_async_flag_the_host_polls(emu: Emulator, client: RawClient) -> None:
+    emu.set_device_time(0.02)
+    tid, ans = client.add("status")
+    assert not ans.final
+    deadline = time.monotonic() + READ_TIMEOUT
+    while True:
+        ans = client.request(taskbuf.Req(tid))
+        if ans.final or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert ans.status == Status.RESULT
+    assert not client.pushed
+
+
+def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
+    emu.set_device_time(0.5)
+    tids = [client.add("status")[0] for _ in range(3)]
+    assert client.request(taskbuf.Abort()).status == Status.RESULT
+    for tid in tids:
+        assert client.request(taskbuf.Req(tid)).status == Status.NOT_FOUND
+
+
+def test_bad_crc_from_host_gets_an_empty_packet_back(client: RawClient) -> None:
+    raw = bytearray(framing.encode_packet(0x21, taskbuf.encode_request(taskbuf.Abort())))
+    raw[-1] ^= 0x01 if raw[-1] not in (0xFC, 0xFF) else 0x02
+    client.sock.sendall(bytes(raw))
+    ev = client.next_event()
+    assert ev == framing.Packet(0x21, b"")
+
+
+def test_empty_packet_asks_for_a_resend(client: RawClient) -> None:
+    pid = client.send_packet(taskbuf.encode_request(taskbuf.Abort()))
+    first = client.answer_to(pid)
+    client.send_packet(b"", pid=pid)
+    assert client.answer_to(pid) == first
+
+
+def test_latency_both_ways_keeps_order(emu: Emulator, client: RawClient) -> None:
+    emu.set_latency(0.01)
+    pids = [client.send_packet(taskbuf.encode_request(taskbuf.Req(0x50 + i))) for i in range(5)]
+    for pid in pids:
+        assert client.answer_to(pid).status == Status.NOT_FOUND
+
+
+# --------------------------------------------------------------------------- modes, passwords, errors
+
+
+def test_passwords_and_modes(client: RawClient) -> None:
+    assert client.error("enter_mode", mode=1, password=99) == ErrorCode.WRONG_PASSWORD
+    assert client.error("enter_mode", mode=3, password=5) == ErrorCode.WRONG_PASSWORD  # cashier: no Z
+    assert client.error("enter_mode", mode=1, password=5) is None
+    st = client.call("status")
+    assert st["mode"] == 1 and st["cashier"] == 5
+    assert client.error("enter_mode", mode=2, password=30) == ErrorCode.WRONG_MODE  # leave first
+    assert client.error("leave_mode") is None
+    assert client.call("status")["mode"] == 0
+    _, ans = client.add("status", access=1234)
+    assert commands.reply_error(ans.reply) == (model.WRONG_PASSWORD_ERROR, 0)
+
+
+def test_receipt_errors(client: RawClient) -> None:
+    client.mode(1)
+    assert client.error("open_receipt", receipt_type=1) == model.SHIFT_CLOSED_ERROR
+    assert client.error("cash_in", amount=100) == model.SHIFT_CLOSED_ERROR
+    assert client.error("open_shift") is None
+    assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
+    assert client.error("open_receipt", receipt_type=3) == ErrorCode.BAD_RECEIPT_TYPE
+    assert client.error("register_position", name="x", price=1, quantity=Decimal(1), tax=11) == \
+        ErrorCode.RECEIPT_CLOSED
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("open_receipt", receipt_type=1) == ErrorCode.RECEIPT_OPEN
+    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("payment", payment_type=2, amount=400) is None
+    assert client.error("close_receipt", payment_type=2) is None  # 4A with sum 0 pays the rest
+    # 4A with an explicit short sum: payments less than the total.
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=2, amount=300) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
+    assert client.call("status")["receipt_state"] == 1
+    assert client.error("leave_mode") == ErrorCode.RECEIPT_OPEN
+    assert client.error("cancel_receipt") is None
+    assert client.call("status")["receipt_state"] == 0
+
+
+def test_cash_out_and_cash_returns_need_cash(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    assert client.error("cash_out", amount=100) == ErrorCode.NO_CASH
+    assert client.sell(BREAD, receipt_type=2) == ErrorCode.NO_CASH  # cash return from an empty drawer
+    assert client.error("cancel_receipt") is None
+    assert client.error("cash_in", amount=50_000) is None
+    assert client.sell(BREAD, pay=20_000) is None  # 100.00 ₽ cash, 200.00 given, 100.00 change
+    assert client.call("cash_in_drawer")["amount"] == 60_000
+    assert client.error("cash_out", amount=60_000) is None
+    assert emu.state.cash == 0
+
+
+def test_payment_reply_has_remainder_and_change(client: RawClient) -> None:
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="a", price=10_000, quantity=Decimal(1), tax=11) is None
+    assert client.call("payment", payment_type=2, amount=4_000) == {"remainder": 6_000, "change": 0}
+    assert client.call("payment", payment_type=1, amount=10_000) == {"remainder": 0, "change": 4_000}
+    assert client.error("register_position", name="b", price=1, quantity=Decimal(1), tax=11) == ErrorCode.WRONG_MODE
+    assert client.error("close_receipt", payment_type=1) is None
+
+
+# --------------------------------------------------------------------------- documents and the log
+
+
+def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
+    log_path = tmp_path / "fd.jsonl"
+    with Emulator(log_path=log_path) as emu:
+        c = reconnect(emu)
+        c.open_shift()
+        assert c.sell(BREAD, MILK, pay_type=2, contact="buyer@example.ru") is None
+        assert c.error("write_attribute", tag=1214, value=b"\x01") == ErrorCode.RECEIPT_CLOSED
+        assert c.error("cash_in", amount=1_000) is None
+        c.mode(3)
+        assert c.error("close_shift") is None
+        lines = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+        assert lines == emu.documents()
+        assert [d["type"] for d in lines] == ["open_shift", "receipt", "cash_in", "close_shift"]
+        assert [d["fd_number"] for d in lines] == [1, 2, 3, 4]
+        receipt = lines[1]
+        assert receipt["receipt_type"] == "sell"
+        assert receipt["shift_number"] == 1 and receipt["receipt_number"] == 1
+        assert receipt["total"] == 10_000 + 13_485
+        assert receipt["items"] == [
+            {"name": BREAD[0], "price": 5_000, "quantity": "2", "amount": 10_000, "tax": "vat22"},
+            {"name": MILK[0], "price": 8_990, "quantity": "1.5", "amount": 13_485, "tax": "vat10"},
+        ]
+        assert receipt["payments"] == [{"type": "electronic", "amount": 23_485}]
+        assert receipt["customer_contact"] == "buyer@example.ru"
+        assert receipt["fiscal_sign"].isdigit()
+        assert lines[2]["total"] == 1_000
+        # A4 40 gives back any past document.
+        doc = c.call("fn_document", fd_number=2)
+        assert doc["doc_type"] == model.DocType.RECEIPT
+        assert doc["fiscal_sign"] == int(receipt["fiscal_sign"])
+        assert (doc["shift_number"], doc["receipt_number"], doc["receipt_type"], doc["total"]) == (1, 1, 1, 23_485)
+        assert c.call("fn_document", fd_number=1)["doc_type"] == model.DocType.SHIFT_OPEN
+        assert c.error("fn_document", fd_number=99) == ErrorCode.FN_NO_DATA
+        assert c.call("fn_status")["last_fd_number"] == 4
+        c.close()
+
+
+def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=6) is None
+    assert client.error("write_attribute", tag=1214, value=commands.attribute_value(1214, 1)) is None
+    assert client.error("write_attribute", tag=1212, value=commands.attribute_value(1212, 4)) is None
+    assert client.error("register_position", name="b", price=100, quantity=Decimal(1), tax=5) is None
+    assert client.error("close_receipt", payment_type=2) is None
+    items = emu.documents()[-1]["items"]
+    assert items[0]["payment_method"] == 1 and items[0]["payment_object"] == 4 and items[0]["tax"] == "none"
+    assert "payment_method" not in items[1] and items[1]["tax"] == "vat0"
+
+
+def test_test_mode_fiscalises_nothing(tmp_path: Any) -> None:
+    log_path = tmp_path / "fd.jsonl"
+    with Emulator(log_path=log_path) as emu:
+        c = reconnect(emu)
+        c.open_shift()
+        before = (emu.state.fd_number, emu.state.receipt_number, emu.state.cash)
+        assert c.sell(BREAD, pay=50_000, flags=0x01) is None
+        assert (emu.state.fd_number, emu.state.receipt_number, emu.state.cash) == before
+        assert [d["type"] for d in emu.documents()] == ["open_shift"]
+        assert len(log_path.read_text(encoding="utf-8").splitlines()) == 1
+        # Test mode still checks: payments less than the total.
+        assert c.error("open_receipt", receipt_type=1, flags=0x01) is None
+        assert c.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("close_receipt", payment_type=1, amount=50) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
+        c.close()
+
+
+def test_shift_over_24_hours(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    assert client.call("shift_state")["state"] == model.SHIFT_OPEN
+    emu.advance_clock(25)
+    assert emu.shift_state() == "expired"
+    assert client.call("shift_state")["state"] == model.SHIFT_EXPIRED
+    assert client.sell(BREAD) == ErrorCode.SHIFT_EXPIRED
+    assert client.error("cash_in", amount=100) == ErrorCode.SHIFT_EXPIRED
+    assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
+    client.mode(3)
+    assert client.error("close_shift") is None  # Z is what an expired shift needs
+    client.mode(1)
+    assert client.error("open_shift") is None
+    assert client.sell(BREAD) is None
+    assert [d["shift_number"] for d in emu.documents()] == [1, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def test_state_survives_a_restart(tmp_path: Any) -> None:
+    state = tmp_path / "kkt.json"
+    with Emulator(state_path=state) as emu:
+        c = reconnect(emu)
+        c.open_shift()
+        assert c.error("cash_in", amount=7_000) is None
+        assert c.sell(BREAD, pay=10_000) is None
+        assert c.error("open_receipt", receipt_type=1) is None
+        assert c.error("register_position", name="open", price=300, quantity=Decimal(1), tax=11) is None
+        emu.advance_clock(2)
+        before = emu.state.to_dict()
+        docs = emu.documents()
+        c.close()
+    assert not list(tmp_path.glob(".kkt-emu-*"))  # no temp files left behind
+    with Emulator(state_path=state) as emu:
+        after = emu.state
+        assert (after.fd_number, after.shift_number, after.receipt_number, after.cash, after.shift_open) == \
+            (3, 1, 1, 17_000, True)
+        assert after.clock_offset == before["clock_offset"]
+        assert emu.documents() == docs
+        # The open receipt survived the restart: finish it.
+        c = reconnect(emu)
+        st = c.call("status")
+        assert st["receipt_state"] == 1 and st["mode"] & 0x0F == 1
+        assert c.error("close_receipt", payment_type=1) is None
+        assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
+        assert c.call("fn_document", fd_number=3)["total"] == 10_000
+        c.close()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=1) is None
+    emu.paper_out()
+    assert client.call("short_status")["flags"] & commands.ShortStatusFlags.NO_PAPER
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
+    assert client.call("status")["receipt_state"] == 1
+    emu.paper_in()
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=2) is None
+    assert len(emu.documents()[-1]["items"]) == 1
+
+
+def test_paper_out_at_close_fiscalises_and_reports_0x67(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    emu.paper_out()
+    assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
+    assert emu.documents()[-1]["type"] == "receipt"
+    assert emu.state.print_pending and not emu.state.receipt_open
+    assert client.error("reprint_last") == ErrorCode.NO_PAPER
+    emu.paper_in()
+    assert client.error("reprint_last") is None
+    assert not emu.state.print_pending
+
+
+def test_electronic_receipt_needs_no_paper(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    emu.paper_out()
+    assert client.sell(BREAD, pay_type=2, flags=0x02, contact="+79991234567") is None
+    assert emu.documents()[-1]["electronic"] is True
+
+
+def test_drop_after_tasks_executes_but_does_not_answer(emu: Emulator, client: RawClient) -> None:
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    emu.drop_after_tasks(1)
+    with pytest.raises(Closed):
+        client.add("close_receipt", payment_type=2)
+    assert emu.documents()[-1]["type"] == "receipt"  # fiscalised, answer lost
+    c = reconnect(emu, client)
+    assert c.call("fn_status")["last_fd_number"] == emu.state.fd_number == 2
+    c.close()
+
+
+def test_drop_after_n_tasks_counts_executed_tasks(emu: Emulator, client: RawClient) -> None:
+    emu.drop_after_tasks(3)
+    assert client.call("status")["model"] == 62
+    assert client.call("status")["model"] == 62
+    with pytest.raises(Closed):
+        client.add("status")
+
+
+def test_drop_mid_frame(emu: Emulator, client: RawClient) -> None:
+    emu.drop_mid_frame()
+    seen = len(client.raw)
+    pid = client.send_packet(taskbuf.encode_request(taskbuf.Abort()))
+    with pytest.raises(Closed):
+        client.answer_to(pid)
+    assert 0 < len(client.raw) - seen < len(framing.encode_packet(pid, b"\xa3"))
+    reconnect(emu, client).close()
+
+
+def test_corrupted_packet_is_resent_clean(emu: Emulator, client: RawClient) -> None:
+    emu.corrupt_next_byte()
+    pid = client.send_packet(taskbuf.encode_request(taskbuf.Abort()))
+    ev = client.next_event()
+    assert isinstance(ev, framing.BadPacket) and ev.id == pid
+    client.send_packet(b"", pid=pid)  # "send that packet again"
+    assert client.answer_to(pid).status == Status.RESULT
+
+
+@pytest.mark.parametrize("data", [b"\xa3", b"\xfe\xfd", bytes(range(0xF0, 0x100)), b""])
+def test_corrupt_helper_keeps_framing_and_breaks_crc(data: bytes) -> None:
+    raw = framing.encode_packet(0x10, data)
+    events = framing.Decoder().feed(corrupt(raw))
+    assert len(events) == 1 and isinstance(events[0], framing.BadPacket)
+
+
+def test_power_off_refuses_connections_and_keeps_state(emu: Emulator, client: RawClient) -> None:
+    client.open_shift()
+    assert client.sell(BREAD, pay_type=2) is None
+    assert client.error("open_receipt", receipt_type=1) is None
+    emu.power_off()
+    with pytest.raises(Closed):
+        client.call("status")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", emu.port), timeout=READ_TIMEOUT).close()
+    emu.power_on()
+    c = reconnect(emu, client)
+    st = c.call("status")
+    assert st["shift_number"] == 1 and st["receipt_number"] == 1
+    assert st["receipt_state"] == 1  # the open receipt survives the power cycle (model choice)
+    assert c.error("cancel_receipt") is None
+    assert c.error("leave_mode") is None
+    assert c.call("status")["mode"] == 0
+    c.close()
+
+
+def test_stop_is_quick_and_restartable(tmp_path: Any) -> None:
+    for _ in range(5):
+        with Emulator(state_path=tmp_path / "s.json") as emu:
+            c = reconnect(emu)
+            c.open_shift() if not emu.state.shift_open else None
+            # leave the connection open: stop() must close it
+        assert emu.server.connection is None
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_command_line(tmp_path: Any) -> None:
+    state, log = tmp_path / "s.json", tmp_path / "fd.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kktapp.atol.emulator", "--port", "0", "--state", str(state), "--log", str(log),
+         "--device-time", "1", "--latency", "1", "--clock-offset", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        port = None
+        assert proc.stderr is not None
+        for _ in range(50):
+            line = proc.stderr.readline()
+            if " on 127.0.0.1:" in line:
+                port = int(line.split(" on 127.0.0.1:")[1].split(";")[0])
+                break
+        assert port
+        c = RawClient(port)
+        assert c.request(taskbuf.Abort()).status == Status.RESULT
+        _, ans = c.add("status", task_flags=Flags.WAIT_ASYNC_DATA)
+        if ans.status != Status.RESULT:
+            ans = c.wait_push()
+        assert commands.get("status").decode_reply(ans.reply)["model"] == 62
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert json.loads(state.read_text())["clock_offset"] == 3600
