@@ -77,6 +77,10 @@ def _range(lo: int | None, hi: int | None) -> validate.Range:
     return validate.Range(min=lo, max=hi, error=text)
 
 
+#: Money amounts that must be above zero (the field gives kopecks, so the bound is one kopeck).
+POSITIVE = validate.Range(min=1, error="сумма должна быть больше нуля")
+
+
 def _length(lo: int | None, hi: int | None) -> validate.Length:
     if lo and hi:
         text = f"длина от {lo} до {hi}"
@@ -176,7 +180,7 @@ class PrintSchema(BaseSchema):
 class CashSchema(BaseSchema):
     """POST /api/v1/devices/<n>/cash-in and /cash-out."""
 
-    amount = Money(required=True, validate=_range(1, None),
+    amount = Money(required=True, validate=POSITIVE,
                    metadata={"description": "сумма в рублях (число или строка, до двух знаков после точки)"})
 
 
@@ -209,7 +213,7 @@ class PaymentSchema(BaseSchema):
                                    "ожидается cash, electronic, prepaid, credit или other"),
                   metadata={"description": "cash — наличные, electronic — безналичные, prepaid — зачёт аванса, "
                                            "credit — в кредит, other — встречное предоставление"})
-    amount = Money(required=True, validate=_range(1, None), metadata={"description": "сумма, рубли"})
+    amount = Money(required=True, validate=POSITIVE, metadata={"description": "сумма, рубли"})
 
 
 class CashierSchema(BaseSchema):
@@ -372,27 +376,6 @@ def api_field_name(field: str) -> str:
             if index.isdigit():
                 return f"{api_name}{int(index) - 1}{rest}"
     return field
-
-
-def receipt_fingerprint_data(receipt: Receipt) -> dict:
-    """A canonical JSON-ready form of a receipt: two requests meaning the same receipt match.
-
-    "100" and 100.00 give the same kopecks, so a retry that reformats numbers is not a conflict.
-    """
-    def conv(value: Any) -> Any:
-        if isinstance(value, tuple | list):
-            return [conv(v) for v in value]
-        if hasattr(value, "__dataclass_fields__"):
-            return {f: conv(getattr(value, f)) for f in value.__dataclass_fields__}
-        if isinstance(value, Decimal):
-            return str(value.normalize())
-        if isinstance(value, dt.date):
-            return value.isoformat()
-        if isinstance(value, int | str | bool) or value is None:
-            return value.value if hasattr(value, "value") else value
-        return str(value)
-
-    return conv(receipt)
 
 
 # --------------------------------------------------------------------------- compat (atol-kkt-service)
@@ -564,7 +547,8 @@ class JobSchema(BaseSchema):
                                                                  "total в копейках…)"})
     error = Nested(ErrorSchema, allow_none=True, metadata={"description": "ошибка, если state=failed"})
     reason = String(allow_none=True, metadata={"description": "почему задание в этом состоянии"})
-    finished = fields.Raw(allow_none=True, metadata={"description": "время завершения (ISO 8601)"})
+    created_at = String(required=True, metadata={"description": "когда принято (ISO 8601)"})
+    updated_at = String(required=True, metadata={"description": "последнее изменение (ISO 8601)"})
 
 
 class DeviceSummarySchema(BaseSchema):
@@ -580,6 +564,13 @@ class DeviceListSchema(BaseSchema):
     """GET /api/v1/devices."""
 
     devices = List(Nested(DeviceSummarySchema), required=True)
+
+
+class DeviceSnapshotSchema(BaseSchema):
+    """GET /api/v1/devices/<n>/snapshot."""
+
+    device = Integer(required=True)
+    snapshot = fields.Raw(required=True, metadata={"description": "последнее известное состояние"})
 
 
 class ShiftInfoSchema(BaseSchema):
