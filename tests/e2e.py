@@ -292,6 +292,9 @@ def start_gunicorn(
         "--timeout", str(timeout), "--graceful-timeout", "10",
         "--chdir", str(app_dir),
         "--access-logfile", "-",
+        # gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: one path
+        # for every gunicorn of the user, so parallel servers would fight over it.
+        "--no-control-socket",
         *extra_args,
     ]
     log = Path(log_path) if log_path else settings.with_name(f"gunicorn-{port}.log")
@@ -365,6 +368,15 @@ def _copy_app(src: Path, dst: Path) -> None:
             shutil.copy2(s, dst / name)
 
 
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard-link a venv file into the deployment (instant; same inode, same mode), else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
 def _make_cert(tls_dir: Path) -> tuple[Path, Path]:
     cert, key = tls_dir / "kkt.crt", tls_dir / "kkt.key"
     subprocess.run(
@@ -408,7 +420,8 @@ def start_apache(
     try:
         www, venv, etc, data, logs, run = (root / d for d in ("www", "venv", "etc", "data", "log", "run"))
         _copy_app(Path(app_dir), www)
-        shutil.copytree(APACHE_VENV, venv, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(APACHE_VENV, venv, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"),
+                        copy_function=_link_or_copy)
         for d in (etc, data, logs, run):
             d.mkdir()
         pw = pwd.getpwnam(APACHE_USER)

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# `make run`: the built-in ATOL 55F emulator in the background and the service under gunicorn in
+# the foreground, both on loopback; the emulator stops when the service stops (trap).
+# Messages are for a person trying the service: Russian.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8095}
+EMULATOR_PORT=${EMULATOR_PORT:-5555}
+PY=${PY:-.venv/bin/python}
+VAR="$ROOT/var"
+mkdir -p "$VAR"
+
+# Is anything accepting connections on host:port?
+port_busy() {
+  "$PY" -c 'import socket, sys
+s = socket.socket(); s.settimeout(1)
+sys.exit(0 if s.connect_ex((sys.argv[1], int(sys.argv[2]))) == 0 else 1)' "$1" "$2"
+}
+
+if port_busy "$HOST" "$PORT"; then
+  cat >&2 <<EOF
+Порт $PORT уже занят (Address already in use): на $HOST:$PORT уже кто-то принимает соединения.
+Возможно, сервис уже запущен в другом окне — откройте http://$HOST:$PORT/kkt.
+Кто занял порт:            ss -ltnp 'sport = :$PORT'
+Запустить на другом порту: make run PORT=$((PORT + 1))
+EOF
+  exit 1
+fi
+if port_busy 127.0.0.1 "$EMULATOR_PORT"; then
+  cat >&2 <<EOF
+Порт эмулятора $EMULATOR_PORT уже занят (Address already in use) — возможно, эмулятор уже запущен.
+Кто занял порт:             ss -ltnp 'sport = :$EMULATOR_PORT'
+Эмулятор на другом порту:   make run EMULATOR_PORT=$((EMULATOR_PORT + 1))
+EOF
+  exit 1
+fi
+
+EMU_PID=""
+GUNICORN_PID=""
+stop_pid() {  # stop_pid PID SECONDS: SIGTERM, wait, then SIGKILL
+  local pid=$1 n=$(( $2 * 10 ))
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq "$n"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+cleanup() {
+  trap - EXIT INT TERM
+  if [ -n "$GUNICORN_PID" ] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
+    stop_pid "$GUNICORN_PID" 15
+  fi
+  if [ -n "$EMU_PID" ] && kill -0 "$EMU_PID" 2>/dev/null; then
+    stop_pid "$EMU_PID" 5
+    echo "Эмулятор ККТ остановлен."
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$PY" -m kktapp.atol.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" \
+  --state "$VAR/emulator-state.json" --log "$VAR/emulator-documents.jsonl" \
+  >>"$VAR/emulator.out" 2>&1 &
+EMU_PID=$!
+
+for _ in $(seq 100); do
+  if ! kill -0 "$EMU_PID" 2>/dev/null; then
+    echo "Эмулятор ККТ не запустился. Его вывод (var/emulator.out):" >&2
+    tail -n 30 "$VAR/emulator.out" >&2
+    exit 1
+  fi
+  port_busy 127.0.0.1 "$EMULATOR_PORT" && break
+  sleep 0.1
+done
+if ! port_busy 127.0.0.1 "$EMULATOR_PORT"; then
+  echo "Эмулятор ККТ не открыл порт $EMULATOR_PORT за 10 секунд. Его вывод: var/emulator.out" >&2
+  exit 1
+fi
+
+URL="http://$HOST:$PORT"
+cat <<EOF
+
+  kkt — сервис фискализации чеков для касс АТОЛ (54-ФЗ): 1С, сайт или кассовая программа
+  присылает чек по HTTP, сервис пробивает его на кассе и возвращает номер чека и фискальный признак.
+
+  Сейчас это демонстрация без кассы: вместо АТОЛ 55Ф работает встроенный эмулятор
+  (socket://127.0.0.1:$EMULATOR_PORT), он ведёт себя как настоящая касса, но ничего не печатает.
+
+  Состояние ККТ (страница):   $URL/kkt
+  Пробить чек, как это делает 1С (в другом окне терминала):
+    curl -H 'Content-Type: application/x-www-form-urlencoded;charset=utf-8' \\
+         --data-binary @deploy/demo-receipt.json $URL/kkt
+  JSON API (логин demo, пароль demodemo):  $URL/api/v1/...
+
+  Настройки демо:             deploy/demo-settings.py
+  Журнал чеков:               var/journal.sqlite3
+  Лог сервиса:                var/kkt.log
+  Документы эмулятора:        var/emulator-documents.jsonl (по строке JSON на фискальный документ)
+  Вывод эмулятора:            var/emulator.out
+  Остановить:                 Ctrl+C (эмулятор остановится вместе с сервисом)
+
+EOF
+
+export KKT_SETTINGS="$ROOT/deploy/demo-settings.py"
+export KKT_DEMO_DEVICE_URL="socket://127.0.0.1:$EMULATOR_PORT"
+# In the background and waited for, so that Ctrl+C or a SIGTERM to this script runs the trap
+# at once; the trap then stops gunicorn and the emulator.
+"$PY" -m gunicorn 'kktapp:create_app()' \
+  --bind "$HOST:$PORT" --workers 2 --threads 8 --timeout 90 --graceful-timeout 10 \
+  --access-logfile - --no-control-socket &
+GUNICORN_PID=$!
+wait "$GUNICORN_PID" || { rc=$?; GUNICORN_PID=""; exit "$rc"; }
+GUNICORN_PID=""
