@@ -506,6 +506,18 @@ def test_paper_out_at_close_fiscalises_and_reports_0x67(client: RawClient, emu: 
     assert not emu.state.print_pending
 
 
+def test_paper_can_run_out_at_a_chosen_command(client: RawClient, emu: Emulator) -> None:
+    client.open_shift()
+    emu.paper_out(before="close_receipt")
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
+    assert emu.state.fd_number == 2 and emu.state.print_pending
+    assert client.error("print_string", text="x") == ErrorCode.NO_PAPER
+    with pytest.raises(KeyError):
+        emu.paper_out(before="no_such_command")
+
+
 def test_electronic_receipt_needs_no_paper(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     emu.paper_out()

@@ -26,6 +26,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from .. import commands
 from . import handlers
 from .device import Device
 from .server import Faults, Server, Timing
@@ -64,6 +65,7 @@ class Emulator:
         self._started = False
         self._powered = True
         self._log_lock = threading.Lock()
+        self._paper_out_before: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,15 +99,26 @@ class Emulator:
 
     # ------------------------------------------------------------------ faults and timing
 
-    def paper_out(self) -> None:
-        """The paper runs out: printing commands fail with 0x67 (see Device.close_receipt)."""
+    def paper_out(self, before: str | None = None) -> None:
+        """The paper runs out: printing commands fail with 0x67 (see Device.close_receipt).
+
+        ``before`` names a command (``"close_receipt"``, ``"register_position"``, …): the paper
+        then runs out just before the next such command executes, which is how a test reaches
+        "fiscalised but not printed" through a driver that sends the whole receipt at once.
+        """
         with self.device.lock:
-            self.device.paper = False
+            if before is None:
+                self.device.paper = False
+                self._paper_out_before = None
+            else:
+                commands.get(before)  # KeyError for a name the protocol layer does not know
+                self._paper_out_before = before
 
     def paper_in(self) -> None:
         """Paper loaded again (a print left pending waits for the host's reprint, 95)."""
         with self.device.lock:
             self.device.paper = True
+            self._paper_out_before = None
 
     def drop_after_tasks(self, n: int) -> None:
         """Close the link right after the n-th further task is executed (its reply not sent)."""
@@ -181,7 +194,13 @@ class Emulator:
     # ------------------------------------------------------------------ internals
 
     def _execute(self, task: bytes) -> tuple[bytes, bool]:
-        return handlers.execute(self.device, task)
+        return handlers.execute(self.device, task, self._before_command)
+
+    def _before_command(self, name: str) -> None:
+        # Called with the device lock held.
+        if self._paper_out_before == name:
+            self._paper_out_before = None
+            self.device.paper = False
 
     def _write_log(self, doc: dict[str, Any]) -> None:
         if self.log_path is None:

@@ -60,8 +60,12 @@ def handles(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def execute(device: Device, task: bytes) -> tuple[bytes, bool]:
-    """Run one task body on the device; returns (reply bytes, failed)."""
+def execute(device: Device, task: bytes, before: Callable[[str], None] | None = None) -> tuple[bytes, bool]:
+    """Run one task body on the device; returns (reply bytes, failed).
+
+    ``before`` is called with the command name (device lock held) just before it runs: the
+    fault hooks use it to make the paper run out at a chosen command.
+    """
     try:
         password, data = taskbuf.decode_task(task)
     except codec.CodecError:
@@ -76,6 +80,8 @@ def execute(device: Device, task: bytes) -> tuple[bytes, bool]:
         return commands.encode_error(model.BAD_LENGTH_ERROR), True
     handler = HANDLERS.get(cmd.name)
     with device.lock:
+        if before is not None:
+            before(cmd.name)
         try:
             device.check_access(password)
             if handler is None:
