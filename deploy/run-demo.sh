@@ -53,12 +53,13 @@ cleanup() {
   fi
   if [ -n "$EMU_PID" ] && kill -0 "$EMU_PID" 2>/dev/null; then
     stop_pid "$EMU_PID" 5
-    echo "Эмулятор ККТ остановлен."
   fi
+  if [ "$STARTED" = 1 ]; then echo "Сервис и эмулятор ККТ остановлены."; fi
 }
+STARTED=0
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Ctrl+C / SIGTERM is the normal way to stop the demo: not an error.
+trap 'exit 0' INT TERM
 
 "$PY" -m kktapp.atol.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" \
   --state "$VAR/emulator-state.json" --log "$VAR/emulator-documents.jsonl" \
@@ -111,5 +112,6 @@ export KKT_DEMO_DEVICE_URL="socket://127.0.0.1:$EMULATOR_PORT"
   --bind "$HOST:$PORT" --workers 2 --threads 8 --timeout 90 --graceful-timeout 10 \
   --access-logfile - --no-control-socket &
 GUNICORN_PID=$!
+STARTED=1
 wait "$GUNICORN_PID" || { rc=$?; GUNICORN_PID=""; exit "$rc"; }
 GUNICORN_PID=""
