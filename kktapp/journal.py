@@ -1,0 +1,527 @@
+"""Durable journal of device jobs: the memory that makes fiscalisation exactly-once.
+
+Every job (receipts and operations) is written here *before* the device is touched, and every
+state change that recovery depends on is committed with ``synchronous=FULL`` so it survives a
+``kill -9`` and a power loss:
+
+``queued`` → ``sending`` (with ``fd_before``, the FN's last document number read just before the
+receipt went out) → ``done`` | ``failed``; or → ``unknown`` when the link broke mid-document,
+until the device owner settles it by comparing the FN's last document number with
+``fd_before``.
+
+SQLite in WAL mode lets many processes (mod_wsgi, gunicorn workers) share one file: readers never
+wait for the writer, and ``busy_timeout`` queues writers. All SQL lives in this module behind the
+narrow :class:`Journal` interface, so a PostgreSQL backend for several hosts can follow.
+
+Also here: the JSON form of :class:`~kktapp.domain.Receipt` stored as a job's payload
+(:func:`receipt_to_json` / :func:`receipt_from_json`, an exact round trip) and the per-device
+status snapshots every process reads for the status page without touching the device.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from .domain import (
+    Correction,
+    FiscalResult,
+    Payment,
+    PaymentMethod,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TaxationSystem,
+    TextLine,
+    VatRate,
+)
+from .errors import Conflict
+
+log = logging.getLogger(__name__)
+
+QUEUED = "queued"
+SENDING = "sending"
+DONE = "done"
+FAILED = "failed"
+UNKNOWN = "unknown"
+STATES = (QUEUED, SENDING, DONE, FAILED, UNKNOWN)
+FINISHED = (DONE, FAILED)
+
+RECEIPT = "receipt"
+
+#: Seconds a connection waits for another process's write lock before giving up.
+BUSY_TIMEOUT = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- FIFO order of the device queues
+    id          TEXT NOT NULL UNIQUE,
+    device      INTEGER NOT NULL,
+    kind        TEXT NOT NULL,                      -- "receipt" or an operation name
+    key         TEXT,                               -- idempotency key, unique per kind
+    fingerprint TEXT NOT NULL,
+    source      TEXT NOT NULL DEFAULT '',
+    payload     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    result      TEXT,
+    error       TEXT,
+    reason      TEXT NOT NULL DEFAULT '',
+    fd_before   INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    reprint     INTEGER NOT NULL DEFAULT 0,         -- fiscalised but its paper copy is still owed
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+-- A key names one live document. Failed attempts (certainly not fiscalised) step aside so the
+-- caller may try the same key again; everything else keeps the key taken.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_key ON jobs(kind, key)
+    WHERE key IS NOT NULL AND state != 'failed';
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(kind, key);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(device, state, seq);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(updated_at);
+CREATE TABLE IF NOT EXISTS snapshots (
+    device      INTEGER PRIMARY KEY,
+    data        TEXT NOT NULL,
+    updated_at  REAL NOT NULL
+);
+"""
+_SCHEMA_VERSION = 1
+
+_COLUMNS = (
+    "seq, id, device, kind, key, fingerprint, source, payload, state, result, error, reason, "
+    "fd_before, attempts, reprint, created_at, updated_at"
+)
+
+
+def _ts(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value).astimezone()
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Job:
+    """One device job as the journal knows it; what callers get from the service.
+
+    ``result``: for receipts and fiscal operations :meth:`FiscalResult.to_dict`, otherwise
+    operation-specific JSON. ``error``: ``{"code", "message", "step"?}``. ``reason``: Russian
+    text saying why the outcome is unknown or why the job waits.
+    """
+
+    id: str
+    device: int
+    kind: str
+    key: str | None
+    state: str
+    result: dict | None
+    error: dict | None
+    reason: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    # What the device owner needs; not part of the caller-facing dict.
+    payload: dict = field(default_factory=dict, repr=False)
+    fingerprint: str = field(default="", repr=False)
+    source: str = field(default="", repr=False)
+    fd_before: int | None = field(default=None, repr=False)
+    attempts: int = field(default=0, repr=False)
+    reprint: bool = field(default=False, repr=False)
+    seq: int = field(default=0, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        """Done or failed: the answer will not change any more."""
+        return self.state in FINISHED
+
+    def fiscal_result(self) -> FiscalResult | None:
+        """The fiscal document of a done receipt or fiscal operation, else None."""
+        if self.state != DONE or not self.result or "fiscal_document_number" not in self.result:
+            return None
+        return FiscalResult.from_dict(self.result)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form for the API and the status page."""
+        return {
+            "id": self.id,
+            "device": self.device,
+            "kind": self.kind,
+            "key": self.key,
+            "state": self.state,
+            "result": self.result,
+            "error": self.error,
+            "reason": self.reason,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+            "updated_at": self.updated_at.isoformat(timespec="seconds"),
+        }
+
+
+class Journal:
+    """SQLite journal of jobs and device snapshots, shared by threads and processes.
+
+    Connections are per thread and per process (a connection must not cross a fork), opened on
+    first use. Methods are the whole interface the service uses; nothing else runs SQL.
+    """
+
+    def __init__(self, path: str, *, retention_days: float = 30, clock: Callable[[], float] = time.time) -> None:
+        self.path = os.path.abspath(path)
+        self.retention_days = retention_days
+        #: Wall clock for timestamps (tests move it to check retention).
+        self.clock = clock
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._init_schema()
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self, durable: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed state change (accepted job, fd_before, done) must survive a power
+        # loss, or recovery would compare against a number that never reached the disk.
+        # Snapshots are a cache, NORMAL is enough for them.
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        conn.row_factory = sqlite3.Row
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _conn(self, durable: bool = True) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            # Forked child: the parent's connections are not ours to use or to close.
+            self._local = threading.local()
+            with self._all_lock:
+                self._all = []
+            self._pid = os.getpid()
+        name = "durable" if durable else "cache"
+        conn = getattr(self._local, name, None)
+        if conn is None:
+            conn = self._connect(durable)
+            setattr(self._local, name, conn)
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < _SCHEMA_VERSION:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close every connection this process opened (call when no thread uses the journal)."""
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # best effort on shutdown
+                pass
+        self._local = threading.local()
+
+    def _write(self, sql: str, args: tuple) -> int:
+        cur = self._conn().execute(sql, args)
+        return cur.rowcount
+
+    def _one(self, sql: str, args: tuple) -> Job | None:
+        row = self._conn().execute(sql, args).fetchone()
+        return self._job(row) if row else None
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"],
+            device=row["device"],
+            kind=row["kind"],
+            key=row["key"],
+            state=row["state"],
+            result=json.loads(row["result"]) if row["result"] else None,
+            error=json.loads(row["error"]) if row["error"] else None,
+            reason=row["reason"],
+            created_at=_ts(row["created_at"]),
+            updated_at=_ts(row["updated_at"]),
+            payload=json.loads(row["payload"]),
+            fingerprint=row["fingerprint"],
+            source=row["source"],
+            fd_before=row["fd_before"],
+            attempts=row["attempts"],
+            reprint=bool(row["reprint"]),
+            seq=row["seq"],
+        )
+
+    # ------------------------------------------------------------------ jobs
+
+    def accept(
+        self,
+        *,
+        device: int,
+        kind: str,
+        key: str | None,
+        fingerprint: str,
+        payload: dict,
+        source: str = "",
+    ) -> tuple[Job, bool]:
+        """Store a new queued job, or return the live one with the same key.
+
+        Returns ``(job, created)``. A key already used for a different document (another
+        fingerprint or device) raises :class:`~kktapp.errors.Conflict`. A key whose only jobs
+        failed is free again: a failed job was certainly not fiscalised.
+        """
+        conn = self._conn()
+        now = self.clock()
+        # IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if key is not None:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? AND state!=?", (kind, key, FAILED)
+                ).fetchone()
+                if row is not None:
+                    conn.execute("COMMIT")
+                    existing = self._job(row)
+                    if existing.fingerprint != fingerprint or existing.device != device:
+                        raise Conflict()
+                    return existing, False
+            job_id = str(uuid.uuid4())
+            conn.execute(
+                "INSERT INTO jobs (id, device, kind, key, fingerprint, source, payload, state, reason,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+                (job_id, device, kind, key, fingerprint, source, _dumps(payload), QUEUED, now, now),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        return self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+
+    def find_by_key(self, kind: str, key: str) -> Job | None:
+        """The live job for a key, else its latest failed attempt, else None."""
+        return self._one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? ORDER BY state=? , seq DESC LIMIT 1",
+            (kind, key, FAILED),
+        )
+
+    def next_queued(self, device: int) -> Job | None:
+        """The oldest queued job of a device (its FIFO head)."""
+        return self._one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND state=? ORDER BY seq LIMIT 1", (device, QUEUED)
+        )
+
+    def mark_sending(self, job_id: str, fd_before: int | None) -> None:
+        """The job goes to the device now; ``fd_before`` is the FN's last document number."""
+        self._write(
+            "UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
+            " WHERE id=?",
+            (SENDING, fd_before, self.clock(), job_id),
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        result: dict | None = None,
+        error: dict | None = None,
+        reason: str = "",
+        reprint: bool = False,
+    ) -> None:
+        """Record the final state (done or failed) with its result or error."""
+        if state not in FINISHED:
+            raise ValueError(f"not a final state: {state}")
+        self._write(
+            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?",
+            (
+                state,
+                _dumps(result) if result is not None else None,
+                _dumps(error) if error is not None else None,
+                reason,
+                int(reprint),
+                self.clock(),
+                job_id,
+            ),
+        )
+
+    def mark_unknown(self, job_id: str, reason: str, error: dict | None = None) -> None:
+        """The outcome is unknown until the device owner settles it; the queue holds."""
+        self._write(
+            "UPDATE jobs SET state=?, reason=?, error=?, updated_at=? WHERE id=?",
+            (UNKNOWN, reason, _dumps(error) if error is not None else None, self.clock(), job_id),
+        )
+
+    def requeue(self, job_id: str) -> None:
+        """Back to the queue: the device certainly did not fiscalise it; it keeps its place."""
+        self._write(
+            "UPDATE jobs SET state=?, fd_before=NULL, reason='', error=NULL, updated_at=? WHERE id=?",
+            (QUEUED, self.clock(), job_id),
+        )
+
+    def set_reason(self, job_id: str, reason: str) -> None:
+        """Update the Russian explanation of a held job without changing its state."""
+        self._write("UPDATE jobs SET reason=?, updated_at=? WHERE id=?", (reason, self.clock(), job_id))
+
+    def reprinted(self, job_id: str, result: dict | None) -> None:
+        """The owed paper copy is printed: clear the flag and store the updated result."""
+        self._write(
+            "UPDATE jobs SET reprint=0, reason='', result=?, updated_at=? WHERE id=?",
+            (_dumps(result) if result is not None else None, self.clock(), job_id),
+        )
+
+    def unsettled(self, device: int | None = None) -> list[Job]:
+        """Jobs that hold their device's queue: outcome unknown, in flight, or a copy owed."""
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE (state IN (?, ?) OR reprint=1)"
+        args: tuple = (SENDING, UNKNOWN)
+        if device is not None:
+            sql += " AND device=?"
+            args += (device,)
+        rows = self._conn().execute(sql + " ORDER BY seq", args).fetchall()
+        return [self._job(r) for r in rows]
+
+    def queue_counts(self, device: int) -> dict[str, int]:
+        """Number of queued, sending and unknown jobs of a device."""
+        counts = {QUEUED: 0, SENDING: 0, UNKNOWN: 0}
+        rows = self._conn().execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE device=? AND state IN (?, ?, ?) GROUP BY state",
+            (device, QUEUED, SENDING, UNKNOWN),
+        ).fetchall()
+        for state, n in rows:
+            counts[state] = n
+        return counts
+
+    def prune(self, days: float | None = None) -> int:
+        """Delete finished jobs older than ``days`` (default: the retention); returns the count.
+
+        Unsettled jobs and owed copies are never pruned.
+        """
+        days = self.retention_days if days is None else days
+        cutoff = self.clock() - days * 86400
+        n = self._write(
+            "DELETE FROM jobs WHERE state IN (?, ?) AND reprint=0 AND updated_at < ?", (DONE, FAILED, cutoff)
+        )
+        if n:
+            log.info("журнал: удалено %d записей старше %s дн.", n, days)
+        return n
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save_snapshot(self, device: int, data: dict) -> None:
+        """Store the device's latest status for every process to read."""
+        self._conn(durable=False).execute(
+            "INSERT INTO snapshots (device, data, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(device) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
+            (device, _dumps(data), self.clock()),
+        )
+
+    def load_snapshot(self, device: int) -> tuple[dict, dt.datetime] | None:
+        """The stored status of a device and when it was taken, or None."""
+        row = self._conn(durable=False).execute(
+            "SELECT data, updated_at FROM snapshots WHERE device=?", (device,)
+        ).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]), _ts(row[1])
+
+
+# ---------------------------------------------------------------------- receipt JSON
+
+
+def _line_to_json(line: TextLine) -> dict:
+    return {
+        "text": line.text, "bold": line.bold, "italic": line.italic, "inverse": line.inverse,
+        "underline": line.underline, "double_width": line.double_width,
+        "double_height": line.double_height, "align": line.align,
+    }
+
+
+def text_line_from_json(data: dict) -> TextLine:
+    """A :class:`TextLine` from its JSON form (unknown keys are an error)."""
+    return TextLine(**data)
+
+
+def receipt_to_json(receipt: Receipt) -> dict:
+    """JSON form of a receipt for the journal: money in kopecks, quantities as strings."""
+    return {
+        "type": receipt.type.value,
+        "positions": [
+            {
+                "name": p.name, "price": p.price, "quantity": str(p.quantity), "amount": p.amount,
+                "vat": p.vat.value, "payment_method": int(p.payment_method), "payment_object": p.payment_object,
+                "unit": p.unit, "department": p.department, "discount": p.discount,
+            }
+            for p in receipt.positions
+        ],
+        "payments": [{"type": p.type.value, "amount": p.amount} for p in receipt.payments],
+        "taxation": int(receipt.taxation) if receipt.taxation is not None else None,
+        "customer_contact": receipt.customer_contact,
+        "electronic_only": receipt.electronic_only,
+        "cashier_name": receipt.cashier_name,
+        "cashier_inn": receipt.cashier_inn,
+        "header": [_line_to_json(t) for t in receipt.header],
+        "footer": [_line_to_json(t) for t in receipt.footer],
+        "correction": (
+            {
+                "by_order": receipt.correction.by_order,
+                "date": receipt.correction.date.isoformat(),
+                "order_number": receipt.correction.order_number,
+            }
+            if receipt.correction is not None
+            else None
+        ),
+        "test_mode": receipt.test_mode,
+    }
+
+
+def receipt_from_json(data: dict) -> Receipt:
+    """Inverse of :func:`receipt_to_json`: ``receipt_from_json(receipt_to_json(r)) == r``."""
+    corr = data.get("correction")
+    return Receipt(
+        type=SettlementType(data["type"]),
+        positions=tuple(
+            Position(
+                name=p["name"], price=int(p["price"]), quantity=Decimal(p["quantity"]), amount=int(p["amount"]),
+                vat=VatRate(p["vat"]), payment_method=PaymentMethod(p["payment_method"]),
+                payment_object=int(p["payment_object"]), unit=int(p["unit"]), department=int(p["department"]),
+                discount=int(p["discount"]),
+            )
+            for p in data["positions"]
+        ),
+        payments=tuple(Payment(PaymentType(p["type"]), int(p["amount"])) for p in data["payments"]),
+        taxation=TaxationSystem(data["taxation"]) if data.get("taxation") is not None else None,
+        customer_contact=data.get("customer_contact", ""),
+        electronic_only=bool(data.get("electronic_only", False)),
+        cashier_name=data.get("cashier_name", ""),
+        cashier_inn=data.get("cashier_inn", ""),
+        header=tuple(text_line_from_json(t) for t in data.get("header", ())),
+        footer=tuple(text_line_from_json(t) for t in data.get("footer", ())),
+        correction=(
+            Correction(
+                by_order=bool(corr["by_order"]),
+                date=dt.date.fromisoformat(corr["date"]),
+                order_number=corr.get("order_number", ""),
+            )
+            if corr
+            else None
+        ),
+        test_mode=bool(data.get("test_mode", False)),
+    )

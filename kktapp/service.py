@@ -1,0 +1,412 @@
+"""FiscalService: what the web contracts call to fiscalise receipts and run device operations.
+
+A request becomes a job in the durable :class:`~kktapp.journal.Journal` (with its idempotency
+key and payload fingerprint) before anything touches a device; the device's single owner
+(:mod:`kktapp.owner`, one per device across all processes) executes it in FIFO order; the caller
+waits for the outcome up to ``wait`` seconds and gets the :class:`Job` in whatever state it is
+then. A repeat with the same key returns the stored job without touching the device.
+
+Retry after failure: a ``failed`` job was certainly not fiscalised (the device refused it before
+forming a document), so the same key may be sent again and runs as a new attempt (a new job id),
+with the same or a corrected payload. Only a live job (queued, sending, unknown, done) holds a
+key; a different payload under a live key is a :class:`~kktapp.errors.Conflict`.
+
+A job queued while the device is unreachable stays queued and is fiscalised when the link is
+back (nothing accepted is lost); the caller sees state ``queued`` with the reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .device import Driver
+from .domain import DomainError, Receipt, TextLine, check_receipt
+from .errors import Disabled, NotFound, ValidationFailed
+from .journal import QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
+from .owner import OPERATIONS, DeviceOwner, Reasons
+
+__all__ = [
+    "DeviceConfig", "FiscalService", "Job", "fingerprint", "receipt_from_json", "receipt_to_json",
+]
+
+log = logging.getLogger(__name__)
+
+#: First and longest pause between journal polls while waiting for a job owned by another
+#: process (an in-process owner wakes the waiter at once).
+WAIT_POLL_MIN = 0.002
+WAIT_POLL_MAX = 0.02
+#: Seconds stop() waits for a device thread to finish its current job.
+STOP_TIMEOUT = 15.0
+#: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
+RESET_OPERATIONS = frozenset({"reset_summary", "tech_reset"})
+
+
+@dataclass
+class DeviceConfig:
+    """One configured cash register."""
+
+    number: int
+    name: str
+    url: str
+    access_password: str = "0000"
+    operator_password: str = "30"
+    baudrate: int = 115200
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (dt.datetime, dt.date, dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    raise TypeError(f"cannot fingerprint {type(obj).__name__}")
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys, Decimal as str)."""
+    text = json.dumps(obj, default=_canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atol_driver_factory(config: DeviceConfig) -> Driver:
+    """Production driver: ATOL protocol v3 over the configured URL (imported on first use)."""
+    from .atol.driver import AtolDriver
+
+    return AtolDriver(
+        config.url,
+        access_password=config.access_password,
+        operator_password=config.operator_password,
+        baudrate=config.baudrate,
+    )
+
+
+def _parse_hhmm(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        hour, minute = (int(x) for x in str(value).strip().split(":"))
+    except ValueError:
+        raise ValueError(f"AUTO_CLOSE_TIME: ожидается ЧЧ:ММ, получено {value!r}") from None
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise ValueError(f"AUTO_CLOSE_TIME: ожидается ЧЧ:ММ, получено {value!r}")
+    return hour, minute
+
+
+_services: weakref.WeakSet[FiscalService] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for service in list(_services):
+        service._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class FiscalService:
+    """Journal, per-device queues and owners; one instance per process (``app.extensions["kkt"]``)."""
+
+    def __init__(
+        self,
+        journal: Journal | str,
+        devices: Iterable[DeviceConfig],
+        *,
+        driver_factory: Callable[[DeviceConfig], Driver] | None = None,
+        test_mode: bool = False,
+        auto_close_time: str | None = None,
+        status_refresh: float = 10.0,
+        retention_days: float = 30,
+        cashier_name: str = "",
+        cashier_inn: str = "",
+        allow_device_reset: bool = False,
+    ) -> None:
+        self.journal = journal if isinstance(journal, Journal) else Journal(journal, retention_days=retention_days)
+        self.devices: dict[int, DeviceConfig] = {d.number: d for d in devices}
+        self.driver_factory = driver_factory or atol_driver_factory
+        self.test_mode = bool(test_mode)
+        self.auto_close_time = _parse_hhmm(auto_close_time)
+        self.status_refresh = float(status_refresh)
+        self.cashier_name = cashier_name or ""
+        self.cashier_inn = cashier_inn or ""
+        self.allow_device_reset = bool(allow_device_reset)
+        self._init_runtime()
+        _services.add(self)
+
+    def _init_runtime(self) -> None:
+        self._owners: dict[int, DeviceOwner] = {}
+        self._started_pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> FiscalService:
+        """Build from Flask config (see conf.py); starts no threads and opens no device."""
+        access = str(config.get("ACCESS_PASSWORD", "0000"))
+        operator = str(config.get("OPERATOR_PASSWORD", "30"))
+        baudrate = int(config.get("DEVICE_BAUDRATE", 115200))
+        devices: list[DeviceConfig] = []
+        listed = config.get("DEVICES")
+        if listed:
+            for item in listed:
+                number = int(item["number"])
+                devices.append(DeviceConfig(
+                    number=number,
+                    name=str(item.get("name") or f"Касса {number}"),
+                    url=str(item["url"]),
+                    access_password=str(item.get("access_password", access)),
+                    operator_password=str(item.get("operator_password", operator)),
+                    baudrate=int(item.get("baudrate", baudrate)),
+                ))
+        elif config.get("DEVICE_URL"):
+            devices.append(DeviceConfig(
+                number=1, name=str(config.get("DEVICE_NAME") or "Касса 1"), url=str(config["DEVICE_URL"]),
+                access_password=access, operator_password=operator, baudrate=baudrate,
+            ))
+        path = config.get("JOURNAL_PATH") or os.path.join(os.getcwd(), "journal.sqlite3")
+        return cls(
+            str(path),
+            devices,
+            # Tests and special set-ups may inject a driver factory through the config.
+            driver_factory=config.get("KKT_DRIVER_FACTORY"),
+            test_mode=bool(config.get("TEST_MODE", False)),
+            auto_close_time=config.get("AUTO_CLOSE_TIME"),
+            status_refresh=float(config.get("STATUS_REFRESH_SECONDS", 10)),
+            retention_days=float(config.get("RESULT_RETENTION_DAYS", 30)),
+            cashier_name=str(config.get("CASHIER_NAME") or ""),
+            cashier_inn=str(config.get("CASHIER_INN") or ""),
+            allow_device_reset=bool(config.get("ALLOW_DEVICE_RESET", False)),
+        )
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        """Start the device owners of this process (idempotent; a forked child starts its own)."""
+        pid = os.getpid()
+        if self._started_pid == pid:
+            return
+        with self._start_lock:
+            if self._started_pid == pid:
+                return
+            self._owners = {n: DeviceOwner(self, cfg) for n, cfg in self.devices.items()}
+            for owner in self._owners.values():
+                owner.start()
+            self._started_pid = pid
+        atexit.register(self.stop)
+        log.info("сервис ККТ запущен в процессе %d: кассы %s", pid, sorted(self.devices))
+
+    def stop(self) -> None:
+        """Stop the device owners: each finishes its current job and releases its device."""
+        if self._started_pid != os.getpid():
+            return
+        owners = list(self._owners.values())
+        for owner in owners:
+            owner.stop()
+        for owner in owners:
+            owner.join(STOP_TIMEOUT)
+        self._owners = {}
+        self._started_pid = None
+
+    def _forget_after_fork(self) -> None:
+        # The parent's threads do not exist here and its locks may have been held at fork time.
+        for owner in self._owners.values():
+            owner.forget_after_fork()
+        self._init_runtime()
+
+    def _job_changed(self) -> None:
+        """Called by an in-process owner after every state change: wake the waiters."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ submitting
+
+    def _device(self, device: int) -> DeviceConfig:
+        try:
+            return self.devices[int(device)]
+        except (KeyError, TypeError, ValueError):
+            raise NotFound(f"ККТ № {device} не настроена") from None
+
+    def submit_receipt(
+        self,
+        receipt: Receipt,
+        *,
+        device: int = 1,
+        key: str | None = None,
+        fingerprint: str | None = None,
+        source: str = "",
+        wait: float = 30.0,
+    ) -> Job:
+        """Journal a receipt and wait up to ``wait`` seconds for its outcome.
+
+        Same key and fingerprint → the stored job, without touching the device; same key with
+        another fingerprint → :class:`~kktapp.errors.Conflict`.
+        """
+        self._device(device)
+        try:
+            check_receipt(receipt)
+        except DomainError as exc:
+            raise ValidationFailed(exc.field, exc.message, exc.value) from None
+        payload = {"receipt": receipt_to_json(receipt)}
+        return self._submit(RECEIPT, payload, device, key, fingerprint or _fingerprint(payload), source, wait)
+
+    def submit(
+        self,
+        op: str,
+        params: dict | None = None,
+        *,
+        device: int = 1,
+        key: str | None = None,
+        fingerprint: str | None = None,
+        wait: float = 30.0,
+    ) -> Job:
+        """Journal a device operation (see :data:`kktapp.owner.OPERATIONS`) and wait for it."""
+        self._device(device)
+        if op not in OPERATIONS:
+            raise ValidationFailed("operation", "неизвестная операция", op)
+        if op in RESET_OPERATIONS and not self.allow_device_reset:
+            raise Disabled()
+        params = _check_params(op, dict(params or {}))
+        payload = {"params": params}
+        return self._submit(op, payload, device, key, fingerprint or _fingerprint({"op": op, **payload}), "", wait)
+
+    def _submit(
+        self, kind: str, payload: dict, device: int, key: str | None, fp: str, source: str, wait: float
+    ) -> Job:
+        job, created = self.journal.accept(
+            device=int(device), kind=kind, key=key, fingerprint=fp, payload=payload, source=source
+        )
+        if not created:
+            log.info("ККТ %d: повтор %s с ключом %s: ответ из журнала (%s)", job.device, kind, key, job.state)
+        self.start()
+        if created:
+            owner = self._owners.get(job.device)
+            if owner is not None:
+                owner.wake()
+        return self._wait(job, wait)
+
+    def _wait(self, job: Job, wait: float) -> Job:
+        deadline = time.monotonic() + max(0.0, float(wait or 0))
+        delay = WAIT_POLL_MIN
+        while not job.finished:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with self._changed:
+                generation = self._generation
+            fresh = self.journal.get(job.id)
+            if fresh is None:  # pruned meanwhile: keep the last known state
+                break
+            job = fresh
+            if job.finished:
+                break
+            # An in-process owner wakes us at once; a job owned by another process is found by
+            # polling, backing off to WAIT_POLL_MAX.
+            with self._changed:
+                if self._generation == generation:
+                    self._changed.wait(min(delay, remaining))
+            delay = min(delay * 2, WAIT_POLL_MAX)
+        return self._explain(job)
+
+    # ------------------------------------------------------------------ reading
+
+    def get_job(self, job_id: str) -> Job | None:
+        """A job by id (from any process), or None."""
+        job = self.journal.get(job_id)
+        return self._explain(job) if job is not None else None
+
+    def _explain(self, job: Job) -> Job:
+        """A queued job says why it waits (no link, or the queue holds for an unknown outcome)."""
+        if job.state != QUEUED or job.reason:
+            return job
+        if self.journal.unsettled(job.device):
+            job.reason = Reasons.HELD
+        else:
+            stored = self.journal.load_snapshot(job.device)
+            if stored and stored[0].get("link") == "down":
+                job.reason = Reasons.LINK_DOWN
+        return job
+
+    def unsettled(self, device: int | None = None) -> list[Job]:
+        """Jobs whose outcome is not settled yet (or whose paper copy is owed), oldest first."""
+        if device is not None:
+            self._device(device)
+        return self.journal.unsettled(device)
+
+    def snapshot(self, device: int = 1) -> dict:
+        """The device's last known status plus live queue data; never touches the device."""
+        cfg = self._device(device)
+        self.start()
+        stored = self.journal.load_snapshot(cfg.number)
+        data: dict[str, Any]
+        if stored is None:
+            data = {"link": "unknown", "link_error": None, "updated_at": None}
+        else:
+            data, updated = stored
+            data = dict(data)
+            data["updated_at"] = updated.isoformat(timespec="seconds")
+            # An owner refreshes at least every status_refresh seconds when idle; much older
+            # means no owner is working (a long job, or the owner is stuck).
+            age = (dt.datetime.now().astimezone() - updated).total_seconds()
+            if age > max(60.0, 3 * self.status_refresh) and data.get("link") == "ok":
+                data["link"] = "unknown"
+                data["link_error"] = Reasons.NO_OWNER
+        for section in ("info", "status", "shift", "fn", "totals"):
+            data.setdefault(section, {})
+        data.setdefault("last_document", None)
+        data["device"] = cfg.number
+        data["name"] = cfg.name
+        data["queue"] = self.journal.queue_counts(cfg.number)
+        data["unsettled"] = [
+            {"id": j.id, "key": j.key, "kind": j.kind, "state": j.state, "reason": j.reason,
+             "since": j.updated_at.isoformat(timespec="seconds")}
+            for j in self.journal.unsettled(cfg.number)
+        ]
+        return data
+
+
+def _fingerprint(payload: dict) -> str:
+    return fingerprint(payload)
+
+
+def _check_params(op: str, params: dict) -> dict:
+    """Validate operation parameters before they are journalled."""
+    if op in ("cash_in", "cash_out"):
+        amount = params.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise ValidationFailed("amount", "сумма в копейках должна быть целым числом больше нуля", amount)
+        return {"amount": amount}
+    if op == "print_text":
+        lines = params.get("lines")
+        if not isinstance(lines, list) or not lines:
+            raise ValidationFailed("lines", "нужен непустой список строк")
+        checked = []
+        for i, line in enumerate(lines, 1):
+            if isinstance(line, TextLine):
+                line = dataclasses.asdict(line)
+            try:
+                checked.append(dataclasses.asdict(TextLine(**line)))
+            except TypeError:
+                raise ValidationFailed(f"lines[{i}]", "неверное описание строки", str(line)) from None
+        return {"lines": checked}
+    return params

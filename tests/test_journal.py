@@ -1,0 +1,219 @@
+"""Journal: durable jobs, idempotency keys, FIFO order, recovery states, retention, snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from fakes import make_receipt
+
+from kktapp.domain import (
+    Correction,
+    Payment,
+    PaymentMethod,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TaxationSystem,
+    TextLine,
+    VatRate,
+)
+from kktapp.errors import Conflict
+from kktapp.journal import DONE, FAILED, QUEUED, SENDING, UNKNOWN, Journal, receipt_from_json, receipt_to_json
+
+
+@pytest.fixture
+def journal(tmp_path):
+    j = Journal(str(tmp_path / "journal.sqlite3"))
+    yield j
+    j.close()
+
+
+def accept(journal: Journal, key: str | None = "K1", fp: str = "fp1", device: int = 1, kind: str = "receipt"):
+    return journal.accept(device=device, kind=kind, key=key, fingerprint=fp, payload={"n": key})
+
+
+def test_receipt_json_round_trip_is_exact():
+    receipt = Receipt(
+        type=SettlementType.SELL_CORRECTION,
+        positions=(
+            Position("Молоко 3,2%", 8999, Decimal("1.500"), 13499, VatRate.VAT10, PaymentMethod.ADVANCE, 4, 11, 2, 50),
+            Position("Хлеб", 4500, Decimal("2"), 9000, VatRate.VAT22),
+        ),
+        payments=(Payment(PaymentType.CASH, 20000), Payment(PaymentType.ELECTRONIC, 2499)),
+        taxation=TaxationSystem.USN_INCOME,
+        customer_contact="+79991234567",
+        electronic_only=True,
+        cashier_name="Иванова",
+        cashier_inn="500100732259",
+        header=(TextLine("Магазин", bold=True, align="center"),),
+        footer=(TextLine("Спасибо!", double_height=True),),
+        correction=Correction(by_order=True, date=dt.date(2025, 12, 30), order_number="ФНС-1"),
+        test_mode=True,
+    )
+    again = receipt_from_json(receipt_to_json(receipt))
+    assert again == receipt
+    assert str(again.positions[0].quantity) == "1.500"
+    assert receipt_from_json(receipt_to_json(make_receipt())) == make_receipt()
+
+
+def test_accept_stores_a_queued_job(journal):
+    job, created = accept(journal)
+    assert created
+    assert job.state == QUEUED and job.key == "K1" and job.payload == {"n": "K1"}
+    assert journal.get(job.id) == job
+    assert journal.get("no-such-id") is None
+
+
+def test_same_key_same_fingerprint_returns_the_stored_job(journal):
+    first, _ = accept(journal)
+    again, created = accept(journal)
+    assert not created and again.id == first.id
+
+
+def test_same_key_other_payload_or_device_is_a_conflict(journal):
+    accept(journal)
+    with pytest.raises(Conflict):
+        accept(journal, fp="other")
+    with pytest.raises(Conflict):
+        accept(journal, device=2)
+
+
+def test_keys_are_per_kind_and_null_keys_never_collide(journal):
+    accept(journal, key="K1", kind="receipt")
+    _, created = accept(journal, key="K1", kind="cash_in", fp="x")
+    assert created
+    a, _ = accept(journal, key=None)
+    b, _ = accept(journal, key=None)
+    assert a.id != b.id
+
+
+def test_a_failed_key_may_be_tried_again(journal):
+    first, _ = accept(journal)
+    journal.mark_sending(first.id, 10)
+    journal.finish(first.id, FAILED, error={"code": 103, "message": "Нет бумаги"})
+    assert journal.find_by_key("receipt", "K1").id == first.id
+    # Certainly not fiscalised: the same key runs again, even with a corrected payload.
+    second, created = accept(journal, fp="corrected")
+    assert created and second.id != first.id
+    assert journal.find_by_key("receipt", "K1").id == second.id
+    with pytest.raises(Conflict):
+        accept(journal, fp="third")
+
+
+def test_the_journal_survives_a_new_instance(journal, tmp_path):
+    job, _ = accept(journal)
+    journal.finish(job.id, DONE, result={"fiscal_document_number": 7})
+    other = Journal(str(tmp_path / "journal.sqlite3"))
+    try:
+        again, created = other.accept(device=1, kind="receipt", key="K1", fingerprint="fp1", payload={})
+        assert not created and again.state == DONE and again.result == {"fiscal_document_number": 7}
+    finally:
+        other.close()
+
+
+def test_next_queued_is_fifo_per_device(journal):
+    ids = [accept(journal, key=f"K{i}", device=1 + i % 2)[0].id for i in range(6)]
+    # Even i go to device 1, odd i to device 2.
+    assert journal.next_queued(1).id == ids[0]
+    assert journal.next_queued(2).id == ids[1]
+    journal.mark_sending(ids[0], 1)
+    journal.finish(ids[0], DONE, result={})
+    assert journal.next_queued(1).id == ids[2]
+    assert journal.next_queued(2).id == ids[1]
+    assert journal.next_queued(3) is None
+
+
+def test_recovery_states_and_unsettled(journal):
+    job, _ = accept(journal)
+    journal.mark_sending(job.id, 42)
+    got = journal.get(job.id)
+    assert got.state == SENDING and got.fd_before == 42 and got.attempts == 1
+    assert [j.id for j in journal.unsettled(1)] == [job.id]
+    journal.mark_unknown(job.id, "связь прервалась", {"code": 1002, "message": "нет связи с ККТ"})
+    got = journal.get(job.id)
+    assert got.state == UNKNOWN and got.reason == "связь прервалась" and got.error["code"] == 1002
+    assert journal.queue_counts(1) == {"queued": 0, "sending": 0, "unknown": 1}
+    journal.requeue(job.id)
+    got = journal.get(job.id)
+    assert got.state == QUEUED and got.fd_before is None and got.reason == "" and got.error is None
+    assert journal.unsettled() == []
+    journal.mark_sending(job.id, 42)
+    journal.finish(job.id, DONE, result={"printed": False}, reprint=True, reason="копия не напечатана")
+    assert [j.id for j in journal.unsettled(1)] == [job.id]
+    assert journal.unsettled(2) == []
+    journal.reprinted(job.id, {"printed": True})
+    got = journal.get(job.id)
+    assert not got.reprint and got.result == {"printed": True} and journal.unsettled() == []
+    with pytest.raises(ValueError):
+        journal.finish(job.id, UNKNOWN)
+
+
+def test_concurrent_accepts_of_one_key_create_one_job(tmp_path):
+    path = str(tmp_path / "journal.sqlite3")
+    Journal(path).close()
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        j = Journal(path)
+        try:
+            job, created = j.accept(device=1, kind="receipt", key="same", fingerprint="fp", payload={})
+            with lock:
+                results.append((job.id, created))
+        finally:
+            j.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 12
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+def test_prune_removes_only_old_finished_jobs(tmp_path):
+    now = [1_800_000_000.0]
+    journal = Journal(str(tmp_path / "j.sqlite3"), retention_days=30, clock=lambda: now[0])
+    try:
+        old_done, _ = accept(journal, key="old-done")
+        journal.finish(old_done.id, DONE, result={})
+        old_failed, _ = accept(journal, key="old-failed")
+        journal.finish(old_failed.id, FAILED, error={})
+        old_unknown, _ = accept(journal, key="old-unknown")
+        journal.mark_sending(old_unknown.id, 1)
+        journal.mark_unknown(old_unknown.id, "?")
+        old_owed, _ = accept(journal, key="old-owed")
+        journal.finish(old_owed.id, DONE, result={}, reprint=True)
+        old_queued, _ = accept(journal, key="old-queued")
+        now[0] += 29 * 86400
+        fresh, _ = accept(journal, key="fresh")
+        journal.finish(fresh.id, DONE, result={})
+        assert journal.prune() == 0
+        now[0] += 2 * 86400
+        assert journal.prune() == 2
+        left = {k for k in ("old-done", "old-failed", "old-unknown", "old-owed", "old-queued", "fresh")
+                if journal.find_by_key("receipt", k)}
+        assert left == {"old-unknown", "old-owed", "old-queued", "fresh"}
+    finally:
+        journal.close()
+
+
+def test_snapshots(journal):
+    assert journal.load_snapshot(1) is None
+    journal.save_snapshot(1, {"link": "ok", "shift": {"number": 3}})
+    journal.save_snapshot(1, {"link": "down"})
+    data, when = journal.load_snapshot(1)
+    assert data == {"link": "down"}
+    assert isinstance(when, dt.datetime) and when.tzinfo is not None
+    assert journal.load_snapshot(2) is None
+
+
+def test_wal_mode(journal):
+    assert journal._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -1,0 +1,484 @@
+"""FiscalService with the in-memory FakeDevice: idempotency, FIFO, ownership, shift policy,
+recovery of unknown outcomes, waiting, snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+
+import pytest
+from fakes import (
+    NO_PAPER,
+    PAID_LESS,
+    SHIFT_EXPIRED,
+    FakeDevice,
+    FakeDriver,
+    eventually,
+    make_receipt,
+)
+
+from kktapp import owner as owner_mod
+from kktapp.domain import Payment, PaymentType
+from kktapp.errors import Conflict, DeviceError, Disabled, LinkError, NotFound, ValidationFailed
+from kktapp.journal import DONE, FAILED, QUEUED, UNKNOWN, Journal
+from kktapp.owner import Reasons
+from kktapp.service import DeviceConfig, FiscalService, fingerprint
+
+
+@pytest.fixture
+def make_service(tmp_path):
+    """Build services over fake devices; all are stopped after the test."""
+    services: list[FiscalService] = []
+
+    def build(devices: dict[int, FakeDevice] | FakeDevice | None = None, *, path: str | None = None,
+              **options) -> FiscalService:
+        if devices is None:
+            devices = FakeDevice()
+        if isinstance(devices, FakeDevice):
+            devices = {1: devices}
+        options.setdefault("status_refresh", 0.2)
+        configs = [DeviceConfig(number=n, name=f"Касса {n}", url=f"fake://{n}") for n in devices]
+        service = FiscalService(
+            path or str(tmp_path / "journal.sqlite3"),
+            configs,
+            driver_factory=lambda cfg: FakeDriver(devices[cfg.number]),
+            **options,
+        )
+        services.append(service)
+        return service
+
+    yield build
+    for service in services:
+        service.stop()
+        service.journal.close()
+
+
+def sell(service: FiscalService, key: str | None, receipt=None, *, device: int = 1, wait: float = 10.0):
+    receipt = receipt or make_receipt(name=f"Товар {key}")
+    return service.submit_receipt(
+        receipt, device=device, key=key, fingerprint=fingerprint({"k": key, "r": receipt}), source="test", wait=wait
+    )
+
+
+def settled(service: FiscalService, job_id: str):
+    return lambda: service.get_job(job_id).finished
+
+
+# ------------------------------------------------------------------ basics
+
+
+def test_receipt_is_fiscalised_and_the_answer_is_the_document(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    job = sell(service, "A-1")
+    assert job.state == DONE and job.finished and job.error is None
+    doc = device.receipts()[0]
+    assert job.fiscal_result() == doc["result"]
+    assert job.result == doc["result"].to_dict()
+    data = job.to_dict()
+    assert data["state"] == "done" and data["key"] == "A-1" and data["kind"] == "receipt"
+    assert "payload" not in data
+    # The closed shift was opened first.
+    assert [d["type"] for d in device.documents] == ["open_shift", "receipt"]
+
+
+def test_unknown_device_and_invalid_input(make_service):
+    service = make_service()
+    with pytest.raises(NotFound, match="ККТ № 7 не настроена"):
+        sell(service, "x", device=7)
+    with pytest.raises(NotFound):
+        service.snapshot(7)
+    bad = dataclasses.replace(make_receipt(), payments=(Payment(PaymentType.ELECTRONIC, 1),))
+    with pytest.raises(ValidationFailed):
+        sell(service, "bad", bad)
+    with pytest.raises(ValidationFailed):
+        service.submit("launch_rocket")
+    with pytest.raises(ValidationFailed):
+        service.submit("cash_in", {"amount": 10.5})
+    with pytest.raises(ValidationFailed):
+        service.submit("cash_in", {"amount": True})
+    with pytest.raises(Disabled):
+        service.submit("tech_reset")
+    assert service.journal.unsettled() == [] and service.journal.next_queued(1) is None
+
+
+def test_from_config_reads_the_settings(tmp_path):
+    config = {
+        "DEVICE_URL": "socket://127.0.0.1:5555", "ACCESS_PASSWORD": "1234", "OPERATOR_PASSWORD": "1",
+        "JOURNAL_PATH": str(tmp_path / "j.sqlite3"), "TEST_MODE": True, "AUTO_CLOSE_TIME": "23:55",
+        "STATUS_REFRESH_SECONDS": 3, "RESULT_RETENTION_DAYS": 7, "CASHIER_NAME": "Петрова",
+        "CASHIER_INN": "500100732259", "DEVICES": None,
+    }
+    service = FiscalService.from_config(config)
+    try:
+        assert service.devices == {1: DeviceConfig(1, "Касса 1", "socket://127.0.0.1:5555", "1234", "1", 115200)}
+        assert service.test_mode and service.auto_close_time == (23, 55) and service.status_refresh == 3
+        assert service.journal.retention_days == 7 and service.cashier_name == "Петрова"
+        assert service._started_pid is None  # no threads from the factory
+    finally:
+        service.journal.close()
+    config["DEVICES"] = [{"number": 1, "url": "socket://a:5555"}, {"number": 3, "name": "Зал", "url": "/dev/ttyACM0",
+                                                                      "operator_password": "5"}]
+    service = FiscalService.from_config(config)
+    try:
+        assert sorted(service.devices) == [1, 3]
+        assert service.devices[3].name == "Зал" and service.devices[3].operator_password == "5"
+        assert service.devices[3].access_password == "1234"
+    finally:
+        service.journal.close()
+    with pytest.raises(ValueError):
+        FiscalService.from_config({**config, "AUTO_CLOSE_TIME": "25:00"})
+
+
+# ------------------------------------------------------------------ idempotency
+
+
+def test_same_key_returns_the_stored_answer_without_the_device(make_service, tmp_path):
+    device = FakeDevice()
+    service = make_service(device)
+    receipt = make_receipt(name="Кофе")
+    first = sell(service, "DOC-1", receipt)
+    sells = device.count("sell")
+    again = sell(service, "DOC-1", receipt)
+    assert again.id == first.id and again.result == first.result
+    # (status refreshes may run meanwhile; the receipt is not sent again)
+    assert device.count("sell") == sells == 1
+    with pytest.raises(Conflict):
+        sell(service, "DOC-1", make_receipt(name="Чай"))
+    service.stop()
+    # A new service (a restart) on the same journal file answers from disk.
+    other_device = FakeDevice()
+    restarted = make_service(other_device)
+    again = sell(restarted, "DOC-1", receipt)
+    assert again.id == first.id and again.state == DONE and again.result == first.result
+    assert other_device.count("sell") == 0
+    assert len(device.receipts()) == 1
+
+
+def test_a_failed_receipt_may_be_sent_again_with_the_same_key(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm-up")
+    device.paper = False
+    failed = sell(service, "DOC-2")
+    assert failed.state == FAILED and failed.error["code"] == NO_PAPER
+    assert failed.fiscal_result() is None
+    device.paper = True
+    retried = sell(service, "DOC-2")
+    assert retried.state == DONE and retried.id != failed.id
+    assert [d["name"] for d in device.receipts()] == ["Товар warm-up", "Товар DOC-2"]
+
+
+def test_device_error_fails_cleanly_and_the_queue_goes_on(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    # The device opens the receipt, then refuses the payment step: the receipt stays open.
+    device.inject("sell", "open", DeviceError(PAID_LESS, "Вносимая сумма меньше суммы чека", step="оплата"))
+    job = sell(service, "E-1")
+    assert job.state == FAILED
+    assert job.error == {"code": PAID_LESS, "message": "Вносимая сумма меньше суммы чека (шаг: оплата)",
+                         "step": "оплата"}
+    assert device.count("cancel_receipt") == 1 and not device.receipt_open
+    assert sell(service, "E-2").state == DONE
+    assert len(device.receipts()) == 1
+
+
+# ------------------------------------------------------------------ queues
+
+
+def test_fifo_order_per_device(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "first")
+    gate = device.gate("sell")
+    jobs = [sell(service, f"F{i}", wait=0) for i in range(8)]
+    assert device.entered["sell"].wait(10)
+    gate.set()
+    assert eventually(lambda: all(service.get_job(j.id).finished for j in jobs))
+    assert [d["name"] for d in device.receipts()] == ["Товар first"] + [f"Товар F{i}" for i in range(8)]
+
+
+def test_a_slow_device_does_not_block_another(make_service):
+    slow, fast = FakeDevice("slow"), FakeDevice("fast")
+    service = make_service({1: slow, 2: fast})
+    gate = slow.gate("sell")
+    held = sell(service, "S-1", device=1, wait=0)
+    assert slow.entered["sell"].wait(10)
+    quick = sell(service, "Q-1", device=2)
+    assert quick.state == DONE
+    assert not service.get_job(held.id).finished
+    gate.set()
+    assert eventually(settled(service, held.id))
+    assert service.get_job(held.id).state == DONE
+
+
+def test_one_owner_per_device_among_services(make_service, tmp_path):
+    """Two services on one journal (as two processes would be): one link, every job done once."""
+    device = FakeDevice()
+    a = make_service(device)
+    b = make_service(device)
+    jobs = []
+    for i in range(10):
+        jobs.append(sell(a if i % 2 else b, f"O-{i}", wait=0))
+    assert eventually(lambda: all(a.get_job(j.id).finished for j in jobs))
+    assert device.max_active == 1 and device.busy_refusals == 0
+    assert sorted(d["name"] for d in device.receipts()) == sorted(f"Товар O-{i}" for i in range(10))
+    # Stopping the owner hands the device over.
+    owner = a if a._owners[1].is_owner else b
+    other = b if owner is a else a
+    owner.stop()
+    job = sell(other, "O-after")
+    assert job.state == DONE
+
+
+def test_concurrent_clients_same_key_one_document(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    receipt = make_receipt(name="Один")
+    answers = []
+
+    def client() -> None:
+        answers.append(sell(service, "SAME", receipt))
+
+    threads = [threading.Thread(target=client) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(answers) == 10 and len({a.id for a in answers}) == 1
+    assert all(a.state == DONE for a in answers)
+    assert len(device.receipts()) == 1
+
+
+# ------------------------------------------------------------------ waiting
+
+
+def test_wait_returns_the_job_in_its_current_state(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    gate = device.gate("sell")
+    job = sell(service, "W-1", wait=0.05)
+    assert job.state in (QUEUED, "sending") and not job.finished
+    gate.set()
+    assert eventually(settled(service, job.id))
+    assert service.get_job(job.id).state == DONE
+    assert service.get_job("nope") is None
+
+
+def test_device_off_keeps_the_job_queued_with_a_reason(make_service):
+    device = FakeDevice()
+    device.online = False
+    service = make_service(device)
+    job = sell(service, "OFF-1", wait=0.3)
+    assert job.state == QUEUED and job.reason == Reasons.LINK_DOWN
+    snap = service.snapshot()
+    assert snap["link"] == "down" and snap["link_error"] == LinkError.message
+    assert snap["queue"]["queued"] == 1
+    device.online = True
+    assert eventually(settled(service, job.id))
+    assert service.get_job(job.id).state == DONE
+    assert eventually(lambda: service.snapshot()["link"] == "ok")
+
+
+# ------------------------------------------------------------------ shift policy
+
+
+def test_expired_shift_gets_z_report_and_a_new_shift(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "day-1")
+    device.advance_clock(25)
+    job = sell(service, "day-2")
+    assert job.state == DONE
+    assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "close_shift", "open_shift", "receipt"]
+    assert job.fiscal_result().shift_number == device.shift_number
+
+
+def test_device_refusing_with_shift_expired_gets_z_and_retry(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "day-1")
+    device.fn_says_expired = True  # state says open, the FN disagrees
+    job = sell(service, "day-2")
+    assert job.state == DONE
+    assert [d["type"] for d in device.documents][-3:] == ["close_shift", "open_shift", "receipt"]
+    assert len(device.receipts()) == 2
+
+
+def test_test_mode_fiscalises_nothing(make_service):
+    device = FakeDevice()
+    service = make_service(device, test_mode=True)
+    job = sell(service, "T-1")
+    assert job.state == DONE and job.fiscal_result().test_mode
+    assert device.receipts() == []
+
+
+def test_auto_close_time(make_service):
+    device = FakeDevice()
+    now = dt.datetime.now()
+    service = make_service(device, auto_close_time=f"{now.hour:02d}:{now.minute:02d}")
+    sell(service, "before-close")
+    assert eventually(lambda: not device.shift_open)
+    assert [d["type"] for d in device.documents][-1] == "close_shift"
+    # Once per day, even across services.
+    again = make_service(device, auto_close_time=f"{now.hour:02d}:{now.minute:02d}")
+    again.start()
+    sell(service, "after-close")
+    assert device.shift_open
+
+
+# ------------------------------------------------------------------ recovery
+
+
+@pytest.mark.parametrize("phase", ["before", "open", "after"])
+def test_link_drop_during_the_receipt_gives_exactly_one_document(make_service, phase):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.inject("sell", phase, LinkError())
+    job = sell(service, "L-1")
+    assert job.state == DONE
+    names = [d["name"] for d in device.receipts()]
+    assert names == ["Товар warm", "Товар L-1"]
+    assert job.fiscal_result() == device.receipts()[-1]["result"]
+    assert not device.receipt_open and device.printed_copies == 0
+    if phase == "open":
+        assert device.count("cancel_receipt") == 1
+
+
+def test_unknown_outcome_holds_the_queue_until_settled(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.inject("sell", "after", LinkError(), offline=True)
+    first = sell(service, "U-1", wait=0)
+    assert eventually(lambda: service.get_job(first.id).state == UNKNOWN)
+    unknown = service.get_job(first.id)
+    assert unknown.reason == Reasons.INTERRUPTED
+    second = sell(service, "U-2", wait=0.2)
+    assert second.state == QUEUED and second.reason == Reasons.HELD
+    snap = service.snapshot()
+    assert [u["id"] for u in snap["unsettled"]] == [first.id]
+    assert snap["unsettled"][0]["reason"] == Reasons.INTERRUPTED
+    assert [j.id for j in service.unsettled()] == [first.id]
+    device.online = True
+    assert eventually(settled(service, second.id))
+    assert service.get_job(first.id).state == DONE
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар U-1", "Товар U-2"]
+    assert service.unsettled() == []
+
+
+def test_paper_out_while_printing_owes_a_copy_and_holds_the_queue(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.paper_out_while_printing = True
+    job = sell(service, "P-1")
+    assert job.state == DONE and job.result["printed"] is False
+    assert job.reason == Reasons.REPRINT
+    assert [j.id for j in service.unsettled()] == [job.id]
+    later = sell(service, "P-2", wait=0.2)
+    assert later.state == QUEUED and later.reason == Reasons.HELD
+    device.paper = True
+    assert eventually(settled(service, later.id))
+    assert device.printed_copies == 1
+    assert service.get_job(job.id).result["printed"] is True
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар P-1", "Товар P-2"]
+
+
+@pytest.mark.parametrize("fiscalised", [True, False])
+def test_job_left_sending_by_a_dead_owner_is_settled(make_service, tmp_path, fiscalised):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    service.stop()
+    # What a process killed in the middle leaves behind: the row in "sending" with fd_before.
+    journal = Journal(str(tmp_path / "journal.sqlite3"))
+    receipt = make_receipt(name="Товар K-1")
+    from kktapp.journal import receipt_to_json
+
+    job, _ = journal.accept(device=1, kind="receipt", key="K-1", fingerprint=fingerprint({"k": "K-1", "r": receipt}),
+                            payload={"receipt": receipt_to_json(receipt)})
+    journal.mark_sending(job.id, device.fd)
+    if fiscalised:
+        with device.lock:
+            device._commit("receipt", receipt.total, name="Товар K-1", receipt=receipt)
+    journal.close()
+    restarted = make_service(device)
+    answer = sell(restarted, "K-1", receipt)
+    assert answer.id == job.id and answer.state == DONE
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар K-1"]
+    assert answer.fiscal_result() == device.receipts()[-1]["result"]
+
+
+def test_link_drop_in_cash_in_is_not_repeated(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.inject("cash_in", "after", LinkError())
+    job = service.submit("cash_in", {"amount": 50000}, key="CI-1", wait=10)
+    assert job.state == DONE and job.fiscal_result().total == 50000
+    assert [d["type"] for d in device.documents].count("cash_in") == 1
+
+
+# ------------------------------------------------------------------ operations and status
+
+
+def test_operations(make_service):
+    device = FakeDevice()
+    service = make_service(device, allow_device_reset=True)
+    opened = service.submit("open_shift")
+    assert opened.state == DONE and opened.fiscal_result().fiscal_document_number == device.fd
+    again = service.submit("open_shift")
+    assert again.state == FAILED and again.error["code"] == 0x9C
+    assert service.submit("cash_in", {"amount": 100000}).state == DONE
+    assert service.submit("cash_out", {"amount": 30000}).state == DONE
+    assert device.cash == 70000
+    assert service.submit("x_report").result == {}
+    assert service.submit("print_text", {"lines": [{"text": "Привет", "bold": True}]}).state == DONE
+    assert service.submit("reprint_last").state == DONE
+    assert service.submit("cancel_receipt").state == DONE
+    assert service.submit("reset_summary").state == DONE and device.cash == 0
+    status = service.submit("status")
+    assert status.state == DONE
+    assert set(status.result) == {"status", "info", "shift", "fn", "totals"}
+    assert status.result["shift"]["state"] == "open" and status.result["shift"]["expires_at"]
+    closed = service.submit("close_shift")
+    assert closed.state == DONE and not device.shift_open
+
+
+def test_snapshot_never_touches_the_device(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    device.online = False
+    snap = service.snapshot()
+    assert snap["device"] == 1 and snap["name"] == "Касса 1"
+    assert snap["link"] in ("unknown", "down") and snap["last_document"] is None
+    assert snap["queue"] == {"queued": 0, "sending": 0, "unknown": 0} and snap["unsettled"] == []
+    device.online = True
+    job = sell(service, "S-1")
+    assert eventually(lambda: service.snapshot()["link"] == "ok"
+                      and service.snapshot()["last_document"]["fd_number"] == device.fd)
+    snap = service.snapshot()
+    assert snap["shift"]["state"] == "open" and snap["shift"]["receipts"] == 1
+    assert snap["shift"]["expires_at"] and snap["info"]["serial"] == device.serial
+    assert snap["last_document"]["result"] == job.result
+    assert snap["fn"]["last_fd_number"] == device.fd and snap["updated_at"]
+
+
+def test_stop_releases_the_device_and_a_new_service_takes_over(make_service):
+    device = FakeDevice()
+    first = make_service(device)
+    sell(first, "one")
+    first.stop()
+    assert not device.active
+    second = make_service(device)
+    assert sell(second, "two").state == DONE
+    assert device.max_active == 1
+
+
+def test_owner_constants_are_sane():
+    assert owner_mod.POLL_INTERVAL <= 0.05 and owner_mod.ELECTION_INTERVAL <= 1.0
+    assert SHIFT_EXPIRED in owner_mod.SHIFT_EXPIRED_CODES and NO_PAPER in owner_mod.PRINTER_CODES
