@@ -105,6 +105,10 @@ def test_text_unencodable_becomes_question_mark():
     assert codec.encode_text("a€b😀") == b"a?b?"
 
 
+def test_text_typography_is_made_plain():
+    assert codec.encode_text("«Хлеб» — 1…") == codec.encode_text('"Хлеб" - 1...')
+
+
 @given(st.text(alphabet=st.characters(codec=None, categories=("L", "N", "P", "Zs"))
                .filter(lambda c: c in "№$ёЁ" or c.isascii() or "\u0410" <= c <= "\u044f")))
 def test_text_round_trip(text):

@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from kktapp.atol import codec, commands, model, taskbuf
@@ -50,6 +50,8 @@ def fields_strategy(fields):
 @given(data=st.data())
 def test_request_round_trip(cmd, data):
     params = data.draw(fields_strategy(cmd.request))
+    # Register 18 read through the generic 91 is, by design, the sub-coded shift_state command.
+    assume(not (cmd.name == "read_register" and params["register"] == model.REGISTER_SHIFT_STATE))
     raw = cmd.encode(**params)
     assert raw.startswith(cmd.prefix)
     parsed_cmd, parsed = commands.parse_request(raw)

@@ -131,11 +131,17 @@ def decode_bcd_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None
 # CP866 already puts А–п at 0x80–0xAF, р–я at 0xE0–0xEF, Ё/ё at 0xF0/0xF1 and '№' at 0xFC;
 # the device swaps the last one with '$' (0x24), so '№' prints from 0x24 and '$' from 0xFC.
 _SWAP = bytes.maketrans(b"\x24\xfc", b"\xfc\x24")
+# Typography that CP866 lacks but Russian item names are full of: print the plain equivalent
+# rather than '?'.
+_PLAIN = str.maketrans({
+    "«": '"', "»": '"', "„": '"', "“": '"', "”": '"', "‘": "'", "’": "'",
+    "—": "-", "–": "-", "\u2212": "-", "\u00a0": " ", "…": "...",
+})
 
 
 def encode_text(text: str) -> bytes:
-    """Text in the device code page; characters it cannot print become '?'."""
-    return text.encode("cp866", errors="replace").translate(_SWAP)
+    """Text in the device code page; quotes and dashes made plain, anything else unknown → '?'."""
+    return text.translate(_PLAIN).encode("cp866", errors="replace").translate(_SWAP)
 
 
 def decode_text(data: bytes) -> str:

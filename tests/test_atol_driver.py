@@ -1,0 +1,469 @@
+"""The ATOL driver against the emulator (127.0.0.1, free port), every command and error path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from kktapp.atol import model, taskbuf
+from kktapp.atol.driver import AtolDriver, step
+from kktapp.atol.emulator import Emulator
+from kktapp.atol.errors import ErrorCode
+from kktapp.atol.framing import encode_packet
+from kktapp.atol.link import Link, mask_secrets
+from kktapp.domain import (
+    Correction,
+    Payment,
+    PaymentMethod,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TextLine,
+    VatRate,
+)
+from kktapp.errors import DeviceBusy, DeviceError, LinkError
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """A fresh in-memory emulator with no latency."""
+    with Emulator() as e:
+        yield e
+
+
+@pytest.fixture
+def driver(emu: Emulator) -> Iterator[AtolDriver]:
+    """A connected driver; closed after the test."""
+    d = AtolDriver(emu.url, timeout=5.0)
+    d.connect()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def shift(driver: AtolDriver) -> AtolDriver:
+    """A driver whose device has an open shift and some cash."""
+    driver.open_shift()
+    driver.cash_in(100_000)
+    return driver
+
+
+def pos(name: str = "Молоко", price: int = 8990, qty: str = "1", amount: int | None = None, **kw) -> Position:
+    quantity = Decimal(qty)
+    if amount is None:
+        amount = int((Decimal(price) * quantity).to_integral_value())
+    return Position(name=name, price=price, quantity=quantity, amount=amount, vat=kw.pop("vat", VatRate.VAT22), **kw)
+
+
+def receipt(*positions: Position, paid: int | None = None, pay: PaymentType = PaymentType.CASH, **kw) -> Receipt:
+    positions = positions or (pos(),)
+    total = sum(p.amount for p in positions)
+    return Receipt(type=kw.pop("type", SettlementType.SELL), positions=positions,
+                   payments=kw.pop("payments", (Payment(pay, total if paid is None else paid),)), **kw)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
+    st = driver.status()
+    assert st.mode == 0 and not st.receipt_open and st.paper_present and st.fiscal
+    assert st.serial == emu.state.serial[-8:]
+    info = driver.device_info()
+    assert info.model_code == 62 and info.model_name == "АТОЛ 55Ф" and info.protocol == 3
+    assert info.firmware.count(".") == 3
+    shift = driver.shift_status()
+    assert shift.state == "closed" and shift.opened_at is None
+    fn = driver.fn_status()
+    assert fn.fn_number == emu.state.fn_number and fn.last_fd_number == 0 and fn.valid_until is not None
+    assert driver.totals().cash_in_drawer == 0
+    assert driver.last_document().fd_number == 0
+
+
+def test_connect_leaves_registration_mode(emu: Emulator):
+    with AtolDriver(emu.url) as d:
+        d.command("enter_mode", mode=1, password=30)
+    with AtolDriver(emu.url) as d:
+        assert d.status().mode == 0
+
+
+def test_shift_cash_and_reports(driver: AtolDriver, emu: Emulator):
+    opened = driver.open_shift()
+    assert opened.fiscal_document_number == 1 and opened.shift_number == 1 and opened.receipt_number == 0
+    shift = driver.shift_status()
+    assert shift.state == "open" and shift.number == 1 and shift.opened_at is not None
+    assert driver.cash_in(5000).total == 5000
+    out = driver.cash_out(2000)
+    assert out.fiscal_document_number == 3 and out.total == 2000
+    assert driver.totals().cash_in_drawer == 3000
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "cash_in", "cash_out"]
+    driver.x_report()
+    closed = driver.close_shift()
+    assert closed.fiscal_document_number == 4 and closed.shift_number == 1
+    assert driver.shift_status().state == "closed"
+    assert emu.documents()[-1]["type"] == "close_shift"
+
+
+def test_open_shift_twice_is_a_device_error(shift: AtolDriver):
+    with pytest.raises(DeviceError) as info:
+        shift.open_shift()
+    assert info.value.code == ErrorCode.SHIFT_OPEN and info.value.step == "открытие смены"
+
+
+def test_cash_out_beyond_the_drawer(shift: AtolDriver):
+    with pytest.raises(DeviceError) as info:
+        shift.cash_out(10_000_000)
+    assert info.value.code == ErrorCode.NO_CASH
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def test_sell_pipelined(shift: AtolDriver, emu: Emulator):
+    r = receipt(
+        pos("Молоко", 8990, "2"),
+        pos("Хлеб «Бородинский» №1", 5000, "0.5", vat=VatRate.VAT10, payment_object=4, unit=11,
+            payment_method=PaymentMethod.PREPAYMENT),
+        customer_contact="buyer@example.com", cashier_name="Иванова", header=(TextLine("Магазин", bold=True),),
+        footer=(TextLine("Спасибо!", align="center"),),
+    )
+    before = shift.stats.round_trips
+    result = shift.sell(r)
+    # One write for the whole receipt, one read of the new document (no timing involved).
+    assert shift.stats.round_trips - before == 2
+    doc = emu.documents()[-1]
+    assert doc["type"] == "receipt" and doc["receipt_type"] == "sell" and doc["total"] == r.total == 20480
+    assert result.fiscal_document_number == doc["fd_number"] and result.fiscal_sign == doc["fiscal_sign"]
+    assert result.receipt_number == 1 and result.shift_number == 1 and result.total == 20480 and result.printed
+    assert result.fn_number == emu.state.fn_number
+    first, second = doc["items"]
+    assert first == {"name": "Молоко", "price": 8990, "quantity": "2", "amount": 17980, "tax": "vat22"}
+    assert second["name"] == 'Хлеб "Бородинский" №1' and second["tax"] == "vat10"
+    assert (second["payment_object"], second["unit"], second["payment_method"]) == (4, 11, 2)
+    assert doc["customer_contact"] == "buyer@example.com"
+    assert doc["attributes"][str(model.TAG_CASHIER_NAME)] == "Иванова"
+    assert shift.last_document().result == result
+
+
+def test_position_amount_differs_from_price_times_quantity(shift: AtolDriver, emu: Emulator):
+    # A receipt discount spread into positions: amount below price × quantity, and one above.
+    r = receipt(pos("A", 1000, "3", amount=2900), pos("B", 333, "1", amount=334))
+    assert shift.sell(r).total == 3234
+    assert [i["amount"] for i in emu.documents()[-1]["items"]] == [2900, 334]
+
+
+@pytest.mark.parametrize("kind", list(SettlementType))
+def test_every_settlement_type(shift: AtolDriver, emu: Emulator, kind: SettlementType):
+    correction = None
+    if kind.is_correction:
+        correction = Correction(by_order=True, date=dt.date(2026, 2, 3), order_number="№ 12")
+    result = shift.sell(receipt(type=kind, correction=correction))
+    doc = emu.documents()[-1]
+    assert doc["receipt_type"] == kind.value and result.fiscal_document_number == doc["fd_number"]
+    if correction:
+        attrs = doc["attributes"]
+        assert attrs[str(model.TAG_CORRECTION_TYPE)] == 1
+        assert attrs[str(model.TAG_CORRECTION_DATE)] == "2026-02-03"
+        assert attrs[str(model.TAG_CORRECTION_ORDER)] == "№ 12"
+
+
+def test_several_payments_and_change(shift: AtolDriver, emu: Emulator):
+    r = receipt(pos("A", 10000), payments=(Payment(PaymentType.ELECTRONIC, 4000), Payment(PaymentType.CASH, 10000)))
+    shift.sell(r)
+    doc = emu.documents()[-1]
+    assert {p["type"]: p["amount"] for p in doc["payments"]} == {"electronic": 4000, "cash": 10000}
+    assert doc["change"] == 4000
+
+
+def test_test_mode_fiscalises_nothing(shift: AtolDriver, emu: Emulator):
+    before = len(emu.documents())
+    result = shift.sell(receipt(test_mode=True))
+    assert result.test_mode and result.fiscal_document_number == 0
+    assert len(emu.documents()) == before
+    assert not shift.status().receipt_open
+
+
+def test_electronic_only_receipt(shift: AtolDriver, emu: Emulator):
+    emu.paper_out()
+    shift.sell(receipt(electronic_only=True, customer_contact="+79990001122"))
+    assert emu.documents()[-1]["electronic"] is True
+
+
+def test_hundred_positions(shift: AtolDriver, emu: Emulator):
+    r = receipt(*[pos(f"Товар {i}", 100 + i) for i in range(100)])
+    assert shift.sell(r).total == r.total
+    assert len(emu.documents()[-1]["items"]) == 100
+
+
+def test_not_pipelined_gives_the_same_document_with_more_round_trips(emu: Emulator):
+    with AtolDriver(emu.url, pipeline=False) as d:
+        d.open_shift()
+        before = d.stats.round_trips
+        result = d.sell(receipt(pos("A", 100), pos("B", 200)))
+        assert d.stats.round_trips - before >= 7
+    assert emu.documents()[-1]["total"] == result.total == 300
+
+
+def test_async_results_when_the_device_is_slow():
+    # With device time the emulator answers Add with A1 and pushes A6/A7 on packet ID F0.
+    with Emulator(device_time=0.002) as emu, AtolDriver(emu.url) as d:
+        d.open_shift()
+        result = d.sell(receipt(pos("A", 100), pos("B", 200)))
+        assert result.total == 300
+        with pytest.raises(DeviceError) as info:
+            d.sell(receipt(pos("A", 100), paid=50))
+        assert info.value.code == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
+        assert not d.status().receipt_open
+        assert d.sell(receipt(pos("C", 300))).fiscal_document_number == result.fiscal_document_number + 1
+
+
+# --------------------------------------------------------------------------- receipt error paths
+
+
+def test_shift_closed(driver: AtolDriver, emu: Emulator):
+    with pytest.raises(DeviceError) as info:
+        driver.sell(receipt())
+    err = info.value
+    assert err.code == model.SHIFT_CLOSED_ERROR and err.step == "открытие чека"
+    assert err.device_message.startswith("Смена закрыта")
+    assert not driver.status().receipt_open and emu.documents() == []
+
+
+def test_shift_over_24_hours(shift: AtolDriver, emu: Emulator):
+    emu.advance_clock(25)
+    assert shift.shift_status().state == "expired"
+    with pytest.raises(DeviceError) as info:
+        shift.sell(receipt())
+    assert info.value.code == ErrorCode.SHIFT_EXPIRED
+    assert info.value.device_message == "Смена превысила 24 часа"
+    shift.close_shift()
+    shift.open_shift()
+    assert shift.sell(receipt()).shift_number == 2
+
+
+def test_no_paper_refuses_the_receipt(shift: AtolDriver, emu: Emulator):
+    emu.paper_out()
+    assert not shift.status().paper_present
+    before = len(emu.documents())
+    with pytest.raises(DeviceError) as info:
+        shift.sell(receipt())
+    assert info.value.code == ErrorCode.NO_PAPER and info.value.message.startswith("Нет бумаги")
+    assert len(emu.documents()) == before and not shift.status().receipt_open
+
+
+def test_paper_runs_out_while_closing(shift: AtolDriver, emu: Emulator, monkeypatch: pytest.MonkeyPatch):
+    original = emu.device.close_receipt
+
+    def close_without_paper(*args, **kwargs):
+        emu.device.paper = False
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(emu.device, "close_receipt", close_without_paper)
+    result = shift.sell(receipt())
+    # Fiscalised (the FD number moved) but not printed: the result says so instead of an error.
+    assert result.fiscal_document_number == emu.documents()[-1]["fd_number"] and not result.printed
+    emu.paper_in()
+    shift.reprint_last()
+
+
+def test_payment_less_than_total(shift: AtolDriver, emu: Emulator):
+    before = len(emu.documents())
+    with pytest.raises(DeviceError) as info:
+        shift.sell(receipt(pos("A", 10000), pos("B", 500), paid=9000))
+    err = info.value
+    assert err.code == ErrorCode.PAYMENTS_LESS_THAN_TOTAL and err.step == "закрытие чека"
+    assert err.to_dict()["code"] == 0x72
+    # The driver cancelled the receipt it had opened.
+    assert emu.state.receipt is None and len(emu.documents()) == before
+    assert shift.sell(receipt()).total == 8990
+
+
+def test_failing_position_is_named_and_stops_the_rest(shift: AtolDriver, emu: Emulator):
+    before = len(emu.documents())
+    # A discount larger than the position: the device refuses the position itself.
+    r = receipt(pos("A", 100), pos("Кефир", 100, "1", amount=-50), pos("C", 100), paid=150)
+    with pytest.raises(DeviceError) as info:
+        shift.sell(r)
+    assert info.value.step == "позиция 2: «Кефир»" and info.value.code == ErrorCode.BAD_PRICE
+    assert emu.state.receipt is None and len(emu.documents()) == before
+
+
+def test_receipt_already_open(shift: AtolDriver, emu: Emulator):
+    shift.execute([step("open_receipt", receipt_type=1)])
+    with pytest.raises(DeviceError) as info:
+        shift.sell(receipt())
+    assert info.value.code == ErrorCode.RECEIPT_OPEN
+    # Not the driver's receipt: it is left for the service's recovery to decide.
+    assert emu.state.receipt is not None
+    assert shift.last_document().receipt_open
+    shift.cancel_receipt()
+    assert emu.state.receipt is None
+    shift.cancel_receipt()  # nothing open: no-op
+
+
+def test_wrong_mode(driver: AtolDriver):
+    with pytest.raises(DeviceError) as info:
+        driver.command("x_report", report_type=1)
+    assert info.value.code == ErrorCode.WRONG_MODE
+    assert info.value.device_message == "Команда не выполняется в этом режиме ККТ"
+
+
+def test_wrong_operator_password(emu: Emulator):
+    with AtolDriver(emu.url, operator_password="99") as d:
+        with pytest.raises(DeviceError) as info:
+            d.open_shift()
+        assert info.value.code == ErrorCode.WRONG_PASSWORD and info.value.step == "вход в режим 1"
+        assert info.value.device_message == "Неверный пароль"
+
+
+def test_wrong_access_password(emu: Emulator):
+    d = AtolDriver(emu.url, access_password="1234")
+    with pytest.raises(DeviceError) as info:
+        d.connect()
+    assert info.value.code == ErrorCode.WRONG_PASSWORD
+    assert not d.connected
+
+
+def test_cashier_password_cannot_close_the_shift(emu: Emulator):
+    with AtolDriver(emu.url, operator_password="3") as d:
+        d.open_shift()
+        with pytest.raises(DeviceError) as info:
+            d.close_shift()
+        assert info.value.code == ErrorCode.WRONG_PASSWORD
+
+
+# --------------------------------------------------------------------------- link faults
+
+
+def test_link_dropped_before_close_leaves_the_receipt_open(shift: AtolDriver, emu: Emulator):
+    fd = emu.state.fd_number
+    emu.drop_after_tasks(3)  # A4 30, open receipt, position: the link drops before the close
+    with pytest.raises(LinkError) as info:
+        shift.sell(receipt())
+    assert not isinstance(info.value, DeviceError)
+    assert not shift.connected
+    shift.connect()
+    last = shift.last_document()
+    assert last.fd_number == fd and last.receipt_open
+    shift.cancel_receipt()
+    assert not shift.last_document().receipt_open
+
+
+def test_link_dropped_after_close_is_found_by_last_document(shift: AtolDriver, emu: Emulator):
+    emu.drop_after_tasks(4)  # ... and the close: fiscalised, answer lost
+    with pytest.raises(LinkError):
+        shift.sell(receipt())
+    shift.connect()
+    last = shift.last_document()
+    doc = emu.documents()[-1]
+    assert last.fd_number == doc["fd_number"] and not last.receipt_open
+    assert last.result is not None and last.result.fiscal_sign == doc["fiscal_sign"]
+    assert last.result.total == doc["total"] and last.result.receipt_number == doc["receipt_number"]
+
+
+def test_link_dropped_mid_frame(driver: AtolDriver, emu: Emulator):
+    emu.drop_mid_frame()
+    with pytest.raises(LinkError):
+        driver.status()
+    driver.connect()
+    assert driver.status().mode == 0
+
+
+def test_corrupted_byte_is_asked_again(driver: AtolDriver, emu: Emulator):
+    emu.corrupt_next_byte()
+    assert driver.status().mode == 0
+    assert driver.stats.bad_packets == 1 and driver.stats.resend_requests == 1
+
+
+def test_second_client_is_told_the_device_is_busy(driver: AtolDriver, emu: Emulator):
+    other = AtolDriver(emu.url)
+    with pytest.raises(DeviceBusy):
+        other.connect()
+    assert driver.status().mode == 0
+
+
+def test_device_switched_off(emu: Emulator):
+    emu.power_off()
+    with pytest.raises(LinkError) as info:
+        AtolDriver(emu.url).connect()
+    assert not isinstance(info.value, DeviceBusy)
+
+
+# --------------------------------------------------------------------------- printing and service
+
+
+def test_print_text_and_reprint(driver: AtolDriver, emu: Emulator):
+    driver.print_text([TextLine("Заголовок", bold=True, double_height=True, align="center"), TextLine("$ и №")])
+    with pytest.raises(DeviceError) as info:
+        driver.reprint_last()
+    assert info.value.code == ErrorCode.NO_DOCUMENT
+    driver.open_shift()
+    driver.reprint_last()
+    emu.paper_out()
+    with pytest.raises(DeviceError) as info:
+        driver.print_text([TextLine("x")])
+    assert info.value.code == ErrorCode.NO_PAPER
+
+
+def test_service_resets(shift: AtolDriver, emu: Emulator):
+    with pytest.raises(DeviceError) as info:
+        shift.reset_summary()
+    assert info.value.code == ErrorCode.SHIFT_OPEN
+    shift.close_shift()
+    assert shift.totals().cash_in_drawer == 100_000
+    shift.reset_summary()
+    assert shift.totals().cash_in_drawer == 0
+    shift.tech_reset()
+    assert shift.status().mode == 0
+
+
+def test_passwords_never_reach_the_debug_log(emu: Emulator, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG, logger="kktapp.atol.link")
+    with AtolDriver(emu.url, access_password="0000", operator_password="30") as d:
+        d.open_shift()
+    dumps = " ".join(r.getMessage() for r in caplog.records if ">>" in r.getMessage())
+    assert "56 01 2a 2a 2a 2a" in dumps  # enter mode 1, password masked
+    assert "00 00 00 30" not in dumps
+    add = taskbuf.encode_request(taskbuf.Add(5, taskbuf.encode_task(1234, b"\x56\x01\x00\x00\x00\x30")))
+    assert mask_secrets(add) == bytes.fromhex("C1 00 05") + b"**" + b"\x56\x01****"
+
+
+# --------------------------------------------------------------------------- link over loop://
+
+
+def test_link_serves_a_resend_request_over_loop():
+    link = Link("loop://")
+    link.open()
+    try:
+        (pid,) = link.send([b"\xc4"])
+        port = link._port
+        assert port is not None
+        # The "device" (our own loopback) asks for packet pid again: the link resends it.
+        port.write(encode_packet(pid, b""))
+        assert link.receive(deadline=_soon()).data == b"\xc4"  # the original, echoed
+        assert link.receive(deadline=_soon()).data == b"\xc4"  # the resent copy
+        assert link.stats.resent == 1
+    finally:
+        link.close()
+
+
+def test_link_times_out_and_refused_ports_are_link_errors():
+    link = Link("loop://")
+    link.open()
+    with pytest.raises(LinkError):
+        link.receive(deadline=_soon(0.05))
+    assert not link.is_open  # a late answer must not meet the next exchange
+    with pytest.raises(LinkError):
+        Link("socket://127.0.0.1:1").open()
+
+
+def _soon(seconds: float = 2.0) -> float:
+    return time.monotonic() + seconds
