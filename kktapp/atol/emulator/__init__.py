@@ -15,6 +15,19 @@ In-process use::
         assert emu.documents()[-1]["type"] == "receipt"
 
 From a shell: ``python -m kktapp.atol.emulator --port 5555 --state kkt.json --log fd.jsonl``.
+
+Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.atol.model`):
+
+* paper out: opening a printed receipt, a position, X/Z, open shift, cash in/out and text
+  printing fail with 0x67 and change nothing (the receipt stays open); at close the document
+  IS fiscalised and the reply is 0x67 with the print pending until reprint (95) succeeds;
+  receipts with the "do not print" flag never need paper;
+* power off / restart: counters, shift, cash, documents and an open receipt survive (the
+  device comes back in registration mode with the receipt open), and so does a pending print
+  (reprint 95 still finishes it); the task buffer and a task in progress do not;
+* cash control: cash out (4F) and cash paid out by a return or purchase receipt cannot exceed
+  the cash in the drawer (0x98), as with the device's cash control on;
+* the task buffer lives with the connection: a dropped link discards tasks not yet started.
 """
 
 from __future__ import annotations

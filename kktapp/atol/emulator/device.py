@@ -43,6 +43,9 @@ CASH_INCOMING = {
     SettlementType.SELL, SettlementType.BUY_RETURN, SettlementType.SELL_CORRECTION,
     SettlementType.BUY_RETURN_CORRECTION,
 }
+#: Sub-mode of registration once a payment has been entered ("1.4", atol-protocol.md §2.1).
+SUBMODE_PAYMENT = 4
+
 
 class DeviceFault(Exception):
     """The device refuses (or half-completes) a command: ``code`` goes into ``55 code ext``.
@@ -132,7 +135,7 @@ class Device:
         """
         s = self.state
         if s.receipt is not None:
-            s.mode, s.submode = 1, (4 if s.receipt.payments else 0)
+            s.mode, s.submode = Mode.REGISTRATION, (SUBMODE_PAYMENT if s.receipt.payments else 0)
         else:
             s.mode, s.submode, s.operator = 0, 0, 0
 
@@ -241,7 +244,7 @@ class Device:
 
     def open_shift(self, test: bool = False) -> dict[str, Any] | None:
         """Command 9A (registration mode): report on opening the shift."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         self._no_receipt()
         if self.state.shift_open:
             raise DeviceFault(ErrorCode.SHIFT_OPEN)
@@ -258,7 +261,7 @@ class Device:
 
     def close_shift(self) -> dict[str, Any]:
         """Command 5A (Z mode): report on closing the shift; allowed for an expired shift."""
-        self._mode(3)
+        self._mode(Mode.REPORT_Z)
         self._no_receipt()
         if not self.state.shift_open:
             raise DeviceFault(ErrorCode.SHIFT_CLOSED)
@@ -270,12 +273,12 @@ class Device:
 
     def x_report(self) -> None:
         """Command 67 (X mode): prints only; no fiscal document."""
-        self._mode(2)
+        self._mode(Mode.REPORT_X)
         self._paper()
 
     def open_receipt(self, receipt_type: int, test: bool = False, no_print: bool = False) -> None:
         """Command 92 (registration mode)."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         self._no_receipt()
         if receipt_type not in RECEIPT_TYPES:
             raise DeviceFault(ErrorCode.BAD_RECEIPT_TYPE)
@@ -302,7 +305,7 @@ class Device:
 
         Paper running out here leaves the receipt open and the position unregistered.
         """
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         if r.payments:
             # Positions after the first payment are not allowed (sub-mode 1.4 is payment entry).
@@ -329,7 +332,7 @@ class Device:
     def write_attribute(self, tag: int, value: Any) -> None:
         """Write an FFD attribute to the open receipt (1008 contact; 1212/1214/2108 go to the
         last position, which is what the position command has no room for)."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         if tag in POSITION_TAG_KEYS and r.items:
             r.items[-1][POSITION_TAG_KEYS[tag]] = value
@@ -339,32 +342,32 @@ class Device:
 
     def receipt_discount(self, amount: int) -> None:
         """Command 43: discount on the whole receipt (kopecks)."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         r.discount += amount
         self.save()
 
     def receipt_tax(self, tax: str, amount: int) -> None:
         """Command B8: receipt-level tax sum, recorded as given."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         r.taxes.append({"tax": tax, "amount": amount})
         self.save()
 
     def payment(self, pay_type: int, amount: int) -> tuple[int, int]:
         """Command 99: returns (remainder still due, change), kopecks."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         if pay_type not in PAYMENT_TYPES:
             raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
         r.payments.append({"type": PAYMENT_TYPES[pay_type].value, "amount": amount})
-        self.state.submode = 4
+        self.state.submode = SUBMODE_PAYMENT
         self.save()
         return max(0, r.total - r.paid), max(0, r.paid - r.total)
 
     def storno_payment(self, pay_type: int, amount: int) -> tuple[int, int]:
         """Command 9B: take back (part of) a payment of this type."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         if pay_type not in PAYMENT_TYPES:
             raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
@@ -382,7 +385,7 @@ class Device:
         with the print pending (DeviceFault with ``committed``). Test-mode receipts check
         everything and fiscalise nothing. Returns the document (None in test mode).
         """
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         r = self._receipt()
         self._shift_usable()
         if pay_type not in PAYMENT_TYPES:
@@ -434,7 +437,7 @@ class Device:
 
     def cancel_receipt(self) -> None:
         """Command 59: annul the open receipt; nothing is fiscalised."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         self._receipt()
         self.state.receipt = None
         self.state.submode = 0
@@ -442,7 +445,7 @@ class Device:
 
     def cash_in(self, amount: int) -> dict[str, Any]:
         """Command 49 (registration mode): внесение."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         self._no_receipt()
         self._shift_usable()
         self._paper()
@@ -451,7 +454,7 @@ class Device:
 
     def cash_out(self, amount: int) -> dict[str, Any]:
         """Command 4F (registration mode): выплата; refused beyond the cash in the drawer."""
-        self._mode(1)
+        self._mode(Mode.REGISTRATION)
         self._no_receipt()
         self._shift_usable()
         if amount > self.state.cash:

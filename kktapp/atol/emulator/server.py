@@ -448,13 +448,11 @@ class Connection:
     def _finished(self, task: Task) -> None:
         """Task ended (lock held): wake a waiting Add, or push the async result."""
         task.done.set()
-        if task.add_answered and task.flags & Flags.WAIT_ASYNC_DATA:
+        # The model has no async form for Stopped: the host learns it on Req (or from the
+        # Add answer when the task was stopped before that answer went out).
+        if task.add_answered and task.flags & Flags.WAIT_ASYNC_DATA and task.status != Status.STOPPED:
             status = Status.ASYNC_ERROR if task.status == Status.ERROR else Status.ASYNC_RESULT
-            reply = task.reply if task.status != Status.STOPPED else b""
-            if task.status == Status.STOPPED:
-                # Model gives no async form for Stopped; the host learns it on Req.
-                return
-            self._send(model.ASYNC_PACKET_ID, taskbuf.encode_answer(status, reply, task.tid))
+            self._send(model.ASYNC_PACKET_ID, taskbuf.encode_answer(status, task.reply, task.tid))
             self._delivered(task)
 
 
