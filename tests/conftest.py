@@ -76,3 +76,71 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
 def testapp(app: Flask) -> webtest.TestApp:
     """WebTest client; requests come from 127.0.0.1 like a local 1C server."""
     return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+
+
+# --------------------------------------------------------------------------- API, compat, auth (issue 6)
+# Two emulated devices, auth on, one cashier and one admin. Owned by the API/compat engineer.
+
+#: login → (password, role); hashed with few pbkdf2 rounds so tests stay fast (production: scrypt).
+API_USERS = {"kassa": ("kassa-secret-1", "cashier"), "admin": ("admin-secret-1", "admin")}
+
+
+@pytest.fixture
+def emulator2() -> Iterator[Emulator]:
+    """A second emulated device (serial differs), for two-device tests."""
+    emu = Emulator(serial="00106201279999")
+    emu.start("127.0.0.1", 0)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def api_config(app_config: dict[str, Any], emulator: Emulator, emulator2: Emulator) -> dict[str, Any]:
+    """app_config with devices 1 and 2, HTTP Basic on and the API_USERS."""
+    from werkzeug.security import generate_password_hash
+
+    app_config.update(
+        DEVICES=[
+            {"number": 1, "name": "Касса зала", "url": emulator.url},
+            {"number": 2, "name": "Касса сайта", "url": emulator2.url},
+        ],
+        AUTH_REQUIRED=True,
+        USERS={
+            login: {"password_hash": generate_password_hash(pw, method="pbkdf2:sha256:1000"), "role": role}
+            for login, (pw, role) in API_USERS.items()
+        },
+        API_DEFAULT_WAIT=20,
+        ALLOW_DEVICE_RESET=False,
+    )
+    return app_config
+
+
+class ApiClients:
+    """WebTest clients of one app: anonymous, cashier and admin, from a non-local address."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        # One environ dict per client: TestApp.authorization writes into it.
+        self.anon = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.10"})
+        self.cashier = self.as_user("kassa", API_USERS["kassa"][0])
+        self.admin = self.as_user("admin", API_USERS["admin"][0])
+
+    def as_user(self, login: str, password: str, addr: str = "192.0.2.10") -> webtest.TestApp:
+        """A client with any credentials (wrong ones too) from a given address."""
+        client = webtest.TestApp(self.app, extra_environ={"REMOTE_ADDR": addr})
+        client.authorization = ("Basic", (login, password))
+        return client
+
+
+@pytest.fixture
+def api_app(api_config: dict[str, Any], request: pytest.FixtureRequest) -> Flask:
+    """The shared ``app`` built from api_config (two devices, auth on)."""
+    return request.getfixturevalue("app")
+
+
+@pytest.fixture
+def clients(api_app: Flask) -> ApiClients:
+    """Anonymous, cashier and admin WebTest clients of api_app."""
+    return ApiClients(api_app)

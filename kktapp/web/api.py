@@ -219,7 +219,8 @@ def normalize_status(device: int, name: str, result: dict) -> dict:
         "device": device,
         "name": name,
         "datetime": _iso(status.get("datetime")) or "",
-        "serial": str(status.get("serial") or info.get("serial") or ""),
+        # 3F carries a shortened serial; the device-info read has the full one.
+        "serial": str(info.get("serial") or status.get("serial") or ""),
         "model": str(info.get("model_name") or ""),
         "firmware": str(info.get("firmware") or ""),
         "registration_number": info.get("registration_number") or status.get("registration_number"),

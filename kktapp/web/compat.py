@@ -119,7 +119,7 @@ def _roubles(kopecks: int) -> int | Decimal:
     return Decimal(kopecks).scaleb(-2).normalize()
 
 
-def _dumps(body: object) -> str:
+def dumps(body: object) -> str:
     """JSON with Decimal written as a number (json would need a float for that; we never use one)."""
     numbers: dict[str, str] = {}
 
@@ -143,7 +143,7 @@ def _dumps(body: object) -> str:
 def answer(response: object = "", error: str = "", error_code: int = 0, status: int = 200,
            headers: Mapping[str, str] | None = None) -> Response:
     """The original's answer object."""
-    resp = current_app.response_class(_dumps({"response": response, "error": error, "error_code": error_code}),
+    resp = current_app.response_class(dumps({"response": response, "error": error, "error_code": error_code}),
                                       status=status, mimetype="application/json")
     resp.headers["Content-Type"] = "application/json; charset=utf-8"
     for name, value in (headers or {}).items():
