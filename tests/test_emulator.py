@@ -476,6 +476,26 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
         c.close()
 
 
+def test_a_document_the_state_never_counted_is_dropped(tmp_path: Any) -> None:
+    state = tmp_path / "kkt.json"
+    with Emulator(state_path=state) as emu:
+        c = reconnect(emu)
+        c.open_shift()
+        c.close()
+    docs_file = tmp_path / "kkt.json.docs.jsonl"
+    # A crash between appending a document and saving the state that counts it.
+    with open(docs_file, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"fd_number": 2, "type": "receipt"}) + "\n" + '{"fd_number": 3, "ty')
+    with Emulator(state_path=state) as emu:
+        assert [d["fd_number"] for d in emu.documents()] == [1]
+        c = reconnect(emu)
+        c.mode(1)
+        assert c.sell(BREAD, pay_type=2) is None
+        c.close()
+    lines = [json.loads(line) for line in docs_file.read_text(encoding="utf-8").splitlines()]
+    assert [(d["fd_number"], d["type"]) for d in lines] == [(1, "open_shift"), (2, "receipt")]
+
+
 # --------------------------------------------------------------------------- faults
 
 

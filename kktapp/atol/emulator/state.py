@@ -140,6 +140,7 @@ class Store:
         with open(self.path, encoding="utf-8") as f:
             state = DeviceState.from_dict(json.load(f))
         docs: list[dict[str, Any]] = []
+        dropped = 0
         if self.docs_path and os.path.exists(self.docs_path):
             with open(self.docs_path, encoding="utf-8") as f:
                 for line in f:
@@ -150,29 +151,39 @@ class Store:
                         doc = json.loads(line)
                     except ValueError:
                         # A line cut short by a crash while appending: the state never counted it.
-                        log.warning("emulator: skipping a torn document line in %s", self.docs_path)
+                        dropped += 1
                         continue
                     if int(doc.get("fd_number", 0)) <= state.fd_number:
                         docs.append(doc)
+                    else:
+                        dropped += 1
+        if dropped and self.docs_path:
+            # Rewrite without them, or the next document would share a number with a ghost.
+            log.warning("emulator: dropping %d uncommitted document line(s) from %s", dropped, self.docs_path)
+            self._write_atomically(self.docs_path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
         return state, docs
 
-    def save(self, state: DeviceState) -> None:
-        """Replace the state file atomically. No fsync: the emulator guards against its own
-        crash, not a host power loss, and fsync per receipt would slow benchmarks down."""
-        if not self.path:
-            return
-        directory = os.path.dirname(os.path.abspath(self.path))
+    @staticmethod
+    def _write_atomically(path: str, text: str) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".kkt-emu-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(state.to_dict(), f, ensure_ascii=False)
-            os.replace(tmp, self.path)
+                f.write(text)
+            os.replace(tmp, path)
         except BaseException:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
             raise
+
+    def save(self, state: DeviceState) -> None:
+        """Replace the state file atomically. No fsync: the emulator guards against its own
+        crash, not a host power loss, and fsync per receipt would slow benchmarks down."""
+        if not self.path:
+            return
+        self._write_atomically(self.path, json.dumps(state.to_dict(), ensure_ascii=False))
 
     def append_document(self, doc: dict[str, Any]) -> None:
         """Add one fiscal document to the document file."""
