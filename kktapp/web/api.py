@@ -45,6 +45,7 @@ from kktapp.web.schemas import (
     build_receipt,
     line_params,
     receipt_date,
+    receipt_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -421,9 +422,8 @@ def create_receipt() -> Response:
     data, receipt = parse_receipt_request(read_json(request))
     key = idempotency_key(data.get("id"))
     device = data["device"]
-    # Fingerprint of the domain receipt (the service's default): "100" and 100.00 are the same
-    # kopecks, so a retry that only reformats numbers is not a conflict.
-    job = service().submit_receipt(receipt, device=device, key=key, source=SOURCE, wait=wait_seconds())
+    job = service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
+                                   source=SOURCE, wait=wait_seconds())
     user = current_user()
     log.info("API: чек %s на %s коп. на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
              receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",

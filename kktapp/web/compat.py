@@ -76,6 +76,7 @@ from kktapp.web.schemas import (
     build_positions,
     font_line,
     line_params,
+    receipt_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -394,7 +395,8 @@ def income(device: int, data: Any) -> str:
     except DomainError as exc:
         raise validation_error(exc, _domain_field) from None
     key = KEY_PREFIX + loaded["tr_id"] if loaded["tr_id"] else None
-    job = _service().submit_receipt(receipt, device=device, key=key, source=SOURCE, wait=_wait())
+    job = _service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
+                                    source=SOURCE, wait=_wait())
     user = current_user()
     log.info("compat: INCOME на %s коп. на ККТ %d (tr_id %s, пользователь %s) → %s",
              receipt.total, device, loaded["tr_id"] or "-", (user.login if user else "") or "-", job.state)

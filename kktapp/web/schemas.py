@@ -12,6 +12,7 @@ example) feeds the OpenAPI description in :mod:`kktapp.web.openapi`, so the two 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -141,7 +142,7 @@ class TextLineField(fields.Field):
     default_error_messages = {
         "required": "обязательное поле не указано",
         "null": "поле не может быть null",
-        "invalid": "ожидается строка или объект {text, bold, italic, ...}",
+        "invalid": "ожидается строка или объект с полем text (и bold, italic, align…)",
         "too_long": f"длина строки не больше {MAX_TEXT}",
     }
 
@@ -366,6 +367,18 @@ def build_receipt(data: dict, config: Mapping[str, Any]) -> Receipt:
     )
     domain.check_receipt(receipt)
     return receipt
+
+
+def receipt_fingerprint(receipt: Receipt) -> str:
+    """Idempotency fingerprint of a receipt: the same document however its numbers were spelled.
+
+    Kopecks are already canonical; quantities are normalised (2, 2.0 and "2.000" are one
+    quantity), so a retry that only reformats numbers is not taken for another document.
+    """
+    from kktapp.service import fingerprint
+
+    positions = tuple(dataclasses.replace(p, quantity=p.quantity.normalize()) for p in receipt.positions)
+    return fingerprint(dataclasses.replace(receipt, positions=positions))
 
 
 def api_field_name(field: str) -> str:
