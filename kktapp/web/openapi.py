@@ -30,8 +30,9 @@ JSON API сервиса фискализации kkt (ККТ АТОЛ, 54-ФЗ).
 **Задания.** Каждая операция встаёт в очередь своей кассы. Параметр `?wait=секунды` (по
 умолчанию API_DEFAULT_WAIT из настроек) — сколько ждать результата: успели — 200 и задание;
 не успели — 202 и заголовок `Location: /api/v1/jobs/{id}`, где результат появится позже;
-ошибка — HTTP-статус класса ошибки (422 данные, 409 ключ занят, 502 отказ ККТ, 503 нет связи
-или исход чека выясняется) и задание с полем `error`.
+ошибка — HTTP-статус класса ошибки: 422 данные и 409 ключ занят — объект `{"error": {...}}`,
+задание не создано; 502 отказ ККТ и 503 нет связи — само задание с полем `error`. В обоих
+случаях `error` — это `{"code", "message"}`: код и текст по-русски.
 
 **Идемпотентность.** Передавайте заголовок `Idempotency-Key` (или поле `id` в чеке): повтор с
 тем же ключом и тем же содержимым вернёт то же задание и никогда не пробьёт второй чек; тот же
@@ -216,6 +217,9 @@ def field_object(field: fields.Field, components: dict) -> dict:
     if meta.get("enum") and "enum" not in out and "oneOf" not in out:
         out["enum"] = list(meta["enum"])
     if field.allow_none and not field.required:
+        if "$ref" in out:
+            # OpenAPI 3.0 ignores siblings of $ref; a nullable reference needs allOf.
+            out = {"allOf": [{"$ref": out.pop("$ref")}], **out}
         out["nullable"] = True
     default = field.load_default
     if not callable(default) and default is not missing and isinstance(default, bool | int | str):
@@ -298,10 +302,16 @@ def _build() -> dict:
             if req is not None or is_job or op_id == "deviceStatus":
                 codes.append("422")
             if is_job:
-                codes += ["409", "502", "503"]
+                codes.append("409")
             if op_id == "deviceStatus":
                 codes += ["502", "503", "504"]
             responses.update(_error_responses(components, codes))
+            if is_job:
+                # The job ran and failed: the answer is the job itself, whose "error" has the
+                # same {code, message} shape as every other refusal.
+                for code in ("502", "503"):
+                    responses[code] = {"description": _ERROR_TEXT[code] + " (задание с полем error)",
+                                       "content": {"application/json": {"schema": _ref(s.JobSchema, components)}}}
             op["security"] = [{"basicAuth": []}]
             who = "администратор (admin)" if role == "admin" else "кассир (cashier) или администратор"
             op["description"] = f"Роль: {who}."
