@@ -156,13 +156,23 @@ class ServerProcess:
             )
         return self
 
-    def wait_ready(self, path: str = "/kkt", timeout: float = START_TIMEOUT) -> ServerProcess:
-        """Wait until the server answers ``GET path`` with any HTTP status (bounded)."""
+    def wait_ready(
+        self, path: str = "/kkt", timeout: float = START_TIMEOUT, log_line: str | None = None
+    ) -> ServerProcess:
+        """Wait until the server answers ``GET path`` with any HTTP status (bounded).
+
+        ``log_line``: text the server writes once it has bound its port (gunicorn's "Listening
+        at: ..."); until it appears, an answer on the port may come from someone else.
+        """
         deadline = time.monotonic() + timeout
-        last: Exception | None = None
+        last: Exception | str | None = None
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc and self.proc.returncode}\n{self.log_tail()}")
+            if log_line and log_line not in self._log_text():
+                last = f"no {log_line!r} in its output yet"
+                time.sleep(0.1)
+                continue
             try:
                 self.get(path, timeout=5)
                 return self
@@ -170,6 +180,12 @@ class ServerProcess:
                 last = exc
                 time.sleep(0.2)
         raise TimeoutError(f"{self.name} did not answer GET {path} in {timeout:.0f} s ({last})\n{self.log_tail()}")
+
+    def _log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the process group, wait (bounded), then SIGKILL whatever is left of it."""
@@ -279,33 +295,40 @@ def start_gunicorn(
     The same command line as the README's systemd unit (gthread workers, worker timeout above
     a receipt's wait). Returns a started, answering server; use it as a context manager.
     """
-    port = port or free_port()
     settings = Path(settings)
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["KKT_SETTINGS"] = str(settings)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
-    argv = [
-        gunicorn_bin(), "kktapp:create_app()",
-        "--bind", f"{HOST}:{port}",
-        "--workers", str(workers), "--threads", str(threads),
-        "--timeout", str(timeout), "--graceful-timeout", "10",
-        "--chdir", str(app_dir),
-        "--access-logfile", "-",
-        # gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: one path
-        # for every gunicorn of the user, so parallel servers would fight over it.
-        "--no-control-socket",
-        *extra_args,
-    ]
-    log = Path(log_path) if log_path else settings.with_name(f"gunicorn-{port}.log")
-    srv = ServerProcess("gunicorn", argv, f"http://{HOST}:{port}", log, env=full_env, cwd=app_dir)
-    srv.start()
-    try:
-        srv.wait_ready(ready_path)
-    except BaseException:
-        srv.stop()
-        raise
-    return srv
+    attempts = 1 if port else 3  # a free port may be taken before gunicorn binds it: try another
+    for attempt in range(1, attempts + 1):
+        bind_port = port or free_port()
+        argv = [
+            gunicorn_bin(), "kktapp:create_app()",
+            "--bind", f"{HOST}:{bind_port}",
+            "--workers", str(workers), "--threads", str(threads),
+            "--timeout", str(timeout), "--graceful-timeout", "10",
+            "--chdir", str(app_dir),
+            "--access-logfile", "-",
+            # gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: one path
+            # for every gunicorn of the user, so parallel servers would fight over it.
+            "--no-control-socket",
+            *extra_args,
+        ]
+        log = Path(log_path) if log_path else settings.with_name(f"gunicorn-{bind_port}.log")
+        srv = ServerProcess("gunicorn", argv, f"http://{HOST}:{bind_port}", log, env=full_env, cwd=app_dir)
+        srv.start()
+        try:
+            return srv.wait_ready(ready_path, log_line=f"Listening at: http://{HOST}:{bind_port}")
+        except (RuntimeError, TimeoutError):
+            srv.stop()
+            if attempt < attempts and "Connection in use" in srv._log_text():
+                continue
+            raise
+        except BaseException:
+            srv.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 # --- Apache httpd + mod_wsgi ---------------------------------------------------------------------
