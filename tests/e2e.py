@@ -182,10 +182,12 @@ class ServerProcess:
         raise TimeoutError(f"{self.name} did not answer GET {path} in {timeout:.0f} s ({last})\n{self.log_tail()}")
 
     def _log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
+        """The server's output and its extra logs, as one text."""
+        parts = []
+        for p in [self.log_path, *self.extra_logs]:
+            with contextlib.suppress(OSError):
+                parts.append(p.read_text(encoding="utf-8", errors="replace"))
+        return "\n".join(parts)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the process group, wait (bounded), then SIGKILL whatever is left of it."""
@@ -431,18 +433,47 @@ def start_apache(
 
     ``settings`` become the site settings file (KKT_SETTINGS). JOURNAL_PATH and LOG_FILE
     default to the deployment's data/ and log/ directories, writable by www-data. The
-    returned :class:`ApacheServer` knows where its deployment, journal and logs are.
+    returned :class:`ApacheServer` knows where its deployment, journal and logs are; its
+    ``stop()`` also removes the deployment.
     """
     why = apache_missing()
     if why:
         raise RuntimeError(why)
-    tls = "ssl" in vhost
-    port = port or free_port()
     root = Path(tempfile.mkdtemp(prefix="kkt-apache-"))
-    os.chmod(root, 0o755)  # www-data must traverse it; mkdtemp makes 0700
     try:
-        www, venv, etc, data, logs, run = (root / d for d in ("www", "venv", "etc", "data", "log", "run"))
-        _copy_app(Path(app_dir), www)
+        attempts = 1 if port else 3  # a free port may be taken before Apache binds it: try another
+        for attempt in range(1, attempts + 1):
+            srv = _apache_attempt(root, settings, vhost, port or free_port(), Path(app_dir), first=attempt == 1)
+            srv.start()
+            try:
+                srv.wait_ready(ready_path, log_line="resuming normal operations")
+            except (RuntimeError, TimeoutError):
+                srv.stop()
+                if attempt < attempts and "Address already in use" in srv._log_text():
+                    continue
+                raise
+            except BaseException:
+                srv.stop()
+                raise
+            srv._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
+            return srv
+        raise AssertionError("unreachable")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _apache_attempt(
+    root: Path, settings: Mapping[str, Any], vhost: str, port: int, app_dir: Path, first: bool
+) -> ApacheServer:
+    """Lay out the deployment under ``root`` (once) and write the configuration for ``port``."""
+    tls = "ssl" in vhost
+    www, venv, etc, data, logs, run, tls_dir = (
+        root / d for d in ("www", "venv", "etc", "data", "log", "run", "tls")
+    )
+    if first:
+        os.chmod(root, 0o755)  # www-data must traverse it; mkdtemp makes 0700
+        _copy_app(app_dir, www)
         shutil.copytree(APACHE_VENV, venv, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"),
                         copy_function=_link_or_copy)
         for d in (etc, data, logs, run):
@@ -450,67 +481,58 @@ def start_apache(
         pw = pwd.getpwnam(APACHE_USER)
         for d in (data, logs, run):
             os.chown(d, pw.pw_uid, pw.pw_gid)
-
         values = {"JOURNAL_PATH": str(data / "journal.sqlite3"), "LOG_FILE": str(logs / "kkt.log")}
         values.update(settings)
-        settings_file = write_settings(etc / "site.py", **values)
-
-        subs = {
-            "/var/www/kkt": str(www),
-            "/opt/kkt/venv": str(venv),
-            "<VirtualHost *:443>" if tls else "<VirtualHost *:80>": f"<VirtualHost {HOST}:{port}>",
-        }
-        ssl_context = None
-        tls_modules = ""
+        write_settings(etc / "site.py", **values)
         if tls:
-            tls_dir = root / "tls"
             tls_dir.mkdir()
-            cert, key = _make_cert(tls_dir)
-            subs["/etc/ssl/certs/kkt.crt"] = str(cert)
-            subs["/etc/ssl/private/kkt.key"] = str(key)
-            ssl_context = ssl.create_default_context(cafile=str(cert))
-            tls_modules = (
-                f"LoadModule socache_shmcb_module {APACHE_MODULES}/mod_socache_shmcb.so\n"
-                f"LoadModule ssl_module {APACHE_MODULES}/mod_ssl.so\n"
-                f'SSLSessionCache "shmcb:{run}/ssl_scache(512000)"'
-            )
-        vhost_text = render_vhost((REPO / "apache" / vhost).read_text(encoding="utf-8"), subs)
-        (root / vhost).write_text(vhost_text, encoding="utf-8")
-        conf = root / "httpd.conf"
-        conf.write_text(
-            _HTTPD_CONF.format(
-                vhost_name=vhost, root=root, host=HOST, run=run, user=APACHE_USER, group=APACHE_USER,
-                port=port, listen_proto=" https" if tls else "", logs=logs, modules=APACHE_MODULES,
-                tls_modules=tls_modules, vhost=root / vhost,
-            ),
-            encoding="utf-8",
+            _make_cert(tls_dir)
+    for old_log in (root / "apache-stdout.log", logs / "error.log"):
+        old_log.unlink(missing_ok=True)  # a retry must not read the last attempt's words
+
+    subs = {
+        "/var/www/kkt": str(www),
+        "/opt/kkt/venv": str(venv),
+        "<VirtualHost *:443>" if tls else "<VirtualHost *:80>": f"<VirtualHost {HOST}:{port}>",
+    }
+    ssl_context = None
+    tls_modules = ""
+    if tls:
+        cert, key = tls_dir / "kkt.crt", tls_dir / "kkt.key"
+        subs["/etc/ssl/certs/kkt.crt"] = str(cert)
+        subs["/etc/ssl/private/kkt.key"] = str(key)
+        ssl_context = ssl.create_default_context(cafile=str(cert))
+        tls_modules = (
+            f"LoadModule socache_shmcb_module {APACHE_MODULES}/mod_socache_shmcb.so\n"
+            f"LoadModule ssl_module {APACHE_MODULES}/mod_ssl.so\n"
+            f'SSLSessionCache "shmcb:{run}/ssl_scache(512000)"'
         )
-        env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8",
-            "APACHE_LOG_DIR": str(logs),  # the vhost's ${APACHE_LOG_DIR}, as Debian's envvars sets it
-            "KKT_SETTINGS": str(settings_file),  # inherited by the mod_wsgi daemons' os.environ
-        }
-        scheme = "https" if tls else "http"
-        srv = ApacheServer(
-            f"apache ({vhost})", [APACHE_BIN, "-f", str(conf), "-DFOREGROUND"], f"{scheme}://{HOST}:{port}",
-            root / "apache-stdout.log", env=env, cwd=root, ssl_context=ssl_context,
-        )
-        srv.deploy, srv.www, srv.data_dir, srv.log_dir, srv.settings_file = root, www, data, logs, settings_file
-        prefix = "kkt-ssl" if tls else "kkt"
-        srv.extra_logs = [logs / "error.log", logs / f"{prefix}-error.log", logs / "kkt.log"]
-        srv._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    vhost_text = render_vhost((REPO / "apache" / vhost).read_text(encoding="utf-8"), subs)
+    (root / vhost).write_text(vhost_text, encoding="utf-8")
+    conf = root / "httpd.conf"
+    conf.write_text(
+        _HTTPD_CONF.format(
+            vhost_name=vhost, root=root, host=HOST, run=run, user=APACHE_USER, group=APACHE_USER,
+            port=port, listen_proto=" https" if tls else "", logs=logs, modules=APACHE_MODULES,
+            tls_modules=tls_modules, vhost=root / vhost,
+        ),
+        encoding="utf-8",
+    )
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "APACHE_LOG_DIR": str(logs),  # the vhost's ${APACHE_LOG_DIR}, as Debian's envvars sets it
+        "KKT_SETTINGS": str(etc / "site.py"),  # inherited by the mod_wsgi daemons' os.environ
+    }
     check = subprocess.run([APACHE_BIN, "-f", str(conf), "-t"], env=env, capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
-        srv.stop()
         raise RuntimeError(f"apache2 -t rejected the configuration:\n{check.stdout}{check.stderr}\n{vhost_text}")
-    srv.start()
-    try:
-        srv.wait_ready(ready_path)
-    except BaseException:
-        srv.stop()
-        raise
+    scheme = "https" if tls else "http"
+    srv = ApacheServer(
+        f"apache ({vhost})", [APACHE_BIN, "-f", str(conf), "-DFOREGROUND"], f"{scheme}://{HOST}:{port}",
+        root / "apache-stdout.log", env=env, cwd=root, ssl_context=ssl_context,
+    )
+    srv.deploy, srv.www, srv.data_dir, srv.log_dir, srv.settings_file = root, www, data, logs, etc / "site.py"
+    prefix = "kkt-ssl" if tls else "kkt"
+    srv.extra_logs = [logs / "error.log", logs / f"{prefix}-error.log", logs / "kkt.log"]
     return srv
