@@ -46,6 +46,8 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' || \
 	  { echo "Нужен Python 3.11 или новее: $(PYTHON) — $$($(PYTHON) -V 2>&1). Укажите другой: make PYTHON=python3.11 ..." >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+	  { echo "В $(PYTHON) нет модуля venv. Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
 	@test -x $(PY) || { echo "Создаю виртуальное окружение $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
 	@echo "Устанавливаю зависимости из requirements.txt в $(VENV) ..."
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt $(PIP_QUIET)
