@@ -15,6 +15,8 @@ What every benchmark needs and nothing more:
 * :func:`percentile`, :func:`result` (the ``name: value unit`` lines on stdout).
 
 Progress and diagnostics go to stderr through ``logging``; stdout carries only the result lines.
+Environment: BENCH_KEEP=1 keeps the temp directory (logs, journal, emulator document logs);
+BENCH_GUNICORN_ARGS adds gunicorn options (e.g. ``-c hooks.py`` with profiling hooks).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -83,33 +86,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def inversions(sequence: Sequence[float]) -> int:
-    """Number of pairs i < j with sequence[i] > sequence[j] (merge sort, O(n log n))."""
-
-    def sort(items: list[float]) -> tuple[list[float], int]:
-        if len(items) <= 1:
-            return items, 0
-        mid = len(items) // 2
-        left, a = sort(items[:mid])
-        right, b = sort(items[mid:])
-        merged: list[float] = []
-        count = a + b
-        i = j = 0
-        while i < len(left) and j < len(right):
-            if left[i] <= right[j]:
-                merged.append(left[i])
-                i += 1
-            else:
-                merged.append(right[j])
-                count += len(left) - i
-                j += 1
-        merged.extend(left[i:])
-        merged.extend(right[j:])
-        return merged, count
-
-    return sort(list(sequence))[1]
 
 
 # --------------------------------------------------------------------------- /proc
@@ -400,8 +376,9 @@ class Harness:
         emulators = []
         for number in range(1, count + 1):
             port = free_port()
-            state = self.dir / f"emu{number}.state.json"
-            doc_log = self.dir / f"emu{number}.docs.jsonl"
+            # Files named by port too: a harness may start more than one emulator number 1.
+            state = self.dir / f"emu{number}-{port}.state.json"
+            doc_log = self.dir / f"emu{number}-{port}.docs.jsonl"
             argv = [
                 PYTHON, "-m", "kktapp.atol.emulator",
                 "--host", HOST, "--port", str(port),
@@ -409,7 +386,7 @@ class Harness:
                 "--device-time", _num(device_time_ms), "--latency", _num(latency_ms),
                 *extra,
             ]  # fmt: skip
-            proc = self.start(f"emu{number}", argv)
+            proc = self.start(f"emu{number}-{port}", argv)
             emulators.append(Emulator(number, port, proc, state, doc_log))
         for emu in emulators:
             wait_port(emu.port, emu.proc)
@@ -460,6 +437,8 @@ class Harness:
             # gunicorn 23+ opens a control socket at a fixed path shared by every instance: not ours.
             "--no-control-socket",
             *extra_args,
+            # For diagnosis: e.g. BENCH_GUNICORN_ARGS="-c /tmp/hooks.py" to profile the workers.
+            *shlex.split(os.environ.get("BENCH_GUNICORN_ARGS", "")),
         ]  # fmt: skip
         proc = self.start("gunicorn", argv, env={"KKT_SETTINGS": str(path)})
         wait_port(port, proc, timeout=30)
@@ -722,22 +701,45 @@ def post_json(port: int, req: Request, timeout: float = 60.0) -> tuple[int, dict
 
 
 def warm_up(port: int, devices: Sequence[int | None], prefix: str, timeout: float = 60.0) -> None:
-    """One receipt per device, devices in parallel: opens the shifts and links before timing."""
+    """One receipt per device, devices in parallel: opens the links and the shifts before timing.
+
+    A device whose link is not up yet answers 503 with the receipt kept in the queue; the same
+    DocNumber is asked again (idempotent: never a second receipt) until it is done or timeout.
+    """
     errors: list[str] = []
+    deadline = time.monotonic() + timeout
 
     def one(device: int | None) -> None:
-        try:
-            status, body, raw = post_json(port, onec_request(f"{prefix}-warm-{device}", device), timeout)
-        except (OSError, http.client.HTTPException) as exc:
-            errors.append(f"device {device}: {exc}")
-            return
-        if status != 200 or not isinstance(body, dict) or body.get("result_code", 0) not in (0, "0"):
-            errors.append(f"device {device}: HTTP {status} {raw[:500]!r}")
+        req = onec_request(f"{prefix}-warm-{device}", device)
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                status, body, raw = post_json(port, req, max(1.0, deadline - time.monotonic()))
+            except (OSError, http.client.HTTPException) as exc:
+                status, body, raw = 0, None, str(exc).encode()
+            if status == 200 and isinstance(body, dict) and body.get("result_code", 0) in (0, "0"):
+                return
+            if raw.decode(errors="replace") != last:
+                last = raw.decode(errors="replace")
+                log.warning("warm-up receipt on device %s: HTTP %s %s; asking again", device, status, last[:300])
+            time.sleep(0.5)
+        errors.append(f"device {device}: {last[:300]}")
 
     threads = [threading.Thread(target=one, args=(d,), daemon=True) for d in devices]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout + 5)
+        t.join(max(0.0, deadline - time.monotonic()) + 5)
     if errors:
         raise RuntimeError("warm-up receipts failed: " + "; ".join(errors))
+
+
+def service_log_summary(path: Path, limit: int = 5) -> None:
+    """Count the service log's WARNING and ERROR lines and show a few, to explain bad figures."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    bad = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    if bad:
+        log.warning("service log: %d warning/error lines, e.g.:\n  %s", len(bad), "\n  ".join(bad[:limit]))

@@ -1,0 +1,157 @@
+"""Efficiency against the physical limit: 16 devices at ~0.5 s per receipt, how close does the service get?
+
+The emulator's ``--device-time`` is the time the device is busy with each *task* (each command
+of the ATOL task buffer), so a receipt's device time is (tasks per receipt) × device time. The
+script first measures how many tasks the driver needs for one 10-position receipt (a throw-away
+emulator at a small device time, the driver talking to it directly), picks the device time that
+makes a receipt take ``--receipt-time`` (0.5 s), and measures that receipt time again on one of
+the 16 emulators with the driver alone — the devices' own pace, no service in between. The
+devices' maximum is then 16 / receipt time.
+
+Then the service runs under gunicorn in front of the 16 emulators and closed-loop clients (two
+per device, so each device always has the next receipt queued) post 10-position receipts to
+``POST /kkt`` for ``--duration`` seconds. Figures:
+
+* ``efficiency_16_devices`` — receipts/s achieved in the window ÷ the devices' maximum;
+* ``efficiency_rps_16_devices`` and ``device_max_rps_16_devices`` — the two terms;
+* ``device_receipt_time`` — one receipt on one device via the driver alone;
+* ``service_receipt_cycle`` — 16 / achieved receipts/s: the device time one receipt takes
+  through the service; the difference to device_receipt_time is what the service adds;
+* ``efficiency_latency_p50`` / ``efficiency_latency_p99`` — client-side latency at that load
+  (with two clients per device a request normally waits for the one ahead: ~2 receipt times);
+* ``efficiency_service_cpu_busy`` — the service's CPU use in the window, in cores.
+
+Run: ``.venv/bin/python bench/bench_efficiency.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import statistics
+import sys
+import time
+
+from common import (
+    CpuMeter,
+    Emulator,
+    Harness,
+    Probe,
+    onec_receipt,
+    onec_request,
+    percentile,
+    result,
+    run_id,
+    run_load,
+    service_log_summary,
+    setup_logging,
+    summarize_errors,
+    warm_up,
+)
+
+log = logging.getLogger("bench.efficiency")
+
+
+def driver_receipt_times(emulator: Emulator, count: int) -> list[float]:
+    """Seconds per 10-position receipt with the driver alone (the shift is opened first)."""
+    from kktapp.atol.driver import AtolDriver
+    from kktapp.web.kkt1c import parse_receipt
+
+    _data, receipt = parse_receipt(onec_receipt("calibration"), dt.date.today(), {})
+    driver = AtolDriver(emulator.url)
+    driver.connect()
+    try:
+        if not driver.status().shift_open:
+            driver.open_shift()
+        times = []
+        for _ in range(count):
+            t0 = time.monotonic()
+            driver.sell(receipt)
+            times.append(time.monotonic() - t0)
+        return times
+    finally:
+        driver.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=16)
+    parser.add_argument("--receipt-time", type=float, default=0.5, help="target device seconds per receipt")
+    parser.add_argument("--device-time", type=float, default=None, help="emulator ms per task (default: calibrated)")
+    parser.add_argument("--calibration-device-time", type=float, default=20.0, help="ms per task while counting")
+    parser.add_argument("--clients-per-device", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    parser.add_argument("--ramp", type=float, default=3.0, help="seconds at the start not measured")
+    parser.add_argument("--max-requests", type=int, default=5000)
+    # Same server shape as bench_service (2 workers for 2 cores, threads ≥ clients per worker).
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=64)
+    args = parser.parse_args(argv)
+    setup_logging()
+    prefix = run_id()
+    n = args.devices
+
+    with Harness("efficiency") as h:
+        device_time = args.device_time
+        if device_time is None:
+            (probe_emu,) = h.start_emulators(1, device_time_ms=args.calibration_device_time)
+            per_receipt = min(driver_receipt_times(probe_emu, 2))
+            h.stop(probe_emu.proc)
+            tasks = max(1, round(per_receipt * 1000 / args.calibration_device_time))
+            device_time = round(args.receipt_time * 1000 / tasks, 1)
+            log.info("a receipt took %.0f ms at %s ms/task: ~%d tasks; device time %.1f ms/task", per_receipt * 1000,
+                     args.calibration_device_time, tasks, device_time)  # fmt: skip
+
+        emulators = h.start_emulators(n, device_time_ms=device_time)
+        own = driver_receipt_times(emulators[0], 2)
+        receipt_time = statistics.median(own)
+        max_rps = n / receipt_time
+        direct_receipts = len(own)
+
+        service = h.start_service(emulators, workers=args.workers, threads=args.threads)
+        numbers = [e.number for e in emulators]
+        warm_up(service.port, numbers, prefix)
+
+        clients = args.clients_per_device * n
+        probe = Probe({"service": CpuMeter([service.proc.pid])})
+        run = run_load(
+            service.port,
+            lambda client, seq: onec_request(f"{prefix}-{seq}", numbers[client % n]),
+            clients,
+            max_requests=args.max_requests,
+            duration=args.duration,
+            timeout=60,
+            on_start=lambda t0: probe.arm(t0, (args.ramp, args.duration)),
+        )
+        probe.join()
+        t_from, t_to = run.started + args.ramp, run.started + args.duration
+        ok = [s for s in run.window(t_from, t_to) if s.ok]
+        failed = [s for s in run.samples if not s.ok]
+        rps = len(ok) / (t_to - t_from)
+        latencies = [s.latency * 1000 for s in ok]
+        documents = sum(len(e.documents()) for e in emulators)
+        answered = sum(1 for s in run.samples if s.ok) + n + direct_receipts
+
+        result("efficiency_16_devices" if n == 16 else f"efficiency_{n}_devices", rps / max_rps, "fraction", 3)
+        result(f"efficiency_rps_{n}_devices", rps, "receipts/s")
+        result(f"device_max_rps_{n}_devices", max_rps, "receipts/s")
+        result("device_receipt_time", receipt_time * 1000, "ms")
+        # What a receipt costs each device through the service (queue never empty): compare.
+        result("service_receipt_cycle", n / rps * 1000 if rps else float("nan"), "ms")
+        result("device_time_per_task", device_time, "ms")
+        result("efficiency_latency_p50", percentile(latencies, 50), "ms")
+        result("efficiency_latency_p99", percentile(latencies, 99), "ms")
+        if len(probe.readings) >= 2:
+            cores = probe.delta("service") / (probe.readings[1]["time"] - probe.readings[0]["time"])
+            result("efficiency_service_cpu_busy", cores, "cores", 2)
+        result("efficiency_failed_requests", len(failed), "requests")
+        result("efficiency_documents_vs_answers", documents - answered, "receipts")
+        service_log_summary(service.log)
+        if failed:
+            log.error("%d of %d requests failed: %s", len(failed), len(run.samples), summarize_errors(failed))
+        return 0 if not failed and documents == answered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
