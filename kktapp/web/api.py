@@ -101,7 +101,8 @@ def status_for_code(code: int) -> int:
     if 1 <= code <= 255:
         return errors.DeviceError.http_status
     for cls in _all_error_classes():
-        if cls.__dict__.get("code") == code and "http_status" in cls.__dict__:
+        # The class that defines the code decides; its status may be inherited (FrameError).
+        if cls.__dict__.get("code") == code:
             return cls.http_status
     return errors.KKTError.http_status
 
