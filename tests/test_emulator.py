@@ -7,7 +7,9 @@ nothing asserts on elapsed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -168,9 +170,14 @@ def reconnect(emu: Emulator, old: RawClient | None = None) -> RawClient:
     """A new client once the emulator has let the old connection go."""
     if old is not None:
         old.close()
+    return reconnect_port(emu.port)
+
+
+def reconnect_port(port: int) -> RawClient:
+    """A new client of the emulator on ``port`` (retried while it still holds an old link)."""
     deadline = time.monotonic() + READ_TIMEOUT
     while True:
-        c = RawClient(emu.port)
+        c = RawClient(port)
         try:
             assert c.request(taskbuf.Abort()).status == Status.RESULT
             return c
@@ -496,6 +503,52 @@ def test_a_document_the_state_never_counted_is_dropped(tmp_path: Any) -> None:
     assert [(d["fd_number"], d["type"]) for d in lines] == [(1, "open_shift"), (2, "receipt")]
 
 
+def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
+    state = tmp_path / "kkt.json"
+    with cli_emulator("--state", str(state)) as (proc, port):
+        c = reconnect_port(port)
+        c.open_shift()
+        assert c.error("cash_in", amount=7_000) is None
+        assert c.sell(BREAD, pay=10_000) is None
+        assert c.error("open_receipt", receipt_type=1) is None
+        for i in range(3):
+            assert c.error("register_position", name=f"lost {i}", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("payment", payment_type=1, amount=100) is None
+        proc.send_signal(signal.SIGKILL)  # no clean stop: what a crash leaves
+        proc.wait(10)
+        c.close()
+    assert json.loads(state.read_text())["receipt"] is None
+    with Emulator(state_path=state) as emu:
+        s = emu.state
+        # The counters of the last document (the sale), the open receipt gone, select mode.
+        assert (s.fd_number, s.shift_number, s.receipt_number, s.cash, s.shift_open) == (3, 1, 1, 17_000, True)
+        assert not s.receipt_open and (s.mode, s.submode) == (0, 0)
+        assert [d["type"] for d in emu.documents()] == ["open_shift", "cash_in", "receipt"]
+        c = reconnect(emu)
+        st = c.call("status")
+        assert st["receipt_state"] == 0 and st["mode"] == 0 and st["receipt_number"] == 1
+        assert c.call("fn_status")["last_fd_number"] == 3
+        c.mode(1)
+        assert c.sell(MILK, pay_type=2) is None
+        assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
+        # A receipt open at a clean stop survives it ...
+        assert c.error("open_receipt", receipt_type=1) is None
+        assert c.error("register_position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
+        c.close()
+    assert json.loads(state.read_text())["receipt"]["items"][0]["name"] == "kept"
+    with cli_emulator("--state", str(state)) as (proc, port):
+        c = reconnect_port(port)
+        assert c.call("status")["receipt_state"] == 1
+        assert c.error("register_position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
+        # ... but once the device runs again, a kill loses it: no stale copy comes back.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        c.close()
+    with Emulator(state_path=state) as emu:
+        assert not emu.state.receipt_open and emu.state.fd_number == 4
+        assert [d["fd_number"] for d in emu.documents()] == [1, 2, 3, 4]
+
+
 # --------------------------------------------------------------------------- faults
 
 
@@ -624,13 +677,11 @@ def test_stop_is_quick_and_restartable(tmp_path: Any) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def test_command_line(tmp_path: Any) -> None:
-    state, log = tmp_path / "s.json", tmp_path / "fd.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kktapp.atol.emulator", "--port", "0", "--state", str(state), "--log", str(log),
-         "--device-time", "1", "--latency", "1", "--clock-offset", "1"],
-        stderr=subprocess.PIPE, text=True,
-    )
+@contextlib.contextmanager
+def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``python -m kktapp.atol.emulator --port 0 ARGS`` and the port it reports; stopped at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "kktapp.atol.emulator", "--port", "0", *args],
+                            stderr=subprocess.PIPE, text=True)
     try:
         port = None
         assert proc.stderr is not None
@@ -640,6 +691,17 @@ def test_command_line(tmp_path: Any) -> None:
                 port = int(line.split(" on 127.0.0.1:")[1].split(";")[0])
                 break
         assert port
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(10)
+
+
+def test_command_line(tmp_path: Any) -> None:
+    state, log = tmp_path / "s.json", tmp_path / "fd.jsonl"
+    with cli_emulator("--state", str(state), "--log", str(log), "--device-time", "1", "--latency", "1",
+                      "--clock-offset", "1") as (_, port):
         c = RawClient(port)
         assert c.request(taskbuf.Abort()).status == Status.RESULT
         _, ans = c.add("status", task_flags=Flags.WAIT_ASYNC_DATA)
@@ -647,7 +709,4 @@ def test_command_line(tmp_path: Any) -> None:
             ans = c.wait_push()
         assert commands.get("status").decode_reply(ans.reply)["model"] == 62
         c.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert json.loads(state.read_text())["clock_offset"] == 3600

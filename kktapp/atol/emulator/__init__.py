@@ -25,6 +25,9 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
 * power off / restart: counters, shift, cash, documents and an open receipt survive (the
   device comes back in registration mode with the receipt open), and so does a pending print
   (reprint 95 still finishes it); the task buffer and a task in progress do not;
+* a killed emulator process (SIGKILL, crash) is not a power cut: the state file is
+  checkpointed per fiscal document, not per position, so the open receipt is lost and the
+  device comes back as after its last document, receipt closed (see Device.save);
 * cash control: cash out (4F) and cash paid out by a return or purchase receipt cannot exceed
   the cash in the drawer (0x98), as with the device's cash control on;
 * the task buffer lives with the connection: a dropped link discards tasks not yet started.
@@ -86,14 +89,21 @@ class Emulator:
         """Listen on ``host:port`` (0 = a free port) in background threads; returns the address."""
         if self._started:
             return self.host, self.port
+        with self.device.lock:
+            if self.device.state.receipt is not None:
+                # Running again after stop(): a kill from now on must lose the open receipt.
+                self.device.save()
         self.host, self.port = self.server.listen(host, port)
         self._started = True
         self._powered = True
         return self.host, self.port
 
     def stop(self) -> None:
-        """Close the listener and the connection and wait for the threads (idempotent)."""
+        """Close the listener and the connection, wait for the threads, save everything
+        (the open receipt included: a clean stop is a power-off, not a kill). Idempotent."""
         self.server.close()
+        with self.device.lock:
+            self.device.save_all()
         self._started = False
 
     @property
@@ -158,6 +168,8 @@ class Emulator:
             return
         self._powered = False
         self.server.close()
+        with self.device.lock:
+            self.device.save_all()
 
     def power_on(self) -> None:
         """Switch it on again on the same address (see Device.power_cycle for what survives)."""
@@ -165,6 +177,8 @@ class Emulator:
             return
         with self.device.lock:
             self.device.power_cycle()
+            if self.device.state.receipt is not None:
+                self.device.save()  # running again: the checkpoint forgets the receipt
         self._powered = True
         if self._started:
             self.server.listen(self.host, self.port)

@@ -1,7 +1,8 @@
 """Run the ATOL 55Ф emulator as a TCP server: ``python -m kktapp.atol.emulator --port 5555``.
 
 Times on the command line are milliseconds (the in-process API takes seconds). SIGINT or
-SIGTERM stops it cleanly; the state file is already up to date at any moment.
+SIGTERM stops it cleanly and saves the open receipt too; SIGKILL loses only the open receipt
+(the state file is checkpointed after every fiscal document, see Device.save).
 """
 
 from __future__ import annotations

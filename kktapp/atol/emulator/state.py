@@ -4,9 +4,11 @@ A real device keeps its counters and documents in the fiscal storage (FN) and it
 in non-volatile memory, so pulling the plug loses nothing that was fiscalised. The emulator does
 the same with two files next to each other:
 
-* ``STATE`` — one JSON object (counters, shift, cash, clock offset, the open receipt), replaced
-  atomically (temp file + ``os.replace``) after every change, so a crash leaves either the old
-  or the new state, never a torn file;
+* ``STATE`` — one JSON object (counters, shift, cash, clock offset), replaced atomically (temp
+  file + ``os.replace``) after every fiscal document and every change to cash, counters,
+  clock or a pending print, so a crash leaves either the old or the new state, never a torn
+  file. The open receipt is written only on a clean stop or power-off: a killed process loses
+  it (the reasons and the consequences are in :meth:`.device.Device.save`);
 * ``STATE.docs.jsonl`` — the fiscal documents, one JSON object per line, appended. Documents are
   append-only in an FN too; rewriting all of them into the state file after every receipt would
   make long benchmark runs quadratic.
