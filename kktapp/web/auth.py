@@ -245,15 +245,20 @@ def address_allowed(addr: str | None, entries: Iterable[str] | str | None) -> bo
 
 # --------------------------------------------------------------------------- users
 
-# Checked for unknown logins so that the answer takes as long as for a known one.
-_DUMMY_HASH = generate_password_hash("kkt-dummy-password", method="pbkdf2:sha256:1000")
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked for unknown logins so that the answer takes as long as for a known one.
+
+    Same method as python -m kktapp.passwd produces (scrypt), made once per process.
+    """
+    return generate_password_hash("kkt-dummy-password", method="scrypt")
 
 
 def _verify(login: str, password: str) -> User | None:
     users = current_app.config.get("USERS") or {}
     entry = users.get(login)
     if not isinstance(entry, dict) or not entry.get("password_hash"):
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         if entry is not None:
             log.error("У пользователя %r в USERS нет password_hash (создайте: python -m kktapp.passwd)", login)
         return None
