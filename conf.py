@@ -26,6 +26,8 @@ OPERATOR_PASSWORD = "30"
 #      "access_password": "0000", "operator_password": "30"},
 # ]
 DEVICES = None
+# Имя кассы № 1 для страницы статуса, когда задан только DEVICE_URL.
+DEVICE_NAME = "Касса 1"
 
 # --- Чек / receipt --------------------------------------------------------------------------
 # Система налогообложения (тег 1055): osn, usnIncome, usnIncomeOutcome, esn, patent;
@@ -69,6 +71,17 @@ USERS = {}
 ONEC_ALLOWED_ADDRESSES = ["127.0.0.1", "::1"]
 # Команды RESET_SUMMARY и TECH_RESET стирают данные ККТ: выключены, пока здесь False.
 ALLOW_DEVICE_RESET = False
+# После стольких неверных паролей подряд для пары «адрес + логин» вход блокируется
+# (429, с 2 с, удваиваясь до 5 минут); для одного адреса с любыми логинами — после второго числа.
+AUTH_FAILURES_BEFORE_LOCK = 5
+AUTH_ADDRESS_FAILURES_BEFORE_LOCK = 20
+
+# --- Протокол atol-kkt-service / compat ---------------------------------------------------
+# type_close tc1..tc6 задаются в самой ККТ; здесь — какой это тип оплаты для чека
+# (cash, electronic, prepaid, credit, other). Не перечисленные — "electronic".
+COMPAT_PAYMENT_TYPES = {}
+# Через сколько секунд забывать незавершённый набор сегментов SEGMENT.
+COMPAT_SEGMENT_TTL = 600
 
 # --- Журнал работы / log ----------------------------------------------------------------------
 # Файл лога (ротация по 10 МБ, 10 файлов) или None — только в stderr (лог Apache/gunicorn).
