@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from kktapp.atol import model, taskbuf
+from kktapp.atol import commands, model, taskbuf
 from kktapp.atol.driver import AtolDriver, step
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.errors import ErrorCode
@@ -151,6 +151,28 @@ def test_sell_pipelined(shift: AtolDriver, emu: Emulator):
     assert doc["customer_contact"] == "buyer@example.com"
     assert doc["attributes"][str(model.TAG_CASHIER_NAME)] == "Иванова"
     assert shift.last_document().result == result
+
+
+def test_names_longer_than_e6_arrive_whole_as_tag_1030(shift: AtolDriver, emu: Emulator):
+    long = ("Сыр Российский выдержанный, весовой, производитель ООО Молочные реки № 1; " * 2)[:128]
+    exact = "Ж" * commands.POSITION_NAME_BYTES
+    assert len(long) == 128
+    r = receipt(pos(long, 1000, payment_object=4), pos(exact, 500), pos("Хлеб", 300))
+    steps = shift.receipt_steps(r)
+    # The long name: E6 with its first 64 bytes, then at once E8 1030 with all of it, then
+    # the other position attributes; names that fit go in E6 alone.
+    e6 = [i for i, s in enumerate(steps) if s.command.name == "register_position"]
+    names = [commands.get("register_position").decode_request(
+        steps[i].command.encode(**steps[i].params))["name"] for i in e6]
+    assert names == [long[:64], exact, "Хлеб"]
+    after = steps[e6[0] + 1]
+    assert after.command.name == "write_attribute" and after.params["tag"] == model.TAG_ITEM_NAME
+    assert steps[e6[0] + 2].params["tag"] == model.TAG_PAYMENT_OBJECT
+    assert all(steps[i + 1].command.name != "write_attribute" for i in e6[1:])
+    shift.sell(r)
+    items = emu.documents()[-1]["items"]
+    assert [i["name"] for i in items] == [long, exact, "Хлеб"]
+    assert items[0]["payment_object"] == 4 and "payment_object" not in items[1]
 
 
 def test_position_amount_differs_from_price_times_quantity(shift: AtolDriver, emu: Emulator):

@@ -416,6 +416,27 @@ def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emu
     assert "payment_method" not in items[1] and items[1]["tax"] == "vat0"
 
 
+def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
+    long = ("Колбаса варёная Докторская высшего сорта, ГОСТ, в натуральной оболочке " * 2)[:128]
+    log_path = tmp_path / "fd.jsonl"
+    with Emulator(log_path=log_path) as emu:
+        c = reconnect(emu)
+        c.open_shift()
+        assert c.error("open_receipt", receipt_type=1) is None
+        # E6 carries what fits (the field cuts to 64 bytes), E8 1030 the whole name.
+        assert c.error("register_position", name=long, price=100, quantity=Decimal(1), tax=11) is None
+        assert emu.state.receipt is not None and emu.state.receipt.items[0]["name"] == long[:64]
+        value = commands.attribute_value(model.TAG_ITEM_NAME, long)
+        assert len(value) == 128
+        assert c.error("write_attribute", tag=model.TAG_ITEM_NAME, value=value) is None
+        assert c.error("register_position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("close_receipt", payment_type=2) is None
+        items = emu.documents()[-1]["items"]
+        assert [i["name"] for i in items] == [long, "короткое"]
+        assert json.loads(log_path.read_text(encoding="utf-8").splitlines()[-1])["items"][0]["name"] == long
+        c.close()
+
+
 def test_test_mode_fiscalises_nothing(tmp_path: Any) -> None:
     log_path = tmp_path / "fd.jsonl"
     with Emulator(log_path=log_path) as emu:

@@ -315,6 +315,9 @@ def _opt(name: str, kind: Kind) -> Field:
 _M = model.Mode
 _T = model.TIMEOUTS
 
+#: [S] Bytes of item name in E6 (atol4j; 104-byte command). Longer names: model.LONG_NAME_BY_TAG1030.
+POSITION_NAME_BYTES = 64
+
 COMMANDS_LIST: tuple[Command, ...] = (
     # ---- status and identity
     Command(0x3F, "status", "запрос состояния", reply_head=b"\x44", reply=(
@@ -349,7 +352,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _f("receipt_type", U8()),
     ), mode=_M.REGISTRATION),
     Command(0xE6, "register_position", "регистрация позиции", request=(
-        _opt("flags", U8()), _f("name", Text(64)), _f("price", BCD(6)), _f("quantity", Quantity()),
+        _opt("flags", U8()), _f("name", Text(POSITION_NAME_BYTES)), _f("price", BCD(6)), _f("quantity", Quantity()),
         _f("discount_type", U8(), 1), _opt("discount_sign", U8()), _opt("discount_sum", BCD(6)),
         _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
     ), mode=_M.REGISTRATION, timeout=_T[0xE6]),
@@ -523,6 +526,11 @@ def text_line(text: str, flags: int) -> TextLine:
         double_width=bool(flags & model.PRINT_DOUBLE_WIDTH), double_height=bool(flags & model.PRINT_DOUBLE_HEIGHT),
         align=align,
     )
+
+
+def name_fits_position(name: str) -> bool:
+    """True when the whole name fits in E6; else it also goes as tag 1030 (model.LONG_NAME_BY_TAG1030)."""
+    return len(codec.encode_text(name)) <= POSITION_NAME_BYTES
 
 
 def attribute_value(tag: int, value: str | int | dt.date) -> bytes:

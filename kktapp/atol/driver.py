@@ -502,6 +502,11 @@ class AtolDriver:
         steps = [step("register_position", where, name=pos.name, price=pos.price, quantity=pos.quantity,
                       discount_sign=0 if diff >= 0 else 1, discount_sum=abs(diff), tax=pos.vat.tag1199,
                       section=pos.department)]
+        if not commands.name_fits_position(pos.name):
+            # E6 cut the name to its first bytes; the whole name follows at once as tag 1030
+            # (model.LONG_NAME_BY_TAG1030), so the document carries it uncut.
+            steps.append(step("write_attribute", f"{where}, реквизит {model.TAG_ITEM_NAME} (полное наименование)",
+                              tag=model.TAG_ITEM_NAME, value=commands.attribute_value(model.TAG_ITEM_NAME, pos.name)))
         values = {model.TAG_PAYMENT_METHOD: int(pos.payment_method), model.TAG_PAYMENT_OBJECT: pos.payment_object,
                   model.TAG_UNIT: pos.unit}
         for tag, value in values.items():

@@ -100,7 +100,7 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # --------------------------------------------------------------------------- FFD attributes (E8)
 #
 # [U] Command E8 "write attribute": ``E8 flags tag(2 LE) len(2 LE) value``, mode 1, receipt
-# open. flags is 0 (reserved). Position tags (1212, 1214, 2108) apply to the position most
+# open. flags is 0 (reserved). Position tags (1030, 1212, 1214, 2108) apply to the position most
 # recently registered with E6; receipt tags apply to the open receipt. String values are in the
 # device text codec (:func:`kktapp.atol.codec.encode_text`); integer tags are one byte; 1178
 # (a date) is 4 bytes LE unix time at 00:00 UTC, as FFD's UnixTime type. The device stores tags
@@ -108,6 +108,7 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # default below. Settle with the manual (the command may be named "Записать реквизит").
 
 TAG_CUSTOMER_CONTACT = 1008
+TAG_ITEM_NAME = 1030
 TAG_CASHIER_NAME = 1021
 TAG_CASHIER_INN = 1203
 TAG_CORRECTION_TYPE = 1173
@@ -119,12 +120,23 @@ TAG_UNIT = 2108
 
 #: Position tags and the value the device assumes when the host does not write them.
 POSITION_TAG_DEFAULTS = {TAG_PAYMENT_METHOD: 4, TAG_PAYMENT_OBJECT: 1, TAG_UNIT: 0}
+
+#: [U] Names longer than E6 carries. E6 has room for 64 bytes of name
+#: (:data:`kktapp.atol.commands.POSITION_NAME_BYTES`, [S]), FFD tag 1030 allows 128 characters
+#: and the 1C contract accepts 128. When the name does not fit, the host sends the first 64
+#: bytes in E6 and then, as the very next task, the whole name as tag 1030 with E8 (position
+#: scope, like 1212/1214/2108: it applies to the position just registered). The device puts
+#: the full 1030 value into the document (FN, print, OFD) instead of the cut E6 name. A name
+#: that fits is sent in E6 only. Settle with the manual (real firmware may take longer names
+#: in E6 itself, or want 1030 before E6).
+LONG_NAME_BY_TAG1030 = True
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN,
     TAG_CORRECTION_TYPE, TAG_CORRECTION_DATE, TAG_CORRECTION_ORDER,
 })
-STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_ORDER})
+STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
+                         TAG_CORRECTION_ORDER})
 BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 

@@ -33,7 +33,9 @@ SHIFT_HOURS = 24
 ADMIN_OPERATOR = 29
 
 #: Position attributes (model: E8 applies them to the last E6 position) → key in the log.
+#: 1030 replaces the name E6 had to cut (model.LONG_NAME_BY_TAG1030).
 POSITION_TAG_KEYS = {
+    model.TAG_ITEM_NAME: "name",
     model.TAG_PAYMENT_OBJECT: "payment_object", model.TAG_PAYMENT_METHOD: "payment_method", model.TAG_UNIT: "unit",
 }
 #: Receipt type byte (92) → settlement type; payment type byte (99 / 4A) → payment type.
@@ -347,11 +349,13 @@ class Device:
         return amount
 
     def write_attribute(self, tag: int, value: Any) -> None:
-        """Write an FFD attribute to the open receipt (1008 contact; 1212/1214/2108 go to the
-        last position, which is what the position command has no room for)."""
+        """Write an FFD attribute to the open receipt (1008 contact; 1030/1212/1214/2108 go to
+        the last position, which is what the position command has no room for)."""
         self._mode(Mode.REGISTRATION)
         r = self._receipt()
         if tag in POSITION_TAG_KEYS and r.items:
+            if tag == model.TAG_ITEM_NAME:
+                log.info("emulator %s: position %d full name (1030): %s", self.state.serial, len(r.items), value)
             r.items[-1][POSITION_TAG_KEYS[tag]] = value
         else:
             r.attributes[str(tag)] = value
