@@ -1,0 +1,609 @@
+"""Fault-injection suite (issue 5): whatever breaks, exactly one fiscal document per key.
+
+Every test drives real receipts through the service and the ATOL driver into the emulator
+(kktapp.atol.emulator), injects faults, and then checks the emulator's fiscal document log:
+
+* exactly one fiscal receipt per key (no duplicates),
+* every key the service acknowledged as done is in the log (nothing lost),
+* every acknowledged answer equals its document (FD number, fiscal sign, total, shift, number).
+
+Faults: the link dropped after every task of a receipt, half a frame, a corrupted byte, paper
+running out before each printing command, the device switched off at random moments, many
+concurrent clients on several devices with link drops, and the server process killed with
+SIGKILL (gunicorn workers, and the whole server) while clients retry with the same key.
+
+At the end of the module one line sums it up: trials, faults injected, duplicates, lost.
+Randomness is seeded (KKT_FAULT_SEED, printed in the summary) so a failure can be replayed;
+every loop and wait is bounded; only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import e2e
+import pytest
+from fakes import eventually, make_receipt
+
+from kktapp import owner as owner_mod
+from kktapp.atol.driver import AtolDriver
+from kktapp.atol.emulator import Emulator
+from kktapp.journal import DONE, FAILED
+from kktapp.service import DeviceConfig, FiscalService
+
+log = logging.getLogger(__name__)
+SEED = int(os.environ.get("KKT_FAULT_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
+#: Totals for the summary line.
+SUMMARY: Counter[str] = Counter()
+#: Seconds a single receipt may take to settle under faults (bounds, not expectations).
+SETTLE = 60.0
+#: SIGKILLs per run of the server-kill test.
+KILLS = 30
+
+
+# ---------------------------------------------------------------------- bookkeeping
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary_line(request: pytest.FixtureRequest):
+    """Print the one summary line after the module's tests."""
+    yield
+    line = (
+        f"fault suite: {SUMMARY['trials']} trials, {SUMMARY['faults']} faults injected, "
+        f"{SUMMARY['duplicates']} duplicates, {SUMMARY['lost']} lost "
+        f"(mismatched answers {SUMMARY['mismatches']}, seed {SEED})"
+    )
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if capture is not None and reporter is not None:
+        # Past pytest's output capture, straight to the terminal.
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("")
+            reporter.write_line(line)
+    log.warning("%s", line)
+
+
+def read_log(path: Path) -> list[dict]:
+    """The emulator's JSON-lines document log."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def item_name(key: str) -> str:
+    return f"Товар {key}"
+
+
+def check(docs: list[dict], sent: set[str], answers: dict[str, dict]) -> tuple[int, int, list[str]]:
+    """Duplicates, lost keys and answer mismatches of one device's log; adds to the summary."""
+    by_name: dict[str, list[dict]] = {}
+    for doc in docs:
+        if doc.get("type") == "receipt":
+            by_name.setdefault(doc["items"][0]["name"], []).append(doc)
+    duplicates = sum(len(by_name.get(item_name(k), [])) - 1 for k in sent if len(by_name.get(item_name(k), [])) > 1)
+    lost = sum(1 for k in answers if not by_name.get(item_name(k)))
+    mismatches = []
+    for key, result in answers.items():
+        found = by_name.get(item_name(key))
+        if not found:
+            continue
+        doc = found[0]
+        want = {
+            "fiscal_document_number": doc["fd_number"], "fiscal_sign": str(doc["fiscal_sign"]),
+            "total": doc["total"], "shift_number": doc["shift_number"], "receipt_number": doc["receipt_number"],
+        }
+        got = {k: result.get(k) for k in want}
+        when = dt.datetime.fromisoformat(result["datetime"]).replace(second=0)
+        if got != want or when != dt.datetime.fromisoformat(doc["datetime"]).replace(second=0):
+            mismatches.append(f"{key}: answer {got} {result['datetime']} != document {want} {doc['datetime']}")
+    SUMMARY["duplicates"] += duplicates
+    SUMMARY["lost"] += lost
+    SUMMARY["mismatches"] += len(mismatches)
+    strays = [name for name in by_name if not any(name == item_name(k) for k in sent)]
+    assert not strays, f"documents for keys never sent: {strays[:5]}"
+    return duplicates, lost, mismatches
+
+
+def assert_exactly_once(docs: list[dict], sent: set[str], answers: dict[str, dict]) -> None:
+    duplicates, lost, mismatches = check(docs, sent, answers)
+    assert duplicates == 0, f"{duplicates} duplicate fiscal documents"
+    assert lost == 0, f"{lost} acknowledged receipts missing from the FN"
+    assert not mismatches, "\n".join(mismatches[:10])
+
+
+@contextlib.contextmanager
+def refusals_counted() -> Iterator[Counter[str]]:
+    """Count the emulators' refusals of a second connection while the block runs."""
+    counts: Counter[str] = Counter()
+
+    class CountRefusals(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "refusing a second connection" in record.getMessage():
+                counts["n"] += 1
+
+    handler = CountRefusals()
+    server_log = logging.getLogger("kktapp.atol.emulator.server")
+    old_level = server_log.level
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    try:
+        yield counts
+    finally:
+        server_log.removeHandler(handler)
+        server_log.setLevel(old_level)
+
+
+# ---------------------------------------------------------------------- in-process rig
+
+
+class Rig:
+    """Emulators and services for one test; everything is stopped at the end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.emulators: list[Emulator] = []
+        self.services: list[FiscalService] = []
+
+    def emulator(self) -> Emulator:
+        n = len(self.emulators) + 1
+        emu = Emulator(log_path=self.tmp / f"fd-{n}.jsonl", serial=f"0010620100{n:04d}")
+        emu.start("127.0.0.1", 0)
+        emu.log_file = self.tmp / f"fd-{n}.jsonl"  # type: ignore[attr-defined]
+        self.emulators.append(emu)
+        return emu
+
+    def service(self, emulators: list[Emulator]) -> FiscalService:
+        devices = [DeviceConfig(number=i, name=f"Касса {i}", url=e.url) for i, e in enumerate(emulators, 1)]
+        service = FiscalService(
+            str(self.tmp / "journal.sqlite3"), devices, status_refresh=3600,
+            # A short answer timeout: a link the emulator half-closed is noticed quickly.
+            driver_factory=lambda cfg: AtolDriver(cfg.url, timeout=2.0),
+        )
+        self.services.append(service)
+        return service
+
+    def close(self) -> None:
+        for service in self.services:
+            service.stop()
+            service.journal.close()
+        for emu in self.emulators:
+            emu.power_on()
+            emu.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Reconnect quickly: the emulator is back in milliseconds, not seconds.
+    monkeypatch.setattr(owner_mod, "RECONNECT_MIN", 0.02)
+    monkeypatch.setattr(owner_mod, "RECONNECT_MAX", 0.2)
+    monkeypatch.setattr(owner_mod, "HOLD_RETRY", 0.1)
+    monkeypatch.setattr(owner_mod, "ELECTION_INTERVAL", 0.1)
+    r = Rig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def sell(service: FiscalService, key: str, *, device: int = 1, wait: float = SETTLE):
+    return service.submit_receipt(make_receipt(name=item_name(key), price=1000 + len(key)), device=device, key=key,
+                                  source="faults", wait=wait)
+
+
+def settle(service: FiscalService, job_id: str, *, held_ok: bool = False) -> Any:
+    """Wait (bounded) until the job is finished and (unless ``held_ok``) nothing holds its device."""
+    def done() -> bool:
+        job = service.get_job(job_id)
+        return job is not None and job.finished and (held_ok or not service.unsettled(job.device))
+
+    assert eventually(done, SETTLE, 0.02), f"job {job_id} not settled: {service.get_job(job_id)}"
+    return service.get_job(job_id)
+
+
+def quiet(service: FiscalService, emu: Emulator, device: int = 1) -> None:
+    """Wait until the owner has refreshed its status after the last job (no task in flight)."""
+    def idle() -> bool:
+        snap = service.snapshot(device)
+        last = snap.get("last_document") or {}
+        return (snap.get("link") == "ok" and last.get("fd_number") == emu.state.fd_number
+                and not any(snap["queue"].values()))
+
+    assert eventually(idle, SETTLE, 0.01)
+
+
+# ---------------------------------------------------------------------- the link, step by step
+
+
+def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
+    emu = rig.emulator()
+    service = rig.service([emu])
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+
+    def trial(key: str, inject) -> None:  # noqa: ANN001
+        quiet(service, emu)
+        inject()
+        SUMMARY["faults"] += 1
+        SUMMARY["trials"] += 1
+        sent.add(key)
+        t0 = time.monotonic()
+        # A copy owed for lack of paper holds the queue until the paper is back: that is checked
+        # by the caller.
+        job = settle(service, sell(service, key, wait=0).id, held_ok=True)
+        log.info("trial %s: %.3f s", key, time.monotonic() - t0)
+        if job.state == FAILED:
+            # A clean refusal (paper): nothing fiscalised; the client retries with the same key.
+            emu.paper_in()
+            job = settle(service, sell(service, key, wait=0).id)
+        assert job.state == DONE, job
+        answers[key] = job.result
+
+    warm = f"warm-{uuid.uuid4().hex[:6]}"
+    sent.add(warm)
+    answers[warm] = settle(service, sell(service, warm).id).result
+    # Steps of one job: shift check, FD number, the pipelined receipt, the document read, the
+    # status refresh after it. Dropping after the n-th task walks through all of them.
+    for n in range(1, 31):
+        trial(f"drop{n}-{uuid.uuid4().hex[:6]}", lambda n=n: emu.drop_after_tasks(n))
+    for i in range(8):
+        trial(f"half{i}-{uuid.uuid4().hex[:6]}", emu.drop_mid_frame)
+        trial(f"crc{i}-{uuid.uuid4().hex[:6]}", emu.corrupt_next_byte)
+    for command in ("open_receipt", "register_position", "close_receipt"):
+        for i in range(3):
+            def out(command: str = command) -> None:
+                emu.paper_out(before=command)
+            key = f"paper-{command}-{i}-{uuid.uuid4().hex[:6]}"
+            trial_started = time.monotonic()
+            trial(key, out)
+            assert time.monotonic() - trial_started < SETTLE
+            if emu.state.print_pending or not emu.device.paper:
+                # Fiscalised, not printed: the queue holds until paper is back, then the copy.
+                emu.paper_in()
+            assert eventually(lambda: not service.unsettled(), SETTLE, 0.02)
+            assert not emu.state.print_pending
+    assert not emu.state.receipt_open
+    assert_exactly_once(read_log(emu.log_file), sent, answers)
+
+
+def test_device_switched_off_at_random_moments(rig: Rig) -> None:
+    rnd = random.Random(SEED)
+    emu = rig.emulator()
+    service = rig.service([emu])
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+    for i in range(40):
+        key = f"power{i}-{uuid.uuid4().hex[:6]}"
+        sent.add(key)
+        SUMMARY["trials"] += 1
+        SUMMARY["faults"] += 1
+        cut = threading.Timer(rnd.uniform(0.0, 0.04), emu.power_off)
+        cut.start()
+        job = sell(service, key, wait=0)
+        cut.join()
+        time.sleep(rnd.uniform(0.0, 0.1))
+        emu.power_on()
+        answers[key] = settle(service, job.id).result
+    assert_exactly_once(read_log(emu.log_file), sent, answers)
+
+
+def test_many_clients_on_several_devices_with_link_drops(rig: Rig) -> None:
+    rnd = random.Random(SEED + 1)
+    emus = [rig.emulator() for _ in range(3)]
+    # Two services on one journal: two processes' worth of owners competing for each device.
+    services = [rig.service(emus), rig.service(emus)]
+    sent: dict[int, set[str]] = {n: set() for n in (1, 2, 3)}
+    answers: dict[int, dict[str, dict]] = {n: {} for n in (1, 2, 3)}
+    lock = threading.Lock()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(c: int) -> None:
+        crnd = random.Random(SEED + 100 + c)
+        for i in range(10):
+            device = crnd.randint(1, 3)
+            key = f"c{c}-{i}-{uuid.uuid4().hex[:6]}"
+            with lock:
+                sent[device].add(key)
+            service = services[crnd.randint(0, 1)]
+            try:
+                job = sell(service, key, device=device, wait=SETTLE)
+                if not job.finished:
+                    job = settle(service, job.id)
+                # A retry of the same key (the answer got lost) must get the same answer.
+                again = sell(services[crnd.randint(0, 1)], key, device=device, wait=SETTLE)
+                if job.state != DONE or again.id != job.id or again.result != job.result:
+                    raise AssertionError(f"{key}: {job} / {again}")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                with lock:
+                    failures.append(f"{key}: {exc!r}")
+                continue
+            with lock:
+                answers[device][key] = job.result
+
+    def injector() -> None:
+        while not stop.is_set():
+            emu = rnd.choice(emus)
+            emu.drop_after_tasks(rnd.randint(1, 12))
+            with lock:
+                SUMMARY["faults"] += 1
+            stop.wait(rnd.uniform(0.05, 0.2))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+    chaos = threading.Thread(target=injector)
+    with refusals_counted() as refusals:
+        try:
+            for t in threads:
+                t.start()
+            chaos.start()
+            for t in threads:
+                t.join(SETTLE * 4)
+        finally:
+            stop.set()
+            chaos.join(10)
+    assert not any(t.is_alive() for t in threads)
+    SUMMARY["trials"] += sum(len(s) for s in sent.values())
+    assert not failures, failures[:5]
+    for n, emu in enumerate(emus, 1):
+        assert_exactly_once(read_log(emu.log_file), sent[n], answers[n])
+    # One link per device: the emulator never had to refuse a second connection.
+    assert refusals["n"] == 0
+
+
+# ---------------------------------------------------------------------- SIGKILL of the server
+
+
+def owner_pid(journal: Path, device: int = 1) -> int | None:
+    """The pid written by the process that holds the device's lock (may be stale)."""
+    try:
+        text = Path(f"{journal}.device-{device}.lock").read_text().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def post_receipt(url: str, key: str, device: int, timeout: float = 20.0) -> tuple[int, dict | None]:
+    body = {
+        "id": key, "device": device,
+        "items": [{"name": item_name(key), "price": "10.00", "quantity": 1, "tax": "vat22"}],
+        "payments": [{"type": "electronic", "amount": "10.00"}],
+    }
+    try:
+        status, _, raw = e2e.request("POST", f"{url}/api/v1/receipts?wait=10", json.dumps(body),
+                                     {"Content-Type": "application/json"}, timeout=timeout)
+    except OSError:
+        return 0, None
+    except Exception:  # noqa: BLE001 - http.client errors of a killed worker
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, None
+
+
+def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
+    rnd = random.Random(SEED + 2)
+    emus = []
+    for n in (1, 2):
+        emu = Emulator(log_path=tmp_path / f"fd-{n}.jsonl", serial=f"0010620200{n:04d}")
+        emu.start("127.0.0.1", 0)
+        emus.append(emu)
+    journal = tmp_path / "journal.sqlite3"
+    settings = e2e.write_settings(
+        tmp_path / "site.py",
+        DEVICES=[{"number": n, "name": f"Касса {n}", "url": e.url} for n, e in enumerate(emus, 1)],
+        JOURNAL_PATH=str(journal), AUTH_REQUIRED=False, LOG_FILE=str(tmp_path / "kkt.log"),
+        LOG_LEVEL="INFO", STATUS_REFRESH_SECONDS=2,
+    )
+    sent: dict[int, set[str]] = {1: set(), 2: set()}
+    answers: dict[int, dict[str, dict]] = {1: {}, 2: {}}
+    lock = threading.Lock()
+    stop = threading.Event()
+    failures: list[str] = []
+    server: dict[str, e2e.ServerProcess] = {}
+    port = e2e.free_port()
+    restarts = [0]
+    kills: Counter[str] = Counter()
+    #: Set once KILLS processes have been killed: the clients stop taking new keys.
+    enough = threading.Event()
+
+    def start_server() -> None:
+        # Alternate plain and --preload (fork after create_app) starts: both must be fork-safe.
+        extra = ["--preload"] if restarts[0] % 2 else []
+        srv = e2e.start_gunicorn(settings, port=port, workers=3, threads=8, extra_args=extra,
+                                 log_path=tmp_path / f"gunicorn-{restarts[0]}.log")
+        restarts[0] += 1
+        server["srv"] = srv
+
+    def client(c: int) -> None:
+        crnd = random.Random(SEED + 200 + c)
+        # New keys until enough kills have happened (bounded by a number of keys as well).
+        for i in range(40):
+            if enough.is_set():
+                return
+            device = crnd.randint(1, 2)
+            key = f"k{c}-{i}-{uuid.uuid4().hex[:6]}"
+            with lock:
+                sent[device].add(key)
+            deadline = time.monotonic() + SETTLE * 2
+            while time.monotonic() < deadline:
+                srv = server.get("srv")
+                status, body = post_receipt(srv.url, key, device) if srv else (0, None)
+                if status == 200 and body and body.get("state") == DONE:
+                    with lock:
+                        answers[device][key] = body["result"]
+                    break
+                # Killed worker, restarting server, 202 or 503: the client retries the same key.
+                time.sleep(0.05)
+            else:
+                with lock:
+                    failures.append(f"{key}: no answer in time")
+
+    def killer() -> None:
+        while not stop.is_set():
+            stop.wait(rnd.uniform(0.1, 0.4))
+            if stop.is_set():
+                return
+            srv = server.get("srv")
+            if srv is None:
+                continue
+            if rnd.random() < 0.15:
+                # The whole server dies (kill -9 of the group) and is started again.
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+                srv.proc.wait(10)
+                with lock:
+                    SUMMARY["faults"] += 1
+                    kills["server"] += 1
+                    if sum(kills.values()) >= KILLS:
+                        enough.set()
+                server.pop("srv", None)
+                start_server()
+                continue
+            pid = owner_pid(journal, rnd.randint(1, 2))
+            if pid and pid != srv.proc.pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                with lock:
+                    SUMMARY["faults"] += 1
+                    kills["owner"] += 1
+                    if sum(kills.values()) >= KILLS:
+                        enough.set()
+
+    counting = refusals_counted()
+    refusals = counting.__enter__()
+    start_server()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+    chaos = threading.Thread(target=killer)
+    try:
+        for t in threads:
+            t.start()
+        chaos.start()
+        for t in threads:
+            t.join(SETTLE * 3)
+        stop.set()
+        chaos.join(30)
+        alive = [t for t in threads if t.is_alive()]
+        assert not alive, "clients still running"
+        SUMMARY["trials"] += sum(len(s) for s in sent.values())
+        assert not failures, failures[:5]
+        for n in (1, 2):
+            assert_exactly_once(read_log(tmp_path / f"fd-{n}.jsonl"), sent[n], answers[n])
+        service_log = (tmp_path / "kkt.log").read_text(encoding="utf-8")
+        log.info("SIGKILL: %d owners, %d whole servers; %d jobs found in flight, %d found fiscalised; "
+                 "%d second connections refused", kills["owner"], kills["server"],
+                 service_log.count("работа сервиса прервалась"), service_log.count("был пробит до сбоя"),
+                 refusals["n"])
+    finally:
+        counting.__exit__(None, None, None)
+        stop.set()
+        srv = server.get("srv")
+        if srv is not None:
+            srv.stop()
+        for emu in emus:
+            emu.stop()
+
+
+# ---------------------------------------------------------------------- processes sharing devices
+
+
+class Proc:
+    """tests/svc_proc.py in a subprocess: a FiscalService of its own on the shared journal."""
+
+    def __init__(self, journal: Path, urls: list[str], log_path: Path) -> None:
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("svc_proc.py")), str(journal), *urls],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
+            preexec_fn=e2e._die_with_parent,
+        )
+        self.pid = self.proc.pid
+
+    def ask(self, cmd: dict, timeout: float = SETTLE) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"process {self.pid} did not answer {cmd} in {timeout} s"
+        return json.loads(self.proc.stdout.readline())
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # type: ignore[union-attr]
+                self.proc.wait(20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) -> None:
+    """Three processes, one journal, two devices: one connection per device, takeover after kill -9."""
+    counting = refusals_counted()
+    refusals = counting.__enter__()
+    emus = [Emulator(log_path=tmp_path / f"fd-{n}.jsonl", serial=f"0010620300{n:04d}") for n in (1, 2)]
+    for emu in emus:
+        emu.start("127.0.0.1", 0)
+    journal = tmp_path / "journal.sqlite3"
+    procs = [Proc(journal, [e.url for e in emus], tmp_path / f"proc-{i}.log") for i in range(3)]
+    sent: dict[int, set[str]] = {1: set(), 2: set()}
+    answers: dict[int, dict[str, dict]] = {1: {}, 2: {}}
+
+    def sell_via(proc: Proc, device: int, key: str) -> None:
+        sent[device].add(key)
+        job = proc.ask({"op": "sell", "key": key, "device": device, "wait": SETTLE})
+        assert job["state"] == DONE, job
+        answers[device][key] = job["result"]
+
+    try:
+        for proc in procs:
+            assert proc.ask({"op": "start"})["pid"] == proc.pid
+        for round_ in range(4):
+            for i, proc in enumerate(procs):
+                sell_via(proc, 1 + (i + round_) % 2, f"p{i}-r{round_}-{uuid.uuid4().hex[:6]}")
+        SUMMARY["trials"] += 12
+        alive = list(procs)
+        for takeover in range(2):
+            # Kill -9 the owner of device 1 (it may own device 2 too); a survivor takes over.
+            pid = owner_pid(journal, 1)
+            victim = next(p for p in alive if p.pid == pid)
+            victim.kill()
+            alive.remove(victim)
+            SUMMARY["faults"] += 1
+            for device in (1, 2):
+                for n in range(3):
+                    sell_via(alive[n % len(alive)], device, f"t{takeover}-{device}-{n}-{uuid.uuid4().hex[:6]}")
+                    SUMMARY["trials"] += 1
+            assert owner_pid(journal, 1) in {p.pid for p in alive}
+        owners = [p.ask({"op": "owners"}) for p in alive]
+        assert sum(o["1"] for o in owners) == 1 and sum(o["2"] for o in owners) == 1
+    finally:
+        for proc in procs:
+            proc.stop()
+        for emu in emus:
+            emu.stop()
+        counting.__exit__(None, None, None)
+    for n in (1, 2):
+        assert_exactly_once(read_log(tmp_path / f"fd-{n}.jsonl"), sent[n], answers[n])
+    assert refusals["n"] == 0, "a second connection was attempted while the device was owned"
