@@ -63,7 +63,11 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     try:
         yield application
     finally:
-        application.extensions["kkt"].stop()
+        service = application.extensions["kkt"]
+        service.stop()
+        # Per-thread SQLite handles outlive the threads; hundreds of tests would otherwise run
+        # the process past 1024 descriptors, where select() in the serial link fails.
+        service.journal.close()
         # create_app adds a file handler per LOG_FILE to the package logger; drop this test's.
         pkg = logging.getLogger("kktapp")
         for handler in list(pkg.handlers):

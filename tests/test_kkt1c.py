@@ -18,6 +18,7 @@ import webtest
 from werkzeug.security import generate_password_hash
 
 from kktapp import __version__, domain
+from kktapp.atol import codec
 from kktapp.errors import LinkError, ResultCode
 from kktapp.journal import Job
 from kktapp.owner import Reasons
@@ -69,6 +70,11 @@ def post(testapp, body: Any, *, content_type: str = FORM, status: int | str = "*
     return testapp.post(url, params=raw, content_type=content_type, status=status, **kw)
 
 
+def on_device(name: str) -> str:
+    """A name as the device stores it: its code page has no «», so the codec writes " instead."""
+    return codec.decode_text(codec.encode_text(name))
+
+
 def receipts(emulator) -> list[dict]:
     return [d for d in emulator.documents() if d["type"] == "receipt"]
 
@@ -115,7 +121,7 @@ def test_receipt_is_fiscalised(testapp, emulator):
     assert doc["receipt_number"] == data["check_number"]
     assert doc["shift_number"] == data["shift_number"]
     assert doc["total"] == 195072 + 14985
-    assert [i["name"] for i in doc["items"]] == ["Чай чёрный «Цейлон», 100 г", "Кофе зерновой"]
+    assert [i["name"] for i in doc["items"]] == [on_device("Чай чёрный «Цейлон», 100 г"), "Кофе зерновой"]
     assert [i["price"] for i in doc["items"]] == [32512, 9990]
     assert [i["amount"] for i in doc["items"]] == [195072, 14985]
     assert [i["tax"] for i in doc["items"]] == ["vat22", "vat10"]
@@ -155,7 +161,10 @@ def test_body_with_bom(testapp, emulator):
 def test_cyrillic_and_long_names(testapp, emulator):
     names = ["Ёлочная игрушка «Шар» №5 — 10 см", "Щётка для обуви, чёрная", "Я" * 128]
     post(testapp, document(*(position(n, "10.00", "1") for n in names)), status=200)
-    assert [i["name"] for i in receipts(emulator)[0]["items"]] == names
+    got = [i["name"] for i in receipts(emulator)[0]["items"]]
+    assert got[:2] == [on_device(n) for n in names[:2]]
+    # The position command carries 64 characters of the 128 tag 1030 allows (ATOL E6).
+    assert len(got[2]) >= 64 and on_device(names[2]).startswith(got[2])
 
 
 def test_position_10_prints_after_position_9(testapp, emulator):
@@ -381,14 +390,47 @@ def test_no_paper(testapp, emulator):
     assert receipts(emulator) == []
 
 
-def test_device_off(testapp, emulator):
+def test_paper_runs_out_after_fiscalisation(testapp, emulator):
+    """Fiscalised, but the paper copy failed: 1C must record the receipt (result_code 0)."""
+    post(testapp, document(number="ТР00-1"), status=200)
+    emulator.paper_out(before="close_receipt")
+    res = post(testapp, document(number="ТР00-2"), status=200)
+    data = res.json
+    assert data["result_code"] == 0
+    assert data["check_number"] == 2
+    assert data["result_description"] == Reasons.REPRINT
+    assert len(receipts(emulator)) == 2
+
+
+def test_no_paper_then_retry_after_loading_paper(testapp, emulator):
+    """A failed receipt was not fiscalised: the same DocNumber may be sent again."""
+    emulator.paper_out()
+    post(testapp, document(), status=502)
+    emulator.paper_in()
+    data = post(testapp, document(), status=200).json
+    assert data["result_code"] == 0
+    assert len(receipts(emulator)) == 1
+
+
+def test_device_off(app_config, emulator, request):
+    app_config["KKT_WAIT_TIMEOUT"] = 5
+    testapp = request.getfixturevalue("testapp")
     emulator.power_off()
     res = post(testapp, document(), status=503)
     data = res.json
     assert_answer_shape(data)
-    assert data["result_code"] != 0
+    assert data["result_code"] == ResultCode.LINK_LOST
     assert "нет связи с ККТ" in data["result_description"]
+    assert "будет отправлен" in data["result_description"]
     assert data["check_number"] == 0
+
+    # Kept, not lost: once the device is back the receipt is fiscalised, and 1C's repeat of
+    # the same document gets that receipt instead of a second one.
+    emulator.power_on()
+    app_config["KKT_WAIT_TIMEOUT"] = 20
+    again = post(testapp, document(), status=200).json
+    assert again["result_code"] == 0
+    assert len(receipts(emulator)) == 1
 
 
 def test_test_mode_fiscalises_nothing(app_config, emulator, request):
@@ -411,7 +453,7 @@ def test_test_mode_fiscalises_nothing(app_config, emulator, request):
 def auth_config(app_config):
     app_config.update(
         AUTH_REQUIRED=True,
-        USERS={"kassa": {"password_hash": generate_password_hash("секрет-1С"), "role": "cashier"}},
+        USERS={"kassa": {"password_hash": generate_password_hash("kassa-1c-secret"), "role": "cashier"}},
         ONEC_ALLOWED_ADDRESSES=["10.0.0.5"],
     )
     return app_config
@@ -427,7 +469,7 @@ def test_auth_required_for_unknown_address(auth_config, emulator, request):
 
 def test_auth_with_password(auth_config, emulator, request):
     testapp = request.getfixturevalue("testapp")
-    testapp.authorization = ("Basic", ("kassa", "секрет-1С"))
+    testapp.authorization = ("Basic", ("kassa", "kassa-1c-secret"))
     assert post(testapp, document(), status=200).json["result_code"] == 0
 
 
@@ -461,6 +503,7 @@ def test_status_page_html(testapp, emulator):
     assert res.content_type == "text/html"
     text = res.text
     assert "Состояние ККТ" in text
+    assert "на связи" in text and "АТОЛ 55Ф" in text
     assert __version__ in text
     assert "Смена" in text and "Не отправлено в ОФД" in text
     assert "password" not in text.lower() and "пароль" not in text.lower()
@@ -483,12 +526,20 @@ def test_status_root_for_apache_mount(testapp):
     assert "Состояние ККТ" in testapp.get("/", status=200).text
 
 
-def test_status_with_device_off_answers_no_link(testapp, emulator):
+def test_status_with_device_off_answers_no_link(app_config, emulator, request):
+    app_config["KKT_WAIT_TIMEOUT"] = 5
+    testapp = request.getfixturevalue("testapp")
+    post(testapp, document(number="ТР00-1"), status=200)
     emulator.power_off()
+    # A receipt while the device is off: answered 503 once the owner has found the link down.
+    post(testapp, document(number="ТР00-2"), status=503)
     text = testapp.get("/kkt", status=200).text
     assert "нет связи с ККТ" in text
     page = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200).json
-    assert page["devices"][0]["link"] != "ok"
+    assert page["devices"][0]["link"] == "down"
+    assert page["devices"][0]["queue"]["queued"] == 1  # the kept receipt waits for the link
+    # The last known data is still shown.
+    assert page["devices"][0]["info"]["model_name"] in text
 
 
 def test_device_view_of_a_full_snapshot():
@@ -531,6 +582,7 @@ def test_device_view_of_a_full_snapshot():
     view = kkt1c._device_view(snap, now)
     rows = {label: (value, tone) for group in view["groups"] for label, value, tone in group["rows"]}
     assert view["title"] == "Касса № 1 — Касса сайта"
+    assert view["link"] == "ok"
     assert rows["Модель"][0] == "АТОЛ 55Ф"
     assert rows["Бумага"] == ("нет бумаги", "bad")
     assert rows["Номер"][0] == "7"

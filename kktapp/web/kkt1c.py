@@ -75,6 +75,8 @@ ELECTRONIC_TEXT = "Чек пробит (электронный, без печа�
 METHOD_TEXT = "метод {method} не поддерживается: чек — POST, страница состояния — GET"
 NOT_FOUND_TEXT = "адрес {path} не найден: чек отправляйте POST-запросом на /kkt"
 
+#: Seconds to wait for a receipt when the device is already known to be unreachable.
+LINK_DOWN_WAIT = 5.0
 _POSITION_KEY = re.compile(r"Position_([1-9][0-9]*)")
 _MAX_DOC_NUMBER = 128
 
@@ -431,15 +433,27 @@ def receipt_view() -> Response:
         # Test runs must not occupy the real DocNumber: once TEST_MODE is off, the same
         # document has to be fiscalised for real, not answered from the test journal entry.
         key = "test:" + key
+    wait = float(config.get("KKT_WAIT_TIMEOUT", 60))
+    if _link_known_down(service, data["Device"]):
+        # The receipt is journalled and will print when the link is back; a cashier in 1C
+        # should not sit through the whole wait to hear "нет связи".
+        wait = min(wait, LINK_DOWN_WAIT)
     job = service.submit_receipt(
         receipt,
         device=data["Device"],
         key=key,
         fingerprint=fingerprint(body),
         source=SOURCE,
-        wait=float(config.get("KKT_WAIT_TIMEOUT", 60)),
+        wait=wait,
     )
     return job_answer(job, doc_number or key, receipt)
+
+
+def _link_known_down(service: Any, device: int) -> bool:
+    try:
+        return service.snapshot(device).get("link") == "down"
+    except KKTError:
+        return False  # an unknown device is reported by submit_receipt itself
 
 
 @bp.route("/kkt", methods=["GET"], endpoint="status")
@@ -676,7 +690,7 @@ def _device_view(snap: dict, now: dt.datetime) -> dict:
         )
     return {
         "title": title,
-        "link_ok": link_ok,
+        "link": "ok" if link_ok else ("down" if snap.get("link") == "down" else "unknown"),
         "link_error": "" if link_ok else (snap.get("link_error") or ""),
         "groups": groups,
         "unsettled": unsettled,
