@@ -50,8 +50,11 @@ def fields_strategy(fields):
 @given(data=st.data())
 def test_request_round_trip(cmd, data):
     params = data.draw(fields_strategy(cmd.request))
-    # Register 18 read through the generic 91 is, by design, the sub-coded shift_state command.
-    assume(not (cmd.name == "read_register" and params["register"] == model.REGISTER_SHIFT_STATE))
+    # Registers with a layout of their own (18 shift state, 12 non-resettable totals) read
+    # through the generic 91 are, by design, their sub-coded commands.
+    registers = {c.sub for c in COMMANDS_LIST if c.code == 0x91 and c.sub is not None}
+    assert registers == {model.REGISTER_SHIFT_STATE, model.REGISTER_NON_RESETTABLE}
+    assume(not (cmd.name == "read_register" and params["register"] in registers))
     raw = cmd.encode(**params)
     assert raw.startswith(cmd.prefix)
     parsed_cmd, parsed = commands.parse_request(raw)
@@ -94,6 +97,16 @@ def test_registry_names_codes_and_subcodes():
                  "ofd_status", "fn_status", "fn_serial", "fn_validity", "fn_version", "fn_document",
                  "write_attribute", "tech_reset", "init_tables", "general_clearing"):
         assert name in COMMANDS
+
+
+def test_earnings_layouts():
+    # 58 and register 12 (model.py, "earnings"): income and outcome, 7 BCD each.
+    assert COMMANDS["last_shift_totals"].encode() == b"\x58"
+    assert COMMANDS["non_resettable_totals"].encode() == bytes.fromhex("91 0C 00 00")
+    assert commands.lookup(b"\x91\x0c\x00\x00") is COMMANDS["non_resettable_totals"]
+    reply = bytes.fromhex("55 00 00 00 00 00 00 01 23 45 00 00 00 00 00 00 99")
+    assert COMMANDS["last_shift_totals"].decode_reply(reply) == {"income": 12345, "outcome": 99}
+    assert COMMANDS["non_resettable_totals"].encode_reply(income=12345, outcome=99) == reply
 
 
 def test_position_layout_is_104_bytes():

@@ -16,6 +16,7 @@ from kktapp.atol.emulator import Emulator
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.framing import encode_packet
 from kktapp.atol.link import Link, mask_secrets
+from kktapp.device import Totals
 from kktapp.domain import (
     Correction,
     Payment,
@@ -433,6 +434,24 @@ def test_print_text_and_reprint(driver: AtolDriver, emu: Emulator):
     with pytest.raises(DeviceError) as info:
         driver.print_text([TextLine("x")])
     assert info.value.code == ErrorCode.NO_PAPER
+
+
+def test_totals_read_cash_shift_earnings_and_the_non_resettable_sum(shift: AtolDriver, emu: Emulator):
+    before = shift.stats.round_trips
+    assert shift.totals() == Totals(cash_in_drawer=100_000, shift_earnings=0, total_earnings=0)
+    assert shift.stats.round_trips - before == 1
+    shift.sell(receipt(pos("Молоко", 8990, "2")))  # приход 17 980 cash
+    shift.sell(receipt(pos("Хлеб", 5000), pay=PaymentType.ELECTRONIC))  # приход 5 000
+    shift.sell(receipt(pos("Молоко", 8990), type=SettlementType.SELL_RETURN))  # возврат 8 990 cash
+    assert shift.totals() == Totals(cash_in_drawer=100_000 + 17_980 - 8_990, shift_earnings=22_980 - 8_990,
+                                    total_earnings=22_980)
+    shift.close_shift()
+    # The Z report ends the shift's earnings; the non-resettable sum stays.
+    assert shift.totals() == Totals(cash_in_drawer=108_990, shift_earnings=0, total_earnings=22_980)
+    shift.open_shift()
+    shift.sell(receipt(pos("Хлеб", 5000, "3"), type=SettlementType.SELL_RETURN))  # more out than in
+    assert shift.totals().shift_earnings == -15_000
+    assert shift.totals().total_earnings == 22_980
 
 
 def test_service_resets(shift: AtolDriver, emu: Emulator):

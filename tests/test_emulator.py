@@ -353,6 +353,46 @@ def test_cash_out_and_cash_returns_need_cash(client: RawClient, emu: Emulator) -
     assert emu.state.cash == 0
 
 
+def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
+    state = tmp_path / "kkt.json"
+    with Emulator(state_path=state) as emu:
+        c = reconnect(emu)
+        zero = {"income": 0, "outcome": 0}
+        assert c.call("last_shift_totals") == zero and c.call("non_resettable_totals") == zero
+        c.open_shift()
+        assert c.error("cash_in", amount=100_000) is None  # not a settlement: counts nothing
+        assert c.sell(BREAD, pay_type=2) is None  # приход 10 000
+        assert c.sell(MILK, pay_type=1, pay=20_000) is None  # приход 13 485, change given
+        assert c.sell(BREAD, pay_type=1, receipt_type=2) is None  # возврат прихода 10 000
+        assert c.sell(MILK, pay_type=1, receipt_type=4) is None  # расход 13 485
+        assert c.sell(("Коррекция", 700, "1", 11), pay_type=2, receipt_type=10) is None  # возврат расхода
+        assert c.sell(BREAD, pay_type=2, flags=0x01) is None  # test mode: counts nothing
+        shift = {"income": 10_000 + 13_485 + 700, "outcome": 10_000 + 13_485}
+        assert c.call("last_shift_totals") == shift and c.call("non_resettable_totals") == shift
+        c.mode(3)
+        assert c.error("close_shift") is None
+        # A closed shift: 58 still answers the last shift.
+        assert c.call("last_shift_totals") == shift
+        c.mode(1)
+        assert c.error("open_shift") is None
+        assert c.call("last_shift_totals") == zero
+        assert c.sell(BREAD, pay_type=2) is None
+        assert c.call("last_shift_totals") == {"income": 10_000, "outcome": 0}
+        c.close()
+    with Emulator(state_path=state) as emu:  # persisted
+        c = reconnect(emu)
+        grand = {"income": shift["income"] + 10_000, "outcome": shift["outcome"]}
+        assert c.call("non_resettable_totals") == grand
+        assert c.call("last_shift_totals") == {"income": 10_000, "outcome": 0}
+        c.mode(3)
+        assert c.error("close_shift") is None
+        assert c.error("general_clearing") is None
+        # General clearing zeroes the cash and the shift counters, not the non-resettable ones.
+        assert c.call("cash_in_drawer")["amount"] == 0
+        assert c.call("last_shift_totals") == zero and c.call("non_resettable_totals") == grand
+        c.close()
+
+
 def test_payment_reply_has_remainder_and_change(client: RawClient) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None

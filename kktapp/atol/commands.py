@@ -377,6 +377,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
             mode=_M.REGISTRATION, timeout=_T[0x4F]),
     Command(0x4D, "cash_in_drawer", "запрос суммы наличных", reply_head=b"\x4d",
             reply=(_opt("amount", BCD(model.CASH_DRAWER_SUM_BYTES)),)),
+    # ---- earnings ([U] meaning and register number in model.py)
+    Command(0x58, "last_shift_totals", "запрос сменного итога", reply=(
+        _opt("income", BCD(model.TOTALS_BYTES)), _opt("outcome", BCD(model.TOTALS_BYTES)),
+    )),
     # ---- printing
     Command(0x4C, "print_string", "печать строки", request=(_opt("flags", U8()), _opt("text", Text()))),
     Command(0x75, "cut", "отрезка чека", request=(_opt("cut_type", U8()),)),
@@ -388,6 +392,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x91, "shift_state", "запрос состояния смены", sub=model.REGISTER_SHIFT_STATE, request=(
         _opt("p1", U8()), _opt("p2", U8()),
     ), reply=(_opt("state", U8()), _f("opened_at", BcdDateTime("YMDhms"), None)), timeout=_T[0x91]),
+    Command(0x91, "non_resettable_totals", "запрос необнуляемой суммы", sub=model.REGISTER_NON_RESETTABLE,
+            request=(_opt("p1", U8()), _opt("p2", U8())), reply=(
+        _opt("income", BCD(model.TOTALS_BYTES)), _opt("outcome", BCD(model.TOTALS_BYTES)),
+    ), timeout=_T[0x91]),
     # ---- fiscal storage (little-endian binary, date-times BCD in this model)
     Command(0xA4, "fn_shift", "запрос параметров смены ФН", sub=0x10, reply=(
         _opt("state", U8()), _opt("shift_number", LE(2)), _opt("receipt_number", LE(2)),

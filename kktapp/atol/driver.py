@@ -376,9 +376,24 @@ class AtolDriver:
         )
 
     def totals(self) -> Totals:
-        """Cash in the drawer (4D). Earnings counters are not read by this driver yet."""
-        (drawer,) = self.execute([step("cash_in_drawer")])
-        return Totals(cash_in_drawer=drawer["amount"])
+        """Cash in the drawer (4D), shift earnings (58) and the non-resettable sum (register 12).
+
+        One round trip. Shift earnings ("выручка смены") = income − outcome of the open shift
+        (sales net of returns and purchases; negative when more went out), 0 with the shift
+        closed: a Z report ("гашение") ends what the shift earned, while 58 would still answer
+        the shift just closed. The non-resettable sum ("необнуляемая сумма") = all income over
+        the device's life, a counter that only grows. Meanings of the fields: model.py.
+        """
+        drawer, shift, grand, st = self.execute([
+            step("cash_in_drawer"), step("last_shift_totals"), step("non_resettable_totals"), step("status"),
+        ])
+        self._mode = commands.split_mode(st["mode"])
+        shift_open = bool(StatusFlags(st["flags"]) & StatusFlags.SHIFT_OPEN)
+        return Totals(
+            cash_in_drawer=drawer["amount"],
+            shift_earnings=shift["income"] - shift["outcome"] if shift_open else 0,
+            total_earnings=grand["income"],
+        )
 
     def last_document(self) -> LastDocument:
         """Last FD number (A4 30), receipt state (3F), and the document rebuilt from A4 40."""

@@ -165,6 +165,27 @@ SHIFT_CLOSED = 0
 SHIFT_OPEN = 1
 SHIFT_EXPIRED = 2
 
+# --------------------------------------------------------------------------- earnings (58, 91)
+
+#: [U] Command 58 "last shift totals" (atol-protocol.md §2.2: ``→ 55 err income(7 BCD)
+#: outcome(7 BCD)``) answers with the standard head, ``55 00 00 income outcome`` (the table's
+#: ``55 err`` is read as the usual shorthand that drops ext, as for A4 40 below). "Last shift"
+#: is the current shift while one is open and the last closed one otherwise (as 3F's shift
+#: number); zeros before the first shift. income = the totals of the shift's receipts whose
+#: settlement sign (tag 1054) is in INCOME_SIGNS, outcome = those of the other signs;
+#: test-mode receipts count nothing, corrections count by their sign. Settle with the
+#: manual's page on 58.
+#: [U] Register 12 (``91 0C 00 00``) answers the same two fields over the device's whole
+#: life: the non-resettable totals ("необнуляемая сумма"), which neither the Z report nor
+#: general clearing (77) clears. The number is ours: Unact's register list names 3, 17, 18,
+#: 22, 27, 47, 51 and 55 only. Settle with the manual's register table (91).
+REGISTER_NON_RESETTABLE = 0x0C
+#: Width of the income and outcome fields (BCD, kopecks).
+TOTALS_BYTES = 7
+#: [U] Settlement signs (tag 1054) that bring money in: приход (1) and возврат расхода (4);
+#: возврат прихода (2) and расход (3) pay it out. The emulator's cash control uses the same.
+INCOME_SIGNS = frozenset({1, 4})
+
 #: [U] 3F's shift number: the current shift while one is open, the last closed one otherwise.
 #: Receipt and shift numbers in 3F are BCD big-endian (atol4j; Unact reads them reversed).
 

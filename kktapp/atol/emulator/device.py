@@ -41,11 +41,11 @@ POSITION_TAG_KEYS = {
 #: Receipt type byte (92) → settlement type; payment type byte (99 / 4A) → payment type.
 RECEIPT_TYPES = commands.SETTLEMENT_BY_RECEIPT_TYPE
 PAYMENT_TYPES = commands.PAYMENT_TYPE_BY_CODE
-#: Settlement types whose cash goes into the drawer; the others pay cash out.
-CASH_INCOMING = {
-    SettlementType.SELL, SettlementType.BUY_RETURN, SettlementType.SELL_CORRECTION,
-    SettlementType.BUY_RETURN_CORRECTION,
-}
+#: Settlement types that bring money in (model.INCOME_SIGNS): their cash goes into the drawer
+#: and their totals count as income in 58 and the non-resettable register; the others pay out.
+CASH_INCOMING = frozenset(
+    RECEIPT_TYPES[code] for code, sign in commands.TAG1054_BY_RECEIPT_TYPE.items() if sign in model.INCOME_SIGNS
+)
 #: Sub-mode of registration once a payment has been entered ("1.4", atol-protocol.md §2.1).
 SUBMODE_PAYMENT = 4
 
@@ -457,6 +457,25 @@ class Device:
         self.state.receipt = None
         self.state.submode = 0
 
+    # ------------------------------------------------------------------ earnings
+
+    @staticmethod
+    def _income_outcome(totals: dict[str, int]) -> tuple[int, int]:
+        income = sum(v for k, v in totals.items() if SettlementType(k) in CASH_INCOMING)
+        return income, sum(totals.values()) - income
+
+    def last_shift_totals(self) -> tuple[int, int]:
+        """Command 58: (income, outcome) of the open shift, or of the last one when closed.
+
+        The shift counters are cleared when a shift opens, not by the Z report, so after
+        closing they still hold the shift just closed (model.py, "earnings").
+        """
+        return self._income_outcome(self.state.shift_totals)
+
+    def non_resettable_totals(self) -> tuple[int, int]:
+        """Register 12: (income, outcome) over the device's life; nothing clears them."""
+        return self._income_outcome(self.state.grand_totals)
+
     def cash_in(self, amount: int) -> dict[str, Any]:
         """Command 49 (registration mode): внесение."""
         self._mode(Mode.REGISTRATION)
@@ -506,7 +525,8 @@ class Device:
 
     def service_reset(self, clear_totals: bool) -> None:
         """Service commands (6B, 71, 77; the mode is checked by the caller): only with the
-        shift closed; general clearing (77) also zeroes the cash and money counters."""
+        shift closed; general clearing (77) also zeroes the cash and the shift counters, but
+        not the non-resettable totals: that they survive it is what their name says."""
         self._no_receipt()
         if self.state.shift_open:
             raise DeviceFault(ErrorCode.SHIFT_OPEN)
@@ -515,7 +535,6 @@ class Device:
         if clear_totals:
             s.cash = 0
             s.shift_totals = {}
-            s.grand_totals = {}
         self.save()
 
     # ------------------------------------------------------------------ test hooks

@@ -269,6 +269,18 @@ def _cash_in_drawer(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(amount=max(0, device.state.cash))
 
 
+@handles("last_shift_totals")
+def _last_shift_totals(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    income, outcome = device.last_shift_totals()
+    return cmd.encode_reply(income=income, outcome=outcome)
+
+
+@handles("non_resettable_totals")
+def _non_resettable_totals(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    income, outcome = device.non_resettable_totals()
+    return cmd.encode_reply(income=income, outcome=outcome)
+
+
 # --------------------------------------------------------------------------- printing
 
 

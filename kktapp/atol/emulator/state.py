@@ -91,9 +91,10 @@ class DeviceState:
     receipt: OpenReceipt | None = None
     #: Cash in the drawer, kopecks.
     cash: int = 0
-    #: Shift totals by receipt type name ("sell", "sell_return", …), kopecks; cleared on open shift.
+    #: Shift totals by receipt type name ("sell", "sell_return", …), kopecks; cleared when a
+    #: shift opens (and by general clearing), so a closed shift keeps its own (command 58).
     shift_totals: dict[str, int] = field(default_factory=dict)
-    #: The same, over the device's life (not cleared by shifts).
+    #: The same over the device's life: the non-resettable totals (register 12), never cleared.
     grand_totals: dict[str, int] = field(default_factory=dict)
     #: Documents not yet confirmed by the OFD (0 unless a test sets it).
     unsent: int = 0
