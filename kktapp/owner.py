@@ -50,6 +50,9 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 3.0
 #: Seconds between checks while the queue holds for paper or a failing recovery step.
 HOLD_RETRY = 1.0
+#: Quiet seconds after a job before the status snapshot is refreshed: a client sending receipt
+#: after receipt should not wait for six status reads between them.
+AFTER_JOB_REFRESH = 0.1
 #: Seconds between journal prunes.
 PRUNE_INTERVAL = 3600.0
 
@@ -103,6 +106,8 @@ class DeviceOwner:
         self.driver: Driver | None = None
         self._info: dict | None = None
         self._last_refresh = 0.0
+        #: When the last job finished without a status refresh since.
+        self._dirty_at: float | None = None
         self._last_prune = 0.0
         self._last_auto_close_check = 0.0
         self.is_owner = False
@@ -209,7 +214,8 @@ class DeviceOwner:
                 job = self.journal.next_queued(self.number)
                 if job is not None:
                     self._execute(job)
-                    if self.journal.next_queued(self.number) is None or self._refresh_due():
+                    self._dirty_at = time.monotonic()
+                    if self._refresh_due():
                         self._refresh()
                     continue
                 self._idle()
@@ -245,7 +251,7 @@ class DeviceOwner:
 
     def _idle(self) -> None:
         now = time.monotonic()
-        if self._refresh_due():
+        if self._refresh_due() or (self._dirty_at is not None and now - self._dirty_at >= AFTER_JOB_REFRESH):
             self._refresh()
         if self.service.auto_close_time is not None and now - self._last_auto_close_check >= 1.0:
             self._last_auto_close_check = now
@@ -255,8 +261,8 @@ class DeviceOwner:
             self.journal.prune()
         self._sleep(POLL_INTERVAL)
 
-    def _notify(self) -> None:
-        self.service._job_changed()
+    def _notify(self, job_id: str) -> None:
+        self.service._job_changed(job_id)
 
     # ------------------------------------------------------------------ execution
 
@@ -267,7 +273,7 @@ class DeviceOwner:
             else:
                 self._execute_plain(job)
         finally:
-            self._notify()
+            self._notify(job.id)
 
     def _execute_fiscal(self, job: Job) -> None:
         driver = self._driver()
@@ -285,7 +291,6 @@ class DeviceOwner:
                 self._fail(job, exc)
                 return
             self.journal.mark_sending(job.id, fd_before)
-            self._notify()
             try:
                 result = self._call(job)
             except DeviceError as exc:
@@ -421,7 +426,7 @@ class DeviceOwner:
 
     def _mark_unknown(self, job: Job, reason: str, exc: KKTError | None) -> None:
         self.journal.mark_unknown(job.id, reason, exc.to_dict() if exc is not None else None)
-        self._notify()
+        self._notify(job.id)
         log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.number, job.kind, job.key or job.id,
                     exc.message if exc is not None else reason)
 
@@ -476,7 +481,7 @@ class DeviceOwner:
         elif job.kind not in FISCAL_KINDS:
             # A non-fiscal operation was cut off by a crash: report it, do not repeat it.
             self.journal.finish(job.id, FAILED, error=LinkError().to_dict())
-            self._notify()
+            self._notify(job.id)
         else:
             self._recover(job)
         return True
@@ -506,13 +511,13 @@ class DeviceOwner:
         except DeviceError as exc:
             log.warning("ККТ %d: проверка ФН не удалась: %s", self.number, exc.message)
             self.journal.set_reason(job.id, f"{Reasons.CHECK_FAILED} ({exc.message})")
-            self._notify()
+            self._notify(job.id)
             self._sleep(HOLD_RETRY)
             return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
         log.info("ККТ %d: %s %s не был пробит; отправляем снова", self.number, job.kind, job.key or job.id)
         self.journal.requeue(job.id)
-        self._notify()
+        self._notify(job.id)
 
     def _result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
         """The fiscal result of the job's document as the FN tells it."""
@@ -541,7 +546,7 @@ class DeviceOwner:
         self.journal.finish(
             job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
         )
-        self._notify()
+        self._notify(job.id)
 
     def _reprint(self, job: Job) -> None:
         """Print the owed copy once the printer is ready; until then the queue holds."""
@@ -557,7 +562,7 @@ class DeviceOwner:
                 result["printed"] = True
                 self.journal.reprinted(job.id, result)
                 log.info("ККТ %d: напечатана копия документа %s", self.number, job.key or job.id)
-                self._notify()
+                self._notify(job.id)
                 self._refresh()
                 return
         if self._refresh_due():
@@ -595,6 +600,7 @@ class DeviceOwner:
 
     def _store_snapshot(self, data: dict) -> None:
         self._last_refresh = time.monotonic()
+        self._dirty_at = None
         snap = dict(data)
         snap.update({"link": "ok", "link_error": None})
         self.journal.save_snapshot(self.number, snap)

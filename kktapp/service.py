@@ -156,8 +156,9 @@ class FiscalService:
         self._owners: dict[int, DeviceOwner] = {}
         self._started_pid: int | None = None
         self._start_lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._generation = 0
+        # Waiters of this process by job id: the owner wakes exactly the ones concerned.
+        self._waiters: dict[str, list[threading.Event]] = {}
+        self._waiters_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Mapping) -> FiscalService:
@@ -233,11 +234,11 @@ class FiscalService:
             owner.forget_after_fork()
         self._init_runtime()
 
-    def _job_changed(self) -> None:
-        """Called by an in-process owner after every state change: wake the waiters."""
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+    def _job_changed(self, job_id: str) -> None:
+        """Called by an in-process owner after a job's state changed: wake its waiters."""
+        with self._waiters_lock:
+            for event in self._waiters.get(job_id, ()):
+                event.set()
 
     # ------------------------------------------------------------------ submitting
 
@@ -307,25 +308,34 @@ class FiscalService:
 
     def _wait(self, job: Job, wait: float) -> Job:
         deadline = time.monotonic() + max(0.0, float(wait or 0))
-        delay = WAIT_POLL_MIN
-        while not job.finished:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            with self._changed:
-                generation = self._generation
-            fresh = self.journal.get(job.id)
-            if fresh is None:  # pruned meanwhile: keep the last known state
-                break
-            job = fresh
-            if job.finished:
-                break
-            # An in-process owner wakes us at once; a job owned by another process is found by
-            # polling, backing off to WAIT_POLL_MAX.
-            with self._changed:
-                if self._generation == generation:
-                    self._changed.wait(min(delay, remaining))
-            delay = min(delay * 2, WAIT_POLL_MAX)
+        if job.finished or deadline <= time.monotonic():
+            return self._explain(job)
+        event = threading.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(job.id, []).append(event)
+        try:
+            delay = WAIT_POLL_MIN
+            while True:
+                fresh = self.journal.get(job.id)
+                if fresh is None:  # pruned meanwhile: keep the last known state
+                    break
+                job = fresh
+                remaining = deadline - time.monotonic()
+                if job.finished or remaining <= 0:
+                    break
+                # An in-process owner sets the event at once (a set between the read above and
+                # this wait is not lost); a job owned by another process is found by polling,
+                # backing off to WAIT_POLL_MAX.
+                event.wait(min(delay, remaining))
+                event.clear()
+                delay = min(delay * 2, WAIT_POLL_MAX)
+        finally:
+            with self._waiters_lock:
+                events = self._waiters.get(job.id, [])
+                if event in events:
+                    events.remove(event)
+                if not events:
+                    self._waiters.pop(job.id, None)
         return self._explain(job)
 
     # ------------------------------------------------------------------ reading
