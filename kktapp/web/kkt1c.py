@@ -438,15 +438,34 @@ def receipt_view() -> Response:
         # The receipt is journalled and will print when the link is back; a cashier in 1C
         # should not sit through the whole wait to hear "нет связи".
         wait = min(wait, LINK_DOWN_WAIT)
-    job = service.submit_receipt(
-        receipt,
-        device=data["Device"],
-        key=key,
-        fingerprint=fingerprint(body),
-        source=SOURCE,
-        wait=wait,
-    )
+    try:
+        job = service.submit_receipt(
+            receipt,
+            device=data["Device"],
+            key=key,
+            fingerprint=fingerprint(body),
+            source=SOURCE,
+            wait=wait,
+        )
+    except errors.NotFound as exc:
+        # Only the device number can be unknown here; for 1C that is bad input, not a bad URL.
+        raise ValidationFailed("Device", exc.message, data["Device"]) from None
     return job_answer(job, doc_number or key, receipt)
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def _mask_credentials(value: Any) -> Any:
+    """A public page shows no secrets: user:password@ in any URL (a link error quoting the
+    device address, say) becomes ***@."""
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: _mask_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_credentials(v) for v in value]
+    return value
 
 
 def _link_known_down(service: Any, device: int) -> bool:
@@ -461,7 +480,7 @@ def _link_known_down(service: Any, device: int) -> bool:
 def status_view() -> Response | str:
     """Status of every configured device, HTML for people or JSON on ``Accept: application/json``."""
     service = current_app.extensions["kkt"]
-    snapshots = [service.snapshot(number) for number in _device_numbers(service)]
+    snapshots = [_mask_credentials(service.snapshot(number)) for number in _device_numbers(service)]
     page = {
         "service": "kkt",
         "version": kktapp.__version__,
