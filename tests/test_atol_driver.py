@@ -13,6 +13,7 @@ import pytest
 from kktapp.atol import commands, model, taskbuf
 from kktapp.atol.driver import AtolDriver, step
 from kktapp.atol.emulator import Emulator
+from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.framing import encode_packet
 from kktapp.atol.link import Link, mask_secrets
@@ -111,6 +112,41 @@ def test_shift_cash_and_reports(driver: AtolDriver, emu: Emulator):
     assert closed.fiscal_document_number == 4 and closed.shift_number == 1
     assert driver.shift_status().state == "closed"
     assert emu.documents()[-1]["type"] == "close_shift"
+
+
+CASHIER = {str(model.TAG_CASHIER_NAME): "Иванова И.И.", str(model.TAG_CASHIER_INN): "500100732259"}
+
+
+def test_shift_reports_carry_the_cashier(driver: AtolDriver, emu: Emulator):
+    before = driver.stats.round_trips
+    driver.open_shift("Иванова И.И.", "500100732259")
+    assert driver.stats.round_trips - before == 2  # the cashier rides in the same batch
+    driver.cash_in(1_000)
+    driver.close_shift("Иванова И.И.", "500100732259")
+    driver.open_shift()
+    docs = emu.documents()
+    assert [d["type"] for d in docs] == ["open_shift", "cash_in", "close_shift", "open_shift"]
+    assert docs[0]["attributes"] == CASHIER and docs[2]["attributes"] == CASHIER
+    assert "attributes" not in docs[1] and "attributes" not in docs[3]
+
+
+def test_a_device_refusing_the_cashier_still_opens_the_shift(driver: AtolDriver, emu: Emulator,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture):
+    write = emu.device.write_attribute
+
+    def receipt_only(tag: int, value: object) -> None:
+        if emu.device.state.receipt is None:  # firmware that takes E8 only inside a receipt
+            raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
+        write(tag, value)
+
+    monkeypatch.setattr(emu.device, "write_attribute", receipt_only)
+    result = driver.open_shift("Иванова И.И.")
+    assert result.fiscal_document_number == 1 and emu.state.shift_open
+    assert "attributes" not in emu.documents()[0]
+    assert "refused the cashier" in caplog.text
+    driver.sell(receipt(cashier_name="Иванова И.И."))
+    assert emu.documents()[-1]["attributes"] == {str(model.TAG_CASHIER_NAME): "Иванова И.И."}
 
 
 def test_open_shift_twice_is_a_device_error(shift: AtolDriver):

@@ -477,6 +477,32 @@ def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
         c.close()
 
 
+def test_cashier_written_outside_a_receipt_goes_to_the_next_document(client: RawClient, emu: Emulator) -> None:
+    def cashier(tag: int, value: str) -> int | None:
+        return client.error("write_attribute", tag=tag, value=commands.attribute_value(tag, value))
+
+    assert cashier(model.TAG_CASHIER_NAME, "Петров") == ErrorCode.WRONG_MODE  # select mode
+    client.mode(1)
+    assert cashier(model.TAG_CASHIER_NAME, "Забытый") is None
+    assert client.error("leave_mode") is None  # leaving the mode forgets it
+    client.mode(1)
+    assert cashier(model.TAG_CASHIER_INN, "500100732259") is None
+    assert client.error("write_attribute", tag=model.TAG_CUSTOMER_CONTACT,
+                        value=commands.attribute_value(model.TAG_CUSTOMER_CONTACT, "+79990000000")) \
+        == ErrorCode.RECEIPT_CLOSED  # only the cashier outside a receipt
+    assert client.error("open_shift") is None
+    assert cashier(model.TAG_CASHIER_NAME, "Сидорова") is None
+    assert client.sell(BREAD, pay_type=2) is None  # written before 92: the receipt carries it
+    client.mode(3)
+    assert cashier(model.TAG_CASHIER_NAME, "Петров") is None
+    assert client.error("close_shift") is None
+    docs = emu.documents()
+    assert [d["type"] for d in docs] == ["open_shift", "receipt", "close_shift"]
+    assert docs[0]["attributes"] == {"1203": "500100732259"}
+    assert docs[1]["attributes"] == {"1021": "Сидорова"}
+    assert docs[2]["attributes"] == {"1021": "Петров"}
+
+
 def test_test_mode_fiscalises_nothing(tmp_path: Any) -> None:
     log_path = tmp_path / "fd.jsonl"
     with Emulator(log_path=log_path) as emu:

@@ -367,9 +367,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(5)),
     ), mode=_M.REGISTRATION, timeout=_T[0x4A]),
     Command(0x59, "cancel_receipt", "отмена чека", mode=_M.REGISTRATION),
+    # [U] mode 1 or 3 (model.ATTRIBUTE_MODES): checked by the device.
     Command(0xE8, "write_attribute", "запись реквизита", request=(
         _opt("flags", U8()), _f("tag", LE(2)), _f("value", LenBytes()),
-    ), mode=_M.REGISTRATION),
+    )),
     # ---- cash
     Command(0x49, "cash_in", "внесение наличных", request=(_opt("flags", U8()), _f("amount", BCD(5))),
             mode=_M.REGISTRATION, timeout=_T[0x49]),

@@ -440,14 +440,30 @@ class AtolDriver:
         replies = self._in_mode(mode, [*steps, step("fn_status")])
         return self._document_result(replies[-1])
 
+    def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
+        """A shift report with the cashier written just before it (model.DOCUMENT_TAGS).
+
+        Should a device refuse E8 outside a receipt (the model is [U]), the batch stopped at
+        that E8 and formed nothing, so the report is made again without the cashier: a shift
+        that cannot be opened is far worse than a report without its cashier.
+        """
+        cashier = self._attribute_steps(self._cashier(cashier_name, cashier_inn))
+        try:
+            return self._fiscal(mode, [*cashier, step(command)])
+        except DeviceError as exc:
+            if not cashier or exc.command != COMMANDS["write_attribute"].code:
+                raise
+            log.warning("device refused the cashier for %s (%s); sending it without", command, exc.message)
+            return self._fiscal(mode, [step(command)])
+
     def open_shift(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
-        """Open a shift (9A in registration mode). The cashier is not sent: E8 is receipt-only."""
-        return self._fiscal(Mode.REGISTRATION, [step("open_shift")])
+        """Open a shift (9A in registration mode), the cashier (1021, 1203) written first."""
+        return self._shift_document(Mode.REGISTRATION, "open_shift", cashier_name, cashier_inn)
 
     def close_shift(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
-        """Z report (5A in mode 3)."""
+        """Z report (5A in mode 3), the cashier (1021, 1203) written first."""
         try:
-            return self._fiscal(Mode.REPORT_Z, [step("close_shift")])
+            return self._shift_document(Mode.REPORT_Z, "close_shift", cashier_name, cashier_inn)
         finally:
             self._mode = None  # whether the device stays in mode 3 after Z is not known [U]
 
@@ -479,11 +495,7 @@ class AtolDriver:
         steps += self._text_steps(receipt.header, "заголовок чека")
         for i, pos in enumerate(receipt.positions, 1):
             steps += self._position_steps(i, pos)
-        attrs: list[tuple[int, Any, str]] = []
-        if receipt.cashier_name:
-            attrs.append((model.TAG_CASHIER_NAME, receipt.cashier_name, "кассир"))
-        if receipt.cashier_inn:
-            attrs.append((model.TAG_CASHIER_INN, receipt.cashier_inn, "ИНН кассира"))
+        attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
         if receipt.correction is not None:
@@ -492,9 +504,7 @@ class AtolDriver:
             attrs.append((model.TAG_CORRECTION_DATE, corr.date, "дата исправляемого расчёта"))
             if corr.order_number:
                 attrs.append((model.TAG_CORRECTION_ORDER, corr.order_number, "номер предписания"))
-        for tag, value, what in attrs:
-            steps.append(step("write_attribute", f"реквизит {tag} ({what})",
-                              tag=tag, value=commands.attribute_value(tag, value)))
+        steps += self._attribute_steps(attrs)
         # The last payment travels with the close command. Its sum is never 0: 4A with sum 0
         # would let the device pay "the rest" by itself, hiding a receipt that is underpaid.
         *payments, last = receipt.payments or (None,)
@@ -507,6 +517,22 @@ class AtolDriver:
                           payment_type=commands.PAYMENT_TYPES[last.type], amount=last.amount))
         steps += self._text_steps(receipt.footer, "подвал чека")
         return steps
+
+    @staticmethod
+    def _cashier(name: str, inn: str) -> list[tuple[int, Any, str]]:
+        """The cashier's attributes (tag, value, what) that are set."""
+        attrs: list[tuple[int, Any, str]] = []
+        if name:
+            attrs.append((model.TAG_CASHIER_NAME, name, "кассир"))
+        if inn:
+            attrs.append((model.TAG_CASHIER_INN, inn, "ИНН кассира"))
+        return attrs
+
+    @staticmethod
+    def _attribute_steps(attrs: Sequence[tuple[int, Any, str]]) -> list[Step]:
+        """One E8 per (tag, value, what)."""
+        return [step("write_attribute", f"реквизит {tag} ({what})", tag=tag, value=commands.attribute_value(tag, value))
+                for tag, value, what in attrs]
 
     @staticmethod
     def _position_steps(i: int, pos: Position) -> list[Step]:

@@ -100,8 +100,9 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # --------------------------------------------------------------------------- FFD attributes (E8)
 #
 # [U] Command E8 "write attribute": ``E8 flags tag(2 LE) len(2 LE) value``, mode 1, receipt
-# open. flags is 0 (reserved). Position tags (1030, 1212, 1214, 2108) apply to the position most
-# recently registered with E6; receipt tags apply to the open receipt. String values are in the
+# open (the cashier tags also outside a receipt: DOCUMENT_TAGS below). flags is 0 (reserved).
+# Position tags (1030, 1212, 1214, 2108) apply to the position most recently registered with
+# E6; receipt tags apply to the open receipt. String values are in the
 # device text codec (:func:`kktapp.atol.codec.encode_text`); integer tags are one byte; 1178
 # (a date) is 4 bytes LE unix time at 00:00 UTC, as FFD's UnixTime type. The device stores tags
 # it does not know without error. When a position tag is not written the device uses the
@@ -139,6 +140,18 @@ STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, 
                          TAG_CORRECTION_ORDER})
 BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
+
+#: [U] The cashier on shift reports. FFD puts the cashier (1021, 1203) into the shift-open
+#: and shift-close reports too, and 9A / 5A have no room for it. So E8 is also accepted with
+#: no receipt open, in registration mode (before 9A) and in mode 3 (before 5A), for these
+#: tags only: the device keeps them for the next fiscal document it forms in that mode (shift
+#: report, or a receipt opened next, cash in/out) and forgets them when that document is
+#: formed, when the mode is left (48) or at power-off. Other tags with no receipt open are
+#: refused with 0x9A (receipt closed). E8's mode is therefore checked by the device, not by
+#: the command table. Settle with the manual (real firmware may take the cashier from the
+#: cashier table, or from "Записать реквизит" only inside a document).
+DOCUMENT_TAGS = frozenset({TAG_CASHIER_NAME, TAG_CASHIER_INN})
+ATTRIBUTE_MODES = frozenset({Mode.REGISTRATION, Mode.REPORT_Z})
 
 # --------------------------------------------------------------------------- print string (4C)
 

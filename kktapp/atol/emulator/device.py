@@ -92,6 +92,8 @@ class Device:
             self.state.clock_offset = float(clock_offset_hours) * 3600
             self.save()
         self.paper = True
+        #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
+        self.pending_attributes: dict[str, Any] = {}
         #: Called with every fiscal document (the --log file and the in-memory list).
         self.on_document: Callable[[dict[str, Any]], None] | None = None
         self.power_cycle()
@@ -156,6 +158,7 @@ class Device:
         pending until the host asks for it again.
         """
         s = self.state
+        self.pending_attributes = {}
         if s.receipt is not None:
             s.mode, s.submode = Mode.REGISTRATION, (SUBMODE_PAYMENT if s.receipt.payments else 0)
         else:
@@ -231,6 +234,7 @@ class Device:
             s.submode = 0
         elif s.mode:
             s.mode, s.operator = 0, 0
+        self.pending_attributes = {}
 
     # ------------------------------------------------------------------ fiscal documents
 
@@ -251,6 +255,10 @@ class Device:
             "datetime": when,
             "total": total,
         })
+        if self.pending_attributes:
+            # The cashier written before a shift report or cash document (model.DOCUMENT_TAGS).
+            extra["attributes"] = {**self.pending_attributes, **(extra.get("attributes") or {})}
+            self.pending_attributes = {}
         doc.update({k: v for k, v in extra.items() if k != "receipt_type" and v not in (None, "")})
         s.last_document = s.fd_number
         self._docs.append(doc)
@@ -305,7 +313,9 @@ class Device:
         self._shift_usable()
         if not no_print:
             self._paper()
-        self.state.receipt = OpenReceipt(type=receipt_type, test=test, no_print=no_print)
+        self.state.receipt = OpenReceipt(type=receipt_type, test=test, no_print=no_print,
+                                         attributes=self.pending_attributes)
+        self.pending_attributes = {}
         self.state.submode = 0
 
     def add_position(
@@ -350,9 +360,18 @@ class Device:
 
     def write_attribute(self, tag: int, value: Any) -> None:
         """Write an FFD attribute to the open receipt (1008 contact; 1030/1212/1214/2108 go to
-        the last position, which is what the position command has no room for)."""
-        self._mode(Mode.REGISTRATION)
-        r = self._receipt()
+        the last position, which is what the position command has no room for).
+
+        With no receipt open, only the cashier (1021, 1203) is taken, in mode 1 or 3, for the
+        next document (model.DOCUMENT_TAGS); anything else is 0x9A (receipt closed).
+        """
+        self._mode(*model.ATTRIBUTE_MODES)
+        r = self.state.receipt
+        if r is None:
+            if tag not in model.DOCUMENT_TAGS:
+                raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
+            self.pending_attributes[str(tag)] = value
+            return
         if tag in POSITION_TAG_KEYS and r.items:
             if tag == model.TAG_ITEM_NAME:
                 log.info("emulator %s: position %d full name (1030): %s", self.state.serial, len(r.items), value)
