@@ -630,6 +630,17 @@ def test_one_log_line_per_request(testapp, emulator, app_config):
     assert f"код={ResultCode.VALIDATION}" in lines[1]
 
 
+def test_log_line_cannot_be_forged(testapp, emulator, app_config):
+    forged = "ТР-1\n2026 INFO kktapp.web.kkt1c: 1С: документ=поддельный"
+    data = post(testapp, document(number=forged), status=422).json
+    assert data["field"] == "DocNumber"
+    with open(app_config["LOG_FILE"], encoding="utf-8") as fh:
+        lines = [ln for ln in fh if "kktapp.web.kkt1c" in ln]
+    assert len(lines) == 1
+    assert "документ=ТР-1?2026" in lines[0]
+    assert emulator.documents() == []
+
+
 # --------------------------------------------------------------------------- job states (stub service)
 
 

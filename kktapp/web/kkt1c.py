@@ -106,6 +106,12 @@ def _not_blank(value: str) -> None:
         raise ValidationError("не может быть пустым")
 
 
+def _printable_only(value: str) -> None:
+    # DocNumber is the idempotency key and goes into every log line about the receipt.
+    if not value.isprintable():
+        raise ValidationError("содержит управляющие символы (перевод строки, табуляцию)")
+
+
 class PositionSchema(fields.BaseSchema):
     """One ``Position_N`` of ``Goods``."""
 
@@ -189,6 +195,7 @@ class ReceiptSchema(fields.BaseSchema):
         required=True,
         validate=[
             _not_blank,
+            _printable_only,
             validate.Length(max=_MAX_DOC_NUMBER, error=f"номер документа длиннее {_MAX_DOC_NUMBER} символов"),
         ],
     )
@@ -541,7 +548,7 @@ def _log_request(response: Response) -> Response:
     amount = g.get("kkt1c_amount")
     log.info(
         "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс",
-        _doc_number() or "-",
+        _printable(_doc_number() or "-"),
         format_rub(amount) if amount is not None else "-",
         code if code is not None else "-",
         fd if fd is not None else "-",
@@ -550,6 +557,11 @@ def _log_request(response: Response) -> Response:
         (time.monotonic() - started) * 1000,
     )
     return response
+
+
+def _printable(text: str, limit: int = _MAX_DOC_NUMBER) -> str:
+    # One request, one log line: a newline inside DocNumber must not forge a second one.
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 def _doc_number() -> str | None:
