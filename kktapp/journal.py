@@ -332,6 +332,13 @@ class Journal:
             f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND state=? ORDER BY seq LIMIT 1", (device, QUEUED)
         )
 
+    def queued(self, device: int) -> list[Job]:
+        """All queued jobs of a device in FIFO order."""
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND state=? ORDER BY seq", (device, QUEUED)
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
     def mark_sending(self, job_id: str, fd_before: int | None) -> None:
         """The job goes to the device now; ``fd_before`` is the FN's last document number."""
         self._write(

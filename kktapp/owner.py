@@ -30,6 +30,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .atol.errors import ErrorCode
 from .device import Driver, LastDocument, to_json
 from .domain import FiscalResult, Receipt, TextLine
 from .errors import DeviceError, KKTError, LinkError, OutcomeUnknown
@@ -56,12 +57,14 @@ AFTER_JOB_REFRESH = 0.1
 #: Seconds between journal prunes.
 PRUNE_INTERVAL = 3600.0
 
-# ATOL device codes (atol-protocol.md §3.1) the shift policy and recovery act on.
+# Device codes the shift policy and recovery act on (ATOL's table is the only one so far; a
+# second protocol family adds its codes here).
 #: "Shift exceeded 24 h" from the device and from the FN.
-SHIFT_EXPIRED_CODES = frozenset({0x88, 0xF0})
-#: Printer trouble: no paper, no printer, mechanical error, head overheat. When the document
-#: was fiscalised anyway, its paper copy is owed.
-PRINTER_CODES = frozenset({0x67, 0x68, 0x69, 0xD1})
+SHIFT_EXPIRED_CODES = frozenset({ErrorCode.SHIFT_EXPIRED, ErrorCode.FN_SHIFT_EXPIRED})
+#: Printer trouble. When the document was fiscalised anyway, its paper copy is owed.
+PRINTER_CODES = frozenset({
+    ErrorCode.NO_PAPER, ErrorCode.NO_PRINTER, ErrorCode.PRINTER_MECHANICAL, ErrorCode.HEAD_OVERHEAT,
+})
 
 #: Jobs that form a fiscal document: they get ``fd_before`` and recovery.
 FISCAL_KINDS = frozenset({RECEIPT, "open_shift", "close_shift", "cash_in", "cash_out"})
@@ -204,6 +207,7 @@ class DeviceOwner:
                 except Exception as exc:  # noqa: BLE001 - any failure means "no link yet"
                     self._link_down(exc)
                     self._disconnect()
+                    self._fail_waiting_operations(exc)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, RECONNECT_MAX)
                     continue
@@ -234,6 +238,18 @@ class DeviceOwner:
         self._info = to_json(driver.device_info())
         log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
         self._refresh()
+
+    def _fail_waiting_operations(self, exc: BaseException) -> None:
+        """No link: non-fiscal operations fail now instead of running whenever the link is back.
+
+        A status read or an X report hours later is of no use to whoever asked; fiscal jobs
+        (receipts, cash, shifts) stay queued, so nothing accepted is lost.
+        """
+        error = exc.to_dict() if isinstance(exc, LinkError) else LinkError().to_dict()
+        for job in self.journal.queued(self.number):
+            if job.kind not in FISCAL_KINDS:
+                self.journal.finish(job.id, FAILED, error=error)
+                self._notify(job.id)
 
     def _disconnect(self) -> None:
         driver, self.driver = self.driver, None

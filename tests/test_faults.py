@@ -281,6 +281,33 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
     assert_exactly_once(read_log(emu.log_file), sent, answers)
 
 
+def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
+    """Over 24 h: Z report, new shift, receipt — with the link dropped after each task of that."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+    for n in range(0, 16):
+        key = f"day{n}-{uuid.uuid4().hex[:6]}"
+        quiet(service, emu)
+        emu.advance_clock(25)
+        if n:
+            emu.drop_after_tasks(n)
+            SUMMARY["faults"] += 1
+        SUMMARY["trials"] += 1
+        sent.add(key)
+        job = settle(service, sell(service, key, wait=0).id)
+        assert job.state == DONE, job
+        answers[key] = job.result
+    docs = read_log(emu.log_file)
+    assert_exactly_once(docs, sent, answers)
+    # Shifts alternate open/close; every receipt is in its own fresh shift (one receipt a day).
+    shifts = [d["type"] for d in docs if d["type"] in ("open_shift", "close_shift")]
+    assert shifts == ["open_shift"] + ["close_shift", "open_shift"] * 15
+    receipts = [d for d in docs if d["type"] == "receipt"]
+    assert [d["shift_number"] for d in receipts] == list(range(1, 17))
+
+
 def test_device_switched_off_at_random_moments(rig: Rig) -> None:
     rnd = random.Random(SEED)
     emu = rig.emulator()

@@ -276,6 +276,9 @@ def test_device_off_keeps_the_job_queued_with_a_reason(make_service):
     snap = service.snapshot()
     assert snap["link"] == "down" and snap["link_error"] == LinkError.message
     assert snap["queue"]["queued"] == 1
+    # A non-fiscal operation does not wait for the link: it fails at the next connect attempt.
+    status = service.submit("status", wait=10)
+    assert status.state == FAILED and status.error["code"] == LinkError.code
     device.online = True
     assert eventually(settled(service, job.id))
     assert service.get_job(job.id).state == DONE
