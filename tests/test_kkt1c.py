@@ -356,6 +356,29 @@ def test_seed_example_with_inconsistent_sum_is_refused(testapp, emulator):
     assert emulator.documents() == []
 
 
+def test_seed_example_passes_as_a_line_discount_when_configured(app_config, emulator, request):
+    """With ONEC_LINE_DISCOUNTS the 72 kopecks below price × quantity are that line's discount."""
+    app_config["ONEC_LINE_DISCOUNTS"] = True
+    testapp = request.getfixturevalue("testapp")
+    body = document(number="ТР00-003655")
+    body["DocSumm"] = 1950
+    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
+    assert post(testapp, body, status=200).json["result_code"] == 0
+    (doc,) = receipts(emulator)
+    assert doc["total"] == 195000
+    assert (doc["items"][0]["price"], doc["items"][0]["amount"]) == (32512, 195000)
+
+
+def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts(app_config, emulator, request):
+    app_config["ONEC_LINE_DISCOUNTS"] = True
+    testapp = request.getfixturevalue("testapp")
+    body = document(number="ТР00-003656")
+    body["DocSumm"] = 1951
+    body["Goods"]["Position_1"].update(PositionSumm=1951)
+    assert post(testapp, body, status=422).json["field"] == "Goods.Position_1.PositionSumm"
+    assert emulator.documents() == []
+
+
 def test_legacy_tax_refused_when_configured(app_config, emulator, request):
     app_config["ACCEPT_LEGACY_VAT"] = False
     testapp = request.getfixturevalue("testapp")

@@ -43,10 +43,17 @@ class FiscalContextData(typing.TypedDict, total=False):
     on_date: dt.date
     #: conf ACCEPT_LEGACY_VAT: old names 18/20 mean today's general rate, or are refused.
     accept_legacy: bool
+    #: conf ONEC_LINE_DISCOUNTS: a 1C line sum below price × quantity is a discount on that line.
+    line_discounts: bool
 
 
 #: Context manager carrying :class:`FiscalContextData` through ``schema.load``.
 FiscalContext = Context[FiscalContextData]
+
+
+def fiscal_context() -> FiscalContextData:
+    """The load context of the current ``schema.load`` (empty outside one)."""
+    return _context()
 
 
 def _context() -> FiscalContextData:

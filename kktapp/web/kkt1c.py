@@ -134,6 +134,10 @@ class PositionSchema(fields.BaseSchema):
         # The FN recomputes price × quantity; more than a kopeck off is a 1C-side error
         # (fiscal-rules.md §3), better reported now than as a device code mid-receipt.
         expected = domain.position_amount(data["Price"], data["Quantity"])
+        if fields.fiscal_context().get("line_discounts") and data["PositionSumm"] < expected:
+            # 1C's Цена is the price before the line discount and Сумма the sum after it;
+            # the driver sends the difference as the position's discount.
+            return
         if abs(expected - data["PositionSumm"]) > 1:
             raise ValidationError(
                 f"сумма позиции не равна цене × количество = {format_rub(expected)} ₽",
@@ -262,13 +266,21 @@ def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Rece
     """Validate a 1C document and build the domain receipt; raises ValidationFailed."""
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
     try:
-        with fields.FiscalContext({"on_date": today, "accept_legacy": accept_legacy}):
+        context = {
+            "on_date": today,
+            "accept_legacy": accept_legacy,
+            "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", False)),
+        }
+        with fields.FiscalContext(context):
             data = ReceiptSchema().load(body)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise validation_error(exc) from None
     keys = [key for key, _ in data["Goods"]]
     positions = tuple(
-        Position(name=p["Name"], price=p["Price"], quantity=p["Quantity"], amount=p["PositionSumm"], vat=p["Tax"])
+        Position(
+            name=p["Name"], price=p["Price"], quantity=p["Quantity"], amount=p["PositionSumm"], vat=p["Tax"],
+            discount=max(0, domain.position_amount(p["Price"], p["Quantity"]) - p["PositionSumm"]),
+        )
         for _, p in data["Goods"]
     )
     total = sum(p.amount for p in positions)
