@@ -207,10 +207,11 @@ class Journal:
 
     def _conn(self, durable: bool = True) -> sqlite3.Connection:
         if os.getpid() != self._pid:
-            # Forked child: the parent's connections are not ours to use or to close.
+            # Forked child: the parent's connections are not ours to use or to close, and its
+            # lock may have been held by a thread that does not exist here.
+            self._all_lock = threading.Lock()
             self._local = threading.local()
-            with self._all_lock:
-                self._all = []
+            self._all = []
             self._pid = os.getpid()
         name = "durable" if durable else "cache"
         conn = getattr(self._local, name, None)

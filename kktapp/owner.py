@@ -54,6 +54,8 @@ HOLD_RETRY = 1.0
 #: Quiet seconds after a job before the status snapshot is refreshed: a client sending receipt
 #: after receipt should not wait for six status reads between them.
 AFTER_JOB_REFRESH = 0.1
+#: Seconds between checks that the lock file is still in place.
+LOCK_CHECK_INTERVAL = 5.0
 #: Seconds between journal prunes.
 PRUNE_INTERVAL = 3600.0
 
@@ -75,6 +77,10 @@ OPERATIONS = frozenset({
     "status", "open_shift", "close_shift", "x_report", "cash_in", "cash_out", "print_text",
     "reprint_last", "cancel_receipt", "reset_summary", "tech_reset",
 })
+
+
+class LostLock(Exception):
+    """The device's lock file was removed or replaced while this process owned the device."""
 
 
 class Reasons:
@@ -112,6 +118,7 @@ class DeviceOwner:
         #: When the last job finished without a status refresh since.
         self._dirty_at: float | None = None
         self._last_prune = 0.0
+        self._last_lock_check = 0.0
         self._last_auto_close_check = 0.0
         self.is_owner = False
 
@@ -158,10 +165,23 @@ class DeviceOwner:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return False
             raise
+        if not self._lock_still_ours():
+            # The file was replaced between open and flock: this lock guards nothing.
+            self._unlock()
+            return False
         # Who owns the device, for a person looking at the lock file.
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         return True
+
+    def _lock_still_ours(self) -> bool:
+        """The locked file is still the one at the lock path (nobody deleted or replaced it)."""
+        if self._lock_fd is None:
+            return False
+        try:
+            return os.path.samestat(os.fstat(self._lock_fd), os.stat(self.lock_path))
+        except OSError:
+            return False
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -186,6 +206,9 @@ class DeviceOwner:
             log.info("ККТ %d: процесс %d стал владельцем связи", self.number, os.getpid())
             try:
                 self._serve()
+            except LostLock:
+                log.error("ККТ %d: файл блокировки %s удалён; связь с ККТ закрыта, выбираем владельца заново",
+                          self.number, self.lock_path)
             except Exception:
                 # A bug must not leave the device without an owner: give the link up and let
                 # this or another process take over after a pause.
@@ -272,6 +295,12 @@ class DeviceOwner:
         if self.service.auto_close_time is not None and now - self._last_auto_close_check >= 1.0:
             self._last_auto_close_check = now
             self._auto_close()
+        if now - self._last_lock_check >= LOCK_CHECK_INTERVAL:
+            self._last_lock_check = now
+            if not self._lock_still_ours():
+                # Someone removed the lock file: another process may lock a new one and open a
+                # second link. Give the device up and compete for it again.
+                raise LostLock(self.lock_path)
         if now - self._last_prune >= PRUNE_INTERVAL:
             self._last_prune = now
             self.journal.prune()

@@ -342,6 +342,8 @@ class FiscalService:
 
     def get_job(self, job_id: str) -> Job | None:
         """A job by id (from any process), or None."""
+        # A process that only answers polls must still take a device over if its owner died.
+        self.start()
         job = self.journal.get(job_id)
         return self._explain(job) if job is not None else None
 
@@ -361,6 +363,7 @@ class FiscalService:
         """Jobs whose outcome is not settled yet (or whose paper copy is owed), oldest first."""
         if device is not None:
             self._device(device)
+        self.start()
         return self.journal.unsettled(device)
 
     def snapshot(self, device: int = 1) -> dict:

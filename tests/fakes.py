@@ -69,6 +69,7 @@ class FakeDevice:
         self.faults: list[Fault] = []
         self.active: set[int] = set()
         self.max_active = 0
+        self.connects = 0
         self.busy_refusals = 0
         #: Per-method gates: a call waits until the event is set (to hold a job in flight).
         self.gates: dict[str, threading.Event] = {}
@@ -111,6 +112,7 @@ class FakeDevice:
                 self.busy_refusals += 1
                 raise DeviceBusy()
             self.active.add(id(driver))
+            self.connects += 1
             self.max_active = max(self.max_active, len(self.active))
             # A fresh connection finds any stale receipt as it was (the service settles it).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import threading
 
 import pytest
@@ -485,3 +486,16 @@ def test_stop_releases_the_device_and_a_new_service_takes_over(make_service):
 def test_owner_constants_are_sane():
     assert owner_mod.POLL_INTERVAL <= 0.05 and owner_mod.ELECTION_INTERVAL <= 1.0
     assert SHIFT_EXPIRED in owner_mod.SHIFT_EXPIRED_CODES and NO_PAPER in owner_mod.PRINTER_CODES
+
+
+def test_a_removed_lock_file_makes_the_owner_give_the_device_up(make_service, monkeypatch):
+    monkeypatch.setattr(owner_mod, "LOCK_CHECK_INTERVAL", 0.05)
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "before")
+    owner = service._owners[1]
+    os.unlink(owner.lock_path)
+    # The owner notices, closes the link and competes again for a new lock file.
+    assert eventually(lambda: device.connects == 2)
+    assert sell(service, "after").state == DONE
+    assert device.max_active == 1 and os.path.exists(owner.lock_path)
