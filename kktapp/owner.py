@@ -330,7 +330,13 @@ class DeviceOwner:
                     if driver.shift_status().state == "closed":
                         self.journal.finish(job.id, DONE, result={})
                         return
-                fd_before = driver.last_document().fd_number
+                last = driver.last_document()
+                if last.receipt_open:
+                    # Nothing of ours is in flight (the queue would hold), so a receipt left
+                    # open is stale (another program, a crash before sending): annul it.
+                    log.warning("ККТ %d: на ККТ открыт чужой чек; отменяем его", self.number)
+                    driver.cancel_receipt()
+                fd_before = last.fd_number
             except DeviceError as exc:
                 # Nothing of this job reached the device.
                 self._fail(job, exc)

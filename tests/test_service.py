@@ -499,3 +499,13 @@ def test_a_removed_lock_file_makes_the_owner_give_the_device_up(make_service, mo
     assert eventually(lambda: device.connects == 2)
     assert sell(service, "after").state == DONE
     assert device.max_active == 1 and os.path.exists(owner.lock_path)
+
+
+def test_a_stale_open_receipt_is_cancelled_before_sending(make_service):
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    with device.lock:
+        device.receipt_open = True  # left by another program
+    assert sell(service, "next").state == DONE
+    assert device.count("cancel_receipt") == 1 and len(device.receipts()) == 2
