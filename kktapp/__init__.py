@@ -46,10 +46,18 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
 
 
 def init_service(app: Flask) -> None:
-    """Create the per-process fiscal service; device threads start lazily on first use."""
+    """Create the per-process fiscal service and start its device owners.
+
+    Starting here rather than on the first request matters after a restart or an Apache
+    reload: queued receipts and receipts with an unknown outcome are settled at once, not
+    when the next caller happens to arrive. A process forked later (gunicorn --preload)
+    starts its own owners on first use.
+    """
     from .service import FiscalService
 
-    app.extensions["kkt"] = FiscalService.from_config(app.config)
+    service = FiscalService.from_config(app.config)
+    app.extensions["kkt"] = service
+    service.start()
 
 
 def register_blueprints(app: Flask) -> None:

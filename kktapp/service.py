@@ -155,6 +155,7 @@ class FiscalService:
     def _init_runtime(self) -> None:
         self._owners: dict[int, DeviceOwner] = {}
         self._started_pid: int | None = None
+        self._atexit_registered = False
         self._start_lock = threading.Lock()
         # Waiters of this process by job id: the owner wakes exactly the ones concerned.
         self._waiters: dict[str, list[threading.Event]] = {}
@@ -213,7 +214,11 @@ class FiscalService:
             for owner in self._owners.values():
                 owner.start()
             self._started_pid = pid
-        atexit.register(self.stop)
+            if not self._atexit_registered:
+                # A weak reference: the exit hook must not keep every service object alive
+                # (tests create hundreds of them).
+                atexit.register(_stop_at_exit, weakref.ref(self))
+                self._atexit_registered = True
         log.info("сервис ККТ запущен в процессе %d: кассы %s", pid, sorted(self.devices))
 
     def stop(self) -> None:
@@ -423,3 +428,9 @@ def _check_params(op: str, params: dict) -> dict:
                 raise ValidationFailed(f"lines[{i}]", "неверное описание строки", str(line)) from None
         return {"lines": checked}
     return params
+
+
+def _stop_at_exit(ref: weakref.ref[FiscalService]) -> None:
+    service = ref()
+    if service is not None:
+        service.stop()
