@@ -54,6 +54,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
+from kktapp.atol.emulator.state import read_document_lines  # noqa: E402
+
 log = logging.getLogger("bench")
 
 
@@ -259,22 +261,13 @@ class Service:
 
 def read_documents(path: Path, doc_type: str | None = "receipt") -> list[dict]:
     """Parse an emulator document log; lines that are not complete JSON objects are skipped."""
-    docs = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict) and (doc_type is None or doc.get("type") == doc_type):
-                    docs.append(doc)
+        return [
+            doc for doc in read_document_lines(path)
+            if doc is not None and (doc_type is None or doc.get("type") == doc_type)
+        ]
     except FileNotFoundError:
-        pass
-    return docs
+        return []
 
 
 class Harness:

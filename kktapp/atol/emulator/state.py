@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -124,6 +125,25 @@ class DeviceState:
         return cls(**values)
 
 
+def read_document_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any] | None]:
+    """Each line of a JSON-lines document log as a dict, or None where it is not one.
+
+    The emulator appends a line per fiscal document; a crash while appending leaves a line
+    that is not JSON, and readers (the store, tests, benchmarks) decide what that means.
+    """
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                yield None
+                continue
+            yield doc if isinstance(doc, dict) else None
+
+
 class Store:
     """Persistence of :class:`DeviceState` and the fiscal documents (or memory only)."""
 
@@ -145,21 +165,12 @@ class Store:
         docs: list[dict[str, Any]] = []
         dropped = 0
         if self.docs_path and os.path.exists(self.docs_path):
-            with open(self.docs_path, encoding="utf-8") as f:
-                for line in f:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        doc = json.loads(line)
-                    except ValueError:
-                        # A line cut short by a crash while appending: the state never counted it.
-                        dropped += 1
-                        continue
-                    if int(doc.get("fd_number", 0)) <= state.fd_number:
-                        docs.append(doc)
-                    else:
-                        dropped += 1
+            for doc in read_document_lines(self.docs_path):
+                # None: a line cut short by a crash while appending; the state never counted it.
+                if doc is not None and int(doc.get("fd_number", 0)) <= state.fd_number:
+                    docs.append(doc)
+                else:
+                    dropped += 1
         if dropped and self.docs_path:
             # Rewrite without them, or the next document would share a number with a ghost.
             log.warning("emulator: dropping %d uncommitted document line(s) from %s", dropped, self.docs_path)
