@@ -187,13 +187,8 @@ class Connection:
         except OSError:
             pass
         with self.work:
-            for task in self.queue:
-                task.cancelled = True
-                task.done.set()
-            self.queue.clear()
-            if self.running is not None:
+            if self._cancel_pending():
                 # Its result has nowhere to go; wake an Add waiting for it.
-                self.running.cancelled = True
                 self.running.done.set()
             self.work.notify_all()
         self._abort.set()
@@ -357,13 +352,22 @@ class Connection:
             self.stopped_by = None
         return Status.RESULT
 
-    def _abort_all(self) -> None:
+    def _cancel_pending(self) -> bool:
+        """Cancel the queued tasks and the running one (caller holds ``work``).
+
+        Returns True when a task was running: it finishes its current step, then drops its result.
+        """
         for task in self.queue:
             task.cancelled = True
             task.done.set()
         self.queue.clear()
-        if self.running is not None:
-            self.running.cancelled = True
+        if self.running is None:
+            return False
+        self.running.cancelled = True
+        return True
+
+    def _abort_all(self) -> None:
+        if self._cancel_pending():
             self._abort.set()
         self.buffer.clear()
         self.stopped_by = None
