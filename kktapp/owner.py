@@ -16,6 +16,17 @@ Exactly-once rests on three rules:
    was fiscalised: it is recorded as done with the device's own data (and reprinted if its paper
    copy is owed). Otherwise an open receipt is cancelled and the job runs again.
 3. ``failed`` is recorded only when the device certainly did not fiscalise the document.
+
+While it holds the link, the owner remembers the FN's last document number and the shift state
+(:class:`DeviceState`) instead of reading them before every job: the device accepts one
+connection and that connection is the owner's, so nothing else can form a document or open or
+close a shift behind its back. The memory is filled only from device reads and from the
+documents the owner itself just formed, and dropped on (re)connect, after a lost link, an
+unknown outcome, an unexpected exception or any device error, and whenever a status read
+refreshes it. Recovery never uses it: settling an unknown outcome always reads the FN. The
+shift's 24 hours are decided by the device's clock, which may differ from ours (and tests move
+it): a receipt refused with "shift over 24 h" gets a Z report, a new shift and one retry, and one
+refused with "shift closed" gets a new shift and one retry.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .atol.errors import ErrorCode
-from .device import Driver, LastDocument, to_json
+from .device import Driver, LastDocument, ShiftStatus, to_json
 from .domain import FiscalResult, Receipt, TextLine
 from .errors import DeviceError, KKTError, LinkError, OutcomeUnknown
 from .journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
@@ -54,6 +65,14 @@ HOLD_RETRY = 1.0
 #: Quiet seconds after a job before the status snapshot is refreshed: a client sending receipt
 #: after receipt should not wait for six status reads between them.
 AFTER_JOB_REFRESH = 0.1
+#: Longest time a device that is never idle goes without a full status read (seconds). Between
+#: back-to-back jobs the snapshot is otherwise updated from what the owner already knows; once
+#: in this long the FN and printer state are read anyway (about 0.2 s of device time).
+BUSY_FULL_REFRESH = 300.0
+#: The owner re-reads the shift from the device when, by its estimate of the device clock, the
+#: shift is this close to its 24 hours: the device decides, and the estimate comes from document
+#: times rounded to the minute.
+SHIFT_EXPIRY_MARGIN = dt.timedelta(minutes=5)
 #: Seconds between checks that the lock file is still in place.
 LOCK_CHECK_INTERVAL = 5.0
 #: Seconds between journal prunes.
@@ -72,6 +91,15 @@ PRINTER_CODES = frozenset({
 FISCAL_KINDS = frozenset({RECEIPT, "open_shift", "close_shift", "cash_in", "cash_out"})
 #: Jobs that need an open, fresh shift first.
 SHIFT_KINDS = frozenset({RECEIPT, "cash_in", "cash_out"})
+#: "Shift closed": the owner's memory said open (stale after something it cannot see, such as
+#: the FN closing the shift): open it and retry once.
+SHIFT_CLOSED_CODES = frozenset({ErrorCode.SHIFT_CLOSED})
+#: "A receipt is open": a stale receipt the owner did not know about; it is cancelled and the job
+#: retried once.
+RECEIPT_OPEN_CODES = frozenset({
+    ErrorCode.RECEIPT_OPEN, ErrorCode.SALE_RECEIPT_OPEN, ErrorCode.RETURN_RECEIPT_OPEN,
+    ErrorCode.ANNUL_RECEIPT_OPEN,
+})
 #: Every operation a caller may submit, besides receipts.
 OPERATIONS = frozenset({
     "status", "open_shift", "close_shift", "x_report", "cash_in", "cash_out", "print_text",
@@ -98,6 +126,69 @@ class Reasons:
     CHECK_FAILED = "не удалось проверить ФН после сбоя; сервис повторит проверку"
 
 
+@dataclasses.dataclass
+class DeviceState:
+    """What the owner knows about its device while it holds the link (see the module docstring).
+
+    ``None`` means "not known, read the device". Times are the device's own clock.
+    """
+
+    #: The FN's last fiscal document number.
+    fd_number: int | None = None
+    #: "open" or "closed" (an expired shift is never remembered: it is handled at once).
+    shift_state: str | None = None
+    shift_number: int = 0
+    shift_opened_at: dt.datetime | None = None
+    #: A device clock reading and ``time.monotonic()`` when it was taken: the device's "now" is
+    #: estimated from these to close an expiring shift before the device refuses a receipt.
+    clock: tuple[dt.datetime, float] | None = None
+
+    def forget(self) -> None:
+        """Nothing is known any more (the next job reads the device)."""
+        self.fd_number = None
+        self.shift_state = None
+        self.shift_opened_at = None
+        self.clock = None
+
+    def device_now(self) -> dt.datetime | None:
+        """The device clock now, estimated from the last reading; None when there was none."""
+        if self.clock is None:
+            return None
+        when, mono = self.clock
+        return when + dt.timedelta(seconds=time.monotonic() - mono)
+
+    def shift_expiring(self) -> bool:
+        """The remembered open shift is at (or near) its 24 hours by the device clock estimate."""
+        now = self.device_now()
+        if self.shift_state != "open" or self.shift_opened_at is None or now is None:
+            return False
+        return now >= self.shift_opened_at + dt.timedelta(hours=24) - SHIFT_EXPIRY_MARGIN
+
+    def note_shift(self, shift: ShiftStatus) -> None:
+        """A shift status read from the device."""
+        if shift.state == "expired":
+            # Never reuse: the next job must close it first, and it reads the device for that.
+            self.shift_state = None
+            return
+        self.shift_state = shift.state
+        self.shift_number = shift.number
+        self.shift_opened_at = shift.opened_at if shift.state == "open" else None
+
+    def note_document(self, kind: str, result: FiscalResult) -> None:
+        """A document the owner itself just formed (its FiscalResult is the FN's answer)."""
+        if result.test_mode or not result.fiscal_document_number:
+            return  # test mode forms no document
+        self.fd_number = result.fiscal_document_number
+        self.clock = (result.datetime, time.monotonic())
+        if kind == "open_shift":
+            self.shift_state = "open"
+            self.shift_number = result.shift_number
+            self.shift_opened_at = result.datetime
+        elif kind == "close_shift":
+            self.shift_state = "closed"
+            self.shift_opened_at = None
+
+
 class DeviceOwner:
     """Election thread and, while this process holds the lock, the device's only worker."""
 
@@ -114,7 +205,13 @@ class DeviceOwner:
         self._lock_fd: int | None = None
         self.driver: Driver | None = None
         self._info: dict | None = None
+        #: FN document number and shift while this process holds the link.
+        self.state = DeviceState()
+        #: The last document this owner formed, for the snapshot between jobs.
+        self._last_result: FiscalResult | None = None
         self._last_refresh = 0.0
+        #: When the device's status was last read in full (not just published from memory).
+        self._last_full_refresh = 0.0
         #: When the last job finished without a status refresh since.
         self._dirty_at: float | None = None
         self._last_prune = 0.0
@@ -243,7 +340,7 @@ class DeviceOwner:
                     self._execute(job)
                     self._dirty_at = time.monotonic()
                     if self._refresh_due():
-                        self._refresh()
+                        self._busy_refresh()
                     continue
                 self._idle()
             except LinkError as exc:
@@ -252,9 +349,12 @@ class DeviceOwner:
             except DeviceError as exc:
                 # A status or recovery step refused by the device; jobs are settled inside.
                 log.warning("ККТ %d: %s", self.number, exc.message)
+                self.state.forget()
                 self._sleep(HOLD_RETRY)
 
     def _connect(self) -> None:
+        # A new link: whatever happened while there was none is unknown.
+        self.state.forget()
         driver = self.service.driver_factory(self.config)
         self.driver = driver
         driver.connect()
@@ -275,6 +375,8 @@ class DeviceOwner:
                 self._notify(job.id)
 
     def _disconnect(self) -> None:
+        # Without the link the owner no longer knows the device is untouched.
+        self.state.forget()
         driver, self.driver = self.driver, None
         if driver is not None:
             try:
@@ -327,20 +429,18 @@ class DeviceOwner:
                 if job.kind in SHIFT_KINDS:
                     self._ensure_shift()
                 elif job.kind == "close_shift" and job.payload.get("params", {}).get("auto"):
-                    if driver.shift_status().state == "closed":
+                    # Once a day: read the device rather than trust memory for a skipped Z.
+                    shift = driver.shift_status()
+                    self.state.note_shift(shift)
+                    if shift.state == "closed":
                         self.journal.finish(job.id, DONE, result={})
                         return
-                last = driver.last_document()
-                if last.receipt_open:
-                    # Nothing of ours is in flight (the queue would hold), so a receipt left
-                    # open is stale (another program, a crash before sending): annul it.
-                    log.warning("ККТ %d: на ККТ открыт чужой чек; отменяем его", self.number)
-                    driver.cancel_receipt()
-                fd_before = last.fd_number
+                fd_before = self._fd_before()
             except DeviceError as exc:
                 # Nothing of this job reached the device.
                 self._fail(job, exc)
                 return
+            # Durable (FULL) before anything of the document is sent: recovery compares with it.
             self.journal.mark_sending(job.id, fd_before)
             try:
                 result = self._call(job)
@@ -356,12 +456,47 @@ class DeviceOwner:
                 log.exception("ККТ %d: сбой при отправке %s %s", self.number, job.kind, job.id)
                 self._mark_unknown(job, Reasons.INTERRUPTED, None)
                 raise LinkError(str(exc) or LinkError.message) from exc
+            if isinstance(result, FiscalResult):
+                self._note_own_document(job, fd_before, result)
             self._done(job, result)
             return
+
+    def _fd_before(self) -> int:
+        """The FN's last document number before the job's document: remembered, else read.
+
+        Reading it costs three tasks in two round trips; while the owner holds the link the
+        number only changes by the documents it forms itself, whose numbers it keeps.
+        """
+        if self.state.fd_number is not None:
+            return self.state.fd_number
+        driver = self._driver()
+        last = driver.last_document()
+        if last.receipt_open:
+            # Nothing of ours is in flight (the queue would hold), so a receipt left
+            # open is stale (another program, a crash before sending): annul it.
+            log.warning("ККТ %d: на ККТ открыт чужой чек; отменяем его", self.number)
+            driver.cancel_receipt()
+        self.state.fd_number = last.fd_number
+        return last.fd_number
+
+    def _note_own_document(self, job: Job, fd_before: int, result: FiscalResult) -> None:
+        """Remember the document just formed; a gap in the numbers means the memory was wrong."""
+        if not result.test_mode and result.fiscal_document_number and result.fiscal_document_number != fd_before + 1:
+            # Harmless for this job (its answer came from the device), but something formed a
+            # document the owner did not see: stop trusting memory until the next device read.
+            log.error("ККТ %d: %s %s получил ФД %d, ожидался %d; состояние ККТ будет перечитано",
+                      self.number, job.kind, job.key or job.id, result.fiscal_document_number, fd_before + 1)
+            self.state.forget()
+            return
+        self.state.note_document(job.kind, result)
+        self._last_result = result
 
     def _after_device_error(self, job: Job, exc: DeviceError, fd_before: int, *, retry_allowed: bool) -> bool:
         """Settle a device error answer; True means "run the job again now"."""
         driver = self._driver()
+        # The device disagreed with what the owner expected: from here on only device reads count.
+        self.state.forget()
+        cancelled = False
         try:
             last = driver.last_document()
             if last.fd_number > fd_before:
@@ -372,25 +507,44 @@ class DeviceOwner:
                 return False
             if last.receipt_open:
                 driver.cancel_receipt()
+                cancelled = True
         except LinkError as link:
             self._mark_unknown(job, Reasons.INTERRUPTED, link)
             raise
         if retry_allowed and exc.code in SHIFT_EXPIRED_CODES and job.kind in SHIFT_KINDS:
-            # The device's clock says the shift is over 24 h although the state said open:
-            # Z report now, the next attempt opens a new shift and fiscalises.
+            # The device's clock says the shift is over 24 h although the owner thought it open
+            # (the clocks differ, or the device clock was moved): Z report now, the next attempt
+            # opens a new shift and fiscalises.
             log.info("ККТ %d: смена превысила 24 часа (код %d), закрываем её", self.number, exc.code)
             self.journal.requeue(job.id)
             try:
-                driver.close_shift(self.service.cashier_name, self.service.cashier_inn)
+                z = driver.close_shift(self.service.cashier_name, self.service.cashier_inn)
             except DeviceError as z_exc:
                 log.warning("ККТ %d: Z-отчёт не снят: %s", self.number, z_exc.message)
                 self._fail(job, exc)
                 return False
+            self.state.note_document("close_shift", z)
+            return True
+        if retry_allowed and exc.code in SHIFT_CLOSED_CODES and job.kind in SHIFT_KINDS:
+            # The owner's memory said the shift was open; the device says closed. The next attempt
+            # reads the shift (memory was just dropped) and opens it.
+            log.info("ККТ %d: смена закрыта (код %d), открываем её и повторяем", self.number, exc.code)
+            self.journal.requeue(job.id)
+            return True
+        if retry_allowed and cancelled and exc.code in RECEIPT_OPEN_CODES:
+            # A stale receipt stood in the way (ours, had it opened, would have been cancelled by
+            # the driver before this): it is annulled now, so the job may go once more.
+            log.warning("ККТ %d: на ККТ был открыт чужой чек; он отменён, повторяем", self.number)
+            self.journal.requeue(job.id)
             return True
         self._fail(job, exc)
         return False
 
     def _execute_plain(self, job: Job) -> None:
+        if job.kind != "status":
+            # Service operations (reports, resets, cancel) may change what the owner remembers;
+            # they are rare, so the next job simply reads the device again.
+            self.state.forget()
         self.journal.mark_sending(job.id, None)
         try:
             result = self._call(job)
@@ -472,10 +626,13 @@ class DeviceOwner:
             log.info("ККТ %d: %s %s выполнено", self.number, job.kind, job.key or job.id)
 
     def _fail(self, job: Job, exc: KKTError) -> None:
+        # Any device error: the owner's memory of the device is not to be trusted.
+        self.state.forget()
         self.journal.finish(job.id, FAILED, error=exc.to_dict())
         log.warning("ККТ %d: %s %s: ошибка %d %s", self.number, job.kind, job.key or job.id, exc.code, exc.message)
 
     def _mark_unknown(self, job: Job, reason: str, exc: KKTError | None) -> None:
+        self.state.forget()
         self.journal.mark_unknown(job.id, reason, exc.to_dict() if exc is not None else None)
         self._notify(job.id)
         log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.number, job.kind, job.key or job.id,
@@ -489,16 +646,23 @@ class DeviceOwner:
     # ------------------------------------------------------------------ shift policy
 
     def _ensure_shift(self) -> None:
-        """Open the shift when closed; when over 24 h, Z report and a new shift."""
+        """Open the shift when closed; when over 24 h, Z report and a new shift.
+
+        The remembered state is used while it is known and not near its 24 hours; the device
+        clock may still run ahead of the estimate, which the retry on "shift over 24 h" covers.
+        """
         driver = self._driver()
         svc = self.service
-        shift = driver.shift_status()
-        if shift.state == "expired":
-            log.info("ККТ %d: смена %d старше 24 часов: Z-отчёт и новая смена", self.number, shift.number)
-            driver.close_shift(svc.cashier_name, svc.cashier_inn)
-            shift = dataclasses.replace(shift, state="closed")
-        if shift.state == "closed":
+        state = self.state
+        if state.shift_state is None or state.shift_expiring():
+            shift = driver.shift_status()
+            state.note_shift(shift)
+            if shift.state == "expired":
+                log.info("ККТ %d: смена %d старше 24 часов: Z-отчёт и новая смена", self.number, shift.number)
+                state.note_document("close_shift", driver.close_shift(svc.cashier_name, svc.cashier_inn))
+        if state.shift_state == "closed":
             result = driver.open_shift(svc.cashier_name, svc.cashier_inn)
+            state.note_document("open_shift", result)
             log.info("ККТ %d: открыта смена %d", self.number, result.shift_number)
 
     def _auto_close(self) -> None:
@@ -539,6 +703,8 @@ class DeviceOwner:
 
     def _recover(self, job: Job) -> None:
         driver = self._driver()
+        # Never settle from memory: the FN alone says whether the document exists.
+        self.state.forget()
         if job.state == SENDING:
             # Found in flight: the process that sent it died.
             self._mark_unknown(job, Reasons.CRASHED, None)
@@ -629,11 +795,19 @@ class DeviceOwner:
         driver = self._driver()
         if self._info is None:
             self._info = to_json(driver.device_info())
+        # Whatever fails below, nothing half-read may stay remembered.
+        self.state.forget()
         status = driver.status()
         shift = driver.shift_status()
         fn = driver.fn_status()
         totals = driver.totals()
         last = driver.last_document()
+        # A full read is the periodic check of the owner's memory: take it from here. An open
+        # receipt outside a job is stale; the next job reads and cancels it (fd stays unknown).
+        self.state.clock = (status.datetime, time.monotonic())
+        self.state.note_shift(shift)
+        if not last.receipt_open:
+            self.state.fd_number = last.fd_number
         shift_json = to_json(shift)
         shift_json["expires_at"] = shift.expires_at.isoformat() if shift.expires_at else None
         return {
@@ -649,8 +823,39 @@ class DeviceOwner:
             },
         }
 
-    def _store_snapshot(self, data: dict) -> None:
+    def _busy_refresh(self) -> None:
+        """Refresh due between jobs: publish what the owner knows without reading the device.
+
+        A status read costs about seven tasks; between back-to-back receipts it would delay the
+        next one. The snapshot keeps its last full read and gets the last document and shift from
+        the owner's memory; a device that is never idle is read in full every BUSY_FULL_REFRESH.
+        """
+        if time.monotonic() - self._last_full_refresh >= BUSY_FULL_REFRESH:
+            self._refresh()
+            return
+        stored = self.journal.load_snapshot(self.number)
+        snap = dict(stored[0]) if stored else {}
+        state = self.state
+        if state.fd_number is not None:
+            last = dict(snap.get("last_document") or {})
+            if last.get("fd_number") != state.fd_number:
+                mine = self._last_result
+                result = mine.to_dict() if mine and mine.fiscal_document_number == state.fd_number else None
+                last.update({"fd_number": state.fd_number, "receipt_open": False, "result": result})
+            snap["last_document"] = last
+        if state.shift_state is not None:
+            shift = dict(snap.get("shift") or {})
+            shift.update({"state": state.shift_state, "number": state.shift_number})
+            opened = state.shift_opened_at
+            shift["opened_at"] = opened.isoformat() if opened else None
+            shift["expires_at"] = (opened + dt.timedelta(hours=24)).isoformat() if opened else None
+            snap["shift"] = shift
+        snap.update({"link": "ok", "link_error": None})
         self._last_refresh = time.monotonic()
+        self.journal.save_snapshot(self.number, snap)
+
+    def _store_snapshot(self, data: dict) -> None:
+        self._last_refresh = self._last_full_refresh = time.monotonic()
         self._dirty_at = None
         snap = dict(data)
         snap.update({"link": "ok", "link_error": None})

@@ -509,3 +509,97 @@ def test_a_stale_open_receipt_is_cancelled_before_sending(make_service):
         device.receipt_open = True  # left by another program
     assert sell(service, "next").state == DONE
     assert device.count("cancel_receipt") == 1 and len(device.receipts()) == 2
+
+
+# ------------------------------------------------------------------ what the owner remembers
+
+
+def quiet(service: FiscalService, device: FakeDevice) -> None:
+    """Wait until the owner refreshed its status after the last job (it is idle, state read)."""
+    assert eventually(lambda: (service.snapshot().get("last_document") or {}).get("fd_number") == device.fd
+                      and service.snapshot()["link"] == "ok")
+
+
+def test_back_to_back_receipts_use_the_remembered_fd_and_shift(make_service, monkeypatch):
+    """While the owner holds the link it reads neither the FN number nor the shift per receipt."""
+    monkeypatch.setattr(owner_mod, "AFTER_JOB_REFRESH", 3600)
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "warm")
+    reads = device.count("last_document"), device.count("shift_status")
+    gate = device.gate("sell")
+    jobs = [sell(service, f"B-{i}", wait=0) for i in range(5)]
+    assert device.entered["sell"].wait(10)
+    # In flight: fd_before is on disk, taken from memory, before the document goes out.
+    in_flight = service.journal.get(jobs[0].id)
+    assert in_flight.state == "sending" and in_flight.fd_before == device.fd
+    gate.set()
+    assert eventually(lambda: all(service.get_job(j.id).finished for j in jobs))
+    assert (device.count("last_document"), device.count("shift_status")) == reads
+    for job in jobs:
+        done = service.get_job(job.id)
+        assert done.state == DONE
+        assert done.fd_before == done.fiscal_result().fiscal_document_number - 1
+    assert len(device.receipts()) == 6
+
+
+def test_remembered_shift_and_device_clock_advanced_25_hours(make_service):
+    """The device clock runs ahead of what the owner knows: refused, Z, new shift, one receipt."""
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "day-1")
+    quiet(service, device)  # the owner now remembers an open shift
+    device.advance_clock(25)
+    job = sell(service, "day-2")
+    assert job.state == DONE
+    assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "close_shift", "open_shift", "receipt"]
+    assert device.count("sell") == 3  # the refused one, then the retry
+    assert [d["name"] for d in device.receipts()] == ["Товар day-1", "Товар day-2"]
+    assert job.fiscal_result() == device.receipts()[-1]["result"]
+    assert job.fiscal_result().shift_number == device.shift_number
+    # And the next day again, now with the shift remembered from the owner's own documents.
+    device.advance_clock(25)
+    assert sell(service, "day-3").state == DONE
+    assert [d["type"] for d in device.documents][-3:] == ["close_shift", "open_shift", "receipt"]
+    assert len(device.receipts()) == 3
+
+
+def test_shift_closed_behind_the_owners_back_is_opened_and_retried(make_service):
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "first")
+    quiet(service, device)
+    with device.lock:
+        device.shift_open = False  # as if the FN had closed it
+    job = sell(service, "second")
+    assert job.state == DONE
+    assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "open_shift", "receipt"]
+    assert device.count("sell") == 3 and len(device.receipts()) == 2
+
+
+def test_device_error_makes_the_owner_read_the_device_again(make_service, monkeypatch):
+    monkeypatch.setattr(owner_mod, "AFTER_JOB_REFRESH", 3600)
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "warm")
+    device.paper = False
+    assert sell(service, "no-paper").state == FAILED
+    device.paper = True
+    reads = device.count("last_document"), device.count("shift_status")
+    assert sell(service, "after").state == DONE
+    # The failed job dropped the memory: the next job read the FN number and the shift.
+    assert device.count("last_document") > reads[0] and device.count("shift_status") > reads[1]
+    assert len(device.receipts()) == 2
+
+
+def test_a_link_drop_makes_the_owner_read_the_device_again(make_service, monkeypatch):
+    monkeypatch.setattr(owner_mod, "AFTER_JOB_REFRESH", 3600)
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "warm")
+    device.inject("sell", "after", LinkError())
+    assert sell(service, "dropped").state == DONE
+    reads = device.count("last_document"), device.count("shift_status")
+    assert sell(service, "next").state == DONE
+    assert device.count("last_document") > reads[0] and device.count("shift_status") > reads[1]
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар dropped", "Товар next"]
