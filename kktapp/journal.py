@@ -10,7 +10,18 @@ until the device owner settles it by comparing the FN's last document number wit
 ``fd_before``.
 
 SQLite in WAL mode lets many processes (mod_wsgi, gunicorn workers) share one file: readers never
-wait for the writer, and ``busy_timeout`` queues writers. All SQL lives in this module behind the
+wait for the writer. Writers of one process queue on a per-process lock (:attr:`Journal._write_lock`)
+before they ask SQLite for its write lock: SQLite's busy handler makes a waiting writer sleep and
+retry, so with sixteen device owners and dozens of HTTP threads an unlucky one kept losing for
+seconds; with the lock, threads go in arrival order and only one writer per process ever waits
+in the busy handler (against the other processes).
+
+Write transactions per receipt, each needed for exactly-once (all ``synchronous=FULL``):
+``accept`` (the request exists before the device is touched; the key answers repeats),
+``mark_sending`` (``fd_before`` on disk before the document goes out: recovery compares with
+it), ``finish`` (the answer given to the caller survives; a repeat returns it). Status snapshots
+are not per receipt: the owner writes one when its refresh is due or the queue went idle, with
+``synchronous=NORMAL``. All SQL lives in this module behind the
 narrow :class:`Journal` interface, so a PostgreSQL backend for several hosts can follow.
 
 Also here: the JSON form of :class:`~kktapp.domain.Receipt` stored as a job's payload
@@ -187,6 +198,8 @@ class Journal:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        #: Serialises this process's write transactions (see the module docstring).
+        self._write_lock = threading.Lock()
         self._pid = os.getpid()
         self._init_schema()
 
@@ -210,6 +223,7 @@ class Journal:
             # Forked child: the parent's connections are not ours to use or to close, and its
             # lock may have been held by a thread that does not exist here.
             self._all_lock = threading.Lock()
+            self._write_lock = threading.Lock()
             self._local = threading.local()
             self._all = []
             self._pid = os.getpid()
@@ -238,9 +252,12 @@ class Journal:
                 pass
         self._local = threading.local()
 
-    def _write(self, sql: str, args: tuple) -> int:
-        cur = self._conn().execute(sql, args)
-        return cur.rowcount
+    def _write(self, sql: str, args: tuple, *, durable: bool = True) -> int:
+        """One write statement in its own transaction, after this process's earlier writers."""
+        conn = self._conn(durable)
+        with self._write_lock:
+            cur = conn.execute(sql, args)
+            return cur.rowcount
 
     def _one(self, sql: str, args: tuple) -> Job | None:
         row = self._conn().execute(sql, args).fetchone()
@@ -288,6 +305,21 @@ class Journal:
         """
         conn = self._conn()
         now = self.clock()
+        with self._write_lock:
+            job_id, existing = self._accept(conn, now, device, kind, key, fingerprint, payload, source)
+        if existing is not None:
+            if existing.fingerprint != fingerprint or existing.device != device:
+                raise Conflict()
+            return existing, False
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def _accept(
+        self, conn: sqlite3.Connection, now: float, device: int, kind: str, key: str | None, fingerprint: str,
+        payload: dict, source: str,
+    ) -> tuple[str, Job | None]:
+        """The transaction of :meth:`accept`: (new id, None) or ("", the live job with the key)."""
         # IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -297,10 +329,7 @@ class Journal:
                 ).fetchone()
                 if row is not None:
                     conn.execute("COMMIT")
-                    existing = self._job(row)
-                    if existing.fingerprint != fingerprint or existing.device != device:
-                        raise Conflict()
-                    return existing, False
+                    return "", self._job(row)
             job_id = str(uuid.uuid4())
             conn.execute(
                 "INSERT INTO jobs (id, device, kind, key, fingerprint, source, payload, state, reason,"
@@ -312,9 +341,7 @@ class Journal:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        job = self.get(job_id)
-        assert job is not None
-        return job, True
+        return job_id, None
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
@@ -341,7 +368,11 @@ class Journal:
         return [self._job(r) for r in rows]
 
     def mark_sending(self, job_id: str, fd_before: int | None) -> None:
-        """The job goes to the device now; ``fd_before`` is the FN's last document number."""
+        """The job goes to the device now; ``fd_before`` is the FN's last document number.
+
+        FULL and before the first byte of the document: after a crash or a lost answer, recovery
+        decides "fiscalised or not" by comparing the FN with this number.
+        """
         self._write(
             "UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
             " WHERE id=?",
@@ -358,7 +389,11 @@ class Journal:
         reason: str = "",
         reprint: bool = False,
     ) -> None:
-        """Record the final state (done or failed) with its result or error."""
+        """Record the final state (done or failed) with its result or error.
+
+        FULL: the caller is answered from this row, and a repeat with the same key must get the
+        same answer after a power cut; a failed row frees the key for a new attempt.
+        """
         if state not in FINISHED:
             raise ValueError(f"not a final state: {state}")
         self._write(
@@ -375,14 +410,22 @@ class Journal:
         )
 
     def mark_unknown(self, job_id: str, reason: str, error: dict | None = None) -> None:
-        """The outcome is unknown until the device owner settles it; the queue holds."""
+        """The outcome is unknown until the device owner settles it; the queue holds.
+
+        FULL: the reason is what the operator and the caller see while the queue holds (recovery
+        itself would also settle the row left in ``sending``).
+        """
         self._write(
             "UPDATE jobs SET state=?, reason=?, error=?, updated_at=? WHERE id=?",
             (UNKNOWN, reason, _dumps(error) if error is not None else None, self.clock(), job_id),
         )
 
     def requeue(self, job_id: str) -> None:
-        """Back to the queue: the device certainly did not fiscalise it; it keeps its place."""
+        """Back to the queue: the device certainly did not fiscalise it; it keeps its place.
+
+        FULL before the owner forms any other document (Z report, new shift): a crash after that
+        must not find this job in ``sending`` and mistake the new document for it.
+        """
         self._write(
             "UPDATE jobs SET state=?, fd_before=NULL, reason='', error=NULL, updated_at=? WHERE id=?",
             (QUEUED, self.clock(), job_id),
@@ -440,11 +483,12 @@ class Journal:
     # ------------------------------------------------------------------ snapshots
 
     def save_snapshot(self, device: int, data: dict) -> None:
-        """Store the device's latest status for every process to read."""
-        self._conn(durable=False).execute(
+        """Store the device's latest status for every process to read (a cache: NORMAL)."""
+        self._write(
             "INSERT INTO snapshots (device, data, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT(device) DO UPDATE SET data=excluded.data, updated_at=excluded.updated_at",
             (device, _dumps(data), self.clock()),
+            durable=False,
         )
 
     def load_snapshot(self, device: int) -> tuple[dict, dt.datetime] | None:
