@@ -17,7 +17,7 @@ from .domain import FiscalResult, Receipt, TextLine
 
 @dataclass
 class DeviceInfo:
-    """Who the device is (ATOL A5 reply plus the serial number from 3F)."""
+    """Who the device is (ATOL A5 reply plus the full serial number, register 22)."""
 
     model_code: int
     model_name: str

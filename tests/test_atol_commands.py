@@ -24,6 +24,9 @@ def strategy(kind: commands.Kind) -> st.SearchStrategy:
         return st.integers(0, 256 ** kind.size - 1)
     if isinstance(kind, commands.BCD):
         return st.integers(0, 10 ** (2 * kind.size) - 1)
+    if isinstance(kind, commands.BcdDigits):
+        # Decoded at full width: a serial keeps its leading zeros.
+        return st.integers(0, 10 ** (2 * kind.size) - 1).map(lambda n: str(n).zfill(2 * kind.size))
     if isinstance(kind, commands.Quantity):
         return st.integers(0, 10 ** 10 - 1).map(lambda n: Decimal(n) / 1000)
     if isinstance(kind, commands.Text):
@@ -50,10 +53,10 @@ def fields_strategy(fields):
 @given(data=st.data())
 def test_request_round_trip(cmd, data):
     params = data.draw(fields_strategy(cmd.request))
-    # Registers with a layout of their own (18 shift state, 12 non-resettable totals) read
-    # through the generic 91 are, by design, their sub-coded commands.
+    # Registers with a layout of their own (18 shift state, 12 non-resettable totals, 22 serial)
+    # read through the generic 91 are, by design, their sub-coded commands.
     registers = {c.sub for c in COMMANDS_LIST if c.code == 0x91 and c.sub is not None}
-    assert registers == {model.REGISTER_SHIFT_STATE, model.REGISTER_NON_RESETTABLE}
+    assert registers == {model.REGISTER_SHIFT_STATE, model.REGISTER_NON_RESETTABLE, model.REGISTER_SERIAL}
     assume(not (cmd.name == "read_register" and params["register"] in registers))
     raw = cmd.encode(**params)
     assert raw.startswith(cmd.prefix)
@@ -107,6 +110,20 @@ def test_earnings_layouts():
     reply = bytes.fromhex("55 00 00 00 00 00 00 01 23 45 00 00 00 00 00 00 99")
     assert COMMANDS["last_shift_totals"].decode_reply(reply) == {"income": 12345, "outcome": 99}
     assert COMMANDS["non_resettable_totals"].encode_reply(income=12345, outcome=99) == reply
+
+
+def test_serial_register_layout():
+    # Register 22 (model.REGISTER_SERIAL): 14 digits in 7 BCD bytes, leading zeros kept.
+    cmd = COMMANDS["serial_number"]
+    assert cmd.encode() == bytes.fromhex("91 16 00 00")
+    assert commands.lookup(b"\x91\x16\x00\x00") is cmd
+    reply = bytes.fromhex("55 00 00 00 10 62 01 27 37 05")
+    assert cmd.encode_reply(serial="00106201273705") == reply
+    assert cmd.decode_reply(reply) == {"serial": "00106201273705"}
+    with pytest.raises(codec.CodecError):
+        cmd.encode_reply(serial="0010620127370X")
+    with pytest.raises(codec.CodecError):
+        cmd.encode_reply(serial="1" * 15)
 
 
 def test_position_layout_is_104_bytes():

@@ -12,7 +12,7 @@ import pytest
 
 from kktapp.atol import commands, model, taskbuf
 from kktapp.atol.driver import AtolDriver, step
-from kktapp.atol.emulator import Emulator
+from kktapp.atol.emulator import Emulator, handlers
 from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.framing import encode_packet
@@ -78,8 +78,9 @@ def receipt(*positions: Position, paid: int | None = None, pay: PaymentType = Pa
 def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
     st = driver.status()
     assert st.mode == 0 and not st.receipt_open and st.paper_present and st.fiscal
-    assert st.serial == emu.state.serial[-8:]
+    assert st.serial == emu.state.serial
     info = driver.device_info()
+    assert info.serial == "00106201273705"
     assert info.model_code == 62 and info.model_name == "АТОЛ 55Ф" and info.protocol == 3
     assert info.firmware.count(".") == 3
     shift = driver.shift_status()
@@ -88,6 +89,29 @@ def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
     assert fn.fn_number == emu.state.fn_number and fn.last_fd_number == 0 and fn.valid_until is not None
     assert driver.totals().cash_in_drawer == 0
     assert driver.last_document().fd_number == 0
+
+
+def test_status_reads_the_serial_register_once_per_connection(driver: AtolDriver, emu: Emulator):
+    # connect() read register 22 with its status; later status reads are 3F + 45 only.
+    before = driver.stats.tasks
+    assert driver.status().serial == "00106201273705"
+    assert driver.stats.tasks - before == 2
+    driver.close()
+    driver.connect()
+    assert driver.status().serial == "00106201273705"
+
+
+def test_serial_falls_back_to_status_digits_when_register_refused(
+        emu: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    # A device without register 22 answers it as an unknown command: 3F's 8 digits, as they are.
+    monkeypatch.delitem(handlers.HANDLERS, "serial_number")
+    with caplog.at_level(logging.WARNING, logger="kktapp.atol.driver"), AtolDriver(emu.url) as d:
+        assert d.device_info().serial == "01273705"
+        assert d.device_info().model_code == 62
+        before = d.stats.tasks
+        assert d.status().serial == "01273705"
+        assert d.stats.tasks - before == 2  # the refusal is remembered: no register read per status
+    assert "refused the serial number register" in caplog.text
 
 
 def test_connect_leaves_registration_mode(emu: Emulator):

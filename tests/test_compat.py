@@ -106,8 +106,8 @@ def test_cash_register_inf_fields_exactly_as_the_seed(clients, emulator):
     assert answer["KKMSum"] == 100
     assert answer["isSessionOpened"] is True and answer["isSessionExceedLimit24"] is False
     assert answer["SessionNumber"] == emulator.state.shift_number
-    # The driver reads the serial from status 3F (its last 8 digits); the emulator's is longer.
-    assert answer["SerialNumber"] and "00106201273705".endswith(answer["SerialNumber"])
+    # The full 14-digit serial (register 22), as in the seed's example, not 3F's last 8 digits.
+    assert answer["SerialNumber"] == emulator.state.serial == "00106201273705"
     assert answer["CashRegisterNum"] == 1
     assert answer["isFiskal"] is True
 
@@ -325,7 +325,7 @@ def test_two_devices_at_the_same_time(clients, emulator, emulator2):
     for emu in (emulator, emulator2):
         assert [d["total"] for d in emu.documents() if d["type"] == "receipt"] == [201200]
     inf2 = post(clients.cashier, message("CASH_REGISTER_INF", device=2))["response"]
-    assert "00106201279999".endswith(inf2["SerialNumber"]) and inf2["CashRegisterNum"] == 2
+    assert inf2["SerialNumber"] == "00106201279999" and inf2["CashRegisterNum"] == 2
 
 
 # --------------------------------------------------------------------------- SEGMENT

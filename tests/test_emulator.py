@@ -195,7 +195,8 @@ def test_status_identifies_a_55f(client: RawClient, emu: Emulator) -> None:
     st = client.call("status")
     assert st["model"] == 62
     assert st["mode"] == 0
-    assert st["serial"] == int(emu.state.serial[-8:])
+    assert st["serial"] == int(emu.state.serial[-8:])  # 3F has room for 8 digits only
+    assert client.call("serial_number") == {"serial": emu.state.serial}  # register 22: all 14
     assert st["flags"] & commands.StatusFlags.PAPER_PRESENT
     assert not st["flags"] & commands.StatusFlags.SHIFT_OPEN
     info = client.call("device_type")

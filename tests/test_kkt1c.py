@@ -531,6 +531,7 @@ def test_status_page_html(testapp, emulator):
     text = res.text
     assert "Состояние ККТ" in text
     assert "на связи" in text and "АТОЛ 55Ф" in text
+    assert emulator.state.serial == "00106201273705" and emulator.state.serial in text  # all 14 digits
     assert __version__ in text
     assert "Смена" in text and "Не отправлено в ОФД" in text
     assert "password" not in text.lower() and "пароль" not in text.lower()
@@ -546,6 +547,7 @@ def test_status_json(testapp, emulator):
     assert dev["device"] == 1
     for key in ("link", "info", "status", "shift", "fn", "last_document", "unsettled", "updated_at"):
         assert key in dev, key
+    assert dev["info"]["serial"] == dev["status"]["serial"] == emulator.state.serial
     assert "password" not in res.text.lower()
 
 

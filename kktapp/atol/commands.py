@@ -86,6 +86,23 @@ class BCD(Kind):
         return codec.decode_bcd(data)
 
 
+class BcdDigits(Kind):
+    """Big-endian BCD read as a digit string of fixed width: serial numbers keep their leading zeros."""
+
+    default = ""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def encode(self, value: str) -> bytes:
+        if value and not (value.isascii() and value.isdigit()):
+            raise codec.CodecError(f"{value!r} is not a string of digits")
+        return codec.encode_bcd(int(value or 0), self.size)
+
+    def decode(self, data: bytes) -> str:
+        return str(codec.decode_bcd(data)).zfill(2 * len(data))
+
+
 class Quantity(Kind):
     """Decimal quantity × 1000 as 5-byte BCD."""
 
@@ -393,6 +410,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x91, "shift_state", "запрос состояния смены", sub=model.REGISTER_SHIFT_STATE, request=(
         _opt("p1", U8()), _opt("p2", U8()),
     ), reply=(_opt("state", U8()), _f("opened_at", BcdDateTime("YMDhms"), None)), timeout=_T[0x91]),
+    # [U] register 22: the full 14-digit serial (model.REGISTER_SERIAL); 3F has only 8 digits.
+    Command(0x91, "serial_number", "запрос заводского номера", sub=model.REGISTER_SERIAL, request=(
+        _opt("p1", U8()), _opt("p2", U8()),
+    ), reply=(_opt("serial", BcdDigits(model.SERIAL_BYTES)),), timeout=_T[0x91]),
     Command(0x91, "non_resettable_totals", "запрос необнуляемой суммы", sub=model.REGISTER_NON_RESETTABLE,
             request=(_opt("p1", U8()), _opt("p2", U8())), reply=(
         _opt("income", BCD(model.TOTALS_BYTES)), _opt("outcome", BCD(model.TOTALS_BYTES)),

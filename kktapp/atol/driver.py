@@ -100,6 +100,10 @@ class AtolDriver:
         self._next_tid = model.ID_MIN
         #: (mode, sub-mode) as last seen; None when unknown (read 3F before changing modes).
         self._mode: tuple[int, int] | None = None
+        #: The 14-digit serial read from register 22 on this connection: None while not read,
+        #: "" when the device refused it. Remembered so that status reads (frequent) show the
+        #: full serial without reading the register every time.
+        self._serial: str | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -130,6 +134,7 @@ class AtolDriver:
         """Close the link (idempotent)."""
         self._link.close()
         self._mode = None
+        self._serial = None  # the next connection may reach another device
 
     def __enter__(self) -> AtolDriver:
         self.connect()
@@ -313,16 +318,53 @@ class AtolDriver:
 
     # ------------------------------------------------------------------ queries
 
+    def _with_serial(self, steps: list[Step], *, refresh: bool = False) -> list[dict[str, Any]]:
+        """Run ``steps``, reading register 22 (the full serial) in the same batch when it is not
+        known yet on this connection, or when ``refresh``. Returns the replies of ``steps``.
+
+        A device that refuses the register (model.REGISTER_SERIAL is [U]) is remembered as such,
+        so status reads fall back to 3F's 8 digits without asking again; the steps are then run
+        once more on their own, since the failed batch was aborted.
+        """
+        if not refresh and self._serial is not None:
+            return self.execute(steps)
+        serial_step = step("serial_number")
+        try:
+            *replies, reg = self._run([*steps, serial_step])
+        except BatchFailed as exc:
+            if exc.failed is not serial_step:
+                self._mode = None
+                raise exc.error from None
+            log.warning("%s: the device refused the serial number register (%s); showing the "
+                        "8 digits of the status reply", self.url, exc.error.message)
+            self._serial = ""
+            return self.execute(steps)
+        except LinkError:
+            self._mode = None
+            raise
+        self._serial = reg["serial"]
+        return replies
+
+    def _full_serial(self, short: int) -> str:
+        """The serial to show for 3F's 8 digits: the register-22 one when it matches them."""
+        digits = f"{short:08d}"
+        if self._serial and not self._serial.endswith(digits):
+            # Another device answers on this address now: what was read is not its serial.
+            log.warning("%s: serial %s does not end with the status reply's %s; reading it again",
+                        self.url, self._serial, digits)
+            self._serial = None
+        return self._serial or digits
+
     def status(self) -> DeviceStatus:
-        """Quick status (3F + 45 in one round trip)."""
-        st, short = self.execute([step("status"), step("short_status")])
+        """Quick status (3F + 45 in one round trip; register 22 too while the serial is unknown)."""
+        st, short = self._with_serial([step("status"), step("short_status")])
         mode, submode = commands.split_mode(st["mode"])
         self._mode = (mode, submode)
         flags = StatusFlags(st["flags"])
         short_flags = ShortStatusFlags(short["flags"])
         return DeviceStatus(
             datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0),
-            serial=f"{st['serial']:08d}",
+            serial=self._full_serial(st["serial"]),
             model_code=st["model"],
             mode=mode,
             submode=submode,
@@ -340,14 +382,17 @@ class AtolDriver:
         )
 
     def device_info(self) -> DeviceInfo:
-        """Model, firmware, serial number (A5 + 3F)."""
-        info, st = self.execute([step("device_type"), step("status")])
+        """Model, firmware, and the 14-digit serial (A5 + 3F + register 22, one round trip).
+
+        Falls back to 3F's 8 digits, with a warning, when the device refuses register 22.
+        """
+        info, st = self._with_serial([step("device_type"), step("status")], refresh=True)
         self._mode = commands.split_mode(st["mode"])
         return DeviceInfo(
             model_code=info["model"],
             model_name=info["name"] or commands.MODEL_NAMES.get(info["model"], f"ATOL {info['model']}"),
             firmware=f"{info['fw_major']}.{info['fw_minor']}.{info['fw_patch']}.{info['fw_build']}",
-            serial=f"{st['serial']:08d}",
+            serial=self._full_serial(st["serial"]),
             protocol=info["protocol"],
         )
 

@@ -178,6 +178,15 @@ SHIFT_CLOSED = 0
 SHIFT_OPEN = 1
 SHIFT_EXPIRED = 2
 
+#: [U] Register 22 (0x16) read with ``91 16 00 00`` answers ``55 00 00 serial(7 BCD)``: the
+#: device's whole 14-digit factory serial ("00106201273705"), where 3F only has room for its
+#: last 8 digits (4 BCD bytes). Unact names register 22 "serial number"
+#: (atol-protocol.md §2.2); the reply layout is ours, chosen to fit the 14 digits ATOL prints.
+#: A device that refuses the register leaves the host with 3F's 8 digits. Settle with the
+#: manual's register table (91) or one read from a real device.
+REGISTER_SERIAL = 0x16
+SERIAL_BYTES = 7
+
 # --------------------------------------------------------------------------- earnings (58, 91)
 
 #: [U] Command 58 "last shift totals" (atol-protocol.md §2.2: ``→ 55 err income(7 BCD)

@@ -221,7 +221,7 @@ def normalize_status(device: int, name: str, result: dict) -> dict:
         "device": device,
         "name": name,
         "datetime": _iso(status.get("datetime")) or "",
-        # 3F carries a shortened serial; the device-info read has the full one.
+        # Both carry the full serial; only a device that refused register 22 gives 3F's 8 digits.
         "serial": str(info.get("serial") or status.get("serial") or ""),
         "model": str(info.get("model_name") or ""),
         "firmware": str(info.get("firmware") or ""),

@@ -133,6 +133,12 @@ def _short_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(mode=_mode_byte(device), flags=int(flags))
 
 
+@handles("serial_number")
+def _serial(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    # Register 22 (model.REGISTER_SERIAL): the whole serial that 3F cuts to 8 digits.
+    return cmd.encode_reply(serial=device.state.serial)
+
+
 @handles("device_type")
 def _device_type(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(
