@@ -392,7 +392,9 @@ class Journal:
         """Record the final state (done or failed) with its result or error.
 
         FULL: the caller is answered from this row, and a repeat with the same key must get the
-        same answer after a power cut; a failed row frees the key for a new attempt.
+        same answer after a power cut; a failed row frees the key for a new attempt. And it must
+        be on disk before the owner forms its next document (a shift report needs no journal
+        write first): a row lost in ``sending`` would otherwise be settled with that document.
         """
         if state not in FINISHED:
             raise ValueError(f"not a final state: {state}")

@@ -62,12 +62,14 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 3.0
 #: Seconds between checks while the queue holds for paper or a failing recovery step.
 HOLD_RETRY = 1.0
-#: Quiet seconds after a job before the status snapshot is refreshed: a client sending receipt
-#: after receipt should not wait for six status reads between them.
+#: Quiet seconds after a job before the status snapshot gets the job's document (from the
+#: owner's memory, no device read): a client sending receipt after receipt should not wait for
+#: a snapshot write between them.
 AFTER_JOB_REFRESH = 0.1
-#: Longest time a device that is never idle goes without a full status read (seconds). Between
-#: back-to-back jobs the snapshot is otherwise updated from what the owner already knows; once
-#: in this long the FN and printer state are read anyway (about 0.2 s of device time).
+#: Longest time a device that is never idle goes without a full status read (seconds). The full
+#: read (about seven tasks, 0.2 s of a real device) runs when the service's status_refresh is
+#: due and the queue is empty; between back-to-back jobs the snapshot is updated from what the
+#: owner already knows, and only once in this long are the FN and printer read anyway.
 BUSY_FULL_REFRESH = 300.0
 #: The owner re-reads the shift from the device when, by its estimate of the device clock, the
 #: shift is this close to its 24 hours: the device decides, and the estimate comes from document
@@ -139,6 +141,8 @@ class DeviceState:
     shift_state: str | None = None
     shift_number: int = 0
     shift_opened_at: dt.datetime | None = None
+    #: Receipts in the shift (for the status page).
+    shift_receipts: int = 0
     #: A device clock reading and ``time.monotonic()`` when it was taken: the device's "now" is
     #: estimated from these to close an expiring shift before the device refuses a receipt.
     clock: tuple[dt.datetime, float] | None = None
@@ -173,6 +177,7 @@ class DeviceState:
         self.shift_state = shift.state
         self.shift_number = shift.number
         self.shift_opened_at = shift.opened_at if shift.state == "open" else None
+        self.shift_receipts = shift.receipts
 
     def note_document(self, kind: str, result: FiscalResult) -> None:
         """A document the owner itself just formed (its FiscalResult is the FN's answer)."""
@@ -180,10 +185,13 @@ class DeviceState:
             return  # test mode forms no document
         self.fd_number = result.fiscal_document_number
         self.clock = (result.datetime, time.monotonic())
-        if kind == "open_shift":
+        if kind == RECEIPT:
+            self.shift_receipts = result.receipt_number
+        elif kind == "open_shift":
             self.shift_state = "open"
             self.shift_number = result.shift_number
             self.shift_opened_at = result.datetime
+            self.shift_receipts = 0
         elif kind == "close_shift":
             self.shift_state = "closed"
             self.shift_opened_at = None
@@ -209,8 +217,11 @@ class DeviceOwner:
         self.state = DeviceState()
         #: The last document this owner formed, for the snapshot between jobs.
         self._last_result: FiscalResult | None = None
+        #: The queue went empty since the last job: check the link before the next document.
+        self._was_idle = False
+        #: When the snapshot was last written (a full read or published from memory).
         self._last_refresh = 0.0
-        #: When the device's status was last read in full (not just published from memory).
+        #: When the device's status was last read in full.
         self._last_full_refresh = 0.0
         #: When the last job finished without a status refresh since.
         self._dirty_at: float | None = None
@@ -334,13 +345,17 @@ class DeviceOwner:
                 backoff = RECONNECT_MIN
             try:
                 if self._settle():
+                    # The status page should show the settled document soon (memory is empty
+                    # after recovery, so this becomes a full read once the queue is idle).
+                    self._dirty_at = time.monotonic()
                     continue
                 job = self.journal.next_queued(self.number)
                 if job is not None:
                     self._execute(job)
                     self._dirty_at = time.monotonic()
-                    if self._refresh_due():
-                        self._busy_refresh()
+                    if time.monotonic() - self._last_refresh >= self.service.status_refresh:
+                        # Busy: the next job may be waiting; no device read here.
+                        self._publish_known()
                     continue
                 self._idle()
             except LinkError as exc:
@@ -391,9 +406,12 @@ class DeviceOwner:
             self._woken = False
 
     def _idle(self) -> None:
+        self._was_idle = True
         now = time.monotonic()
-        if self._refresh_due() or (self._dirty_at is not None and now - self._dirty_at >= AFTER_JOB_REFRESH):
+        if self._refresh_due():
             self._refresh()
+        elif self._dirty_at is not None and now - self._dirty_at >= AFTER_JOB_REFRESH:
+            self._publish_known()
         if self.service.auto_close_time is not None and now - self._last_auto_close_check >= 1.0:
             self._last_auto_close_check = now
             self._auto_close()
@@ -414,7 +432,10 @@ class DeviceOwner:
     # ------------------------------------------------------------------ execution
 
     def _execute(self, job: Job) -> None:
+        was_idle, self._was_idle = self._was_idle, False
         try:
+            if was_idle and job.kind in FISCAL_KINDS and self.state.fd_number is not None:
+                self._probe()
             if job.kind in FISCAL_KINDS:
                 self._execute_fiscal(job)
             else:
@@ -460,6 +481,23 @@ class DeviceOwner:
                 self._note_own_document(job, fd_before, result)
             self._done(job, result)
             return
+
+    def _probe(self) -> None:
+        """One status round trip before the first document after an idle spell.
+
+        The device may have been switched off or unplugged while the queue was empty, and a
+        document sent into a dead link has an unknown outcome that holds the queue until the
+        device is back. A lost link found here leaves the job queued ("no link"). Back-to-back
+        jobs skip this: the previous one just proved the link. The answer also checks memory: a
+        receipt left open or a shift that differs makes the job read the device.
+        """
+        status = self._driver().status()
+        state = self.state
+        state.clock = (status.datetime, time.monotonic())
+        if status.receipt_open:
+            state.fd_number = None  # _fd_before reads the FN and cancels the stale receipt
+        if state.shift_state is not None and (state.shift_state == "open") != status.shift_open:
+            state.shift_state = None
 
     def _fd_before(self) -> int:
         """The FN's last document number before the job's document: remembered, else read.
@@ -789,7 +827,8 @@ class DeviceOwner:
     # ------------------------------------------------------------------ status snapshots
 
     def _refresh_due(self) -> bool:
-        return time.monotonic() - self._last_refresh >= self.service.status_refresh
+        """A full status read is due (every status_refresh seconds)."""
+        return time.monotonic() - self._last_full_refresh >= self.service.status_refresh
 
     def _read_status(self) -> dict:
         driver = self._driver()
@@ -823,35 +862,42 @@ class DeviceOwner:
             },
         }
 
-    def _busy_refresh(self) -> None:
-        """Refresh due between jobs: publish what the owner knows without reading the device.
+    def _publish_known(self) -> None:
+        """Put the last document and the shift into the snapshot from memory, no device read.
 
-        A status read costs about seven tasks; between back-to-back receipts it would delay the
-        next one. The snapshot keeps its last full read and gets the last document and shift from
-        the owner's memory; a device that is never idle is read in full every BUSY_FULL_REFRESH.
+        A status read costs about seven tasks: between back-to-back receipts it would delay the
+        next one, and after every job it would cost a lightly loaded device (and the CPU) nearly
+        half a receipt. The snapshot keeps the rest of its last full read. A full read is made
+        instead when the owner knows nothing (after an error) or, for a device that is never
+        idle, once in BUSY_FULL_REFRESH.
         """
-        if time.monotonic() - self._last_full_refresh >= BUSY_FULL_REFRESH:
+        state = self.state
+        if (state.fd_number is None or state.shift_state is None
+                or time.monotonic() - self._last_full_refresh >= BUSY_FULL_REFRESH):
             self._refresh()
             return
+        self._last_refresh = time.monotonic()
+        self._dirty_at = None
         stored = self.journal.load_snapshot(self.number)
         snap = dict(stored[0]) if stored else {}
-        state = self.state
-        if state.fd_number is not None:
-            last = dict(snap.get("last_document") or {})
-            if last.get("fd_number") != state.fd_number:
-                mine = self._last_result
-                result = mine.to_dict() if mine and mine.fiscal_document_number == state.fd_number else None
-                last.update({"fd_number": state.fd_number, "receipt_open": False, "result": result})
-            snap["last_document"] = last
-        if state.shift_state is not None:
-            shift = dict(snap.get("shift") or {})
-            shift.update({"state": state.shift_state, "number": state.shift_number})
-            opened = state.shift_opened_at
-            shift["opened_at"] = opened.isoformat() if opened else None
-            shift["expires_at"] = (opened + dt.timedelta(hours=24)).isoformat() if opened else None
-            snap["shift"] = shift
+        last = dict(snap.get("last_document") or {})
+        if last.get("fd_number") != state.fd_number:
+            mine = self._last_result
+            result = mine.to_dict() if mine and mine.fiscal_document_number == state.fd_number else None
+            last.update({"fd_number": state.fd_number, "receipt_open": False, "result": result})
+        snap["last_document"] = last
+        fn = dict(snap.get("fn") or {})
+        fn["last_fd_number"] = state.fd_number
+        snap["fn"] = fn
+        shift = dict(snap.get("shift") or {})
+        opened = state.shift_opened_at
+        shift.update({
+            "state": state.shift_state, "number": state.shift_number, "receipts": state.shift_receipts,
+            "opened_at": opened.isoformat() if opened else None,
+            "expires_at": (opened + dt.timedelta(hours=24)).isoformat() if opened else None,
+        })
+        snap["shift"] = shift
         snap.update({"link": "ok", "link_error": None})
-        self._last_refresh = time.monotonic()
         self.journal.save_snapshot(self.number, snap)
 
     def _store_snapshot(self, data: dict) -> None:
@@ -868,7 +914,8 @@ class DeviceOwner:
         except DeviceError as exc:
             # The device answers but refuses a status read: show it, keep working.
             log.warning("ККТ %d: не удалось прочитать состояние: %s", self.number, exc.message)
-            self._last_refresh = time.monotonic()
+            self._last_refresh = self._last_full_refresh = time.monotonic()
+            self._dirty_at = None
 
     def _link_down(self, exc: BaseException) -> None:
         message = exc.message if isinstance(exc, KKTError) else LinkError.message
@@ -882,4 +929,4 @@ class DeviceOwner:
             return
         snap.update({"link": "down", "link_error": message})
         self.journal.save_snapshot(self.number, snap)
-        self._last_refresh = time.monotonic()
+        self._last_refresh = self._last_full_refresh = time.monotonic()

@@ -177,6 +177,68 @@ def test_concurrent_accepts_of_one_key_create_one_job(tmp_path):
     assert sum(created for _, created in results) == 1
 
 
+class CountingLock:
+    """A lock that counts its acquisitions and checks nobody holds it twice at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.acquired = 0
+        self.holders = 0
+        self.max_holders = 0
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self.acquired += 1
+        self.holders += 1
+        self.max_holders = max(self.max_holders, self.holders)
+
+    def __exit__(self, *exc: object) -> None:
+        self.holders -= 1
+        self._lock.release()
+
+
+def test_every_write_goes_through_the_process_write_lock(journal):
+    lock = CountingLock()
+    journal._write_lock = lock
+    job, _ = accept(journal)
+    journal.mark_sending(job.id, 10)
+    journal.mark_unknown(job.id, "нет связи")
+    journal.requeue(job.id)
+    journal.set_reason(job.id, "ждём")
+    journal.finish(job.id, DONE, result={"fiscal_document_number": 11})
+    journal.save_snapshot(1, {"link": "ok"})
+    journal.prune()
+    assert lock.acquired == 8
+
+
+def test_many_threads_write_one_journal_in_turn(journal):
+    """Sixteen owners and their callers writing at once: every write lands, none starves."""
+    lock = CountingLock()
+    journal._write_lock = lock
+    errors: list[BaseException] = []
+    ids: list[str] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                job, _ = accept(journal, key=f"W-{n}-{i}", device=n)
+                journal.mark_sending(job.id, i)
+                journal.finish(job.id, DONE, result={"n": i})
+                journal.save_snapshot(n, {"i": i})
+                ids.append(job.id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(ids) == 16 * 15
+    assert all(journal.get(job_id).state == DONE for job_id in ids)
+    assert lock.max_holders == 1 and lock.acquired == 16 * 15 * 4
+
+
 def test_prune_removes_only_old_finished_jobs(tmp_path):
     now = [1_800_000_000.0]
     journal = Journal(str(tmp_path / "j.sqlite3"), retention_days=30, clock=lambda: now[0])

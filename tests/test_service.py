@@ -543,8 +543,51 @@ def test_back_to_back_receipts_use_the_remembered_fd_and_shift(make_service, mon
     assert len(device.receipts()) == 6
 
 
+def after_sell(device: FakeDevice, name: str, action) -> None:  # noqa: ANN001
+    """Run ``action`` on the device right after it fiscalised the receipt called ``name``."""
+    original = device._sell
+
+    def sell_then(receipt, **kwargs):  # noqa: ANN001, ANN202
+        result = original(receipt, **kwargs)
+        if receipt.positions[0].name == name:
+            action()
+        return result
+
+    device._sell = sell_then  # type: ignore[method-assign]
+
+
+def back_to_back(service: FiscalService, device: FakeDevice, first: str, second: str):
+    """Sell two receipts so that the second is queued before the first is done (no idle between)."""
+    gate = device.gate("sell")
+    one = sell(service, first, wait=0)
+    assert device.entered["sell"].wait(10)
+    two = sell(service, second, wait=0)
+    gate.set()
+    assert eventually(lambda: service.get_job(one.id).finished and service.get_job(two.id).finished)
+    return service.get_job(one.id), service.get_job(two.id)
+
+
 def test_remembered_shift_and_device_clock_advanced_25_hours(make_service):
-    """The device clock runs ahead of what the owner knows: refused, Z, new shift, one receipt."""
+    """The device clock jumps ahead between back-to-back receipts: the owner's memory says the
+    shift is open, the device refuses with 'over 24 h': Z, new shift, exactly one receipt."""
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "day-0")
+    quiet(service, device)
+    after_sell(device, "Товар day-1", lambda: device.advance_clock(25))
+    one, two = back_to_back(service, device, "day-1", "day-2")
+    assert one.state == DONE and two.state == DONE
+    assert [d["type"] for d in device.documents] == [
+        "open_shift", "receipt", "receipt", "close_shift", "open_shift", "receipt"]
+    assert device.count("sell") == 4  # day-2 was refused once, then retried
+    assert [d["name"] for d in device.receipts()] == ["Товар day-0", "Товар day-1", "Товар day-2"]
+    assert two.fiscal_result() == device.receipts()[-1]["result"]
+    assert two.fiscal_result().shift_number == device.shift_number
+
+
+def test_device_clock_advanced_25_hours_while_idle(make_service):
+    """After an idle spell the owner checks the link and the device clock first: Z, new shift,
+    exactly one receipt, and nothing refused."""
     device = FakeDevice()
     service = make_service(device, status_refresh=3600)
     sell(service, "day-1")
@@ -553,11 +596,10 @@ def test_remembered_shift_and_device_clock_advanced_25_hours(make_service):
     job = sell(service, "day-2")
     assert job.state == DONE
     assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "close_shift", "open_shift", "receipt"]
-    assert device.count("sell") == 3  # the refused one, then the retry
     assert [d["name"] for d in device.receipts()] == ["Товар day-1", "Товар day-2"]
     assert job.fiscal_result() == device.receipts()[-1]["result"]
-    assert job.fiscal_result().shift_number == device.shift_number
     # And the next day again, now with the shift remembered from the owner's own documents.
+    quiet(service, device)
     device.advance_clock(25)
     assert sell(service, "day-3").state == DONE
     assert [d["type"] for d in device.documents][-3:] == ["close_shift", "open_shift", "receipt"]
@@ -567,14 +609,32 @@ def test_remembered_shift_and_device_clock_advanced_25_hours(make_service):
 def test_shift_closed_behind_the_owners_back_is_opened_and_retried(make_service):
     device = FakeDevice()
     service = make_service(device, status_refresh=3600)
-    sell(service, "first")
+    sell(service, "zero")
     quiet(service, device)
-    with device.lock:
+
+    def close() -> None:
         device.shift_open = False  # as if the FN had closed it
-    job = sell(service, "second")
-    assert job.state == DONE
-    assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "open_shift", "receipt"]
-    assert device.count("sell") == 3 and len(device.receipts()) == 2
+
+    after_sell(device, "Товар first", close)
+    one, two = back_to_back(service, device, "first", "second")
+    assert one.state == DONE and two.state == DONE
+    assert [d["type"] for d in device.documents] == ["open_shift", "receipt", "receipt", "open_shift", "receipt"]
+    assert device.count("sell") == 4 and len(device.receipts()) == 3
+
+
+def test_a_device_switched_off_while_idle_keeps_the_receipt_queued(make_service):
+    """The link is checked before the first document after an idle spell: no unknown outcome."""
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    sell(service, "on")
+    quiet(service, device)
+    device.online = False
+    job = sell(service, "off", wait=0.5)
+    assert job.state == QUEUED and job.reason == Reasons.LINK_DOWN
+    assert service.unsettled() == []
+    device.online = True
+    assert eventually(settled(service, job.id))
+    assert service.get_job(job.id).state == DONE and len(device.receipts()) == 2
 
 
 def test_device_error_makes_the_owner_read_the_device_again(make_service, monkeypatch):
