@@ -726,6 +726,25 @@ def test_corrupted_packet_is_resent_clean(emu: Emulator, client: RawClient) -> N
     assert client.answer_to(pid).status == Status.RESULT
 
 
+def test_faults_fired_counts_only_faults_that_happened(emu: Emulator, client: RawClient) -> None:
+    emu.drop_after_tasks(1000)
+    emu.paper_out(before="close_receipt")
+    assert client.call("status")["model"] == 62
+    assert emu.faults_fired == 0
+    emu.clear_faults()
+    emu.corrupt_next_byte()
+    pid = client.send_packet(taskbuf.encode_request(taskbuf.Abort()))
+    assert isinstance(client.next_event(), framing.BadPacket)
+    assert emu.faults_fired == 1
+    client.send_packet(b"", pid=pid)
+    assert client.answer_to(pid).status == Status.RESULT
+    emu.drop_after_tasks(1)
+    with pytest.raises(Closed):
+        client.add("status")
+    assert emu.faults_fired == 2
+    assert emu.device.paper  # the disarmed paper-out never happened
+
+
 @pytest.mark.parametrize("data", [b"\xa3", b"\xfe\xfd", bytes(range(0xF0, 0x100)), b""])
 def test_corrupt_helper_keeps_framing_and_breaks_crc(data: bytes) -> None:
     raw = framing.encode_packet(0x10, data)

@@ -143,6 +143,19 @@ class Emulator:
             self.device.paper = True
             self._paper_out_before = None
 
+    @property
+    def faults_fired(self) -> int:
+        """How many injected faults (drops, half frames, corrupted bytes, paper-out before a
+        command) have actually happened so far."""
+        with self.faults.lock:
+            return self.faults.fired
+
+    def clear_faults(self) -> None:
+        """Disarm the link faults and a paper-out that have not happened yet."""
+        self.faults.clear()
+        with self.device.lock:
+            self._paper_out_before = None
+
     def drop_after_tasks(self, n: int) -> None:
         """Close the link right after the n-th further task is executed (its reply not sent)."""
         with self.faults.lock:
@@ -228,6 +241,8 @@ class Emulator:
         if self._paper_out_before == name:
             self._paper_out_before = None
             self.device.paper = False
+            with self.faults.lock:
+                self.faults.fired += 1
 
     def _write_log(self, doc: dict[str, Any]) -> None:
         if self.log_path is None:

@@ -53,13 +53,17 @@ class Faults:
     drop_mid_frame: bool = False
     #: Next outgoing packet: flip one byte.
     corrupt_next: bool = False
+    #: Faults that actually happened. An armed fault may never meet its moment (a drop after
+    #: more tasks than the host sends); tests report what fired, not what they armed.
+    fired: int = 0
 
     def take(self, name: str) -> bool:
-        """Return and clear a one-shot flag."""
+        """Return and clear a one-shot flag (counted as fired when it was set)."""
         with self.lock:
-            value = getattr(self, name)
+            value = bool(getattr(self, name))
             setattr(self, name, False)
-            return bool(value)
+            self.fired += value
+            return value
 
     def task_executed(self) -> bool:
         """Count one executed task; True when the link must drop now."""
@@ -69,8 +73,16 @@ class Faults:
             self.drop_after -= 1
             if self.drop_after <= 0:
                 self.drop_after = None
+                self.fired += 1
                 return True
             return False
+
+    def clear(self) -> None:
+        """Disarm every fault that has not fired yet."""
+        with self.lock:
+            self.drop_after = None
+            self.drop_mid_frame = False
+            self.corrupt_next = False
 
 
 @dataclass
