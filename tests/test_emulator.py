@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from kktapp.atol import commands, framing, model, taskbuf
-from kktapp.atol.emulator import Emulator
+from kktapp.atol.emulator import Emulator, control
 from kktapp.atol.emulator.server import corrupt
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.taskbuf import Flags, Status
@@ -817,3 +817,47 @@ def test_command_line(tmp_path: Any) -> None:
         assert commands.get("status").decode_reply(ans.reply)["model"] == 62
         c.close()
     assert json.loads(state.read_text())["clock_offset"] == 3600
+
+
+def test_control_lines_drive_the_emulator(emu: Emulator) -> None:
+    control.run(emu, "paper out")
+    assert not emu.device.paper
+    control.run(emu, "paper in")
+    control.run(emu, "paper out close_receipt")
+    assert emu.device.paper  # only before the next close_receipt
+    control.run(emu, "clear")
+    control.run(emu, "advance 25")
+    assert emu.shift_state() in ("closed", "expired")
+    assert control.run(emu, "state")["faults_fired"] == 0
+    for bad in ("bogus", "drop after", "drop after x", "advance"):
+        with pytest.raises(ValueError):
+            control.run(emu, bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_command_line_faults_and_control_port() -> None:
+    ctl = _free_port()
+    with cli_emulator("--fault", "paper out", "--control-port", str(ctl)) as (proc, port):
+        assert json.loads(control.send(ctl, "state"))["paper"] is False
+        assert control.send(ctl, "paper in") == "ok"
+        assert json.loads(control.send(ctl, "state"))["paper"] is True
+        assert control.send(ctl, "nonsense").startswith("error:")
+        assert "drop after N; drop mid-frame" in control.send(ctl, "help")
+        assert control.send(ctl, "power off") == "ok"
+        with pytest.raises(OSError):
+            RawClient(port).request(taskbuf.Abort())
+        assert control.send(ctl, "power on") == "ok"
+        c = RawClient(port)
+        assert c.request(taskbuf.Abort()).status == Status.RESULT
+        c.close()
+
+
+def test_command_line_refuses_an_unknown_fault() -> None:
+    proc = subprocess.run([sys.executable, "-m", "kktapp.atol.emulator", "--port", "0", "--fault", "melt"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "unknown command" in proc.stderr

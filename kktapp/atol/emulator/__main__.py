@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from . import Emulator
+from . import Emulator, control
 from .state import DEFAULT_SERIAL
 
 log = logging.getLogger("kktapp.atol.emulator")
@@ -22,7 +22,9 @@ log = logging.getLogger("kktapp.atol.emulator")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m kktapp.atol.emulator",
-                                description="ATOL 55Ф emulator (protocol v3 over TCP)")
+                                description="ATOL 55Ф emulator (protocol v3 over TCP)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="fault and timing commands (--fault and the control port):\n" + control.usage())
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5555, help="TCP port (default 5555, as the device; 0 = free port)")
     p.add_argument("--state", metavar="FILE", help="fiscal storage file kept across restarts (default: memory only)")
@@ -32,6 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clock-offset", type=float, default=None, metavar="HOURS",
                    help="device clock ahead of the host clock (overrides the stored offset)")
     p.add_argument("--serial", default=DEFAULT_SERIAL, help=f"serial number (default {DEFAULT_SERIAL})")
+    p.add_argument("--fault", action="append", default=[], metavar="COMMAND",
+                   help='apply a fault command at start, e.g. --fault "paper out" (repeatable)')
+    p.add_argument("--control-port", type=int, default=None, metavar="PORT",
+                   help="accept fault commands on this 127.0.0.1 port, one per line")
     p.add_argument("-v", "--verbose", action="store_true", help="log every packet")
     return p.parse_args(argv)
 
@@ -48,6 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
+    for line in args.fault:
+        try:
+            control.run(emu, line)
+        except ValueError as exc:
+            log.error("--fault %r: %s", line, exc)
+            emu.stop()
+            return 2
+    ctl = None
+    if args.control_port is not None:
+        try:
+            ctl = control.ControlServer(emu, args.control_port)
+        except OSError as exc:
+            log.error("cannot listen on control port 127.0.0.1:%d: %s", args.control_port, exc)
+            emu.stop()
+            return 2
+        ctl.start()
+        log.info("control port 127.0.0.1:%d takes fault commands (send 'help')", ctl.port)
     st = emu.state
     log.info("ATOL 55Ф emulator, serial %s, on %s:%d; shift %s #%d, last FD %d", st.serial, host, port,
              emu.shift_state(), st.shift_number, st.fd_number)
@@ -55,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
+    if ctl is not None:
+        ctl.shutdown()
+        ctl.server_close()
     emu.stop()
     log.info("emulator stopped")
     return 0
