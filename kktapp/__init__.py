@@ -17,6 +17,8 @@ from flask import Flask
 __version__ = "0.1.0"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The commented defaults: the one place every setting's default value is defined.
+CONF_PATH = os.path.join(ROOT, "conf.py")
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -36,7 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     """conf.py defaults, then the KKT_SETTINGS site file, then the test mapping."""
-    app.config.from_pyfile(os.path.join(ROOT, "conf.py"))
+    app.config.from_pyfile(CONF_PATH)
     app.config.from_envvar("KKT_SETTINGS", silent=True)
     if test_config:
         app.config.from_mapping(test_config)

@@ -12,7 +12,7 @@ import webtest
 from flask import Flask, jsonify
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from kktapp import passwd
+from kktapp import CONF_PATH, passwd
 from kktapp.web import auth
 from kktapp.web.auth import AuthError, Throttle, address_allowed, require
 
@@ -27,6 +27,7 @@ COMPAT = "/api/compat/atol-kkt-service"
 def mini() -> Flask:
     """An app with one view per role and one open to allowed addresses."""
     app = Flask("mini")
+    app.config.from_pyfile(CONF_PATH)  # the defaults every real app starts from
     app.config.update(
         AUTH_REQUIRED=True,
         USERS={
@@ -153,7 +154,7 @@ def test_unknown_role_is_a_programming_error():
 
 def test_repeated_failures_locked_with_retry_after(mini):
     bad = client(mini, "kassa", "wrong")
-    for _ in range(auth.FAILURES_BEFORE_LOCK):
+    for _ in range(mini.config["AUTH_FAILURES_BEFORE_LOCK"]):
         bad.get("/sell", status=401)
     res = bad.get("/sell", status=429)
     assert int(res.headers["Retry-After"]) >= 1
@@ -223,7 +224,7 @@ def test_api_and_compat_refusals_in_their_own_formats(clients):
 
 def test_failed_logins_slowed_down_on_the_api(clients):
     bad = clients.as_user("admin", "guess")
-    for _ in range(auth.FAILURES_BEFORE_LOCK):
+    for _ in range(clients.app.config["AUTH_FAILURES_BEFORE_LOCK"]):
         bad.get(f"{API}/devices", status=401)
     res = bad.get(f"{API}/devices", status=429)
     assert res.headers["Retry-After"] and res.json["error"]["code"] == 1010

@@ -378,9 +378,9 @@ def test_segment_store_expires_incomplete_sets(tmp_path, monkeypatch):
 
 def test_segment_store_duplicate_part_is_idempotent(tmp_path):
     store = compat.SegmentStore(str(tmp_path / "seg.sqlite3"))
-    assert store.add("a", 1, 2, "AB") is None
-    assert store.add("a", 1, 2, "AB") is None
-    assert store.add("a", 2, 2, "CD") == "ABCD"
+    assert store.add("a", 1, 2, "AB", ttl=600) is None
+    assert store.add("a", 1, 2, "AB", ttl=600) is None
+    assert store.add("a", 2, 2, "CD", ttl=600) == "ABCD"
     assert store.pending() == 0
 
 

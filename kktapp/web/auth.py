@@ -46,10 +46,6 @@ ROLES = {"cashier": 1, "admin": 2}
 ROLE_TITLES = {"cashier": "кассир", "admin": "администратор"}
 REALM = "kkt"
 
-#: Failures per (address, login) allowed before attempts are refused for a while.
-FAILURES_BEFORE_LOCK = 5
-#: Failures per address (any logins) before the address is refused: stops login spraying.
-ADDRESS_FAILURES_BEFORE_LOCK = 20
 #: First lock length, doubled with each further failure, never longer than LOCK_MAX.
 LOCK_BASE_SECONDS = 2.0
 LOCK_MAX_SECONDS = 300.0
@@ -204,8 +200,10 @@ def _state() -> AuthState:
     if state is None:
         cfg = app.config
         state = AuthState(
-            per_login=Throttle(int(cfg.get("AUTH_FAILURES_BEFORE_LOCK", FAILURES_BEFORE_LOCK))),
-            per_address=Throttle(int(cfg.get("AUTH_ADDRESS_FAILURES_BEFORE_LOCK", ADDRESS_FAILURES_BEFORE_LOCK))),
+            # Failures per (address, login), and per address with any logins (login spraying),
+            # before attempts are refused for a while; defaults in conf.py.
+            per_login=Throttle(int(cfg["AUTH_FAILURES_BEFORE_LOCK"])),
+            per_address=Throttle(int(cfg["AUTH_ADDRESS_FAILURES_BEFORE_LOCK"])),
         )
         app.extensions.setdefault("kkt_auth", state)
         state = app.extensions["kkt_auth"]

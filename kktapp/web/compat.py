@@ -91,7 +91,6 @@ UNKNOWN_DEVICE = "Устройство с номером {n} не найдено
 #: The original's code for its own (non-driver) errors.
 ORIGINAL_ERROR = -1
 DEFAULT_PAYMENT_TYPES = {f"tc{i}": PaymentType.ELECTRONIC.value for i in range(1, 7)}
-DEFAULT_SEGMENT_TTL = 600
 #: A joined command larger than this is refused (the original's reason for SEGMENT is 64 KB).
 MAX_SEGMENTED_BYTES = 16 * 1024 * 1024
 #: CASH_REGISTER_INF print settings: our protocol layer does not read them; the original's
@@ -409,7 +408,7 @@ def segment(device: int, data: Any) -> Any:
     loaded = _load(SegmentSchema(), data)
     store = segment_store()
     joined = store.add(loaded["segment_guid"], loaded["segment_num"], loaded["segment_count"], loaded["text"],
-                       ttl=float(current_app.config.get("COMPAT_SEGMENT_TTL", DEFAULT_SEGMENT_TTL)))
+                       ttl=float(current_app.config["COMPAT_SEGMENT_TTL"]))
     if joined is None:
         return f"принят сегмент {loaded['segment_num']} из {loaded['segment_count']}"
     message = decode_segments(joined)
@@ -509,7 +508,7 @@ class SegmentStore:
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
-    def add(self, guid: str, num: int, count: int, text: str, *, ttl: float = DEFAULT_SEGMENT_TTL) -> str | None:
+    def add(self, guid: str, num: int, count: int, text: str, *, ttl: float) -> str | None:
         """Store one part; return the joined text when this part completes the set."""
         now = time.time()
         conn = self._connect()
