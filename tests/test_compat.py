@@ -239,8 +239,10 @@ def test_income_legacy_rate_refused_when_conf_says_so(clients):
     assert "data.goods.1.nds" in res["error"]
 
 
-def test_print_string_list_splits_crlf(clients, monkeypatch):
-    seen = []
+@pytest.fixture
+def printed(monkeypatch) -> list:
+    """The line lists the compat layer hands to the printer, one list per print."""
+    seen: list = []
     real = compat._print
 
     def spy(device, lines):
@@ -248,29 +250,25 @@ def test_print_string_list_splits_crlf(clients, monkeypatch):
         return real(device, lines)
 
     monkeypatch.setattr(compat, "_print", spy)
+    return seen
+
+
+def test_print_string_list_splits_crlf(clients, printed):
     post(clients.cashier, seed("print_string_list"))
     text = json.loads(seed("print_string_list"))["data"]["text"]
-    assert len(seen[0]) == text.count("\r\n") + 1
-    assert seen[0][0].text.strip() == 'Магазин "Детский Мир"'
-    assert not any("\r" in line.text for line in seen[0])
+    assert len(printed[0]) == text.count("\r\n") + 1
+    assert printed[0][0].text.strip() == 'Магазин "Детский Мир"'
+    assert not any("\r" in line.text for line in printed[0])
 
 
-def test_print_tstring_list_fonts_only_with_use_print_string(clients, monkeypatch):
-    seen = []
-    real = compat._print
-
-    def spy(device, lines):
-        seen.append(lines)
-        return real(device, lines)
-
-    monkeypatch.setattr(compat, "_print", spy)
+def test_print_tstring_list_fonts_only_with_use_print_string(clients, printed):
     post(clients.cashier, seed("print_tstring_list"))
-    assert {line.align for line in seen[0]} == {"left"}
+    assert {line.align for line in printed[0]} == {"left"}
     body = json.loads(seed("print_tstring_list"))
     body["data"]["use_print_string"] = True
     body["data"]["text"].append({"text": "Широко", "font": {"b": True, "w": 2, "dh": True, "u": True, "a": 1}})
     post(clients.cashier, json.dumps(body, ensure_ascii=False).encode())
-    lines = seen[1]
+    lines = printed[1]
     assert [line.align for line in lines[:3]] == ["center", "left", "right"]
     assert lines[3].italic and lines[4].inverse
     wide = lines[5]
