@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -593,7 +594,7 @@ def test_a_document_the_state_never_counted_is_dropped(tmp_path: Any) -> None:
 
 def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
     state = tmp_path / "kkt.json"
-    with cli_emulator("--state", str(state)) as (proc, port):
+    with cli_emulator("--state", str(state)) as (proc, port, _):
         c = reconnect_port(port)
         c.open_shift()
         assert c.error("cash_in", amount=7_000) is None
@@ -624,7 +625,7 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         assert c.error("register_position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
         c.close()
     assert json.loads(state.read_text())["receipt"]["items"][0]["name"] == "kept"
-    with cli_emulator("--state", str(state)) as (proc, port):
+    with cli_emulator("--state", str(state)) as (proc, port, _):
         c = reconnect_port(port)
         assert c.call("status")["receipt_state"] == 1
         assert c.error("register_position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
@@ -784,21 +785,25 @@ def test_stop_is_quick_and_restartable(tmp_path: Any) -> None:
 # --------------------------------------------------------------------------- command line
 
 
+READY = re.compile(r"emulator ready, .* on 127\.0\.0\.1:(\d+); control port (\d+|off);")
+
+
 @contextlib.contextmanager
-def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``python -m kktapp.atol.emulator --port 0 ARGS`` and the port it reports; stopped at the end."""
+def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int, int | None]]:
+    """``python -m kktapp.atol.emulator --port 0 ARGS``: its port and control port, read from the
+    readiness line (logged only once every port listens); stopped at the end."""
     proc = subprocess.Popen([sys.executable, "-m", "kktapp.atol.emulator", "--port", "0", *args],
                             stderr=subprocess.PIPE, text=True)
     try:
-        port = None
+        found = None
         assert proc.stderr is not None
-        for _ in range(50):
-            line = proc.stderr.readline()
-            if " on 127.0.0.1:" in line:
-                port = int(line.split(" on 127.0.0.1:")[1].split(";")[0])
+        for line in proc.stderr:
+            found = READY.search(line)
+            if found:
                 break
-        assert port
-        yield proc, port
+        assert found, f"emulator exited with {proc.poll()} before it was ready"
+        port, ctl = int(found.group(1)), found.group(2)
+        yield proc, port, None if ctl == "off" else int(ctl)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -808,7 +813,7 @@ def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
 def test_command_line(tmp_path: Any) -> None:
     state, log = tmp_path / "s.json", tmp_path / "fd.jsonl"
     with cli_emulator("--state", str(state), "--log", str(log), "--device-time", "1", "--latency", "1",
-                      "--clock-offset", "1") as (_, port):
+                      "--clock-offset", "1") as (_, port, _):
         c = RawClient(port)
         assert c.request(taskbuf.Abort()).status == Status.RESULT
         _, ans = c.add("status", task_flags=Flags.WAIT_ASYNC_DATA)
@@ -834,15 +839,11 @@ def test_control_lines_drive_the_emulator(emu: Emulator) -> None:
             control.run(emu, bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_command_line_faults_and_control_port() -> None:
-    ctl = _free_port()
-    with cli_emulator("--fault", "paper out", "--control-port", str(ctl)) as (proc, port):
+    # Port 0 for both: the emulator binds them and reports them, so no other process can take
+    # a port between our choosing it and the emulator binding it.
+    with cli_emulator("--fault", "paper out", "--control-port", "0") as (proc, port, ctl):
+        assert ctl
         assert json.loads(control.send(ctl, "state"))["paper"] is False
         assert control.send(ctl, "paper in") == "ok"
         assert json.loads(control.send(ctl, "state"))["paper"] is True

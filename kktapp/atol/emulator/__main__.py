@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", action="append", default=[], metavar="COMMAND",
                    help='apply a fault command at start, e.g. --fault "paper out" (repeatable)')
     p.add_argument("--control-port", type=int, default=None, metavar="PORT",
-                   help="accept fault commands on this 127.0.0.1 port, one per line")
+                   help="accept fault commands on this 127.0.0.1 port, one per line (0 = a free port)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every packet")
     return p.parse_args(argv)
 
@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         ctl.start()
         log.info("control port 127.0.0.1:%d takes fault commands (send 'help')", ctl.port)
     st = emu.state
-    log.info("ATOL 55Ф emulator, serial %s, on %s:%d; shift %s #%d, last FD %d", st.serial, host, port,
+    # This line is the readiness signal scripts wait for: it comes only after every port listens,
+    # and it names the ports actually bound (both may be 0 on the command line).
+    log.info("ATOL 55Ф emulator ready, serial %s, on %s:%d; control port %s; shift %s #%d, last FD %d",
+             st.serial, host, port, ctl.port if ctl is not None else "off",
              emu.shift_state(), st.shift_number, st.fd_number)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
