@@ -375,6 +375,22 @@ def test_link_drop_during_the_receipt_gives_exactly_one_document(make_service, p
         assert device.count("cancel_receipt") == 1
 
 
+def test_lost_answer_settled_from_a_document_number_without_data(make_service):
+    # The FN says a new document exists but its data cannot be read back: the job is done with
+    # what is certain (its number, the receipt's own total), never sent a second time.
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.last_document_without_data = True
+    device.inject("sell", "after", LinkError())
+    job = sell(service, "N-1")
+    assert job.state == DONE
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар N-1"]
+    result = job.fiscal_result()
+    assert result.fiscal_document_number == device.fd and result.fiscal_sign == ""
+    assert result.total == make_receipt().total and result.shift_number == device.shift_number
+
+
 def test_unknown_outcome_holds_the_queue_until_settled(make_service):
     device = FakeDevice()
     service = make_service(device)
