@@ -33,13 +33,14 @@ PYTEST_ARGS ?=
 # pip's global config here names local indexes that may be absent; its warning about them is noise.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help run test bench lint venv apache-deps apache-venv clean-venv
+.PHONY: help run test test-loaded bench lint venv apache-deps apache-venv clean-venv
 
 help:
 	@echo "make run    — установить недостающее и запустить сервис с эмулятором ККТ на http://$(HOST):$(PORT)/kkt"
 	@echo "make test   — установить то, что нужно тестам (venv, Apache + mod_wsgi), и запустить тесты"
 	@echo "make bench  — запустить замеры из bench/"
 	@echo "make lint   — проверить код (ruff)"
+	@echo "make test-loaded — все тесты 5 раз подряд рядом с двумя процессами, занимающими процессор"
 
 venv: $(VENV_STAMP)
 
@@ -77,6 +78,18 @@ $(APACHE_VENV_STAMP): requirements.txt | apache-deps
 
 test: $(VENV_STAMP) apache-deps $(APACHE_VENV_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The whole suite LOADED_RUNS times with two CPU-burning processes beside it: a test that races
+# or waits on a fixed time shows up here before it flakes in CI. Not part of .ci/run (slow).
+LOADED_RUNS ?= 5
+test-loaded: $(VENV_STAMP) apache-deps $(APACHE_VENV_STAMP)
+	@burners=""; for i in 1 2; do ( while :; do :; done ) & burners="$$burners $$!"; done; \
+	trap 'kill $$burners 2>/dev/null' EXIT; \
+	failed=0; for i in $$(seq $(LOADED_RUNS)); do \
+	  echo "== прогон $$i из $(LOADED_RUNS) под нагрузкой"; \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || failed=$$((failed + 1)); \
+	done; \
+	echo "прогонов с ошибками: $$failed из $(LOADED_RUNS)"; test $$failed -eq 0
 
 # Every bench/*.py that is a script (has a __main__ block); helpers such as bench/common.py are not.
 bench: $(VENV_STAMP)
