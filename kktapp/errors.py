@@ -25,6 +25,8 @@ class ResultCode:
     FORBIDDEN = 1011
     NOT_FOUND = 1012
     DISABLED = 1013
+    #: The device interrupted the same document again and again without forming it.
+    GAVE_UP = 1014
     INTERNAL = 1099
 
 
@@ -120,6 +122,37 @@ class OutcomeUnknown(KKTError):
     code = ResultCode.UNKNOWN_OUTCOME
     http_status = 503
     message = "результат чека пока неизвестен: связь прервалась, сервис проверит ККТ и завершит чек сам"
+
+
+class NotSent(KKTError):
+    """The job was refused before its first byte reached the device: certainly not fiscalised.
+
+    A value the device's command cannot carry (validation should have caught it) or any other
+    failure while the commands were being prepared.
+    """
+
+    code = ResultCode.VALIDATION
+    http_status = 422
+    message = "документ не отправлен в ККТ: данные не помещаются в команды ККТ"
+
+
+class GaveUp(KKTError):
+    """Recovery found the same document unformed after every one of several attempts.
+
+    The FN was checked each time (no document), so the job is failed and the queue moves on;
+    the operator looks at the device and the document and sends it again.
+    """
+
+    code = ResultCode.GAVE_UP
+    http_status = 502
+    message = (
+        "ККТ {attempts} раз(а) подряд прервала этот документ, не пробив его (ФН проверен: документа нет). "
+        "Документ снят с очереди, следующие чеки пробиваются. Проверьте ККТ и данные документа и отправьте его снова"
+    )
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(self.message.format(attempts=attempts))
 
 
 class Timeout(KKTError):

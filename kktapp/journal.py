@@ -457,6 +457,15 @@ class Journal:
         rows = sorted(self._conn().execute(sql, args + args).fetchall(), key=lambda r: r["seq"])
         return [self._job(r) for r in rows]
 
+    def failed_with_code(self, device: int, code: int, since: float) -> list[Job]:
+        """Failed jobs of a device whose error has this code, updated after ``since`` (oldest first)."""
+        # The error column is canonical JSON (sorted keys), so the code is its first member.
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND state=? AND updated_at>=? AND error LIKE ? ORDER BY seq",
+            (device, FAILED, since, f'{{"code":{int(code)},%'),
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
     def queue_counts(self, device: int) -> dict[str, int]:
         """Number of queued, sending and unknown jobs of a device."""
         counts = {QUEUED: 0, SENDING: 0, UNKNOWN: 0}

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from .atol.errors import ErrorCode
 from .device import Driver, LastDocument, ShiftStatus, to_json
 from .domain import FiscalResult, Receipt, TextLine
-from .errors import DeviceError, KKTError, LinkError, OutcomeUnknown
+from .errors import DeviceError, GaveUp, KKTError, LinkError, NotSent, OutcomeUnknown
 from .journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
 
 if TYPE_CHECKING:
@@ -79,6 +79,12 @@ SHIFT_EXPIRY_MARGIN = dt.timedelta(minutes=5)
 LOCK_CHECK_INTERVAL = 5.0
 #: Seconds between journal prunes.
 PRUNE_INTERVAL = 3600.0
+#: Sends of one fiscal document after which recovery, finding it still unformed, fails it
+#: instead of sending it again: a document that breaks the exchange every time (a firmware
+#: fault, a value the device chokes on) must not hold the register's queue for ever. Failing
+#: is safe: recovery has just read the FN and cancelled the open receipt, so the document
+#: certainly does not exist.
+MAX_SEND_ATTEMPTS = 5
 
 # Device codes the shift policy and recovery act on (ATOL's table is the only one so far; a
 # second protocol family adds its codes here).
@@ -463,16 +469,26 @@ class DeviceOwner:
                 return
             # Durable (FULL) before anything of the document is sent: recovery compares with it.
             self.journal.mark_sending(job.id, fd_before)
+            sent_before = self._bytes_sent()
             try:
                 result = self._call(job)
             except DeviceError as exc:
                 if self._after_device_error(job, exc, fd_before, retry_allowed=attempt == 1):
                     continue
                 return
+            except NotSent as exc:
+                self._fail(job, exc)
+                return
             except LinkError as exc:
                 self._mark_unknown(job, Reasons.INTERRUPTED, exc)
                 raise
             except Exception as exc:
+                if sent_before is not None and self._bytes_sent() == sent_before:
+                    # Failed while the document was being prepared: nothing reached the device.
+                    log.error("ККТ %d: %s %s не отправлен: %s: %s", self.number, job.kind, job.key or job.id,
+                              type(exc).__name__, exc)
+                    self._fail(job, NotSent(f"{NotSent.message} ({type(exc).__name__}: {exc})"))
+                    return
                 # An unexpected failure mid-document is an unknown outcome like a lost link.
                 log.exception("ККТ %d: сбой при отправке %s %s", self.number, job.kind, job.id)
                 self._mark_unknown(job, Reasons.INTERRUPTED, None)
@@ -481,6 +497,11 @@ class DeviceOwner:
                 self._note_own_document(job, fd_before, result)
             self._done(job, result)
             return
+
+    def _bytes_sent(self) -> int | None:
+        """Bytes the driver has written to the device so far; None when it does not count them."""
+        sent = getattr(getattr(self.driver, "stats", None), "bytes_sent", None)
+        return sent if isinstance(sent, int) else None
 
     def _probe(self) -> None:
         """One status round trip before the first document after an idle spell.
@@ -586,7 +607,7 @@ class DeviceOwner:
         self.journal.mark_sending(job.id, None)
         try:
             result = self._call(job)
-        except DeviceError as exc:
+        except (DeviceError, NotSent) as exc:
             self._fail(job, exc)
             return
         except LinkError as exc:
@@ -768,6 +789,14 @@ class DeviceOwner:
             self.journal.set_reason(job.id, f"{Reasons.CHECK_FAILED} ({exc.message})")
             self._notify(job.id)
             self._sleep(HOLD_RETRY)
+            return
+        if job.attempts >= MAX_SEND_ATTEMPTS:
+            # Certainly not fiscalised, and every send ended the same way: stop retrying it.
+            exc = GaveUp(job.attempts)
+            self.journal.finish(job.id, FAILED, error=exc.to_dict(), reason=exc.message)
+            self._notify(job.id)
+            log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (ФД %d не изменился)",
+                      self.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
             return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
         log.info("ККТ %d: %s %s не был пробит; отправляем снова", self.number, job.kind, job.key or job.id)

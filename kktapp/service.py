@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .device import Driver
+from .device import DeviceLimits, Driver
 from .domain import DomainError, Receipt, TextLine, check_receipt
-from .errors import Disabled, NotFound, ValidationFailed
+from .errors import Disabled, NotFound, ResultCode, ValidationFailed
 from .journal import QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
 from .owner import OPERATIONS, DeviceOwner, Reasons
 
@@ -51,6 +51,8 @@ WAIT_POLL_MIN = 0.002
 WAIT_POLL_MAX = 0.02
 #: Seconds stop() waits for a device thread to finish its current job.
 STOP_TIMEOUT = 15.0
+#: Hours a document the owner gave up on stays listed for the operator (snapshot "attention").
+ATTENTION_HOURS = 24
 #: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
 RESET_OPERATIONS = frozenset({"reset_summary", "tech_reset"})
 
@@ -99,6 +101,12 @@ def atol_driver_factory(config: DeviceConfig) -> Driver:
     )
 
 
+def _atol_limits() -> DeviceLimits:
+    from .atol.commands import LIMITS
+
+    return LIMITS
+
+
 def _parse_hhmm(value: str | None) -> tuple[int, int] | None:
     if not value:
         return None
@@ -143,6 +151,9 @@ class FiscalService:
         self.journal = journal if isinstance(journal, Journal) else Journal(journal, retention_days=retention_days)
         self.devices: dict[int, DeviceConfig] = {d.number: d for d in devices}
         self.driver_factory = driver_factory or atol_driver_factory
+        #: What a document may hold (from the driver's command layouts); a factory may carry its
+        #: own ``limits``, test doubles of an ATOL device use the ATOL ones.
+        self.limits: DeviceLimits = getattr(self.driver_factory, "limits", None) or _atol_limits()
         self.test_mode = bool(test_mode)
         self.auto_close_time = _parse_hhmm(auto_close_time)
         self.status_refresh = float(status_refresh)
@@ -271,6 +282,7 @@ class FiscalService:
         self._device(device)
         try:
             check_receipt(receipt)
+            self.device_limits(device).check(receipt)
         except DomainError as exc:
             raise ValidationFailed(exc.field, exc.message, exc.value) from None
         payload = {"receipt": receipt_to_json(receipt)}
@@ -292,9 +304,17 @@ class FiscalService:
             raise ValidationFailed("operation", "неизвестная операция", op)
         if op in RESET_OPERATIONS and not self.allow_device_reset:
             raise Disabled()
-        params = _check_params(op, dict(params or {}))
+        try:
+            params = _check_params(op, dict(params or {}), self.device_limits(device))
+        except DomainError as exc:
+            raise ValidationFailed(exc.field, exc.message, exc.value) from None
         payload = {"params": params}
         return self._submit(op, payload, device, key, fingerprint or _fingerprint({"op": op, **payload}), "", wait)
+
+    def device_limits(self, device: int = 1) -> DeviceLimits:
+        """The limits documents for this device are checked against (NotFound for an unknown one)."""
+        self._device(device)
+        return self.limits
 
     def _submit(
         self, kind: str, payload: dict, device: int, key: str | None, fp: str, source: str, wait: float
@@ -400,6 +420,14 @@ class FiscalService:
              "since": j.updated_at.isoformat(timespec="seconds")}
             for j in self.journal.unsettled(cfg.number)
         ]
+        # Documents the owner stopped retrying (see owner.MAX_SEND_ATTEMPTS): not fiscalised, no
+        # longer blocking, but someone has to look at the device and send them again.
+        since = self.journal.clock() - ATTENTION_HOURS * 3600
+        data["attention"] = [
+            {"id": j.id, "key": j.key, "kind": j.kind, "state": j.state, "reason": (j.error or {}).get("message", ""),
+             "since": j.updated_at.isoformat(timespec="seconds")}
+            for j in self.journal.failed_with_code(cfg.number, ResultCode.GAVE_UP, since)
+        ]
         return data
 
 
@@ -407,12 +435,14 @@ def _fingerprint(payload: dict) -> str:
     return fingerprint(payload)
 
 
-def _check_params(op: str, params: dict) -> dict:
-    """Validate operation parameters before they are journalled."""
+def _check_params(op: str, params: dict, limits: DeviceLimits) -> dict:
+    """Validate operation parameters before they are journalled (DomainError for what the device
+    cannot carry)."""
     if op in ("cash_in", "cash_out"):
         amount = params.get("amount")
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValidationFailed("amount", "сумма в копейках должна быть целым числом больше нуля", amount)
+        limits.check_cash(amount)
         return {"amount": amount}
     if op == "print_text":
         lines = params.get("lines")
@@ -426,6 +456,9 @@ def _check_params(op: str, params: dict) -> dict:
                 checked.append(dataclasses.asdict(TextLine(**line)))
             except TypeError:
                 raise ValidationFailed(f"lines[{i}]", "неверное описание строки", str(line)) from None
+        limits.check_lines([TextLine(**line) for line in checked])
+        if not any(line["text"].strip() for line in checked):
+            raise ValidationFailed("lines", "нечего печатать: все строки пустые")
         return {"lines": checked}
     return params
 

@@ -18,7 +18,7 @@ import webtest
 from werkzeug.security import generate_password_hash
 
 from kktapp import __version__, domain
-from kktapp.atol import codec
+from kktapp.atol import codec, commands
 from kktapp.errors import LinkError, ResultCode
 from kktapp.journal import Job
 from kktapp.owner import Reasons
@@ -673,6 +673,8 @@ class StubService:
     """Answers submit_receipt with a prepared Job: states the emulator cannot produce on demand."""
 
     devices = {1: None}
+    #: What the real service takes from its driver (the contract checks receipts against it).
+    limits = commands.LIMITS
 
     def __init__(self, job):
         self.job = job

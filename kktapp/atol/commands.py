@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..domain import PaymentType, SettlementType, TextLine
-from . import codec, model
+from ..device import DeviceLimits
+from ..domain import MAX_NAME, PaymentType, SettlementType, TextLine
+from . import codec, framing, model, taskbuf
 from .errors import device_error
 
 # --------------------------------------------------------------------------- field kinds
@@ -334,6 +335,11 @@ _T = model.TIMEOUTS
 
 #: [S] Bytes of item name in E6 (atol4j; 104-byte command). Longer names: model.LONG_NAME_BY_TAG1030.
 POSITION_NAME_BYTES = 64
+#: BCD widths of the receipt layouts below; :data:`LIMITS` is derived from them.
+PRICE_BYTES = 6
+POSITION_SUM_BYTES = 6
+PAYMENT_BYTES = 5
+CASH_BYTES = 5
 
 COMMANDS_LIST: tuple[Command, ...] = (
     # ---- status and identity
@@ -369,8 +375,9 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _f("receipt_type", U8()),
     ), mode=_M.REGISTRATION),
     Command(0xE6, "register_position", "регистрация позиции", request=(
-        _opt("flags", U8()), _f("name", Text(POSITION_NAME_BYTES)), _f("price", BCD(6)), _f("quantity", Quantity()),
-        _f("discount_type", U8(), 1), _opt("discount_sign", U8()), _opt("discount_sum", BCD(6)),
+        _opt("flags", U8()), _f("name", Text(POSITION_NAME_BYTES)), _f("price", BCD(PRICE_BYTES)),
+        _f("quantity", Quantity()),
+        _f("discount_type", U8(), 1), _opt("discount_sign", U8()), _opt("discount_sum", BCD(POSITION_SUM_BYTES)),
         _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
     ), mode=_M.REGISTRATION, timeout=_T[0xE6]),
     Command(0x43, "receipt_discount", "скидка на чек", request=(
@@ -378,10 +385,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _f("amount", BCD(5)),
     ), mode=_M.REGISTRATION),
     Command(0x99, "payment", "оплата", request=(
-        _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(5)),
+        _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(PAYMENT_BYTES)),
     ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), mode=_M.REGISTRATION),
     Command(0x4A, "close_receipt", "закрытие чека", request=(
-        _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(5)),
+        _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(PAYMENT_BYTES)),
     ), mode=_M.REGISTRATION, timeout=_T[0x4A]),
     Command(0x59, "cancel_receipt", "отмена чека", mode=_M.REGISTRATION),
     # [U] mode 1 or 3 (model.ATTRIBUTE_MODES): checked by the device.
@@ -389,9 +396,9 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _f("tag", LE(2)), _f("value", LenBytes()),
     )),
     # ---- cash
-    Command(0x49, "cash_in", "внесение наличных", request=(_opt("flags", U8()), _f("amount", BCD(5))),
+    Command(0x49, "cash_in", "внесение наличных", request=(_opt("flags", U8()), _f("amount", BCD(CASH_BYTES))),
             mode=_M.REGISTRATION, timeout=_T[0x49]),
-    Command(0x4F, "cash_out", "выплата наличных", request=(_opt("flags", U8()), _f("amount", BCD(5))),
+    Command(0x4F, "cash_out", "выплата наличных", request=(_opt("flags", U8()), _f("amount", BCD(CASH_BYTES))),
             mode=_M.REGISTRATION, timeout=_T[0x4F]),
     Command(0x4D, "cash_in_drawer", "запрос суммы наличных", reply_head=b"\x4d",
             reply=(_opt("amount", BCD(model.CASH_DRAWER_SUM_BYTES)),)),
@@ -455,6 +462,29 @@ COMMANDS: dict[str, Command] = {c.name: c for c in COMMANDS_LIST}
 #: Registry by (code, sub-code); sub-code None for commands without one.
 BY_CODE: dict[tuple[int, int | None], Command] = {(c.code, c.sub): c for c in COMMANDS_LIST}
 assert len(COMMANDS) == len(BY_CODE) == len(COMMANDS_LIST), "duplicate command name or code"
+
+
+def _bcd_max(width: int) -> int:
+    return 10 ** (2 * width) - 1
+
+
+#: What one document may hold on this device, derived from the layouts above: the web contracts
+#: refuse anything bigger before it is journalled (a value that fails to encode mid-receipt
+#: would otherwise stop the register). Names longer than E6's field go whole as tag 1030, whose
+#: FFD limit applies; printed lines are bounded by one task in a packet (Add header 3 bytes,
+#: password, 4C code and flags); positions by the FN's document size (model.MAX_POSITIONS).
+LIMITS = DeviceLimits(
+    max_price=_bcd_max(PRICE_BYTES),
+    max_quantity=Decimal(_bcd_max(codec.QUANTITY_BYTES)) / codec.QUANTITY_SCALE,
+    max_position_sum=_bcd_max(POSITION_SUM_BYTES),
+    max_payment=_bcd_max(PAYMENT_BYTES),
+    max_cash=_bcd_max(CASH_BYTES),
+    name_bytes=MAX_NAME if model.LONG_NAME_BY_TAG1030 else POSITION_NAME_BYTES,
+    text_line_bytes=framing.MAX_DATA - 3 - taskbuf.PASSWORD_BYTES - 2,
+    max_positions=model.MAX_POSITIONS,
+    max_department=0xFF,
+    encode=codec.encode_text,
+)
 
 
 def get(name: str) -> Command:

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, ShiftStatus, Totals
 from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, position_amount
-from ..errors import DeviceError, FrameError, KKTError, LinkError
-from . import codec, commands, model, taskbuf
+from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent
+from . import codec, commands, framing, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
 from .link import Link, LinkStats
@@ -56,6 +56,8 @@ class Step:
     title: str = ""
     tid: int = -1
     answer: taskbuf.Answer | None = None
+    #: The task body (password + command bytes), encoded before anything of a batch is sent.
+    task: bytes = b""
 
     @property
     def name(self) -> str:
@@ -87,6 +89,9 @@ def _password(value: str | int) -> int:
 
 class AtolDriver:
     """A connected ATOL cash register (protocol v3). Not thread-safe: one owner at a time."""
+
+    #: Derived from the command layouts; the contracts validate against it.
+    limits = commands.LIMITS
 
     def __init__(self, url: str, *, access_password: str = "0000", operator_password: str = "30",
                  baudrate: int = 115200, pipeline: bool = True, timeout: float = model.ANSWER_TIMEOUT) -> None:
@@ -173,9 +178,21 @@ class AtolDriver:
             self._link.close()
             raise FrameError(f"ошибка обмена с ККТ: {exc}") from exc
 
+    def _prepare(self, steps: Sequence[Step]) -> None:
+        """Encode every task before the first byte goes out: a value that does not fit its field
+        refuses the whole document (NotSent) instead of failing halfway through it."""
+        for s in steps:
+            try:
+                s.task = taskbuf.encode_task(self.access_password, s.command.encode(**s.params))
+            except (codec.CodecError, TypeError, ValueError) as exc:
+                raise NotSent(f"{NotSent.message} (шаг «{s.name}»: {exc})") from exc
+            if len(taskbuf.encode_request(taskbuf.Add(0, s.task, TASK_FLAGS))) > framing.MAX_DATA:
+                raise NotSent(f"{NotSent.message} (шаг «{s.name}»: команда длиннее пакета)")
+
     def _run(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        """Execute steps in order; returns their decoded replies. Raises BatchFailed/LinkError."""
+        """Execute steps in order; returns their decoded replies. Raises BatchFailed/LinkError/NotSent."""
         steps = list(steps)
+        self._prepare(steps)
         size = WINDOW if self.pipeline else 1
         replies: list[dict[str, Any]] = []
         for start in range(0, len(steps), size):
@@ -190,8 +207,7 @@ class AtolDriver:
         for s in steps:
             s.tid = self._take_tid()
             s.answer = None
-            task = taskbuf.encode_task(self.access_password, s.command.encode(**s.params))
-            payloads.append(taskbuf.encode_request(taskbuf.Add(s.tid, task, TASK_FLAGS)))
+            payloads.append(taskbuf.encode_request(taskbuf.Add(s.tid, s.task, TASK_FLAGS)))
         ids = self._link.send(payloads)
         self.stats.tasks += len(steps)
         by_pid = dict(zip(ids, steps, strict=True))
@@ -612,7 +628,10 @@ class AtolDriver:
         Batch: A4 30 (FD number before), mode change if needed, the receipt, A4 30 (after).
         Then A4 40 reads the new document's fiscal sign and time.
         """
-        body = self.receipt_steps(receipt)
+        try:
+            body = self.receipt_steps(receipt)
+        except (codec.CodecError, TypeError, ValueError) as exc:
+            raise NotSent(f"{NotSent.message} ({exc})") from exc
         prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, step("fn_status", "состояние ФН")]
         try:

@@ -131,6 +131,10 @@ POSITION_TAG_DEFAULTS = {TAG_PAYMENT_METHOD: 4, TAG_PAYMENT_OBJECT: 1, TAG_UNIT:
 #: that fits is sent in E6 only. Settle with the manual (real firmware may take longer names
 #: in E6 itself, or want 1030 before E6).
 LONG_NAME_BY_TAG1030 = True
+#: [C] Positions in one receipt: the FN holds one document in 32,768 bytes, "roughly 250
+#: positions" (fiscal-rules.md §3). [U] 250 is taken as the limit; a receipt of long names may
+#: still be refused by the FN at closing, which is a clean device error (nothing formed).
+MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN,

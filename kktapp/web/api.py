@@ -36,7 +36,7 @@ from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import device_limits, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
@@ -411,6 +411,7 @@ def parse_receipt_request(body: object) -> tuple[dict, Any]:
         data = load(ReceiptSchema(), body)
     try:
         receipt = build_receipt(data, config)
+        device_limits().check(receipt)
     except DomainError as exc:
         raise validation_error(exc, api_field_name) from None
     return data, receipt

@@ -47,6 +47,7 @@ from werkzeug.exceptions import HTTPException
 
 import kktapp
 from kktapp import domain, errors
+from kktapp.device import DeviceLimits
 from kktapp.domain import (
     DomainError,
     PaymentType,
@@ -62,7 +63,7 @@ from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields
 from kktapp.web.auth import AuthError, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import device_limits, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _printable_only(value: str) -> None:
 class PositionSchema(fields.BaseSchema):
     """One ``Position_N`` of ``Goods``."""
 
-    Name = fields.String(
+    Name = fields.DeviceText(
         required=True,
         validate=[
             _not_blank,
@@ -251,6 +252,8 @@ def _domain_field(keys: list[str]):
     simple = {"customer_contact": "CustomerContact", "payments": "DocSumm", "total": "DocSumm", "positions": "Goods"}
 
     def rename(field: str) -> str:
+        if field.startswith("payments["):
+            return "DocSumm"  # 1C sends one payment: the document's sum
         match = re.fullmatch(r"positions\[(\d+)\]\.(\w+)", field)
         if match and 1 <= int(match.group(1)) <= len(keys):
             attr = names.get(match.group(2), match.group(2))
@@ -262,8 +265,12 @@ def _domain_field(keys: list[str]):
     return rename
 
 
-def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Receipt]:
-    """Validate a 1C document and build the domain receipt; raises ValidationFailed."""
+def parse_receipt(body: object, today: dt.date, config: Any,
+                  limits: DeviceLimits | None = None) -> tuple[dict, Receipt]:
+    """Validate a 1C document and build the domain receipt; raises ValidationFailed.
+
+    ``limits``: what the device can carry (default: this app's service).
+    """
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
     try:
         context = {
@@ -298,6 +305,7 @@ def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Rece
     )
     try:
         domain.check_receipt(receipt)
+        (limits or device_limits()).check(receipt)
     except DomainError as exc:
         raise validation_error(exc, rename=_domain_field(keys)) from None
     if data["Device"] is None:
@@ -731,10 +739,16 @@ def _device_view(snap: dict, now: dt.datetime) -> dict:
                 "since": _when(item.get("since") or item.get("updated_at")),
             }
         )
+    attention = [
+        {"key": _dash(item.get("key") or item.get("id")), "reason": _dash(item.get("reason")),
+         "since": _when(item.get("since"))}
+        for item in snap.get("attention") or [] if isinstance(item, dict)
+    ]
     return {
         "title": title,
         "link": "ok" if link_ok else ("down" if snap.get("link") == "down" else "unknown"),
         "link_error": "" if link_ok else (snap.get("link_error") or ""),
         "groups": groups,
         "unsettled": unsettled,
+        "attention": attention,
     }

@@ -40,6 +40,7 @@ from kktapp.web.fields import (
     BaseSchema,
     Boolean,
     CustomerContact,
+    DeviceText,
     Integer,
     List,
     Money,
@@ -125,7 +126,7 @@ class NamedCode(fields.Field):
 class TextLineSchema(BaseSchema):
     """One printed line with attributes."""
 
-    text = String(required=True, validate=_length(None, MAX_TEXT), metadata={"description": "текст строки"})
+    text = DeviceText(required=True, validate=_length(None, MAX_TEXT), metadata={"description": "текст строки"})
     bold = Boolean(load_default=False, metadata={"description": "жирный"})
     italic = Boolean(load_default=False, metadata={"description": "курсив"})
     inverse = Boolean(load_default=False, metadata={"description": "белым по чёрному"})
@@ -188,7 +189,8 @@ class CashSchema(BaseSchema):
 class ItemSchema(BaseSchema):
     """A receipt position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME), metadata={"description": "наименование (1030)"})
+    name = DeviceText(required=True, validate=_length(1, domain.MAX_NAME),
+                      metadata={"description": "наименование (1030)"})
     price = Money(required=True, metadata={"description": "цена за единицу, рубли (1079)"})
     quantity = Quantity(load_default=Decimal(1), metadata={"description": "количество, до 3 знаков (1023)"})
     amount = Money(metadata={"description": "сумма позиции до скидки, рубли; проверяется: цена × количество ± 1 коп."})
@@ -383,7 +385,8 @@ def receipt_fingerprint(receipt: Receipt) -> str:
 
 def api_field_name(field: str) -> str:
     """Domain field names (``positions[2].name``, 1-based) → this API's paths (``items.1.name``)."""
-    for domain_name, api_name in (("positions[", "items."), ("payments[", "payments.")):
+    for domain_name, api_name in (("positions[", "items."), ("payments[", "payments."), ("header[", "header."),
+                                  ("footer[", "footer.")):
         if field.startswith(domain_name) and "]" in field:
             index, _, rest = field[len(domain_name):].partition("]")
             if index.isdigit():
@@ -417,7 +420,7 @@ class FontSchema(CompatSchema):
 class TStringSchema(CompatSchema):
     """One formatted line: ``{"text": ..., "font": {...}}``."""
 
-    text = String(required=True, validate=_length(None, MAX_TEXT))
+    text = DeviceText(required=True, validate=_length(None, MAX_TEXT))
     font = Nested(FontSchema, load_default=dict)
 
 
@@ -440,7 +443,7 @@ class TStringListSchema(CompatSchema):
 class GoodSchema(CompatSchema):
     """One INCOME position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME))
+    name = DeviceText(required=True, validate=_length(1, domain.MAX_NAME))
     price = Money(required=True)
     kol = Quantity(load_default=Decimal(1))
     nds = Vat(required=True)
