@@ -126,7 +126,20 @@ def spaces_for_breaks(text: str) -> str:
 # --------------------------------------------------------------------------- enums
 
 
-class VatRate(enum.StrEnum):
+class StrEnum(str, enum.Enum):
+    """``enum.StrEnum`` for Python 3.10 (it came in 3.11): str() and format() give the value.
+
+    A plain ``(str, Enum)`` would print ``VatRate.VAT22`` on 3.12+, where format() follows str().
+    """
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
+
+class VatRate(StrEnum):
     """VAT rate of a position; value is the canonical API name (ATOL JSON ``tax.type``)."""
 
     NONE = "none"
@@ -237,7 +250,7 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
     )
 
 
-class SettlementType(enum.StrEnum):
+class SettlementType(StrEnum):
     """Receipt type; tag 1054 for the first four, corrections carry the same sign."""
 
     SELL = "sell"
@@ -270,7 +283,7 @@ _SETTLEMENT_TITLES = {
 }
 
 
-class PaymentType(enum.StrEnum):
+class PaymentType(StrEnum):
     """How the buyer paid (tags 1031, 1081, 1215, 1216, 1217)."""
 
     CASH = "cash"

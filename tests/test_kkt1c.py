@@ -294,7 +294,7 @@ INVALID = [
     ("Quantity zero", _set("Goods.Position_1.Quantity", 0), "Goods.Position_1.Quantity"),
     ("Quantity negative", _set("Goods.Position_1.Quantity", -6), "Goods.Position_1.Quantity"),
     ("Quantity 4 decimals", _set("Goods.Position_1.Quantity", Decimal("6.0001")), "Goods.Position_1.Quantity"),
-    ("PositionSumm off", _set("Goods.Position_1.PositionSumm", Decimal("1950.00")), "Goods.Position_1.PositionSumm"),
+    ("PositionSumm above", _set("Goods.Position_1.PositionSumm", Decimal("1951.00")), "Goods.Position_1.PositionSumm"),
     ("Tax unknown", _set("Goods.Position_1.Tax", 30), "Goods.Position_1.Tax"),
     ("Tax missing", _set("Goods.Position_1.Tax", _DROP), "Goods.Position_1.Tax"),
     ("unknown position field", _set("Goods.Position_1.Discount", 5), "Goods.Position_1.Discount"),
@@ -345,33 +345,42 @@ def test_error_shows_the_value(testapp, emulator):
     assert data["value"] == "325.125"
 
 
-def test_seed_example_with_inconsistent_sum_is_refused(testapp, emulator):
-    """The README example (325.12 × 6 = 1950.72, PositionSumm 1950) fails the ±1 kopeck rule."""
-    body = document(number="ТР00-003655")
-    body["DocSumm"] = 1950
-    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
-    data = post(testapp, body, status=422).json
-    assert data["field"] == "Goods.Position_1.PositionSumm"
+#: The seed's own example (004: "Формирование POST-запроса"), verbatim, as 1C's ЗаписьJSON sends it.
+SEED_RECEIPT = (
+    '{\n\t"DocNumber": "ТР00-003655",\n\t"DocDate": "06.10.2017",\n\t"DocSumm": 1950,\n\t"Goods": {\n'
+    '\t\t"Position_1": {\n\t\t\t"Name": "Наименование товара",\n\t\t\t"Price": 325.12,\n'
+    '\t\t\t"Quantity": 6,\n\t\t\t"Tax": 18,\n\t\t\t"PositionSumm": 1950\n\t\t}\n\t}\n}'
+).encode("utf-8")
+
+
+def test_seed_example_is_fiscalised_by_default_with_a_line_discount(testapp, emulator):
+    """Цена 325.12 × 6 = 1950.72, Сумма 1950: in 1C the price is before the line discount, the
+    sum after it, so the 72 kopecks are that line's discount and the receipt totals 1950."""
+    data = post(testapp, SEED_RECEIPT, status=200).json
+    assert (data["result_code"], data["doc_number"]) == (0, "ТР00-003655")
+    assert data["check_number"] >= 1
+    (doc,) = receipts(emulator)
+    assert doc["total"] == 195000
+    item = doc["items"][0]
+    assert (item["price"], item["amount"], item["tax"]) == (32512, 195000, LEGACY_RATE)
+
+
+def test_deploy_demo_receipt_is_the_seed_example_verbatim():
+    demo = (Path(__file__).parent.parent / "deploy" / "demo-receipt.json").read_bytes()
+    assert json.loads(demo) == json.loads(SEED_RECEIPT)
+
+
+def test_line_discount_refused_when_switched_off_and_the_error_names_the_setting(app_config, emulator, request):
+    app_config["ONEC_LINE_DISCOUNTS"] = False
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, SEED_RECEIPT, status=422).json
+    assert (data["result_code"], data["field"]) == (ResultCode.VALIDATION, "Goods.Position_1.PositionSumm")
     assert "1950.72" in data["result_description"]
+    assert "ONEC_LINE_DISCOUNTS" in data["result_description"]
     assert emulator.documents() == []
 
 
-def test_seed_example_passes_as_a_line_discount_when_configured(app_config, emulator, request):
-    """With ONEC_LINE_DISCOUNTS the 72 kopecks below price × quantity are that line's discount."""
-    app_config["ONEC_LINE_DISCOUNTS"] = True
-    testapp = request.getfixturevalue("testapp")
-    body = document(number="ТР00-003655")
-    body["DocSumm"] = 1950
-    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
-    assert post(testapp, body, status=200).json["result_code"] == 0
-    (doc,) = receipts(emulator)
-    assert doc["total"] == 195000
-    assert (doc["items"][0]["price"], doc["items"][0]["amount"]) == (32512, 195000)
-
-
-def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts(app_config, emulator, request):
-    app_config["ONEC_LINE_DISCOUNTS"] = True
-    testapp = request.getfixturevalue("testapp")
+def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts(testapp, emulator):
     body = document(number="ТР00-003656")
     body["DocSumm"] = 1951
     body["Goods"]["Position_1"].update(PositionSumm=1951)

@@ -598,7 +598,7 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
     if tag in model.UNIXTIME_TAGS:
         if not isinstance(value, dt.date):
             raise codec.CodecError(f"tag {tag} needs a date")
-        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
         return codec.encode_le(int(moment.timestamp()), 4)
     if tag in model.BYTE_TAGS or isinstance(value, int):
         return codec.encode_le(int(value), 1)
@@ -608,7 +608,7 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
 def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date:
     """Inverse of :func:`attribute_value` (the emulator's side); unknown tags stay text."""
     if tag in model.UNIXTIME_TAGS and len(raw) == 4:
-        return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.UTC).date()
+        return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.timezone.utc).date()
     if tag in model.BYTE_TAGS and len(raw) == 1:
         return raw[0]
     return codec.decode_text(raw)

@@ -135,13 +135,20 @@ class PositionSchema(fields.BaseSchema):
         # The FN recomputes price × quantity; more than a kopeck off is a 1C-side error
         # (fiscal-rules.md §3), better reported now than as a device code mid-receipt.
         expected = domain.position_amount(data["Price"], data["Quantity"])
-        if fields.fiscal_context().get("line_discounts") and data["PositionSumm"] < expected:
-            # 1C's Цена is the price before the line discount and Сумма the sum after it;
-            # the driver sends the difference as the position's discount.
+        line_discounts = fields.fiscal_context().get("line_discounts", True)
+        if line_discounts and data["PositionSumm"] < expected:
+            # 1C's Цена is the price before the line discount and Сумма the sum after it (the
+            # seed's own example: 325.12 × 6, Сумма 1950); the driver sends the difference as
+            # the position's discount.
             return
-        if abs(expected - data["PositionSumm"]) > 1:
+        if data["PositionSumm"] - expected > 1:
             raise ValidationError(
-                f"сумма позиции не равна цене × количество = {format_rub(expected)} ₽",
+                f"сумма позиции больше цены × количество = {format_rub(expected)} ₽", "PositionSumm"
+            )
+        if expected - data["PositionSumm"] > 1:
+            raise ValidationError(
+                f"сумма позиции меньше цены × количество = {format_rub(expected)} ₽; скидки на позицию"
+                " отключены в настройках сервиса (ONEC_LINE_DISCOUNTS = False)",
                 "PositionSumm",
             )
 
@@ -276,7 +283,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
         context = {
             "on_date": today,
             "accept_legacy": accept_legacy,
-            "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", False)),
+            "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", True)),
         }
         with fields.FiscalContext(context):
             data = ReceiptSchema().load(body)  # type: ignore[arg-type]
