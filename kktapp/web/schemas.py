@@ -188,12 +188,15 @@ class CashSchema(BaseSchema):
 class ItemSchema(BaseSchema):
     """A receipt position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME), metadata={"description": "наименование (1030)"})
-    price = Money(required=True, metadata={"description": "цена за единицу, рубли (1079)"})
+    code = String(validate=_length(1, 13), metadata={"description": "код товара из каталога 1С (обмен через файлы): "
+                                                                     "наименование, цену, НДС и единицу берём оттуда"})
+    name = String(validate=_length(1, domain.MAX_NAME),
+                  metadata={"description": "наименование (1030); без code обязательно"})
+    price = Money(metadata={"description": "цена за единицу, рубли (1079); без code обязательно"})
     quantity = Quantity(load_default=Decimal(1), metadata={"description": "количество, до 3 знаков (1023)"})
     amount = Money(metadata={"description": "сумма позиции до скидки, рубли; проверяется: цена × количество ± 1 коп."})
-    tax = Vat(required=True, metadata={"description": "ставка НДС: vat22, vat10, vat0, none, vat122, vat110, vat5, "
-                                                      "vat7, vat105, vat107 или 22, 10, \"без НДС\"…"})
+    tax = Vat(metadata={"description": "ставка НДС (без code обязательно): vat22, vat10, vat0, none, vat122, "
+                                       "vat110, vat5, vat7, vat105, vat107 или 22, 10, \"без НДС\"…"})
     payment_method = NamedCode(PAYMENT_METHOD_NAMES, load_default=int(PaymentMethod.FULL_PAYMENT),
                                metadata={"description": "способ расчёта (1214): имя или код",
                                          "enum": list(PAYMENT_METHOD_NAMES)})
@@ -204,6 +207,13 @@ class ItemSchema(BaseSchema):
                      metadata={"description": "мера количества (2108): имя или код", "enum": list(MEASUREMENT_UNITS)})
     department = Integer(load_default=0, validate=_range(0, 99), metadata={"description": "секция (отдел)"})
     discount = Money(load_default=0, metadata={"description": "скидка на позицию, рубли"})
+
+    @validates_schema
+    def _code_or_name(self, data: dict, **kwargs: Any) -> None:
+        # A catalogue code stands for name, price and tax; without one they are all required.
+        missing = [f for f in ("name", "price", "tax") if not data.get("code") and data.get(f) is None]
+        if missing:
+            raise ValidationError({f: ["обязательное поле не указано (или укажите code товара)"] for f in missing})
 
 
 class PaymentSchema(BaseSchema):
@@ -440,13 +450,22 @@ class TStringListSchema(CompatSchema):
 class GoodSchema(CompatSchema):
     """One INCOME position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME))
-    price = Money(required=True)
+    name = String(load_default="", validate=_length(None, domain.MAX_NAME))
+    price = Money()
     kol = Quantity(load_default=Decimal(1))
-    nds = Vat(required=True)
+    nds = Vat()
     barcode = String(load_default="")
     dep = Integer(load_default=0, validate=_range(0, 99))
     discount = Money(load_default=0)
+
+    @validates_schema
+    def _barcode_or_name(self, data: dict, **kwargs: Any) -> None:
+        # An empty name means "the goods with this barcode" from the catalogue (the 1C exchange).
+        if data.get("barcode"):
+            return
+        missing = [f for f in ("name", "price", "nds") if not data.get(f) and data.get(f) != 0]
+        if missing:
+            raise ValidationError({f: ["обязательное поле не указано (или укажите barcode товара)"] for f in missing})
 
 
 class TrId(fields.Field):
