@@ -11,6 +11,7 @@ the seed's rule).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -533,3 +534,120 @@ def test_crash_between_z_and_write_exports_once(exchange_config, folder, emulato
         again.extensions[EXTENSION].stop()
         again.extensions["kkt"].stop()
         again.extensions["kkt"].journal.close()
+
+
+# --------------------------------------------------------------------------- more triggers and settings
+
+
+@pytest.fixture
+def one_register(app_config: dict[str, Any], emulator: Emulator, folder: Path) -> dict[str, Any]:
+    app_config.update(
+        DEVICES=[{"number": 1, "url": emulator.url, "store": STORE_A, "goods_file": str(folder / "Pos1.spr"),
+                  "report_file": str(folder / "Pos1.rep")}],
+        EXCHANGE_POLL_SECONDS=0.1, EXCHANGE_SETTLE_SECONDS=0,
+    )
+    return app_config
+
+
+def _one_app(request: pytest.FixtureRequest, folder: Path):
+    app = request.getfixturevalue("app")
+    request.addfinalizer(app.extensions[EXTENSION].stop)
+    client = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    (folder / "Pos1.spr").write_bytes(GOODS_A)
+    assert eventually(lambda: marker(folder / "Pos1.spr") == "@")
+    return app, client
+
+
+def test_z_by_compat_and_by_auto_close_time(one_register, folder, request):
+    now = dt.datetime.now()
+    if now.hour == 23 and now.minute >= 58:
+        pytest.skip("the auto-close window would cross midnight")
+    one_register["AUTO_CLOSE_TIME"] = None
+    app, client = _one_app(request, folder)
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    z = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "ZREPORT",
+         "data": ""}
+    res = client.post("/api/compat/atol-kkt-service", json.dumps(z).encode(), content_type="application/json")
+    assert res.json["error_code"] == 0, res.json
+    path = folder / "Pos1.rep"
+    assert eventually(path.exists)
+    assert [b.header for b in read_report(path).blocks] == [("#", "1", "1")]
+
+    # The daily close at AUTO_CLOSE_TIME (this minute) closes shift 2.
+    sell(client, 1, [{"code": "101"}], payments=[{"type": "cash", "amount": "89.90"}])
+    app.extensions["kkt"].auto_close_time = (now.hour, now.minute)
+    report = None
+
+    def two_blocks() -> bool:
+        nonlocal report
+        report = read_report(path)
+        return len(report.blocks) == 2
+
+    assert eventually(two_blocks)
+    assert report.blocks[1].header == ("#", "1", "2")
+    assert [p["code"] for p in report.blocks[1].receipts[0].positions] == ["101"]
+
+
+def test_post_kkt_receipts_included_when_set(one_register, folder, request):
+    one_register["EXCHANGE_INCLUDE_1C_RECEIPTS"] = True
+    one_register["EXCHANGE_FALLBACK_CODE"] = "555"
+    _, client = _one_app(request, folder)
+    _kkt_1c_receipt(client)
+    close_shift(client, 1)
+    report = report_done(folder, 1)
+    assert [(p["code"], p["amount"]) for r in report.blocks[0].receipts for p in r.positions] == [
+        ("555", Decimal("100.00"))]
+
+
+def test_unknown_code_or_barcode_is_refused(one_register, folder, request, emulator):
+    _, client = _one_app(request, folder)
+    res = client.post_json(f"{API}/receipts", {"items": [{"code": "103"}, {"code": "999"}],
+                                               "payments": [{"type": "cash", "amount": 100}]}, status=422)
+    assert res.json["error"]["field"] == "items.1.code" and "999" in res.json["error"]["message"]
+    res = client.post_json(f"{API}/receipts", {"items": [{"quantity": 1}],
+                                               "payments": [{"type": "cash", "amount": 100}]}, status=422)
+    assert res.json["error"]["field"].startswith("items.0.")
+    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
+              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
+                       "goods": [{"name": "", "barcode": "123", "kol": 1, "dep": 0, "discount": 0}]}}
+    res = client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
+                      status=422)
+    assert "data.goods.0.barcode" in res.json["error"] and "123" in res.json["error"]
+    assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
+
+
+def test_reconciliation_mismatch_is_logged_and_shown(one_register, folder, request, caplog):
+    app, client = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    real = exchange.ledger.shift_docs
+
+    def lose_a_receipt(device: int, shift: int):
+        docs = real(device, shift)
+        docs.docs = docs.docs[:-1]  # as if the journal had lost the last receipt
+        return docs
+
+    exchange.ledger.shift_docs = lose_a_receipt
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    sell(client, 1, [{"code": "101"}], payments=[{"type": "cash", "amount": "89.90"}])
+    close_shift(client, 1)
+    report_done(folder, 1)
+    assert eventually(lambda: "не сошлась" in client.get("/kkt").text)
+    page = client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]["registers"][0]
+    assert page["report"]["level"] == "error"
+    assert "134.90" in page["exports"][0]["mismatch"][-1]  # the device's counters: 45.00 + 89.90
+    assert any("сверка смены 1 не сошлась" in r.getMessage() for r in caplog.records)
+
+
+def test_goods_file_without_flag_waits_until_it_settles(one_register, folder, request):
+    one_register.update(EXCHANGE_SETTLE_SECONDS=0.5, EXCHANGE_POLL_SECONDS=3600)
+    app = request.getfixturevalue("app")
+    exchange = app.extensions[EXTENSION]
+    request.addfinalizer(exchange.stop)
+    path = folder / "Pos1.spr"
+    path.write_bytes(GOODS_A[:60])
+    exchange.poll()
+    path.write_bytes(GOODS_A)  # 1C goes on writing
+    exchange.poll()
+    assert marker(path) == "#"
+    assert eventually(lambda: (exchange.poll(), marker(path) == "@")[1], timeout=10, interval=0.1)
+    assert exchange.catalogue.count(STORE_A) == 3
