@@ -27,6 +27,7 @@ from kktapp import create_app
 from kktapp.atol.emulator import Emulator
 from kktapp.exchange import EXTENSION
 from kktapp.exchange.ledger import Ledger
+from kktapp.web.schemas import GoodsListSchema
 
 STORE_A = "Магазин на Ленина"
 STORE_B = "Магазин на Мира"
@@ -254,6 +255,7 @@ def test_goods_loaded_from_main_register_only(client, folder):
     loaded(folder)
 
     res = client.get(f"{API}/goods", {"store": STORE_A}).json
+    assert GoodsListSchema().validate(res) == {}  # the answer is what the OpenAPI describes
     assert res["total"] == 4
     goods = {g["code"]: g for g in res["goods"]}
     assert goods["1"]["group"] is True and goods["1"]["vat"] is None

@@ -1,17 +1,18 @@
-"""GET /api/v1/goods: the catalogue 1C loads through the goods files (kktapp.exchange)."""
+"""GET /api/v1/goods: the catalogue 1C loads through the goods files (kktapp.exchange).
+
+A route of the JSON API's blueprint (its errors, its OpenAPI description), kept in its own
+module: importing this module before the blueprint is registered adds the route.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, request
 
-from kktapp.errors import KKTError, NotFound, ValidationFailed
+from kktapp.errors import NotFound, ValidationFailed
 from kktapp.exchange import exchange_of
-from kktapp.web.api import error_response, json_response
+from kktapp.web.api import bp, json_response
 from kktapp.web.auth import require
 
-bp = Blueprint("goods", __name__, url_prefix="/api/v1")
-# Errors answer as the rest of /api/v1 does.
-bp.register_error_handler(KKTError, error_response)
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)

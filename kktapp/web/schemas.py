@@ -655,3 +655,38 @@ class DeviceStatusSchema(BaseSchema):
     shift = Nested(ShiftInfoSchema, required=True)
     fn = Nested(FnInfoSchema, required=True)
     totals = Nested(TotalsSchema, required=True)
+
+
+class GoodsBarcodeSchema(BaseSchema):
+    """An extra barcode (a ``#`` line of the goods file): another barcode or a package."""
+
+    barcode = String(required=True)
+    name = String(required=True, metadata={"description": "наименование упаковки, если 1С его дала"})
+    price = Integer(required=True, metadata={"description": "цена упаковки, копейки; 0 — цена товара × coefficient"})
+    coefficient = String(required=True, metadata={"description": "сколько единиц товара в упаковке"})
+
+
+class GoodsItemSchema(BaseSchema):
+    """A goods item or group of the store's catalogue."""
+
+    code = String(required=True, metadata={"description": "код товара в 1С: его передают в items[].code"})
+    name = String(required=True, metadata={"description": "полное наименование"})
+    receipt_name = String(required=True, metadata={"description": "наименование для чека (краткое)"})
+    barcode = String(required=True, metadata={"description": "основной штрихкод"})
+    barcodes = List(Nested(GoodsBarcodeSchema), required=True)
+    price = Integer(required=True, metadata={"description": "цена, копейки"})
+    weighted = Boolean(required=True, metadata={"description": "весовой товар (единица — килограмм)"})
+    group = Boolean(required=True, metadata={"description": "группа, а не товар"})
+    parent = String(allow_none=True, metadata={"description": "код группы"})
+    article = String(required=True, metadata={"description": "артикул"})
+    vat = String(allow_none=True, metadata={"description": "ставка НДС магазина для товаров каталога"})
+
+
+class GoodsListSchema(BaseSchema):
+    """GET /api/v1/goods."""
+
+    store = String(required=True)
+    total = Integer(required=True, metadata={"description": "сколько всего найдено"})
+    limit = Integer(required=True)
+    offset = Integer(required=True)
+    goods = List(Nested(GoodsItemSchema), required=True)
