@@ -653,3 +653,18 @@ def test_goods_file_without_flag_waits_until_it_settles(one_register, folder, re
     assert marker(path) == "#"
     assert eventually(lambda: (exchange.poll(), marker(path) == "@")[1], timeout=10, interval=0.1)
     assert exchange.catalogue.count(STORE_A) == 3
+
+
+def test_report_folder_missing_is_shown_and_retried(one_register, folder, request, emulator):
+    out = folder / "out"
+    one_register["DEVICES"][0]["report_file"] = str(out / "Pos1.rep")
+    _, client = _one_app(request, folder)
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    close_shift(client, 1)
+    status = lambda: client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]  # noqa: E731
+    assert eventually(lambda: (status()["registers"][0]["report"] or {}).get("level") == "error")
+    assert "не записан" in status()["registers"][0]["report"]["message"]
+    out.mkdir()
+    assert eventually(lambda: (out / "Pos1.rep").exists())
+    assert [b.header for b in read_report(out / "Pos1.rep").blocks] == [("#", "1", "1")]
+    assert eventually(lambda: status()["registers"][0]["report"]["level"] == "ok")

@@ -67,8 +67,8 @@ class Exchange:
         self._start_lock = threading.Lock()
         #: Goods files seen with this size and time (the settle check), by path.
         self._seen: dict[str, _Seen] = {}
-        #: The version of a bad goods file already reported (not logged again every poll).
-        self._reported: dict[str, tuple[int, int]] = {}
+        #: What was last logged per goods file or status key (a problem is not logged every poll).
+        self._reported: dict[str, object] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -149,7 +149,12 @@ class Exchange:
                     return  # another process's poller is at it
                 raise
             for store in self.settings.stores.values():
-                self._goods(store)
+                try:
+                    self._goods(store)
+                except OSError as exc:
+                    # Unreadable folder or file (rights, a share gone): say so, go on with the rest.
+                    self._problem(f"goods:{store.name}", f"Файл товаров магазина «{store.name}» не прочитан: "
+                                  f"{exc.strerror or exc} ({exc.filename or ''}). Сервис повторит попытку.")
             for register in self.settings.registers.values():
                 if register.report_file:
                     self._exports(register)
@@ -241,11 +246,8 @@ class Exchange:
             try:
                 self.export(register, shift)
             except OSError as exc:
-                log.error("ККТ %d: отчёт о смене %d не записан в %s: %s; повторим", register.number, shift,
-                          register.report_file, exc)
-                self._set_status(f"report:{register.number}", ERROR,
-                                 f"Отчёт о смене {shift} не записан в {register.report_file}: {exc.strerror or exc}. "
-                                 "Сервис повторит запись.")
+                self._problem(f"report:{register.number}", f"Отчёт о смене {shift} кассы {register.number} не "
+                              f"записан в {register.report_file}: {exc.strerror or exc}. Сервис повторит запись.")
                 return
 
     def export(self, register: Register, shift: int) -> None:
@@ -301,7 +303,16 @@ class Exchange:
 
     # ------------------------------------------------------------------ status
 
+    def _problem(self, key: str, message: str) -> None:
+        """An error for the log (once while it lasts, not every poll) and the status page."""
+        if self._reported.get(key) != message:
+            self._reported[key] = message
+            log.error("обмен с 1С: %s", message)
+        self._set_status(key, ERROR, message)
+
     def _set_status(self, key: str, level: str, message: str) -> None:
+        if level == OK:
+            self._reported.pop(key, None)
         with self.db.transaction() as conn:
             conn.execute("INSERT INTO status (key, level, message, updated_at) VALUES (?, ?, ?, ?)"
                          " ON CONFLICT(key) DO UPDATE SET level=excluded.level, message=excluded.message,"
