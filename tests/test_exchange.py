@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -169,13 +168,12 @@ def read_report(path: Path) -> Report1C:
 
 
 @pytest.fixture
-def emulator3() -> Iterator[Emulator]:
+def emulator3(request: pytest.FixtureRequest) -> Emulator:
+    """The other store's register."""
     emu = Emulator(serial="00106201270003")
     emu.start("127.0.0.1", 0)
-    try:
-        yield emu
-    finally:
-        emu.stop()
+    request.addfinalizer(emu.stop)
+    return emu
 
 
 @pytest.fixture
@@ -437,8 +435,12 @@ def test_sales_by_code_on_two_stores_and_the_report_files(client, folder, emulat
     assert [(p["code"], p["amount"]) for r in rep3.blocks[0].receipts for p in r.positions] == [
         ("201", Decimal("399.00"))]
 
-    page = client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]
-    for register in page["registers"]:
+    def page() -> dict:
+        return client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]
+
+    # The status is recorded just after the file is renamed into place.
+    assert eventually(lambda: all(r["report"] for r in page()["registers"]))
+    for register in page()["registers"]:
         assert register["report"]["level"] == "ok", register
         assert register["exports"][0]["mismatch"] == []
         assert register["exports"][0]["counters"] is not None
