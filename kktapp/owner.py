@@ -583,6 +583,7 @@ class DeviceOwner:
                 self._fail(job, exc)
                 return False
             self.state.note_document("close_shift", z)
+            self._shift_closed(z)
             return True
         if retry_allowed and exc.code in SHIFT_CLOSED_CODES and job.kind in SHIFT_KINDS:
             # The owner's memory said the shift was open; the device says closed. The next attempt
@@ -672,6 +673,8 @@ class DeviceOwner:
     def _done(self, job: Job, result: Any) -> None:
         if isinstance(result, FiscalResult):
             owed = not result.printed and self._prints(job)
+            if job.kind == "close_shift":
+                self._shift_closed(result)
             self.journal.finish(
                 job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
             )
@@ -718,7 +721,9 @@ class DeviceOwner:
             state.note_shift(shift)
             if shift.state == "expired":
                 log.info("ККТ %d: смена %d старше 24 часов: Z-отчёт и новая смена", self.number, shift.number)
-                state.note_document("close_shift", driver.close_shift(svc.cashier_name, svc.cashier_inn))
+                z = driver.close_shift(svc.cashier_name, svc.cashier_inn)
+                state.note_document("close_shift", z)
+                self._shift_closed(z)
         if state.shift_state == "closed":
             result = driver.open_shift(svc.cashier_name, svc.cashier_inn)
             state.note_document("open_shift", result)
@@ -827,10 +832,20 @@ class DeviceOwner:
 
     def _record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
         result = dataclasses.replace(result, printed=not owed)
+        if job.kind == "close_shift":
+            self._shift_closed(result)
         self.journal.finish(
             job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
         )
         self._notify(job.id)
+
+    def _shift_closed(self, result: FiscalResult) -> None:
+        """Every Z report, whatever triggered it, goes to the service's observers (the 1C exchange).
+
+        Before the close_shift job is finished: an observer that also watches the journal must
+        find the Z report's own data (the shift counters, read now) recorded first.
+        """
+        self.service.shift_closed(self.number, result, self.driver)
 
     def _reprint(self, job: Job) -> None:
         """Print the owed copy once the printer is ready; until then the queue holds."""

@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from .device import DeviceLimits, Driver
-from .domain import DomainError, Receipt, TextLine, check_receipt
+from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt
 from .errors import Disabled, NotFound, ResultCode, ValidationFailed
 from .journal import QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
 from .owner import OPERATIONS, DeviceOwner, Reasons
@@ -160,6 +160,8 @@ class FiscalService:
         self.cashier_name = cashier_name or ""
         self.cashier_inn = cashier_inn or ""
         self.allow_device_reset = bool(allow_device_reset)
+        #: Called as observer(device, z_result, driver) in the owner's thread after every Z report.
+        self.shift_observers: list[Callable[[int, FiscalResult, Driver | None], None]] = []
         self._init_runtime()
         _services.add(self)
 
@@ -250,6 +252,14 @@ class FiscalService:
             owner.forget_after_fork()
         self._init_runtime()
 
+    def shift_closed(self, device: int, result: FiscalResult, driver: Driver | None) -> None:
+        """A device owner formed a Z report (any trigger): tell the observers (the 1C file exchange)."""
+        for observer in list(self.shift_observers):
+            try:
+                observer(device, result, driver)
+            except Exception:  # noqa: BLE001 - an observer must not break the device queue
+                log.exception("ККТ %d: сбой обработчика Z-отчёта", device)
+
     def _job_changed(self, job_id: str) -> None:
         """Called by an in-process owner after a job's state changed: wake its waiters."""
         with self._waiters_lock:
@@ -273,11 +283,13 @@ class FiscalService:
         fingerprint: str | None = None,
         source: str = "",
         wait: float = 30.0,
+        extra: dict | None = None,
     ) -> Job:
         """Journal a receipt and wait up to ``wait`` seconds for its outcome.
 
         Same key and fingerprint → the stored job, without touching the device; same key with
-        another fingerprint → :class:`~kktapp.errors.Conflict`.
+        another fingerprint → :class:`~kktapp.errors.Conflict`. ``extra`` is kept with the job
+        and never sent to the device (the catalogue codes and discounts the 1C report needs).
         """
         self._device(device)
         try:
@@ -286,6 +298,8 @@ class FiscalService:
         except DomainError as exc:
             raise ValidationFailed(exc.field, exc.message, exc.value) from None
         payload = {"receipt": receipt_to_json(receipt)}
+        if extra:
+            payload["extra"] = extra
         return self._submit(RECEIPT, payload, device, key, fingerprint or _fingerprint(payload), source, wait)
 
     def submit(

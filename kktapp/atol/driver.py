@@ -456,6 +456,15 @@ class AtolDriver:
             total_earnings=grand["income"],
         )
 
+    def shift_totals(self) -> tuple[int, int]:
+        """(income, outcome) of the open shift, or of the shift just closed until the next opens (58).
+
+        Read right after a Z report, these are the Z report's totals the 1C exchange reconciles
+        its report block with (model.py, "earnings").
+        """
+        (shift,) = self.execute([step("last_shift_totals")])
+        return shift["income"], shift["outcome"]
+
     def last_document(self) -> LastDocument:
         """Last FD number (A4 30), receipt state (3F), and the document rebuilt from A4 40."""
         fn, st = self.execute([step("fn_status"), step("status")])

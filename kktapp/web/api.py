@@ -37,6 +37,7 @@ from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
 from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
@@ -409,6 +410,7 @@ def parse_receipt_request(body: object) -> tuple[dict, Any]:
     ctx = {"on_date": receipt_date(body), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
         data = load(ReceiptSchema(), body)
+    data["extra"] = fill_from_catalogue(data["items"], data["device"], "items")
     try:
         receipt = build_receipt(data, config)
         device_limits().check(receipt)
@@ -425,7 +427,7 @@ def create_receipt() -> Response:
     key = idempotency_key(data.get("id"))
     device = data["device"]
     job = service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
-                                   source=SOURCE, wait=wait_seconds())
+                                   source=SOURCE, wait=wait_seconds(), extra=data["extra"])
     user = current_user()
     log.info("API: чек %s на %s коп. на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
              receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",

@@ -67,6 +67,7 @@ from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import AuthError, check_role, current_user, require
 from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     CashSchema,
     EnvelopeSchema,
@@ -347,7 +348,7 @@ def build_income(loaded: dict, config: Mapping[str, Any]) -> Receipt:
     """INCOME data (loaded) → domain sale receipt; raises DomainError/ValidationFailed."""
     items = [
         {"name": g["name"], "price": g["price"], "quantity": g["kol"], "tax": g["nds"],
-         "department": g["dep"], "discount": g["discount"]}
+         "department": g["dep"], "discount": g["discount"], "unit": g.get("unit", 0)}
         for g in loaded["goods"]
     ]
     gross = sum(max(0, domain.position_amount(i["price"], i["quantity"]) - i["discount"]) for i in items)
@@ -406,6 +407,7 @@ def income(device: int, data: Any) -> str:
     ctx = {"on_date": dt.date.today(), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
         loaded = _load(IncomeSchema(), data)
+    extra = fill_from_catalogue(loaded["goods"], device, "data.goods", by_barcode=True, tax_key="nds")
     try:
         receipt = build_income(loaded, config)
         device_limits().check(receipt)
@@ -413,7 +415,7 @@ def income(device: int, data: Any) -> str:
         raise validation_error(exc, _domain_field) from None
     key = KEY_PREFIX + loaded["tr_id"] if loaded["tr_id"] else None
     job = _service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
-                                    source=SOURCE, wait=_wait())
+                                    source=SOURCE, wait=_wait(), extra=extra)
     user = current_user()
     log.info("compat: INCOME на %s коп. на ККТ %d (tr_id %s, пользователь %s) → %s",
              receipt.total, device, loaded["tr_id"] or "-", (user.login if user else "") or "-", job.state)

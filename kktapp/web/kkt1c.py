@@ -58,6 +58,7 @@ from kktapp.domain import (
     format_rub,
 )
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
+from kktapp.exchange import exchange_of
 from kktapp.journal import DONE, FAILED, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
@@ -522,6 +523,9 @@ def status_view() -> Response | str:
         "generated_at": dt.datetime.now().isoformat(timespec="seconds"),
         "devices": snapshots,
     }
+    exchange = exchange_of(current_app)
+    if exchange is not None:
+        page["exchange"] = exchange.status()
     accept = request.accept_mimetypes
     if accept["application/json"] > accept["text/html"]:
         return json_response(page)
@@ -531,6 +535,7 @@ def status_view() -> Response | str:
         page=page,
         devices=[_device_view(snap, now) for snap in snapshots],
         generated_at=_when(page["generated_at"]),
+        exchange=page.get("exchange"),
     )
 
 

@@ -99,6 +99,8 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
      s.JobSchema, False),
     ("get", "/jobs/<job_id>", "cashier", "getJob", "Состояние и результат любого задания", None, None,
      s.JobSchema, False),
+    ("get", "/goods", "cashier", "listGoods", "Каталог товаров магазина (из файлов товаров 1С)", None, None,
+     s.GoodsListSchema, False),
     ("get", "/openapi.json", None, "openapi", "Это описание API (OpenAPI 3)", None, None, None, False),  # type: ignore
 ]
 
@@ -118,6 +120,21 @@ EXTRA_EXAMPLES: dict[str, dict[str, dict]] = {
                                   "payment_object": "service", "payment_method": "fullPrepayment"}],
                        "payments": [{"type": "electronic", "amount": 299}]},
     },
+}
+
+#: Query parameters of the operations that have them.
+QUERY_PARAMS: dict[str, list[dict]] = {
+    "listGoods": [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": kind}}
+        for name, kind, text in (
+            ("store", "string", "магазин (store кассы в DEVICES); можно не указывать, если магазин один"),
+            ("q", "string", "часть наименования или артикула, без учёта регистра"),
+            ("barcode", "string", "штрихкод (основной или дополнительный)"),
+            ("code", "string", "код товара"),
+            ("limit", "integer", "сколько строк вернуть (1–1000, по умолчанию 100)"),
+            ("offset", "integer", "сколько строк пропустить"),
+        )
+    ],
 }
 
 _ERROR_TEXT = {
@@ -275,6 +292,7 @@ def _build() -> dict:
             params.append(wait_param)
         if method == "post":
             params.append(key_param)
+        params += QUERY_PARAMS.get(op_id, [])
         if params:
             op["parameters"] = params
         if req is not None:
@@ -299,7 +317,9 @@ def _build() -> dict:
             codes = ["401", "403", "429"]
             if "{device}" in path or "{job_id}" in path or op_id == "createReceipt":
                 codes.append("404")
-            if req is not None or is_job or op_id == "deviceStatus":
+            if op_id == "listGoods":
+                codes.append("404")
+            if req is not None or is_job or op_id in ("deviceStatus", "listGoods"):
                 codes.append("422")
             if is_job:
                 codes.append("409")
@@ -325,7 +345,8 @@ def _build() -> dict:
                  "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "tags": [{"name": "Кассы"}, {"name": "Смена"}, {"name": "Деньги"}, {"name": "Печать"},
-                 {"name": "Чеки"}, {"name": "Задания"}, {"name": "Описание"}],
+                 {"name": "Чеки"}, {"name": "Задания"}, {"name": "Товары"},
+                 {"name": "Описание"}],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
@@ -348,6 +369,8 @@ def _tag(rule: str) -> str:
         return "Задания"
     if rule.startswith("/openapi"):
         return "Описание"
+    if rule.startswith("/goods"):
+        return "Товары"
     return "Кассы"
 
 
