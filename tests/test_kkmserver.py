@@ -169,7 +169,6 @@ def test_execute_sync_path_and_get(km):
                   path="/Execute/sync")
     assert answer == {"Command": "GetLineLength", "Status": 0, "Error": "", "Warning": "", "Message": "",
                       "IdCommand": ident(3), "NumDevice": 2, "UnitName": "Касса сайта", "LineLength": 48}
-    assert km.cashier.get(EXECUTE, status=200).json["Status"] == 2
 
 
 # --------------------------------------------------------------------------- List, GetDataKKT, routing
@@ -597,3 +596,49 @@ def printed(monkeypatch) -> list:
     monkeypatch.setattr(AtolDriver, "print_text", spy)
     return seen
 
+
+
+def test_inn_from_registration_data_when_the_driver_reads_it(km, monkeypatch, emulator2):
+    """A driver with ``registration()`` (ATOL A4 43) gives the INN; conf ``inn`` is only the fallback."""
+    from kktapp.atol.driver import AtolDriver
+
+    def registration(self) -> dict:
+        if self.url != emulator2.url:
+            return {}
+        return {"inn": "7812345678", "organization_name": "ООО «Ромашка»", "taxation": ["osn", "usnIncome"],
+                "ofd_name": "ООО «ОФД»", "ofd_inn": "7704358518", "ofd_host": "k-server.1-ofd.ru", "ofd_port": 7777}
+
+    monkeypatch.setattr(AtolDriver, "registration", registration, raising=False)
+    answer = post(km.cashier, {"Command": "GetDataKKT", "InnKkm": "7812345678"})
+    assert answer["Status"] == 0 and answer["NumDevice"] == 2
+    info = answer["Info"]
+    assert (info["InnOrganization"], info["NameOrganization"], info["TaxVariant"]) == (
+        "7812345678", "ООО «Ромашка»", "0,1")
+    assert (info["NameOFD"], info["InnOfd"], info["UrlServerOfd"], info["PortServerOfd"]) == (
+        "ООО «ОФД»", "7704358518", "k-server.1-ofd.ru", "7777")
+    assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_1})["NumDevice"] == 1  # conf fallback
+    assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_2})["Status"] == 3  # registration wins
+
+
+def test_same_id_command_at_once_from_two_clients(km, emulator):
+    import threading
+
+    body = dj_check(ident(30))
+    answers: list[dict] = []
+    clients = [km.as_user("kassa", "kassa-secret-1", addr=f"192.0.2.{20 + i}") for i in range(4)]
+    threads = [threading.Thread(target=lambda c=c: answers.append(post(c, body))) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 4 and all(a == answers[0] for a in answers) and answers[0]["Status"] == 0
+    assert len(receipts_of(emulator)) == 1
+
+
+def test_openapi_documents_execute(km):
+    spec = km.anon.get("/api/v1/openapi.json").json
+    for path in ("/Execute", "/Execute/sync"):
+        op = spec["paths"][path]["post"]
+        assert "RegisterCheck" in op["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1][
+            "properties"]["Command"]["enum"]
+        assert list(op["responses"]) == ["200"]

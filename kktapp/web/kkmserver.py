@@ -66,7 +66,6 @@ FINAL = (OK, ERROR)
 UNKNOWN_COMMAND = "команда «{name}» не поддерживается сервисом kkt; поддерживаются: {names}"
 KEY_REUSED = "IdCommand {id} уже использован для другой команды (другое содержимое запроса)"
 NOT_FOUND_ID = "команда с IdCommand {id} не найдена (не поступала или уже удалена из журнала)"
-METHOD_TEXT = "команды KKM Server отправляются методом POST на /Execute"
 CORS_METHODS = "POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE = "600"
@@ -257,15 +256,12 @@ def get_rezult(name: str, ident: str) -> dict:
             "Rezult": inner}
 
 
-@bp.route("/Execute", methods=["GET", "POST", "OPTIONS"])
-@bp.route("/Execute/sync", methods=["GET", "POST", "OPTIONS"])
+@bp.route("/Execute", methods=["POST", "OPTIONS"])
+@bp.route("/Execute/sync", methods=["POST", "OPTIONS"])
 def execute_view() -> Response:
     """One KKM Server command (or a CORS preflight)."""
     if request.method == "OPTIONS":
         return preflight()
-    if request.method == "GET":
-        err = KKTError(METHOD_TEXT, code=errors.ResultCode.VALIDATION)
-        return answer_response(envelope("", "", 0, error_fields(err)))
     body: object = None
     try:
         body = read_json(request)

@@ -166,23 +166,24 @@ def _result(job: Job) -> FiscalResult | None:
 # --------------------------------------------------------------------------- registration and status
 
 
-def registration(number: int, wait: float = ROUTING_WAIT, *, fresh: bool = False) -> dict:
-    """The register's registration data when its driver offers it (ATOL A4 43), cached; {} otherwise."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    cache: dict[int, tuple[dict, float]] = app.extensions.setdefault("kkt_kkmserver_registration", {})
-    hit = cache.get(number)
-    if hit is not None and not fresh and time.monotonic() - hit[1] < REGISTRATION_TTL:
-        return hit[0]
+def registration(number: int, wait: float = ROUTING_WAIT) -> dict:
+    """The register's registration data when its driver offers it (ATOL A4 43); {} otherwise.
+
+    One read per register per REGISTRATION_TTL across all processes: the job's key names the
+    period, so every caller in it finds the same job (and its result) in the journal.
+    """
+    svc = service()
+    key = f"{KEY_PREFIX}registration:{number}:{int(time.time() // REGISTRATION_TTL)}"
     try:
-        job = service().submit("registration", device=number, wait=wait)
+        job = svc.journal.find_by_key("registration", key)
+        if job is None or job.state == FAILED:
+            job = svc.submit("registration", device=number, key=key, wait=wait)
+        elif job.state != DONE and wait:
+            job = svc.wait_for(job, wait)
     except KKTError as exc:
         log.info("KKM Server: регистрационные данные ККТ %d не прочитаны: %s", number, exc.message)
-        return hit[0] if hit else {}
-    if job.state != DONE:
-        return hit[0] if hit else {}
-    data = dict(job.result or {})
-    cache[number] = (data, time.monotonic())
-    return data
+        return {}
+    return dict(job.result or {}) if job.state == DONE else {}
 
 
 def _pick(data: Mapping[str, Any], *names: str) -> Any:
@@ -390,7 +391,7 @@ def get_data_kkt(call: Call) -> dict:
     if job.state != DONE:
         return answer
     result = job.result or {}
-    reg = registration(call.device, fresh=True)
+    reg = registration(call.device)
     info = kkt_info(call.device, result, reg)
     st = normalize_status(call.device, unit_name(call.device), result)
     answer.update({
