@@ -119,3 +119,18 @@ EXCHANGE_FALLBACK_CODE = "999999"
 # Чеки POST /kkt — это документы самой 1С (оплаты с сайта): в отчёт не попадают, чтобы 1С не
 # учла их дважды. True — включать и их.
 EXCHANGE_INCLUDE_1C_RECEIPTS = False
+
+# --- Протокол KKM Server (POST /Execute) / KKM Server compatible API -----------------------
+# Страницы сайта, которым браузер разрешит обращаться к /Execute (CORS): ["https://shop.example.ru"];
+# ["*"] — любым. Пустой список — только программы, не браузеры.
+KKMSERVER_CORS_ORIGINS = []
+# Ширина строки чека в символах (GetLineLength, GetDataKKT, копии чеков GetDataCheck); для одной
+# кассы — ключ "line_length" в её записи DEVICES. 48 — лента 80 мм шрифтом по умолчанию (уточните
+# на своей кассе).
+KKMSERVER_LINE_LENGTH = 48
+# Ссылка на чек у вашего ОФД (поле URL ответа); None — пустая строка. Подстановки: {inn}, {reg_number},
+# {fn}, {fd}, {fp}, {t}, {s}, {n}. Например, для ОФД.ру:
+# KKMSERVER_RECEIPT_URL = "https://check.ofd.ru/rec/{inn}/{reg_number}/{fn}/{fd}/{fp}"
+KKMSERVER_RECEIPT_URL = None
+# ИНН организации для выбора кассы по InnKkm берётся из регистрационных данных ККТ, а если драйвер
+# их не читает — из ключа "inn" записи кассы в DEVICES: {"number": 1, ..., "inn": "7701234567"}.

@@ -255,6 +255,9 @@ class Driver(Protocol):
     def reprint_last(self) -> None:
         """Print the last document again (after paper ran out)."""
 
+    def open_drawer(self) -> None:
+        """Open the cash drawer connected to the device."""
+
     def last_document(self) -> LastDocument:
         """The FN's last fiscal document number (with its data) and whether a receipt is open."""
 

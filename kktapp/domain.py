@@ -206,9 +206,9 @@ def _vat_key(value: object) -> str:
     text = str(value).strip().lower().replace(" ", "").replace("%", "").replace(",", ".")
     for prefix in ("ндс", "nds", "vat"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            # "nds_10", "vat-10"; only after a prefix: KKM Server's "-1" (no VAT) keeps its sign.
+            text = text[len(prefix):].lstrip("_-")
             break
-    text = text.lstrip("_-")
     if text.endswith(".0"):
         text = text[:-2]
     return text
@@ -271,6 +271,15 @@ class SettlementType(StrEnum):
     def title(self) -> str:
         """Russian name, as printed."""
         return _SETTLEMENT_TITLES[self]
+
+    @property
+    def tag1054(self) -> int:
+        """Признак расчёта, tag 1054 (the receipt QR code's ``n``): corrections carry their base's."""
+        return _TAG1054[self.value.removesuffix("_correction")]
+
+
+#: Tag 1054: 1 приход, 2 возврат прихода, 3 расход, 4 возврат расхода.
+_TAG1054 = {"sell": 1, "sell_return": 2, "buy": 3, "buy_return": 4}
 
 
 _SETTLEMENT_TITLES = {

@@ -354,6 +354,16 @@ class Journal:
             (kind, key, FAILED),
         )
 
+    def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
+        """The done receipt of a device with this fiscal document number (None: the latest one)."""
+        if fd_number is None:
+            sql, args = "", (device, RECEIPT, DONE)
+        else:
+            sql, args = " AND json_extract(result, '$.fiscal_document_number')=?", (device, RECEIPT, DONE, fd_number)
+        return self._one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND kind=? AND state=?{sql} ORDER BY seq DESC LIMIT 1", args
+        )
+
     def next_queued(self, device: int) -> Job | None:
         """The oldest queued job of a device (its FIFO head)."""
         return self._one(

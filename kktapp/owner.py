@@ -111,7 +111,7 @@ RECEIPT_OPEN_CODES = frozenset({
 #: Every operation a caller may submit, besides receipts.
 OPERATIONS = frozenset({
     "status", "open_shift", "close_shift", "x_report", "cash_in", "cash_out", "print_text",
-    "reprint_last", "cancel_receipt", "reset_summary", "tech_reset",
+    "reprint_last", "cancel_receipt", "reset_summary", "tech_reset", "open_drawer", "registration",
 })
 
 
@@ -624,10 +624,12 @@ class DeviceOwner:
         kind = job.kind
         if kind == RECEIPT:
             return driver.sell(self._receipt(job))
+        # A caller may name the cashier of a shift report (tags 1021/1203); else conf's.
+        cashier = (params.get("cashier_name") or svc.cashier_name, params.get("cashier_inn") or svc.cashier_inn)
         if kind == "open_shift":
-            return driver.open_shift(svc.cashier_name, svc.cashier_inn)
+            return driver.open_shift(*cashier)
         if kind == "close_shift":
-            return driver.close_shift(svc.cashier_name, svc.cashier_inn)
+            return driver.close_shift(*cashier)
         if kind == "cash_in":
             return driver.cash_in(int(params["amount"]))
         if kind == "cash_out":
@@ -642,6 +644,13 @@ class DeviceOwner:
             driver.print_text([TextLine(**line) for line in params.get("lines", [])])
         elif kind == "reprint_last":
             driver.reprint_last()
+        elif kind == "open_drawer":
+            driver.open_drawer()  # type: ignore[attr-defined]
+        elif kind == "registration":
+            # Optional in a driver (ATOL A4 43): INN, RNM, taxation, OFD of the registration.
+            read = getattr(driver, "registration", None)
+            data = read() if read is not None else {}
+            return data if isinstance(data, dict) else to_json(data)
         elif kind == "cancel_receipt":
             driver.cancel_receipt()
         elif kind == "reset_summary":

@@ -377,6 +377,11 @@ class FiscalService:
                     self._waiters.pop(job.id, None)
         return self._explain(job)
 
+    def wait_for(self, job: Job, wait: float) -> Job:
+        """Wait up to ``wait`` seconds for a job already in the journal (a repeat or a poll)."""
+        self.start()
+        return self._wait(job, wait)
+
     # ------------------------------------------------------------------ reading
 
     def get_job(self, job_id: str) -> Job | None:

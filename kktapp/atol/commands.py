@@ -409,6 +409,8 @@ COMMANDS_LIST: tuple[Command, ...] = (
     # ---- printing
     Command(0x4C, "print_string", "печать строки", request=(_opt("flags", U8()), _opt("text", Text()))),
     Command(0x75, "cut", "отрезка чека", request=(_opt("cut_type", U8()),)),
+    # atol-protocol.md: 80 opens the cash drawer (85 is the impulse variant); no parameters [U].
+    Command(0x80, "open_drawer", "открытие денежного ящика"),
     Command(0x95, "reprint_last", "повтор последнего документа", timeout=_T[0x95]),
     # ---- registers
     Command(0x91, "read_register", "чтение регистра", request=(

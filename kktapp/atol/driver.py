@@ -702,6 +702,10 @@ class AtolDriver:
         """Print the last document again (95)."""
         self.execute([step("reprint_last")])
 
+    def open_drawer(self) -> None:
+        """Open the cash drawer connected to the device (80)."""
+        self.execute([step("open_drawer")])
+
     def reset_summary(self) -> None:
         """General clearing of the money counters (77, mode 3, shift closed)."""
         try:

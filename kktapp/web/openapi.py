@@ -339,6 +339,7 @@ def _build() -> dict:
             op["security"] = []
         op["responses"] = responses
         paths.setdefault(PREFIX + path, {})[method] = op
+    paths.update(kkmserver_paths(components))
     return {
         "openapi": "3.0.3",
         "info": {"title": "kkt — сервис фискализации ККТ АТОЛ", "version": kktapp.__version__,
@@ -346,7 +347,7 @@ def _build() -> dict:
         "servers": [{"url": "/"}],
         "tags": [{"name": "Кассы"}, {"name": "Смена"}, {"name": "Деньги"}, {"name": "Печать"},
                  {"name": "Чеки"}, {"name": "Задания"}, {"name": "Товары"},
-                 {"name": "Описание"}],
+                 {"name": "Описание"}, {"name": KKMSERVER_TAG}],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
@@ -354,6 +355,53 @@ def _build() -> dict:
         },
         "security": [{"basicAuth": []}],
     }
+
+
+KKMSERVER_TAG = "KKM Server"
+
+
+def kkmserver_paths(components: dict) -> dict:
+    """POST /Execute and /Execute/sync: KKM Server's one-endpoint protocol (kktapp.web.kkmserver)."""
+    from kktapp.web import kkmserver_check as kc
+    from kktapp.web.kkmserver_commands import COMMANDS
+
+    names = [*COMMANDS, "GetRezult"]
+    answer = {"type": "object", "required": ["Command", "Status", "Error", "Warning", "Message", "IdCommand"],
+              "properties": {
+                  "Command": {"type": "string"},
+                  "Status": {"type": "integer", "enum": [0, 1, 2, 3, 4],
+                             "description": "0 выполнена, 1 выполняется, 2 ошибка, 3 команда или ККТ не найдена, "
+                                            "4 в очереди"},
+                  "Error": {"type": "string", "description": "текст ошибки для кассира"},
+                  "ErrorCode": {"type": "integer", "description": "код ошибки: 1..255 — ККТ, 1001+ — сервис"},
+                  "Warning": {"type": "string"}, "Message": {"type": "string"},
+                  "IdCommand": {"type": "string"}, "NumDevice": {"type": "integer"}, "UnitName": {"type": "string"},
+                  "Rezult": {"type": "object", "description": "GetRezult: ответ команды с этим IdCommand"}},
+              "additionalProperties": True,
+              "description": "поля команды (CheckNumber, SessionNumber, URL, QRCode, Info, ListUnit, LineLength…)"}
+    body = {"type": "object", "required": ["Command"], "additionalProperties": True, "properties": {
+        "Command": {"type": "string", "enum": names},
+        "NumDevice": {"type": "integer", "minimum": 0, "description": "номер ККТ; 0 — первая доступная и свободная"},
+        "KktNumber": {"type": "string", "description": "заводской номер ККТ"},
+        "InnKkm": {"type": "string", "description": "ИНН организации ККТ"},
+        "IdCommand": {"type": "string", "maxLength": 128,
+                      "description": "ключ идемпотентности и GetRezult; повтор не выполнит команду дважды"},
+        "Timeout": {"type": "integer", "minimum": 0, "description": "секунд ждать: 0 — 60, 1 — ответить сразу"}}}
+    paths = {}
+    for path in ("/Execute", "/Execute/sync"):
+        op_id = "kkmserverExecute" if path == "/Execute" else "kkmserverExecuteSync"
+        paths[path] = {"post": {
+            "operationId": op_id, "tags": [KKMSERVER_TAG], "security": [{"basicAuth": []}],
+            "summary": "Команда KKM Server: " + ", ".join(names),
+            "description": "Роль: кассир (cashier); XReport, ZReport и CloseShift — администратор (admin). "
+                           "Ответ всегда HTTP 200: результат и отказы (в том числе доступа) — в Status и Error. "
+                           "Поля RegisterCheck — схема RegisterCheck.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [_ref(kc.RegisterCheckSchema, components), body]}}}},
+            "responses": {"200": {"description": "ответ команды", "content": {"application/json": {
+                "schema": answer}}}},
+        }}
+    return paths
 
 
 def _tag(rule: str) -> str:

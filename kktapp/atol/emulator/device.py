@@ -92,6 +92,8 @@ class Device:
             self.state.clock_offset = float(clock_offset_hours) * 3600
             self.save()
         self.paper = True
+        #: Times command 80 opened the cash drawer (tests read it; the flag in 3F follows it).
+        self.drawer_openings = 0
         #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
         self.pending_attributes: dict[str, Any] = {}
         #: Called with every fiscal document (the --log file and the in-memory list).

@@ -117,6 +117,8 @@ def _status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
         flags |= StatusFlags.SHIFT_OPEN
     if device.paper:
         flags |= StatusFlags.PAPER_PRESENT
+    if device.drawer_openings:
+        flags |= StatusFlags.DRAWER_OPEN
     r = s.receipt
     return cmd.encode_reply(
         cashier=s.operator if s.mode else 0, hall=1, datetime=device.now(), flags=int(flags),
@@ -298,6 +300,12 @@ def _print_string(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
 
 @handles("cut")
 def _cut(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply()
+
+
+@handles("open_drawer")
+def _open_drawer(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.drawer_openings += 1
     return cmd.encode_reply()
 
 
