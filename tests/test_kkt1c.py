@@ -443,13 +443,15 @@ def test_device_off(app_config, emulator, request):
     app_config["KKT_WAIT_TIMEOUT"] = 5
     testapp = request.getfixturevalue("testapp")
     emulator.power_off()
-    res = post(testapp, document(), status=503)
+    # Accepted and queued: 202 with the code that tells 1C not to punch it by hand.
+    res = post(testapp, document(), status=202)
     data = res.json
     assert_answer_shape(data)
-    assert data["result_code"] == ResultCode.LINK_LOST
+    assert data["result_code"] == ResultCode.QUEUED
+    assert "не пробивайте" in data["result_description"]
     assert "нет связи с ККТ" in data["result_description"]
-    assert "будет отправлен" in data["result_description"]
     assert data["check_number"] == 0
+    assert data["state"] == "queued"
 
     # Kept, not lost: once the device is back the receipt is fiscalised, and 1C's repeat of
     # the same document gets that receipt instead of a second one.
@@ -560,8 +562,8 @@ def test_status_with_device_off_answers_no_link(app_config, emulator, request):
     testapp = request.getfixturevalue("testapp")
     post(testapp, document(number="ТР00-1"), status=200)
     emulator.power_off()
-    # A receipt while the device is off: answered 503 once the owner has found the link down.
-    post(testapp, document(number="ТР00-2"), status=503)
+    # A receipt while the device is off: answered 202 "queued" once the owner found the link down.
+    post(testapp, document(number="ТР00-2"), status=202)
     text = testapp.get("/kkt", status=200).text
     assert "нет связи с ККТ" in text
     page = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200).json
@@ -685,6 +687,9 @@ class StubService:
     def snapshot(self, device):
         return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
 
+    def cancelled_receipt(self, key, fp):
+        return None
+
 
 def stub_app(job, **config):
     from flask import Flask
@@ -751,9 +756,10 @@ RESULT = {
             "нет связи с ККТ",
         ),
         (make_job("unknown", reason=Reasons.INTERRUPTED), 503, ResultCode.UNKNOWN_OUTCOME, "сервис проверит ККТ"),
-        (make_job("queued", reason=Reasons.LINK_DOWN), 503, ResultCode.LINK_LOST, "будет отправлен"),
-        (make_job("queued", reason=Reasons.HELD), 503, ResultCode.UNKNOWN_OUTCOME, "ждёт выяснения"),
-        (make_job("sending"), 504, ResultCode.TIMEOUT, "остаётся в очереди"),
+        # Queued for whatever reason: 202 and "do not punch it by hand", with the reason.
+        (make_job("queued", reason=Reasons.LINK_DOWN), 202, ResultCode.QUEUED, "будет отправлен"),
+        (make_job("queued", reason=Reasons.HELD), 202, ResultCode.QUEUED, "ждёт выяснения"),
+        (make_job("sending"), 202, ResultCode.QUEUED, "не пробивайте"),
     ],
     ids=["done", "reprint", "device-error", "link-failed", "unknown", "queued-no-link", "held", "timeout"],
 )

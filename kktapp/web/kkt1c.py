@@ -94,6 +94,8 @@ _STATUS_BY_CODE = {
         errors.DeviceBusy,
         errors.OutcomeUnknown,
         errors.Timeout,
+        errors.Queued,
+        errors.Cancelled,
     )
 }
 
@@ -360,6 +362,7 @@ def answer(
         body.update(extra)
     response = json_response(body, status, headers)
     g.kkt1c_outcome = (result_code, result.get("fiscal_document_number"), status)
+    g.kkt1c_refusal = (extra or {}).get("field"), description
     return response
 
 
@@ -410,15 +413,13 @@ def job_answer(job: Job, doc_number: str, receipt: Receipt) -> Response:
         return answer(code, message, _status_for_code(code), doc_number=doc_number, extra=extra)
     if job.state == UNKNOWN:
         exc: KKTError = errors.OutcomeUnknown(job.reason or None)
-    elif job.reason == Reasons.LINK_DOWN:
-        # Kept in the queue and fiscalised when the link is back; a repeat of this DocNumber
-        # then gets that result instead of a second receipt.
-        exc = errors.LinkError(job.reason)
-    elif job.reason:
-        # Queued behind a document whose outcome is being settled.
-        exc = errors.OutcomeUnknown(job.reason)
     else:
-        exc = errors.Timeout()
+        # Queued (no link, held behind an unsettled document, or the wait ran out) or being
+        # sent: it will be fiscalised by the service, and 1C must not punch it by hand. A repeat
+        # of this DocNumber later gets the final answer instead of a second receipt.
+        why = job.reason or errors.Timeout.message
+        exc = errors.Queued(f"{errors.Queued.message} ({why})")
+    extra["state"] = job.state
     return answer(exc.code, exc.message, exc.http_status, doc_number=doc_number, extra=extra)
 
 
@@ -457,12 +458,19 @@ def receipt_view() -> Response:
         # The receipt is journalled and will print when the link is back; a cashier in 1C
         # should not sit through the whole wait to hear "нет связи".
         wait = min(wait, LINK_DOWN_WAIT)
+    fp = fingerprint(body)
+    cancelled = service.cancelled_receipt(key, fp)
+    if cancelled is not None:
+        # 1C asks again with the same document while it waits: after an operator's cancel it
+        # gets the cancellation, not a new receipt. A changed document under this DocNumber
+        # is a new receipt (the key is free).
+        return job_answer(cancelled, doc_number or key, receipt)
     try:
         job = service.submit_receipt(
             receipt,
             device=data["Device"],
             key=key,
-            fingerprint=fingerprint(body),
+            fingerprint=fp,
             source=SOURCE,
             wait=wait,
         )
@@ -558,16 +566,25 @@ def _log_request(response: Response) -> Response:
     started = g.get("kkt1c_started", time.monotonic())
     code, fd, status = g.get("kkt1c_outcome", (None, None, response.status_code))
     amount = g.get("kkt1c_amount")
-    log.info(
-        "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс",
+    line = "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс"
+    args: list[Any] = [
         _printable(_doc_number() or "-"),
-        format_rub(amount) if amount is not None else "-",
+        f"{format_rub(amount)} ₽" if amount is not None else "-",
         code if code is not None else "-",
         fd if fd is not None else "-",
         status,
         request.remote_addr,
         (time.monotonic() - started) * 1000,
-    )
+    ]
+    field, reason = g.get("kkt1c_refusal", (None, ""))
+    if status in (400, 401, 403, 404, 405, 409, 413, 422, 429):
+        # Refused by the service: one line that says which field and why (the device was not
+        # touched; device refusals are logged by the device owner).
+        line = "1С: чек отклонён: " + line + " поле=%s причина: %s"
+        args += [field or "-", _printable(reason, 500)]
+        log.warning(line, *args)
+    else:
+        log.info(line, *args)
     return response
 
 
