@@ -986,12 +986,15 @@ def link_text(exc: BaseException) -> str:
             return f"{LinkError.message}: {_ERRNO_TEXTS[number]}"
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, KKTError):
-        text = exc.message
         # "нет связи с ККТ (url): <library text>": keep our words, the library's go to DEBUG.
-        if ": " in text and not _is_russian(text.rsplit(": ", 1)[1]):
-            log.debug("link failure detail: %s", text)
-            text = text.rsplit(": ", 1)[0]
-        return text
+        parts = exc.message.split(": ")
+        kept = [parts[0]]
+        for part in parts[1:]:
+            if not _is_russian(part):
+                log.debug("link failure detail: %s", exc.message)
+                break
+            kept.append(part)
+        return ": ".join(kept)
     log.debug("link failure detail: %r", exc)
     return LinkError.message
 
