@@ -82,6 +82,11 @@ ALLOW_DEVICE_RESET = False
 AUTH_FAILURES_BEFORE_LOCK = 5
 AUTH_ADDRESS_FAILURES_BEFORE_LOCK = 20
 
+# --- Мониторинг / monitoring -------------------------------------------------------------------
+# GET /metrics (Prometheus) без логина — только с этих адресов; с других — логин и пароль
+# любого пользователя сервиса (HTTP Basic, в Prometheus — basic_auth). GET /healthz открыт всем.
+METRICS_ALLOWED_ADDRESSES = ["127.0.0.1", "::1"]
+
 # --- Протокол atol-kkt-service / compat ---------------------------------------------------
 # type_close tc1..tc6 задаются в самой ККТ; здесь — какой это тип оплаты для чека
 # (cash, electronic, prepaid, credit, other). Не перечисленные — "electronic".

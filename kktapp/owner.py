@@ -45,6 +45,7 @@ from .atol.errors import ErrorCode
 from .device import Driver, LastDocument, ShiftStatus, to_json
 from .domain import FiscalResult, Receipt, TextLine, format_rub
 from .errors import DeviceError, KKTError, LinkError, OutcomeUnknown
+from .health import human_duration
 from .journal import DONE, FAILED, QUEUED, RECEIPT, SENDING, UNKNOWN, Job, receipt_from_json
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ class DeviceOwner:
         self._info = to_json(driver.device_info())
         if self._down_since is not None:
             log.warning("ККТ %d: связь восстановлена (не было %s)", self.number,
-                        _duration(time.monotonic() - self._down_since))
+                        human_duration(time.monotonic() - self._down_since))
             self._down_since = None
         else:
             log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
@@ -947,7 +948,7 @@ class DeviceOwner:
             self._down_logged = now
             waiting = self.journal.queue_counts(self.number)
             log.warning("ККТ %d: связи нет уже %s (%s); ждут отправки: %d", self.number,
-                        _duration(now - self._down_since), message, waiting[QUEUED] + waiting[UNKNOWN])
+                        human_duration(now - self._down_since), message, waiting[QUEUED] + waiting[UNKNOWN])
 
     def _link_down(self, exc: BaseException) -> None:
         message = link_text(exc)
@@ -1005,14 +1006,3 @@ def _now_iso() -> str:
 
 def _is_russian(text: str) -> bool:
     return any("а" <= ch.lower() <= "я" or ch in "ёЁ" for ch in text)
-
-
-def _duration(seconds: float) -> str:
-    """"3 мин", "2 ч 5 мин", "12 с" for log lines."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} с"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} мин"
-    return f"{minutes // 60} ч {minutes % 60} мин"
