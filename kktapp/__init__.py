@@ -64,9 +64,10 @@ def init_service(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
-    from .web import api, compat, kkt1c, monitoring
+    from .web import api, compat, kkt1c, monitoring, operator
 
     app.register_blueprint(kkt1c.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
     app.register_blueprint(monitoring.bp)
+    app.register_blueprint(operator.bp)

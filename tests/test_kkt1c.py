@@ -587,59 +587,6 @@ def test_status_hides_credentials_in_urls():
         assert "s3cret" not in text and "rfc2217://***@10.0.0.9:4000" in text
 
 
-def test_device_view_of_a_full_snapshot():
-    """The page's rows from a snapshot with every part filled (as the service reports it)."""
-    now = dt.datetime(2026, 3, 2, 12, 0)
-    snap = {
-        "device": 1,
-        "name": "Касса сайта",
-        "link": "ok",
-        "link_error": None,
-        "updated_at": "2026-03-02T11:59:58",
-        "info": {"model_name": "АТОЛ 55Ф", "serial": "00106900000001", "firmware": "5.17.0"},
-        "status": {"paper_present": False, "cover_open": False},
-        "shift": {
-            "state": "expired",
-            "number": 7,
-            "opened_at": "2026-03-01T09:00:00",
-            "expires_at": "2026-03-02T09:00:00",
-            "receipts": 12,
-        },
-        "fn": {
-            "fn_number": "9999078900001234",
-            "last_fd_number": 140,
-            "unsent_count": 3,
-            "first_unsent_at": "2026-02-20T10:00:00",
-            "valid_until": "2027-05-01",
-        },
-        "last_document": {
-            "fd_number": 140,
-            "result": {
-                "datetime": "2026-03-02T11:00:00",
-                "total": 195072,
-                "receipt_number": 12,
-                "fiscal_sign": "1234567890",
-            },
-        },
-        "queue": 2,
-        "unsettled": [{"key": "ТР00-9", "state": "unknown", "reason": "связь прервалась"}],
-    }
-    view = kkt1c._device_view(snap, now)
-    rows = {label: (value, tone) for group in view["groups"] for label, value, tone in group["rows"]}
-    assert view["title"] == "Касса № 1 — Касса сайта"
-    assert view["link"] == "ok"
-    assert rows["Модель"][0] == "АТОЛ 55Ф"
-    assert rows["Бумага"] == ("нет бумаги", "bad")
-    assert rows["Номер"][0] == "7"
-    assert rows["Открыта"][0] == "01.03.2026 09:00:00"
-    assert rows["Истекает"][0] == "02.03.2026 09:00:00"
-    assert "24 часов" in rows["Состояние"][0]
-    assert rows["Не отправлено в ОФД"] == ("3", "bad")
-    assert rows["Самый старый неотправленный"][0] == "20.02.2026 10:00:00"
-    assert rows["Сумма"][0] == "1950.72 ₽"
-    assert view["unsettled"][0]["state"].startswith("результат неизвестен")
-
-
 # --------------------------------------------------------------------------- log
 
 
