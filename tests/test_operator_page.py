@@ -145,7 +145,7 @@ def test_status_page_hides_money_and_numbers_from_anonymous(clients, emulator):
     post_1c(clients.cashier, "ТР00-12", status=202)
     anon = clients.anon.get("/kkt").text
     assert "ТР00-12" not in anon and "756,00" not in anon and answer["fiscal_sign"] not in anon
-    assert "Войти, чтобы увидеть" in anon and "скрыт" in anon
+    assert "Войти, чтобы увидеть" in anon and "в очереди" in anon
     data = clients.anon.get("/kkt", headers={"Accept": "application/json"}).json
     assert data["full"] is False
     text = json.dumps(data, ensure_ascii=False)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -83,6 +84,10 @@ def device_view(snap: dict, now: dt.datetime, *, status_refresh: float, full: bo
     number = snap.get("device", "")
     name = snap.get("name") or ""
     problems = health.problems(snap, now, status_refresh)
+    if snap.get("link_error"):
+        # The owner's sentence says why ("соединение отклонено…"): one alert, not two.
+        problems = [dataclasses.replace(p, text=snap["link_error"]) if p.code == "link_down" else p
+                    for p in problems]
     codes = {p.code for p in problems}
     taken = health.read_at(snap)
     stale = bool(codes & {"stale", "link_down", "no_data"})
@@ -170,7 +175,6 @@ def device_view(snap: dict, now: dt.datetime, *, status_refresh: float, full: bo
         "title": f"Касса № {number}" + (f" — {name}" if name else ""),
         "badge": badge,
         "problems": problems,
-        "link_error": "" if snap.get("link") == "ok" else (snap.get("link_error") or ""),
         "groups": groups,
         "waiting": [waiting_row(job, now, full) for job in (waiting or [])],
     }
@@ -179,9 +183,9 @@ def device_view(snap: dict, now: dt.datetime, *, status_refresh: float, full: bo
 def waiting_row(job: Job, now: dt.datetime, full: bool) -> dict[str, str]:
     """One receipt that has not reached its end yet: DocNumber, sum and age (numbers only when full)."""
     return {
-        "doc": present.text(caller_key(job)) if full else "скрыт",
+        "doc": present.text(caller_key(job)) if full else "",
         "source": present.SOURCES.get(job.source, job.source),
-        "amount": present.rub(receipt_total(job)) if full else "скрыта",
+        "amount": present.rub(receipt_total(job)) if full else "",
         "state": "пробит, ждёт печати копии" if job.state == "done" else present.JOB_STATES.get(job.state, job.state),
         "tone": "bad" if job.state in ("unknown", "sending") or job.reprint else "warn",
         "reason": job.reason or present.DASH,
