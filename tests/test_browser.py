@@ -39,13 +39,12 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("chromium / chromium-driver not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
 
+from conftest import API_USERS  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-from conftest import API_USERS  # noqa: E402
 
 
 def onec(number: str, rub: str) -> bytes:
