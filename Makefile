@@ -26,7 +26,7 @@ DEV_STAMP := $(VENV)/.kkt-requirements-dev.stamp
 SYSTEM_PYTHON ?= /usr/bin/python3
 APACHE_VENV := var/apache-venv
 APACHE_VENV_STAMP := $(APACHE_VENV)/.kkt-requirements.stamp
-APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv openssl
+APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv openssl chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 HOST ?= 127.0.0.1

@@ -82,6 +82,16 @@ ALLOW_DEVICE_RESET = False
 AUTH_FAILURES_BEFORE_LOCK = 5
 AUTH_ADDRESS_FAILURES_BEFORE_LOCK = 20
 
+# Страница состояния GET /kkt без входа показывает только исправность касс; суммы, номера
+# документов и фискальные признаки — после входа (ссылка «Войти» на странице). True — всё всем,
+# как раньше (например, если страница и так закрыта в Apache).
+STATUS_PAGE_PUBLIC = False
+
+# --- Мониторинг / monitoring -------------------------------------------------------------------
+# GET /metrics (Prometheus) без логина — только с этих адресов; с других — логин и пароль
+# любого пользователя сервиса (HTTP Basic, в Prometheus — basic_auth). GET /healthz открыт всем.
+METRICS_ALLOWED_ADDRESSES = ["127.0.0.1", "::1"]
+
 # --- Протокол atol-kkt-service / compat ---------------------------------------------------
 # type_close tc1..tc6 задаются в самой ККТ; здесь — какой это тип оплаты для чека
 # (cash, electronic, prepaid, credit, other). Не перечисленные — "electronic".

@@ -67,9 +67,11 @@ def init_service(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
-    from .web import api, compat, goods, kkmserver, kkt1c  # noqa: F401 - goods adds its route to api.bp
+    from .web import api, compat, goods, kkmserver, kkt1c, monitoring, operator  # noqa: F401 - goods adds its route to api.bp
 
     app.register_blueprint(kkt1c.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
     app.register_blueprint(kkmserver.bp)
+    app.register_blueprint(monitoring.bp)
+    app.register_blueprint(operator.bp)

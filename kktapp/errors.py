@@ -20,6 +20,7 @@ class ResultCode:
     DEVICE_BUSY = 1004
     UNKNOWN_OUTCOME = 1005
     TIMEOUT = 1006
+    QUEUED = 1007
     CONFLICT = 1009
     UNAUTHORIZED = 1010
     FORBIDDEN = 1011
@@ -27,6 +28,8 @@ class ResultCode:
     DISABLED = 1013
     #: The device interrupted the same document again and again without forming it.
     GAVE_UP = 1014
+    #: The operator cancelled the receipt while it was still queued.
+    CANCELLED = 1015
     INTERNAL = 1099
 
 
@@ -161,6 +164,35 @@ class Timeout(KKTError):
     code = ResultCode.TIMEOUT
     http_status = 504
     message = "ККТ не ответила за отведённое время; чек остаётся в очереди"
+
+
+class Queued(KKTError):
+    """Accepted and journalled, not fiscalised yet: the service will fiscalise it by itself.
+
+    Not a failure: 202 Accepted. A client must not fiscalise the document another way, and
+    asks again with the same key later to get the final answer.
+    """
+
+    code = ResultCode.QUEUED
+    http_status = 202
+    message = (
+        "чек в очереди, будет пробит автоматически — не пробивайте его вручную; "
+        "повторите запрос с тем же номером документа позже, чтобы узнать результат"
+    )
+
+
+class Cancelled(KKTError):
+    """An operator cancelled the receipt before it reached the device; its key is free again."""
+
+    code = ResultCode.CANCELLED
+    http_status = 409
+    message = "чек отменён оператором до отправки в ККТ: он не пробит"
+
+
+class NotCancellable(Conflict):
+    """Only a queued receipt can be cancelled; the message says why this one cannot."""
+
+    message = "чек нельзя отменить"
 
 
 class DeviceError(KKTError):

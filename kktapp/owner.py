@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 from .atol.errors import ErrorCode
 from .device import Driver, LastDocument, ShiftStatus, to_json
-from .domain import FiscalResult, Receipt, TextLine
+from .domain import FiscalResult, Receipt, TextLine, format_rub
 from .errors import DeviceError, GaveUp, KKTError, LinkError, NotSent, OutcomeUnknown
-from .journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
+from .health import human_duration
+from .journal import DONE, FAILED, QUEUED, RECEIPT, SENDING, UNKNOWN, Job, receipt_from_json
 
 if TYPE_CHECKING:
     from .service import DeviceConfig, FiscalService
@@ -85,6 +86,8 @@ PRUNE_INTERVAL = 3600.0
 #: is safe: recovery has just read the FN and cancelled the open receipt, so the document
 #: certainly does not exist.
 MAX_SEND_ATTEMPTS = 5
+#: Seconds between log reminders while a device stays unreachable.
+DOWN_REMINDER = 300.0
 
 # Device codes the shift policy and recovery act on (ATOL's table is the only one so far; a
 # second protocol family adds its codes here).
@@ -234,6 +237,9 @@ class DeviceOwner:
         self._last_prune = 0.0
         self._last_lock_check = 0.0
         self._last_auto_close_check = 0.0
+        #: monotonic() when the link went down (None while up) and when that was last logged.
+        self._down_since: float | None = None
+        self._down_logged = 0.0
         self.is_owner = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -380,7 +386,12 @@ class DeviceOwner:
         self.driver = driver
         driver.connect()
         self._info = to_json(driver.device_info())
-        log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
+        if self._down_since is not None:
+            log.warning("ККТ %d: связь восстановлена (не было %s)", self.number,
+                        human_duration(time.monotonic() - self._down_since))
+            self._down_since = None
+        else:
+            log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
         self._refresh()
 
     def _fail_waiting_operations(self, exc: BaseException) -> None:
@@ -468,7 +479,9 @@ class DeviceOwner:
                 self._fail(job, exc)
                 return
             # Durable (FULL) before anything of the document is sent: recovery compares with it.
-            self.journal.mark_sending(job.id, fd_before)
+            if not self.journal.mark_sending(job.id, fd_before):
+                self._skip_cancelled(job)
+                return
             sent_before = self._bytes_sent()
             try:
                 result = self._call(job)
@@ -605,7 +618,9 @@ class DeviceOwner:
             # Service operations (reports, resets, cancel) may change what the owner remembers;
             # they are rare, so the next job simply reads the device again.
             self.state.forget()
-        self.journal.mark_sending(job.id, None)
+        if not self.journal.mark_sending(job.id, None):
+            self._skip_cancelled(job)
+            return
         try:
             result = self._call(job)
         except (DeviceError, NotSent) as exc:
@@ -695,6 +710,10 @@ class DeviceOwner:
         else:
             self.journal.finish(job.id, DONE, result=result if isinstance(result, dict) else {})
             log.info("ККТ %d: %s %s выполнено", self.number, job.kind, job.key or job.id)
+
+    def _skip_cancelled(self, job: Job) -> None:
+        # An operator cancelled it between next_queued and mark_sending: nothing was sent.
+        log.info("ККТ %d: %s %s отменён оператором, в ККТ не отправлен", self.number, job.kind, job.key or job.id)
 
     def _fail(self, job: Job, exc: KKTError) -> None:
         # Any device error: the owner's memory of the device is not to be trusted.
@@ -835,8 +854,8 @@ class DeviceOwner:
         elif job.kind == RECEIPT:
             expected = receipt_from_json(job.payload["receipt"]).total
             if result.total != expected:
-                log.error("ККТ %d: последний ФД %d на %d коп., а чек %s на %d коп.", self.number,
-                          last.fd_number, result.total, job.key or job.id, expected)
+                log.error("ККТ %d: последний ФД %d на %s ₽, а чек %s на %s ₽", self.number,
+                          last.fd_number, format_rub(result.total), job.key or job.id, format_rub(expected))
         return result
 
     def _record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
@@ -950,14 +969,16 @@ class DeviceOwner:
             "expires_at": (opened + dt.timedelta(hours=24)).isoformat() if opened else None,
         })
         snap["shift"] = shift
-        snap.update({"link": "ok", "link_error": None})
+        # When the device last answered: the snapshot's own time also moves while the link is down.
+        snap.update({"link": "ok", "link_error": None, "read_at": _now_iso()})
         self.journal.save_snapshot(self.number, snap)
 
     def _store_snapshot(self, data: dict) -> None:
         self._last_refresh = self._last_full_refresh = time.monotonic()
         self._dirty_at = None
         snap = dict(data)
-        snap.update({"link": "ok", "link_error": None})
+        # When the device last answered: the snapshot's own time also moves while the link is down.
+        snap.update({"link": "ok", "link_error": None, "read_at": _now_iso()})
         self.journal.save_snapshot(self.number, snap)
 
     def _refresh(self) -> None:
@@ -970,12 +991,23 @@ class DeviceOwner:
             self._last_refresh = self._last_full_refresh = time.monotonic()
             self._dirty_at = None
 
+    def _log_down(self, message: str) -> None:
+        """One line when the link goes, a reminder every DOWN_REMINDER seconds, not one per retry."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._down_logged = now
+            log.warning("ККТ %d: связь потеряна: %s", self.number, message)
+        elif now - self._down_logged >= DOWN_REMINDER:
+            self._down_logged = now
+            waiting = self.journal.queue_counts(self.number)
+            log.warning("ККТ %d: связи нет уже %s (%s); ждут отправки: %d", self.number,
+                        human_duration(now - self._down_since), message, waiting[QUEUED] + waiting[UNKNOWN])
+
     def _link_down(self, exc: BaseException) -> None:
-        message = exc.message if isinstance(exc, KKTError) else LinkError.message
-        if not isinstance(exc, KKTError):
+        message = link_text(exc)
+        if not isinstance(exc, (KKTError, OSError)):
             log.exception("ККТ %d: ошибка связи", self.number, exc_info=exc)
-        else:
-            log.warning("ККТ %d: %s", self.number, message)
+        self._log_down(message)
         stored = self.journal.load_snapshot(self.number)
         snap = dict(stored[0]) if stored else {}
         if snap.get("link") == "down" and snap.get("link_error") == message and not self._refresh_due():
@@ -983,3 +1015,47 @@ class DeviceOwner:
         snap.update({"link": "down", "link_error": message})
         self.journal.save_snapshot(self.number, snap)
         self._last_refresh = self._last_full_refresh = time.monotonic()
+
+
+#: OS error numbers of a failed connection → what a sysadmin reads (pyserial words them in English).
+_ERRNO_TEXTS = {
+    errno.ECONNREFUSED: "соединение отклонено (касса выключена, не тот порт или её занимает другая программа)",
+    errno.ETIMEDOUT: "касса не отвечает (выключена или нет сети)",
+    errno.EHOSTUNREACH: "адрес кассы недоступен (нет сети до кассы)",
+    errno.ENETUNREACH: "сеть до кассы недоступна",
+    errno.ECONNRESET: "касса разорвала соединение",
+    errno.ENOENT: "нет такого порта (кабель USB не подключён или другое имя устройства)",
+    errno.EACCES: "нет прав на порт (добавьте пользователя сервиса в группу dialout)",
+    errno.EBUSY: "порт занят другой программой",
+}
+
+
+def link_text(exc: BaseException) -> str:
+    """A Russian sentence for a link failure; the library's own (English) words go to DEBUG only."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        number = getattr(cause, "errno", None)
+        if number in _ERRNO_TEXTS:
+            log.debug("link failure detail: %r", exc)
+            return f"{LinkError.message}: {_ERRNO_TEXTS[number]}"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, KKTError):
+        # "нет связи с ККТ (url): <library text>": keep our words, the library's go to DEBUG.
+        parts = exc.message.split(": ")
+        kept = [parts[0]]
+        for part in parts[1:]:
+            if not _is_russian(part):
+                log.debug("link failure detail: %s", exc.message)
+                break
+            kept.append(part)
+        return ": ".join(kept)
+    log.debug("link failure detail: %r", exc)
+    return LinkError.message
+
+
+def _now_iso() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _is_russian(text: str) -> bool:
+    return any("а" <= ch.lower() <= "я" or ch in "ёЁ" for ch in text)

@@ -34,9 +34,9 @@ from decimal import Decimal
 from typing import Any
 
 from .device import DeviceLimits, Driver
-from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt
-from .errors import Disabled, NotFound, ResultCode, ValidationFailed
-from .journal import QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
+from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt, format_rub
+from .errors import Cancelled, Disabled, NotCancellable, NotFound, ResultCode, ValidationFailed
+from .journal import CANCELLED_CODE, FAILED, QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
 from .owner import OPERATIONS, DeviceOwner, Reasons
 
 __all__ = [
@@ -53,6 +53,13 @@ WAIT_POLL_MAX = 0.02
 STOP_TIMEOUT = 15.0
 #: Hours a document the owner gave up on stays listed for the operator (snapshot "attention").
 ATTENTION_HOURS = 24
+#: Why a receipt in this state cannot be cancelled (409), for the operator.
+CANCEL_REFUSALS = {
+    "sending": "чек уже отправляется в ККТ: отменить нельзя, дождитесь результата",
+    "unknown": "результат чека выясняется (он мог быть пробит): отменить нельзя, сервис завершит его сам",
+    "done": "чек уже пробит: отменить нельзя, при необходимости оформите чек возврата",
+    "failed": "чек не пробит (ошибка или уже отменён): отменять нечего",
+}
 #: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
 RESET_OPERATIONS = frozenset({"reset_summary", "tech_reset"})
 
@@ -402,6 +409,43 @@ class FiscalService:
             if stored and stored[0].get("link") == "down":
                 job.reason = Reasons.LINK_DOWN
         return job
+
+    def list_receipts(self, **filters: Any) -> tuple[list[Job], int]:
+        """Receipts newest first and the total that match (see :meth:`Journal.list_jobs`)."""
+        jobs, total = self.journal.list_jobs(kind=RECEIPT, **filters)
+        return [self._explain(j) for j in jobs], total
+
+    def cancel_receipt(self, job_id: str, who: str = "") -> Job:
+        """Cancel a receipt that is still queued; it will never reach the device and its key is free.
+
+        Raises NotFound for an unknown id and NotCancellable (409, with the reason) for a receipt
+        that may already have reached the device or is finished.
+        """
+        job = self.journal.get(job_id)
+        if job is None or job.kind != RECEIPT:
+            raise NotFound(f"чек {job_id} не найден")
+        error = Cancelled(Cancelled.message + (f" ({who})" if who else "")).to_dict()
+        ok, job = self.journal.cancel(job_id, error)
+        assert job is not None
+        if not ok:
+            raise NotCancellable(CANCEL_REFUSALS.get(job.state, NotCancellable.message))
+        total = receipt_from_json(job.payload["receipt"]).total
+        log.warning("ККТ %d: чек %s на %s ₽ отменён оператором %s", job.device, job.key or job.id,
+                    format_rub(total), who or "-")
+        self._job_changed(job_id)
+        return job
+
+    def cancelled_receipt(self, key: str, fp: str) -> Job | None:
+        """The cancelled receipt last stored under ``key`` with this fingerprint, if that is the latest."""
+        job = self.journal.find_by_key(RECEIPT, key)
+        if job is None or job.state != FAILED or job.fingerprint != fp:
+            return None
+        return job if (job.error or {}).get("code") == CANCELLED_CODE else None
+
+    def waiting(self, device: int) -> list[Job]:
+        """Receipts of a device not finished yet or owing a copy, oldest first (status page)."""
+        self._device(device)
+        return [self._explain(j) for j in self.journal.waiting(device)]
 
     def unsettled(self, device: int | None = None) -> list[Job]:
         """Jobs whose outcome is not settled yet (or whose paper copy is owed), oldest first."""

@@ -452,13 +452,15 @@ def test_device_off(app_config, emulator, request):
     app_config["KKT_WAIT_TIMEOUT"] = 5
     testapp = request.getfixturevalue("testapp")
     emulator.power_off()
-    res = post(testapp, document(), status=503)
+    # Accepted and queued: 202 with the code that tells 1C not to punch it by hand.
+    res = post(testapp, document(), status=202)
     data = res.json
     assert_answer_shape(data)
-    assert data["result_code"] == ResultCode.LINK_LOST
+    assert data["result_code"] == ResultCode.QUEUED
+    assert "не пробивайте" in data["result_description"]
     assert "нет связи с ККТ" in data["result_description"]
-    assert "будет отправлен" in data["result_description"]
     assert data["check_number"] == 0
+    assert data["state"] == "queued"
 
     # Kept, not lost: once the device is back the receipt is fiscalised, and 1C's repeat of
     # the same document gets that receipt instead of a second one.
@@ -569,8 +571,8 @@ def test_status_with_device_off_answers_no_link(app_config, emulator, request):
     testapp = request.getfixturevalue("testapp")
     post(testapp, document(number="ТР00-1"), status=200)
     emulator.power_off()
-    # A receipt while the device is off: answered 503 once the owner has found the link down.
-    post(testapp, document(number="ТР00-2"), status=503)
+    # A receipt while the device is off: answered 202 "queued" once the owner found the link down.
+    post(testapp, document(number="ТР00-2"), status=202)
     text = testapp.get("/kkt", status=200).text
     assert "нет связи с ККТ" in text
     page = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200).json
@@ -592,59 +594,6 @@ def test_status_hides_credentials_in_urls():
     for accept in ("text/html", "application/json"):
         text = testapp.get("/kkt", headers={"Accept": accept}, status=200).text
         assert "s3cret" not in text and "rfc2217://***@10.0.0.9:4000" in text
-
-
-def test_device_view_of_a_full_snapshot():
-    """The page's rows from a snapshot with every part filled (as the service reports it)."""
-    now = dt.datetime(2026, 3, 2, 12, 0)
-    snap = {
-        "device": 1,
-        "name": "Касса сайта",
-        "link": "ok",
-        "link_error": None,
-        "updated_at": "2026-03-02T11:59:58",
-        "info": {"model_name": "АТОЛ 55Ф", "serial": "00106900000001", "firmware": "5.17.0"},
-        "status": {"paper_present": False, "cover_open": False},
-        "shift": {
-            "state": "expired",
-            "number": 7,
-            "opened_at": "2026-03-01T09:00:00",
-            "expires_at": "2026-03-02T09:00:00",
-            "receipts": 12,
-        },
-        "fn": {
-            "fn_number": "9999078900001234",
-            "last_fd_number": 140,
-            "unsent_count": 3,
-            "first_unsent_at": "2026-02-20T10:00:00",
-            "valid_until": "2027-05-01",
-        },
-        "last_document": {
-            "fd_number": 140,
-            "result": {
-                "datetime": "2026-03-02T11:00:00",
-                "total": 195072,
-                "receipt_number": 12,
-                "fiscal_sign": "1234567890",
-            },
-        },
-        "queue": 2,
-        "unsettled": [{"key": "ТР00-9", "state": "unknown", "reason": "связь прервалась"}],
-    }
-    view = kkt1c._device_view(snap, now)
-    rows = {label: (value, tone) for group in view["groups"] for label, value, tone in group["rows"]}
-    assert view["title"] == "Касса № 1 — Касса сайта"
-    assert view["link"] == "ok"
-    assert rows["Модель"][0] == "АТОЛ 55Ф"
-    assert rows["Бумага"] == ("нет бумаги", "bad")
-    assert rows["Номер"][0] == "7"
-    assert rows["Открыта"][0] == "01.03.2026 09:00:00"
-    assert rows["Истекает"][0] == "02.03.2026 09:00:00"
-    assert "24 часов" in rows["Состояние"][0]
-    assert rows["Не отправлено в ОФД"] == ("3", "bad")
-    assert rows["Самый старый неотправленный"][0] == "20.02.2026 10:00:00"
-    assert rows["Сумма"][0] == "1950.72 ₽"
-    assert view["unsettled"][0]["state"].startswith("результат неизвестен")
 
 
 # --------------------------------------------------------------------------- log
@@ -695,6 +644,9 @@ class StubService:
 
     def snapshot(self, device):
         return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
+
+    def cancelled_receipt(self, key, fp):
+        return None
 
 
 def stub_app(job, **config):
@@ -762,9 +714,10 @@ RESULT = {
             "нет связи с ККТ",
         ),
         (make_job("unknown", reason=Reasons.INTERRUPTED), 503, ResultCode.UNKNOWN_OUTCOME, "сервис проверит ККТ"),
-        (make_job("queued", reason=Reasons.LINK_DOWN), 503, ResultCode.LINK_LOST, "будет отправлен"),
-        (make_job("queued", reason=Reasons.HELD), 503, ResultCode.UNKNOWN_OUTCOME, "ждёт выяснения"),
-        (make_job("sending"), 504, ResultCode.TIMEOUT, "остаётся в очереди"),
+        # Queued for whatever reason: 202 and "do not punch it by hand", with the reason.
+        (make_job("queued", reason=Reasons.LINK_DOWN), 202, ResultCode.QUEUED, "будет отправлен"),
+        (make_job("queued", reason=Reasons.HELD), 202, ResultCode.QUEUED, "ждёт выяснения"),
+        (make_job("sending"), 202, ResultCode.QUEUED, "не пробивайте"),
     ],
     ids=["done", "reprint", "device-error", "link-failed", "unknown", "queued-no-link", "held", "timeout"],
 )

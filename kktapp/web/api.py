@@ -37,6 +37,7 @@ from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
 from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.receipts import parse_filters, receipt_row
 from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     CashSchema,
@@ -433,6 +434,27 @@ def create_receipt() -> Response:
              receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",
              job.id, job.state)
     return job_response(job, "api.get_receipt")
+
+
+@bp.get("/receipts")
+@require("cashier")
+def list_receipts() -> Response:
+    """Receipts newest first, filtered (state, device, q, since, until) and paged (limit, offset)."""
+    filters = parse_filters(request.args)
+    jobs, total = service().list_receipts(**filters)
+    return json_response({
+        "receipts": [receipt_row(job) for job in jobs],
+        "total": total, "limit": filters["limit"], "offset": filters["offset"],
+    })
+
+
+@bp.post("/receipts/<job_id>/cancel")
+@require("admin")
+def cancel_receipt_job(job_id: str) -> Response:
+    """Cancel a receipt that is still queued (409 with the reason otherwise); its key is free again."""
+    user = current_user()
+    job = service().cancel_receipt(job_id, who=(user.login if user else "") or "")
+    return json_response(receipt_row(job))
 
 
 @bp.get("/receipts/<job_id>")

@@ -95,6 +95,12 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
          "footer": ["Спасибо за покупку!"],
      },
      s.JobSchema, True),
+    ("get", "/receipts", "cashier", "listReceipts",
+     "Список чеков: поиск по номеру документа, ключу, тексту; фильтры по состоянию, кассе, датам",
+     None, None, s.ReceiptListSchema, False),
+    ("post", "/receipts/<job_id>/cancel", "admin", "cancelQueuedReceipt",
+     "Отменить чек, который ещё в очереди (409 с причиной, если он уже мог попасть в ККТ)",
+     None, None, s.ReceiptRowSchema, False),
     ("get", "/receipts/<job_id>", "cashier", "getReceipt", "Состояние и результат чека", None, None,
      s.JobSchema, False),
     ("get", "/jobs/<job_id>", "cashier", "getJob", "Состояние и результат любого задания", None, None,
@@ -103,6 +109,37 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
      s.GoodsListSchema, False),
     ("get", "/openapi.json", None, "openapi", "Это описание API (OpenAPI 3)", None, None, None, False),  # type: ignore
 ]
+
+#: Query parameters of operations that take more than the common ones.
+QUERY_PARAMS: dict[str, list[dict]] = {
+    "listReceipts": [
+        {"name": "state", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "состояние или несколько через запятую: queued, sending, unknown, done, failed"},
+        {"name": "device", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+         "description": "номер кассы"},
+        {"name": "q", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+         "description": "поиск: номер документа (DocNumber), ключ, текст позиции, id"},
+        {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "принят не раньше (ГГГГ-ММ-ДД или дата и время ISO 8601)"},
+        {"name": "until", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "принят раньше (дата ГГГГ-ММ-ДД включает весь день)"},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "description": "строк"},
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+         "description": "пропустить строк (страницы)"},
+    ],
+    "listGoods": [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": kind}}
+        for name, kind, text in (
+            ("store", "string", "магазин (store кассы в DEVICES); можно не указывать, если магазин один"),
+            ("q", "string", "часть наименования или артикула, без учёта регистра"),
+            ("barcode", "string", "штрихкод (основной или дополнительный)"),
+            ("code", "string", "код товара"),
+            ("limit", "integer", "сколько строк вернуть (1–1000, по умолчанию 100)"),
+            ("offset", "integer", "сколько строк пропустить"),
+        )
+    ],
+}
 
 #: Extra request examples (validated by the tests like the main ones).
 EXTRA_EXAMPLES: dict[str, dict[str, dict]] = {
@@ -120,21 +157,6 @@ EXTRA_EXAMPLES: dict[str, dict[str, dict]] = {
                                   "payment_object": "service", "payment_method": "fullPrepayment"}],
                        "payments": [{"type": "electronic", "amount": 299}]},
     },
-}
-
-#: Query parameters of the operations that have them.
-QUERY_PARAMS: dict[str, list[dict]] = {
-    "listGoods": [
-        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": kind}}
-        for name, kind, text in (
-            ("store", "string", "магазин (store кассы в DEVICES); можно не указывать, если магазин один"),
-            ("q", "string", "часть наименования или артикула, без учёта регистра"),
-            ("barcode", "string", "штрихкод (основной или дополнительный)"),
-            ("code", "string", "код товара"),
-            ("limit", "integer", "сколько строк вернуть (1–1000, по умолчанию 100)"),
-            ("offset", "integer", "сколько строк пропустить"),
-        )
-    ],
 }
 
 _ERROR_TEXT = {
@@ -292,7 +314,7 @@ def _build() -> dict:
             params.append(wait_param)
         if method == "post":
             params.append(key_param)
-        params += QUERY_PARAMS.get(op_id, [])
+        params.extend(QUERY_PARAMS.get(op_id, ()))
         if params:
             op["parameters"] = params
         if req is not None:
@@ -319,9 +341,9 @@ def _build() -> dict:
                 codes.append("404")
             if op_id == "listGoods":
                 codes.append("404")
-            if req is not None or is_job or op_id in ("deviceStatus", "listGoods"):
+            if req is not None or is_job or op_id == "deviceStatus" or op_id in QUERY_PARAMS:
                 codes.append("422")
-            if is_job:
+            if is_job or op_id == "cancelQueuedReceipt":
                 codes.append("409")
             if op_id == "deviceStatus":
                 codes += ["502", "503", "504"]

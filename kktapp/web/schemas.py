@@ -692,3 +692,31 @@ class GoodsListSchema(BaseSchema):
     limit = Integer(required=True)
     offset = Integer(required=True)
     goods = List(Nested(GoodsItemSchema), required=True)
+
+
+class ReceiptRowSchema(BaseSchema):
+    """One receipt in GET /api/v1/receipts (kktapp.web.receipts.receipt_row)."""
+
+    id = String(required=True, metadata={"description": "идентификатор задания"})
+    key = String(allow_none=True, metadata={"description": "ключ вызывающего: DocNumber 1С, Idempotency-Key, tr_id"})
+    source = String(required=True, metadata={"description": "откуда чек: 1c, api, compat"})
+    device = Integer(required=True, metadata={"description": "номер кассы"})
+    amount = Integer(allow_none=True, metadata={"description": "сумма чека, копейки"})
+    accepted_at = String(required=True, metadata={"description": "когда принят (ISO 8601)"})
+    updated_at = String(required=True, metadata={"description": "последнее изменение (ISO 8601)"})
+    state = String(required=True, metadata={"description": "queued, sending, done, failed, unknown",
+                                            "enum": ["queued", "sending", "done", "failed", "unknown"]})
+    reason = String(required=True, metadata={"description": "почему чек в этом состоянии или текст ошибки"})
+    error_code = Integer(allow_none=True, metadata={"description": "код ошибки (1015 — отменён оператором)"})
+    fiscal_document_number = Integer(allow_none=True, metadata={"description": "номер ФД, если пробит"})
+    fiscal_sign = String(allow_none=True, metadata={"description": "фискальный признак, если пробит"})
+    cancellable = Boolean(required=True, metadata={"description": "можно отменить (чек ещё в очереди)"})
+
+
+class ReceiptListSchema(BaseSchema):
+    """GET /api/v1/receipts: one page of receipts, newest first."""
+
+    receipts = List(Nested(ReceiptRowSchema), required=True)
+    total = Integer(required=True, metadata={"description": "сколько чеков подходит под фильтр всего"})
+    limit = Integer(required=True)
+    offset = Integer(required=True)
