@@ -64,7 +64,7 @@ from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields, present, statuspage
 from kktapp.web.auth import AuthError, authenticate, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import device_limits, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
