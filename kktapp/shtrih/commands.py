@@ -375,7 +375,8 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _f("operation_type", U8()), _f("quantity", Quantity(6, 1_000_000)), _f("price", Money()),
         _f("amount", Money(), model.AUTO_SUM), _f("tax_amount", Money(), model.AUTO_SUM), _f("tax", U8()),
         _opt("department", U8()), _f("payment_method", U8(), 4), _f("payment_object", U8(), 1),
-        _opt("name", Text(0, model.ITEM_NAME_BYTES)),
+        # [S] javapos pads the name with NULs to 40 bytes (javapos #58/#59 logs: LEN 0x48).
+        _opt("name", Text(model.MIN_TEXT_BYTES, model.ITEM_NAME_BYTES)),
     )),
     # [C] opos ReceiptClose2; javapos FSCloseReceipt; e-kiosk closeDocument. 6 tax sums (the
     # 202-byte form with 10 is commented out in opos and not sent by javapos).

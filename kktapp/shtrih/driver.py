@@ -192,9 +192,9 @@ class ShtrihDriver:
             receipt_number=st["document_number"],
             receipt_state=receipt_state,
             receipt_sum=receipt_sum,
-            # [U] paper: the receipt-roll bit and no "paper out" submode.
-            paper_present=bool(flags & model.FLAG_RECEIPT_ROLL)
-            and submode not in (Submode.PAPER_OUT_PASSIVE, Submode.PAPER_OUT_ACTIVE),
+            # [C] paper: the submode. Not the roll bit: real devices with paper answer flags
+            # 0x0090 (javapos #68, fr_drv_ng #72 logs), bit 1 clear.
+            paper_present=submode not in (Submode.PAPER_OUT_PASSIVE, Submode.PAPER_OUT_ACTIVE),
             cover_open=bool(flags & model.FLAG_COVER_OPEN),
             drawer_open=bool(flags & model.FLAG_DRAWER_OPEN),
             fn_active=True,

@@ -39,8 +39,10 @@ PROTOCOL = (1, 2)
 FIRMWARE = ("C.", 2000, dt.date(2025, 12, 1))
 #: [U] FN life phase bits 0 and 1 (set up, fiscal mode open), §4.6.
 FN_PHASE_FISCAL = 0x03
-#: Flags word: receipt roll present and its optical sensor (what the driver reads as paper).
-PAPER_FLAGS = model.FLAG_RECEIPT_ROLL | model.FLAG_RECEIPT_OPTICAL
+#: Flags word as real devices with paper answer it: 0x0090, decimal point and the receipt's
+#: optical sensor (javapos #68 and fr_drv_ng #72 logs); the sensor bit clears without paper.
+BASE_FLAGS = 0x0010
+PAPER_FLAGS = model.FLAG_RECEIPT_OPTICAL
 
 #: The core's refusals (ATOL codes) → the Shtrih code a device gives for the same thing.
 CORE_CODES: dict[int, int] = {
@@ -141,8 +143,8 @@ class ShtrihDevice:
         return Submode.AFTER_PAPER_OUT if pending else Submode.IDLE
 
     def flags(self) -> int:
-        """[C] Flags word: paper bits while there is paper."""
-        return PAPER_FLAGS if self.core.paper else 0
+        """[C] Flags word: the paper sensor bit while there is paper."""
+        return BASE_FLAGS | (PAPER_FLAGS if self.core.paper else 0)
 
     # ------------------------------------------------------------------ execution
 
