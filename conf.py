@@ -26,6 +26,10 @@ OPERATOR_PASSWORD = "30"
 #      "access_password": "0000", "operator_password": "30"},
 # ]
 DEVICES = None
+# Протокол кассы: "atol" (АТОЛ) или "shtrih" (Штрих-М, порт 7778: "socket://192.168.137.111:7778").
+# В DEVICES у каждой кассы может быть свой: {"number": 3, "url": "...", "protocol": "shtrih"};
+# без "protocol" касса работает по DEVICE_PROTOCOL.
+DEVICE_PROTOCOL = "atol"
 # Имя кассы № 1 для страницы статуса, когда задан только DEVICE_URL.
 DEVICE_NAME = "Касса 1"
 

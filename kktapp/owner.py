@@ -47,6 +47,7 @@ from .domain import FiscalResult, Receipt, TextLine, format_rub
 from .errors import DeviceError, GaveUp, KKTError, LinkError, NotSent, OutcomeUnknown
 from .health import human_duration
 from .journal import DONE, FAILED, QUEUED, RECEIPT, SENDING, UNKNOWN, Job, receipt_from_json
+from .shtrih import errors as shtrih
 
 if TYPE_CHECKING:
     from .service import DeviceConfig, FiscalService
@@ -89,13 +90,14 @@ MAX_SEND_ATTEMPTS = 5
 #: Seconds between log reminders while a device stays unreachable.
 DOWN_REMINDER = 300.0
 
-# Device codes the shift policy and recovery act on (ATOL's table is the only one so far; a
-# second protocol family adds its codes here).
+# Device codes the shift policy and recovery act on, of both protocol families (ATOL, Shtrih-M;
+# their tables do not collide on these codes).
 #: "Shift exceeded 24 h" from the device and from the FN.
-SHIFT_EXPIRED_CODES = frozenset({ErrorCode.SHIFT_EXPIRED, ErrorCode.FN_SHIFT_EXPIRED})
+SHIFT_EXPIRED_CODES = frozenset({ErrorCode.SHIFT_EXPIRED, ErrorCode.FN_SHIFT_EXPIRED, *shtrih.SHIFT_EXPIRED_CODES})
 #: Printer trouble. When the document was fiscalised anyway, its paper copy is owed.
 PRINTER_CODES = frozenset({
     ErrorCode.NO_PAPER, ErrorCode.NO_PRINTER, ErrorCode.PRINTER_MECHANICAL, ErrorCode.HEAD_OVERHEAT,
+    *shtrih.PRINTER_CODES,
 })
 
 #: Jobs that form a fiscal document: they get ``fd_before`` and recovery.
@@ -104,12 +106,12 @@ FISCAL_KINDS = frozenset({RECEIPT, "open_shift", "close_shift", "cash_in", "cash
 SHIFT_KINDS = frozenset({RECEIPT, "cash_in", "cash_out"})
 #: "Shift closed": the owner's memory said open (stale after something it cannot see, such as
 #: the FN closing the shift): open it and retry once.
-SHIFT_CLOSED_CODES = frozenset({ErrorCode.SHIFT_CLOSED})
+SHIFT_CLOSED_CODES = frozenset({ErrorCode.SHIFT_CLOSED, shtrih.ErrorCode.SHIFT_CLOSED})
 #: "A receipt is open": a stale receipt the owner did not know about; it is cancelled and the job
 #: retried once.
 RECEIPT_OPEN_CODES = frozenset({
     ErrorCode.RECEIPT_OPEN, ErrorCode.SALE_RECEIPT_OPEN, ErrorCode.RETURN_RECEIPT_OPEN,
-    ErrorCode.ANNUL_RECEIPT_OPEN,
+    ErrorCode.ANNUL_RECEIPT_OPEN, shtrih.ErrorCode.RECEIPT_OPEN,
 })
 #: Every operation a caller may submit, besides receipts.
 OPERATIONS = frozenset({

@@ -74,6 +74,8 @@ class DeviceConfig:
     access_password: str = "0000"
     operator_password: str = "30"
     baudrate: int = 115200
+    #: Protocol family: "atol" or "shtrih" (PROTOCOLS).
+    protocol: str = "atol"
 
 
 def _canonical(obj: Any) -> Any:
@@ -112,6 +114,29 @@ def _atol_limits() -> DeviceLimits:
     from .atol.commands import LIMITS
 
     return LIMITS
+
+
+def shtrih_driver_factory(config: DeviceConfig) -> Driver:
+    """Shtrih-M protocol v1 over the configured URL; the operator password serves every command."""
+    from .shtrih.driver import ShtrihDriver
+
+    return ShtrihDriver(config.url, password=config.operator_password, baudrate=config.baudrate)
+
+
+#: Driver factory of each protocol a DEVICES entry may name.
+PROTOCOLS: dict[str, Callable[[DeviceConfig], Driver]] = {"atol": atol_driver_factory, "shtrih": shtrih_driver_factory}
+
+
+def protocol_driver_factory(config: DeviceConfig) -> Driver:
+    """The driver for the device's protocol."""
+    return PROTOCOLS[config.protocol](config)
+
+
+def _protocol(value: object) -> str:
+    name = str(value or "atol").strip().lower()
+    if name not in PROTOCOLS:
+        raise ValueError(f"DEVICES: protocol {value!r} неизвестен; допустимо: {', '.join(PROTOCOLS)}")
+    return name
 
 
 def _parse_hhmm(value: str | None) -> tuple[int, int] | None:
@@ -157,7 +182,7 @@ class FiscalService:
     ) -> None:
         self.journal = journal if isinstance(journal, Journal) else Journal(journal, retention_days=retention_days)
         self.devices: dict[int, DeviceConfig] = {d.number: d for d in devices}
-        self.driver_factory = driver_factory or atol_driver_factory
+        self.driver_factory = driver_factory or protocol_driver_factory
         #: What a document may hold (from the driver's command layouts); a factory may carry its
         #: own ``limits``, test doubles of an ATOL device use the ATOL ones.
         self.limits: DeviceLimits = getattr(self.driver_factory, "limits", None) or _atol_limits()
@@ -187,6 +212,7 @@ class FiscalService:
         access = str(config.get("ACCESS_PASSWORD", "0000"))
         operator = str(config.get("OPERATOR_PASSWORD", "30"))
         baudrate = int(config.get("DEVICE_BAUDRATE", 115200))
+        protocol = config.get("DEVICE_PROTOCOL", "atol")
         devices: list[DeviceConfig] = []
         listed = config.get("DEVICES")
         if listed:
@@ -199,11 +225,13 @@ class FiscalService:
                     access_password=str(item.get("access_password", access)),
                     operator_password=str(item.get("operator_password", operator)),
                     baudrate=int(item.get("baudrate", baudrate)),
+                    protocol=_protocol(item.get("protocol", protocol)),
                 ))
         elif config.get("DEVICE_URL"):
             devices.append(DeviceConfig(
                 number=1, name=str(config.get("DEVICE_NAME") or "Касса 1"), url=str(config["DEVICE_URL"]),
                 access_password=access, operator_password=operator, baudrate=baudrate,
+                protocol=_protocol(protocol),
             ))
         path = config.get("JOURNAL_PATH") or os.path.join(os.getcwd(), "journal.sqlite3")
         return cls(

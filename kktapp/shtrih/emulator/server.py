@@ -1,0 +1,218 @@
+"""TCP side of the Shtrih-M emulator: protocol v1 with the ENQ/ACK/NAK handshake, one
+connection at a time, latency and faults.
+
+The device behaviour is the one shtrih-protocol.md §1.2 tells an emulator to copy [C]:
+ENQ is answered NAK when idle and ACK + the answer when the last answer was not ACKed; a good
+frame is ACKed before the work starts and answered when it is done; a bad LRC gets NAK. The
+unACKed answer is kept by the device, not the connection, so a host that lost it re-reads it
+with ENQ after reconnecting; a power cut loses it.
+
+One thread per connection reads and answers in order: the device does one thing at a time.
+Faults and timing are the ATOL emulator's (:class:`~kktapp.atol.emulator.server.Faults`,
+:class:`~kktapp.atol.emulator.server.Timing`); a "task" here is one executed command.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ...atol.emulator.server import JOIN_TIMEOUT, Faults, Timing
+from ..framing import ACK, ENQ, FILLER, NAK, BadFrame, Control, Decoder, Frame, encode_frame
+
+log = logging.getLogger(__name__)
+
+Execute = Callable[[bytes], bytes]
+
+
+def corrupt(raw: bytes) -> bytes:
+    """Flip a bit of the LRC so the host sees a bad frame (length and STX stay intact)."""
+    return raw[:-1] + bytes((raw[-1] ^ 0x01,))
+
+
+class Server:
+    """Listening socket serving one connection at a time; keeps the unACKed answer."""
+
+    def __init__(self, execute: Execute, faults: Faults, timing: Timing) -> None:
+        self.execute = execute
+        self.faults = faults
+        self.timing = timing
+        self.host = "127.0.0.1"
+        self.port = 0
+        #: Send a 0xFF filler before every answer frame (tolerance tests; real devices do at times).
+        self.filler = False
+        #: The last answer payload the host has not ACKed yet (kept across connections).
+        self.kept: bytes | None = None
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._conn: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def listening(self) -> bool:
+        """True while connections are accepted."""
+        return self._listener is not None
+
+    def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Bind and start accepting; port 0 picks a free port (kept for power on)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(8)
+        except OSError:
+            sock.close()
+            raise
+        self.host, self.port = sock.getsockname()[:2]
+        self._listener = sock
+        self._accept_thread = threading.Thread(target=self._accept, args=(sock,), name="shtrih-accept", daemon=True)
+        self._accept_thread.start()
+        log.info("emulator listening on %s:%d", self.host, self.port)
+        return self.host, self.port
+
+    def close(self) -> None:
+        """Stop accepting and drop the connection."""
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.drop()
+        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
+            self._accept_thread.join(JOIN_TIMEOUT)
+        self._accept_thread = None
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(JOIN_TIMEOUT)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def drop(self) -> None:
+        """Close the current connection, if any."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            _shut(conn)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, addr = listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                busy = self._conn is not None and not _peer_gone(self._conn)
+                if not busy:
+                    if self._conn is not None:
+                        _shut(self._conn)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._conn = sock
+            if busy:
+                # Like the device: one connection; a second client is closed at once.
+                log.info("emulator: refusing a second connection from %s:%d", *addr[:2])
+                _shut(sock)
+                continue
+            log.info("emulator: connection from %s:%d", *addr[:2])
+            t = threading.Thread(target=self._serve, args=(sock,), name=f"shtrih-{addr[1]}", daemon=True)
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+            t.start()
+
+    # ------------------------------------------------------------------ one connection
+
+    def _send(self, sock: socket.socket, raw: bytes) -> None:
+        if self.timing.latency:
+            time.sleep(self.timing.latency)
+        sock.sendall(raw)
+
+    def _send_answer(self, sock: socket.socket, payload: bytes) -> bool:
+        """Send an answer frame with the faults that apply; False when the link was dropped."""
+        raw = encode_frame(payload)
+        if self.faults.take("drop_mid_frame"):
+            log.info("emulator: dropping the link in the middle of an answer")
+            self._send(sock, raw[: max(1, len(raw) // 2)])
+            return False
+        if self.faults.take("corrupt_next"):
+            log.info("emulator: corrupting an answer")
+            raw = corrupt(raw)
+        if self.filler:
+            raw = bytes((FILLER,)) + raw
+        self._send(sock, raw)
+        return True
+
+    def _serve(self, sock: socket.socket) -> None:
+        decoder = Decoder()
+        try:
+            while True:
+                try:
+                    chunk = sock.recv(4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                if self.timing.latency:
+                    time.sleep(self.timing.latency)
+                for event in decoder.feed(chunk):
+                    if not self._handle(sock, event):
+                        return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                if self._conn is sock:
+                    self._conn = None
+            _shut(sock)
+
+    def _handle(self, sock: socket.socket, event: Frame | BadFrame | Control) -> bool:
+        """Answer one event; False ends the connection."""
+        if isinstance(event, Control):
+            if event.byte == ENQ:
+                kept = self.kept
+                if kept is None:
+                    self._send(sock, bytes((NAK,)))
+                    return True
+                self._send(sock, bytes((ACK,)))
+                return self._send_answer(sock, kept)
+            if event.byte == ACK:
+                self.kept = None  # the host has the answer
+            return True  # NAK: the host follows it with ENQ
+        if isinstance(event, BadFrame):
+            log.info("emulator: %s", event.reason)
+            self._send(sock, bytes((NAK,)))
+            return True
+        # A new command: an answer left unACKed is forgotten, as the host moved on.
+        self.kept = None
+        self._send(sock, bytes((ACK,)))
+        if self.timing.device_time:
+            time.sleep(self.timing.device_time)
+        answer = self.execute(event.payload)
+        self.kept = answer
+        if self.faults.task_executed():
+            log.info("emulator: dropping the link after a command (answer kept, not sent)")
+            return False
+        return self._send_answer(sock, answer)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """The host closed its side (end of stream waiting) or the socket is dead."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True

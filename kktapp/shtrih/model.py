@@ -1,0 +1,181 @@
+"""Choices the Shtrih-M layer makes, each with its source: timeouts, passwords, codes, waits.
+
+Tags as in shtrih-protocol.md: [C] two or more sources agree, [S] one source, [U] our own
+inference, not yet checked on a device. Everything [U] that a device could prove wrong lives
+here, in one place, so that a device log changes one line.
+"""
+
+from __future__ import annotations
+
+from ..domain import PaymentType, SettlementType, VatRate
+
+#: [C] Default TCP port of the device (opos DefRemotePort, e-kiosk ShtrihTCPFRBase.h).
+DEFAULT_PORT = 7778
+#: [C] Default passwords: 1 cashier, 30 system administrator; drivers use 30 for everything
+#: (javapos operatorPassword = 30, e-kiosk always appends 30). §2.
+SYSADMIN_PASSWORD = 30
+ADMIN_PASSWORD = 29
+CASHIER_PASSWORDS = range(1, 29)
+
+# --------------------------------------------------------------------------- link timing
+
+#: [S] e-kiosk: 100 ms for the answer to ENQ or for ACK/NAK; we allow more for TCP under load.
+CONTROL_TIMEOUT = 1.0
+#: [S] javapos byte timeout 3000 ms once an answer frame has started.
+BYTE_TIMEOUT = 3.0
+#: [C] Attempts: ENQ 3 (opos), command resends on NAK 3, answer re-reads on a bad LRC 3.
+ENQ_ATTEMPTS = 3
+COMMAND_RESENDS = 3
+ANSWER_REREADS = 3
+#: [S] opos GetCommandTimeout, seconds, by command code; DEFAULT_TIMEOUT for the rest.
+TIMEOUTS: dict[int, float] = {
+    0x10: 3, 0x11: 3, 0x17: 3, 0x1E: 3, 0x1F: 3, 0x21: 3, 0x22: 3, 0x23: 3,
+    0x25: 10, 0x28: 10, 0x50: 10, 0x51: 10, 0x80: 10, 0x81: 10, 0x82: 10, 0x83: 10, 0x84: 10,
+    0x86: 10, 0x87: 10, 0x88: 10, 0x89: 10, 0x8D: 10, 0xB0: 10,
+    0x40: 30, 0x41: 30, 0x85: 30, 0x16: 60, 0xE0: 100,
+}
+#: [S] opos: FF01-FF4B get 30 s.
+FN_COMMAND_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 10.0
+
+# --------------------------------------------------------------------------- waiting for the printer
+
+#: [S] opos WaitForPrinting polls every 100 ms for up to 60 s.
+PRINT_POLL = 0.1
+PRINT_WAIT = 60.0
+#: [S] opos sends 0xB0 at most 3 times in one wait.
+CONTINUE_ATTEMPTS = 3
+#: [S] e-kiosk waits up to 120 s for a Z report, sleeping 350 ms first.
+Z_WAIT = 120.0
+#: [C] Busy answer 0x50 ("printing the previous command"): wait and send again.
+BUSY_RETRY_PAUSE = 0.1
+BUSY_RETRIES = 50
+
+# --------------------------------------------------------------------------- status bytes
+
+
+class Mode:
+    """[C] Low nibble of the mode byte (opos ECRMODE_*, pyshtrih FRMode, e-kiosk)."""
+
+    WORK = 0
+    DUMP = 1
+    SHIFT_OPEN = 2
+    SHIFT_EXPIRED = 3
+    SHIFT_CLOSED = 4
+    LOCKED = 5
+    CONFIRM_DATE = 6
+    RECEIPT_OPEN = 8
+    FULL_REPORT = 11
+    EKLZ_REPORT = 12
+
+
+class Submode:
+    """[C] Printing sub-mode (opos AMODE_*, pyshtrih FRSubMode, e-kiosk)."""
+
+    IDLE = 0
+    PAPER_OUT_PASSIVE = 1
+    PAPER_OUT_ACTIVE = 2
+    AFTER_PAPER_OUT = 3
+    PRINTING_REPORT = 4
+    PRINTING = 5
+
+
+#: [S] opos: submode 0 in these modes still means "printing a long report": keep waiting.
+REPORT_MODES = frozenset({Mode.FULL_REPORT, Mode.EKLZ_REPORT, 14})
+#: [C] Flags word of 0x10/0x11, the bits the service reads.
+FLAG_RECEIPT_ROLL = 1 << 1
+FLAG_RECEIPT_OPTICAL = 1 << 7
+FLAG_RECEIPT_LEVER = 1 << 9
+FLAG_COVER_OPEN = 1 << 10
+FLAG_DRAWER_OPEN = 1 << 11
+
+#: [U] Money register 241 = cash in the drawer (read with 0x1A); not in the protocol note.
+REGISTER_CASH = 241
+
+# --------------------------------------------------------------------------- receipts
+
+#: [C] 0x8D receipt type: 0 sale, 1 buy, 2 sale return, 3 buy return; also the high nibble of
+#: mode 8. Corrections open as the receipt of their sign [U], with tag 1173 marking them.
+RECEIPT_TYPES: dict[SettlementType, int] = {
+    SettlementType.SELL: 0, SettlementType.BUY: 1, SettlementType.SELL_RETURN: 2, SettlementType.BUY_RETURN: 3,
+    SettlementType.SELL_CORRECTION: 0, SettlementType.BUY_CORRECTION: 1,
+    SettlementType.SELL_RETURN_CORRECTION: 2, SettlementType.BUY_RETURN_CORRECTION: 3,
+}
+#: [C] FF46 operation type = tag 1054: 1 income, 2 income return, 3 expense, 4 expense return.
+OPERATION_TYPES: dict[SettlementType, int] = {
+    SettlementType.SELL: 1, SettlementType.SELL_RETURN: 2, SettlementType.BUY: 3, SettlementType.BUY_RETURN: 4,
+    SettlementType.SELL_CORRECTION: 1, SettlementType.SELL_RETURN_CORRECTION: 2,
+    SettlementType.BUY_CORRECTION: 3, SettlementType.BUY_RETURN_CORRECTION: 4,
+}
+CORRECTION_TYPES = frozenset({
+    SettlementType.SELL_CORRECTION, SettlementType.SELL_RETURN_CORRECTION,
+    SettlementType.BUY_CORRECTION, SettlementType.BUY_RETURN_CORRECTION,
+})
+#: [C] FF45 payment slots (1-based): 1 cash, 2-13 electronic, 14 advance, 15 credit, 16 other.
+PAYMENT_SLOTS: dict[PaymentType, int] = {
+    PaymentType.CASH: 1, PaymentType.ELECTRONIC: 2, PaymentType.PREPAID: 14,
+    PaymentType.CREDIT: 15, PaymentType.OTHER: 16,
+}
+PAYMENT_SLOT_COUNT = 16
+#: [C] FF45 tax sums: 6 groups (drivers send zeros: the device computes, T1F14 = 0).
+TAX_SUM_COUNT = 6
+#: [C] FF46 "let the device compute" marker for amount and tax amount.
+AUTO_SUM = 0xFF_FF_FF_FF_FF
+#: [C] FF46 department 0..16; 0 is a free sale.
+MAX_DEPARTMENT = 16
+#: [C] FF46 name (tag 1030) up to 128 bytes; FF45 text up to 64.
+ITEM_NAME_BYTES = 128
+CLOSE_TEXT_BYTES = 64
+#: [C] Text fields of classic commands (0x17, 0x80-0x85) are NUL-padded to at least 40 bytes.
+MIN_TEXT_BYTES = 40
+#: [C] TLV per FF0C/FF4D call (opos, pyshtrih TLV_LEN_MAX).
+MAX_TLV_BYTES = 250
+#: [C] Text codec of every Shtrih-M text field.
+ENCODING = "cp1251"
+#: [U] Line width used for formatted text when the model is unknown (ШТРИХ-М-01Ф, pyshtrih).
+LINE_WIDTH = 48
+
+# --------------------------------------------------------------------------- the 2026 tax codes
+
+#: FF46 tax byte: a bit mask, not the table-6 row (§5).
+#: Rows 1-6 [C: opos GetFSTaxBits, javapos getVatCodeShtrih]: 1 << (row - 1).
+#: Rows 7-10 (5 %, 7 %, 5/105, 7/107) [S: javapos FiscalPrinterImpl 18 Feb 2026; 7/107 was 0x90
+#: two weeks earlier] and rows 11-12 (22 %, 22/122) = 0xCB/0xCC [S javapos; U the reading]: one
+#: vendor source that changed them inside February 2026. The device needs table 17 field 71 = 2
+#: to take 22 % as sent (with 1 it turns row 1, 20 %, into 22 % by itself after 1 Jan 2026).
+TAX_CODES: dict[VatRate, int] = {
+    VatRate.VAT20: 0x01, VatRate.VAT10: 0x02, VatRate.VAT0: 0x04, VatRate.NONE: 0x08,
+    VatRate.VAT120: 0x10, VatRate.VAT110: 0x20,
+    VatRate.VAT5: 0x81, VatRate.VAT7: 0x82, VatRate.VAT105: 0x84, VatRate.VAT107: 0x88,
+    VatRate.VAT22: 0xCB, VatRate.VAT122: 0xCC,
+}
+#: [S] ШТРИХ-NANO-Ф codes for 22 % and 22/122 (javapos getVatCodeShtrihNano); the emulator
+#: accepts them too, and the superseded 0x90 for 7/107.
+EXTRA_TAX_CODES: dict[int, VatRate] = {0x90: VatRate.VAT22, 0xA0: VatRate.VAT122}
+VAT_BY_TAX_CODE: dict[int, VatRate] = {**{v: k for k, v in TAX_CODES.items()}, **EXTRA_TAX_CODES}
+
+# --------------------------------------------------------------------------- FFD tags
+
+TAG_CASHIER_NAME = 1021
+TAG_CASHIER_INN = 1203
+TAG_CUSTOMER_CONTACT = 1008
+TAG_CORRECTION_TYPE = 1173
+TAG_CORRECTION_BASIS = 1174
+TAG_CORRECTION_DATE = 1178
+TAG_CORRECTION_ORDER = 1179
+TAG_UNIT = 2108
+
+#: [C] FF0A document types this layer decodes: 2 shift open, 3 receipt, 4 BSO, 5 shift close,
+#: 31 correction receipt (§4.6; 4 and 31 decode as 3).
+DOC_SHIFT_OPEN = 2
+DOC_RECEIPT = 3
+DOC_BSO = 4
+DOC_SHIFT_CLOSE = 5
+DOC_CORRECTION = 31
+RECEIPT_DOC_TYPES = frozenset({DOC_RECEIPT, DOC_BSO, DOC_CORRECTION})
+SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
+#: [U] Cash in/out (0x50/0x51): no source says they form an FN document; 0x50 answers a 2-byte
+#: document number [C]. The emulator shares the ATOL emulator's fiscal core, where they do form
+#: one, and answers FF0A for it with type 0 in the receipt layout. On a device whose FD number
+#: does not move on 0x50/0x51 the driver returns FD 0 and the document number of the answer.
+DOC_CASH = 0

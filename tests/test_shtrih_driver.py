@@ -1,0 +1,333 @@
+"""The Shtrih-M driver against the Shtrih-M emulator: every Driver operation and its error paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from kktapp.domain import (
+    Correction,
+    Payment,
+    PaymentMethod,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TaxationSystem,
+    TextLine,
+    VatRate,
+)
+from kktapp.errors import DeviceBusy, DeviceError, LinkError
+from kktapp.shtrih import model
+from kktapp.shtrih.driver import ShtrihDriver
+from kktapp.shtrih.emulator import Emulator
+from kktapp.shtrih.emulator import device as emu_device
+from kktapp.shtrih.errors import ErrorCode
+
+
+@pytest.fixture
+def emu(tmp_path) -> Iterator[Emulator]:  # noqa: ANN001
+    e = Emulator(log_path=tmp_path / "fd.jsonl")
+    e.start()
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+@pytest.fixture
+def drv(emu: Emulator) -> Iterator[ShtrihDriver]:
+    d = ShtrihDriver(emu.url, timeout=5)
+    d.connect()
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def receipt(kind: SettlementType = SettlementType.SELL, *, vat: VatRate = VatRate.VAT22, amount: int = 10000,
+            pay: PaymentType = PaymentType.CASH, paid: int | None = None, **extra) -> Receipt:  # noqa: ANN003
+    pos = Position("Товар", amount, Decimal(1), amount, vat)
+    return Receipt(type=kind, positions=(pos,), payments=(Payment(pay, amount if paid is None else paid),), **extra)
+
+
+def test_status_and_identity(drv: ShtrihDriver, emu: Emulator) -> None:
+    st = drv.status()
+    assert (st.mode, st.submode, st.shift_open, st.receipt_open, st.paper_present) == (4, 0, False, False, True)
+    info = drv.device_info()
+    assert info.model_name == "ШТРИХ-М-01Ф" and info.serial == "123456"
+    fn = drv.fn_status()
+    assert fn.fn_number == emu.state.fn_number and fn.last_fd_number == 0 and fn.valid_until
+    assert drv.shift_status().state == "closed"
+    assert drv.totals().cash_in_drawer == 0
+
+
+def test_shift_with_cashier_and_reports(drv: ShtrihDriver, emu: Emulator) -> None:
+    res = drv.open_shift("Иванова И.И.", "500100732259")
+    assert (res.fiscal_document_number, res.shift_number) == (1, 1)
+    doc = emu.documents()[0]
+    assert doc["type"] == "open_shift" and doc["attributes"] == {"1021": "Иванова И.И.", "1203": "500100732259"}
+    assert res.fiscal_sign == doc["fiscal_sign"]
+    assert drv.shift_status().state == "open"
+    drv.x_report()
+    z = drv.close_shift("Иванова И.И.")
+    assert z.fiscal_document_number == 2 and emu.documents()[1]["type"] == "close_shift"
+    assert drv.shift_status().state == "closed"
+    with pytest.raises(DeviceError) as err:
+        drv.close_shift()
+    assert err.value.code == ErrorCode.SHIFT_CLOSED and "Смена не открыта" in err.value.message
+
+
+@pytest.mark.parametrize("kind", list(SettlementType))
+def test_every_settlement_type(drv: ShtrihDriver, emu: Emulator, kind: SettlementType) -> None:
+    drv.open_shift()
+    drv.cash_in(50000)  # returns and purchases pay cash out of the drawer
+    corr = Correction(by_order=True, date=dt.date(2026, 1, 15), order_number="12-34") if "correction" in kind else None
+    res = drv.sell(receipt(kind, correction=corr))
+    doc = emu.documents()[-1]
+    assert doc["receipt_type"] == kind.value
+    assert (res.fiscal_document_number, res.fiscal_sign, res.total) == (doc["fd_number"], doc["fiscal_sign"], 10000)
+    assert res.receipt_number == doc["receipt_number"] == 1 and res.shift_number == 1
+    if corr:
+        assert doc["attributes"] == {"1173": 1, "1178": "2026-01-15", "1179": "12-34"}
+
+
+def test_positions_taxes_tags_payments(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    positions = tuple(
+        Position(f"Позиция {rate.value}", 1000, Decimal(1), 1000, rate) for rate in VatRate
+    ) + (
+        Position("Доставка", 30000, Decimal("0.5"), 15000, VatRate.VAT22, payment_method=PaymentMethod.ADVANCE,
+                 payment_object=4, unit=11, department=3),
+        # A spread discount: 3 × 13.33 = 39.99, amount 39.00.
+        Position("Скидка", 1333, Decimal(3), 3900, VatRate.VAT10),
+    )
+    total = sum(p.amount for p in positions)
+    payments = (Payment(PaymentType.CASH, 10000), Payment(PaymentType.ELECTRONIC, 5000),
+                Payment(PaymentType.PREPAID, 1000), Payment(PaymentType.CREDIT, 1000),
+                Payment(PaymentType.OTHER, total - 17000))
+    r = Receipt(type=SettlementType.SELL, positions=positions, payments=payments, customer_contact="+79001234567",
+                taxation=TaxationSystem.USN_INCOME, cashier_name="Петров", header=(TextLine("Магазин"),),
+                footer=(TextLine("Спасибо!", align="center"),))
+    res = drv.sell(r)
+    doc = emu.documents()[-1]
+    assert res.total == doc["total"] == total
+    assert [i["tax"] for i in doc["items"][:len(VatRate)]] == [rate.value for rate in VatRate]
+    delivery = doc["items"][len(VatRate)]
+    assert delivery["payment_method"] == 3 and delivery["payment_object"] == 4 and delivery["unit"] == 11
+    assert delivery["quantity"] == "0.5" and delivery["section"] == 3
+    assert doc["items"][-1]["amount"] == 3900
+    assert {p["type"]: p["amount"] for p in doc["payments"]} == {
+        "cash": 10000, "electronic": 5000, "prepaid": 1000, "credit": 1000, "other": total - 17000}
+    assert doc["customer_contact"] == "+79001234567"
+    assert doc["attributes"]["1055"] == TaxationSystem.USN_INCOME and doc["attributes"]["1021"] == "Петров"
+
+
+def test_test_mode_forms_nothing(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    res = drv.sell(receipt(test_mode=True))
+    assert res.test_mode and res.fiscal_document_number == 0
+    assert [d["type"] for d in emu.documents()] == ["open_shift"] and not emu.state.receipt_open
+
+
+def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    assert drv.cash_in(15000).total == 15000
+    assert drv.cash_out(5000).fiscal_document_number == 3
+    assert drv.totals().cash_in_drawer == 10000
+    with pytest.raises(DeviceError) as err:
+        drv.cash_out(10001)
+    assert err.value.code == ErrorCode.NO_CASH and err.value.device_message == "Не хватает наличности в кассе"
+    drv.print_text([TextLine("Привет", bold=True), TextLine("справа", align="right")])
+    drv.print_text([])
+    drv.reprint_last()
+    drv.cancel_receipt()  # nothing open: no-op
+
+
+def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    drv.command("open_receipt", receipt_type=0)
+    assert drv.status().receipt_open
+    drv.cancel_receipt()
+    assert not drv.status().receipt_open and not emu.state.receipt_open
+    last = drv.last_document()
+    assert last.fd_number == 1 and not last.receipt_open
+
+
+def test_shift_closed_and_expired_are_refused(drv: ShtrihDriver, emu: Emulator) -> None:
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt())
+    assert err.value.code == ErrorCode.SHIFT_CLOSED and not emu.state.receipt_open
+    drv.open_shift()
+    emu.advance_clock(25)
+    assert drv.shift_status().state == "expired" and drv.status().mode == model.Mode.SHIFT_EXPIRED
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt())
+    assert err.value.code == ErrorCode.SHIFT_EXPIRED and "24" in err.value.message
+    drv.close_shift()
+    drv.open_shift()
+    assert drv.sell(receipt()).shift_number == 2
+
+
+def test_payments_short_of_the_total_cancel_the_receipt(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt(paid=9999))
+    assert err.value.code == ErrorCode.PAYMENTS_LESS_THAN_TOTAL and err.value.step == "закрытие чека"
+    assert not emu.state.receipt_open and len(emu.documents()) == 1
+
+
+def test_wrong_password(emu: Emulator) -> None:
+    d = ShtrihDriver(emu.url, password=31, timeout=5)
+    d._link.open()
+    with pytest.raises(DeviceError) as err:
+        d.command("short_status")
+    assert err.value.code == ErrorCode.WRONG_PASSWORD and err.value.device_message == "Неверный пароль"
+    d.close()
+
+
+def test_cashier_password_cannot_take_a_z_report(emu: Emulator) -> None:
+    d = ShtrihDriver(emu.url, password=1, admin_password=1, timeout=5)
+    d.connect()
+    with pytest.raises(DeviceError) as err:
+        d.x_report()
+    assert err.value.code == ErrorCode.WRONG_PASSWORD
+    d.close()
+
+
+def test_paper_out_before_the_receipt(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    emu.paper_out(before="operation")
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt())
+    assert err.value.code == ErrorCode.NO_PAPER and "позиция 1" in err.value.step
+    assert not emu.state.receipt_open and len(emu.documents()) == 1
+    assert not drv.status().paper_present
+    emu.paper_in()
+    assert drv.sell(receipt()).printed
+
+
+def test_paper_out_while_printing_then_continue(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    emu.paper_out(before="close_receipt_ext")
+    res = drv.sell(receipt())
+    assert not res.printed and res.fiscal_document_number == 2  # fiscalised, copy owed
+    st = drv.status()
+    assert st.submode == model.Submode.PAPER_OUT_ACTIVE and not st.paper_present
+    with pytest.raises(DeviceError):
+        drv.reprint_last()  # still no paper
+    emu.paper_in()
+    assert drv.status().submode == model.Submode.AFTER_PAPER_OUT
+    drv.reprint_last()  # 0xB0 continues the interrupted document
+    assert drv.status().submode == 0 and not emu.state.print_pending
+
+
+def test_submode_3_is_continued_by_the_wait(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    emu.paper_out(before="close_receipt_ext")
+    drv.sell(receipt())
+    emu.paper_in()
+    # The next printing command meets 0x58 "waiting for 0xB0": the driver sends 0xB0 and goes on.
+    drv.print_text([TextLine("после замены бумаги")])
+    assert not emu.state.print_pending
+
+
+def test_classic_fallback_when_ff46_is_not_supported(drv: ShtrihDriver, emu: Emulator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(emu_device.HANDLERS, "operation")
+    drv.open_shift()
+    res = drv.sell(receipt(vat=VatRate.VAT10, pay=PaymentType.ELECTRONIC))
+    doc = emu.documents()[-1]
+    assert res.fiscal_document_number == doc["fd_number"] and doc["items"][0]["tax"] == "vat10"
+    assert doc["payments"] == [{"type": "electronic", "amount": 10000}]
+    with pytest.raises(DeviceError):
+        drv.sell(receipt(vat=VatRate.VAT22))  # no classic tax group for 22 %
+    assert not emu.state.receipt_open
+
+
+def test_busy_answer_is_retried(drv: ShtrihDriver, emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = emu_device.HANDLERS["short_status"]
+
+    def busy_once(dev, p):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise emu_device.Fault(ErrorCode.PRINTING_PREVIOUS)
+        return real(dev, p)
+
+    monkeypatch.setitem(emu_device.HANDLERS, "short_status", busy_once)
+    assert drv.command("short_status")["mode"] == 4 and len(calls) == 2
+
+
+def test_lost_answer_is_read_back_with_enq(drv: ShtrihDriver, emu: Emulator) -> None:
+    drv.open_shift()
+    before = drv.last_document().fd_number
+    emu.drop_after_tasks(2)  # FF01, then 0x8D: its answer is lost, the receipt is open
+    with pytest.raises(LinkError):
+        drv.sell(receipt())
+    drv.close()
+    drv.connect()  # ENQ → ACK: the device sends the 0x8D answer it kept
+    assert [k[:2] for k in drv._link.kept] == [bytes.fromhex("8D 00")]
+    assert drv.last_document().receipt_open
+    drv.cancel_receipt()
+    # Now lose the FF45 answer: the device keeps it, the next connection reads it with ENQ.
+    emu.drop_after_tasks(4)  # FF01, 8D, FF46, FF45
+    with pytest.raises(LinkError):
+        drv.sell(receipt())
+    drv.close()
+    drv.connect()
+    assert drv._link.kept[-1][:3] == bytes.fromhex("FF 45 00")
+    last = drv.last_document()
+    assert last.fd_number == before + 1 and last.result and last.result.total == 10000
+    assert not drv._link.kept  # compared with the FN's document and consumed
+    assert [d["type"] for d in emu.documents()].count("receipt") == 1
+
+
+def test_corrupt_answer_and_filler(drv: ShtrihDriver, emu: Emulator) -> None:
+    emu.corrupt_next_byte()
+    assert drv.status().mode == 4  # NAK + ENQ: the device sends it again
+    assert drv.stats.bad_packets == 1
+    emu.send_filler()
+    drv.open_shift()
+    assert drv.sell(receipt()).fiscal_document_number == 2
+
+
+def test_half_frame_is_a_lost_link(drv: ShtrihDriver, emu: Emulator) -> None:
+    emu.drop_mid_frame()
+    with pytest.raises(LinkError):
+        drv.status()
+    assert not drv.connected
+
+
+def test_power_off_and_second_client(emu: Emulator, drv: ShtrihDriver) -> None:
+    other = ShtrihDriver(emu.url, timeout=2)
+    with pytest.raises(DeviceBusy):
+        other.connect()
+    emu.power_off()
+    with pytest.raises(LinkError):
+        drv.status()
+    drv.close()
+    with pytest.raises(LinkError):
+        drv.connect()
+    emu.power_on()
+    drv.connect()
+    assert drv.status().mode == 4
+
+
+def test_no_device() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LinkError):
+        ShtrihDriver(f"socket://127.0.0.1:{port}", timeout=1).connect()
+
+
+def test_service_operations_are_refused_in_russian(drv: ShtrihDriver) -> None:
+    for op in (drv.reset_summary, drv.tech_reset):
+        with pytest.raises(DeviceError) as err:
+            op()
+        assert err.value.code == ErrorCode.NOT_SUPPORTED and "не поддерживается" in err.value.message
