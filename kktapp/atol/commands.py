@@ -409,7 +409,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x3F, "status", "запрос состояния", reply_head=b"\x44", reply=(
         _opt("cashier", BCD(1)), _opt("hall", U8()), _f("datetime", BcdDateTime("YMDhms"), None),
         _opt("flags", U8()), _opt("serial", BCD(4)), _opt("model", U8()),
-        _opt("fw_major", U8()), _opt("fw_minor", U8()), _opt("mode", U8()),
+        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("mode", U8()),
         _opt("receipt_number", BCD(2)), _opt("shift_number", BCD(2)), _opt("receipt_state", U8()),
         _opt("receipt_sum", BCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
     )),
@@ -417,10 +417,10 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x45, "short_status", "короткий запрос состояния", reply_head=b"\x55", reply=(
         _opt("mode", U8()), _opt("flags", U8()),
     )),
-    # [C A,Z] first byte the error code; [S Z] version major minor build(3 BCD).
+    # [C A,Z] first byte the error code; [S Z] version major minor (BCD) build(3 BCD).
     Command(0xA5, "device_type", "запрос типа устройства", reply_head=b"\x00", reply=(
         _opt("protocol", U8()), _opt("type", U8()), _opt("model", U8()), _opt("device_mode", LE(2)),
-        _opt("fw_major", U8()), _opt("fw_minor", U8()), _opt("fw_build", BCD(3)),
+        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("fw_build", BCD(3)),
         _opt("name", Text()),
     )),
     # [S K] "9D 91": internal firmware number in the reply's last two bytes, BCD (model.py).
@@ -572,6 +572,11 @@ def lookup(data: bytes) -> Command | None:
     if len(data) >= 2 and (data[0], data[1]) in BY_CODE:
         return BY_CODE[(data[0], data[1])]
     return BY_CODE.get((data[0], None))
+
+
+def firmware_build(value: bytes) -> int:
+    """The internal firmware number from a ``9D 91`` reply's data: its last two bytes, BCD ([S K])."""
+    return codec.decode_bcd(value[-2:]) if len(value) >= 2 else 0
 
 
 def describe(task: bytes) -> str:
