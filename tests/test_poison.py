@@ -93,13 +93,22 @@ def test_limits_come_from_the_command_layouts() -> None:
     limits = AtolDriver.limits
     assert limits is commands.LIMITS
     assert limits.max_quantity == Decimal(10 ** (2 * commands.codec.QUANTITY_BYTES) - 1) / 1000
-    assert limits.max_price == 10 ** (2 * commands.PRICE_BYTES) - 1
-    assert limits.max_payment == 10 ** (2 * commands.PAYMENT_BYTES) - 1
-    # The largest allowed value encodes; one more does not.
-    position = commands.get("register_position")
-    position.encode(name="x", price=limits.max_price, quantity=limits.max_quantity, tax=1)
+    # Validation runs before the device's FFD path is known: the narrower of EB and E6 counts.
+    money = min(commands.POSITION_MONEY_BYTES, commands.E6_MONEY_BYTES)
+    assert limits.max_price == limits.max_position_sum == 10 ** (2 * money) - 1
+    assert limits.max_payment == limits.max_cash == 10 ** (2 * commands.PAYMENT_SUM_BYTES) - 1
+    assert limits.max_department == commands.SECTION_MAX
+    # The largest allowed value encodes on both position paths; one more does not.
+    e6, eb = commands.get("register_position"), commands.get("end_position")
+    e6.encode(name="x", price=limits.max_price, quantity=limits.max_quantity, tax=1)
+    eb.encode(name="x" * limits.name_bytes, price=limits.max_price, quantity=limits.max_quantity,
+              sum=limits.max_position_sum, tax=1, section=limits.max_department)
     with pytest.raises(commands.codec.CodecError):
-        position.encode(name="x", price=1, quantity=limits.max_quantity + Decimal("0.001"), tax=1)
+        e6.encode(name="x", price=1, quantity=limits.max_quantity + Decimal("0.001"), tax=1)
+    with pytest.raises(commands.codec.CodecError):
+        eb.encode(name="x", price=1, quantity=limits.max_quantity + Decimal("0.001"), sum=1, tax=1)
+    with pytest.raises(commands.codec.CodecError):
+        commands.get("payment").encode(payment_type=1, amount=limits.max_payment + 1)
     # Names are counted in device bytes: "…" is three of them.
     assert len(limits.encode("…")) == 3
 

@@ -376,7 +376,7 @@ class AtolDriver:
         if error.code != ErrorCode.FN_SEE_REGISTER_55:
             return error
         try:
-            reg = self._batch([step("extended_error")])[0]
+            reg = self._run([step("extended_error")])[0]
         except (BatchFailed, FrameError):
             return error
         if reg["command"] and reg["command"] != error.command:
