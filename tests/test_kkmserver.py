@@ -13,6 +13,11 @@ Sources of the shapes (kkmserver-api.md; facts only):
   User/user), ``protocol/RegisterCheckRequest.scala`` (NumDevice, InnKkm, KktNumber, CashierVATIN,
   TaxVariant as a string, AdditionalProps, KPP, payments at the top level), ``protocol/package.scala``
   (VAT_18 = 18, VAT_118 = 118; statuses), ``GetRezultResponse.scala`` (``Rezult`` object).
+* MU — Muraveiko/kkmserver ``src/kkmserver.js`` (2017): XMLHttpRequest to ``Execute/sync`` with
+  no Content-Type (a browser sends text/plain), every CheckStrings element holding one key,
+  ``CashLessType1..3``, ``CheckProps``, ``EAN13``, ``VerFFD``; List filters default to
+  2100-01-01; ``funSuccess`` takes any non-empty Error for a failure; text marks ``>#N#<``, ``<#N#>``.
+* KJ — kkmserver-js ``src/types/command-bodies.ts`` (GetDataCheck ``NumberCopies`` typed as a string).
 * ST — salesduck/kkmserver-types ``src/command/request.ts`` (Timeout 1 = asynchronous, 0 = 60 s),
   ``src/commands/*.ts`` (response fields), ``checkStrings/*.ts``.
 """
@@ -418,7 +423,6 @@ def test_acquiring_fields_accepted_and_ignored(km, emulator):
 @pytest.mark.parametrize("field, value", [
     ("GoodCodeData", {"BarCode": "0104300943734342212413195240818240640291ffd092MDEwNDMwMDk0MzczNDM",
                       "ContainsSerialNumber": True, "AcceptOnBad": False}),
-    ("EAN13", "4601234567893"),
     ("SignCalculationObject", 33),
     ("PackageQuantity", 22),
 ])
@@ -642,3 +646,60 @@ def test_openapi_documents_execute(km):
         assert "RegisterCheck" in op["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1][
             "properties"]["Command"]["enum"]
         assert list(op["responses"]) == ["200"]
+
+
+def mu_check(id_command: str) -> dict:
+    """MU's KkmCommandCheck after check.t(...).r(...).b(...).setCheckProps(...).fiscalCard()."""
+    return {
+        "Command": "RegisterCheck", "NumDevice": 0, "IdCommand": id_command, "KeySubLicensing": "", "InnKkm": "",
+        "KktNumber": "", "Timeout": 60, "VerFFD": "1.0", "IsFiscalCheck": True, "TypeCheck": 0,
+        "CancelOpenedCheck": True, "NotPrint": False, "NumberCopies": 0, "CashierName": "", "ClientAddress": "",
+        "TaxVariant": 0, "AdditionalProps": [], "ClientId": "", "KPP": "",
+        "CheckProps": [{"Print": True, "PrintInHeader": False, "Teg": 1117, "Prop": "shop@example.ru"}],
+        "CheckStrings": [
+            {"PrintText": {"Text": ">#0#<ЧЕК"}},
+            {"PrintText": {"Text": "Заказ<#0#>№ 42"}},
+            {"Register": {"Name": "Товар", "Quantity": 1, "Price": 99, "Amount": 99, "Department": 1, "Tax": 10,
+                          "EAN13": "1254789547853"}},
+            {"BarCode": {"BarcodeType": "EAN13", "Barcode": "1254789547853"}},
+        ],
+        "Cash": 0, "CashLessType1": 99, "CashLessType2": 0, "CashLessType3": 0,
+    }
+
+
+def test_muraveiko_check_text_plain_to_execute_sync(km, app, emulator):
+    res = km.cashier.post("/Execute/sync", exact_dumps(mu_check(ident(40))).encode(),
+                          headers={"Content-Type": "text/plain;charset=UTF-8"}, status=200)
+    answer = res.json
+    assert answer["Status"] == 0 and answer["Error"] == "", answer  # MU: any Error text means failure
+    assert "EAN13" in answer["Warning"] and "CheckProps" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert doc["payments"] == [{"type": "electronic", "amount": 9900}] and doc["items"][0]["tax"] == "vat10"
+    receipt = app.extensions["kkt"].journal.find_by_key(RECEIPT, "kkms:" + ident(40)).payload["receipt"]
+    assert [line["text"] for line in receipt["header"]] == [
+        "ЧЕК".center(48).rstrip(), "Заказ" + " " * (48 - len("Заказ№ 42")) + "№ 42"]
+    assert [line["text"] for line in receipt["footer"]] == ["1254789547853", "shop@example.ru"]
+
+
+def test_muraveiko_list_with_its_default_filters(km):
+    body = {"Command": "List", "NumDevice": 0, "IdCommand": "", "KeySubLicensing": "", "InnKkm": "",
+            "KktNumber": "", "Timeout": 60, "Active": None, "OnOff": None, "OFD_Error": None,
+            "OFD_DateErrorDoc": "2100-01-01T00:00:00", "FN_DateEnd": "2100-01-01T00:00:00",
+            "FN_MemOverflowl": None, "FN_IsFiscal": None}
+    answer = post(km.cashier, body)
+    assert [u["NumDevice"] for u in answer["ListUnit"]] == [1, 2]
+    assert post(km.cashier, {**body, "FN_DateEnd": "2000-01-01T00:00:00"})["ListUnit"] == []
+
+
+def test_agent_check_props_refused(km, emulator):
+    body = mu_check(ident(41))
+    body["CheckProps"] = [{"Print": True, "PrintInHeader": True, "Teg": 1073, "Prop": "+79990000000"}]
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 2 and "1073" in answer["Error"]
+    assert emulator.documents() == []
+
+
+def test_get_data_check_copies_as_a_string(km, printed):
+    post(km.cashier, dj_check(ident(42)))
+    answer = post(km.cashier, {"Command": "GetDataCheck", "NumDevice": 1, "FiscalNumber": 0, "NumberCopies": "1"})
+    assert answer["Status"] == 0 and printed[-1][0].text == "КОПИЯ"

@@ -378,9 +378,10 @@ def _matches(unit: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
         return False
     for name in ("OFD_DateErrorDoc", "FN_DateEnd"):
         limit = body.get(name)
-        if isinstance(limit, str) and limit.strip():
-            if unit[name] == NO_DATE or not unit[name] < _date(limit, "9999-12-31T23:59:59"):
-                return False
+        # "No date" (0001-01-01) is earlier than any limit, as KKM Server writes it: Muraveiko's client
+        # sends 2100-01-01 by default and means "all".
+        if isinstance(limit, str) and limit.strip() and not unit[name] < _date(limit, "9999-12-31T23:59:59"):
+            return False
     return True
 
 
@@ -442,7 +443,7 @@ def _cash(op: str) -> Callable[[Call], dict]:
 
 def register_check(call: Call) -> dict:
     """RegisterCheck: a fiscal receipt (every TypeCheck) or, with IsFiscalCheck false, a print."""
-    parsed = parse_register_check(call.body, current_app.config, dt.date.today())
+    parsed = parse_register_check(call.body, current_app.config, dt.date.today(), line_length(call.device))
     call.warnings.extend(parsed.warnings)
     if parsed.receipt is None:
         return _print_lines(call, parsed)
@@ -478,7 +479,7 @@ def _print_lines(call: Call, parsed: ParsedCheck) -> dict:
 
 def print_document(call: Call) -> dict:
     """PrintDocument: a non-fiscal document of PrintText and BarCode strings."""
-    parsed = parse_print_document(call.body, current_app.config, dt.date.today())
+    parsed = parse_print_document(call.body, current_app.config, dt.date.today(), line_length(call.device))
     call.warnings.extend(parsed.warnings)
     return _print_lines(call, parsed)
 
@@ -495,11 +496,8 @@ def get_line_length(call: Call) -> dict:
 
 def get_data_check(call: Call) -> dict:
     """GetDataCheck: a receipt from the journal by FD number (0 = the last one), optionally reprinted."""
-    number = call.body.get("FiscalNumber") or 0
-    copies = call.body.get("NumberCopies") or 0
-    for name, value, top in (("FiscalNumber", number, 10**10), ("NumberCopies", copies, 10)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-            raise ValidationFailed(name, f"ожидается целое число от 0 до {top}", value)
+    number = _count(call.body, "FiscalNumber", 10**10)
+    copies = _count(call.body, "NumberCopies", 10)
     job = service().journal.find_receipt(call.device, number or None)
     if job is None:
         what = f"с ФД № {number}" if number else "ни одного"
@@ -515,6 +513,16 @@ def get_data_check(call: Call) -> dict:
         lines = [domain.TextLine("КОПИЯ", bold=True, align="center")] + [domain.TextLine(t) for t in slip]
         _copies(call, copies, "print_text", {"lines": line_params(lines)})
     return answer
+
+
+def _count(body: Mapping[str, Any], name: str, top: int) -> int:
+    """A whole number 0..top, also written as a string (kkmserver-js types NumberCopies as string)."""
+    value = body.get(name) or 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValidationFailed(name, f"ожидается целое число от 0 до {top}", str(value))
+    return value
 
 
 def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
