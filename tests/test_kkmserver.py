@@ -25,6 +25,7 @@ Sources of the shapes (kkmserver-api.md; facts only):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -53,6 +54,18 @@ def km_config(api_config: dict[str, Any], emulator, emulator2) -> dict[str, Any]
     api_config["KKMSERVER_CORS_ORIGINS"] = ["https://shop.example.ru"]
     api_config["KKMSERVER_RECEIPT_URL"] = "https://check.ofd.ru/rec/{inn}/{reg_number}/{fn}/{fd}/{fp}"
     return api_config
+
+
+@pytest.fixture(autouse=True)
+def no_registration_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers whose driver does not read the registration: the INN comes from conf DEVICES.
+
+    The emulator answers A4 43 with one INN for every register; tests that need the
+    registration path say what it returns (test_inn_from_registration_data…).
+    """
+    from kktapp.atol.driver import AtolDriver
+
+    monkeypatch.setattr(AtolDriver, "registration", lambda self: {}, raising=False)
 
 
 @pytest.fixture
@@ -606,20 +619,26 @@ def test_inn_from_registration_data_when_the_driver_reads_it(km, monkeypatch, em
     """A driver with ``registration()`` (ATOL A4 43) gives the INN; conf ``inn`` is only the fallback."""
     from kktapp.atol.driver import AtolDriver
 
-    def registration(self) -> dict:
+    @dataclasses.dataclass
+    class Registration:  # the ATOL driver's A4 43 answer: inn, rnm, tax_systems (1055 bits), modes
+        inn: str
+        rnm: str
+        tax_systems: int
+        modes: int
+        registered_at: dt.datetime | None = None
+
+    def registration(self) -> Any:
         if self.url != emulator2.url:
             return {}
-        return {"inn": "7812345678", "organization_name": "ООО «Ромашка»", "taxation": ["osn", "usnIncome"],
-                "ofd_name": "ООО «ОФД»", "ofd_inn": "7704358518", "ofd_host": "k-server.1-ofd.ru", "ofd_port": 7777}
+        return Registration("7812345678", "0000000001002003", 0x01 | 0x02, 0x20 | 0x01, dt.datetime(2026, 1, 5))
 
     monkeypatch.setattr(AtolDriver, "registration", registration, raising=False)
     answer = post(km.cashier, {"Command": "GetDataKKT", "InnKkm": "7812345678"})
     assert answer["Status"] == 0 and answer["NumDevice"] == 2
     info = answer["Info"]
-    assert (info["InnOrganization"], info["NameOrganization"], info["TaxVariant"]) == (
-        "7812345678", "ООО «Ромашка»", "0,1")
-    assert (info["NameOFD"], info["InnOfd"], info["UrlServerOfd"], info["PortServerOfd"]) == (
-        "ООО «ОФД»", "7704358518", "k-server.1-ofd.ru", "7777")
+    assert (info["InnOrganization"], info["RegNumber"], info["TaxVariant"]) == (
+        "7812345678", "0000000001002003", "0,1")
+    assert info["InternetMode"] is True and info["EncryptionMode"] is True and info["OfflineMode"] is False
     assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_1})["NumDevice"] == 1  # conf fallback
     assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_2})["Status"] == 3  # registration wins
 

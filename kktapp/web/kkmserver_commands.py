@@ -201,6 +201,19 @@ def organisation_inn(number: int, reg: Mapping[str, Any] | None = None) -> str:
     return str(_pick(reg, "inn", "organization_inn", "user_inn") or device_entry(number).get("inn") or "").strip()
 
 
+#: Bits of the registration's "режимы работы" byte (A4 43 byte 40) [U: FFD order, to be checked
+#: on a device]: encryption, offline, automatic, services, BSO, internet.
+MODE_BITS = {"encryption": 0x01, "offline": 0x02, "automatic": 0x04, "service": 0x08, "bso": 0x10, "internet": 0x20}
+
+
+def registration_modes(value: Any) -> dict[str, bool]:
+    """The registration's modes as names → flags, from a bit mask or a mapping."""
+    if isinstance(value, Mapping):
+        return {name: bool(value.get(name)) for name in MODE_BITS}
+    bits = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return {name: bool(bits & bit) for name, bit in MODE_BITS.items()}
+
+
 def tax_variants(reg: Mapping[str, Any]) -> str:
     """TaxVariant as KKM Server writes it ("0,1"): from the registration's taxation bits or names."""
     value = _pick(reg, "taxation", "tax_systems", "taxation_systems")
@@ -223,7 +236,7 @@ def kkt_info(number: int, status: Mapping[str, Any], reg: Mapping[str, Any], lin
     """GetDataKKT's ``Info`` from a status read (or snapshot) and the registration data [ST, AF]."""
     st = normalize_status(number, unit_name(number), dict(status))
     fn = st["fn"]
-    modes = reg.get("modes") if isinstance(reg.get("modes"), Mapping) else {}
+    modes = registration_modes(reg.get("modes"))
     unsent = fn["unsent_count"]
     return {
         "InnOrganization": organisation_inn(number, reg),
@@ -248,7 +261,7 @@ def kkt_info(number: int, status: Mapping[str, Any], reg: Mapping[str, Any], lin
         "OFD_DateErrorDoc": _date(fn["first_unsent_at"]),
         "KktNumber": st["serial"],
         "FnNumber": fn["number"],
-        "RegNumber": str(_pick(reg, "registration_number", "reg_number") or st["registration_number"] or ""),
+        "RegNumber": str(_pick(reg, "rnm", "registration_number", "reg_number") or st["registration_number"] or ""),
         "FN_IsFiscal": st["fiscal"],
         "FN_MemOverflowl": bool(fn["warnings"] & FN_MEMORY_FULL),
         "FN_DateEnd": _date(fn["valid_until"]),
@@ -300,7 +313,7 @@ def receipt_url(number: int, result: FiscalResult, settlement: SettlementType | 
     snap = service().snapshot(number)
     values = {
         "inn": organisation_inn(number, reg),
-        "reg_number": str(_pick(reg, "registration_number", "reg_number")
+        "reg_number": str(_pick(reg, "rnm", "registration_number", "reg_number")
                           or (snap.get("info") or {}).get("registration_number") or ""),
         "fn": result.fn_number, "fd": result.fiscal_document_number, "fp": result.fiscal_sign,
         "t": result.datetime.strftime("%Y%m%dT%H%M"), "s": domain.format_rub(result.total),
