@@ -710,6 +710,18 @@ def test_muraveiko_list_with_its_default_filters(km):
     assert post(km.cashier, {**body, "FN_DateEnd": "2000-01-01T00:00:00"})["ListUnit"] == []
 
 
+def test_egais_data_refused(km, emulator):
+    body = mu_check(ident(43))
+    body["CheckStrings"][2]["Register"]["EGAIS"] = {
+        "Barcode": "22N0000154NUCPRZ3R8381461004001003499NKAQ0ZBUVDNV62JQAR69PEV878RO93V", "Ean": "3423290167937",
+        "Volume": Decimal("0.75")}
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 2 and "ЕГАИС" in answer["Error"] and "EGAIS" in answer["Error"]
+    empty = mu_check(ident(44))
+    empty["CheckStrings"][2]["Register"]["EGAIS"] = {"Barcode": "", "Ean": "", "Volume": 0}  # MU's blank default
+    assert post(km.cashier, empty)["Status"] == 0
+
+
 def test_agent_check_props_refused(km, emulator):
     body = mu_check(ident(41))
     body["CheckProps"] = [{"Print": True, "PrintInHeader": True, "Teg": 1073, "Prop": "+79990000000"}]

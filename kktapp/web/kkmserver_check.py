@@ -105,6 +105,7 @@ IGNORED_FIELDS = (
 NOT_TRANSMITTED = ("ClientInfo", "ClientINN", "SenderEmail", "AddressSettle", "PlaceMarket", "UserAttribute",
                    "AdditionalAttribute", "CheckProps")
 MARKING_TEXT = "коды маркировки пока не поддерживаются сервисом kkt; пробейте этот товар без кода или на другой кассе"
+EGAIS_TEXT = "продажа алкоголя с передачей в ЕГАИС сервисом kkt не поддерживается"
 UNSUPPORTED_TEXT = "не поддерживается сервисом kkt (реквизит не может быть передан в ККТ)"
 BARCODE_WARNING = "штрих-коды печатаются текстом: печать штрих-кода сервисом kkt пока не поддерживается"
 IMAGE_WARNING = "картинки (PrintImage) не печатаются сервисом kkt и пропущены"
@@ -181,6 +182,8 @@ class RegisterSchema(Schema):
     CountryOfOrigin = fields.Raw(load_default=None, allow_none=True)
     CustomsDeclaration = fields.Raw(load_default=None, allow_none=True)
     ExciseAmount = fields.Raw(load_default=None, allow_none=True)
+    #: Muraveiko's alcohol data for EGAIS (Barcode, Ean, Volume): kkt does not talk to EGAIS.
+    EGAIS = fields.Raw(load_default=None, allow_none=True)
 
     @validates_schema
     def _refused(self, data: dict, **kwargs: Any) -> None:
@@ -194,6 +197,8 @@ class RegisterSchema(Schema):
         for name in ("AgentData", "PurveyorData", "CountryOfOrigin", "CustomsDeclaration", "ExciseAmount"):
             if not _empty(data.get(name)):
                 raise ValidationError(UNSUPPORTED_TEXT, name)
+        if not _empty(data.get("EGAIS")):
+            raise ValidationError(EGAIS_TEXT, "EGAIS")
 
 
 class PrintTextSchema(Schema):
