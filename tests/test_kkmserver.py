@@ -193,7 +193,8 @@ def test_execute_sync_path_and_get(km):
 
 
 def test_list_two_registers(km):
-    post(km.cashier, {"Command": "GetDataKKT", "NumDevice": 2})  # a status read fills the snapshot
+    for device in (1, 2):  # List never touches a register: a status read fills each snapshot
+        post(km.cashier, {"Command": "GetDataKKT", "NumDevice": device})
     answer = post(km.cashier, {"Command": "List", "IdCommand": ident(4)})
     assert answer["Status"] == 0
     units = {u["NumDevice"]: u for u in answer["ListUnit"]}
@@ -707,6 +708,8 @@ def test_muraveiko_list_with_its_default_filters(km):
             "FN_MemOverflowl": None, "FN_IsFiscal": None}
     answer = post(km.cashier, body)
     assert [u["NumDevice"] for u in answer["ListUnit"]] == [1, 2]
+    for device in (1, 2):  # List reads snapshots: a status read fills each one's FN expiry date
+        post(km.cashier, {"Command": "GetDataKKT", "NumDevice": device})
     assert post(km.cashier, {**body, "FN_DateEnd": "2000-01-01T00:00:00"})["ListUnit"] == []
 
 
