@@ -126,7 +126,7 @@ def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") ->
     """The command's device operation: the job already under its key, else a new one."""
     svc = service()
     key = call.key + suffix
-    existing = svc.journal.find_by_key(op, key)
+    existing = svc.find_job(op, key)
     if existing is not None:
         return svc.wait_for(existing, call.wait)
     return svc.submit(op, params, device=call.device, key=key, wait=call.wait)
@@ -135,7 +135,7 @@ def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") ->
 def run_receipt(call: Call, receipt: domain.Receipt) -> Job:
     """The command's receipt job: the one already under its key, else a new one."""
     svc = service()
-    existing = svc.journal.find_by_key(RECEIPT, call.key)
+    existing = svc.find_job(RECEIPT, call.key)
     if existing is not None:
         return svc.wait_for(existing, call.wait)
     return svc.submit_receipt(receipt, device=call.device, key=call.key, fingerprint=receipt_fingerprint(receipt),
@@ -175,7 +175,7 @@ def registration(number: int, wait: float = ROUTING_WAIT) -> dict:
     svc = service()
     key = f"{KEY_PREFIX}registration:{number}:{int(time.time() // REGISTRATION_TTL)}"
     try:
-        job = svc.journal.find_by_key("registration", key)
+        job = svc.find_job("registration", key)
         if job is None or job.state == FAILED:
             job = svc.submit("registration", device=number, key=key, wait=wait)
         elif job.state != DONE and wait:
@@ -511,7 +511,7 @@ def get_data_check(call: Call) -> dict:
     """GetDataCheck: a receipt from the journal by FD number (0 = the last one), optionally reprinted."""
     number = _count(call.body, "FiscalNumber", 10**10)
     copies = _count(call.body, "NumberCopies", 10)
-    job = service().journal.find_receipt(call.device, number or None)
+    job = service().find_receipt(call.device, number or None)
     if job is None:
         what = f"с ФД № {number}" if number else "ни одного"
         raise errors.NotFound(f"чека {what} нет в журнале сервиса kkt для ККТ № {call.device}")
