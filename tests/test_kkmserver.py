@@ -737,3 +737,19 @@ def test_get_data_check_copies_as_a_string(km, printed):
     post(km.cashier, dj_check(ident(42)))
     answer = post(km.cashier, {"Command": "GetDataCheck", "NumDevice": 1, "FiscalNumber": 0, "NumberCopies": "1"})
     assert answer["Status"] == 0 and printed[-1][0].text == "КОПИЯ"
+
+
+def test_num_device_zero_by_tax_variant(km, monkeypatch, emulator, emulator2):
+    """ST request.ts: TaxVariant also picks the register ("" — any): 1 (УСН доход) is only on register 2."""
+    from kktapp.atol.driver import AtolDriver
+
+    def registration(self) -> dict:
+        return {"inn": INN_2, "tax_systems": 0x02} if self.url == emulator2.url else {"inn": INN_1, "tax_systems": 0x01}
+
+    monkeypatch.setattr(AtolDriver, "registration", registration, raising=False)
+    answer = post(km.cashier, af_check(ident(50), TaxVariant="1"))
+    assert answer["Status"] == 0 and answer["NumDevice"] == 2, answer
+    assert len(receipts_of(emulator2)) == 1 and receipts_of(emulator) == []
+    assert post(km.cashier, af_check(ident(51), TaxVariant=""))["NumDevice"] == 1
+    missing = post(km.cashier, af_check(ident(52), TaxVariant=5))
+    assert missing["Status"] == 3 and "TaxVariant" in missing["Error"]

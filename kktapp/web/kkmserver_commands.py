@@ -214,15 +214,21 @@ def registration_modes(value: Any) -> dict[str, bool]:
     return {name: bool(bits & bit) for name, bit in MODE_BITS.items()}
 
 
-def tax_variants(reg: Mapping[str, Any]) -> str:
-    """TaxVariant as KKM Server writes it ("0,1"): from the registration's taxation bits or names."""
+def tax_bits(reg: Mapping[str, Any]) -> int:
+    """The registered tax systems as tag 1055 bits (0: not known), from bits or names."""
     value = _pick(reg, "taxation", "tax_systems", "taxation_systems")
     bits = 0
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         bits = value
     elif isinstance(value, list | tuple):
         for item in value:
             bits |= int(item) if str(item).isdigit() else int(domain.TAXATION_NAMES.get(str(item), 0))
+    return bits
+
+
+def tax_variants(reg: Mapping[str, Any]) -> str:
+    """TaxVariant as KKM Server writes it ("0,1"): the registered systems in its numbering."""
+    bits = tax_bits(reg)
     return ",".join(str(k) for k, system in sorted(TAX_VARIANT.items()) if bits & int(system))
 
 
@@ -633,10 +639,11 @@ def _serial(number: int) -> str:
 def route(body: Mapping[str, Any]) -> int:
     """The register for a command: NumDevice; else KktNumber / InnKkm; else the first up and least busy.
 
-    NumDevice 0 (or absent) means "any": among the registers that match KktNumber (factory number)
-    and InnKkm (organisation INN), the one with the fewest jobs waiting, the first of equals,
-    passing over registers known to be down [ST request.ts: "Если 0 то первое не блокированное
-    на сервере"]. A command for a register that is down still queues there when it is the only match.
+    NumDevice 0 (or absent) means "any": among the registers that match KktNumber (factory
+    number), InnKkm (organisation INN) and TaxVariant (a registered tax system), the one with the
+    fewest jobs waiting, the first of equals, passing over registers known to be down [ST
+    request.ts: "Если 0 то первое не блокированное на сервере"]. A command for a register that is
+    down still queues there when it is the only match.
     """
     svc = service()
     number = body.get("NumDevice")
@@ -662,6 +669,14 @@ def route(body: Mapping[str, Any]) -> int:
         candidates = [n for n in candidates if organisation_inn(n) == inn]
         if not candidates:
             raise errors.NotFound(f"ККТ организации с ИНН {inn} не найдена")
+    variant = str(body.get("TaxVariant") if body.get("TaxVariant") is not None else "").strip()
+    if not number and variant.isdigit() and int(variant) in TAX_VARIANT:
+        # "TaxVariant: СНО для поиска ККТ; "" — любое" [ST request.ts]. A register whose
+        # registration is not known is not excluded: the FN itself refuses a system it lacks.
+        wanted = int(TAX_VARIANT[int(variant)])
+        candidates = [n for n in candidates if not tax_bits(registration(n)) or tax_bits(registration(n)) & wanted]
+        if not candidates:
+            raise errors.NotFound(f"ККТ с системой налогообложения TaxVariant = {variant} не найдена")
     if not candidates:
         raise errors.NotFound("в сервисе kkt не настроено ни одной ККТ")
     if len(candidates) == 1:
