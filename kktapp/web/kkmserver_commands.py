@@ -30,6 +30,7 @@ from kktapp.errors import KKTError, ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, RECEIPT, Job, receipt_from_json
 from kktapp.web.api import normalize_status
 from kktapp.web.kkmserver_check import (
+    PAYMENT_FIELDS,
     TAX_VARIANT,
     ParsedCheck,
     cashier_params,
@@ -472,12 +473,15 @@ def register_check(call: Call) -> dict:
     result = _result(job)
     if result is not None:
         answer["SessionCheckNumber"] = result.receipt_number
-        for name, kind in (("Cash", domain.PaymentType.CASH), ("ElectronicPayment", domain.PaymentType.ELECTRONIC),
-                           ("AdvancePayment", domain.PaymentType.PREPAID), ("Credit", domain.PaymentType.CREDIT),
-                           ("CashProvision", domain.PaymentType.OTHER)):
-            answer[name] = roubles(sum(p.amount for p in receipt.payments if p.type is kind))
+        answer.update(payment_fields(receipt))
         _copies(call, parsed.copies, "reprint_last", None)
     return answer
+
+
+def payment_fields(receipt: domain.Receipt) -> dict:
+    """Cash … CashProvision of a receipt in roubles, by KKM Server's payment names."""
+    return {name: roubles(sum(p.amount for p in receipt.payments if p.type is kind))
+            for name, kind in PAYMENT_FIELDS.items()}
 
 
 def _copies(call: Call, copies: int, op: str, params: dict | None) -> None:
@@ -546,7 +550,6 @@ def _count(body: Mapping[str, Any], name: str, top: int) -> int:
 
 def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
     variant = {int(v): k for k, v in TAX_VARIANT.items()}.get(int(receipt.taxation)) if receipt.taxation else None
-    paid = {kind: sum(p.amount for p in receipt.payments if p.type is kind) for kind in domain.PaymentType}
     return {
         "FiscalNumber": str(result.fiscal_document_number),
         "FiscalDate": _date(result.datetime),
@@ -560,11 +563,7 @@ def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
         "PlaceMarket": "",
         "Register": [{"Name": p.name, "Quantity": p.quantity, "Price": roubles(p.price), "Amount": roubles(p.amount),
                       "Tax": kkm_tax(p.vat)} for p in receipt.positions],
-        "Cash": roubles(paid[domain.PaymentType.CASH]),
-        "ElectronicPayment": roubles(paid[domain.PaymentType.ELECTRONIC]),
-        "AdvancePayment": roubles(paid[domain.PaymentType.PREPAID]),
-        "Credit": roubles(paid[domain.PaymentType.CREDIT]),
-        "CashProvision": roubles(paid[domain.PaymentType.OTHER]),
+        **payment_fields(receipt),
         "AllSumm": roubles(receipt.total),
     }
 
