@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import e2e
-import pytest
-from test_deploy import basic, failure, site_settings
+import test_deploy
+from test_deploy import PASSWORD, USER, basic, failure, site_settings
 
 from kktapp.atol.emulator import Emulator
 
-USER, PASSWORD = "kassa1", "e2e-secret-1"  # test_deploy's site_settings user
-
-
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[Emulator]:
-    emulator = Emulator(state_path=tmp_path / "emulator-state.json", log_path=tmp_path / "emulator-documents.jsonl")
-    emulator.start("127.0.0.1", 0)
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+#: The same emulator with a state file and a document log as the 1C deployment tests.
+emu = test_deploy.emu
 
 
 def check(id_command: str, timeout: int = 60) -> bytes:
