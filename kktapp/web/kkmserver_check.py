@@ -149,12 +149,6 @@ def _empty(value: Any) -> bool:
     return value in (None, "", 0, [], {}) or (isinstance(value, Mapping) and not any(value.values()))
 
 
-class GoodCodeSchema(Schema):
-    """``GoodCodeData``: the marking code (refused while marking is unsupported)."""
-
-    BarCode = fields.Raw(load_default=None)
-
-
 class RegisterSchema(Schema):
     """``CheckStrings[].Register``: one fiscal line."""
 
