@@ -417,6 +417,15 @@ class FiscalService:
         self.start()
         return self._wait(job, wait)
 
+    def find_job(self, kind: str, key: str) -> Job | None:
+        """The live job under a key, else its latest failed attempt (which freed the key), else None."""
+        return self.journal.find_by_key(kind, key)
+
+    def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
+        """A fiscalised receipt of a device by its FD number (None: the latest), from the journal."""
+        self._device(device)
+        return self.journal.find_receipt(device, fd_number)
+
     # ------------------------------------------------------------------ reading
 
     def get_job(self, job_id: str) -> Job | None:

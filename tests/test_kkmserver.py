@@ -13,6 +13,11 @@ Sources of the shapes (kkmserver-api.md; facts only):
   User/user), ``protocol/RegisterCheckRequest.scala`` (NumDevice, InnKkm, KktNumber, CashierVATIN,
   TaxVariant as a string, AdditionalProps, KPP, payments at the top level), ``protocol/package.scala``
   (VAT_18 = 18, VAT_118 = 118; statuses), ``GetRezultResponse.scala`` (``Rezult`` object).
+* MU — Muraveiko/kkmserver ``src/kkmserver.js`` (2017): XMLHttpRequest to ``Execute/sync`` with
+  no Content-Type (a browser sends text/plain), every CheckStrings element holding one key,
+  ``CashLessType1..3``, ``CheckProps``, ``EAN13``, ``VerFFD``; List filters default to
+  2100-01-01; ``funSuccess`` takes any non-empty Error for a failure; text marks ``>#N#<``, ``<#N#>``.
+* KJ — kkmserver-js ``src/types/command-bodies.ts`` (GetDataCheck ``NumberCopies`` typed as a string).
 * ST — salesduck/kkmserver-types ``src/command/request.ts`` (Timeout 1 = asynchronous, 0 = 60 s),
   ``src/commands/*.ts`` (response fields), ``checkStrings/*.ts``.
 """
@@ -20,6 +25,7 @@ Sources of the shapes (kkmserver-api.md; facts only):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -48,6 +54,18 @@ def km_config(api_config: dict[str, Any], emulator, emulator2) -> dict[str, Any]
     api_config["KKMSERVER_CORS_ORIGINS"] = ["https://shop.example.ru"]
     api_config["KKMSERVER_RECEIPT_URL"] = "https://check.ofd.ru/rec/{inn}/{reg_number}/{fn}/{fd}/{fp}"
     return api_config
+
+
+@pytest.fixture(autouse=True)
+def no_registration_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers whose driver does not read the registration: the INN comes from conf DEVICES.
+
+    The emulator answers A4 43 with one INN for every register; tests that need the
+    registration path say what it returns (test_inn_from_registration_data…).
+    """
+    from kktapp.atol.driver import AtolDriver
+
+    monkeypatch.setattr(AtolDriver, "registration", lambda self: {}, raising=False)
 
 
 @pytest.fixture
@@ -175,7 +193,8 @@ def test_execute_sync_path_and_get(km):
 
 
 def test_list_two_registers(km):
-    post(km.cashier, {"Command": "GetDataKKT", "NumDevice": 2})  # a status read fills the snapshot
+    for device in (1, 2):  # List never touches a register: a status read fills each snapshot
+        post(km.cashier, {"Command": "GetDataKKT", "NumDevice": device})
     answer = post(km.cashier, {"Command": "List", "IdCommand": ident(4)})
     assert answer["Status"] == 0
     units = {u["NumDevice"]: u for u in answer["ListUnit"]}
@@ -418,7 +437,6 @@ def test_acquiring_fields_accepted_and_ignored(km, emulator):
 @pytest.mark.parametrize("field, value", [
     ("GoodCodeData", {"BarCode": "0104300943734342212413195240818240640291ffd092MDEwNDMwMDk0MzczNDM",
                       "ContainsSerialNumber": True, "AcceptOnBad": False}),
-    ("EAN13", "4601234567893"),
     ("SignCalculationObject", 33),
     ("PackageQuantity", 22),
 ])
@@ -602,20 +620,26 @@ def test_inn_from_registration_data_when_the_driver_reads_it(km, monkeypatch, em
     """A driver with ``registration()`` (ATOL A4 43) gives the INN; conf ``inn`` is only the fallback."""
     from kktapp.atol.driver import AtolDriver
 
-    def registration(self) -> dict:
+    @dataclasses.dataclass
+    class Registration:  # the ATOL driver's A4 43 answer: inn, rnm, tax_systems (1055 bits), modes
+        inn: str
+        rnm: str
+        tax_systems: int
+        modes: int
+        registered_at: dt.datetime | None = None
+
+    def registration(self) -> Any:
         if self.url != emulator2.url:
             return {}
-        return {"inn": "7812345678", "organization_name": "ООО «Ромашка»", "taxation": ["osn", "usnIncome"],
-                "ofd_name": "ООО «ОФД»", "ofd_inn": "7704358518", "ofd_host": "k-server.1-ofd.ru", "ofd_port": 7777}
+        return Registration("7812345678", "0000000001002003", 0x01 | 0x02, 0x20 | 0x01, dt.datetime(2026, 1, 5))
 
     monkeypatch.setattr(AtolDriver, "registration", registration, raising=False)
     answer = post(km.cashier, {"Command": "GetDataKKT", "InnKkm": "7812345678"})
     assert answer["Status"] == 0 and answer["NumDevice"] == 2
     info = answer["Info"]
-    assert (info["InnOrganization"], info["NameOrganization"], info["TaxVariant"]) == (
-        "7812345678", "ООО «Ромашка»", "0,1")
-    assert (info["NameOFD"], info["InnOfd"], info["UrlServerOfd"], info["PortServerOfd"]) == (
-        "ООО «ОФД»", "7704358518", "k-server.1-ofd.ru", "7777")
+    assert (info["InnOrganization"], info["RegNumber"], info["TaxVariant"]) == (
+        "7812345678", "0000000001002003", "0,1")
+    assert info["InternetMode"] is True and info["EncryptionMode"] is True and info["OfflineMode"] is False
     assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_1})["NumDevice"] == 1  # conf fallback
     assert post(km.cashier, {"Command": "GetLineLength", "InnKkm": INN_2})["Status"] == 3  # registration wins
 
@@ -642,3 +666,90 @@ def test_openapi_documents_execute(km):
         assert "RegisterCheck" in op["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1][
             "properties"]["Command"]["enum"]
         assert list(op["responses"]) == ["200"]
+
+
+def mu_check(id_command: str) -> dict:
+    """MU's KkmCommandCheck after check.t(...).r(...).b(...).setCheckProps(...).fiscalCard()."""
+    return {
+        "Command": "RegisterCheck", "NumDevice": 0, "IdCommand": id_command, "KeySubLicensing": "", "InnKkm": "",
+        "KktNumber": "", "Timeout": 60, "VerFFD": "1.0", "IsFiscalCheck": True, "TypeCheck": 0,
+        "CancelOpenedCheck": True, "NotPrint": False, "NumberCopies": 0, "CashierName": "", "ClientAddress": "",
+        "TaxVariant": 0, "AdditionalProps": [], "ClientId": "", "KPP": "",
+        "CheckProps": [{"Print": True, "PrintInHeader": False, "Teg": 1117, "Prop": "shop@example.ru"}],
+        "CheckStrings": [
+            {"PrintText": {"Text": ">#0#<ЧЕК"}},
+            {"PrintText": {"Text": "Заказ<#0#>№ 42"}},
+            {"Register": {"Name": "Товар", "Quantity": 1, "Price": 99, "Amount": 99, "Department": 1, "Tax": 10,
+                          "EAN13": "1254789547853"}},
+            {"BarCode": {"BarcodeType": "EAN13", "Barcode": "1254789547853"}},
+        ],
+        "Cash": 0, "CashLessType1": 99, "CashLessType2": 0, "CashLessType3": 0,
+    }
+
+
+def test_muraveiko_check_text_plain_to_execute_sync(km, app, emulator):
+    res = km.cashier.post("/Execute/sync", exact_dumps(mu_check(ident(40))).encode(),
+                          headers={"Content-Type": "text/plain;charset=UTF-8"}, status=200)
+    answer = res.json
+    assert answer["Status"] == 0 and answer["Error"] == "", answer  # MU: any Error text means failure
+    assert "EAN13" in answer["Warning"] and "CheckProps" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert doc["payments"] == [{"type": "electronic", "amount": 9900}] and doc["items"][0]["tax"] == "vat10"
+    receipt = app.extensions["kkt"].journal.find_by_key(RECEIPT, "kkms:" + ident(40)).payload["receipt"]
+    assert [line["text"] for line in receipt["header"]] == [
+        "ЧЕК".center(48).rstrip(), "Заказ" + " " * (48 - len("Заказ№ 42")) + "№ 42"]
+    assert [line["text"] for line in receipt["footer"]] == ["1254789547853", "shop@example.ru"]
+
+
+def test_muraveiko_list_with_its_default_filters(km):
+    body = {"Command": "List", "NumDevice": 0, "IdCommand": "", "KeySubLicensing": "", "InnKkm": "",
+            "KktNumber": "", "Timeout": 60, "Active": None, "OnOff": None, "OFD_Error": None,
+            "OFD_DateErrorDoc": "2100-01-01T00:00:00", "FN_DateEnd": "2100-01-01T00:00:00",
+            "FN_MemOverflowl": None, "FN_IsFiscal": None}
+    answer = post(km.cashier, body)
+    assert [u["NumDevice"] for u in answer["ListUnit"]] == [1, 2]
+    for device in (1, 2):  # List reads snapshots: a status read fills each one's FN expiry date
+        post(km.cashier, {"Command": "GetDataKKT", "NumDevice": device})
+    assert post(km.cashier, {**body, "FN_DateEnd": "2000-01-01T00:00:00"})["ListUnit"] == []
+
+
+def test_egais_data_refused(km, emulator):
+    body = mu_check(ident(43))
+    body["CheckStrings"][2]["Register"]["EGAIS"] = {
+        "Barcode": "22N0000154NUCPRZ3R8381461004001003499NKAQ0ZBUVDNV62JQAR69PEV878RO93V", "Ean": "3423290167937",
+        "Volume": Decimal("0.75")}
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 2 and "ЕГАИС" in answer["Error"] and "EGAIS" in answer["Error"]
+    empty = mu_check(ident(44))
+    empty["CheckStrings"][2]["Register"]["EGAIS"] = {"Barcode": "", "Ean": "", "Volume": 0}  # MU's blank default
+    assert post(km.cashier, empty)["Status"] == 0
+
+
+def test_agent_check_props_refused(km, emulator):
+    body = mu_check(ident(41))
+    body["CheckProps"] = [{"Print": True, "PrintInHeader": True, "Teg": 1073, "Prop": "+79990000000"}]
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 2 and "1073" in answer["Error"]
+    assert emulator.documents() == []
+
+
+def test_get_data_check_copies_as_a_string(km, printed):
+    post(km.cashier, dj_check(ident(42)))
+    answer = post(km.cashier, {"Command": "GetDataCheck", "NumDevice": 1, "FiscalNumber": 0, "NumberCopies": "1"})
+    assert answer["Status"] == 0 and printed[-1][0].text == "КОПИЯ"
+
+
+def test_num_device_zero_by_tax_variant(km, monkeypatch, emulator, emulator2):
+    """ST request.ts: TaxVariant also picks the register ("" — any): 1 (УСН доход) is only on register 2."""
+    from kktapp.atol.driver import AtolDriver
+
+    def registration(self) -> dict:
+        return {"inn": INN_2, "tax_systems": 0x02} if self.url == emulator2.url else {"inn": INN_1, "tax_systems": 0x01}
+
+    monkeypatch.setattr(AtolDriver, "registration", registration, raising=False)
+    answer = post(km.cashier, af_check(ident(50), TaxVariant="1"))
+    assert answer["Status"] == 0 and answer["NumDevice"] == 2, answer
+    assert len(receipts_of(emulator2)) == 1 and receipts_of(emulator) == []
+    assert post(km.cashier, af_check(ident(51), TaxVariant=""))["NumDevice"] == 1
+    missing = post(km.cashier, af_check(ident(52), TaxVariant=5))
+    assert missing["Status"] == 3 and "TaxVariant" in missing["Error"]

@@ -226,17 +226,16 @@ def execute(body: object) -> dict:
     if record.answer is not None:
         log.info("KKM Server: повтор %s с IdCommand %s: ответ из журнала", command, ident)
         return record.answer
-    answer = run(command, body, ident, record.device, wait)
-    _keep(ident, answer)
+    answer = _keep(ident, run(command, body, ident, record.device, wait))
     user = current_user()
     log.info("KKM Server: %s на ККТ %d (IdCommand %s, пользователь %s) → Status %s", command, record.device, ident,
              (user.login if user else "") or "-", answer["Status"])
     return answer
 
 
-def _keep(ident: str, answer: dict) -> None:
-    if answer["Status"] in FINAL:
-        store().store_answer(ident, dumps(answer))
+def _keep(ident: str, answer: dict) -> dict:
+    """A final answer is kept; two requests finishing at once both return the one kept first."""
+    return store().store_answer(ident, answer) if answer["Status"] in FINAL else answer
 
 
 def get_rezult(name: str, ident: str) -> dict:
@@ -250,8 +249,7 @@ def get_rezult(name: str, ident: str) -> dict:
         # Not final when last asked: look again without waiting. The handler finds its job under
         # the IdCommand key, so this never starts the command a second time.
         check_role(COMMANDS[record.command].role)
-        inner = run(record.command, record.body, ident, record.device, 0.0)
-        _keep(ident, inner)
+        inner = _keep(ident, run(record.command, record.body, ident, record.device, 0.0))
     return {"Command": name, "Status": OK, "Error": "", "Warning": "", "Message": "", "IdCommand": ident,
             "Rezult": inner}
 

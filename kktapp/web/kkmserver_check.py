@@ -20,9 +20,17 @@ Decisions where the clients leave room:
 * ``PrintText`` lines before the first ``Register`` are printed above the receipt, the others
   below it. ``BarCode`` is printed as a text line (the protocol layer has no barcode command
   yet) and the answer's Warning says so; ``PrintImage`` is skipped with a Warning.
-* Marking codes (``GoodCodeData``, ``EAN13``, ``PackageQuantity``, calculation objects 31 and
-  33) are refused until marking is supported; so are agent and import data (1222–1226,
-  1229–1231), which change what the receipt means and cannot be dropped silently.
+* Marking codes (``GoodCodeData``, ``PackageQuantity``, calculation objects 31 and 33) are
+  refused until marking is supported; so are agent and import data (1222–1226, 1229–1231, and
+  ``CheckProps`` with agent tags), which change what the receipt means and cannot be dropped
+  silently. ``EAN13`` (Muraveiko's client sends the goods' barcode there; the nomenclature code
+  1162 is optional outside marking) is accepted and reported as not transmitted.
+* Old clients (Muraveiko/kkmserver, 2017) pay with ``CashLessType1..3``, the cashless types
+  configured in the register, by default card, credit and certificate: they count as
+  ElectronicPayment, Credit and CashProvision.
+* Text marks of KKM Server's PrintText (Muraveiko's docs): ``>#N#<text`` centres the text,
+  ``left<#N#>right`` spreads the two parts to the edges of a line N characters narrower than the
+  tape, ``left<#N#>>right`` puts both at the right edge N characters from it.
 * Card acquiring and sub-licensing fields are accepted and ignored (no terminal is driven);
   ``ClientInfo``/``ClientINN`` (1227/1228), ``UserAttribute``, ``AdditionalAttribute``,
   ``SenderEmail``, ``AddressSettle``, ``PlaceMarket`` are checked and reported in the Warning
@@ -79,6 +87,13 @@ PAYMENT_FIELDS = {
     "Cash": PaymentType.CASH, "ElectronicPayment": PaymentType.ELECTRONIC,
     "AdvancePayment": PaymentType.PREPAID, "Credit": PaymentType.CREDIT, "CashProvision": PaymentType.OTHER,
 }
+#: Muraveiko's (2017) cashless types 1..3: "по умолчанию — оплата картой, кредитом, сертификатом" [S: MU].
+LEGACY_PAYMENT_FIELDS = {
+    "CashLessType1": PaymentType.ELECTRONIC, "CashLessType2": PaymentType.CREDIT,
+    "CashLessType3": PaymentType.OTHER,
+}
+#: CheckProps tags of payment agents and money transfer operators (MU KkmCheckProperty): not writable.
+AGENT_TAGS = frozenset({1005, 1016, 1026, 1044, 1045, 1073, 1074, 1075, 1082, 1083, 1119})
 #: Tag 1212 values that say "this item carries a marking code".
 MARKED_OBJECTS = frozenset({31, 33})
 #: Fields of card acquiring and sub-licensing: accepted, nothing to do with them here.
@@ -88,8 +103,9 @@ IGNORED_FIELDS = (
 )
 #: Checked but not written to the device (the driver writes 1008, 1021, 1203 only).
 NOT_TRANSMITTED = ("ClientInfo", "ClientINN", "SenderEmail", "AddressSettle", "PlaceMarket", "UserAttribute",
-                   "AdditionalAttribute")
+                   "AdditionalAttribute", "CheckProps")
 MARKING_TEXT = "коды маркировки пока не поддерживаются сервисом kkt; пробейте этот товар без кода или на другой кассе"
+EGAIS_TEXT = "продажа алкоголя с передачей в ЕГАИС сервисом kkt не поддерживается"
 UNSUPPORTED_TEXT = "не поддерживается сервисом kkt (реквизит не может быть передан в ККТ)"
 BARCODE_WARNING = "штрих-коды печатаются текстом: печать штрих-кода сервисом kkt пока не поддерживается"
 IMAGE_WARNING = "картинки (PrintImage) не печатаются сервисом kkt и пропущены"
@@ -133,12 +149,6 @@ def _empty(value: Any) -> bool:
     return value in (None, "", 0, [], {}) or (isinstance(value, Mapping) and not any(value.values()))
 
 
-class GoodCodeSchema(Schema):
-    """``GoodCodeData``: the marking code (refused while marking is unsupported)."""
-
-    BarCode = fields.Raw(load_default=None)
-
-
 class RegisterSchema(Schema):
     """``CheckStrings[].Register``: one fiscal line."""
 
@@ -166,10 +176,12 @@ class RegisterSchema(Schema):
     CountryOfOrigin = fields.Raw(load_default=None, allow_none=True)
     CustomsDeclaration = fields.Raw(load_default=None, allow_none=True)
     ExciseAmount = fields.Raw(load_default=None, allow_none=True)
+    #: Muraveiko's alcohol data for EGAIS (Barcode, Ean, Volume): kkt does not talk to EGAIS.
+    EGAIS = fields.Raw(load_default=None, allow_none=True)
 
     @validates_schema
     def _refused(self, data: dict, **kwargs: Any) -> None:
-        for name in ("GoodCodeData", "EAN13", "PackageQuantity"):
+        for name in ("GoodCodeData", "PackageQuantity"):
             if not _empty(data.get(name)):
                 raise ValidationError(MARKING_TEXT, name)
         if data.get("SignCalculationObject") in MARKED_OBJECTS:
@@ -179,6 +191,8 @@ class RegisterSchema(Schema):
         for name in ("AgentData", "PurveyorData", "CountryOfOrigin", "CustomsDeclaration", "ExciseAmount"):
             if not _empty(data.get(name)):
                 raise ValidationError(UNSUPPORTED_TEXT, name)
+        if not _empty(data.get("EGAIS")):
+            raise ValidationError(EGAIS_TEXT, "EGAIS")
 
 
 class PrintTextSchema(Schema):
@@ -223,6 +237,20 @@ class AdditionalPropSchema(Schema):
     PrintInHeader = kfields.Boolean(load_default=True)
     NameProp = OptionalText(64)
     Prop = OptionalText(MAX_TEXT)
+
+
+class CheckPropSchema(Schema):
+    """Muraveiko's ``CheckProps``: a tag and its value, optionally printed."""
+
+    Print = kfields.Boolean(load_default=False, allow_none=True)
+    PrintInHeader = kfields.Boolean(load_default=True, allow_none=True)
+    Teg = KkmInteger(load_default=0, allow_none=True)
+    Prop = OptionalText(MAX_TEXT)
+
+    @validates_schema
+    def _agent(self, data: dict, **kwargs: Any) -> None:
+        if data.get("Teg") in AGENT_TAGS:
+            raise ValidationError(f"тег {data['Teg']} (данные агента) {UNSUPPORTED_TEXT}", "Teg")
 
 
 class TaxVariantField(fields.Field):
@@ -293,6 +321,7 @@ class RegisterCheckSchema(Cashier):
     UserAttribute = fields.Raw(load_default=None, allow_none=True)
     AdditionalAttribute = fields.Raw(load_default=None, allow_none=True)
     AdditionalProps = kfields.List(kfields.Nested(AdditionalPropSchema), load_default=list, allow_none=True)
+    CheckProps = kfields.List(kfields.Nested(CheckPropSchema), load_default=list, allow_none=True)
     CheckStrings = kfields.List(kfields.Nested(CheckStringSchema), required=True,
                                 validate=validate.Length(min=1, max=MAX_ITEMS + MAX_LINES,
                                                          error="в чеке нет строк или их слишком много"))
@@ -301,6 +330,9 @@ class RegisterCheckSchema(Cashier):
     AdvancePayment = kfields.Money(load_default=0, allow_none=True)
     Credit = kfields.Money(load_default=0, allow_none=True)
     CashProvision = kfields.Money(load_default=0, allow_none=True)
+    CashLessType1 = kfields.Money(load_default=0, allow_none=True)
+    CashLessType2 = kfields.Money(load_default=0, allow_none=True)
+    CashLessType3 = kfields.Money(load_default=0, allow_none=True)
     PayByProcessing = fields.Raw(load_default=None, allow_none=True)
 
     @validates_schema
@@ -369,14 +401,35 @@ def _load(schema: Schema, body: Mapping[str, Any], config: Mapping[str, Any], to
         raise validation_error(exc) from None
 
 
-def text_line(item: Mapping[str, Any], warnings: list[str]) -> TextLine | None:
+_CENTRED = re.compile(r"^>#(\d+)#<(.*)$", re.S)
+_SPREAD = re.compile(r"^(.*?)<#(\d+)#>(>?)(.*)$", re.S)
+
+
+def kkm_text(text: str, width: int) -> str:
+    """KKM Server's alignment marks laid out for a tape ``width`` characters wide (see the module doc)."""
+    match = _CENTRED.match(text)
+    if match:
+        return match.group(2).strip().center(max(0, width - int(match.group(1)))).rstrip()
+    match = _SPREAD.match(text)
+    if match:
+        left, narrower, both_right, right = match.group(1), int(match.group(2)), match.group(3), match.group(4)
+        if both_right:
+            return left.rjust(max(0, width - narrower)) + right.rjust(narrower)
+        room = max(len(left) + len(right) + 1, width - narrower)
+        return left + " " * (room - len(left) - len(right)) + right
+    return text
+
+
+def text_line(item: Mapping[str, Any], warnings: list[str], width: int = 48) -> TextLine | None:
     """A PrintText or BarCode element as a printed line (None for a skipped PrintImage)."""
     if item.get("PrintText") is not None:
         pt = item["PrintText"]
         font = pt.get("Font") or 0
         # Font 1 is the largest, 4 the smallest; ATOL's text command has double width and height only.
-        return TextLine(pt["Text"], bold=(pt.get("Intensity") or 0) >= 10,
-                        double_width=font == 1, double_height=font in (1, 2))
+        double_width = font == 1
+        return TextLine(kkm_text(pt["Text"], width // 2 if double_width else width),
+                        bold=(pt.get("Intensity") or 0) >= 10, double_width=double_width,
+                        double_height=font in (1, 2))
     if item.get("BarCode") is not None:
         if BARCODE_WARNING not in warnings:
             warnings.append(BARCODE_WARNING)
@@ -415,7 +468,18 @@ def _rename(string_index: list[int], field_name: str) -> str:
             "correction": "CorrectionBaseDate"}.get(field_name, field_name)
 
 
-def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date) -> ParsedCheck:
+def payments(data: Mapping[str, Any]) -> tuple[Payment, ...]:
+    """The receipt's payments by type (kopecks), the legacy cashless types added to theirs."""
+    paid: dict[PaymentType, int] = {}
+    for table in (PAYMENT_FIELDS, LEGACY_PAYMENT_FIELDS):
+        for name, kind in table.items():
+            if data.get(name):
+                paid[kind] = paid.get(kind, 0) + data[name]
+    return tuple(Payment(kind, amount) for kind, amount in paid.items())
+
+
+def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date,
+                         width: int = 48) -> ParsedCheck:
     """Validate a RegisterCheck body and build the receipt (or the non-fiscal lines); raises ValidationFailed."""
     data = _load(RegisterCheckSchema(), body, config, today)
     warnings: list[str] = []
@@ -439,16 +503,19 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
             items.append(entry)
             string_index.append(i)
             continue
-        line = text_line(item, warnings)
+        line = text_line(item, warnings, width)
         if line is not None:
             (footer if items else header).append(line)
-    for prop in data.get("AdditionalProps") or []:
-        if prop.get("Print"):
-            line = TextLine(f"{prop['NameProp']}: {prop['Prop']}" if prop["NameProp"] else prop["Prop"])
-            (header if prop.get("PrintInHeader", True) else footer).append(line)
+    for prop in [*(data.get("AdditionalProps") or []), *(data.get("CheckProps") or [])]:
+        if prop.get("Print") and prop.get("Prop"):
+            name = prop.get("NameProp") or ""
+            line = TextLine(f"{name}: {prop['Prop']}" if name else prop["Prop"])
+            (header if prop.get("PrintInHeader", True) is not False else footer).append(line)
     if data.get("PayByProcessing") is True:
         warnings.append(ACQUIRING_WARNING)
     not_sent = [name for name in NOT_TRANSMITTED if not _empty(data.get(name))]
+    if any(not _empty(item["Register"].get("EAN13")) for item in data["CheckStrings"] if item.get("Register")):
+        not_sent.append("EAN13")
     if not_sent:
         warnings.append("не передаются в ККТ сервисом kkt: " + ", ".join(not_sent))
     if data.get("IsFiscalCheck") is False:
@@ -475,8 +542,7 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
         receipt = Receipt(
             type=settlement,
             positions=tuple(positions),
-            payments=tuple(Payment(kind, data.get(name_) or 0) for name_, kind in PAYMENT_FIELDS.items()
-                           if data.get(name_)),
+            payments=payments(data),
             taxation=taxation,
             customer_contact=data.get("ClientAddress") or "",
             electronic_only=bool(data.get("NotPrint")),
@@ -493,7 +559,8 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
     return ParsedCheck(receipt, [], warnings, data.get("NumberCopies") or 0)
 
 
-def parse_print_document(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date) -> ParsedCheck:
+def parse_print_document(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date,
+                         width: int = 48) -> ParsedCheck:
     """Validate a PrintDocument body: PrintText and BarCode strings only."""
     data = _load(PrintDocumentSchema(), body, config, today)
     warnings: list[str] = []
@@ -501,7 +568,7 @@ def parse_print_document(body: Mapping[str, Any], config: Mapping[str, Any], tod
     for i, item in enumerate(data["CheckStrings"]):
         if item.get("Register") is not None:
             raise ValidationFailed(f"CheckStrings.{i}.Register", "фискальные строки печатаются командой RegisterCheck")
-        line = text_line(item, warnings)
+        line = text_line(item, warnings, width)
         if line is not None:
             lines.append(line)
     if not lines:

@@ -30,6 +30,7 @@ from kktapp.errors import KKTError, ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, RECEIPT, Job, receipt_from_json
 from kktapp.web.api import normalize_status
 from kktapp.web.kkmserver_check import (
+    PAYMENT_FIELDS,
     TAX_VARIANT,
     ParsedCheck,
     cashier_params,
@@ -126,7 +127,7 @@ def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") ->
     """The command's device operation: the job already under its key, else a new one."""
     svc = service()
     key = call.key + suffix
-    existing = svc.journal.find_by_key(op, key)
+    existing = svc.find_job(op, key)
     if existing is not None:
         return svc.wait_for(existing, call.wait)
     return svc.submit(op, params, device=call.device, key=key, wait=call.wait)
@@ -135,7 +136,7 @@ def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") ->
 def run_receipt(call: Call, receipt: domain.Receipt) -> Job:
     """The command's receipt job: the one already under its key, else a new one."""
     svc = service()
-    existing = svc.journal.find_by_key(RECEIPT, call.key)
+    existing = svc.find_job(RECEIPT, call.key)
     if existing is not None:
         return svc.wait_for(existing, call.wait)
     return svc.submit_receipt(receipt, device=call.device, key=call.key, fingerprint=receipt_fingerprint(receipt),
@@ -175,7 +176,7 @@ def registration(number: int, wait: float = ROUTING_WAIT) -> dict:
     svc = service()
     key = f"{KEY_PREFIX}registration:{number}:{int(time.time() // REGISTRATION_TTL)}"
     try:
-        job = svc.journal.find_by_key("registration", key)
+        job = svc.find_job("registration", key)
         if job is None or job.state == FAILED:
             job = svc.submit("registration", device=number, key=key, wait=wait)
         elif job.state != DONE and wait:
@@ -201,15 +202,34 @@ def organisation_inn(number: int, reg: Mapping[str, Any] | None = None) -> str:
     return str(_pick(reg, "inn", "organization_inn", "user_inn") or device_entry(number).get("inn") or "").strip()
 
 
-def tax_variants(reg: Mapping[str, Any]) -> str:
-    """TaxVariant as KKM Server writes it ("0,1"): from the registration's taxation bits or names."""
+#: Bits of the registration's "режимы работы" byte (A4 43 byte 40) [U: FFD order, to be checked
+#: on a device]: encryption, offline, automatic, services, BSO, internet.
+MODE_BITS = {"encryption": 0x01, "offline": 0x02, "automatic": 0x04, "service": 0x08, "bso": 0x10, "internet": 0x20}
+
+
+def registration_modes(value: Any) -> dict[str, bool]:
+    """The registration's modes as names → flags, from a bit mask or a mapping."""
+    if isinstance(value, Mapping):
+        return {name: bool(value.get(name)) for name in MODE_BITS}
+    bits = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return {name: bool(bits & bit) for name, bit in MODE_BITS.items()}
+
+
+def tax_bits(reg: Mapping[str, Any]) -> int:
+    """The registered tax systems as tag 1055 bits (0: not known), from bits or names."""
     value = _pick(reg, "taxation", "tax_systems", "taxation_systems")
     bits = 0
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         bits = value
     elif isinstance(value, list | tuple):
         for item in value:
             bits |= int(item) if str(item).isdigit() else int(domain.TAXATION_NAMES.get(str(item), 0))
+    return bits
+
+
+def tax_variants(reg: Mapping[str, Any]) -> str:
+    """TaxVariant as KKM Server writes it ("0,1"): the registered systems in its numbering."""
+    bits = tax_bits(reg)
     return ",".join(str(k) for k, system in sorted(TAX_VARIANT.items()) if bits & int(system))
 
 
@@ -223,7 +243,7 @@ def kkt_info(number: int, status: Mapping[str, Any], reg: Mapping[str, Any], lin
     """GetDataKKT's ``Info`` from a status read (or snapshot) and the registration data [ST, AF]."""
     st = normalize_status(number, unit_name(number), dict(status))
     fn = st["fn"]
-    modes = reg.get("modes") if isinstance(reg.get("modes"), Mapping) else {}
+    modes = registration_modes(reg.get("modes"))
     unsent = fn["unsent_count"]
     return {
         "InnOrganization": organisation_inn(number, reg),
@@ -248,7 +268,7 @@ def kkt_info(number: int, status: Mapping[str, Any], reg: Mapping[str, Any], lin
         "OFD_DateErrorDoc": _date(fn["first_unsent_at"]),
         "KktNumber": st["serial"],
         "FnNumber": fn["number"],
-        "RegNumber": str(_pick(reg, "registration_number", "reg_number") or st["registration_number"] or ""),
+        "RegNumber": str(_pick(reg, "rnm", "registration_number", "reg_number") or st["registration_number"] or ""),
         "FN_IsFiscal": st["fiscal"],
         "FN_MemOverflowl": bool(fn["warnings"] & FN_MEMORY_FULL),
         "FN_DateEnd": _date(fn["valid_until"]),
@@ -300,7 +320,7 @@ def receipt_url(number: int, result: FiscalResult, settlement: SettlementType | 
     snap = service().snapshot(number)
     values = {
         "inn": organisation_inn(number, reg),
-        "reg_number": str(_pick(reg, "registration_number", "reg_number")
+        "reg_number": str(_pick(reg, "rnm", "registration_number", "reg_number")
                           or (snap.get("info") or {}).get("registration_number") or ""),
         "fn": result.fn_number, "fd": result.fiscal_document_number, "fp": result.fiscal_sign,
         "t": result.datetime.strftime("%Y%m%dT%H%M"), "s": domain.format_rub(result.total),
@@ -378,9 +398,10 @@ def _matches(unit: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
         return False
     for name in ("OFD_DateErrorDoc", "FN_DateEnd"):
         limit = body.get(name)
-        if isinstance(limit, str) and limit.strip():
-            if unit[name] == NO_DATE or not unit[name] < _date(limit, "9999-12-31T23:59:59"):
-                return False
+        # "No date" (0001-01-01) is earlier than any limit, as KKM Server writes it: Muraveiko's client
+        # sends 2100-01-01 by default and means "all".
+        if isinstance(limit, str) and limit.strip() and not unit[name] < _date(limit, "9999-12-31T23:59:59"):
+            return False
     return True
 
 
@@ -442,7 +463,7 @@ def _cash(op: str) -> Callable[[Call], dict]:
 
 def register_check(call: Call) -> dict:
     """RegisterCheck: a fiscal receipt (every TypeCheck) or, with IsFiscalCheck false, a print."""
-    parsed = parse_register_check(call.body, current_app.config, dt.date.today())
+    parsed = parse_register_check(call.body, current_app.config, dt.date.today(), line_length(call.device))
     call.warnings.extend(parsed.warnings)
     if parsed.receipt is None:
         return _print_lines(call, parsed)
@@ -452,12 +473,15 @@ def register_check(call: Call) -> dict:
     result = _result(job)
     if result is not None:
         answer["SessionCheckNumber"] = result.receipt_number
-        for name, kind in (("Cash", domain.PaymentType.CASH), ("ElectronicPayment", domain.PaymentType.ELECTRONIC),
-                           ("AdvancePayment", domain.PaymentType.PREPAID), ("Credit", domain.PaymentType.CREDIT),
-                           ("CashProvision", domain.PaymentType.OTHER)):
-            answer[name] = roubles(sum(p.amount for p in receipt.payments if p.type is kind))
+        answer.update(payment_fields(receipt))
         _copies(call, parsed.copies, "reprint_last", None)
     return answer
+
+
+def payment_fields(receipt: domain.Receipt) -> dict:
+    """Cash … CashProvision of a receipt in roubles, by KKM Server's payment names."""
+    return {name: roubles(sum(p.amount for p in receipt.payments if p.type is kind))
+            for name, kind in PAYMENT_FIELDS.items()}
 
 
 def _copies(call: Call, copies: int, op: str, params: dict | None) -> None:
@@ -478,7 +502,7 @@ def _print_lines(call: Call, parsed: ParsedCheck) -> dict:
 
 def print_document(call: Call) -> dict:
     """PrintDocument: a non-fiscal document of PrintText and BarCode strings."""
-    parsed = parse_print_document(call.body, current_app.config, dt.date.today())
+    parsed = parse_print_document(call.body, current_app.config, dt.date.today(), line_length(call.device))
     call.warnings.extend(parsed.warnings)
     return _print_lines(call, parsed)
 
@@ -495,12 +519,9 @@ def get_line_length(call: Call) -> dict:
 
 def get_data_check(call: Call) -> dict:
     """GetDataCheck: a receipt from the journal by FD number (0 = the last one), optionally reprinted."""
-    number = call.body.get("FiscalNumber") or 0
-    copies = call.body.get("NumberCopies") or 0
-    for name, value, top in (("FiscalNumber", number, 10**10), ("NumberCopies", copies, 10)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-            raise ValidationFailed(name, f"ожидается целое число от 0 до {top}", value)
-    job = service().journal.find_receipt(call.device, number or None)
+    number = _count(call.body, "FiscalNumber", 10**10)
+    copies = _count(call.body, "NumberCopies", 10)
+    job = service().find_receipt(call.device, number or None)
     if job is None:
         what = f"с ФД № {number}" if number else "ни одного"
         raise errors.NotFound(f"чека {what} нет в журнале сервиса kkt для ККТ № {call.device}")
@@ -517,9 +538,18 @@ def get_data_check(call: Call) -> dict:
     return answer
 
 
+def _count(body: Mapping[str, Any], name: str, top: int) -> int:
+    """A whole number 0..top, also written as a string (kkmserver-js types NumberCopies as string)."""
+    value = body.get(name) or 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValidationFailed(name, f"ожидается целое число от 0 до {top}", str(value))
+    return value
+
+
 def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
     variant = {int(v): k for k, v in TAX_VARIANT.items()}.get(int(receipt.taxation)) if receipt.taxation else None
-    paid = {kind: sum(p.amount for p in receipt.payments if p.type is kind) for kind in domain.PaymentType}
     return {
         "FiscalNumber": str(result.fiscal_document_number),
         "FiscalDate": _date(result.datetime),
@@ -533,11 +563,7 @@ def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
         "PlaceMarket": "",
         "Register": [{"Name": p.name, "Quantity": p.quantity, "Price": roubles(p.price), "Amount": roubles(p.amount),
                       "Tax": kkm_tax(p.vat)} for p in receipt.positions],
-        "Cash": roubles(paid[domain.PaymentType.CASH]),
-        "ElectronicPayment": roubles(paid[domain.PaymentType.ELECTRONIC]),
-        "AdvancePayment": roubles(paid[domain.PaymentType.PREPAID]),
-        "Credit": roubles(paid[domain.PaymentType.CREDIT]),
-        "CashProvision": roubles(paid[domain.PaymentType.OTHER]),
+        **payment_fields(receipt),
         "AllSumm": roubles(receipt.total),
     }
 
@@ -612,10 +638,11 @@ def _serial(number: int) -> str:
 def route(body: Mapping[str, Any]) -> int:
     """The register for a command: NumDevice; else KktNumber / InnKkm; else the first up and least busy.
 
-    NumDevice 0 (or absent) means "any": among the registers that match KktNumber (factory number)
-    and InnKkm (organisation INN), the one with the fewest jobs waiting, the first of equals,
-    passing over registers known to be down [ST request.ts: "Если 0 то первое не блокированное
-    на сервере"]. A command for a register that is down still queues there when it is the only match.
+    NumDevice 0 (or absent) means "any": among the registers that match KktNumber (factory
+    number), InnKkm (organisation INN) and TaxVariant (a registered tax system), the one with the
+    fewest jobs waiting, the first of equals, passing over registers known to be down [ST
+    request.ts: "Если 0 то первое не блокированное на сервере"]. A command for a register that is
+    down still queues there when it is the only match.
     """
     svc = service()
     number = body.get("NumDevice")
@@ -641,6 +668,14 @@ def route(body: Mapping[str, Any]) -> int:
         candidates = [n for n in candidates if organisation_inn(n) == inn]
         if not candidates:
             raise errors.NotFound(f"ККТ организации с ИНН {inn} не найдена")
+    variant = str(body.get("TaxVariant") if body.get("TaxVariant") is not None else "").strip()
+    if not number and variant.isdigit() and int(variant) in TAX_VARIANT:
+        # "TaxVariant: СНО для поиска ККТ; "" — любое" [ST request.ts]. A register whose
+        # registration is not known is not excluded: the FN itself refuses a system it lacks.
+        wanted = int(TAX_VARIANT[int(variant)])
+        candidates = [n for n in candidates if not tax_bits(registration(n)) or tax_bits(registration(n)) & wanted]
+        if not candidates:
+            raise errors.NotFound(f"ККТ с системой налогообложения TaxVariant = {variant} не найдена")
     if not candidates:
         raise errors.NotFound("в сервисе kkt не настроено ни одной ККТ")
     if len(candidates) == 1:

@@ -18,6 +18,9 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
+
+from kktapp.web.compat import dumps
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,7 @@ class CommandStore:
             if row is None:
                 conn.execute("INSERT INTO commands (id, command, fingerprint, body, device, created)"
                              " VALUES (?, ?, ?, ?, ?, ?)",
-                             (id_command, command, fingerprint, json.dumps(body, ensure_ascii=False, default=str),
-                              device, now))
+                             (id_command, command, fingerprint, dumps(body), device, now))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -94,9 +96,11 @@ class CommandStore:
                                    (id_command,)).fetchone()
         return _record(row) if row else None
 
-    def store_answer(self, id_command: str, text: str) -> None:
-        """Keep the final answer (``text`` is its JSON) for repeats and GetRezult."""
-        self._conn().execute("UPDATE commands SET answer=? WHERE id=? AND answer IS NULL", (text, id_command))
+    def store_answer(self, id_command: str, answer: dict) -> dict:
+        """Keep the first final answer for repeats and GetRezult; returns the one kept."""
+        self._conn().execute("UPDATE commands SET answer=? WHERE id=? AND answer IS NULL", (dumps(answer), id_command))
+        kept = self.get(id_command)
+        return kept.answer if kept is not None and kept.answer is not None else answer
 
     def _prune(self, now: float) -> None:
         if now - self._pruned < PRUNE_INTERVAL:
@@ -114,8 +118,13 @@ class CommandStore:
             self._local.conn = None
 
 
+def _loads(text: str) -> dict:
+    # Money stays exact: fractions come back as Decimal, as the request body was parsed.
+    return json.loads(text, parse_float=Decimal)
+
+
 def _record(row: tuple) -> Record:
-    return Record(row[0], row[1], row[2], json.loads(row[3]), int(row[4]), json.loads(row[5]) if row[5] else None)
+    return Record(row[0], row[1], row[2], _loads(row[3]), int(row[4]), _loads(row[5]) if row[5] else None)
 
 
 def store_path(journal_path: str) -> str:
