@@ -69,6 +69,8 @@ class Exchange:
         self._seen: dict[str, _Seen] = {}
         #: What was last logged per goods file or status key (a problem is not logged every poll).
         self._reported: dict[str, object] = {}
+        #: Goods files (size, mtime) known bad: not read again until they change.
+        self._bad: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,7 +189,9 @@ class Exchange:
             return
         if main.goods_file:
             st = self._ready(main.goods_file, main)
-            if st is not None:
+            # A loaded file (line 2 "@") is only peeked at: a large catalogue is not re-read every poll.
+            if (st is not None and self._bad.get(main.goods_file) != (st.st_size, st.st_mtime_ns)
+                    and not _loaded_already(main.goods_file)):
                 self._load(store, main, st)
         # Goods files of the other registers are never loaded; while one lies there, 1C refuses
         # the next partial export to that register ("товары предыдущей выгрузки ещё не получены").
@@ -211,6 +215,7 @@ class Exchange:
                 return  # still being written: next round
             self.catalogue.load(store.name, parsed, path)
         except GoodsFileError as exc:
+            self._bad[path] = version
             if self._reported.get(path) != version:
                 self._reported[path] = version
                 log.error("обмен с 1С: файл товаров %s не загружен, %s; каталог магазина «%s» не изменён",
@@ -226,6 +231,7 @@ class Exchange:
             f.flush()
             os.fsync(f.fileno())
         self._seen.pop(path, None)
+        self._bad.pop(path, None)
         if main.flag_file:
             _remove(main.flag_file)
         mode = "замена каталога ($$$CLR)" if parsed.replace else "добавление и изменение ($$$ADD)"
@@ -366,6 +372,14 @@ def _log_export(register: Register, shift: int, block: Block, how: str) -> None:
     log.info("ККТ %d: смена %d выгружена, файл %s %s: чеков %d, продажи %s, возвраты %s, внесения %s, выплаты %s",
              register.number, shift, register.report_file, verb, t.receipts, format_rub(t.sales),
              format_rub(t.returns), format_rub(t.cash_in), format_rub(t.cash_out))
+
+
+def _loaded_already(path: str) -> bool:
+    """Line 2 of the goods file is "@" (read from the file's first bytes only)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    lines = head.split(b"\n")
+    return len(lines) > 1 and lines[1].startswith(b"@")
 
 
 def _read(path: str) -> bytes | None:
