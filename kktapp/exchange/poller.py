@@ -133,7 +133,8 @@ class Exchange:
                 counters = {"income": income, "outcome": outcome}
             except Exception as exc:  # noqa: BLE001 - a refused read must not stop the device queue
                 log.warning("ККТ %d: сменные итоги после Z-отчёта не прочитаны: %s", device, exc)
-        self.ledger.record_z(device, result.shift_number, {"result": result.to_dict(), "counters": counters})
+        self.ledger.record_z(device, result.fn_number, result.shift_number,
+                             {"result": result.to_dict(), "counters": counters})
         log.info("ККТ %d: Z-отчёт, смена %d: отчёт для 1С будет записан в %s", device, result.shift_number,
                  register.report_file)
         self.wake()
@@ -248,27 +249,27 @@ class Exchange:
         snapshot = self.service.journal.load_snapshot(register.number)
         snap = snapshot[0] if snapshot else None
         self.ledger.scan(register.number, snap)
-        for shift in self.ledger.owed(register.number, snap):
+        for fn, shift in self.ledger.owed(register.number, snap):
             try:
-                self.export(register, shift)
+                self.export(register, fn, shift)
             except OSError as exc:
                 self._problem(f"report:{register.number}", f"Отчёт о смене {shift} кассы {register.number} не "
                               f"записан в {register.report_file}: {exc.strerror or exc}. Сервис повторит запись.")
                 return
 
-    def export(self, register: Register, shift: int) -> None:
+    def export(self, register: Register, fn: str, shift: int) -> None:
         """Write one closed shift to the register's report file, exactly once."""
         device, path = register.number, register.report_file
         old = _read(path)
-        pending = self.ledger.pending(device, shift)
+        pending = self.ledger.pending(device, fn, shift)
         if pending is not None and old is not None and header_present(old, device, shift):
             # Written before a crash, not yet recorded: record it, never write it twice.
             log.warning("ККТ %d: смена %d уже в %s (запись прервалась после файла); отмечаем выгруженной",
                         device, shift, path)
-            self.ledger.finish(device, shift, pending["export"], pending["last_txn"])
+            self.ledger.finish(device, fn, shift, pending["export"], pending["last_txn"])
             return
-        docs = self.ledger.shift_docs(device, shift)
-        z = self.ledger.z_report(device, shift)
+        docs = self.ledger.shift_docs(device, fn, shift)
+        z = self.ledger.z_report(device, fn, shift)
         closed_at = None
         if z and z.get("result"):
             closed_at = FiscalResult.from_dict(z["result"]).datetime.replace(tzinfo=None)
@@ -277,12 +278,12 @@ class Exchange:
         problems = reconcile(block, docs, (z or {}).get("counters"))
         export = {"file": path, "totals": block.totals.to_dict(), "mismatch": problems,
                   "counters": (z or {}).get("counters")}
-        self.ledger.begin(device, shift, {"export": export, "last_txn": block.last_txn})
+        self.ledger.begin(device, fn, shift, {"export": export, "last_txn": block.last_txn})
         content, how = merged_content(old, block)
         if _read(path) != old:
             return  # 1C touched the file meanwhile (loaded it, marked it): next round reads it again
         write_atomically(path, content)
-        self.ledger.finish(device, shift, export, block.last_txn)
+        self.ledger.finish(device, fn, shift, export, block.last_txn)
         _log_export(register, shift, block, how)
         if problems:
             text = "; ".join(problems)
