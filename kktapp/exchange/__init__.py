@@ -4,7 +4,8 @@
 Z report, loads the register's report file. Here: :mod:`.goods` reads goods files, :mod:`.catalogue`
 keeps each store's goods, :mod:`.report` writes report blocks, :mod:`.ledger` knows which shifts
 are closed and exported, :mod:`.poller` does the work in a thread, :mod:`.settings` reads the
-configuration. :func:`init_exchange` wires it to the fiscal service.
+configuration, :mod:`.loading` and :mod:`.export` do the two jobs, :mod:`.status` keeps what the
+operator sees. :func:`init_exchange` wires it to the fiscal service.
 """
 
 from __future__ import annotations
