@@ -625,8 +625,8 @@ def test_reconciliation_mismatch_is_logged_and_shown(one_register, folder, reque
     exchange = app.extensions[EXTENSION]
     real = exchange.ledger.shift_docs
 
-    def lose_a_receipt(device: int, shift: int):
-        docs = real(device, shift)
+    def lose_a_receipt(device: int, fn: str, shift: int):
+        docs = real(device, fn, shift)
         docs.docs = docs.docs[:-1]  # as if the journal had lost the last receipt
         return docs
 

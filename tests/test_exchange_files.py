@@ -167,3 +167,44 @@ def test_settings_main_register_and_vat():
 def test_settings_that_cannot_work(devices, extra, text):
     with pytest.raises(ValueError, match=text):
         load_settings({"DEVICES": [{"url": "u", **d} for d in devices], **extra})
+
+
+# --------------------------------------------------------------------------- the ledger over a journal
+
+
+def test_new_fn_starts_shift_numbers_again_and_loses_nothing(tmp_path):
+    from kktapp.domain import FiscalResult
+    from kktapp.exchange.ledger import Ledger
+    from kktapp.journal import Journal, receipt_to_json
+
+    path = str(tmp_path / "journal.sqlite3")
+    journal = Journal(path)
+    ledger = Ledger(ExchangeDb(path + ".x"), path)
+    ledger.scan(1)  # the exchange is switched on with an empty journal
+    fd = iter(range(1, 100))
+
+    def done(kind: str, fn: str, shift: int, total: int = 4500) -> None:
+        payload = {"receipt": receipt_to_json(_receipt())} if kind == "receipt" else {"params": {}}
+        job, _ = journal.accept(device=1, kind=kind, key=None, fingerprint=str(next(fd)), payload=payload)
+        result = FiscalResult(fiscal_document_number=next(fd), fiscal_sign="1", receipt_number=1,
+                              shift_number=shift, datetime=dt.datetime(2026, 3, 2, 10, 0), total=total, fn_number=fn)
+        journal.finish(job.id, "done", result=result.to_dict())
+
+    done("receipt", "FN-A", 7)
+    done("close_shift", "FN-A", 7, 0)
+    done("receipt", "FN-A", 8)
+    ledger.scan(1)
+    assert ledger.owed(1) == [("FN-A", 7)]
+    ledger.finish(1, "FN-A", 7, {}, 3)
+    # The FN is replaced: shift numbers start at 1 again, the old FN's last shift is closed.
+    done("receipt", "FN-B", 1, 9900)
+    ledger.scan(1)
+    assert ledger.owed(1) == [("FN-A", 8)]
+    done("close_shift", "FN-B", 1, 0)
+    ledger.scan(1)
+    assert ledger.owed(1) == [("FN-A", 8), ("FN-B", 1)]
+    docs = ledger.shift_docs(1, "FN-B", 1)
+    assert docs.fn_sales == 9900 and len(docs.docs) == 1
+    assert ledger.exported(1, 7, "FN-A") and not ledger.exported(1, 1)
+    ledger.close()
+    journal.close()

@@ -4,17 +4,21 @@
 Z report, loads the register's report file. Here: :mod:`.goods` reads goods files, :mod:`.catalogue`
 keeps each store's goods, :mod:`.report` writes report blocks, :mod:`.ledger` knows which shifts
 are closed and exported, :mod:`.poller` does the work in a thread, :mod:`.settings` reads the
-configuration. :func:`init_exchange` wires it to the fiscal service.
+configuration, :mod:`.loading` and :mod:`.export` do the two jobs, :mod:`.status` keeps what the
+operator sees. :func:`init_exchange` wires it to the fiscal service.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .poller import Exchange
 from .settings import ExchangeSettings, load_settings
 
 __all__ = ["EXTENSION", "Exchange", "ExchangeSettings", "exchange_of", "init_exchange"]
+
+log = logging.getLogger(__name__)
 
 #: Key of the exchange in ``app.extensions`` (absent when no register takes part).
 EXTENSION = "kkt_exchange"
@@ -25,6 +29,9 @@ def init_exchange(app: Any, service: Any) -> Exchange | None:
     settings = load_settings(app.config)
     if not settings.enabled:
         return None
+    for store in settings.stores.values():
+        if store.warning:
+            log.warning("обмен с 1С: %s", store.warning)
     exchange = Exchange(settings, service)
     service.shift_observers.append(exchange.shift_closed)
     app.extensions[EXTENSION] = exchange

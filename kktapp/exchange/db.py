@@ -49,21 +49,25 @@ CREATE TABLE IF NOT EXISTS loads (
     loaded_at   REAL NOT NULL
 );
 -- Shifts of each register the exchange knows of; a shift is exported once (exported_at set).
+-- Shift numbers start again at 1 with a new FN, so the FN number is part of the key.
 CREATE TABLE IF NOT EXISTS shifts (
     device      INTEGER NOT NULL,
+    fn          TEXT NOT NULL,
     shift       INTEGER NOT NULL,
     closed      INTEGER NOT NULL DEFAULT 0,          -- a Z report closed it
     z           TEXT,                                -- JSON: the Z report's document and counters
     pending     TEXT,                                -- JSON: the block being written (crash check)
     exported_at REAL,
     export      TEXT,                                -- JSON: file, block totals, reconciliation
-    PRIMARY KEY (device, shift)
+    PRIMARY KEY (device, fn, shift)
 );
--- Per register: the highest journal seq below which every job is finished and seen, and the
--- last transaction number written to its report file (transaction numbers keep increasing).
+-- Per register: the highest journal seq below which every job is finished and seen, its FN
+-- as last seen, and the last transaction number written to its report file (transaction
+-- numbers keep increasing).
 CREATE TABLE IF NOT EXISTS registers (
     device      INTEGER PRIMARY KEY,
     seen_seq    INTEGER NOT NULL DEFAULT 0,
+    fn          TEXT NOT NULL DEFAULT '',
     last_txn    INTEGER NOT NULL DEFAULT 0
 );
 -- What the status page shows: problems and the last successful steps, by key.

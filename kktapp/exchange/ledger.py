@@ -96,36 +96,45 @@ class Ledger:
 
     # ------------------------------------------------------------------ learning shifts
 
-    def record_z(self, device: int, shift: int, z: dict[str, Any]) -> None:
+    def current_fn(self, device: int) -> str:
+        """The register's FN as last seen in a document ("" before the first)."""
+        row = self.db.conn().execute("SELECT fn FROM registers WHERE device=?", (device,)).fetchone()
+        return row["fn"] if row else ""
+
+    def record_z(self, device: int, fn: str, shift: int, z: dict[str, Any]) -> None:
         """A Z report closed ``shift`` (from the owner's hook): durable before anything else."""
+        fn = fn or self.current_fn(device)
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO shifts (device, shift) VALUES (?, ?)", (device, shift))
-            conn.execute("UPDATE shifts SET closed=1, z=? WHERE device=? AND shift=?",
-                         (json.dumps(z, sort_keys=True), device, shift))
+            conn.execute("INSERT OR IGNORE INTO shifts (device, fn, shift) VALUES (?, ?, ?)", (device, fn, shift))
+            conn.execute("UPDATE shifts SET closed=1, z=? WHERE device=? AND fn=? AND shift=?",
+                         (json.dumps(z, sort_keys=True), device, fn, shift))
 
     def scan(self, device: int, snapshot: dict | None = None) -> None:
         """Learn the shifts and Z reports of the register's finished journal jobs not seen yet.
 
         The first scan of a register starts at the journal's end: shifts closed before the
         exchange was switched on are not sent to 1C again; the shift open now (by the status
-        snapshot) is exported at its Z report.
+        snapshot) is exported at its Z report. A document without an FN number (the device
+        could not read it back) belongs to the register's FN as last seen.
         """
         conn = self.db.conn()
-        row = conn.execute("SELECT seen_seq FROM registers WHERE device=?", (device,)).fetchone()
+        row = conn.execute("SELECT seen_seq, fn FROM registers WHERE device=?", (device,)).fetchone()
         jobs = self._jobs()
         if row is None:
             top = jobs.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs WHERE device=?", (device,)).fetchone()[0]
             shift_now = (snapshot or {}).get("shift") or {}
+            fn = str(((snapshot or {}).get("fn") or {}).get("fn_number") or "")
             with self.db.transaction() as tx:
-                tx.execute("INSERT OR IGNORE INTO registers (device, seen_seq) VALUES (?, ?)", (device, top))
+                tx.execute("INSERT OR IGNORE INTO registers (device, seen_seq, fn) VALUES (?, ?, ?)", (device, top, fn))
                 if shift_now.get("state") in ("open", "expired") and shift_now.get("number"):
-                    tx.execute("INSERT OR IGNORE INTO shifts (device, shift) VALUES (?, ?)",
-                               (device, int(shift_now["number"])))
+                    tx.execute("INSERT OR IGNORE INTO shifts (device, fn, shift) VALUES (?, ?, ?)",
+                               (device, fn, int(shift_now["number"])))
             return
-        seen = watermark = row[0]
+        seen = watermark = row["seen_seq"]
+        fn = row["fn"]
         blocked = False
-        shifts: set[int] = set()
-        closed: dict[int, dict] = {}
+        shifts: set[tuple[str, int]] = set()
+        closed: dict[tuple[str, int], dict] = {}
         for job in jobs.execute("SELECT seq, kind, state, result FROM jobs WHERE device=? AND seq>? ORDER BY seq",
                                 (device, seen)):
             if job["state"] in _UNFINISHED:
@@ -136,49 +145,61 @@ class Ledger:
             res = _result(job)
             if res is None:
                 continue
-            shifts.add(int(res["shift_number"]))
+            fn = res.get("fn_number") or fn
+            key = (fn, int(res["shift_number"]))
+            shifts.add(key)
             if job["kind"] == "close_shift":
-                closed[int(res["shift_number"])] = {"result": res}
+                closed[key] = {"result": res}
         if watermark == seen and not shifts:
             return
         with self.db.transaction() as tx:
-            for shift in shifts:
-                tx.execute("INSERT OR IGNORE INTO shifts (device, shift) VALUES (?, ?)", (device, shift))
-            for shift, z in closed.items():
-                tx.execute("UPDATE shifts SET closed=1, z=COALESCE(z, ?) WHERE device=? AND shift=?",
-                           (json.dumps(z, sort_keys=True), device, shift))
-            tx.execute("UPDATE registers SET seen_seq=? WHERE device=?", (watermark, device))
+            for key in shifts:
+                tx.execute("INSERT OR IGNORE INTO shifts (device, fn, shift) VALUES (?, ?, ?)", (device, *key))
+            for key, z in closed.items():
+                tx.execute("UPDATE shifts SET closed=1, z=COALESCE(z, ?) WHERE device=? AND fn=? AND shift=?",
+                           (json.dumps(z, sort_keys=True), device, *key))
+            tx.execute("UPDATE registers SET seen_seq=?, fn=? WHERE device=?", (watermark, fn, device))
 
-    def owed(self, device: int, snapshot: dict | None = None) -> list[int]:
-        """Closed shifts of the register not exported yet, oldest first."""
+    def owed(self, device: int, snapshot: dict | None = None) -> list[tuple[str, int]]:
+        """Closed shifts ``(fn, shift)`` of the register not exported yet, oldest first.
+
+        Closed: a Z report was seen, a later shift of the same FN has documents, the status
+        snapshot says so, or the shift belongs to an FN the register no longer uses.
+        """
         conn = self.db.conn()
-        top = conn.execute("SELECT MAX(shift) FROM shifts WHERE device=?", (device,)).fetchone()[0]
+        current = self.current_fn(device)
+        tops = {r[0]: r[1] for r in conn.execute("SELECT fn, MAX(shift) FROM shifts WHERE device=? GROUP BY fn",
+                                                 (device,))}
         shift_now = (snapshot or {}).get("shift") or {}
         snap_number = int(shift_now.get("number") or 0)
         snap_closed = shift_now.get("state") == "closed"
+        snap_fn = str(((snapshot or {}).get("fn") or {}).get("fn_number") or "")
         owed = []
-        for row in conn.execute(
-            "SELECT shift, closed FROM shifts WHERE device=? AND exported_at IS NULL ORDER BY shift", (device,)
-        ):
-            shift = row["shift"]
-            if row["closed"] or shift < top or snap_number > shift or (snap_closed and snap_number == shift):
-                owed.append(shift)
-        return owed
+        for row in conn.execute("SELECT fn, shift, closed FROM shifts WHERE device=? AND exported_at IS NULL",
+                                (device,)):
+            fn, shift = row["fn"], row["shift"]
+            by_snapshot = snap_fn in ("", fn) and (snap_number > shift or (snap_closed and snap_number == shift))
+            if row["closed"] or shift < tops[fn] or by_snapshot or (fn != current and bool(fn) and bool(current)):
+                owed.append((fn, shift))
+        return sorted(owed, key=lambda k: (k[0] == current, k[1]))
 
-    def z_report(self, device: int, shift: int) -> dict | None:
+    def z_report(self, device: int, fn: str, shift: int) -> dict | None:
         """What the Z report hook recorded for a shift (document, device counters), if anything."""
-        row = self.db.conn().execute("SELECT z FROM shifts WHERE device=? AND shift=?", (device, shift)).fetchone()
+        row = self.db.conn().execute(
+            "SELECT z FROM shifts WHERE device=? AND fn=? AND shift=?", (device, fn, shift)
+        ).fetchone()
         return json.loads(row["z"]) if row and row["z"] else None
 
     # ------------------------------------------------------------------ a shift's documents
 
-    def shift_docs(self, device: int, shift: int) -> ShiftDocs:
+    def shift_docs(self, device: int, fn: str, shift: int) -> ShiftDocs:
         """The shift's fiscalised receipts and cash operations in FN order."""
         out = ShiftDocs()
         rows = self._jobs().execute(
             "SELECT seq, kind, state, source, payload, result FROM jobs WHERE device=? AND state=? AND kind IN"
-            f" ({', '.join('?' * len(DOC_KINDS))}) AND json_extract(result, '$.shift_number')=?",
-            (device, DONE, *DOC_KINDS, shift),
+            f" ({', '.join('?' * len(DOC_KINDS))}) AND json_extract(result, '$.shift_number')=?"
+            " AND COALESCE(json_extract(result, '$.fn_number'), '') IN (?, '')",
+            (device, DONE, *DOC_KINDS, shift, fn),
         ).fetchall()
         found = []
         for row in rows:
@@ -222,38 +243,40 @@ class Ledger:
         row = self.db.conn().execute("SELECT last_txn FROM registers WHERE device=?", (device,)).fetchone()
         return int(row[0]) if row else 0
 
-    def pending(self, device: int, shift: int) -> dict | None:
+    def pending(self, device: int, fn: str, shift: int) -> dict | None:
         """The block recorded as being written (a crash came before it was recorded as exported)."""
         row = self.db.conn().execute(
-            "SELECT pending FROM shifts WHERE device=? AND shift=?", (device, shift)
+            "SELECT pending FROM shifts WHERE device=? AND fn=? AND shift=?", (device, fn, shift)
         ).fetchone()
         return json.loads(row["pending"]) if row and row["pending"] else None
 
-    def begin(self, device: int, shift: int, pending: dict) -> None:
+    def begin(self, device: int, fn: str, shift: int, pending: dict) -> None:
         """Durably: this block is about to be written to this file."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE shifts SET pending=? WHERE device=? AND shift=?",
-                         (json.dumps(pending, sort_keys=True), device, shift))
+            conn.execute("UPDATE shifts SET pending=? WHERE device=? AND fn=? AND shift=?",
+                         (json.dumps(pending, sort_keys=True), device, fn, shift))
 
-    def finish(self, device: int, shift: int, export: dict, last_txn: int) -> None:
+    def finish(self, device: int, fn: str, shift: int, export: dict, last_txn: int) -> None:
         """Durably: the shift is in its report file; it is never written again."""
         with self.db.transaction() as conn:
-            conn.execute("UPDATE shifts SET exported_at=?, export=?, pending=NULL WHERE device=? AND shift=?",
-                         (time.time(), json.dumps(export, sort_keys=True, ensure_ascii=False), device, shift))
+            conn.execute("UPDATE shifts SET exported_at=?, export=?, pending=NULL WHERE device=? AND fn=? AND shift=?",
+                         (time.time(), json.dumps(export, sort_keys=True, ensure_ascii=False), device, fn, shift))
             conn.execute("INSERT INTO registers (device, last_txn) VALUES (?, ?) ON CONFLICT(device) DO UPDATE"
                          " SET last_txn=MAX(last_txn, excluded.last_txn)", (device, last_txn))
 
     def exports(self, device: int, limit: int = 5) -> list[dict]:
         """The register's latest exported shifts with their reconciliation, newest first."""
         rows = self.db.conn().execute(
-            "SELECT shift, exported_at, export FROM shifts WHERE device=? AND exported_at IS NOT NULL"
+            "SELECT fn, shift, exported_at, export FROM shifts WHERE device=? AND exported_at IS NOT NULL"
             " ORDER BY exported_at DESC LIMIT ?", (device, limit),
         ).fetchall()
-        return [{"shift": r["shift"], "exported_at": r["exported_at"], **json.loads(r["export"])} for r in rows]
+        return [{"fn": r["fn"], "shift": r["shift"], "exported_at": r["exported_at"], **json.loads(r["export"])}
+                for r in rows]
 
-    def exported(self, device: int, shift: int) -> bool:
-        """Whether the shift is recorded as exported."""
+    def exported(self, device: int, shift: int, fn: str | None = None) -> bool:
+        """Whether the shift (of the register's current FN unless given) is recorded as exported."""
         row = self.db.conn().execute(
-            "SELECT exported_at FROM shifts WHERE device=? AND shift=?", (device, shift)
+            "SELECT exported_at FROM shifts WHERE device=? AND fn=? AND shift=?",
+            (device, self.current_fn(device) if fn is None else fn, shift),
         ).fetchone()
         return bool(row and row["exported_at"])

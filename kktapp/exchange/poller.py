@@ -1,9 +1,8 @@
 """The exchange at work: a thread that looks at the exchange folder and writes the report files.
 
 Every ``EXCHANGE_POLL_SECONDS`` (and at once after a Z report) the poller of one process — the
-one holding ``<exchange file>.lock``, as device owners hold theirs — does, per store, the goods
-file of the main register → catalogue (then line 2 ``@`` and the other registers' goods files
-deleted), and per register, every closed shift not yet exported → a block in its report file.
+one holding ``<exchange file>.lock``, as device owners hold theirs — runs, per store, the goods
+loader (:mod:`.loading`) and, per register, the shift exporter (:mod:`.export`).
 The device owner's Z report hook (:meth:`Exchange.shift_closed`) only records the Z report with
 the device's shift counters and wakes the poller: the file is written outside the owner's
 thread, so the device queue never waits for a network share.
@@ -16,32 +15,22 @@ import fcntl
 import logging
 import os
 import threading
-import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
-from ..domain import FiscalResult, VatRate, format_rub
+from ..domain import FiscalResult, VatRate
 from .catalogue import Catalogue, SaleItem
 from .db import ExchangeDb, exchange_path
-from .goods import GoodsFileError, mark_loaded, parse_goods_file
-from .ledger import Ledger, ShiftDocs
-from .report import Block, build_block, header_present, merged_content, write_atomically
-from .settings import ExchangeSettings, Register, Store
+from .export import ShiftExporter
+from .ledger import Ledger
+from .loading import GoodsLoader
+from .settings import ExchangeSettings
+from .status import StatusBoard
 
 log = logging.getLogger(__name__)
 
 #: Seconds stop() waits for the poller thread.
 STOP_TIMEOUT = 10.0
-
-OK, WARN, ERROR = "ok", "warn", "error"
-
-
-@dataclass(frozen=True)
-class _Seen:
-    size: int
-    mtime_ns: int
-    since: float
 
 
 class Exchange:
@@ -65,10 +54,10 @@ class Exchange:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
-        #: Goods files seen with this size and time (the settle check), by path.
-        self._seen: dict[str, _Seen] = {}
-        #: What was last logged per goods file or status key (a problem is not logged every poll).
-        self._reported: dict[str, object] = {}
+        # Per-process memory (files seen, problems logged) starts afresh in a forked child.
+        self.board = StatusBoard(self.db)
+        self.loader = GoodsLoader(self.settings, self.catalogue, self.board)
+        self.exporter = ShiftExporter(self.settings, self.ledger, self.board)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,7 +120,8 @@ class Exchange:
                 counters = {"income": income, "outcome": outcome}
             except Exception as exc:  # noqa: BLE001 - a refused read must not stop the device queue
                 log.warning("ККТ %d: сменные итоги после Z-отчёта не прочитаны: %s", device, exc)
-        self.ledger.record_z(device, result.shift_number, {"result": result.to_dict(), "counters": counters})
+        self.ledger.record_z(device, result.fn_number, result.shift_number,
+                             {"result": result.to_dict(), "counters": counters})
         log.info("ККТ %d: Z-отчёт, смена %d: отчёт для 1С будет записан в %s", device, result.shift_number,
                  register.report_file)
         self.wake()
@@ -149,146 +139,13 @@ class Exchange:
                     return  # another process's poller is at it
                 raise
             for store in self.settings.stores.values():
-                try:
-                    self._goods(store)
-                except OSError as exc:
-                    # Unreadable folder or file (rights, a share gone): say so, go on with the rest.
-                    self._problem(f"goods:{store.name}", f"Файл товаров магазина «{store.name}» не прочитан: "
-                                  f"{exc.strerror or exc} ({exc.filename or ''}). Сервис повторит попытку.")
+                self.loader.run(store)
             for register in self.settings.registers.values():
                 if register.report_file:
-                    self._exports(register)
+                    snapshot = self.service.journal.load_snapshot(register.number)
+                    self.exporter.run(register, snapshot[0] if snapshot else None)
         finally:
             os.close(fd)
-
-    # ------------------------------------------------------------------ goods
-
-    def _ready(self, path: str, register: Register) -> os.stat_result | None:
-        """The goods file's stat when it may be read: complete by the flag file, or settled."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self._seen.pop(path, None)
-            return None
-        if register.flag_file:
-            return st if os.path.exists(register.flag_file) else None
-        seen = self._seen.get(path)
-        now = time.monotonic()
-        if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, now)
-            if self.settings.settle_seconds > 0:
-                return None
-            return st
-        return st if now - seen.since >= self.settings.settle_seconds else None
-
-    def _goods(self, store: Store) -> None:
-        main = store.main
-        if main is None:
-            return
-        if main.goods_file:
-            st = self._ready(main.goods_file, main)
-            if st is not None:
-                self._load(store, main, st)
-        # Goods files of the other registers are never loaded; while one lies there, 1C refuses
-        # the next partial export to that register ("товары предыдущей выгрузки ещё не получены").
-        for other in store.registers:
-            if other is not main and other.goods_file and os.path.exists(other.goods_file):
-                _remove(other.goods_file)
-                log.info("обмен с 1С: удалён файл товаров %s (касса %d не основная в магазине «%s»)",
-                         other.goods_file, other.number, store.name)
-
-    def _load(self, store: Store, main: Register, st: os.stat_result) -> None:
-        path = main.goods_file
-        with open(path, "rb") as f:
-            data = f.read()
-        version = (st.st_size, st.st_mtime_ns)
-        try:
-            parsed = parse_goods_file(data)
-            if not parsed.pending:
-                return
-            after = os.stat(path)
-            if (after.st_size, after.st_mtime_ns) != version or len(data) != st.st_size:
-                return  # still being written: next round
-            self.catalogue.load(store.name, parsed, path)
-        except GoodsFileError as exc:
-            if self._reported.get(path) != version:
-                self._reported[path] = version
-                log.error("обмен с 1С: файл товаров %s не загружен, %s; каталог магазина «%s» не изменён",
-                          path, exc, store.name)
-            self._set_status(f"goods:{store.name}", ERROR,
-                             f"Файл товаров {path} не загружен: строка {exc.line}: {exc.message}. "
-                             "Каталог не изменён; исправьте выгрузку в 1С и выгрузите товары снова.")
-            return
-        self._reported.pop(path, None)
-        with open(path, "r+b") as f:
-            f.seek(mark_loaded(data))
-            f.write(b"@")
-            f.flush()
-            os.fsync(f.fileno())
-        self._seen.pop(path, None)
-        if main.flag_file:
-            _remove(main.flag_file)
-        mode = "замена каталога ($$$CLR)" if parsed.replace else "добавление и изменение ($$$ADD)"
-        goods = sum(1 for g in parsed.goods if not g.is_group)
-        log.info("обмен с 1С: магазин «%s»: загружен %s, %s: товаров %d, групп %d, штрихкодов %d", store.name, path,
-                 mode, goods, len(parsed.goods) - goods, len(parsed.barcodes))
-        self._set_status(f"goods:{store.name}", OK,
-                         f"Загружен {os.path.basename(path)}: {mode}, товаров {goods}, "
-                         f"доп. штрихкодов {len(parsed.barcodes)}, {time.strftime('%d.%m.%Y %H:%M:%S')}")
-
-    # ------------------------------------------------------------------ reports
-
-    def _exports(self, register: Register) -> None:
-        snapshot = self.service.journal.load_snapshot(register.number)
-        snap = snapshot[0] if snapshot else None
-        self.ledger.scan(register.number, snap)
-        for shift in self.ledger.owed(register.number, snap):
-            try:
-                self.export(register, shift)
-            except OSError as exc:
-                self._problem(f"report:{register.number}", f"Отчёт о смене {shift} кассы {register.number} не "
-                              f"записан в {register.report_file}: {exc.strerror or exc}. Сервис повторит запись.")
-                return
-
-    def export(self, register: Register, shift: int) -> None:
-        """Write one closed shift to the register's report file, exactly once."""
-        device, path = register.number, register.report_file
-        old = _read(path)
-        pending = self.ledger.pending(device, shift)
-        if pending is not None and old is not None and header_present(old, device, shift):
-            # Written before a crash, not yet recorded: record it, never write it twice.
-            log.warning("ККТ %d: смена %d уже в %s (запись прервалась после файла); отмечаем выгруженной",
-                        device, shift, path)
-            self.ledger.finish(device, shift, pending["export"], pending["last_txn"])
-            return
-        docs = self.ledger.shift_docs(device, shift)
-        z = self.ledger.z_report(device, shift)
-        closed_at = None
-        if z and z.get("result"):
-            closed_at = FiscalResult.from_dict(z["result"]).datetime.replace(tzinfo=None)
-        block = build_block(kkm=device, shift=shift, docs=docs.docs, first_txn=self.ledger.last_txn(device),
-                            fallback_code=self.settings.fallback_code, closed_at=closed_at)
-        problems = reconcile(block, docs, (z or {}).get("counters"))
-        export = {"file": path, "totals": block.totals.to_dict(), "mismatch": problems,
-                  "counters": (z or {}).get("counters")}
-        self.ledger.begin(device, shift, {"export": export, "last_txn": block.last_txn})
-        content, how = merged_content(old, block)
-        if _read(path) != old:
-            return  # 1C touched the file meanwhile (loaded it, marked it): next round reads it again
-        write_atomically(path, content)
-        self.ledger.finish(device, shift, export, block.last_txn)
-        _log_export(register, shift, block, how)
-        if problems:
-            text = "; ".join(problems)
-            log.error("ККТ %d: сверка смены %d не сошлась: %s", device, shift, text)
-            self._set_status(f"report:{register.number}", ERROR,
-                             f"Смена {shift}: сверка с Z-отчётом не сошлась: {text}")
-        else:
-            t = block.totals
-            self._set_status(f"report:{register.number}", OK,
-                             f"Смена {shift} выгружена в {os.path.basename(path)} "
-                             f"({time.strftime('%d.%m.%Y %H:%M')}): чеков {t.receipts}, продажи "
-                             f"{format_rub(t.sales)} ₽, возвраты {format_rub(t.returns)} ₽; сверка с Z-отчётом сошлась")
 
     # ------------------------------------------------------------------ selling from the catalogue
 
@@ -303,84 +160,25 @@ class Exchange:
 
     # ------------------------------------------------------------------ status
 
-    def _problem(self, key: str, message: str) -> None:
-        """An error for the log (once while it lasts, not every poll) and the status page."""
-        if self._reported.get(key) != message:
-            self._reported[key] = message
-            log.error("обмен с 1С: %s", message)
-        self._set_status(key, ERROR, message)
-
-    def _set_status(self, key: str, level: str, message: str) -> None:
-        if level == OK:
-            self._reported.pop(key, None)
-        with self.db.transaction() as conn:
-            conn.execute("INSERT INTO status (key, level, message, updated_at) VALUES (?, ?, ?, ?)"
-                         " ON CONFLICT(key) DO UPDATE SET level=excluded.level, message=excluded.message,"
-                         " updated_at=excluded.updated_at", (key, level, message, time.time()))
-
     def status(self) -> dict:
-        """What the status page shows: per store and per register, problems first."""
-        rows = {r["key"]: dict(r) for r in self.db.conn().execute("SELECT * FROM status")}
+        """What the status page shows: per store and per register."""
         stores = []
         for store in self.settings.stores.values():
-            goods = rows.get(f"goods:{store.name}")
             stores.append({
                 "name": store.name, "main": store.main.number if store.main else None,
                 "warning": store.warning, "goods": self.catalogue.count(store.name),
-                "vat": store.vat_rate().value,
-                "load": {"level": goods["level"], "message": goods["message"]} if goods else None,
+                "vat": store.vat_rate().value, "load": self.board.get(f"goods:{store.name}"),
             })
         registers = []
         for register in self.settings.registers.values():
-            report = rows.get(f"report:{register.number}")
             registers.append({
                 "number": register.number, "name": register.name, "store": register.store,
-                "main": bool(register.main or (self.settings.stores[register.store].main is register)),
+                "main": self.settings.stores[register.store].main is register,
                 "goods_file": register.goods_file, "report_file": register.report_file,
-                "report": {"level": report["level"], "message": report["message"]} if report else None,
+                "report": self.board.get(f"report:{register.number}"),
                 "exports": self.ledger.exports(register.number, 3),
             })
         return {"stores": stores, "registers": registers}
-
-
-def reconcile(block: Block, docs: ShiftDocs, counters: dict | None) -> list[str]:
-    """Differences between the block and what the FN and the Z report's counters say (Russian)."""
-    t = block.totals
-    problems = []
-    if (t.sales, t.returns) != (docs.fn_sales, docs.fn_returns):
-        problems.append(f"в файле продажи {format_rub(t.sales)}, возвраты {format_rub(t.returns)}; по ФН "
-                        f"{format_rub(docs.fn_sales)} и {format_rub(docs.fn_returns)}")
-    if counters:
-        sales = int(counters["income"]) - docs.left_out_income
-        returns = int(counters["outcome"]) - docs.left_out_outcome
-        if (t.sales, t.returns) != (sales, returns):
-            problems.append(f"в файле продажи {format_rub(t.sales)}, возвраты {format_rub(t.returns)}; "
-                            f"по сменным итогам ККТ (без чеков, не идущих в файл) {format_rub(sales)} и "
-                            f"{format_rub(returns)}")
-    return problems
-
-
-def _log_export(register: Register, shift: int, block: Block, how: str) -> None:
-    t = block.totals
-    verb = {"created": "создан", "appended": "дописан", "replaced": "перезаписан"}[how]
-    log.info("ККТ %d: смена %d выгружена, файл %s %s: чеков %d, продажи %s, возвраты %s, внесения %s, выплаты %s",
-             register.number, shift, register.report_file, verb, t.receipts, format_rub(t.sales),
-             format_rub(t.returns), format_rub(t.cash_in), format_rub(t.cash_out))
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 _exchanges: weakref.WeakSet[Exchange] = weakref.WeakSet()

@@ -136,4 +136,7 @@ def load_settings(config: Mapping[str, Any]) -> ExchangeSettings:
         else:
             store.warning = (f"Для магазина «{store.name}» нет основной кассы: товары не загружаются. "
                              "Укажите main: True у одной из касс магазина в DEVICES.")
+        if store.main and not store.main.goods_file and any(r.goods_file for r in store.registers):
+            store.warning = (f"У основной кассы № {store.main.number} магазина «{store.name}» не указан "
+                             "goods_file: товары не загружаются, а файлы товаров других касс удаляются.")
     return settings
