@@ -149,12 +149,8 @@ def job_status(job: Job) -> dict:
     if job.state == DONE:
         return {"Status": OK, "Error": "", "Warning": job.reason or ""}
     if job.state == FAILED:
-        message = str(err.get("message") or KKTError.message)
-        step = err.get("step")
-        if step and str(step) not in message:
-            message = f"{message} (шаг: {step})"
         code = int(err.get("code") or errors.ResultCode.INTERNAL)
-        return {"Status": ERROR, "Error": message, "Warning": "", "ErrorCode": code}
+        return {"Status": ERROR, "Error": errors.stored_error_text(err), "Warning": "", "ErrorCode": code}
     # Queued: not started yet (4); sending or outcome being settled: running (1).
     return {"Status": QUEUED_STATUS if job.state == QUEUED else RUNNING, "Error": "",
             "Warning": job.reason or ""}
