@@ -123,24 +123,27 @@ def _date(value: Any, default: str = NO_DATE) -> str:
 # --------------------------------------------------------------------------- jobs
 
 
-def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") -> Job:
-    """The command's device operation: the job already under its key, else a new one."""
+def _keyed(call: Call, kind: str, suffix: str, submit: Callable[[str], Job]) -> Job:
+    """The job under the call's key (waited for, never submitted again), else ``submit(key)``."""
     svc = service()
     key = call.key + suffix
-    existing = svc.find_job(op, key)
+    existing = svc.find_job(kind, key)
     if existing is not None:
         return svc.wait_for(existing, call.wait)
-    return svc.submit(op, params, device=call.device, key=key, wait=call.wait)
+    return submit(key)
+
+
+def run_op(call: Call, op: str, params: dict | None = None, suffix: str = "") -> Job:
+    """The command's device operation (``suffix`` tells apart several of one command)."""
+    return _keyed(call, op, suffix,
+                  lambda key: service().submit(op, params, device=call.device, key=key, wait=call.wait))
 
 
 def run_receipt(call: Call, receipt: domain.Receipt) -> Job:
-    """The command's receipt job: the one already under its key, else a new one."""
-    svc = service()
-    existing = svc.find_job(RECEIPT, call.key)
-    if existing is not None:
-        return svc.wait_for(existing, call.wait)
-    return svc.submit_receipt(receipt, device=call.device, key=call.key, fingerprint=receipt_fingerprint(receipt),
-                              source=SOURCE, wait=call.wait)
+    """The command's receipt job."""
+    return _keyed(call, RECEIPT, "", lambda key: service().submit_receipt(
+        receipt, device=call.device, key=key, fingerprint=receipt_fingerprint(receipt), source=SOURCE,
+        wait=call.wait))
 
 
 def job_status(job: Job) -> dict:
