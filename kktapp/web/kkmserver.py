@@ -44,10 +44,9 @@ from kktapp.web.kkmserver_commands import (
     NOT_FOUND,
     OK,
     Call,
-    route,
-    unit_name,
 )
 from kktapp.web.kkmserver_store import CommandStore, store_path
+from kktapp.web.kkmserver_units import route, unit_name
 
 log = logging.getLogger(__name__)
 
