@@ -753,3 +753,11 @@ def test_num_device_zero_by_tax_variant(km, monkeypatch, emulator, emulator2):
     assert post(km.cashier, af_check(ident(51), TaxVariant=""))["NumDevice"] == 1
     missing = post(km.cashier, af_check(ident(52), TaxVariant=5))
     assert missing["Status"] == 3 and "TaxVariant" in missing["Error"]
+
+
+def test_list_without_id_command_is_not_recorded(km):
+    """List and GetLineLength answer from conf and snapshots: a page polling them fills no registry."""
+    plain = post(km.cashier, {"Command": "List"})
+    assert post(km.cashier, {"Command": "GetRezult", "IdCommand": plain["IdCommand"]})["Status"] == 3
+    kept = post(km.cashier, {"Command": "List", "IdCommand": ident(60)})
+    assert post(km.cashier, {"Command": "GetRezult", "IdCommand": ident(60)})["Rezult"] == kept

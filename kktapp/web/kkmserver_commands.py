@@ -82,11 +82,16 @@ class Call:
 
 @dataclass(frozen=True)
 class Spec:
-    """A supported command: the role it needs, its handler, whether it is routed to a register."""
+    """A supported command: the role it needs, its handler, whether it is routed to a register.
+
+    ``conf_only`` commands answer from conf and snapshots at once, never touching a device: sent
+    without an IdCommand they are not recorded (a page polling List must not fill the registry).
+    """
 
     role: str
     handler: Callable[[Call], dict]
     routed: bool = True
+    conf_only: bool = False
 
 
 # --------------------------------------------------------------------------- jobs
@@ -445,7 +450,7 @@ _PAYMENT_TITLES = {
 }
 
 COMMANDS: dict[str, Spec] = {
-    "List": Spec("cashier", list_devices, routed=False),
+    "List": Spec("cashier", list_devices, routed=False, conf_only=True),
     "GetDataKKT": Spec("cashier", get_data_kkt),
     "OpenShift": Spec("cashier", _shift("open_shift")),
     "CloseShift": Spec("admin", _shift("close_shift")),
@@ -457,7 +462,7 @@ COMMANDS: dict[str, Spec] = {
     "GetDataCheck": Spec("cashier", get_data_check),
     "PrintDocument": Spec("cashier", print_document),
     "OpenCashDrawer": Spec("cashier", open_cash_drawer),
-    "GetLineLength": Spec("cashier", get_line_length),
+    "GetLineLength": Spec("cashier", get_line_length, conf_only=True),
 }
 #: Case-insensitive lookup: some hand-written clients vary the case of command names.
 BY_LOWER = {name.lower(): name for name in COMMANDS}
