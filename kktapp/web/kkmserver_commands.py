@@ -310,7 +310,16 @@ def _cash(op: str) -> Callable[[Call], dict]:
 
 def register_check(call: Call) -> dict:
     """RegisterCheck: a fiscal receipt (every TypeCheck) or, with IsFiscalCheck false, a print."""
-    parsed = parse_register_check(call.body, current_app.config, dt.date.today(), line_length(call.device))
+    try:
+        parsed = parse_register_check(call.body, current_app.config, dt.date.today(), line_length(call.device))
+    except ValidationFailed:
+        # A poll of a receipt accepted earlier: conf (ACCEPT_LEGACY_VAT, TAXATION…) may have changed
+        # since, but the journalled receipt is what was fiscalised and its answer is due.
+        existing = service().find_job(RECEIPT, call.key)
+        if existing is None:
+            raise
+        parsed = ParsedCheck(receipt_from_json(existing.payload["receipt"]), [],
+                             copies=_count(call.body, "NumberCopies", 10))
     call.warnings.extend(parsed.warnings)
     if parsed.receipt is None:
         return _print_lines(call, parsed)
