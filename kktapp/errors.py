@@ -207,7 +207,7 @@ class DeviceError(KKTError):
         self.ext = ext
         self.step = step
         self.command = command
-        text = f"{message} (шаг: {step})" if step else message
+        text = with_step(message, step)
         super().__init__(text, code=code)
         self.device_message = message
 
@@ -219,6 +219,17 @@ class DeviceError(KKTError):
         if self.step:
             data["step"] = self.step
         return data
+
+
+def with_step(message: str, step: object) -> str:
+    """A device error's text with the failing step named once: "Нет бумаги (шаг: позиция 3)"."""
+    return f"{message} (шаг: {step})" if step and str(step) not in message else message
+
+
+def stored_error_text(error: dict | None) -> str:
+    """A journalled job error (``DeviceError.to_dict()`` and the like) as the cashier's line."""
+    error = error or {}
+    return with_step(str(error.get("message") or KKTError.message), error.get("step"))
 
 
 def http_status(exc: BaseException) -> int:

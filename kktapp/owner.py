@@ -616,7 +616,7 @@ class DeviceOwner:
         return False
 
     def _execute_plain(self, job: Job) -> None:
-        if job.kind != "status":
+        if job.kind not in ("status", "registration"):  # reads change nothing on the device
             # Service operations (reports, resets, cancel) may change what the owner remembers;
             # they are rare, so the next job simply reads the device again.
             self.state.forget()

@@ -753,3 +753,23 @@ def test_num_device_zero_by_tax_variant(km, monkeypatch, emulator, emulator2):
     assert post(km.cashier, af_check(ident(51), TaxVariant=""))["NumDevice"] == 1
     missing = post(km.cashier, af_check(ident(52), TaxVariant=5))
     assert missing["Status"] == 3 and "TaxVariant" in missing["Error"]
+
+
+def test_list_without_id_command_is_not_recorded(km):
+    """List and GetLineLength answer from conf and snapshots: a page polling them fills no registry."""
+    plain = post(km.cashier, {"Command": "List"})
+    assert post(km.cashier, {"Command": "GetRezult", "IdCommand": plain["IdCommand"]})["Status"] == 3
+    kept = post(km.cashier, {"Command": "List", "IdCommand": ident(60)})
+    assert post(km.cashier, {"Command": "GetRezult", "IdCommand": ident(60)})["Rezult"] == kept
+
+
+def test_get_rezult_answers_a_receipt_accepted_before_conf_changed(km, app, emulator):
+    """The journalled receipt decides a poll's answer, not today's validation of the old body."""
+    first = post(km.cashier, af_check(ident(61), tax=20, NumDevice=1, Timeout=1))
+    assert first["Status"] in (1, 4)
+    app.config["ACCEPT_LEGACY_VAT"] = False  # the sysadmin switched old rates off meanwhile
+    deadline = time.monotonic() + 20
+    while (rez := post(km.cashier, {"Command": "GetRezult", "IdCommand": ident(61)})["Rezult"])["Status"] in (1, 4):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert rez["Status"] == 0 and rez["CheckNumber"] == receipts_of(emulator)[-1]["fd_number"]

@@ -21,6 +21,7 @@ from test_deploy import PASSWORD, USER, basic, failure, site_settings
 
 from kktapp.atol.emulator import Emulator
 
+ORIGIN = "https://shop.example.ru"
 #: The same emulator with a state file and a document log as the 1C deployment tests.
 emu = test_deploy.emu
 
@@ -67,15 +68,24 @@ def exercise(srv: e2e.ServerProcess, emu: Emulator) -> None:
     assert len(receipts(emu)) == 2
     status, _, raw = srv.post("/Execute", b'{"Command": "List"}', headers={"Content-Type": "application/json"})
     assert status == 200 and json.loads(raw)["Status"] == 2, failure(srv, status, raw)
+    # A shop page's preflight gets through the server to the application, without a password.
+    status, headers, raw = srv.request("OPTIONS", "/Execute", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert status == 200 and headers.get("access-control-allow-origin") == ORIGIN, failure(srv, status, raw)
+
+
+def km_settings(emu: Emulator) -> dict[str, Any]:
+    return {**site_settings(emu), "KKMSERVER_CORS_ORIGINS": [ORIGIN]}
 
 
 def test_apache_serves_execute(emu: Emulator) -> None:
-    with e2e.start_apache(site_settings(emu), vhost="kkt.conf") as srv:
+    with e2e.start_apache(km_settings(emu), vhost="kkt.conf") as srv:
         exercise(srv, emu)
 
 
 def test_gunicorn_serves_execute(emu: Emulator, tmp_path: Path) -> None:
     settings = e2e.write_settings(tmp_path / "site.py", JOURNAL_PATH=str(tmp_path / "journal.sqlite3"),
-                                  LOG_FILE=str(tmp_path / "kkt.log"), **site_settings(emu))
+                                  LOG_FILE=str(tmp_path / "kkt.log"), **km_settings(emu))
     with e2e.start_gunicorn(settings, workers=2, threads=4) as srv:
         exercise(srv, emu)

@@ -44,10 +44,9 @@ from kktapp.web.kkmserver_commands import (
     NOT_FOUND,
     OK,
     Call,
-    route,
-    unit_name,
 )
 from kktapp.web.kkmserver_store import CommandStore, store_path
+from kktapp.web.kkmserver_units import route, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +212,16 @@ def execute(body: object) -> dict:
         log.warning("KKM Server: неподдерживаемая команда %r", name[:64])
         raise KKTError(UNKNOWN_COMMAND.format(name=name.strip()[:64], names=", ".join([*COMMANDS, GET_REZULT])),
                        code=errors.ResultCode.VALIDATION)
-    check_role(COMMANDS[command].role)
+    spec = COMMANDS[command]
+    check_role(spec.role)
     wait = wait_seconds(body)
+    if spec.conf_only and body.get("IdCommand") in (None, ""):
+        return run(command, body, ident, route(body) if spec.routed else 0, wait)
     fp = _body_fingerprint(body)
     reg = store()
     record = reg.get(ident)
     if record is None:
-        device = route(body) if COMMANDS[command].routed else 0
+        device = route(body) if spec.routed else 0
         record, _ = reg.claim(ident, command, fp, body, device)
     if record.fingerprint != fp or record.command != command:
         raise errors.Conflict(KEY_REUSED.format(id=ident))
