@@ -36,7 +36,7 @@ from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
@@ -281,10 +281,22 @@ def _domain_error(exc: DomainError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    err = KKTError(f"ошибка запроса: {exc.name}", code=errors.ResultCode.VALIDATION)
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) in this API's shape (also for unknown /api/ paths)."""
+    code = errors.ResultCode.NOT_FOUND if exc.code in (404, 405) else errors.ResultCode.VALIDATION
+    err = KKTError(f"ошибка запроса: {exc.name}", code=code)
     err.http_status = exc.code or 400
-    return error_response(err)
+    response = error_response(err)
+    for name, value in exc.get_headers():
+        if name in ("Allow", "Retry-After"):
+            response.headers[name] = value
+    return response
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log_unexpected(log, exc)
+    return error_response(KKTError())
 
 
 # --------------------------------------------------------------------------- devices

@@ -66,7 +66,7 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import AuthError, check_role, current_user, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.common import device_limits, log_unexpected, parse_json, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
     EnvelopeSchema,
@@ -169,8 +169,15 @@ def _kkt_error(exc: KKTError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) in this protocol's shape (also for unknown paths under it)."""
     return answer("", f"ошибка запроса: {exc.name}", ORIGINAL_ERROR, exc.code or 400)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log_unexpected(log, exc)
+    return error_answer(KKTError())
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -499,10 +506,7 @@ def decode_segments(joined: str) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("cp1251", errors="replace")
-    try:
-        return json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise ValidationFailed("data.text", f"склеенные сегменты — не JSON ({exc})") from None
+    return parse_json(text, "data.text", "склеенные сегменты — не JSON")
 
 
 class SegmentStore:

@@ -63,7 +63,7 @@ from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields
 from kktapp.web.auth import AuthError, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -548,14 +548,23 @@ def _kkt_error(exc: KKTError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    code = ResultCode.NOT_FOUND if exc.code in (404, 405) else ResultCode.INTERNAL
-    return answer(code, exc.description or "ошибка запроса", exc.code or 500, doc_number=_doc_number())
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) as the 1C answer (also for /kkt/ and paths under it)."""
+    status = exc.code or 500
+    if status in (404, 405):
+        code, text = ResultCode.NOT_FOUND, NOT_FOUND_TEXT.format(path=request.path[:200])
+    else:
+        code, text = (ResultCode.VALIDATION if status < 500 else ResultCode.INTERNAL), f"ошибка запроса: {exc.name}"
+    response = answer(code, text, status, doc_number=_doc_number())
+    for name, value in exc.get_headers():
+        if name in ("Allow", "Retry-After"):
+            response.headers[name] = value
+    return response
 
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
-    log.exception("Внутренняя ошибка при обработке %s %s", request.method, request.path)
+    log_unexpected(log, exc)
     return answer(ResultCode.INTERNAL, errors.KKTError.message, 500, doc_number=_doc_number())
 
 
