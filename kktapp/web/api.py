@@ -35,7 +35,7 @@ from kktapp import errors
 from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
-from kktapp.web.auth import AuthError, current_user, require
+from kktapp.web.auth import current_user, require
 from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
@@ -85,7 +85,7 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: KKTError) -> Response:
     """``{"error": {...}}`` with the error's HTTP status and headers (WWW-Authenticate, Retry-After)."""
-    headers = exc.headers if isinstance(exc, AuthError) else None
+    headers = exc.headers or None
     return json_response({"error": exc.to_dict()}, errors.http_status(exc), headers)
 
 

@@ -62,7 +62,7 @@ from kktapp.journal import DONE, FAILED, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields
-from kktapp.web.auth import AuthError, require
+from kktapp.web.auth import require
 from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ _STATUS_BY_CODE = {
         errors.DeviceBusy,
         errors.OutcomeUnknown,
         errors.Timeout,
+        errors.GaveUp,
+        errors.QueueFull,
     )
 }
 
@@ -379,7 +381,7 @@ def error_answer(exc: KKTError, doc_number: str | None = None) -> Response:
         extra = {"field": data["field"]}
         if "value" in data:
             extra["value"] = data["value"]
-    headers = exc.headers if isinstance(exc, AuthError) else None
+    headers = exc.headers or None
     return answer(exc.code, exc.message, errors.http_status(exc), doc_number=doc_number, extra=extra, headers=headers)
 
 
