@@ -62,7 +62,7 @@ from kktapp.journal import DONE, FAILED, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields
-from kktapp.web.auth import require
+from kktapp.web.auth import client_address, require
 from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
 
 log = logging.getLogger(__name__)
@@ -584,7 +584,7 @@ def _log_request(response: Response) -> Response:
         code if code is not None else "-",
         fd if fd is not None else "-",
         status,
-        request.remote_addr,
+        client_address(),
         (time.monotonic() - started) * 1000,
     )
     return response
