@@ -68,6 +68,7 @@ from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import check_role, current_user, require
 from kktapp.web.common import device_limits, log_unexpected, parse_json, read_json, validation_error
 from kktapp.web.schemas import (
+    MAX_TEXT,
     CashSchema,
     EnvelopeSchema,
     IncomeSchema,
@@ -293,7 +294,12 @@ def print_string_list(device: int, data: Any) -> str:
     """PRINT_STRING_LIST: lines separated by CR LF, default font."""
     loaded = _load(StringListSchema(), data)
     text = loaded["text"].replace("\r\n", "\n").replace("\r", "\n")
-    return _print(device, [TextLine(line) for line in text.split("\n")])
+    lines = text.split("\n")
+    for i, line in enumerate(lines, 1):
+        if len(line) > MAX_TEXT:
+            # The same per-line limit as every other printed line.
+            raise ValidationFailed("data.text", f"строка {i} длиннее {MAX_TEXT} символов", len(line))
+    return _print(device, [TextLine(line) for line in lines])
 
 
 def print_tstring_list(device: int, data: Any) -> str:
