@@ -9,7 +9,9 @@ and no fiscal document is formed.
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,38 +21,13 @@ from hypothesis import strategies as st
 from test_hardening import api_error, compat_error, onec_error
 from test_poison import DOCUMENT_COMMANDS, count_commands
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fuzz import Raw, dumps  # noqa: E402  (bench/fuzz.py writes JSON with raw literals the same way)
+
 FORM = "application/x-www-form-urlencoded;charset=utf-8"
 COMPAT = "/api/compat/atol-kkt-service"
 SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-class Raw(str):
-    """A JSON literal written as is (numbers JSON can carry but Python's json would not write)."""
-
-
-def dumps(value: Any) -> bytes:
-    raws: dict[str, str] = {}
-
-    def swap(v: Any) -> Any:
-        if isinstance(v, Raw):
-            token = f"@@raw{len(raws)}@@"
-            raws[json.dumps(token)] = str(v)
-            return token
-        if isinstance(v, dict):
-            return {k: swap(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [swap(x) for x in v]
-        if isinstance(v, Decimal):
-            token = f"@@raw{len(raws)}@@"
-            raws[json.dumps(token)] = str(v)
-            return token
-        return v
-
-    text = json.dumps(swap(value), ensure_ascii=True)
-    for token, literal in raws.items():
-        text = text.replace(token, literal)
-    return text.encode("utf-8")
 
 
 # --------------------------------------------------------------------------- bad values by kind

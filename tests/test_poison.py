@@ -271,13 +271,12 @@ def test_a_document_that_breaks_the_link_every_time_is_given_up_safely(tmp_path:
         job = service.journal.get(first.id)
         assert job.state == FAILED and job.error["code"] == ResultCode.GAVE_UP
         assert job.attempts == owner_mod.MAX_SEND_ATTEMPTS
-        assert [d["key"] if "key" in d else d.get("name") for d in device.receipts()] != []
         assert len(device.receipts()) == 1  # the bread only: the poison was never fiscalised
         assert service.snapshot(1)["attention"][0]["id"] == first.id
         # Giving up freed the key: after fixing the cause the same key may be sent again.
-        again = service.submit_receipt(ok_receipt := dataclasses.replace(poison, positions=(
-            dataclasses.replace(poison.positions[0], name="ЯД исправлен"),)), key="яд", wait=30)
-        assert again.state == DONE and ok_receipt.positions[0].name == "ЯД исправлен"
+        fixed = dataclasses.replace(poison, positions=(dataclasses.replace(poison.positions[0], name="ЯД исправлен"),))
+        again = service.submit_receipt(fixed, key="яд", wait=30)
+        assert again.state == DONE and len(device.receipts()) == 2
     finally:
         service.stop()
         service.journal.close()

@@ -36,7 +36,7 @@ from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import current_user, require
-from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
+from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
@@ -286,11 +286,7 @@ def http_error(exc: HTTPException) -> Response:
     code = errors.ResultCode.NOT_FOUND if exc.code in (404, 405) else errors.ResultCode.VALIDATION
     err = KKTError(f"ошибка запроса: {exc.name}", code=code)
     err.http_status = exc.code or 400
-    response = error_response(err)
-    for name, value in exc.get_headers():
-        if name in ("Allow", "Retry-After"):
-            response.headers[name] = value
-    return response
+    return http_headers(error_response(err), exc)
 
 
 @bp.errorhandler(Exception)

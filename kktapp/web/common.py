@@ -114,6 +114,14 @@ def _check_text(text: str, where: str) -> None:
         raise ValidationFailed(where, f"недопустимый символ U+{code:04X} (одиночный суррогат)") from None
 
 
+def http_headers(response: Response, exc: HTTPException) -> Response:
+    """Copy the headers of Werkzeug's error that a client acts on (Allow, Retry-After)."""
+    for name, value in exc.get_headers():
+        if name in ("Allow", "Retry-After"):
+            response.headers[name] = value
+    return response
+
+
 def route_errors_by_prefix(app: Flask, handlers: Sequence[tuple[str, Callable[[HTTPException], Response]]]) -> None:
     """404 and 405 found while routing (no view, so no blueprint's handler) answered in the shape
     of the contract whose prefix the path has: 1C and scripts expect JSON, never an HTML page.

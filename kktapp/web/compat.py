@@ -66,7 +66,7 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import check_role, current_user, require
-from kktapp.web.common import device_limits, log_unexpected, parse_json, read_json, validation_error
+from kktapp.web.common import device_limits, http_headers, log_unexpected, parse_json, read_json, validation_error
 from kktapp.web.schemas import (
     MAX_TEXT,
     CashSchema,
@@ -172,7 +172,7 @@ def _kkt_error(exc: KKTError) -> Response:
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
     """Werkzeug's errors (404, 405, 413…) in this protocol's shape (also for unknown paths under it)."""
-    return answer("", f"ошибка запроса: {exc.name}", ORIGINAL_ERROR, exc.code or 400)
+    return http_headers(answer("", f"ошибка запроса: {exc.name}", ORIGINAL_ERROR, exc.code or 400), exc)
 
 
 @bp.errorhandler(Exception)

@@ -63,7 +63,7 @@ from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields
 from kktapp.web.auth import client_address, require
-from kktapp.web.common import device_limits, log_unexpected, read_json, validation_error
+from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class GoodsField(ma_fields.Field):
             raise self.make_error("invalid")
         if not value:
             raise self.make_error("empty")
+        limit = fields.fiscal_context().get("max_positions")
+        if limit is not None and len(value) > limit:
+            raise ValidationError(f"позиций в чеке больше, чем принимает ФН: не больше {limit} (получено {len(value)})")
         numbered: list[tuple[int, str]] = []
         for key in value:
             match = _POSITION_KEY.fullmatch(key)
@@ -274,11 +277,13 @@ def parse_receipt(body: object, today: dt.date, config: Any,
     ``limits``: what the device can carry (default: this app's service).
     """
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
+    limits = limits or device_limits()
     try:
         context = {
             "on_date": today,
             "accept_legacy": accept_legacy,
             "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", False)),
+            "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
             data = ReceiptSchema().load(body)  # type: ignore[arg-type]
@@ -307,7 +312,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
     )
     try:
         domain.check_receipt(receipt)
-        (limits or device_limits()).check(receipt)
+        limits.check(receipt)
     except DomainError as exc:
         raise validation_error(exc, rename=_domain_field(keys)) from None
     if data["Device"] is None:
@@ -557,11 +562,7 @@ def http_error(exc: HTTPException) -> Response:
         code, text = ResultCode.NOT_FOUND, NOT_FOUND_TEXT.format(path=request.path[:200])
     else:
         code, text = (ResultCode.VALIDATION if status < 500 else ResultCode.INTERNAL), f"ошибка запроса: {exc.name}"
-    response = answer(code, text, status, doc_number=_doc_number())
-    for name, value in exc.get_headers():
-        if name in ("Allow", "Retry-After"):
-            response.headers[name] = value
-    return response
+    return http_headers(answer(code, text, status, doc_number=_doc_number()), exc)
 
 
 @bp.errorhandler(Exception)
