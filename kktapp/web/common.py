@@ -69,7 +69,9 @@ def parse_json(text: str, field: str, what: str) -> object:
     except RecursionError:
         raise ValidationFailed(field, f"{what}: вложенность глубже {MAX_JSON_DEPTH} уровней") from None
     except ValueError as exc:
-        # Integer literals over Python's 4,300-digit limit land here too.
+        if "integer string conversion" in str(exc):
+            # Python refuses integer literals over 4,300 digits while parsing.
+            raise ValidationFailed(field, f"{what}: число длиннее {MAX_JSON_DIGITS} цифр") from None
         raise ValidationFailed(field, f"{what}: {str(exc)[:_MAX_SHOWN]}") from None
     check_tree(value, field)
     return value
@@ -93,7 +95,7 @@ def check_tree(value: object, field: str = BODY) -> None:
         elif isinstance(item, bool):
             continue
         elif isinstance(item, int):
-            if item.bit_length() > MAX_JSON_DIGITS * 4:
+            if abs(item) >= 10**MAX_JSON_DIGITS:
                 raise ValidationFailed(where, "число вне допустимого диапазона")
         elif isinstance(item, Decimal):
             if len(item.as_tuple().digits) > MAX_JSON_DIGITS or abs(item.adjusted()) > MAX_JSON_DIGITS:
