@@ -22,7 +22,7 @@ from test_hardening import api_error, compat_error, onec_error
 from test_poison import DOCUMENT_COMMANDS, count_commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz import Raw, dumps  # noqa: E402  (bench/fuzz.py writes JSON with raw literals the same way)
+from fuzz import Generator, Raw, dumps  # noqa: E402  (bench/fuzz.py writes JSON with raw literals the same way)
 
 FORM = "application/x-www-form-urlencoded;charset=utf-8"
 COMPAT = "/api/compat/atol-kkt-service"
@@ -81,16 +81,8 @@ garbage_bytes = st.one_of(
 
 def mutated(valid: dict, fields: dict[tuple, st.SearchStrategy]) -> st.SearchStrategy:
     """``valid`` with one field (a key path) replaced by a bad value of its kind."""
-    def put(path_value: tuple[tuple, Any]) -> dict:
-        path, value = path_value
-        doc = json.loads(json.dumps(valid))
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-        return doc
-
-    return st.one_of(*(st.tuples(st.just(path), strategy) for path, strategy in fields.items())).map(put)
+    return st.one_of(*(st.tuples(st.just(path), strategy) for path, strategy in fields.items())).map(
+        lambda path_value: Generator.put(valid, *path_value))
 
 
 # --------------------------------------------------------------------------- the three contracts
