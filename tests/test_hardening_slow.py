@@ -110,8 +110,22 @@ def settings(emu: Emulator) -> dict[str, Any]:
             "KKT_WAIT_TIMEOUT": 30}
 
 
+def raw_status(srv: e2e.ServerProcess, request: bytes) -> int:
+    """Send raw bytes, return the status of the answer (0 when the server just closed)."""
+    host, port = srv.url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        try:
+            sock.sendall(request)
+        except OSError:
+            pass
+        head = sock.recv(64)
+    return int(head.split()[1]) if head.startswith(b"HTTP/") else 0
+
+
 def test_apache_survives_trickling_bodies(emu: Emulator) -> None:
     with e2e.start_apache(settings(emu), vhost="kkt.conf") as srv:
+        # LimitRequestBody: a declared body over 2 MB is refused before anything is read.
+        assert raw_status(srv, b"POST /kkt HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n{") == 413
         # RequestReadTimeout body=10-30: a body under 1000 B/s is cut after about 10 s.
         survive_tricklers(srv, emu, cut_within=40)
 
@@ -142,4 +156,10 @@ def test_gunicorn_deployment_survives_trickling_bodies(emu: Emulator, tmp_path: 
     env.update(KKT_THREADS="4", KKT_BODY_TIMEOUT="6")
     env.pop("KKT_SETTINGS", None)
     with e2e.start_gunicorn(site, workers=2, extra_args=flags, app_spec=app_spec, env=env) as srv:
+        # The unit file's request-line and header limits.
+        assert 400 <= raw_status(srv, b"GET /kkt?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n") < 500
+        many = b"".join(b"X-H%d: 1\r\n" % i for i in range(60))
+        assert 400 <= raw_status(srv, b"GET /kkt HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n") < 500
+        status = raw_status(srv, b"POST /kkt HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n{")
+        assert status == 413
         survive_tricklers(srv, emu, cut_within=20)

@@ -294,3 +294,18 @@ def test_compat_segment_poison_is_refused_too(testapp: webtest.TestApp, emulator
                        content_type="application/json", status=422)
     assert "kol" in res.json["error"]
     assert not DOCUMENT_COMMANDS.intersection(seen)
+
+
+def test_an_unexpected_error_before_a_print_job_is_sent_fails_it_cleanly(
+    testapp: webtest.TestApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: AtolDriver, lines: Any) -> None:
+        raise RuntimeError("a bug before sending")
+
+    monkeypatch.setattr(AtolDriver, "print_text", broken)
+    res = testapp.post_json("/api/v1/devices/1/print?wait=20", {"lines": [{"text": "строка"}]}, status="*")
+    assert res.status_int == 422 and "не отправлен" in res.json["error"]["message"], res.json
+    # The owner kept its link: the next job runs at once.
+    monkeypatch.undo()
+    res = testapp.post_json("/api/v1/devices/1/print?wait=20", {"lines": [{"text": "строка"}]})
+    assert res.status_int == 200
