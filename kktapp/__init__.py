@@ -75,3 +75,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(kkmserver.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(operator.bp)
+    # Unknown paths and bad path parameters under a contract's prefix: that contract's JSON errors.
+    from .web.common import route_errors_by_prefix
+
+    route_errors_by_prefix(app, [("/api/compat/", compat.http_error), ("/api/", api.http_error),
+                                 ("/kkt/", kkt1c.http_error)])

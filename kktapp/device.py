@@ -178,7 +178,7 @@ class DeviceLimits:
     def check_text(self, text: str, field: str, limit: int, *, allow_empty: bool = False) -> None:
         """No control characters, and at most ``limit`` bytes in the device's code page."""
         check_device_text(text, field)
-        if not allow_empty and not text:
+        if not allow_empty and not text.strip():
             raise DomainError(field, "текст не может быть пустым")
         size = len(self.encode(text))
         if size > limit:

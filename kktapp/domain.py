@@ -26,8 +26,9 @@ VAT22_SINCE = dt.date(2026, 1, 1)
 
 #: Most significant digits a money amount or quantity may have before any arithmetic on it:
 #: far above every fiscal limit, low enough that ``1e999999999`` or 5,000 digits never reach
-#: Decimal arithmetic or int() (an overflow, or a billion-digit integer).
-MAX_NUMBER_DIGITS = 30
+#: Decimal arithmetic or int() (an overflow, or a billion-digit integer), and that rounding to
+#: three decimals stays within Decimal's default 28-digit precision (1e25 would not).
+MAX_NUMBER_DIGITS = 20
 
 
 class DomainError(ValueError):

@@ -28,8 +28,10 @@ class ResultCode:
     DISABLED = 1013
     #: The device interrupted the same document again and again without forming it.
     GAVE_UP = 1014
+    #: The device's queue is full: the client is told to retry later (503, Retry-After).
+    QUEUE_FULL = 1015
     #: The operator cancelled the receipt while it was still queued.
-    CANCELLED = 1015
+    CANCELLED = 1016
     INTERNAL = 1099
 
 
@@ -39,6 +41,8 @@ class KKTError(Exception):
     code: int = ResultCode.INTERNAL
     message: str = "внутренняя ошибка сервиса ККТ"
     http_status: int = 500
+    #: HTTP headers every contract sends with this error (Retry-After, WWW-Authenticate).
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str | None = None, *, code: int | None = None) -> None:
         if message is not None:
@@ -156,6 +160,18 @@ class GaveUp(KKTError):
     def __init__(self, attempts: int) -> None:
         self.attempts = attempts
         super().__init__(self.message.format(attempts=attempts))
+
+
+class QueueFull(KKTError):
+    """The device's queue holds as many documents as it may: try again later (Retry-After)."""
+
+    code = ResultCode.QUEUE_FULL
+    http_status = 503
+    message = "очередь ККТ переполнена: касса не успевает; повторите чек позже с тем же номером документа"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(int(retry_after))}
 
 
 class Timeout(KKTError):

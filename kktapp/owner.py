@@ -498,11 +498,7 @@ class DeviceOwner:
                 self._mark_unknown(job, Reasons.INTERRUPTED, exc)
                 raise
             except Exception as exc:
-                if sent_before is not None and self._bytes_sent() == sent_before:
-                    # Failed while the document was being prepared: nothing reached the device.
-                    log.error("ККТ %d: %s %s не отправлен: %s: %s", self.number, job.kind, job.key or job.id,
-                              type(exc).__name__, exc)
-                    self._fail(job, NotSent(f"{NotSent.message} ({type(exc).__name__}: {exc})"))
+                if self._failed_before_sending(job, exc, sent_before):
                     return
                 # An unexpected failure mid-document is an unknown outcome like a lost link.
                 log.exception("ККТ %d: сбой при отправке %s %s", self.number, job.kind, job.id)
@@ -517,6 +513,16 @@ class DeviceOwner:
         """Bytes the driver has written to the device so far; None when it does not count them."""
         sent = getattr(getattr(self.driver, "stats", None), "bytes_sent", None)
         return sent if isinstance(sent, int) else None
+
+    def _failed_before_sending(self, job: Job, exc: Exception, sent_before: int | None) -> bool:
+        """An unexpected error while the job was being prepared (nothing written to the device)
+        fails the job; True when it did. Otherwise the caller treats it as a broken exchange."""
+        if sent_before is None or self._bytes_sent() != sent_before:
+            return False
+        log.error("ККТ %d: %s %s не отправлен(а): %s: %s", self.number, job.kind, job.key or job.id,
+                  type(exc).__name__, exc)
+        self._fail(job, NotSent(f"{NotSent.message} ({type(exc).__name__}: {exc})"))
+        return True
 
     def _probe(self) -> None:
         """One status round trip before the first document after an idle spell.
@@ -623,6 +629,7 @@ class DeviceOwner:
         if not self.journal.mark_sending(job.id, None):
             self._skip_cancelled(job)
             return
+        sent_before = self._bytes_sent()
         try:
             result = self._call(job)
         except (DeviceError, NotSent) as exc:
@@ -632,6 +639,10 @@ class DeviceOwner:
             # Not fiscal: nothing to reconcile, the caller may simply repeat it.
             self.journal.finish(job.id, FAILED, error=exc.to_dict())
             raise
+        except Exception as exc:
+            if not self._failed_before_sending(job, exc, sent_before):
+                raise  # the link may be in any state: the worker loop reconnects
+            return
         self._done(job, result)
 
     def _call(self, job: Job) -> Any:

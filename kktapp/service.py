@@ -35,7 +35,7 @@ from typing import Any
 
 from .device import DeviceLimits, Driver
 from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt, format_rub
-from .errors import Cancelled, Disabled, NotCancellable, NotFound, ResultCode, ValidationFailed
+from .errors import Cancelled, Disabled, NotCancellable, NotFound, QueueFull, ResultCode, ValidationFailed
 from .journal import CANCELLED_CODE, FAILED, QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
 from .owner import OPERATIONS, DeviceOwner, Reasons
 
@@ -60,6 +60,8 @@ CANCEL_REFUSALS = {
     "done": "чек уже пробит: отменить нельзя, при необходимости оформите чек возврата",
     "failed": "чек не пробит (ошибка или уже отменён): отменять нечего",
 }
+#: Seconds a client is told to wait (Retry-After) when a device's queue is full.
+QUEUE_RETRY_AFTER = 30
 #: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
 RESET_OPERATIONS = frozenset({"reset_summary", "tech_reset"})
 
@@ -179,6 +181,7 @@ class FiscalService:
         cashier_name: str = "",
         cashier_inn: str = "",
         allow_device_reset: bool = False,
+        queue_limit: int = 500,
     ) -> None:
         self.journal = journal if isinstance(journal, Journal) else Journal(journal, retention_days=retention_days)
         self.devices: dict[int, DeviceConfig] = {d.number: d for d in devices}
@@ -194,6 +197,7 @@ class FiscalService:
         self.allow_device_reset = bool(allow_device_reset)
         #: Called as observer(device, z_result, driver) in the owner's thread after every Z report.
         self.shift_observers: list[Callable[[int, FiscalResult, Driver | None], None]] = []
+        self.queue_limit = int(queue_limit)
         self._init_runtime()
         _services.add(self)
 
@@ -246,6 +250,7 @@ class FiscalService:
             cashier_name=str(config.get("CASHIER_NAME") or ""),
             cashier_inn=str(config.get("CASHIER_INN") or ""),
             allow_device_reset=bool(config.get("ALLOW_DEVICE_RESET", False)),
+            queue_limit=int(config.get("DEVICE_QUEUE_LIMIT", 500)),
         )
 
     # ------------------------------------------------------------------ threads
@@ -368,6 +373,12 @@ class FiscalService:
     def _submit(
         self, kind: str, payload: dict, device: int, key: str | None, fp: str, source: str, wait: float
     ) -> Job:
+        if key is None or self.journal.find_by_key(kind, key) is None:
+            # A repeat is always answered from the journal; only new documents meet the limit.
+            waiting = self.journal.queue_counts(int(device))[QUEUED]
+            if waiting >= self.queue_limit:
+                log.warning("ККТ %d: в очереди %d документов, новый отклонён", int(device), waiting)
+                raise QueueFull(QUEUE_RETRY_AFTER)
         job, created = self.journal.accept(
             device=int(device), kind=kind, key=key, fingerprint=fp, payload=payload, source=source
         )

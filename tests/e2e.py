@@ -291,8 +291,11 @@ def start_gunicorn(
     log_path: str | os.PathLike[str] | None = None,
     ready_path: str = "/kkt",
     app_dir: str | os.PathLike[str] = REPO,
+    app_spec: str = "kktapp:create_app()",
 ) -> ServerProcess:
     """Start ``gunicorn 'kktapp:create_app()'`` on 127.0.0.1 with KKT_SETTINGS=settings; wait for it.
+
+    ``app_spec``: another application (``kktapp.asgi:application`` with ``-k asgi`` in extra_args).
 
     The same command line as the README's systemd unit (gthread workers, worker timeout above
     a receipt's wait). Returns a started, answering server; use it as a context manager.
@@ -306,7 +309,7 @@ def start_gunicorn(
     for attempt in range(1, attempts + 1):
         bind_port = port or free_port()
         argv = [
-            gunicorn_bin(), "kktapp:create_app()",
+            gunicorn_bin(), app_spec,
             "--bind", f"{HOST}:{bind_port}",
             "--workers", str(workers), "--threads", str(threads),
             "--timeout", str(timeout), "--graceful-timeout", "10",
@@ -375,6 +378,7 @@ LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\
 StartServers 1
 LoadModule mpm_event_module {modules}/mod_mpm_event.so
 LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule reqtimeout_module {modules}/mod_reqtimeout.so
 LoadModule wsgi_module {modules}/mod_wsgi.so
 {tls_modules}
 WSGISocketPrefix "{run}/wsgi"

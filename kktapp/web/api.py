@@ -35,8 +35,8 @@ from kktapp import errors
 from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
-from kktapp.web.auth import AuthError, current_user, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.auth import current_user, require
+from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
 from kktapp.web.receipts import parse_filters, receipt_row
 from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
@@ -87,7 +87,7 @@ def json_response(body: object, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: KKTError) -> Response:
     """``{"error": {...}}`` with the error's HTTP status and headers (WWW-Authenticate, Retry-After)."""
-    headers = exc.headers if isinstance(exc, AuthError) else None
+    headers = exc.headers or None
     return json_response({"error": exc.to_dict()}, errors.http_status(exc), headers)
 
 
@@ -283,10 +283,18 @@ def _domain_error(exc: DomainError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    err = KKTError(f"ошибка запроса: {exc.name}", code=errors.ResultCode.VALIDATION)
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) in this API's shape (also for unknown /api/ paths)."""
+    code = errors.ResultCode.NOT_FOUND if exc.code in (404, 405) else errors.ResultCode.VALIDATION
+    err = KKTError(f"ошибка запроса: {exc.name}", code=code)
     err.http_status = exc.code or 400
-    return error_response(err)
+    return http_headers(error_response(err), exc)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log_unexpected(log, exc)
+    return error_response(KKTError())
 
 
 # --------------------------------------------------------------------------- devices

@@ -13,10 +13,13 @@ contract does (the compat protocol answers ``{"response": "", "error": ..., "err
 the JSON API its own error object). Handlers must copy :attr:`AuthError.headers` into the
 response (``WWW-Authenticate`` for 401, ``Retry-After`` for 429).
 
-Failed logins are logged without the password and throttled per client address and login
-(:class:`Throttle`): after a few failures further attempts are refused with 429 for a growing,
-bounded time, without checking the password at all, so guessing gets no faster by hammering.
-Nothing ever sleeps in a worker thread.
+Failed logins are logged without the password and throttled per client address and login, per
+address and per login from any address (:class:`Throttle`): after a few failures further attempts
+are refused with 429 for a growing, bounded time, without checking the password at all, so
+guessing gets no faster by hammering. The counts live in a small SQLite file next to the journal
+(:class:`SharedThrottle`), so every process of Apache or gunicorn sees the same ones. Nothing ever
+sleeps in a worker thread. Behind a reverse proxy the client's address is taken from
+``X-Forwarded-For`` only when the direct peer is one of conf TRUSTED_PROXIES (:func:`client_address`).
 
 ``AUTH_REQUIRED = False`` turns all of this off: every caller acts as an admin.
 """
@@ -25,7 +28,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -186,12 +192,107 @@ class Throttle:
                 del self._data[key]
 
 
+class SharedThrottle(Throttle):
+    """:class:`Throttle` whose counts live in SQLite, shared by all processes of the service.
+
+    Each worker counting alone would let an attacker guess workers × threshold times; each
+    read-modify-write runs in one IMMEDIATE transaction, so concurrent failures all count. Wall
+    clock time, because monotonic clocks are not comparable between processes.
+    """
+
+    def __init__(self, path: str, scope: str, threshold: int, **kwargs: Any) -> None:
+        kwargs.setdefault("clock", time.time)
+        super().__init__(threshold, **kwargs)
+        self.path = path
+        self.scope = scope
+        self._local = threading.local()
+        with self._txn() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS failures (scope TEXT NOT NULL, key TEXT NOT NULL,"
+                         " count INTEGER NOT NULL, last REAL NOT NULL, locked_until REAL NOT NULL,"
+                         " PRIMARY KEY (scope, key))")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @staticmethod
+    def _key(key: Any) -> str:
+        return json.dumps(key, ensure_ascii=False, default=str)
+
+    def _txn(self) -> Any:
+        conn = self._conn()
+
+        class _Txn:
+            def __enter__(self_inner) -> sqlite3.Connection:
+                conn.execute("BEGIN IMMEDIATE")
+                return conn
+
+            def __exit__(self_inner, exc_type: object, *rest: object) -> None:
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Txn()
+
+    def _get(self, conn: sqlite3.Connection, key: Any) -> _Failures | None:
+        row = conn.execute("SELECT count, last, locked_until FROM failures WHERE scope=? AND key=?",
+                           (self.scope, self._key(key))).fetchone()
+        return _Failures(*row) if row else None
+
+    def retry_after(self, key: Any) -> float:
+        """Seconds the key must still wait (0 when it may try)."""
+        now = self.clock()
+        rec = self._get(self._conn(), key)
+        if rec is None or (now - rec.last > self.window and now >= rec.locked_until):
+            return 0.0
+        return max(0.0, rec.locked_until - now)
+
+    def failure(self, key: Any) -> int:
+        """Record a failure; returns the failure count within the window."""
+        now = self.clock()
+        with self._txn() as conn:
+            rec = self._get(conn, key)
+            if rec is None or (now - rec.last > self.window and now >= rec.locked_until):
+                rec = _Failures()
+            rec.count += 1
+            rec.last = now
+            if rec.count >= self.threshold:
+                extra = rec.count - self.threshold
+                rec.locked_until = now + min(self.maximum, self.base * (2 ** min(extra, 30)))
+            conn.execute("INSERT OR REPLACE INTO failures (scope, key, count, last, locked_until) VALUES (?,?,?,?,?)",
+                         (self.scope, self._key(key), rec.count, rec.last, rec.locked_until))
+            # Bounded like the in-memory one: old, unlocked records go.
+            conn.execute("DELETE FROM failures WHERE last < ? AND locked_until < ?", (now - self.window, now))
+            return rec.count
+
+    def success(self, key: Any) -> None:
+        """Forget the key's failures."""
+        with self._txn() as conn:
+            conn.execute("DELETE FROM failures WHERE scope=? AND key=?", (self.scope, self._key(key)))
+
+    def clear(self) -> None:
+        """Forget everything of this scope (tests, admin action)."""
+        with self._txn() as conn:
+            conn.execute("DELETE FROM failures WHERE scope=?", (self.scope,))
+
+
+def throttle_path(journal_path: str) -> str:
+    """``/var/lib/kkt/journal.sqlite3`` → ``/var/lib/kkt/journal-auth.sqlite3``."""
+    root, ext = os.path.splitext(journal_path)
+    return f"{root}-auth{ext or '.sqlite3'}"
+
+
 @dataclass
 class AuthState:
     """Per-application throttles, kept in ``app.extensions["kkt_auth"]``."""
 
     per_login: Throttle
     per_address: Throttle
+    #: Failures of one login from any address (a distributed guess at one password).
+    per_user: Throttle
 
 
 def _state() -> AuthState:
@@ -199,11 +300,22 @@ def _state() -> AuthState:
     state = app.extensions.get("kkt_auth")
     if state is None:
         cfg = app.config
+        journal = cfg.get("JOURNAL_PATH")
+
+        def throttle(scope: str, setting: str) -> Throttle:
+            # Shared by the processes next to the journal; an app without one (a bare Flask app
+            # using these views) counts in memory.
+            if journal:
+                return SharedThrottle(throttle_path(str(journal)), scope, int(cfg[setting]))
+            return Throttle(int(cfg[setting]))
+
         state = AuthState(
-            # Failures per (address, login), and per address with any logins (login spraying),
-            # before attempts are refused for a while; defaults in conf.py.
-            per_login=Throttle(int(cfg["AUTH_FAILURES_BEFORE_LOCK"])),
-            per_address=Throttle(int(cfg["AUTH_ADDRESS_FAILURES_BEFORE_LOCK"])),
+            # Failures per (address, login), per address with any logins (login spraying) and
+            # per login from any address, before attempts are refused for a while; defaults in
+            # conf.py.
+            per_login=throttle("address+login", "AUTH_FAILURES_BEFORE_LOCK"),
+            per_address=throttle("address", "AUTH_ADDRESS_FAILURES_BEFORE_LOCK"),
+            per_user=throttle("login", "AUTH_LOGIN_FAILURES_BEFORE_LOCK"),
         )
         app.extensions.setdefault("kkt_auth", state)
         state = app.extensions["kkt_auth"]
@@ -222,6 +334,28 @@ def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
         except ValueError:
             log.error("Неверный адрес в списке разрешённых адресов: %r (пропущен)", entry)
     return tuple(nets)
+
+
+def client_address() -> str:
+    """The calling client's address: the direct peer, or behind trusted proxies the address they
+    name in ``X-Forwarded-For`` (the right-most one that is not itself a trusted proxy).
+
+    Only a peer listed in conf TRUSTED_PROXIES is believed: anyone else could write any address
+    into the header and escape the login throttle or pose as an allowed 1C server.
+    """
+    peer = request.remote_addr or ""
+    trusted = current_app.config.get("TRUSTED_PROXIES") or ()
+    if not trusted or not address_allowed(peer, trusted):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not address_allowed(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop.split("%", 1)[0]))
+            except ValueError:
+                log.warning("X-Forwarded-For от прокси %s содержит не адрес: %r", peer, hop[:64])
+                return peer
+    return hops[0] if hops else peer
 
 
 def address_allowed(addr: str | None, entries: Iterable[str] | str | None) -> bool:
@@ -278,7 +412,7 @@ def authenticate(role: str, anonymous_from: str | None = None) -> User:
         raise ValueError(f"unknown role {role!r}")
     if not current_app.config.get("AUTH_REQUIRED", True):
         return User("", "admin", anonymous=True)
-    addr = request.remote_addr or ""
+    addr = client_address()
     auth = request.authorization
     if auth is None or auth.type != "basic" or not auth.username:
         if anonymous_from and address_allowed(addr, current_app.config.get(anonymous_from)):
@@ -290,7 +424,8 @@ def authenticate(role: str, anonymous_from: str | None = None) -> User:
         raise Unauthorized()
     login = auth.username
     state = _state()
-    wait = max(state.per_login.retry_after((addr, login)), state.per_address.retry_after(addr))
+    wait = max(state.per_login.retry_after((addr, login)), state.per_address.retry_after(addr),
+               state.per_user.retry_after(login))
     if wait > 0:
         log.warning("Отказ: вход пользователя %r с адреса %s временно заблокирован ещё на %.0f с",
                     login, addr, wait)
@@ -299,11 +434,13 @@ def authenticate(role: str, anonymous_from: str | None = None) -> User:
     if user is None:
         n = state.per_login.failure((addr, login))
         state.per_address.failure(addr)
+        state.per_user.failure(login)
         # The password is never logged, not even masked: only who, from where, how many times.
         log.warning("Неудачный вход: пользователь %r, адрес %s, попытка %d, %s %s",
                     login, addr, n, request.method, request.path)
         raise Unauthorized("неверный логин или пароль")
     state.per_login.success((addr, login))
+    state.per_user.success(login)
     if not user.allows(role):
         log.warning("Отказ: пользователю %r (роль %s) нужна роль %s для %s %s",
                     login, user.role, role, request.method, request.path)

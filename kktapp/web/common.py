@@ -8,13 +8,15 @@ fraction become :class:`~decimal.Decimal`, so money never passes through a float
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
+from flask import Flask, Response, current_app, request
 from marshmallow import ValidationError
 from marshmallow.error_store import SCHEMA
+from werkzeug.exceptions import HTTPException
 
 from kktapp.device import DeviceLimits
 from kktapp.domain import DomainError
@@ -25,6 +27,12 @@ BODY = "body"
 _BOM = b"\xef\xbb\xbf"
 #: Longest value repr put into an error message: a cashier needs a hint, not the whole document.
 _MAX_SHOWN = 80
+#: Deepest nesting of a request body: every contract's documents are at most five levels deep;
+#: a thousand levels would exhaust Python's recursion in the parser, schemas or error messages.
+MAX_JSON_DEPTH = 20
+#: Largest JSON number (digits, and exponent either way): far above any fiscal value, far below
+#: what makes Decimal arithmetic overflow or int() build a billion-digit integer.
+MAX_JSON_DIGITS = 40
 
 
 def read_json(request: Any) -> object:
@@ -46,14 +54,98 @@ def read_json(request: Any) -> object:
         raise ValidationFailed(
             BODY, f"тело запроса не JSON: текст не в кодировке UTF-8 (байт {exc.start + 1})"
         ) from None
+    return parse_json(text, BODY, "тело запроса не JSON")
+
+
+def parse_json(text: str, field: str, what: str) -> object:
+    """JSON text → value (fractions as Decimal) with the limits of :func:`check_tree`.
+
+    ``what`` starts the message when the text is not JSON ("тело запроса не JSON").
+    """
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise ValidationFailed(
-            BODY, f"тело запроса не JSON: ошибка в строке {exc.lineno}, позиции {exc.colno}"
-        ) from None
+        raise ValidationFailed(field, f"{what}: ошибка в строке {exc.lineno}, позиции {exc.colno}") from None
+    except RecursionError:
+        raise ValidationFailed(field, f"{what}: вложенность глубже {MAX_JSON_DEPTH} уровней") from None
     except ValueError as exc:
-        raise ValidationFailed(BODY, f"тело запроса не JSON: {exc}") from None
+        if "integer string conversion" in str(exc):
+            # Python refuses integer literals over 4,300 digits while parsing.
+            raise ValidationFailed(field, f"{what}: число длиннее {MAX_JSON_DIGITS} цифр") from None
+        raise ValidationFailed(field, f"{what}: {str(exc)[:_MAX_SHOWN]}") from None
+    check_tree(value, field)
+    return value
+
+
+def check_tree(value: object, field: str = BODY) -> None:
+    """Refuse what no contract needs and what would break the code after the parser.
+
+    Nesting deeper than MAX_JSON_DEPTH, numbers beyond MAX_JSON_DIGITS, and lone surrogates
+    (``"\\ud800"`` is valid JSON but not text: any answer echoing it could not be encoded).
+    Iterative, so a deep document cannot exhaust the stack here either.
+    """
+    stack: list[tuple[object, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        where = ".".join(path) or field
+        if len(path) > MAX_JSON_DEPTH:
+            raise ValidationFailed(where, f"вложенность глубже {MAX_JSON_DEPTH} уровней")
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if abs(item) >= 10**MAX_JSON_DIGITS:
+                raise ValidationFailed(where, "число вне допустимого диапазона")
+        elif isinstance(item, Decimal):
+            if len(item.as_tuple().digits) > MAX_JSON_DIGITS or abs(item.adjusted()) > MAX_JSON_DIGITS:
+                raise ValidationFailed(where, "число вне допустимого диапазона")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                _check_text(key, where)
+                stack.append((sub, (*path, key)))
+        elif isinstance(item, list):
+            stack.extend((sub, (*path, str(i))) for i, sub in enumerate(item))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise ValidationFailed(where, f"недопустимый символ U+{code:04X} (одиночный суррогат)") from None
+
+
+def http_headers(response: Response, exc: HTTPException) -> Response:
+    """Copy the headers of Werkzeug's error that a client acts on (Allow, Retry-After)."""
+    for name, value in exc.get_headers():
+        if name in ("Allow", "Retry-After"):
+            response.headers[name] = value
+    return response
+
+
+def route_errors_by_prefix(app: Flask, handlers: Sequence[tuple[str, Callable[[HTTPException], Response]]]) -> None:
+    """404 and 405 found while routing (no view, so no blueprint's handler) answered in the shape
+    of the contract whose prefix the path has: 1C and scripts expect JSON, never an HTML page.
+    The first matching prefix wins; other paths keep Werkzeug's answer."""
+
+    def handle(exc: HTTPException) -> Response | HTTPException:
+        path = request.path
+        for prefix, handler in handlers:
+            if path.startswith(prefix) or path == prefix.rstrip("/"):
+                return handler(exc)
+        return exc
+
+    for status in (404, 405):
+        app.register_error_handler(status, handle)
+
+
+def log_unexpected(logger: logging.Logger, exc: BaseException) -> None:
+    """One line per unexpected error (a flood of bad requests must not flood the log with
+    tracebacks); the traceback only at DEBUG."""
+    text = " ".join(repr(exc)[:200].split())
+    logger.error("внутренняя ошибка при обработке %s %s: %s", request.method, request.path[:200], text)
+    logger.debug("трассировка", exc_info=exc)
 
 
 def device_limits() -> DeviceLimits:

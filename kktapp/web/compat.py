@@ -65,10 +65,11 @@ from kktapp.domain import DomainError, Payment, PaymentType, Receipt, Settlement
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
-from kktapp.web.auth import AuthError, check_role, current_user, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.auth import check_role, current_user, require
+from kktapp.web.common import device_limits, http_headers, log_unexpected, parse_json, read_json, validation_error
 from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
+    MAX_TEXT,
     CashSchema,
     EnvelopeSchema,
     IncomeSchema,
@@ -160,7 +161,7 @@ def compat_code(exc: KKTError) -> int:
 
 def error_answer(exc: KKTError) -> Response:
     """Any error as ``{"response": "", "error": text, "error_code": -N}``."""
-    headers = exc.headers if isinstance(exc, AuthError) else None
+    headers = exc.headers or None
     return answer("", exc.message, compat_code(exc), errors.http_status(exc), headers)
 
 
@@ -170,8 +171,15 @@ def _kkt_error(exc: KKTError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    return answer("", f"ошибка запроса: {exc.name}", ORIGINAL_ERROR, exc.code or 400)
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) in this protocol's shape (also for unknown paths under it)."""
+    return http_headers(answer("", f"ошибка запроса: {exc.name}", ORIGINAL_ERROR, exc.code or 400), exc)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log_unexpected(log, exc)
+    return error_answer(KKTError())
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -287,7 +295,12 @@ def print_string_list(device: int, data: Any) -> str:
     """PRINT_STRING_LIST: lines separated by CR LF, default font."""
     loaded = _load(StringListSchema(), data)
     text = loaded["text"].replace("\r\n", "\n").replace("\r", "\n")
-    return _print(device, [TextLine(line) for line in text.split("\n")])
+    lines = text.split("\n")
+    for i, line in enumerate(lines, 1):
+        if len(line) > MAX_TEXT:
+            # The same per-line limit as every other printed line.
+            raise ValidationFailed("data.text", f"строка {i} длиннее {MAX_TEXT} символов", len(line))
+    return _print(device, [TextLine(line) for line in lines])
 
 
 def print_tstring_list(device: int, data: Any) -> str:
@@ -427,8 +440,12 @@ def segment(device: int, data: Any) -> Any:
     """SEGMENT: store a base64 part; the part completing the set runs the joined command."""
     loaded = _load(SegmentSchema(), data)
     store = segment_store()
+    user = current_user()
+    config = current_app.config
     joined = store.add(loaded["segment_guid"], loaded["segment_num"], loaded["segment_count"], loaded["text"],
-                       ttl=float(current_app.config["COMPAT_SEGMENT_TTL"]))
+                       ttl=float(config["COMPAT_SEGMENT_TTL"]), owner=(user.login if user else "") or "",
+                       user_limit=int(config["COMPAT_SEGMENT_USER_BYTES"]),
+                       total_limit=int(config["COMPAT_SEGMENT_TOTAL_BYTES"]))
     if joined is None:
         return f"принят сегмент {loaded['segment_num']} из {loaded['segment_count']}"
     message = decode_segments(joined)
@@ -501,10 +518,7 @@ def decode_segments(joined: str) -> object:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("cp1251", errors="replace")
-    try:
-        return json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise ValidationFailed("data.text", f"склеенные сегменты — не JSON ({exc})") from None
+    return parse_json(text, "data.text", "склеенные сегменты — не JSON")
 
 
 class SegmentStore:
@@ -522,14 +536,24 @@ class SegmentStore:
                 "CREATE TABLE IF NOT EXISTS segments (guid TEXT NOT NULL, num INTEGER NOT NULL,"
                 " count INTEGER NOT NULL, text TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (guid, num))"
             )
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(segments)")}
+            if "owner" not in columns:
+                # Stores of 0.1.0: their parts get no owner ("" = anyone may finish them).
+                conn.execute("ALTER TABLE segments ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
-    def add(self, guid: str, num: int, count: int, text: str, *, ttl: float) -> str | None:
-        """Store one part; return the joined text when this part completes the set."""
+    def add(self, guid: str, num: int, count: int, text: str, *, ttl: float, owner: str = "",
+            user_limit: int | None = None, total_limit: int | None = None) -> str | None:
+        """Store one part; return the joined text when this part completes the set.
+
+        A set belongs to the user who sent its first part (nobody else may add or replace
+        parts); one user's unfinished parts may hold ``user_limit`` characters, everyone's
+        ``total_limit`` (a flood of orphan parts would otherwise fill the disk); None: no limit.
+        """
         now = time.time()
         conn = self._connect()
         try:
@@ -540,6 +564,16 @@ class SegmentStore:
                     log.info("compat: удалено %d сегментов незавершённых команд (старше %.0f с)", expired, ttl)
                 row = conn.execute("SELECT count, COALESCE(SUM(LENGTH(text)), 0) FROM segments WHERE guid=?"
                                    " GROUP BY count", (guid,)).fetchone()
+                first = conn.execute("SELECT owner FROM segments WHERE guid=? LIMIT 1", (guid,)).fetchone()
+                if first is not None and first[0] != owner:
+                    raise errors.Conflict(f"набор сегментов {guid} начат другим пользователем")
+                used, mine = conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(text)), 0), COALESCE(SUM(CASE WHEN owner=? THEN LENGTH(text) END), 0)"
+                    " FROM segments WHERE NOT (guid=? AND num=?)", (owner, guid, num)).fetchone()
+                if (user_limit is not None and mine + len(text) > user_limit) or (
+                        total_limit is not None and used + len(text) > total_limit):
+                    raise CompatError("хранилище сегментов заполнено: дождитесь завершения или истечения начатых "
+                                      "команд (COMPAT_SEGMENT_TTL) и повторите", http_status=503)
                 if row is not None and row[0] != count:
                     raise ValidationFailed("data.segment_count",
                                            f"у сегментов {guid} уже указано количество {row[0]}", count)
@@ -547,8 +581,8 @@ class SegmentStore:
                     conn.execute("DELETE FROM segments WHERE guid=?", (guid,))
                     conn.execute("COMMIT")
                     raise ValidationFailed("data.text", "команда из сегментов слишком длинная")
-                conn.execute("INSERT OR REPLACE INTO segments (guid, num, count, text, received) VALUES (?,?,?,?,?)",
-                             (guid, num, count, text, now))
+                conn.execute("INSERT OR REPLACE INTO segments (guid, num, count, text, received, owner)"
+                             " VALUES (?,?,?,?,?,?)", (guid, num, count, text, now, owner))
                 have = conn.execute("SELECT COUNT(*) FROM segments WHERE guid=?", (guid,)).fetchone()[0]
                 if have < count:
                     conn.execute("COMMIT")

@@ -48,6 +48,9 @@ class FiscalContextData(typing.TypedDict, total=False):
     accept_legacy: bool
     #: conf ONEC_LINE_DISCOUNTS: a 1C line sum below price × quantity is a discount on that line.
     line_discounts: bool
+    #: Most positions a receipt may have on the device (DeviceLimits.max_positions): a schema
+    #: refuses more before it loads them one by one.
+    max_positions: int
 
 
 #: Context manager carrying :class:`FiscalContextData` through ``schema.load``.

@@ -63,8 +63,8 @@ from kktapp.journal import DONE, FAILED, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields, present, statuspage
-from kktapp.web.auth import AuthError, authenticate, require
-from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.auth import authenticate, client_address, require
+from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ _STATUS_BY_CODE = {
         errors.Timeout,
         errors.Queued,
         errors.Cancelled,
+        errors.GaveUp,
+        errors.QueueFull,
     )
 }
 
@@ -170,6 +172,9 @@ class GoodsField(ma_fields.Field):
             raise self.make_error("invalid")
         if not value:
             raise self.make_error("empty")
+        limit = fields.fiscal_context().get("max_positions")
+        if limit is not None and len(value) > limit:
+            raise ValidationError(f"позиций в чеке больше, чем принимает ФН: не больше {limit} (получено {len(value)})")
         numbered: list[tuple[int, str]] = []
         for key in value:
             match = _POSITION_KEY.fullmatch(key)
@@ -282,11 +287,13 @@ def parse_receipt(body: object, today: dt.date, config: Any,
     ``limits``: what the device can carry (default: this app's service).
     """
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
+    limits = limits or device_limits()
     try:
         context = {
             "on_date": today,
             "accept_legacy": accept_legacy,
             "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", True)),
+            "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
             data = ReceiptSchema().load(body)  # type: ignore[arg-type]
@@ -315,7 +322,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
     )
     try:
         domain.check_receipt(receipt)
-        (limits or device_limits()).check(receipt)
+        limits.check(receipt)
     except DomainError as exc:
         raise validation_error(exc, rename=_domain_field(keys)) from None
     if data["Device"] is None:
@@ -390,7 +397,7 @@ def error_answer(exc: KKTError, doc_number: str | None = None) -> Response:
         extra = {"field": data["field"]}
         if "value" in data:
             extra["value"] = data["value"]
-    headers = exc.headers if isinstance(exc, AuthError) else None
+    headers = exc.headers or None
     return answer(exc.code, exc.message, errors.http_status(exc), doc_number=doc_number, extra=extra, headers=headers)
 
 
@@ -599,14 +606,19 @@ def _kkt_error(exc: KKTError) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    code = ResultCode.NOT_FOUND if exc.code in (404, 405) else ResultCode.INTERNAL
-    return answer(code, exc.description or "ошибка запроса", exc.code or 500, doc_number=_doc_number())
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (404, 405, 413…) as the 1C answer (also for /kkt/ and paths under it)."""
+    status = exc.code or 500
+    if status in (404, 405):
+        code, text = ResultCode.NOT_FOUND, NOT_FOUND_TEXT.format(path=request.path[:200])
+    else:
+        code, text = (ResultCode.VALIDATION if status < 500 else ResultCode.INTERNAL), f"ошибка запроса: {exc.name}"
+    return http_headers(answer(code, text, status, doc_number=_doc_number()), exc)
 
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
-    log.exception("Внутренняя ошибка при обработке %s %s", request.method, request.path)
+    log_unexpected(log, exc)
     return answer(ResultCode.INTERNAL, errors.KKTError.message, 500, doc_number=_doc_number())
 
 
@@ -624,7 +636,7 @@ def _log_request(response: Response) -> Response:
         code if code is not None else "-",
         fd if fd is not None else "-",
         status,
-        request.remote_addr,
+        client_address(),
         (time.monotonic() - started) * 1000,
     ]
     field, reason = g.get("kkt1c_refusal", (None, ""))

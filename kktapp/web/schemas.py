@@ -707,7 +707,7 @@ class ReceiptRowSchema(BaseSchema):
     state = String(required=True, metadata={"description": "queued, sending, done, failed, unknown",
                                             "enum": ["queued", "sending", "done", "failed", "unknown"]})
     reason = String(required=True, metadata={"description": "почему чек в этом состоянии или текст ошибки"})
-    error_code = Integer(allow_none=True, metadata={"description": "код ошибки (1015 — отменён оператором)"})
+    error_code = Integer(allow_none=True, metadata={"description": "код ошибки (1016 — отменён оператором)"})
     fiscal_document_number = Integer(allow_none=True, metadata={"description": "номер ФД, если пробит"})
     fiscal_sign = String(allow_none=True, metadata={"description": "фискальный признак, если пробит"})
     cancellable = Boolean(required=True, metadata={"description": "можно отменить (чек ещё в очереди)"})
