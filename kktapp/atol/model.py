@@ -52,6 +52,10 @@ TASK_BUFFER_CAPACITY = 128
 #: that FAILED and stopped the buffer (the host learns the culprit from any stopped task).
 #: Settle with a capture of a batch that fails in the middle.
 STOPPED_CARRIES_FAILED_TID = True
+#: [S K] B4 (illegal value) is followed by the index of the bad parameter: 0 flags, 1 TId.
+#: [U] A request that cannot be parsed at all is answered ``B4 00``.
+BAD_PARAMETER_FLAGS = 0
+BAD_PARAMETER_TID = 1
 #: [S K] A5 means the task was pending when an earlier task failed. [U] That NEW Adds are also
 #: stopped, and that an Ack of the failed TId lifts the stop, are this model's (not found in
 #: any source); every source recovers with Abort (C4), and so does the driver.
