@@ -415,6 +415,27 @@ def test_bad_task_buffer_requests_get_b4_with_the_parameter(client: RawClient) -
     assert client.answer_to(pid).status == Status.ILLEGAL_VALUE
 
 
+def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulator) -> None:
+    # [S A] atol4j sends every task with NeedResult, ignores the synchronous answer, completes
+    # the task on A6/A7 (packet 0xF0) and Acks it: a whole receipt must work that way.
+    def run(command: str, **params: Any) -> bytes:
+        tid, _ = client.add(command, task_flags=Flags.NEED_RESULT, **params)
+        push = client.wait_push()
+        assert push.tid == tid and push.status == Status.ASYNC_RESULT, (command, push)
+        assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+        return push.reply
+
+    assert run("status")[0] == 0x44
+    assert run("enter_mode", mode=1, password=30) == b"\x55\x00\x00"
+    run("open_receipt", receipt_type=1)  # opens the shift too
+    run("begin_position")
+    run("end_position", name="Хлеб", price=5000, quantity=Decimal(2), tax=11)
+    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00 00")
+    run("close_receipt", payment_type=1)
+    assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
+
+
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
     emu.set_device_time(0.5)
     tids = [client.add("status")[0] for _ in range(3)]
