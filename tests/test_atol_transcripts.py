@@ -262,7 +262,7 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
         eb,
         H("00 00 4A 00 01 00 00 01 79 80"),
         H("00 00 91 33 00 00"),  # [S Z] last sale
-        H("00 00 91 35 00 00"),  # [S K] receipt and shift numbers
+        H("00 00 A4 10"),  # [S A] receipt and shift numbers
         H("00 00 A4 30"),  # [C K] FN serial, last FD
     ]
     # [C C] waited-for tasks carry NeedResult (0x01), the others flags 0.
@@ -271,6 +271,16 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     with AtolDriver(emu.url):
         pass
     assert wire[0] == H("C4")  # [C Z,K,A] Abort right after connecting
+
+
+def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EA/EB is the path of every current firmware ([C Z,C,K]); E6 only when the device says 1.0.
+    from kktapp.atol.emulator import handlers
+
+    monkeypatch.delitem(handlers.HANDLERS, "ffd_versions")
+    with Emulator() as emu, AtolDriver(emu.url) as d:
+        assert d.ffd >= 2
+        assert d.sell(milk_receipt()).total == 17980
 
 
 def test_ffd_1_0_gets_e6(wire: list[bytes]) -> None:

@@ -196,14 +196,19 @@ class AtolDriver:
                  "open" if st.shift_open else "closed", st.receipt_state or "none")
 
     def _read_ffd(self) -> int:
+        """FFD of the firmware and FN (register 0x36), and the FN serial (A4 31, the key of what
+        is known about its documents). A device without register 0x36 gets EA/EB, the path of
+        every current firmware ([C Z,C,K]); E6 only when the device says FFD 1.0."""
         try:
-            reply, fn = self._run([step("ffd_versions"), step("fn_serial")])
-        except BatchFailed as exc:
-            # Firmware without register 0x36 predates FFD 1.05: the E6 path.
-            log.warning("%s: no FFD versions register (%s); positions go as E6 (FFD 1.0)", self.url,
-                        exc.error.message)
-            return model.FFD_1_0
-        self._fn = fn["fn_serial"]
+            self._fn = self.command("fn_serial")["fn_serial"]
+        except DeviceError as exc:
+            log.warning("%s: no FN serial (%s)", self.url, exc.message)
+        try:
+            reply = self.command("ffd_versions")
+        except DeviceError as exc:
+            log.warning("%s: no FFD versions register (%s); positions go as EA/EB (FFD 1.05)", self.url,
+                        exc.message)
+            return model.FFD_1_05
         return ffd_version(reply)
 
     # ------------------------------------------------------------------ document numbers
@@ -499,8 +504,8 @@ class AtolDriver:
         return self._serial or digits
 
     def status(self) -> DeviceStatus:
-        """Quick status: 3F + 45 + register 0x35 (the current shift) in one round trip."""
-        st, short, shift = self._with_serial([step("status"), step("short_status"), step("shift_data")])
+        """Quick status: 3F + 45 + A4 10 (the current shift) in one round trip."""
+        st, short, shift = self._with_serial([step("status"), step("short_status"), step("fn_shift")])
         mode, submode = commands.split_mode(st["mode"])
         self._mode = (mode, submode)
         flags = StatusFlags(st["flags"])
@@ -514,7 +519,7 @@ class AtolDriver:
             submode=submode,
             fiscal=bool(flags & StatusFlags.FISCAL),
             shift_open=shift_open,
-            # 3F has the last CLOSED shift ([S K]); register 0x35 the current one.
+            # 3F has the last CLOSED shift ([S K]); A4 10 the current one ([S A]; 0x35 too, K).
             shift_number=shift["shift_number"] if shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
             receipt_state=st["receipt_state"],
@@ -594,13 +599,13 @@ class AtolDriver:
 
     @staticmethod
     def _sale_steps() -> list[Step]:
-        """The reads that tell what the last receipt became: 0x33, 0x35, A4 30 (FN serial, FD)."""
-        return [step("last_sale"), step("shift_data"), step("fn_status", "состояние ФН")]
+        """The reads that tell what the last receipt became: 0x33, A4 10, A4 30 (FN serial, FD)."""
+        return [step("last_sale"), step("fn_shift"), step("fn_status", "состояние ФН")]
 
     @staticmethod
     def _sale_result(sale: dict[str, Any], shift: dict[str, Any], fn: dict[str, Any], *,
                      printed: bool = True) -> FiscalResult:
-        """The receipt's FiscalResult from register 0x33 (+ 0x35 numbers, A4 30's FN serial)."""
+        """The receipt's FiscalResult from register 0x33 (+ A4 10 numbers, A4 30's FN serial)."""
         return FiscalResult(
             fiscal_document_number=sale["fd_number"],
             fiscal_sign=str(sale["fiscal_sign"]),
@@ -639,7 +644,7 @@ class AtolDriver:
         )
 
     def last_document(self) -> LastDocument:
-        """What the FN's last document is, for recovery (A4 30, 3F, registers 0x33/0x35, A4 45/46).
+        """What the FN's last document is, for recovery (A4 30, 3F, register 0x33, A4 10, A4 45/46).
 
         A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow around a
         receipt that never became a document: by that shift-open report, or by a Z report made
@@ -839,7 +844,7 @@ class AtolDriver:
         """Fiscalise a receipt of any settlement type in one pipelined batch.
 
         Batch: register 0x34 (FD number before), mode change if needed, the receipt, then
-        registers 0x33 and 0x35 and A4 30: the new document's number, fiscal sign, time, total,
+        register 0x33, A4 10 and A4 30: the new document's number, fiscal sign, time, total,
         receipt and shift numbers and the FN serial come back in the same round trip.
         """
         body = self.receipt_steps(receipt)
