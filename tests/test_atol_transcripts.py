@@ -10,7 +10,7 @@ C (Crystal Set Retail 10 ATOL3 driver), K (Cyberplat kiosk ATOL3 driver), A (ato
 Each transcript is checked both ways: the request the driver encodes, the reply the driver
 decodes (fields compared), and the reply the emulator encodes from those fields. A second part
 records what the driver really writes on the wire for a whole receipt, and the recovery tests
-decide from registers 0x33/0x34 and A4 45/46, including a receipt whose 92 opened the shift.
+decide from register 0x33, A4 30 and A4 45/46, including a receipt whose 92 opened the shift.
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     eb = (H("00 00 EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
             " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK)
     assert bodies == [
-        H("00 00 91 34 00 00"),  # [S C] last FD before
+        H("00 00 A4 30"),  # [C K,U] last FD before
         H("00 00 92 04 01"),  # [C K,Z] sale, do not print
         H("00 00 EA 00 01 00"),  # [C Z,C,K]
         eb,
@@ -302,7 +302,7 @@ def test_recovery_sees_a_receipt_whose_92_opened_the_shift(emu: Emulator) -> Non
     with AtolDriver(emu.url) as d:
         before = d.last_document().fd_number
         assert before == 0
-        emu.drop_after_tasks(3)  # 0x34, 56 (mode 1), 92: the link drops with the receipt open
+        emu.drop_after_tasks(3)  # A4 30, 56 (mode 1), 92: the link drops with the receipt open
         with pytest.raises(LinkError):
             d.sell(milk_receipt())
         assert [doc["type"] for doc in emu.documents()] == ["open_shift"]
@@ -322,7 +322,7 @@ def test_recovery_sees_a_receipt_whose_92_opened_the_shift(emu: Emulator) -> Non
 
 def test_recovery_of_a_receipt_formed_after_its_92_opened_the_shift(emu: Emulator) -> None:
     with AtolDriver(emu.url) as d:
-        emu.drop_after_tasks(6)  # 0x34, 56, 92, EA, EB, 4A: formed, the answer lost
+        emu.drop_after_tasks(6)  # A4 30, 56, 92, EA, EB, 4A: formed, the answer lost
         with pytest.raises(LinkError):
             d.sell(milk_receipt())
         d.connect()

@@ -843,12 +843,13 @@ class AtolDriver:
     def sell(self, receipt: Receipt) -> FiscalResult:
         """Fiscalise a receipt of any settlement type in one pipelined batch.
 
-        Batch: register 0x34 (FD number before), mode change if needed, the receipt, then
+        Batch: A4 30 (FD number before; [C K,U], where register 0x34 is C's alone and its
+        encoding [U]), mode change if needed, the receipt, then
         register 0x33, A4 10 and A4 30: the new document's number, fiscal sign, time, total,
         receipt and shift numbers and the FN serial come back in the same round trip.
         """
         body = self.receipt_steps(receipt)
-        prefix = [step("last_fd", "номер последнего ФД")] + self._mode_steps(Mode.REGISTRATION)
+        prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
         if not receipt.test_mode and self._key in _SEEN_FD:
             _PENDING_RECEIPT[self._key] = _SEEN_FD[self._key]
@@ -872,7 +873,7 @@ class AtolDriver:
                 datetime=fn["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
                 total=receipt.total, fn_number=fn["fn_serial"], test_mode=True,
             )
-        if sale["fd_number"] <= replies[0]["fd_number"]:
+        if sale["fd_number"] <= replies[0]["last_fd_number"]:
             raise LinkError("ККТ закрыла чек, но номер фискального документа не изменился")
         result = self._sale_result(sale, shift, fn)
         if result.total != receipt.total:
@@ -886,7 +887,7 @@ class AtolDriver:
             return
         if last_fd.ok:
             assert last_fd.answer is not None
-            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["fd_number"]
+            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["last_fd_number"]
 
     def _after_failed_receipt(self, receipt: Receipt, exc: BatchFailed, prefix: list[Step],
                               body: list[Step]) -> FiscalResult:
@@ -895,7 +896,7 @@ class AtolDriver:
         Decided by register 0x33 (the last sale): a shift-open document formed by 92 is never
         taken for the receipt.
         """
-        before = prefix[0].command.decode_reply(prefix[0].answer.reply)["fd_number"] if prefix[0].ok else None
+        before = prefix[0].command.decode_reply(prefix[0].answer.reply)["last_fd_number"] if prefix[0].ok else None
         if not body[0].ok:
             raise exc.error
         sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
