@@ -261,9 +261,9 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
         H("00 00 EA 00 01 00"),  # [C Z,C,K]
         eb,
         H("00 00 4A 00 01 00 00 01 79 80"),
-        H("00 00 91 33 00 00"),  # [S Z] last sale
         H("00 00 A4 10"),  # [S A] receipt and shift numbers
         H("00 00 A4 30"),  # [C K] FN serial, last FD
+        H("00 00 91 33 00 00"),  # [S Z] last sale, last: a device without it stops nothing
     ]
     # [C C] waited-for tasks carry NeedResult (0x01), the others flags 0.
     assert flags == [0x01, 0x01, 0x00, 0x00, 0x01, 0x01, 0x01, 0x01]
@@ -341,3 +341,25 @@ def test_recovery_reads_a_shift_document_through_a4_45_46(emu: Emulator) -> None
         doc = emu.documents()[-1]
         assert last.fd_number == 1 and last.extra["doc_type"] == 2 and not last.receipt_open
         assert last.result == opened and opened.fiscal_sign == doc["fiscal_sign"] and opened.shift_number == 1
+
+
+def test_a_device_without_register_0x33_is_read_from_its_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Register 0x33 is Z's alone: a device that refuses it still sells, and recovery reads A4 45/46.
+    from kktapp.atol.emulator import handlers
+
+    monkeypatch.delitem(handlers.HANDLERS, "last_sale")
+    with Emulator() as emu, AtolDriver(emu.url) as d:
+        d.open_shift()
+        first = d.sell(milk_receipt())  # 0x33 refused after the close: the receipt counts
+        doc = emu.documents()[-1]
+        assert (first.fiscal_document_number, first.fiscal_sign, first.total) == (2, doc["fiscal_sign"], 17980)
+        second = d.sell(milk_receipt())  # no 0x33 asked any more
+        assert second.fiscal_document_number == 3 and d.last_document().result == second
+        emu.drop_after_tasks(3)  # A4 30, 92, EA: the receipt stays open
+        with pytest.raises(LinkError):
+            d.sell(milk_receipt())
+        d.connect()
+        last = d.last_document()
+        assert last.fd_number == 3 and last.receipt_open
+        d.cancel_receipt()
+        assert [x["type"] for x in emu.documents()] == ["open_shift", "receipt", "receipt"]

@@ -123,6 +123,10 @@ _SEEN_FD: dict[str, int] = {}
 #: after X up to R are none of ours (a shift that a receipt's 92 opened, a Z report made at the
 #: keyboard while our receipt was open), so R is reported as X (see last_document).
 _SKIPPED: dict[str, tuple[int, int]] = {}
+#: ... and whether its device refused register 0x33 (Z alone has it): then the FN documents tell.
+_NO_LAST_SALE: set[str] = set()
+#: How many documents back a device without register 0x33 is searched for its last receipt.
+DOCUMENTS_BACK = 5
 
 
 def ffd_version(reply: dict[str, Any]) -> int:
@@ -597,10 +601,51 @@ class AtolDriver:
 
     # ------------------------------------------------------------------ what a document became
 
-    @staticmethod
-    def _sale_steps() -> list[Step]:
-        """The reads that tell what the last receipt became: 0x33, A4 10, A4 30 (FN serial, FD)."""
-        return [step("last_sale"), step("fn_shift"), step("fn_status", "состояние ФН")]
+    def _sale_steps(self) -> list[Step]:
+        """The reads that tell what the last receipt became: A4 10, A4 30 (FN serial, FD) and,
+        unless this device refused it, register 0x33 — last, so that a refusal stops nothing."""
+        steps = [step("fn_shift"), step("fn_status", "состояние ФН")]
+        if self._key not in _NO_LAST_SALE:
+            steps.append(step("last_sale"))
+        return steps
+
+    def _sale_replies(self, replies: list[dict[str, Any]], since: int | None) -> tuple[dict, dict, dict]:
+        """(sale, A4 10, A4 30) from the replies of :meth:`_sale_steps` (0x33 last when sent)."""
+        shift, fn = replies[0], replies[1]
+        sale = replies[2] if len(replies) > 2 else self._sale_from_documents(fn, since)
+        return sale, shift, fn
+
+    def _read_sales(self, *extra: Step) -> tuple[dict, dict, dict, list[dict[str, Any]]]:
+        """Run ``extra`` and the sale reads; a device without register 0x33 is remembered and
+        answered from the documents instead (A4 45/46)."""
+        try:
+            replies = self._run([*extra, *self._sale_steps()])
+        except BatchFailed as exc:
+            if exc.failed.command.name != "last_sale":
+                self._mode = None
+                raise exc.error from None
+            self._no_last_sale(exc.error)
+            replies = self._run([*extra, *self._sale_steps()])
+        sale, shift, fn = self._sale_replies(replies[len(extra):], None)
+        return sale, shift, fn, replies[:len(extra)]
+
+    def _no_last_sale(self, error: DeviceError) -> None:
+        _NO_LAST_SALE.add(self._key)
+        log.warning("%s: the device refused register 0x33 (%s); receipts are read from the FN "
+                    "documents (A4 45/46)", self.url, error.message)
+
+    def _sale_from_documents(self, fn: dict[str, Any], since: int | None) -> dict[str, Any]:
+        """What register 0x33 says, from the FN documents: the newest receipt after ``since``
+        (looking back at most DOCUMENTS_BACK documents when ``since`` is None)."""
+        real = fn["last_fd_number"]
+        low = since if since is not None else max(0, real - DOCUMENTS_BACK)
+        for number in range(real, low, -1):
+            doc_type, res = self._document_result(number, fn["fn_serial"])
+            if doc_type in (model.DocType.RECEIPT, model.DocType.CORRECTION):
+                return {"fd_number": number, "fiscal_sign": int(res.fiscal_sign or 0), "total": res.total,
+                        "datetime": res.datetime, "receipt_type": 0}
+        return {"fd_number": low if since is not None else 0, "fiscal_sign": 0, "total": 0, "datetime": None,
+                "receipt_type": 0}
 
     @staticmethod
     def _sale_result(sale: dict[str, Any], shift: dict[str, Any], fn: dict[str, Any], *,
@@ -655,7 +700,7 @@ class AtolDriver:
         until a new document changes it (_SKIPPED). So "the number grew" never takes one of
         them for the receipt, and a job sent next compares with the same number.
         """
-        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
+        sale, shift, fn, (st,) = self._read_sales(step("status"))
         self._mode = commands.split_mode(st["mode"])
         real = fn["last_fd_number"]
         self._saw(real)
@@ -853,19 +898,25 @@ class AtolDriver:
         steps = [*prefix, *body, *self._sale_steps()]
         if not receipt.test_mode and self._key in _SEEN_FD:
             _PENDING_RECEIPT[self._key] = _SEEN_FD[self._key]
+        suffix = len(self._sale_steps())
         try:
             replies = self._run(steps)
         except BatchFailed as exc:
             self._mode = None
             self._note_before(receipt, prefix[0])
-            return self._after_failed_receipt(receipt, exc, prefix, body)
+            if exc.failed is not steps[-1] or exc.failed.command.name != "last_sale":
+                return self._after_failed_receipt(receipt, exc, prefix, body)
+            # Everything else went through: only register 0x33 is missing on this device.
+            self._no_last_sale(exc.error)
+            replies = [self._decode_reply(x) if x.ok else {} for x in steps[:-1]]
         except LinkError:
             self._mode = None
             self._note_before(receipt, prefix[0])
             raise
         self._mode = (Mode.REGISTRATION, 0)
         _PENDING_RECEIPT.pop(self._key, None)
-        sale, shift, fn = replies[-3:]
+        before = replies[0]["last_fd_number"]
+        sale, shift, fn = self._sale_replies(replies[len(steps) - suffix:], before)
         self._saw(fn["last_fd_number"])
         if receipt.test_mode:
             return FiscalResult(
@@ -873,7 +924,7 @@ class AtolDriver:
                 datetime=fn["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
                 total=receipt.total, fn_number=fn["fn_serial"], test_mode=True,
             )
-        if sale["fd_number"] <= replies[0]["last_fd_number"]:
+        if sale["fd_number"] <= before:
             raise LinkError("ККТ закрыла чек, но номер фискального документа не изменился")
         result = self._sale_result(sale, shift, fn)
         if result.total != receipt.total:
@@ -899,7 +950,7 @@ class AtolDriver:
         before = prefix[0].command.decode_reply(prefix[0].answer.reply)["last_fd_number"] if prefix[0].ok else None
         if not body[0].ok:
             raise exc.error
-        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
+        sale, shift, fn, (st,) = self._read_sales(step("status"))
         self._mode = commands.split_mode(st["mode"])
         if before is not None and sale["fd_number"] > before and not receipt.test_mode:
             # The document was fiscalised and then something (paper) failed: it counts.
