@@ -508,7 +508,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
     ), wants_result=False),
     # [U] 75 cut type (A names the command; the type byte's values are not found)
     Command(0x75, "cut", "отрезка чека", request=(_opt("cut_type", U8()),)),
-    # [S K] 95 prints the last document (deferred Z reports, K)
+    # [C A,K] 95 prints the last document again (A; 0xAA when none); K uses it for deferred Z reports
     Command(0x95, "reprint_last", "повтор последнего документа", timeout=_T[0x95]),
     # ---- registers [C A,K,Z] 91 reg p1 p2 → 55 err value
     Command(0x91, "read_register", "чтение регистра", request=(
