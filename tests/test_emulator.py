@@ -200,7 +200,7 @@ class RawClient:
 
     def call(self, command: str, /, **params: Any) -> dict[str, Any]:
         """Run a command; device errors come back as ``{"error": code}`` (Stopped lifted by Ack)."""
-        if command == "register_position":
+        if command == "position":
             # FFD 1.2: a position is EA then EB ([C Z,C,K]).
             first = self.call("begin_position")
             return first if "error" in first else self.call("end_position", **params)
@@ -241,7 +241,7 @@ class RawClient:
         """Open, register, pay, close; returns the first error code or None."""
         steps: list[tuple[str, dict[str, Any]]] = [("open_receipt", {"receipt_type": receipt_type, "flags": flags})]
         for name, price, qty, tax in items:
-            steps.append(("register_position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
+            steps.append(("position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
         if contact:
             steps.append(("write_attribute", {"tag": model.TAG_CUSTOMER_CONTACT, "value": contact.encode()}))
         if pay:
@@ -335,10 +335,14 @@ def test_stopped_rule_until_ack(client: RawClient) -> None:
 
 
 def test_need_result_keeps_the_result_until_ack(client: RawClient) -> None:
+    # [C C,A] a NeedResult Add is answered at once; the result always comes as A6 on 0xF0
+    # (atol4j reads results only from there).
     tid, ans = client.add("status", task_flags=Flags.NEED_RESULT)
-    assert ans.status == Status.RESULT
+    assert ans.status in (Status.PENDING, Status.IN_PROGRESS)
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_RESULT and push.tid == tid and push.reply[0] == 0x44
     again = client.request(taskbuf.Req(tid))
-    assert again.status == Status.RESULT and again.reply == ans.reply
+    assert again.status == Status.RESULT and again.reply == push.reply
     _, dup = client.add("status", tid=tid)
     assert dup.status == Status.ALREADY_EXISTS
     assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
@@ -401,6 +405,35 @@ def test_a_failed_flag_0_task_pushes_a7_and_stops_the_rest_with_a5_tid(emu: Emul
     stopped = client.request(taskbuf.Req(later))
     assert stopped.status == Status.STOPPED and stopped.tid == bad
     assert client.request(taskbuf.Abort()).status == Status.RESULT
+
+
+def test_bad_task_buffer_requests_get_b4_with_the_parameter(client: RawClient) -> None:
+    # [S K] B4 then the index of the bad parameter: 1 = TId (above DF).
+    ans = client.request(taskbuf.Add(0xE5, b"\x00\x00\x3f"))
+    assert (ans.status, ans.reply) == (Status.ILLEGAL_VALUE, b"\x01")
+    pid = client.send_packet(b"\xc2")  # Ack without its TId
+    assert client.answer_to(pid).status == Status.ILLEGAL_VALUE
+
+
+def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulator) -> None:
+    # [S A] atol4j sends every task with NeedResult, ignores the synchronous answer, completes
+    # the task on A6/A7 (packet 0xF0) and Acks it: a whole receipt must work that way.
+    def run(command: str, **params: Any) -> bytes:
+        tid, _ = client.add(command, task_flags=Flags.NEED_RESULT, **params)
+        push = client.wait_push()
+        assert push.tid == tid and push.status == Status.ASYNC_RESULT, (command, push)
+        assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+        return push.reply
+
+    assert run("status")[0] == 0x44
+    assert run("enter_mode", mode=1, password=30) == b"\x55\x00\x00"
+    run("open_receipt", receipt_type=1)  # opens the shift too
+    run("begin_position")
+    run("end_position", name="Хлеб", price=5000, quantity=Decimal(2), tax=11)
+    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00 00")
+    run("close_receipt", payment_type=1)
+    assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
 
 
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
@@ -471,16 +504,16 @@ def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
     assert client.error("open_shift") is None
     assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
     assert client.error("open_receipt", receipt_type=3) == ErrorCode.BAD_RECEIPT_TYPE
-    assert client.error("register_position", name="x", price=1, quantity=Decimal(1), tax=11) == \
+    assert client.error("position", name="x", price=1, quantity=Decimal(1), tax=11) == \
         ErrorCode.RECEIPT_CLOSED
     assert client.error("open_receipt", receipt_type=1) is None
     assert client.error("open_receipt", receipt_type=1) == ErrorCode.RECEIPT_OPEN
-    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
     assert client.error("payment", payment_type=2, amount=400) is None
     assert client.error("close_receipt", payment_type=2) is None  # 4A with sum 0 pays the rest
     # 4A with an explicit short sum: payments less than the total.
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2, amount=300) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
     assert client.call("status")["receipt_state"] == 1
     assert client.error("leave_mode") == ErrorCode.RECEIPT_OPEN
@@ -544,10 +577,10 @@ def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
 def test_payment_reply_has_remainder_and_change(client: RawClient) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=10_000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=10_000, quantity=Decimal(1), tax=11) is None
     assert client.call("payment", payment_type=2, amount=4_000) == {"remainder": 6_000, "change": 0}
     assert client.call("payment", payment_type=1, amount=10_000) == {"remainder": 0, "change": 4_000}
-    assert client.error("register_position", name="b", price=1, quantity=Decimal(1), tax=11) == ErrorCode.WRONG_MODE
+    assert client.error("position", name="b", price=1, quantity=Decimal(1), tax=11) == ErrorCode.WRONG_MODE
     assert client.error("close_receipt", payment_type=1) is None
 
 
@@ -608,7 +641,7 @@ def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emu
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
     # [S K] position tags only between EA and EB: after the position 0xEE, ext 0x0207 in 0x37.
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=6) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=6) is None
     assert client.error("write_attribute", tag=2108, value=b"\x0b") == ErrorCode.FN_SEE_REGISTER_55
     assert client.call("extended_error") == {"command": 0xE8, "ext": 0x0207}
     assert client.request(taskbuf.Abort()).status == Status.RESULT
@@ -639,8 +672,8 @@ def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
         assert c.error("open_receipt", receipt_type=1) is None
         # [C Z,C,K] EB carries up to 128 bytes of name, unpadded.
         assert len(cp866(long)) == 128
-        assert c.error("register_position", name=long, price=100, quantity=Decimal(1), tax=11) is None
-        assert c.error("register_position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name=long, price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
         assert c.error("close_receipt", payment_type=2) is None
         items = emu.documents()[-1]["items"]
         assert [i["name"] for i in items] == [long, "короткое"]
@@ -686,7 +719,7 @@ def test_test_mode_fiscalises_nothing(tmp_path: Any) -> None:
         assert len(log_path.read_text(encoding="utf-8").splitlines()) == 1
         # Test mode still checks: payments less than the total.
         assert c.error("open_receipt", receipt_type=1, flags=0x01) is None
-        assert c.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
         assert c.error("close_receipt", payment_type=1, amount=50) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
         c.close()
 
@@ -750,7 +783,7 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
         assert c.error("cash_in", amount=7_000) is None
         assert c.sell(BREAD, pay=10_000) is None
         assert c.error("open_receipt", receipt_type=1) is None
-        assert c.error("register_position", name="open", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="open", price=300, quantity=Decimal(1), tax=11) is None
         emu.advance_clock(2)
         before = emu.state.to_dict()
         docs = emu.documents()
@@ -801,7 +834,7 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         assert c.sell(BREAD, pay=10_000) is None
         assert c.error("open_receipt", receipt_type=1) is None
         for i in range(3):
-            assert c.error("register_position", name=f"lost {i}", price=300, quantity=Decimal(1), tax=11) is None
+            assert c.error("position", name=f"lost {i}", price=300, quantity=Decimal(1), tax=11) is None
         assert c.error("payment", payment_type=1, amount=100) is None
         proc.send_signal(signal.SIGKILL)  # no clean stop: what a crash leaves
         proc.wait(10)
@@ -822,13 +855,13 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
         # A receipt open at a clean stop survives it ...
         assert c.error("open_receipt", receipt_type=1) is None
-        assert c.error("register_position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
         c.close()
     assert json.loads(state.read_text())["receipt"]["items"][0]["name"] == "kept"
     with cli_emulator("--state", str(state)) as (proc, port, _):
         c = reconnect_port(port)
         assert c.call("status")["receipt_state"] == 1
-        assert c.error("register_position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
         # ... but once the device runs again, a kill loses it: no stale copy comes back.
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -846,10 +879,10 @@ def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, em
     assert client.error("open_receipt", receipt_type=1) is None
     emu.paper_out()
     assert client.call("short_status")["flags"] & 0x01
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
     assert client.call("status")["receipt_state"] == 1
     emu.paper_in()
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2) is None
     assert len(emu.documents()[-1]["items"]) == 1
 
@@ -857,7 +890,7 @@ def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, em
 def test_paper_out_at_close_fiscalises_and_reports_0x67(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     emu.paper_out()
     assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
     assert emu.documents()[-1]["type"] == "receipt"
@@ -872,7 +905,7 @@ def test_paper_can_run_out_at_a_chosen_command(client: RawClient, emu: Emulator)
     client.open_shift()
     emu.paper_out(before="close_receipt")
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
     assert emu.state.fd_number == 2 and emu.state.print_pending
     assert client.error("print_string", text="x") == ErrorCode.NO_PAPER
@@ -890,7 +923,7 @@ def test_electronic_receipt_needs_no_paper(client: RawClient, emu: Emulator) -> 
 def test_drop_after_tasks_executes_but_does_not_answer(emu: Emulator, client: RawClient) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     emu.drop_after_tasks(1)
     with pytest.raises(Closed):
         client.add("close_receipt", payment_type=2)
