@@ -273,6 +273,9 @@ def read_status(device: int, wait: float) -> dict:
 
 @bp.errorhandler(KKTError)
 def _kkt_error(exc: KKTError) -> Response:
+    if isinstance(exc, ValidationFailed) and request.method == "POST":
+        # One line per refused request: which field and why (the device was not touched).
+        log.warning("API: запрос %s отклонён: поле=%s причина: %s", request.path, exc.field, exc.message)
     return error_response(exc)
 
 

@@ -611,7 +611,7 @@ def _log_request(response: Response) -> Response:
     if status in (400, 401, 403, 404, 405, 409, 413, 422, 429):
         # Refused by the service: one line that says which field and why (the device was not
         # touched; device refusals are logged by the device owner).
-        line = "1С: чек отклонён: " + line + " поле=%s причина: %s"
+        line = "1С: чек отклонён: " + line.removeprefix("1С: ") + " поле=%s причина: %s"
         args += [field or "-", _printable(reason, 500)]
         log.warning(line, *args)
     else:
