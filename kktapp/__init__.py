@@ -71,3 +71,6 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(compat.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(operator.bp)
+    # The same pages under /kkt/: the shipped Apache config passes /kkt/... to the app as is.
+    app.register_blueprint(monitoring.bp, url_prefix="/kkt", name="monitoring_kkt")
+    app.register_blueprint(operator.bp, url_prefix="/kkt", name="operator_kkt")

@@ -256,3 +256,15 @@ def test_device_view_marks_stale_data(age, marked):
     view = statuspage.device_view(snap, now, status_refresh=10, full=False)
     value, tone = next((v, t) for label, v, t in view["groups"][0]["rows"] if label == "Данные прочитаны")
     assert ("данные устарели" in value) is marked and (tone == "bad") is marked
+
+
+def test_pages_also_under_kkt_as_the_shipped_apache_config_passes_them(clients):
+    """apache/kkt.conf hands /kkt/... to the app with the full path: /kkt/operator, /kkt/healthz, /kkt/metrics."""
+    page = clients.admin.get("/kkt/operator")
+    actions = [f.action for f in page.forms.values() if f.method.lower() == "post"]
+    assert actions and all(a.startswith("/kkt/operator/") for a in actions)
+    res = next(f for f in page.forms.values() if f.action.endswith("/devices/2/x-report")).submit()
+    assert res.status_int == 303 and res.headers["Location"].startswith("/kkt/operator?done=")
+    assert clients.cashier.get("/kkt").html.find("a", string="Страница оператора")["href"] == "/kkt/operator"
+    assert clients.anon.get("/kkt/healthz", status="*").json["status"] in ("ok", "problem")
+    assert "kkt_device_up" in clients.cashier.get("/kkt/metrics").text

@@ -542,8 +542,14 @@ def status_view() -> Response | str:
         all_ok=all(not dev["problems"] for dev in devices),
         generated_at=present.server_time(now),
         login_url=url_for("kkt1c.status", login=1),
-        operator_url=url_for("operator.page") if "operator.page" in current_app.view_functions else None,
+        operator_url=_operator_url(),
     )
+
+
+def _operator_url() -> str | None:
+    # /kkt/operator when the page was asked for under /kkt (the shipped Apache config), else /operator.
+    endpoint = "operator_kkt.page" if request.path.startswith("/kkt") else "operator.page"
+    return url_for(endpoint) if endpoint in current_app.view_functions else None
 
 
 def _viewer_sees_all() -> bool:

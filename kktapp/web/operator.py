@@ -68,6 +68,11 @@ def _service() -> Any:
     return current_app.extensions["kkt"]
 
 
+def _endpoint(name: str) -> str:
+    """This blueprint's endpoint under the prefix the request came by (/operator or /kkt/operator)."""
+    return f"{request.blueprint or 'operator'}.{name}"
+
+
 # --------------------------------------------------------------------------- cross-site protection
 
 
@@ -172,9 +177,9 @@ def _page(messages: list[tuple[str, str]], status: int = 200) -> Response:
     query = _filters_query()
     prev_url = next_url = None
     if offset > 0:
-        prev_url = url_for("operator.page", **(query | {"offset": str(max(0, offset - limit))}))
+        prev_url = url_for(_endpoint("page"), **(query | {"offset": str(max(0, offset - limit))}))
     if offset + limit < total:
-        next_url = url_for("operator.page", **(query | {"offset": str(offset + limit)}))
+        next_url = url_for(_endpoint("page"), **(query | {"offset": str(offset + limit)}))
     token = _csrf_token()
     user = current_user()
     html = render_template(
@@ -193,6 +198,7 @@ def _page(messages: list[tuple[str, str]], status: int = 200) -> Response:
         state_choices=STATE_CHOICES,
         default_limit=DEFAULT_LIMIT,
         csrf=token,
+        bp=request.blueprint or "operator",
         query=query,
         generated_at=present.server_time(now),
         status_url=url_for("kkt1c.status"),
@@ -229,7 +235,7 @@ def cancel(job_id: str) -> Response:
         _service().cancel_receipt(job_id, who=(user.login if user else "") or "")
     except KKTError as exc:
         return _page([("bad", f"Чек не отменён: {exc.message}")], status=http_status(exc))
-    return redirect(url_for("operator.page", cancelled=job_id, **_filters_query()), code=303)
+    return redirect(url_for(_endpoint("page"), cancelled=job_id, **_filters_query()), code=303)
 
 
 @bp.post("/operator/devices/<int:device>/<action>")
@@ -255,7 +261,7 @@ def device_action(device: int, action: str) -> Response:
     except KKTError as exc:
         return _page([("bad", f"{title}, касса № {device}: {exc.message}")], status=http_status(exc))
     log.info("Оператор %s: %s на ККТ %d → %s", (user.login if user else "") or "-", title, device, job.state)
-    return redirect(url_for("operator.page", done=job.id, **_filters_query()), code=303)
+    return redirect(url_for(_endpoint("page"), done=job.id, **_filters_query()), code=303)
 
 
 @bp.errorhandler(KKTError)
