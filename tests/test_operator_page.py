@@ -123,7 +123,7 @@ def test_operator_device_buttons(clients, emulator):
     res = form.submit().follow()
     assert "X-отчёт, касса № 1: выполнено" in res.text
     form = next(f for f in res.forms.values() if f.action.endswith("/devices/2/test-print"))
-    assert "Тестовая печать, касса № 2: выполнено" in form.submit().follow().text
+    assert "Печать текста, касса № 2: выполнено" in form.submit().follow().text
     form = next(f for f in res.forms.values() if f.action.endswith("/devices/1/reprint"))
     assert "касса № 1" in form.submit().follow().text
     assert post_1c(clients.cashier, "ТР00-7", status=200).json["result_code"] == 0

@@ -29,6 +29,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 import kktapp
 from kktapp import health
 from kktapp.errors import KKTError, ResultCode, http_status
+from kktapp.owner import kind_name
 from kktapp.web import present
 from kktapp.web.auth import AuthError, current_user, require
 from kktapp.web.receipts import DEFAULT_LIMIT, parse_filters, receipt_row
@@ -48,7 +49,6 @@ ACTIONS = {
     "reprint": ("reprint_last", "Повтор печати последнего документа"),
     "test-print": ("print_text", "Тестовая печать"),
 }
-_KINDS = {op: title for op, title in ACTIONS.values()}
 #: Filter choices of the state list on the page.
 STATE_CHOICES = [
     ("", "все"), ("queued", "в очереди"), ("sending", "отправляются"), ("unknown", "результат выясняется"),
@@ -129,7 +129,8 @@ def _outcome(job_id: str) -> tuple[str, str] | None:
     job = _service().get_job(job_id)
     if job is None:
         return None
-    title = _KINDS.get(job.kind, job.kind)
+    title = kind_name(job.kind)
+    title = title[:1].upper() + title[1:]
     where = f"касса № {job.device}"
     if job.state == "done":
         return "ok", f"{title}, {where}: выполнено"
