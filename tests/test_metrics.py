@@ -7,32 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import webtest
+from operator_helpers import onec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from kktapp import health
 from kktapp.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def onec(number: str, amount: int = 756) -> bytes:
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": amount,
-        "Goods": {"Position_1": {"Name": "Кофе", "Price": amount, "Quantity": 1, "Tax": 22, "PositionSumm": amount}},
-    }, ensure_ascii=False).encode()
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import re
 import time
 
+from operator_helpers import onec, wait_for
+
 from kktapp import owner
-
-
-def onec(number: str, **changes) -> bytes:
-    body = {
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": "756.00",
-        "Goods": {"Position_1": {"Name": "Кофе", "Price": "756.00", "Quantity": 1, "Tax": 22,
-                                 "PositionSumm": "756.00"}},
-    }
-    body.update(changes)
-    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def log_lines(app_config) -> list[str]:
     with open(app_config["LOG_FILE"], encoding="utf-8") as fh:
         return fh.read().splitlines()
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_refused_receipt_is_one_warning_with_field_and_reason(testapp, app_config):

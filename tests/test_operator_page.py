@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 
 import pytest
+from operator_helpers import onec, wait_for
 
 from kktapp.errors import ResultCode
 from kktapp.web import present, statuspage
@@ -18,26 +18,8 @@ from kktapp.web import present, statuspage
 API = "/api/v1"
 
 
-def onec(number: str, amount: int = 75600, device: int = 1) -> bytes:
-    rub = f"{amount // 100}.{amount % 100:02d}"
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": rub, "Device": device,
-        "Goods": {"Position_1": {"Name": "Кофе в зёрнах", "Price": rub, "Quantity": 1, "Tax": 22,
-                                 "PositionSumm": rub}},
-    }, ensure_ascii=False).encode()
-
-
-def post_1c(client, number: str, status: int | str = "*", **kw):
-    return client.post("/kkt", onec(number, **kw), content_type="application/x-www-form-urlencoded", status=status)
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+def post_1c(client, number: str, status: int | str = "*", rub: str = "756.00"):
+    return client.post("/kkt", onec(number, rub), content_type="application/x-www-form-urlencoded", status=status)
 
 
 def device_off(clients, emulator) -> None:
@@ -166,7 +148,7 @@ def test_status_page_fully_public_when_configured(api_config, request):
 def test_status_page_waiting_receipts_and_warnings(clients, emulator):
     post_1c(clients.cashier, "ТР00-20", status=200)
     device_off(clients, emulator)
-    post_1c(clients.cashier, "ТР00-21", amount=195072, status=202)
+    post_1c(clients.cashier, "ТР00-21", status=202, rub="1950.72")
     page = clients.cashier.get("/kkt")
     section = page.html.select_one("#device-1")
     badge = section.select_one(".badge")
