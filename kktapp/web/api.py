@@ -32,7 +32,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from kktapp import errors
-from kktapp.domain import DomainError
+from kktapp.domain import DomainError, format_rub
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
@@ -430,8 +430,8 @@ def create_receipt() -> Response:
     job = service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
                                    source=SOURCE, wait=wait_seconds())
     user = current_user()
-    log.info("API: чек %s на %s коп. на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
-             receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",
+    log.info("API: чек %s на %s ₽ на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
+             receipt.type.value, format_rub(receipt.total), device, key or "-", (user.login if user else "") or "-",
              job.id, job.state)
     return job_response(job, "api.get_receipt")
 

@@ -397,8 +397,9 @@ def income(device: int, data: Any) -> str:
     job = _service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
                                     source=SOURCE, wait=_wait())
     user = current_user()
-    log.info("compat: INCOME на %s коп. на ККТ %d (tr_id %s, пользователь %s) → %s",
-             receipt.total, device, loaded["tr_id"] or "-", (user.login if user else "") or "-", job.state)
+    log.info("compat: INCOME на %s ₽ на ККТ %d (tr_id %s, пользователь %s) → %s",
+             domain.format_rub(receipt.total), device, loaded["tr_id"] or "-", (user.login if user else "") or "-",
+             job.state)
     _settle(job)
     return DONE
 
