@@ -14,6 +14,7 @@ from operator_helpers import onec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from kktapp import health
+from kktapp.errors import ResultCode
 from kktapp.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,3 +203,23 @@ def test_shift_age_uses_the_device_clock():
     s = snap(status={"datetime": "2026-11-30T14:00:00", "paper_present": True})
     s["read_at"] = NOW.isoformat()
     assert health.shift_age(s, NOW) == dt.timedelta(hours=5)
+
+
+def test_duration_buckets_and_results_from_the_journal(tmp_path):
+    now = [1000.0]
+    journal = Journal(str(tmp_path / "j.sqlite3"), clock=lambda: now[0])
+    for key, took, state, code in [("a", 0.3, "done", None), ("b", 0.1, "done", None), ("c", 4000.0, "done", None),
+                                   ("d", 1.0, "failed", 103), ("e", 1.0, "failed", ResultCode.CANCELLED)]:
+        now[0] = 1000.0
+        job, _ = journal.accept(device=1, kind="receipt", key=key, fingerprint="f", payload={})
+        now[0] += took
+        if state == "done":
+            journal.finish(job.id, "done", result={"fiscal_document_number": 1})
+        else:
+            journal.finish(job.id, "failed", error={"code": code, "message": "x"})
+    rows = {r["result"]: r for r in journal.receipt_counts()}
+    assert {k: v["count"] for k, v in rows.items()} == {"done": 3, "failed": 1, "cancelled": 1}
+    done = rows["done"]
+    assert done["buckets"][:2] == [1, 1] and sum(done["buckets"]) == 2  # 0.1 ≤ 0.25, 0.3 ≤ 0.5; 4000 s only in +Inf
+    assert abs(done["duration_sum"] - 4000.4) < 1e-6
+    journal.close()
