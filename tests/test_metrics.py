@@ -222,4 +222,12 @@ def test_duration_buckets_and_results_from_the_journal(tmp_path):
     done = rows["done"]
     assert done["buckets"][:2] == [1, 1] and sum(done["buckets"]) == 2  # 0.1 ≤ 0.25, 0.3 ≤ 0.5; 4000 s only in +Inf
     assert abs(done["duration_sum"] - 4000.4) < 1e-6
+    # Pruned rows go to the archive: the same numbers afterwards, also for a second prune.
+    before = journal.receipt_counts()
+    assert journal.prune(days=-1) == 5
+    assert journal.receipt_counts() == before
+    job, _ = journal.accept(device=1, kind="receipt", key="f", fingerprint="f", payload={})
+    journal.finish(job.id, "done", result={"fiscal_document_number": 2})
+    journal.prune(days=-1)
+    assert {r["result"]: r["count"] for r in journal.receipt_counts()} == {"done": 4, "failed": 1, "cancelled": 1}
     journal.close()
