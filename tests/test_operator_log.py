@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -28,10 +29,14 @@ def test_refused_receipt_is_one_warning_with_field_and_reason(testapp, app_confi
     assert not re.search(r"[A-Za-z]{4,}", line.split("kktapp.web.kkt1c:")[1].replace("DocSumm", "").replace("HTTP", ""))
 
 
-def test_api_refused_receipt_is_one_warning(clients, app_config):
+def test_api_and_compat_refusals_are_one_warning_each(clients, app_config):
     clients.cashier.post_json("/api/v1/receipts", {"items": [], "payments": []}, status=422)
+    body = json.dumps({"atol_device_data": {"atol_device_number": 1}, "comand": "CASH_INCOME", "data": -5})
+    clients.cashier.post("/api/compat/atol-kkt-service", body.encode(), content_type="application/json", status=422)
     lines = [ln for ln in log_lines(app_config) if "отклонён" in ln]
-    assert len(lines) == 1 and "WARNING" in lines[0] and "поле=items" in lines[0]
+    assert len(lines) == 2 and all(" WARNING " in ln for ln in lines), lines
+    assert "API: запрос POST /api/v1/receipts отклонён: поле=items причина:" in lines[0]
+    assert "compat: запрос POST /api/compat/atol-kkt-service отклонён: поле=data" in lines[1]
 
 
 def test_device_down_logs_once_then_reminds_then_returns(testapp, emulator, app_config, monkeypatch):

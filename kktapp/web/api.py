@@ -36,7 +36,7 @@ from kktapp.domain import DomainError, format_rub
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import log_refusal, read_json, validation_error
 from kktapp.web.receipts import parse_filters, receipt_row
 from kktapp.web.schemas import (
     CashSchema,
@@ -273,9 +273,8 @@ def read_status(device: int, wait: float) -> dict:
 
 @bp.errorhandler(KKTError)
 def _kkt_error(exc: KKTError) -> Response:
-    if isinstance(exc, ValidationFailed) and request.method == "POST":
-        # One line per refused request: which field and why (the device was not touched).
-        log.warning("API: запрос %s отклонён: поле=%s причина: %s", request.path, exc.field, exc.message)
+    if isinstance(exc, ValidationFailed):
+        log_refusal("API", request, exc)
     return error_response(exc)
 
 

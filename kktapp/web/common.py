@@ -8,6 +8,7 @@ fraction become :class:`~decimal.Decimal`, so money never passes through a float
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -132,3 +133,10 @@ def validation_error(
     if rename:
         field = rename(field)
     return ValidationFailed(field, message.rstrip("."), shown_value(value))
+
+
+def log_refusal(contract: str, request: Any, exc: ValidationFailed) -> None:
+    """One WARNING line for a request refused for bad input: which field and why (no device was touched)."""
+    logging.getLogger("kktapp.web").warning(
+        "%s: запрос %s %s отклонён: поле=%s причина: %s", contract, request.method, request.path, exc.field, exc.message
+    )

@@ -65,7 +65,7 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import AuthError, check_role, current_user, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import log_refusal, read_json, validation_error
 from kktapp.web.schemas import (
     CashSchema,
     EnvelopeSchema,
@@ -164,6 +164,8 @@ def error_answer(exc: KKTError) -> Response:
 
 @bp.errorhandler(KKTError)
 def _kkt_error(exc: KKTError) -> Response:
+    if isinstance(exc, ValidationFailed):
+        log_refusal("compat", request, exc)
     return error_answer(exc)
 
 
