@@ -67,6 +67,20 @@ def test_healthz_lists_an_unsettled_receipt(app, testapp, emulator):
     assert "unsettled" in codes
 
 
+def test_paper_near_end_is_a_warning_not_a_failure(app, testapp, emulator):
+    wait_for(lambda: healthy(testapp))
+    emulator.paper_near_end()
+    service = app.extensions["kkt"]
+    wait_for(lambda: (service.snapshot(1).get("status") or {}).get("paper_near_end") is True)
+    body = testapp.get("/healthz", status=200).json
+    assert [w["problem"] for w in body["warnings"]] == ["paper_near_end"]
+    page = testapp.get("/kkt")
+    assert "бумага заканчивается" in page.text
+    assert "warn" in page.html.select_one("#device-1 .badge")["class"]
+    emulator.paper_in()
+    wait_for(lambda: not (service.snapshot(1).get("status") or {}).get("paper_near_end"))
+
+
 def test_healthz_needs_no_login(api_app):
     res = webtest.TestApp(api_app, extra_environ={"REMOTE_ADDR": "192.0.2.10"}).get("/healthz", status="*")
     assert res.status_int in (200, 503) and "problems" in res.json

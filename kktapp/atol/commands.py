@@ -503,6 +503,8 @@ class ShortStatusFlags(enum.IntFlag):
     MECHANICAL_ERROR = 0x04
     CUTTER_ERROR = 0x08
     PRINTER_ERROR = 0x10
+    #: [S] K's table (docs/atol-real-device.md, 45); medium confidence.
+    PAPER_NEAR_END = 0x80
 
 
 #: [C] Model codes (libfptr) → names.

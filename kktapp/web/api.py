@@ -231,6 +231,7 @@ def normalize_status(device: int, name: str, result: dict) -> dict:
         "submode": int(status.get("submode") or 0),
         "fiscal": bool(status.get("fiscal")),
         "paper_present": bool(status.get("paper_present", True)),
+        "paper_near_end": bool(status.get("paper_near_end", False)),
         "cover_open": bool(status.get("cover_open", False)),
         "shift": {
             "state": state,

@@ -92,6 +92,7 @@ class Device:
             self.state.clock_offset = float(clock_offset_hours) * 3600
             self.save()
         self.paper = True
+        self.paper_near_end = False
         #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
         self.pending_attributes: dict[str, Any] = {}
         #: Called with every fiscal document (the --log file and the in-memory list).
