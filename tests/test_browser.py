@@ -155,6 +155,7 @@ def test_operator_and_status_pages_in_chromium(server, browser, clients, emulato
     assert [d for d in emulator.documents() if d["type"] == "receipt"][-1]["total"] == 195072
     screenshot(browser, tmp_path, "operator")
     screenshot(browser, tmp_path, "operator-phone", width=390, full=False)
+    screenshot(browser, tmp_path, "operator-phone-full", width=390)
 
     # Everything settled: the status page turns green for both devices.
     wait_for(lambda: all(svc.snapshot(n).get("link") == "ok" for n in (1, 2)))
