@@ -250,3 +250,24 @@ def test_pages_also_under_kkt_as_the_shipped_apache_config_passes_them(clients):
     assert clients.cashier.get("/kkt").html.find("a", string="Страница оператора")["href"] == "/kkt/operator"
     assert clients.anon.get("/kkt/healthz", status="*").json["status"] in ("ok", "problem")
     assert "kkt_device_up" in clients.cashier.get("/kkt/metrics").text
+
+
+def test_status_page_lists_an_unsettled_receipt(clients, emulator):
+    from fakes import make_receipt
+
+    from kktapp.journal import receipt_to_json
+
+    device_off(clients, emulator)
+    journal = clients.app.extensions["kkt"].journal
+    job, _ = journal.accept(device=1, kind="receipt", key="ТР00-31", fingerprint="f", source="1c",
+                            payload={"receipt": receipt_to_json(make_receipt(price=12345))})
+    journal.mark_sending(job.id, 7)
+    journal.mark_unknown(job.id, "связь прервалась посреди чека")
+    page = clients.cashier.get("/kkt")
+    row = page.html.select_one("#device-1 table.waiting tbody tr")
+    cells = {td["data-label"]: td for td in row.select("td")}
+    assert cells["Документ"].text == "ТР00-31" and cells["Сумма"].text == "123,45\u00a0₽"
+    assert cells["Состояние"].text == "результат выясняется" and "text-bad" in cells["Состояние"]["class"]
+    assert cells["Причина"].text == "связь прервалась посреди чека"
+    alerts = " ".join(a.text for a in page.html.select("#device-1 .alert"))
+    assert "неподтверждённых чеков: 1" in alerts
