@@ -94,6 +94,8 @@ cat <<EOF
     curl -H 'Content-Type: application/x-www-form-urlencoded;charset=utf-8' \\
          --data-binary @deploy/demo-receipt.json $URL/kkt
   JSON API (логин demo, пароль demodemo):  $URL/api/v1/...
+  Страница оператора (логин demo, пароль demodemo): $URL/operator
+  Мониторинг:                 $URL/healthz и $URL/metrics
 
   Настройки демо:             deploy/demo-settings.py
   Журнал чеков:               var/journal.sqlite3

@@ -79,6 +79,8 @@ class DeviceStatus:
     drawer_open: bool = False
     fn_active: bool = True
     printer_error: bool = False
+    #: The roll is nearly used up (still prints): the operator should load a new one.
+    paper_near_end: bool = False
 
     @property
     def receipt_open(self) -> bool:

@@ -119,6 +119,20 @@ OPERATIONS = frozenset({
     "reprint_last", "cancel_receipt", "reset_summary", "tech_reset", "open_drawer", "registration",
 })
 
+#: Russian names of job kinds for log lines and pages (one language per line).
+KIND_NAMES = {
+    RECEIPT: "чек", "status": "чтение состояния", "open_shift": "открытие смены",
+    "close_shift": "Z-отчёт (закрытие смены)", "x_report": "X-отчёт", "cash_in": "внесение наличных",
+    "cash_out": "выплата наличных", "print_text": "печать текста", "reprint_last": "повтор печати последнего документа",
+    "cancel_receipt": "отмена открытого чека", "reset_summary": "обнуление счётчиков",
+    "tech_reset": "технологическое обнуление",
+}
+
+
+def kind_name(kind: str) -> str:
+    """The Russian name of a job kind (the kind itself if unknown)."""
+    return KIND_NAMES.get(kind, kind)
+
 
 class LostLock(Exception):
     """The device's lock file was removed or replaced while this process owned the device."""
@@ -501,7 +515,7 @@ class DeviceOwner:
                 if self._failed_before_sending(job, exc, sent_before):
                     return
                 # An unexpected failure mid-document is an unknown outcome like a lost link.
-                log.exception("ККТ %d: сбой при отправке %s %s", self.number, job.kind, job.id)
+                log.exception("ККТ %d: сбой при отправке %s %s", self.number, kind_name(job.kind), job.id)
                 self._mark_unknown(job, Reasons.INTERRUPTED, None)
                 raise LinkError(str(exc) or LinkError.message) from exc
             if isinstance(result, FiscalResult):
@@ -565,7 +579,7 @@ class DeviceOwner:
             # Harmless for this job (its answer came from the device), but something formed a
             # document the owner did not see: stop trusting memory until the next device read.
             log.error("ККТ %d: %s %s получил ФД %d, ожидался %d; состояние ККТ будет перечитано",
-                      self.number, job.kind, job.key or job.id, result.fiscal_document_number, fd_before + 1)
+                      self.number, kind_name(job.kind), job.key or job.id, result.fiscal_document_number, fd_before + 1)
             self.state.forget()
             return
         self.state.note_document(job.kind, result)
@@ -717,28 +731,30 @@ class DeviceOwner:
             )
             log.info(
                 "ККТ %d: %s %s: ФД %d, ФП %s, смена %d",
-                self.number, job.kind, job.key or job.id, result.fiscal_document_number, result.fiscal_sign,
+                self.number, kind_name(job.kind), job.key or job.id, result.fiscal_document_number, result.fiscal_sign,
                 result.shift_number,
             )
         else:
             self.journal.finish(job.id, DONE, result=result if isinstance(result, dict) else {})
-            log.info("ККТ %d: %s %s выполнено", self.number, job.kind, job.key or job.id)
+            log.info("ККТ %d: %s %s выполнено", self.number, kind_name(job.kind), job.key or job.id)
 
     def _skip_cancelled(self, job: Job) -> None:
         # An operator cancelled it between next_queued and mark_sending: nothing was sent.
-        log.info("ККТ %d: %s %s отменён оператором, в ККТ не отправлен", self.number, job.kind, job.key or job.id)
+        log.info("ККТ %d: %s %s отменён оператором, в ККТ не отправлен",
+                 self.number, kind_name(job.kind), job.key or job.id)
 
     def _fail(self, job: Job, exc: KKTError) -> None:
         # Any device error: the owner's memory of the device is not to be trusted.
         self.state.forget()
         self.journal.finish(job.id, FAILED, error=exc.to_dict())
-        log.warning("ККТ %d: %s %s: ошибка %d %s", self.number, job.kind, job.key or job.id, exc.code, exc.message)
+        log.warning("ККТ %d: %s %s: ошибка %d %s",
+                    self.number, kind_name(job.kind), job.key or job.id, exc.code, exc.message)
 
     def _mark_unknown(self, job: Job, reason: str, exc: KKTError | None) -> None:
         self.state.forget()
         self.journal.mark_unknown(job.id, reason, exc.to_dict() if exc is not None else None)
         self._notify(job.id)
-        log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.number, job.kind, job.key or job.id,
+        log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.number, kind_name(job.kind), job.key or job.id,
                     exc.message if exc is not None else reason)
 
     def _driver(self) -> Driver:
@@ -824,7 +840,8 @@ class DeviceOwner:
                 result = self._result_from_device(job, last)
                 status = driver.status()
                 owed = self._prints(job) and (not result.printed or not status.paper_present or status.printer_error)
-                log.info("ККТ %d: %s %s был пробит до сбоя (ФД %d)", self.number, job.kind, job.key or job.id,
+                log.info("ККТ %d: %s %s был пробит до сбоя (ФД %d)",
+                         self.number, kind_name(job.kind), job.key or job.id,
                          last.fd_number)
                 self._record_fiscalised(job, result, owed)
                 return
@@ -845,7 +862,7 @@ class DeviceOwner:
                       self.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
             return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
-        log.info("ККТ %d: %s %s не был пробит; отправляем снова", self.number, job.kind, job.key or job.id)
+        log.info("ККТ %d: %s %s не был пробит; отправляем снова", self.number, kind_name(job.kind), job.key or job.id)
         self.journal.requeue(job.id)
         self._notify(job.id)
 

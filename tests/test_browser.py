@@ -12,12 +12,9 @@ them the test is skipped, except under CI where that is a failure.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -40,28 +37,12 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
                 allow_module_level=True)
 
 from conftest import API_USERS  # noqa: E402
+from operator_helpers import onec, wait_for  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-
-def onec(number: str, rub: str) -> bytes:
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": rub,
-        "Goods": {"Position_1": {"Name": "Кофе в зёрнах, 1 кг", "Price": rub, "Quantity": 1, "Tax": 22,
-                                 "PositionSumm": rub}},
-    }, ensure_ascii=False).encode()
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -174,6 +155,7 @@ def test_operator_and_status_pages_in_chromium(server, browser, clients, emulato
     assert [d for d in emulator.documents() if d["type"] == "receipt"][-1]["total"] == 195072
     screenshot(browser, tmp_path, "operator")
     screenshot(browser, tmp_path, "operator-phone", width=390, full=False)
+    screenshot(browser, tmp_path, "operator-phone-full", width=390)
 
     # Everything settled: the status page turns green for both devices.
     wait_for(lambda: all(svc.snapshot(n).get("link") == "ok" for n in (1, 2)))

@@ -7,32 +7,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import webtest
+from operator_helpers import onec, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from kktapp import health
+from kktapp.errors import ResultCode
 from kktapp.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def onec(number: str, amount: int = 756) -> bytes:
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": amount,
-        "Goods": {"Position_1": {"Name": "Кофе", "Price": amount, "Quantity": 1, "Tax": 22, "PositionSumm": amount}},
-    }, ensure_ascii=False).encode()
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -80,6 +65,20 @@ def test_healthz_lists_an_unsettled_receipt(app, testapp, emulator):
     wait_for(lambda: not healthy(testapp))
     codes = {p["problem"] for p in testapp.get("/healthz", status=503).json["problems"]}
     assert "unsettled" in codes
+
+
+def test_paper_near_end_is_a_warning_not_a_failure(app, testapp, emulator):
+    wait_for(lambda: healthy(testapp))
+    emulator.paper_near_end()
+    service = app.extensions["kkt"]
+    wait_for(lambda: (service.snapshot(1).get("status") or {}).get("paper_near_end") is True)
+    body = testapp.get("/healthz", status=200).json
+    assert [w["problem"] for w in body["warnings"]] == ["paper_near_end"]
+    page = testapp.get("/kkt")
+    assert "бумага заканчивается" in page.text
+    assert "warn" in page.html.select_one("#device-1 .badge")["class"]
+    emulator.paper_in()
+    wait_for(lambda: not (service.snapshot(1).get("status") or {}).get("paper_near_end"))
 
 
 def test_healthz_needs_no_login(api_app):
@@ -218,3 +217,31 @@ def test_shift_age_uses_the_device_clock():
     s = snap(status={"datetime": "2026-11-30T14:00:00", "paper_present": True})
     s["read_at"] = NOW.isoformat()
     assert health.shift_age(s, NOW) == dt.timedelta(hours=5)
+
+
+def test_duration_buckets_and_results_from_the_journal(tmp_path):
+    now = [1000.0]
+    journal = Journal(str(tmp_path / "j.sqlite3"), clock=lambda: now[0])
+    for key, took, state, code in [("a", 0.3, "done", None), ("b", 0.1, "done", None), ("c", 4000.0, "done", None),
+                                   ("d", 1.0, "failed", 103), ("e", 1.0, "failed", ResultCode.CANCELLED)]:
+        now[0] = 1000.0
+        job, _ = journal.accept(device=1, kind="receipt", key=key, fingerprint="f", payload={})
+        now[0] += took
+        if state == "done":
+            journal.finish(job.id, "done", result={"fiscal_document_number": 1})
+        else:
+            journal.finish(job.id, "failed", error={"code": code, "message": "x"})
+    rows = {r["result"]: r for r in journal.receipt_counts()}
+    assert {k: v["count"] for k, v in rows.items()} == {"done": 3, "failed": 1, "cancelled": 1}
+    done = rows["done"]
+    assert done["buckets"][:2] == [1, 1] and sum(done["buckets"]) == 2  # 0.1 ≤ 0.25, 0.3 ≤ 0.5; 4000 s only in +Inf
+    assert abs(done["duration_sum"] - 4000.4) < 1e-6
+    # Pruned rows go to the archive: the same numbers afterwards, also for a second prune.
+    before = journal.receipt_counts()
+    assert journal.prune(days=-1) == 5
+    assert journal.receipt_counts() == before
+    job, _ = journal.accept(device=1, kind="receipt", key="f", fingerprint="f", payload={})
+    journal.finish(job.id, "done", result={"fiscal_document_number": 2})
+    journal.prune(days=-1)
+    assert {r["result"]: r["count"] for r in journal.receipt_counts()} == {"done": 4, "failed": 1, "cancelled": 1}
+    journal.close()

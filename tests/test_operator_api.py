@@ -7,8 +7,9 @@ switched off keeps receipts queued; emulator latency keeps one in "sending" long
 from __future__ import annotations
 
 import datetime as dt
-import time
 from urllib.parse import quote
+
+from operator_helpers import onec, wait_for
 
 from kktapp.errors import ResultCode
 from kktapp.journal import Journal
@@ -21,24 +22,6 @@ def sale(name: str = "Чай чёрный", price: str = "250.00", qty: int = 2)
         "items": [{"name": name, "price": price, "quantity": qty, "tax": "vat22"}],
         "payments": [{"type": "electronic", "amount": str(int(float(price) * qty))}],
     }
-
-
-def onec(number: str, amount: int = 756) -> bytes:
-    import json
-
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": amount,
-        "Goods": {"Position_1": {"Name": "Кофе", "Price": amount, "Quantity": 1, "Tax": 22, "PositionSumm": amount}},
-    }, ensure_ascii=False).encode()
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def receipts_of(emu) -> list[dict]:
@@ -201,6 +184,6 @@ def test_1c_queued_answer_then_cancel_then_repeat(clients, emulator):
     gone = client.post("/kkt", onec("ТР00-77"), content_type="application/x-www-form-urlencoded", status=409).json
     assert gone["result_code"] == ResultCode.CANCELLED and "отменён оператором" in gone["result_description"]
     # A corrected document under the same DocNumber is a new receipt.
-    new = client.post("/kkt", onec("ТР00-77", 800), content_type="application/x-www-form-urlencoded").json
+    new = client.post("/kkt", onec("ТР00-77", "800.00"), content_type="application/x-www-form-urlencoded").json
     assert new["result_code"] == 0 and new["check_number"] > 0
     assert len(receipts_of(emulator)) == 1

@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 
 import pytest
+from operator_helpers import onec, wait_for
 
 from kktapp.errors import ResultCode
 from kktapp.web import present, statuspage
@@ -18,26 +18,8 @@ from kktapp.web import present, statuspage
 API = "/api/v1"
 
 
-def onec(number: str, amount: int = 75600, device: int = 1) -> bytes:
-    rub = f"{amount // 100}.{amount % 100:02d}"
-    return json.dumps({
-        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": rub, "Device": device,
-        "Goods": {"Position_1": {"Name": "Кофе в зёрнах", "Price": rub, "Quantity": 1, "Tax": 22,
-                                 "PositionSumm": rub}},
-    }, ensure_ascii=False).encode()
-
-
-def post_1c(client, number: str, status: int | str = "*", **kw):
-    return client.post("/kkt", onec(number, **kw), content_type="application/x-www-form-urlencoded", status=status)
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+def post_1c(client, number: str, status: int | str = "*", rub: str = "756.00"):
+    return client.post("/kkt", onec(number, rub), content_type="application/x-www-form-urlencoded", status=status)
 
 
 def device_off(clients, emulator) -> None:
@@ -123,7 +105,7 @@ def test_operator_device_buttons(clients, emulator):
     res = form.submit().follow()
     assert "X-отчёт, касса № 1: выполнено" in res.text
     form = next(f for f in res.forms.values() if f.action.endswith("/devices/2/test-print"))
-    assert "Тестовая печать, касса № 2: выполнено" in form.submit().follow().text
+    assert "Печать текста, касса № 2: выполнено" in form.submit().follow().text
     form = next(f for f in res.forms.values() if f.action.endswith("/devices/1/reprint"))
     assert "касса № 1" in form.submit().follow().text
     assert post_1c(clients.cashier, "ТР00-7", status=200).json["result_code"] == 0
@@ -166,7 +148,7 @@ def test_status_page_fully_public_when_configured(api_config, request):
 def test_status_page_waiting_receipts_and_warnings(clients, emulator):
     post_1c(clients.cashier, "ТР00-20", status=200)
     device_off(clients, emulator)
-    post_1c(clients.cashier, "ТР00-21", amount=195072, status=202)
+    post_1c(clients.cashier, "ТР00-21", status=202, rub="1950.72")
     page = clients.cashier.get("/kkt")
     section = page.html.select_one("#device-1")
     badge = section.select_one(".badge")
@@ -256,3 +238,36 @@ def test_device_view_marks_stale_data(age, marked):
     view = statuspage.device_view(snap, now, status_refresh=10, full=False)
     value, tone = next((v, t) for label, v, t in view["groups"][0]["rows"] if label == "Данные прочитаны")
     assert ("данные устарели" in value) is marked and (tone == "bad") is marked
+
+
+def test_pages_also_under_kkt_as_the_shipped_apache_config_passes_them(clients):
+    """apache/kkt.conf hands /kkt/... to the app with the full path: /kkt/operator, /kkt/healthz, /kkt/metrics."""
+    page = clients.admin.get("/kkt/operator")
+    actions = [f.action for f in page.forms.values() if f.method.lower() == "post"]
+    assert actions and all(a.startswith("/kkt/operator/") for a in actions)
+    res = next(f for f in page.forms.values() if f.action.endswith("/devices/2/x-report")).submit()
+    assert res.status_int == 303 and res.headers["Location"].startswith("/kkt/operator?done=")
+    assert clients.cashier.get("/kkt").html.find("a", string="Страница оператора")["href"] == "/kkt/operator"
+    assert clients.anon.get("/kkt/healthz", status="*").json["status"] in ("ok", "problem")
+    assert "kkt_device_up" in clients.cashier.get("/kkt/metrics").text
+
+
+def test_status_page_lists_an_unsettled_receipt(clients, emulator):
+    from fakes import make_receipt
+
+    from kktapp.journal import receipt_to_json
+
+    device_off(clients, emulator)
+    journal = clients.app.extensions["kkt"].journal
+    job, _ = journal.accept(device=1, kind="receipt", key="ТР00-31", fingerprint="f", source="1c",
+                            payload={"receipt": receipt_to_json(make_receipt(price=12345))})
+    journal.mark_sending(job.id, 7)
+    journal.mark_unknown(job.id, "связь прервалась посреди чека")
+    page = clients.cashier.get("/kkt")
+    row = page.html.select_one("#device-1 table.waiting tbody tr")
+    cells = {td["data-label"]: td for td in row.select("td")}
+    assert cells["Документ"].text == "ТР00-31" and cells["Сумма"].text == "123,45\u00a0₽"
+    assert cells["Состояние"].text == "результат выясняется" and "text-bad" in cells["Состояние"]["class"]
+    assert cells["Причина"].text == "связь прервалась посреди чека"
+    alerts = " ".join(a.text for a in page.html.select("#device-1 .alert"))
+    assert "неподтверждённых чеков: 1" in alerts

@@ -653,6 +653,7 @@ class ShortStatusFlags(enum.IntFlag):
     CUTTER_ERROR = 0x08
     HEAD_OVERHEAT = 0x10
     PRINTER_ERROR = 0x40
+    #: [S] K's table (docs/atol-real-device.md, 45); medium confidence.
     PAPER_NEAR_END = 0x80
 
 

@@ -549,6 +549,7 @@ class AtolDriver:
             drawer_open=bool(flags & StatusFlags.DRAWER_OPEN),
             fn_active=bool(flags & StatusFlags.FN_ACTIVE),
             printer_error=bool(short_flags & _PRINTER_TROUBLE),
+            paper_near_end=bool(short_flags & ShortStatusFlags.PAPER_NEAR_END),
         )
 
     def device_info(self) -> DeviceInfo:

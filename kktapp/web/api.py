@@ -32,11 +32,11 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from kktapp import errors
-from kktapp.domain import DomainError
+from kktapp.domain import DomainError, format_rub
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import current_user, require
-from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
+from kktapp.web.common import device_limits, http_headers, log_refusal, log_unexpected, read_json, validation_error
 from kktapp.web.receipts import parse_filters, receipt_row
 from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
@@ -232,6 +232,7 @@ def normalize_status(device: int, name: str, result: dict) -> dict:
         "submode": int(status.get("submode") or 0),
         "fiscal": bool(status.get("fiscal")),
         "paper_present": bool(status.get("paper_present", True)),
+        "paper_near_end": bool(status.get("paper_near_end", False)),
         "cover_open": bool(status.get("cover_open", False)),
         "shift": {
             "state": state,
@@ -274,6 +275,8 @@ def read_status(device: int, wait: float) -> dict:
 
 @bp.errorhandler(KKTError)
 def _kkt_error(exc: KKTError) -> Response:
+    if isinstance(exc, ValidationFailed):
+        log_refusal("API", request, exc)
     return error_response(exc)
 
 
@@ -438,8 +441,8 @@ def create_receipt() -> Response:
     job = service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
                                    source=SOURCE, wait=wait_seconds(), extra=data["extra"])
     user = current_user()
-    log.info("API: чек %s на %s коп. на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
-             receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",
+    log.info("API: чек %s на %s ₽ на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
+             receipt.type.value, format_rub(receipt.total), device, key or "-", (user.login if user else "") or "-",
              job.id, job.state)
     return job_response(job, "api.get_receipt")
 

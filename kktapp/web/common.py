@@ -231,3 +231,10 @@ def validation_error(
     if rename:
         field = rename(field)
     return ValidationFailed(field, message.rstrip("."), shown_value(value))
+
+
+def log_refusal(contract: str, request: Any, exc: ValidationFailed) -> None:
+    """One WARNING line for a request refused for bad input: which field and why (no device was touched)."""
+    logging.getLogger("kktapp.web").warning(
+        "%s: запрос %s %s отклонён: поле=%s причина: %s", contract, request.method, request.path, exc.field, exc.message
+    )

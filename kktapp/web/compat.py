@@ -66,7 +66,15 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import check_role, current_user, require
-from kktapp.web.common import device_limits, http_headers, log_unexpected, parse_json, read_json, validation_error
+from kktapp.web.common import (
+    device_limits,
+    http_headers,
+    log_refusal,
+    log_unexpected,
+    parse_json,
+    read_json,
+    validation_error,
+)
 from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     MAX_TEXT,
@@ -167,6 +175,8 @@ def error_answer(exc: KKTError) -> Response:
 
 @bp.errorhandler(KKTError)
 def _kkt_error(exc: KKTError) -> Response:
+    if isinstance(exc, ValidationFailed):
+        log_refusal("compat", request, exc)
     return error_answer(exc)
 
 
@@ -430,8 +440,9 @@ def income(device: int, data: Any) -> str:
     job = _service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
                                     source=SOURCE, wait=_wait(), extra=extra)
     user = current_user()
-    log.info("compat: INCOME на %s коп. на ККТ %d (tr_id %s, пользователь %s) → %s",
-             receipt.total, device, loaded["tr_id"] or "-", (user.login if user else "") or "-", job.state)
+    log.info("compat: INCOME на %s ₽ на ККТ %d (tr_id %s, пользователь %s) → %s",
+             domain.format_rub(receipt.total), device, loaded["tr_id"] or "-", (user.login if user else "") or "-",
+             job.state)
     _settle(job)
     return DONE
 

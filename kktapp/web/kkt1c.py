@@ -568,9 +568,15 @@ def status_view() -> Response | str:
         all_ok=all(not dev["problems"] for dev in devices),
         generated_at=present.server_time(now),
         login_url=url_for("kkt1c.status", login=1),
-        operator_url=url_for("operator.page") if "operator.page" in current_app.view_functions else None,
+        operator_url=_operator_url(),
         exchange=page.get("exchange"),
     )
+
+
+def _operator_url() -> str | None:
+    # /kkt/operator when the page was asked for under /kkt (the shipped Apache config), else /operator.
+    endpoint = "operator_kkt.page" if request.path.startswith("/kkt") else "operator.page"
+    return url_for(endpoint) if endpoint in current_app.view_functions else None
 
 
 def _viewer_sees_all() -> bool:
@@ -643,7 +649,7 @@ def _log_request(response: Response) -> Response:
     if status in (400, 401, 403, 404, 405, 409, 413, 422, 429):
         # Refused by the service: one line that says which field and why (the device was not
         # touched; device refusals are logged by the device owner).
-        line = "1С: чек отклонён: " + line + " поле=%s причина: %s"
+        line = "1С: чек отклонён: " + line.removeprefix("1С: ") + " поле=%s причина: %s"
         args += [field or "-", _printable(reason, 500)]
         log.warning(line, *args)
     else:

@@ -29,6 +29,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 import kktapp
 from kktapp import health
 from kktapp.errors import KKTError, ResultCode, http_status
+from kktapp.owner import kind_name
 from kktapp.web import present
 from kktapp.web.auth import AuthError, current_user, require
 from kktapp.web.receipts import DEFAULT_LIMIT, parse_filters, receipt_row
@@ -48,7 +49,6 @@ ACTIONS = {
     "reprint": ("reprint_last", "Повтор печати последнего документа"),
     "test-print": ("print_text", "Тестовая печать"),
 }
-_KINDS = {op: title for op, title in ACTIONS.values()}
 #: Filter choices of the state list on the page.
 STATE_CHOICES = [
     ("", "все"), ("queued", "в очереди"), ("sending", "отправляются"), ("unknown", "результат выясняется"),
@@ -66,6 +66,11 @@ class CrossSiteRequest(KKTError):
 
 def _service() -> Any:
     return current_app.extensions["kkt"]
+
+
+def _endpoint(name: str) -> str:
+    """This blueprint's endpoint under the prefix the request came by (/operator or /kkt/operator)."""
+    return f"{request.blueprint or 'operator'}.{name}"
 
 
 # --------------------------------------------------------------------------- cross-site protection
@@ -124,7 +129,8 @@ def _outcome(job_id: str) -> tuple[str, str] | None:
     job = _service().get_job(job_id)
     if job is None:
         return None
-    title = _KINDS.get(job.kind, job.kind)
+    title = kind_name(job.kind)
+    title = title[:1].upper() + title[1:]
     where = f"касса № {job.device}"
     if job.state == "done":
         return "ok", f"{title}, {where}: выполнено"
@@ -172,9 +178,9 @@ def _page(messages: list[tuple[str, str]], status: int = 200) -> Response:
     query = _filters_query()
     prev_url = next_url = None
     if offset > 0:
-        prev_url = url_for("operator.page", **(query | {"offset": str(max(0, offset - limit))}))
+        prev_url = url_for(_endpoint("page"), **(query | {"offset": str(max(0, offset - limit))}))
     if offset + limit < total:
-        next_url = url_for("operator.page", **(query | {"offset": str(offset + limit)}))
+        next_url = url_for(_endpoint("page"), **(query | {"offset": str(offset + limit)}))
     token = _csrf_token()
     user = current_user()
     html = render_template(
@@ -193,6 +199,7 @@ def _page(messages: list[tuple[str, str]], status: int = 200) -> Response:
         state_choices=STATE_CHOICES,
         default_limit=DEFAULT_LIMIT,
         csrf=token,
+        bp=request.blueprint or "operator",
         query=query,
         generated_at=present.server_time(now),
         status_url=url_for("kkt1c.status"),
@@ -229,7 +236,7 @@ def cancel(job_id: str) -> Response:
         _service().cancel_receipt(job_id, who=(user.login if user else "") or "")
     except KKTError as exc:
         return _page([("bad", f"Чек не отменён: {exc.message}")], status=http_status(exc))
-    return redirect(url_for("operator.page", cancelled=job_id, **_filters_query()), code=303)
+    return redirect(url_for(_endpoint("page"), cancelled=job_id, **_filters_query()), code=303)
 
 
 @bp.post("/operator/devices/<int:device>/<action>")
@@ -255,7 +262,7 @@ def device_action(device: int, action: str) -> Response:
     except KKTError as exc:
         return _page([("bad", f"{title}, касса № {device}: {exc.message}")], status=http_status(exc))
     log.info("Оператор %s: %s на ККТ %d → %s", (user.login if user else "") or "-", title, device, job.state)
-    return redirect(url_for("operator.page", done=job.id, **_filters_query()), code=303)
+    return redirect(url_for(_endpoint("page"), done=job.id, **_filters_query()), code=303)
 
 
 @bp.errorhandler(KKTError)

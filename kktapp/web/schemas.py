@@ -653,6 +653,7 @@ class DeviceStatusSchema(BaseSchema):
     submode = Integer()
     fiscal = Boolean(required=True)
     paper_present = Boolean(required=True)
+    paper_near_end = Boolean(metadata={"description": "бумага заканчивается (печатать ещё можно)"})
     cover_open = Boolean()
     shift = Nested(ShiftInfoSchema, required=True)
     fn = Nested(FnInfoSchema, required=True)

@@ -151,10 +151,16 @@ class Emulator:
                 commands.get(before)  # KeyError for a name the protocol layer does not know
                 self._paper_out_before = before
 
+    def paper_near_end(self, near: bool = True) -> None:
+        """The roll is nearly used up (45 reports it; printing still works)."""
+        with self.device.lock:
+            self.device.paper_near_end = near
+
     def paper_in(self) -> None:
         """Paper loaded again (a print left pending waits for the host's reprint, 95)."""
         with self.device.lock:
             self.device.paper = True
+            self.device.paper_near_end = False
             self._paper_out_before = None
 
     @property

@@ -110,6 +110,8 @@ class Device:
         self.paper = True
         #: Times command 80 opened the cash drawer (tests read it; the flag in 3F follows it).
         self.drawer_openings = 0
+        #: The paper-near-end sensor (45 flag 0x80); printing still works.
+        self.paper_near_end = False
         #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
         self.pending_attributes: dict[str, Any] = {}
         #: Called with every fiscal document (the --log file and the in-memory list).

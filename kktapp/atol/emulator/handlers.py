@@ -136,6 +136,8 @@ def _status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
 @handles("short_status")
 def _short_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     flags = ShortStatusFlags(0) if device.paper else ShortStatusFlags.NO_PAPER
+    if device.paper and device.paper_near_end:
+        flags |= ShortStatusFlags.PAPER_NEAR_END
     return cmd.encode_reply(mode=device.mode_byte(), flags=int(flags))
 
 
