@@ -43,7 +43,9 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     if test_config:
         app.config.from_mapping(test_config)
     if not app.config.get("JOURNAL_PATH"):
-        os.makedirs(app.instance_path, exist_ok=True)
+        from .files import make_private_dirs
+
+        make_private_dirs(app.instance_path)
         app.config["JOURNAL_PATH"] = os.path.join(app.instance_path, "journal.sqlite3")
 
 

@@ -350,7 +350,7 @@ SEED_RECEIPT = (
     '{\n\t"DocNumber": "ТР00-003655",\n\t"DocDate": "06.10.2017",\n\t"DocSumm": 1950,\n\t"Goods": {\n'
     '\t\t"Position_1": {\n\t\t\t"Name": "Наименование товара",\n\t\t\t"Price": 325.12,\n'
     '\t\t\t"Quantity": 6,\n\t\t\t"Tax": 18,\n\t\t\t"PositionSumm": 1950\n\t\t}\n\t}\n}'
-).encode("utf-8")
+).encode()
 
 
 def test_seed_example_is_fiscalised_by_default_with_a_line_discount(testapp, emulator):
