@@ -66,8 +66,9 @@ def init_service(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
-    from .web import api, compat, kkt1c
+    from .web import api, apidocs, compat, kkt1c
 
     app.register_blueprint(kkt1c.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
+    app.register_blueprint(apidocs.bp)
