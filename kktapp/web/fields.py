@@ -18,6 +18,7 @@ without either, the date is today and legacy names are accepted (the conf.py def
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import typing
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,8 @@ from marshmallow.experimental.context import Context
 
 from kktapp import domain
 from kktapp.domain import DomainError, VatRate
+
+log = logging.getLogger(__name__)
 
 # Messages for what every field can report; marshmallow's own are English.
 BASE_MESSAGES = {
@@ -198,9 +201,15 @@ class Vat(fields.Field):
         on = self.on_date or ctx.get("on_date") or dt.date.today()
         accept = self.accept_legacy if self.accept_legacy is not None else ctx.get("accept_legacy", True)
         try:
-            return domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
+            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
         except DomainError as exc:
             raise ValidationError(exc.message) from None
+        if domain.is_legacy_vat(value):
+            # The rate on the receipt is not the number the caller sent: the log says so.
+            log.info("устаревшая ставка НДС %r (поле %s) принята как общая ставка на %s: %s"
+                     " (ACCEPT_LEGACY_VAT = False — отклонять)", value, attr or "tax", on.strftime("%d.%m.%Y"),
+                     rate.value)
+        return rate
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else VatRate(value).value
