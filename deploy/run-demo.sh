@@ -57,7 +57,9 @@ stop_pid() {  # stop_pid PID SECONDS: SIGTERM, wait, then SIGKILL
   kill -9 "$pid" 2>/dev/null || true
 }
 cleanup() {
-  trap - EXIT INT TERM
+  # Ignore the next INT/TERM: make forwards a SIGTERM to us, which would cut the clean-up short.
+  trap - EXIT
+  trap "" INT TERM
   if [ -n "$GUNICORN_PID" ] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
     stop_pid "$GUNICORN_PID" 15
   fi
@@ -73,9 +75,12 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 rm -f "$CONTROL_PORT_FILE"
+# Emptied here, not by the emulator's own redirection: that happens in the child, possibly after
+# the loop below has read the last run's "ready" line.
+: >"$VAR/emulator.out"
 "$PY" -m kktapp.atol.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --control-port 0 \
   --state "$VAR/emulator-state.json" --log "$VAR/emulator-documents.jsonl" \
-  >"$VAR/emulator.out" 2>&1 &
+  >>"$VAR/emulator.out" 2>&1 &
 EMU_PID=$!
 
 # The emulator logs one "ready" line once both ports listen; it names the control port it got.

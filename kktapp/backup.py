@@ -59,9 +59,12 @@ def journal_path_from_settings() -> str:
 
     from . import ROOT, load_config
 
-    os.environ.setdefault("KKT_SETTINGS", DEFAULT_SETTINGS)
-    if not os.path.exists(os.environ["KKT_SETTINGS"]):
-        os.environ.pop("KKT_SETTINGS")  # as kkt.wsgi: no site file, conf.py alone
+    settings = os.path.abspath(os.environ.get("KKT_SETTINGS") or DEFAULT_SETTINGS)
+    if os.path.exists(settings):
+        # Absolute: Flask would look for a relative name next to the package, not here.
+        os.environ["KKT_SETTINGS"] = settings
+    else:
+        os.environ.pop("KKT_SETTINGS", None)  # as kkt.wsgi: no site file, conf.py alone
     app = Flask("kktapp", instance_path=os.path.join(ROOT, "instance"))
     load_config(app, None)
     return str(app.config["JOURNAL_PATH"])

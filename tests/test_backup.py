@@ -146,3 +146,15 @@ def test_restore_refuses_a_file_that_is_not_a_journal(tmp_path):
     journal.Journal(str(tmp_path / "j.sqlite3")).close()
     result = run_backup("--journal", str(tmp_path / "j.sqlite3"), "--restore", str(tmp_path / "junk.sqlite3"))
     assert result.returncode == 1 and "Ошибка" in result.stderr
+
+
+def test_journal_path_comes_from_the_settings_file(tmp_path):
+    """Without --journal: JOURNAL_PATH of KKT_SETTINGS (a relative name too, from the current directory)."""
+    journal.Journal(str(tmp_path / "lib" / "journal.sqlite3")).close()
+    (tmp_path / "site.py").write_text(f"JOURNAL_PATH = {str(tmp_path / 'lib' / 'journal.sqlite3')!r}\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO), KKT_SETTINGS="site.py")
+    done = subprocess.run([sys.executable, "-m", "kktapp.backup", "copy.sqlite3"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path / "lib" / "journal.sqlite3") in done.stdout
+    assert (tmp_path / "copy.sqlite3").exists()
