@@ -251,6 +251,7 @@ def _backup_before_upgrade(path: str, old: int) -> None:
         source.close()
     log.info("журнал %s: копия до обновления схемы %d — %s", path, old, target)
 
+
 _COLUMNS = (
     "seq, id, device, kind, key, fingerprint, source, payload, state, result, error, reason, "
     "fd_before, attempts, reprint, created_at, updated_at"
