@@ -394,9 +394,11 @@ def test_changed_rate_and_text_are_logged(testapp, emulator, caplog):
     caplog.set_level(logging.INFO, logger="kktapp")
     # A name no other test uses: the codec logs each changed text once per process.
     name = "Чай «Цейлон» — только в этом тесте"
-    post(testapp, document(position(name=name, tax=18), number="ТР00-log"), status=200)
+    body = document(position(name=name, tax=18), position("Кофе", "100", "1", tax=18), number="ТР00-log")
+    post(testapp, body, status=200)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("устаревшая ставка НДС 18 (поле Tax)" in m and LEGACY_RATE in m for m in lines), lines
+    legacy = [m for m in lines if "устаревшая ставка НДС 18 (поле Tax)" in m and LEGACY_RATE in m]
+    assert len(legacy) == 1, lines  # once a receipt, not once a line
     assert any("текст для ККТ изменён" in m and name in m and on_device(name) in m for m in lines), lines
 
 

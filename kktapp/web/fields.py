@@ -48,6 +48,8 @@ class FiscalContextData(typing.TypedDict, total=False):
     accept_legacy: bool
     #: conf ONEC_LINE_DISCOUNTS: a 1C line sum below price × quantity is a discount on that line.
     line_discounts: bool
+    #: Legacy VAT names already logged during this load (one line per name and receipt).
+    legacy_logged: set[str]
 
 
 #: Context manager carrying :class:`FiscalContextData` through ``schema.load``.
@@ -204,8 +206,11 @@ class Vat(fields.Field):
             rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
         except DomainError as exc:
             raise ValidationError(exc.message) from None
-        if domain.is_legacy_vat(value):
-            # The rate on the receipt is not the number the caller sent: the log says so.
+        logged = ctx.setdefault("legacy_logged", set()) if ctx else set()
+        if domain.is_legacy_vat(value) and str(value) not in logged:
+            # The rate on the receipt is not the number the caller sent: the log says so, once a
+            # receipt per name (a 1C document with Tax 18 has it on every line).
+            logged.add(str(value))
             log.info("устаревшая ставка НДС %r (поле %s) принята как общая ставка на %s: %s"
                      " (ACCEPT_LEGACY_VAT = False — отклонять)", value, attr or "tax", on.strftime("%d.%m.%Y"),
                      rate.value)
