@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the built-in ATOL 55F emulator in the background and the service under gunicorn in
 # the foreground, both on loopback; the emulator stops when the service stops (trap).
+# The emulator's control port is a free port the kernel picks (--control-port 0), so it cannot
+# collide with anything; it is written to var/emulator-control.port for
+# `python -m kktapp.atol.emulator control …`.
 # Messages are for a person trying the service: Russian.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,6 +15,13 @@ EMULATOR_PORT=${EMULATOR_PORT:-5555}
 PY=${PY:-.venv/bin/python}
 VAR="$ROOT/var"
 mkdir -p "$VAR"
+CONTROL_PORT_FILE="$VAR/emulator-control.port"
+
+# A port nothing listens on now, for the hints below.
+free_port() {
+  "$PY" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 # Is anything accepting connections on host:port?
 port_busy() {
@@ -33,7 +43,7 @@ if port_busy 127.0.0.1 "$EMULATOR_PORT"; then
   cat >&2 <<EOF
 Порт эмулятора $EMULATOR_PORT уже занят (Address already in use) — возможно, эмулятор уже запущен.
 Кто занял порт:             ss -ltnp 'sport = :$EMULATOR_PORT'
-Эмулятор на другом порту:   make run EMULATOR_PORT=$((EMULATOR_PORT + 1))
+Эмулятор на другом порту:   make run EMULATOR_PORT=$(free_port)
 EOF
   exit 1
 fi
@@ -47,13 +57,16 @@ stop_pid() {  # stop_pid PID SECONDS: SIGTERM, wait, then SIGKILL
   kill -9 "$pid" 2>/dev/null || true
 }
 cleanup() {
-  trap - EXIT INT TERM
+  # Ignore the next INT/TERM: make forwards a SIGTERM to us, which would cut the clean-up short.
+  trap - EXIT
+  trap "" INT TERM
   if [ -n "$GUNICORN_PID" ] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
     stop_pid "$GUNICORN_PID" 15
   fi
   if [ -n "$EMU_PID" ] && kill -0 "$EMU_PID" 2>/dev/null; then
     stop_pid "$EMU_PID" 5
   fi
+  rm -f "$CONTROL_PORT_FILE"
   if [ "$STARTED" = 1 ]; then echo "Сервис и эмулятор ККТ остановлены."; fi
 }
 STARTED=0
@@ -61,24 +74,32 @@ trap cleanup EXIT
 # Ctrl+C / SIGTERM is the normal way to stop the demo: not an error.
 trap 'exit 0' INT TERM
 
-"$PY" -m kktapp.atol.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" \
+rm -f "$CONTROL_PORT_FILE"
+# Emptied here, not by the emulator's own redirection: that happens in the child, possibly after
+# the loop below has read the last run's "ready" line.
+: >"$VAR/emulator.out"
+"$PY" -m kktapp.atol.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --control-port 0 \
   --state "$VAR/emulator-state.json" --log "$VAR/emulator-documents.jsonl" \
   >>"$VAR/emulator.out" 2>&1 &
 EMU_PID=$!
 
+# The emulator logs one "ready" line once both ports listen; it names the control port it got.
+CONTROL_PORT=""
 for _ in $(seq 100); do
   if ! kill -0 "$EMU_PID" 2>/dev/null; then
     echo "Эмулятор ККТ не запустился. Его вывод (var/emulator.out):" >&2
     tail -n 30 "$VAR/emulator.out" >&2
     exit 1
   fi
-  port_busy 127.0.0.1 "$EMULATOR_PORT" && break
+  CONTROL_PORT=$(sed -n 's/.*emulator ready, .*; control port \([0-9][0-9]*\);.*/\1/p' "$VAR/emulator.out" | tail -n 1)
+  [ -n "$CONTROL_PORT" ] && break
   sleep 0.1
 done
-if ! port_busy 127.0.0.1 "$EMULATOR_PORT"; then
+if [ -z "$CONTROL_PORT" ]; then
   echo "Эмулятор ККТ не открыл порт $EMULATOR_PORT за 10 секунд. Его вывод: var/emulator.out" >&2
   exit 1
 fi
+echo "$CONTROL_PORT" >"$CONTROL_PORT_FILE"
 
 URL="http://$HOST:$PORT"
 cat <<EOF
@@ -93,15 +114,19 @@ cat <<EOF
   Пробить чек, как это делает 1С (в другом окне терминала):
     curl -H 'Content-Type: application/x-www-form-urlencoded;charset=utf-8' \\
          --data-binary @deploy/demo-receipt.json $URL/kkt
-  JSON API (логин demo, пароль demodemo):  $URL/api/v1/...
+  JSON API (логин demo, пароль demodemo):  $URL/api/v1/...   описание и проба: $URL/api/v1/docs
   Страница оператора (логин demo, пароль demodemo): $URL/operator
   Мониторинг:                 $URL/healthz и $URL/metrics
+  Сбои эмулятора (в другом окне, из этого каталога):
+    $PY -m kktapp.atol.emulator control paper out     # нет бумаги; paper in — вставили
+    $PY -m kktapp.atol.emulator control power off     # касса выключена; power on — включена
+    $PY -m kktapp.atol.emulator control help          # все команды
 
   Настройки демо:             deploy/demo-settings.py
   Журнал чеков:               var/journal.sqlite3
   Лог сервиса:                var/kkt.log
   Документы эмулятора:        var/emulator-documents.jsonl (по строке JSON на фискальный документ)
-  Вывод эмулятора:            var/emulator.out
+  Вывод эмулятора:            var/emulator.out (порт управления $CONTROL_PORT — в var/emulator-control.port)
   Остановить:                 Ctrl+C (эмулятор остановится вместе с сервисом)
 
 EOF

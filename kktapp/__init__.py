@@ -43,7 +43,9 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     if test_config:
         app.config.from_mapping(test_config)
     if not app.config.get("JOURNAL_PATH"):
-        os.makedirs(app.instance_path, exist_ok=True)
+        from .files import make_private_dirs
+
+        make_private_dirs(app.instance_path)
         app.config["JOURNAL_PATH"] = os.path.join(app.instance_path, "journal.sqlite3")
 
 
@@ -67,7 +69,7 @@ def init_service(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
-    from .web import api, compat, goods, kkmserver, kkt1c, monitoring, operator  # noqa: F401 - goods adds its route to api.bp
+    from .web import api, apidocs, compat, goods, kkmserver, kkt1c, monitoring, operator  # noqa: F401 - goods adds its route to api.bp
 
     app.register_blueprint(kkt1c.bp)
     app.register_blueprint(api.bp)
@@ -83,3 +85,4 @@ def register_blueprints(app: Flask) -> None:
     # The same pages under /kkt/: the shipped Apache config passes /kkt/... to the app as is.
     app.register_blueprint(monitoring.bp, url_prefix="/kkt", name="monitoring_kkt")
     app.register_blueprint(operator.bp, url_prefix="/kkt", name="operator_kkt")
+    app.register_blueprint(apidocs.bp)

@@ -215,6 +215,14 @@ def _vat_key(value: object) -> str:
     return text
 
 
+def is_legacy_vat(value: object) -> bool:
+    """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …)."""
+    if isinstance(value, (bool, float)) or value is None:
+        return False
+    key = _vat_key(value)
+    return key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED
+
+
 def general_rate(on: dt.date, calculated: bool = False) -> VatRate:
     """The general VAT rate in force on a date (plain or calculated x/1xx)."""
     if on >= VAT22_SINCE:

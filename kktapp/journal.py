@@ -27,6 +27,31 @@ narrow :class:`Journal` interface, so a PostgreSQL backend for several hosts can
 Also here: the JSON form of :class:`~kktapp.domain.Receipt` stored as a job's payload
 (:func:`receipt_to_json` / :func:`receipt_from_json`, an exact round trip) and the per-device
 status snapshots every process reads for the status page without touching the device.
+
+Schema version and upgrades
+---------------------------
+The file carries its schema version in SQLite's ``PRAGMA user_version``. ``_SCHEMA`` is the
+schema of release 0.1.0 (version 2) and is never edited again; every later change is one step
+function appended to ``_STEPS``, which upgrades the version before it by one::
+
+    def _step_receipt_listing(conn: sqlite3.Connection) -> None:
+        # index for the operator's receipt list
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at)")
+
+    _STEPS = (..., _step_receipt_listing)   # version = 2 + its position (1-based)
+
+A step runs once per journal, inside the upgrade's write transaction, with plain
+``conn.execute`` calls (no ``executescript``: it would commit half an upgrade). Write it so a
+rerun is harmless: ``CREATE ... IF NOT EXISTS`` and :func:`add_column`. Two steps added on
+parallel branches are both kept, in merge order: the number is the position, not a name.
+
+When a process opens a journal older than :data:`SCHEMA_VERSION` it takes the write lock
+(``BEGIN IMMEDIATE``; the other processes wait), copies the file with SQLite's backup API to
+``<journal>.schema-vN.bak`` if it holds any job, runs the missing steps, sets the new version and
+records it in ``schema_history``, all in one transaction: a crash leaves the old journal intact.
+A journal newer than this code is refused (:class:`SchemaError`): downgrading means restoring the
+backup taken before the upgrade. Files and directories the journal creates are 0640 / 0750:
+they hold buyers' e-mails and phones and the cashier's INN.
 """
 
 from __future__ import annotations
@@ -57,6 +82,7 @@ from .domain import (
     VatRate,
 )
 from .errors import Conflict, ResultCode
+from .files import create_private_file, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +99,7 @@ RECEIPT = "receipt"
 #: Seconds a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
 
+# Release 0.1.0's schema, version 2. Frozen: changes are steps in _STEPS (module docstring).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- FIFO order of the device queues
@@ -109,7 +136,133 @@ CREATE TABLE IF NOT EXISTS snapshots (
     updated_at  REAL NOT NULL
 );
 """
-_SCHEMA_VERSION = 2
+#: user_version of ``_SCHEMA``; 0 is a new file (or one older than versioning: same tables).
+BASE_VERSION = 2
+
+
+class SchemaError(RuntimeError):
+    """The journal cannot be used by this code (written by a newer version)."""
+
+
+def add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:
+    """``ALTER TABLE table ADD COLUMN definition`` unless the column exists (steps may rerun)."""
+    name = definition.split()[0]
+    if name not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+
+
+def _step_schema_history(conn: sqlite3.Connection) -> None:
+    """Version 3: a row per upgrade, so an operator sees which release changed the journal when."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_history ("
+        " version INTEGER NOT NULL, from_version INTEGER NOT NULL,"
+        " app_version TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+
+
+def _step_operator(conn: sqlite3.Connection) -> None:
+    """Version 4: the operator's receipt list (kind, seq) and the archive of pruned receipts'
+    counts, so the metrics' counters never go down when old receipts are pruned."""
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS receipt_archive ("
+        " device INTEGER NOT NULL, result TEXT NOT NULL, n INTEGER NOT NULL,"
+        " duration_sum REAL NOT NULL, buckets TEXT NOT NULL, PRIMARY KEY (device, result))"
+    )
+
+
+#: Upgrade steps after the base schema: ``_STEPS[i]`` turns version BASE_VERSION + i into + i + 1.
+_STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _step_schema_history,
+    _step_operator,
+)
+#: The version this code writes and reads.
+SCHEMA_VERSION = BASE_VERSION + len(_STEPS)
+
+
+def _statements(script: str) -> list[str]:
+    """Split an SQL script into statements (sqlite3.complete_statement knows comments and quotes)."""
+    result, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            result.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement: {buf.strip()[:60]}")
+    return result
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version a journal file carries."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def upgrade(conn: sqlite3.Connection, path: str, now: float) -> int:
+    """Bring the journal at ``conn`` to SCHEMA_VERSION (see the module docstring); returns the old version.
+
+    ``conn`` must be in autocommit mode (isolation_level None), as the journal's connections are.
+    """
+    if schema_version(conn) == SCHEMA_VERSION:
+        return SCHEMA_VERSION  # the common case, without taking the write lock
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = schema_version(conn)  # again, under the lock: another process may have upgraded
+        if old > SCHEMA_VERSION:
+            raise SchemaError(
+                f"журнал {path} записан более новой версией сервиса (схема {old}, эта версия знает"
+                f" схемы до {SCHEMA_VERSION}): обновите код сервиса или восстановите резервную копию"
+                " журнала, сделанную до обновления"
+            )
+        if old < SCHEMA_VERSION:
+            has_jobs = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='jobs'"
+            ).fetchone() and conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone()
+            if has_jobs:
+                _backup_before_upgrade(path, old)
+            if old <= BASE_VERSION:
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+            for step in _STEPS[max(old, BASE_VERSION) - BASE_VERSION:]:
+                step(conn)
+            from . import __version__
+
+            conn.execute(
+                "INSERT INTO schema_history (version, from_version, app_version, applied_at) VALUES (?, ?, ?, ?)",
+                (SCHEMA_VERSION, old, __version__, now),
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if has_jobs:
+                log.info("журнал %s обновлён: схема %d → %d", path, old, SCHEMA_VERSION)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return old
+
+
+def _backup_before_upgrade(path: str, old: int) -> None:
+    """The whole journal as it was, next to it, before the first step touches it.
+
+    Read through a second connection: the upgrading one holds the write lock, and SQLite's
+    backup from a connection inside its own write transaction waits forever. WAL lets the
+    reader in and shows it the last commit, which is the old version.
+    """
+    target = f"{path}.schema-v{old}.bak"
+    if os.path.exists(target):
+        target = f"{target}.{int(time.time())}"
+    create_private_file(target)
+    source = sqlite3.connect(path, timeout=BUSY_TIMEOUT)
+    dest = sqlite3.connect(target)
+    try:
+        source.backup(dest)
+        dest.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+    finally:
+        dest.close()
+        source.close()
+    log.info("журнал %s: копия до обновления схемы %d — %s", path, old, target)
+
 
 _COLUMNS = (
     "seq, id, device, kind, key, fingerprint, source, payload, state, result, error, reason, "
@@ -192,9 +345,9 @@ class Journal:
         self.retention_days = retention_days
         #: Wall clock for timestamps (tests move it to check retention).
         self.clock = clock
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        make_private_dirs(os.path.dirname(self.path))
+        # SQLite would create the file 0644 (and its -wal/-shm with the file's mode).
+        create_private_file(self.path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -235,12 +388,7 @@ class Journal:
         return conn
 
     def _init_schema(self) -> None:
-        conn = self._conn()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version < _SCHEMA_VERSION:
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        _operator_schema(conn)
+        upgrade(self._conn(), self.path, self.clock())
 
     def close(self) -> None:
         """Close every connection this process opened (call when no thread uses the journal)."""
@@ -632,23 +780,6 @@ class Journal:
 #: Upper bounds (seconds) of the acceptance-to-answer histogram of done receipts.
 DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 CANCELLED_CODE = ResultCode.CANCELLED
-
-_OPERATOR_SCHEMA = """
-CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
-CREATE TABLE IF NOT EXISTS receipt_archive (
-    device       INTEGER NOT NULL,
-    result       TEXT NOT NULL,
-    n            INTEGER NOT NULL,
-    duration_sum REAL NOT NULL,
-    buckets      TEXT NOT NULL,
-    PRIMARY KEY (device, result)
-);
-"""
-
-
-def _operator_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_OPERATOR_SCHEMA)
-
 
 def _receipt_aggregates(conn: sqlite3.Connection, where: str, args: tuple) -> list[tuple]:
     """(device, result, count, duration sum, bucket counts) of finished receipts matching ``where``."""

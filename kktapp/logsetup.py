@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
+from typing import TextIO
 
 from flask import Flask
+
+from .files import create_private_file, make_private_dirs
 
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 _SECRET = re.compile(r"(?i)(password|пароль|passwd|authorization)(['\"]?\s*[:=]\s*['\"]?)([^\s'\",;}]+)")
@@ -27,6 +31,14 @@ class MaskSecrets(logging.Filter):
         return True
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log names buyers' contacts: the file, and each one after a rotation, is created 0640."""
+
+    def _open(self) -> TextIO:
+        create_private_file(self.baseFilename)
+        return super()._open()
+
+
 def configure_logging(app: Flask) -> None:
     """Attach a rotating file handler (LOG_FILE) to the package logger, once per process."""
     level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
@@ -38,7 +50,8 @@ def configure_logging(app: Flask) -> None:
     for h in pkg.handlers:
         if isinstance(h, logging.handlers.RotatingFileHandler) and h.baseFilename == path:
             return
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=10, encoding="utf-8")
+    make_private_dirs(os.path.dirname(os.path.abspath(path)))
+    handler = PrivateRotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=10, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(MaskSecrets())
     pkg.addHandler(handler)

@@ -123,6 +123,11 @@ def check_api_auth(srv: e2e.ServerProcess) -> None:
     assert status == 401, failure(srv, status, body)
     status, _, body = srv.get("/api/v1/devices", headers=basic(USER, PASSWORD))
     assert status == 200, failure(srv, status, body)
+    # The API page and its Swagger UI files come from the server's own venv, not from a CDN.
+    status, headers, body = srv.get("/api/v1/docs")
+    assert status == 200 and b"swagger-ui-bundle.js" in body, failure(srv, status, body)
+    status, headers, body = srv.get("/api/v1/docs/assets/swagger-ui-bundle.js")
+    assert status == 200 and b"SwaggerUIBundle" in body, failure(srv, status, body[:200])
 
 
 @pytest.mark.parametrize("vhost", ["kkt.conf", "kkt-ssl.conf"])

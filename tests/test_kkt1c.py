@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -386,6 +387,19 @@ def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts
     body["Goods"]["Position_1"].update(PositionSumm=1951)
     assert post(testapp, body, status=422).json["field"] == "Goods.Position_1.PositionSumm"
     assert emulator.documents() == []
+
+
+def test_changed_rate_and_text_are_logged(testapp, emulator, caplog):
+    """18 % becoming today's rate and «» printing as "" are not silent: the service log says so."""
+    caplog.set_level(logging.INFO, logger="kktapp")
+    # A name no other test uses: the codec logs each changed text once per process.
+    name = "Чай «Цейлон» — только в этом тесте"
+    body = document(position(name=name, tax=18), position("Кофе", "100", "1", tax=18), number="ТР00-log")
+    post(testapp, body, status=200)
+    lines = [r.getMessage() for r in caplog.records]
+    legacy = [m for m in lines if "устаревшая ставка НДС 18 (поле Tax)" in m and LEGACY_RATE in m]
+    assert len(legacy) == 1, lines  # once a receipt, not once a line
+    assert any("текст для ККТ изменён" in m and name in m and on_device(name) in m for m in lines), lines
 
 
 def test_legacy_tax_refused_when_configured(app_config, emulator, request):

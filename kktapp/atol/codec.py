@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+import functools
+import logging
 from decimal import Decimal
+
+log = logging.getLogger(__name__)
 
 #: Quantity on the wire: Decimal × 1000 as 5-byte BCD.
 QUANTITY_SCALE = 1000
@@ -158,7 +162,18 @@ _PLAIN = str.maketrans({
 
 def encode_text(text: str) -> bytes:
     """Text in the device code page; quotes and dashes made plain, anything else unknown → '?'."""
-    return text.translate(_PLAIN).encode("cp866", errors="replace").translate(_SWAP)
+    plain = text.translate(_PLAIN)
+    data = plain.encode("cp866", errors="replace")
+    if plain != text or data.count(b"?") != plain.count("?"):
+        _note_changed(text, data.decode("cp866"))
+    return data.translate(_SWAP)
+
+
+@functools.lru_cache(maxsize=1024)
+def _note_changed(text: str, printed: str) -> None:
+    # What prints differs from what the caller sent: say so (once per text, a receipt encodes a
+    # name more than once), or «» → "" looks like a bug of ours.
+    log.info("текст для ККТ изменён (в её кодовой странице нет этих символов): %r → %r", text, printed)
 
 
 def decode_text(data: bytes) -> str:

@@ -496,7 +496,8 @@ def execute(message: object) -> Any:
     command = COMMANDS.get(envelope["comand"].strip().upper())
     if command is None:
         log.warning("compat: неизвестная команда %r", envelope["comand"][:64])
-        raise CompatError(UNKNOWN_COMMAND)
+        # The original's text first (a client may look for it), then what would have worked.
+        raise CompatError(f"{UNKNOWN_COMMAND}; допустимые команды: {', '.join(COMMANDS)}")
     device = envelope["atol_device_data"].get("atol_device_number", 1)
     if device not in _service().devices:
         raise CompatError(UNKNOWN_DEVICE.format(n=device), http_status=404)

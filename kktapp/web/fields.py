@@ -51,6 +51,8 @@ class FiscalContextData(typing.TypedDict, total=False):
     #: Most positions a receipt may have on the device (DeviceLimits.max_positions): a schema
     #: refuses more before it loads them one by one.
     max_positions: int
+    #: Legacy VAT names already logged during this load (one line per name and receipt).
+    legacy_logged: set[str]
 
 
 #: Context manager carrying :class:`FiscalContextData` through ``schema.load``.
@@ -224,9 +226,18 @@ class Vat(fields.Field):
         on = self.on_date or ctx.get("on_date") or dt.date.today()
         accept = self.accept_legacy if self.accept_legacy is not None else ctx.get("accept_legacy", True)
         try:
-            return domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
+            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
         except DomainError as exc:
             raise ValidationError(exc.message) from None
+        logged = ctx.setdefault("legacy_logged", set()) if ctx else set()
+        if domain.is_legacy_vat(value) and str(value) not in logged:
+            # The rate on the receipt is not the number the caller sent: the log says so, once a
+            # receipt per name (a 1C document with Tax 18 has it on every line).
+            logged.add(str(value))
+            log.info("устаревшая ставка НДС %r (поле %s) принята как общая ставка на %s: %s"
+                     " (ACCEPT_LEGACY_VAT = False — отклонять)", value, attr or "tax", on.strftime("%d.%m.%Y"),
+                     rate.value)
+        return rate
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else VatRate(value).value

@@ -45,7 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the emulator and serve until a signal arrives."""
+    """Start the emulator and serve until a signal arrives; ``control …`` talks to a running one."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["control"]:
+        return control.main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,20 +6,28 @@ rehearsing "no paper" before going live) gets the same controls two ways, both f
 table below so each command is defined once:
 
 * ``--fault "paper out"`` (repeatable) on the command line, applied at start;
-* ``--control-port PORT``: a loopback TCP port taking the same lines, e.g.
-  ``printf 'paper out\\n' | nc 127.0.0.1 5556``; each line gets ``ok``, a JSON line, or
-  ``error: …``.
+* ``--control-port PORT``: a loopback TCP port taking the same lines; each line gets ``ok``, a
+  JSON line, or ``error: …``. Its client needs no nc (absent on a minimal Debian)::
+
+      python -m kktapp.atol.emulator control paper out          # port from var/emulator-control.port
+      python -m kktapp.atol.emulator control --port 5599 state
+
+  ``make run`` starts the emulator with a free control port (``--control-port 0``: it cannot
+  collide with anything) and writes the port to var/emulator-control.port for the client.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from . import Emulator
@@ -126,3 +134,60 @@ def send(port: int, line: str, timeout: float = 5.0) -> str:
                 break
             data += chunk
     return data.decode("utf-8").strip()
+
+
+#: Where ``make run`` leaves the control port of the emulator it started (relative to the project).
+PORT_FILE = os.path.join("var", "emulator-control.port")
+
+
+def _known(line: str) -> bool:
+    words = line.split()
+    return any(" ".join(words[:n]) in COMMANDS for n in (2, 1))
+
+
+def command_line(words: list[str]) -> str:
+    """The control line for the client's words; ``paper-out`` is accepted for ``paper out``."""
+    line = " ".join(words)
+    first, _, rest = line.partition(" ")
+    if "-" in first and not _known(line):
+        spaced = " ".join([first.replace("-", " ", 1), rest]).strip()
+        if _known(spaced):
+            return spaced
+    return line
+
+
+def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``python -m kktapp.atol.emulator control [--port N] COMMAND…``: 0 ok, 1 refused, 2 no emulator."""
+    out, err = out or sys.stdout, err or sys.stderr
+    parser = argparse.ArgumentParser(
+        prog="python -m kktapp.atol.emulator control",
+        description="Команда работающему эмулятору ККТ через его порт управления (--control-port).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="команды:\n" + usage() + "\n  help\n\nпример: python -m kktapp.atol.emulator control paper out",
+    )
+    parser.add_argument("--port", type=int, help=f"порт управления; по умолчанию — из {PORT_FILE} (его пишет make run)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="секунд ждать ответа (по умолчанию 5)")
+    parser.add_argument("command", nargs="+", help="команда, например: paper out, power off, advance 25, state")
+    args = parser.parse_args(argv)
+    port = args.port
+    if port is None:
+        try:
+            with open(PORT_FILE, encoding="ascii") as f:
+                port = int(f.read().strip())
+        except (OSError, ValueError):
+            err.write(
+                f"Не знаю порт управления эмулятора: нет файла {PORT_FILE} (его пишет make run, запускайте"
+                " из каталога проекта) — укажите порт: control --port ПОРТ …\n"
+            )
+            return 2
+    line = command_line(args.command)
+    try:
+        answer = send(port, line, timeout=args.timeout)
+    except OSError as exc:
+        err.write(
+            f"Эмулятор не отвечает на порту управления 127.0.0.1:{port} ({exc}). Он запущен с"
+            f" --control-port {port}? make run запускает его сам.\n"
+        )
+        return 2
+    out.write(answer + "\n")
+    return 1 if answer.startswith("error:") or not answer else 0
