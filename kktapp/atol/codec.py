@@ -8,9 +8,9 @@ is CP866 with two characters swapped: the device prints '№' for 0x24 and '$' f
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 import functools
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 
 log = logging.getLogger(__name__)
