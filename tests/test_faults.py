@@ -12,9 +12,14 @@ running out before each printing command, the device switched off at random mome
 concurrent clients on several devices with link drops, and the server process killed with
 SIGKILL (gunicorn workers, and the whole server) while clients retry with the same key.
 
-At the end of the module one line sums it up: trials, faults injected, duplicates, lost.
-Randomness is seeded (KKT_FAULT_SEED, printed in the summary) so a failure can be replayed;
-every loop and wait is bounded; only 127.0.0.1 is used.
+Only faults that hit a fiscal document in flight are counted (the emulator's
+``faults_in_flight``: a receipt open, or a document-forming command running or just run, when
+the fault fires): a drop between two jobs or a power cut outside a receipt proves nothing about
+exactly-once. Each test asserts that at least a minimum of its faults did hit one.
+
+At the end of the module one line sums it up: trials, faults in flight, duplicates, lost.
+Randomness is seeded (KKT_FAULT_SEED, printed in the summary and in every failure's report) so
+a failure can be replayed; every loop and wait is bounded; only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,8 @@ from fakes import eventually, make_receipt
 from kktapp import owner as owner_mod
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
+from kktapp.atol.model import Mode
+from kktapp.errors import LinkError
 from kktapp.journal import DONE, FAILED
 from kktapp.service import DeviceConfig, FiscalService
 
@@ -55,6 +62,12 @@ SUMMARY: Counter[str] = Counter()
 SETTLE = 60.0
 #: SIGKILLs per run of the server-kill test.
 KILLS = 30
+#: Of those, how many must land while a device had a document in flight (more kills are made
+#: until they did, up to three times KILLS).
+KILLS_IN_FLIGHT = 5
+#: Power cuts of the power-cut test, and how many of them must land inside a document.
+POWER_TRIALS = 40
+POWER_IN_FLIGHT = 8
 
 
 # ---------------------------------------------------------------------- bookkeeping
@@ -65,8 +78,8 @@ def summary_line(request: pytest.FixtureRequest):
     """Print the one summary line after the module's tests."""
     yield
     line = (
-        f"fault suite: {SUMMARY['trials']} trials, {SUMMARY['faults']} faults injected, "
-        f"{SUMMARY['duplicates']} duplicates, {SUMMARY['lost']} lost "
+        f"fault suite: {SUMMARY['trials']} trials, {SUMMARY['faults']} faults hit a document in flight "
+        f"({SUMMARY['fired']} fired in all), {SUMMARY['duplicates']} duplicates, {SUMMARY['lost']} lost "
         f"(mismatched answers {SUMMARY['mismatches']}, seed {SEED})"
     )
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -77,6 +90,33 @@ def summary_line(request: pytest.FixtureRequest):
             reporter.write_line("")
             reporter.write_line(line)
     log.warning("%s", line)
+
+
+@pytest.fixture(autouse=True)
+def seed_in_report(request: pytest.FixtureRequest) -> None:
+    """A failed test's report names the seed (pytest shows this section only on failure)."""
+    request.node.add_report_section("call", "seed", f"replay with KKT_FAULT_SEED={SEED}")
+
+
+class InFlight:
+    """Faults of one test that hit a document in flight, added to the summary as they come."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, in_flight: int, fired: int = 0) -> None:
+        self.count += in_flight
+        SUMMARY["faults"] += in_flight
+        SUMMARY["fired"] += max(fired, in_flight)
+
+    def add_from(self, emus: list[Emulator]) -> None:
+        """Everything the emulators counted (for a test that made them fresh)."""
+        self.add(sum(e.faults_in_flight for e in emus), sum(e.faults_fired for e in emus))
+
+    def assert_at_least(self, minimum: int, what: str) -> None:
+        assert self.count >= minimum, (
+            f"only {self.count} {what} hit a document in flight (at least {minimum} expected); "
+            f"seed {SEED}, replay with KKT_FAULT_SEED={SEED}")
 
 
 def read_log(path: Path) -> list[dict]:
@@ -230,16 +270,31 @@ def quiet(service: FiscalService, emu: Emulator, device: int = 1) -> None:
 # ---------------------------------------------------------------------- the link, step by step
 
 
+def arm_at(emu: Emulator, command: str, arm: Callable[[], None]) -> None:
+    """Arm a fault just before the emulator next executes ``command`` (once)."""
+    own = emu._before_command
+
+    def hook(name: str) -> None:
+        own(name)
+        if name == command:
+            emu._before_command = own  # type: ignore[method-assign]
+            arm()
+
+    emu._before_command = hook  # type: ignore[method-assign]
+
+
 def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
     emu = rig.emulator()
     service = rig.service([emu])
     sent: set[str] = set()
     answers: dict[str, dict] = {}
 
+    hits = InFlight()
+
     def trial(key: str, inject) -> int:  # noqa: ANN001
         """One receipt with a fault armed; returns how many faults actually fired."""
         quiet(service, emu)
-        fired_before = emu.faults_fired
+        fired_before, in_flight_before = emu.faults_fired, emu.faults_in_flight
         inject()
         SUMMARY["trials"] += 1
         sent.add(key)
@@ -255,7 +310,7 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
         assert job.state == DONE, job
         answers[key] = job.result
         fired = emu.faults_fired - fired_before
-        SUMMARY["faults"] += fired
+        hits.add(emu.faults_in_flight - in_flight_before, fired)
         return fired
 
     warm = f"warm-{uuid.uuid4().hex[:6]}"
@@ -272,9 +327,12 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
         raise AssertionError("a drop after 60 tasks still fired: a receipt should take far fewer")
     # A 3-position receipt alone is open + 3 positions + payment + close and the FN reads.
     assert n > 8, f"only {n - 1} steps of a receipt were reached"
+    # Broken frames armed at once meet the first answer of the job (a read); armed when the
+    # receipt opens they meet an answer inside it.
     for i in range(8):
-        assert trial(f"half{i}-{uuid.uuid4().hex[:6]}", emu.drop_mid_frame) == 1
-        assert trial(f"crc{i}-{uuid.uuid4().hex[:6]}", emu.corrupt_next_byte) == 1
+        for name, fault in (("half", emu.drop_mid_frame), ("crc", emu.corrupt_next_byte)):
+            arm = fault if i % 2 else (lambda fault=fault: arm_at(emu, "open_receipt", fault))
+            assert trial(f"{name}{i}-{uuid.uuid4().hex[:6]}", arm) == 1
     for command in ("open_receipt", "end_position", "close_receipt"):
         for i in range(3):
             def out(command: str = command) -> None:
@@ -290,6 +348,9 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
             assert not emu.state.print_pending
     assert not emu.state.receipt_open
     assert_exactly_once(read_log(emu.log_file), sent, answers)
+    # The drops after the receipt's own tasks (92 to 4A), the eight broken frames armed inside it
+    # and the nine paper-outs: 23 when written; the order of tasks, not timing, decides them.
+    hits.assert_at_least(18, "link drops, broken frames and paper-outs")
 
 
 def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
@@ -298,11 +359,14 @@ def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
     service = rig.service([emu])
     sent: set[str] = set()
     answers: dict[str, dict] = {}
-    for n in range(0, 16):
+    hits = InFlight()
+    # One day per step: the drop walks through Z, the new shift and the receipt until it is
+    # armed past the job's last task and no longer fires.
+    for n in range(0, 81):
         key = f"day{n}-{uuid.uuid4().hex[:6]}"
         quiet(service, emu)
         emu.advance_clock(25)
-        fired_before = emu.faults_fired
+        fired_before, in_flight_before = emu.faults_fired, emu.faults_in_flight
         if n:
             emu.drop_after_tasks(n)
         SUMMARY["trials"] += 1
@@ -310,16 +374,23 @@ def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
         job = settle(service, sell(service, key, wait=0).id)
         assert job.state == DONE, job
         answers[key] = job.result
-        SUMMARY["faults"] += emu.faults_fired - fired_before
+        hits.add(emu.faults_in_flight - in_flight_before, emu.faults_fired - fired_before)
         # A drop armed past the last task of Z + open + receipt must not leak into the next day.
         emu.clear_faults()
+        if n and emu.faults_fired == fired_before:
+            break
+    else:
+        raise AssertionError("a drop after 80 tasks still fired: Z, open and receipt take far fewer")
+    days = n + 1
     docs = read_log(emu.log_file)
     assert_exactly_once(docs, sent, answers)
     # Shifts alternate open/close; every receipt is in its own fresh shift (one receipt a day).
     shifts = [d["type"] for d in docs if d["type"] in ("open_shift", "close_shift")]
-    assert shifts == ["open_shift"] + ["close_shift", "open_shift"] * 15
+    assert shifts == ["open_shift"] + ["close_shift", "open_shift"] * (days - 1)
     receipts = [d for d in docs if d["type"] == "receipt"]
-    assert [d["shift_number"] for d in receipts] == list(range(1, 17))
+    assert [d["shift_number"] for d in receipts] == list(range(1, days + 1))
+    # Drops right after 5A, 9A and the receipt's own tasks: 6 when written.
+    hits.assert_at_least(4, "link drops")
 
 
 def test_receipt_whose_92_opened_the_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
@@ -398,19 +469,30 @@ def test_device_switched_off_at_random_moments(rig: Rig) -> None:
     service = rig.service([emu])
     sent: set[str] = set()
     answers: dict[str, dict] = {}
-    for i in range(40):
+    # A device that takes its time per task, as a real one does: a receipt then lasts long
+    # enough for a cut to land inside it (an instant one lasts microseconds).
+    emu.set_device_time(0.003)
+    hits = InFlight()
+    # Where a cut lands depends on the machine's speed: cut until enough landed in a receipt
+    # (at least POWER_TRIALS cuts, at most five times as many).
+    for i in range(POWER_TRIALS * 5):
+        if i >= POWER_TRIALS and hits.count >= POWER_IN_FLIGHT:
+            break
         key = f"power{i}-{uuid.uuid4().hex[:6]}"
         sent.add(key)
         SUMMARY["trials"] += 1
-        SUMMARY["faults"] += 1
+        in_flight_before = emu.faults_in_flight
         cut = threading.Timer(rnd.uniform(0.0, 0.04), emu.power_off)
         cut.start()
         job = sell(service, key, wait=0)
         cut.join()
         time.sleep(rnd.uniform(0.0, 0.1))
         emu.power_on()
+        # A cut outside a receipt is not a fault of this test: counted only when in flight.
+        hits.add(emu.faults_in_flight - in_flight_before, 1)
         answers[key] = settle(service, job.id).result
     assert_exactly_once(read_log(emu.log_file), sent, answers)
+    hits.assert_at_least(POWER_IN_FLIGHT, "power cuts")
 
 
 def test_many_clients_on_several_devices_with_link_drops(rig: Rig) -> None:
@@ -447,10 +529,24 @@ def test_many_clients_on_several_devices_with_link_drops(rig: Rig) -> None:
             with lock:
                 answers[device][key] = job.result
 
+    aimed: set[Emulator] = set()
+
     def injector() -> None:
         while not stop.is_set():
             emu = rnd.choice(emus)
-            emu.drop_after_tasks(rnd.randint(1, 12))
+            if rnd.random() < 0.5 and emu not in aimed:
+                # Aimed right after 4A: the document exists, its answer is lost (the drop after
+                # n tasks mostly meets reads between documents). Not at a receipt's earlier
+                # commands: those make it resend, and aimed drops would then meet each resend
+                # until the owner gives it up (MAX_SEND_ATTEMPTS). One at a time per device.
+                def drop(emu: Emulator = emu) -> None:
+                    aimed.discard(emu)
+                    emu.drop_after_tasks(1)
+
+                aimed.add(emu)
+                arm_at(emu, "close_receipt", drop)
+            else:
+                emu.drop_after_tasks(rnd.randint(1, 12))
             stop.wait(rnd.uniform(0.05, 0.2))
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
@@ -468,12 +564,14 @@ def test_many_clients_on_several_devices_with_link_drops(rig: Rig) -> None:
     assert not any(t.is_alive() for t in threads)
     SUMMARY["trials"] += sum(len(s) for s in sent.values())
     # Re-arming overwrites a drop that has not fired yet: count what happened, not what was armed.
-    SUMMARY["faults"] += sum(emu.faults_fired for emu in emus)
+    hits = InFlight()
+    hits.add_from(emus)
     assert not failures, failures[:5]
     for n, emu in enumerate(emus, 1):
         assert_exactly_once(read_log(emu.log_file), sent[n], answers[n])
     # One link per device: the emulator never had to refuse a second connection.
     assert refusals["n"] == 0
+    hits.assert_at_least(5, "link drops")
 
 
 # ---------------------------------------------------------------------- SIGKILL of the server
@@ -511,7 +609,8 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
     rnd = random.Random(SEED + 2)
     emus = []
     for n in (1, 2):
-        emu = Emulator(log_path=tmp_path / f"fd-{n}.jsonl", serial=f"0010620200{n:04d}")
+        # A few ms per task, as a real device: a kill can land inside a receipt (see the power test).
+        emu = Emulator(log_path=tmp_path / f"fd-{n}.jsonl", serial=f"0010620200{n:04d}", device_time=0.003)
         emu.start("127.0.0.1", 0)
         emus.append(emu)
     journal = tmp_path / "journal.sqlite3"
@@ -532,8 +631,10 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
     port: list[int | None] = [None]
     restarts = [0]
     kills: Counter[str] = Counter()
-    #: Set once KILLS processes have been killed: the clients stop taking new keys.
+    #: Set once KILLS processes have been killed, KILLS_IN_FLIGHT of them with a document in
+    #: flight: the clients stop taking new keys.
     enough = threading.Event()
+    hits = InFlight()
 
     def start_server() -> None:
         # Alternate plain and --preload (fork after create_app) starts: both must be fork-safe.
@@ -578,27 +679,36 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
                 continue
             if rnd.random() < 0.15:
                 # The whole server dies (kill -9 of the group) and is started again.
+                in_flight = any(e.document_in_flight() for e in emus)
                 os.killpg(srv.proc.pid, signal.SIGKILL)
                 srv.proc.wait(10)
-                with lock:
-                    SUMMARY["faults"] += 1
-                    kills["server"] += 1
-                    if sum(kills.values()) >= KILLS:
-                        enough.set()
+                killed("server", in_flight)
                 server.pop("srv", None)
                 start_server()
                 continue
-            pid = owner_pid(journal, rnd.randint(1, 2))
+            device = rnd.randint(1, 2)
+            pid = owner_pid(journal, device)
             if pid and pid != srv.proc.pid:
+                if rnd.random() < 0.5:
+                    # Aimed: a receipt is in the device for a few ms of every sale; wait
+                    # (briefly) for one, so that enough kills test exactly-once at all.
+                    deadline = time.monotonic() + 1.0
+                    while not emus[device - 1].document_in_flight() and time.monotonic() < deadline:
+                        time.sleep(0.0005)
+                in_flight = emus[device - 1].document_in_flight()
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     continue
-                with lock:
-                    SUMMARY["faults"] += 1
-                    kills["owner"] += 1
-                    if sum(kills.values()) >= KILLS:
-                        enough.set()
+                killed("owner", in_flight)
+
+    def killed(what: str, in_flight: bool) -> None:
+        with lock:
+            kills[what] += 1
+            hits.add(int(in_flight), 1)
+            total = sum(kills.values())
+            if (total >= KILLS and hits.count >= KILLS_IN_FLIGHT) or total >= KILLS * 3:
+                enough.set()
 
     counting = refusals_counted()
     refusals = counting.__enter__()
@@ -620,10 +730,11 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
         for n in (1, 2):
             assert_exactly_once(read_log(tmp_path / f"fd-{n}.jsonl"), sent[n], answers[n])
         service_log = (tmp_path / "kkt.log").read_text(encoding="utf-8")
-        log.info("SIGKILL: %d owners, %d whole servers; %d jobs found in flight, %d found fiscalised; "
-                 "%d second connections refused", kills["owner"], kills["server"],
-                 service_log.count("работа сервиса прервалась"), service_log.count("был пробит до сбоя"),
-                 refusals["n"])
+        log.info("SIGKILL: %d owners, %d whole servers, %d with a document in flight; %d jobs found in "
+                 "flight, %d found fiscalised; %d second connections refused", kills["owner"], kills["server"],
+                 hits.count, service_log.count("работа сервиса прервалась"),
+                 service_log.count("был пробит до сбоя"), refusals["n"])
+        hits.assert_at_least(KILLS_IN_FLIGHT, "SIGKILLs")
     finally:
         counting.__exit__(None, None, None)
         stop.set()
@@ -702,9 +813,11 @@ def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) ->
             # Kill -9 the owner of device 1 (it may own device 2 too); a survivor takes over.
             pid = owner_pid(journal, 1)
             victim = next(p for p in alive if p.pid == pid)
+            # Between two sales: counted only should a document be in flight after all.
+            in_flight = any(e.document_in_flight() for e in emus)
             victim.kill()
             alive.remove(victim)
-            SUMMARY["faults"] += 1
+            InFlight().add(int(in_flight), 1)
             for device in (1, 2):
                 for n in range(3):
                     sell_via(alive[n % len(alive)], device, f"t{takeover}-{device}-{n}-{uuid.uuid4().hex[:6]}")
@@ -721,3 +834,39 @@ def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) ->
     for n in (1, 2):
         assert_exactly_once(read_log(tmp_path / f"fd-{n}.jsonl"), sent[n], answers[n])
     assert refusals["n"] == 0, "a second connection was attempted while the device was owned"
+
+
+# ---------------------------------------------------------------------- the counter itself
+
+
+def test_only_faults_inside_a_document_count_as_in_flight(rig: Rig) -> None:
+    """The emulator's in-flight count (what the suite's figures and thresholds rest on)."""
+    emu = rig.emulator()
+    driver = AtolDriver(emu.url, timeout=2.0)
+    driver.connect()
+    try:
+        # A drop after a status read between documents: fired, not in flight.
+        emu.drop_after_tasks(1)
+        with pytest.raises(LinkError):
+            driver.status()
+        assert (emu.faults_fired, emu.faults_in_flight) == (1, 0)
+        driver.close()
+        driver.connect()
+        # Paper out at the receipt's close: inside the document.
+        emu.paper_out(before="close_receipt")
+        assert driver.sell(make_receipt()).printed is False
+        assert (emu.faults_fired, emu.faults_in_flight) == (2, 1)
+        emu.paper_in()
+        # A power cut after the reads that follow the document: outside it.
+        emu.power_off()
+        emu.power_on()
+        assert emu.faults_in_flight == 1
+        # A power cut with a receipt open (92 typed at the device's keyboard): inside it.
+        with emu.device.lock:
+            emu.device.state.mode = Mode.REGISTRATION
+            emu.device.open_receipt(1)
+        emu.power_off()
+        emu.power_on()
+        assert (emu.faults_fired, emu.faults_in_flight) == (2, 2)
+    finally:
+        driver.close()

@@ -55,6 +55,9 @@ from .state import DEFAULT_SERIAL, DeviceState, Store
 
 __all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
 
+#: Commands that open or form a fiscal document (a receipt's own commands run with it open).
+DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "open_shift", "close_shift", "cash_in", "cash_out"})
+
 log = logging.getLogger(__name__)
 
 
@@ -88,7 +91,9 @@ class Emulator:
         self.device = Device(Store(state_path), serial, clock_offset_hours=clock_offset, ffd=ffd_code(ffd))
         self.device.on_document = self._write_log
         self.timing = Timing(device_time=float(device_time), latency=float(latency))
-        self.faults = Faults()
+        self.faults = Faults(in_flight=self.document_in_flight)
+        #: The command running or run last (set under the device lock, read without it).
+        self._command = ""
         self.server = Server(self._execute, self.faults, self.timing)
         self.host = "127.0.0.1"
         self.port = 0
@@ -170,6 +175,21 @@ class Emulator:
         with self.faults.lock:
             return self.faults.fired
 
+    @property
+    def faults_in_flight(self) -> int:
+        """How many of the faults that fired, and of the power cuts, hit a fiscal document in
+        flight (see :meth:`document_in_flight`): the ones that test exactly-once at all."""
+        with self.faults.lock:
+            return self.faults.fired_in_flight
+
+    def document_in_flight(self) -> bool:
+        """A receipt is open, or the command running or run last forms a fiscal document.
+
+        A fault now lands inside a document or between it and its answer; one between jobs,
+        or during the reads after a document, does not.
+        """
+        return self.device.state.receipt is not None or self._command in DOCUMENT_COMMANDS
+
     def clear_faults(self) -> None:
         """Disarm the link faults and a paper-out that have not happened yet."""
         self.faults.clear()
@@ -201,6 +221,9 @@ class Emulator:
             return
         self._powered = False
         self.server.close()
+        if self.document_in_flight():
+            with self.faults.lock:
+                self.faults.fired_in_flight += 1
         with self.device.lock:
             self.device.save_all()
 
@@ -258,11 +281,12 @@ class Emulator:
 
     def _before_command(self, name: str) -> None:
         # Called with the device lock held.
+        self._command = name
         if self._paper_out_before == name:
             self._paper_out_before = None
             self.device.paper = False
             with self.faults.lock:
-                self.faults.fired += 1
+                self.faults.fire()
 
     def _write_log(self, doc: dict[str, Any]) -> None:
         if self.log_path is None:

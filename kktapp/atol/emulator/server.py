@@ -57,13 +57,23 @@ class Faults:
     #: Faults that actually happened. An armed fault may never meet its moment (a drop after
     #: more tasks than the host sends); tests report what fired, not what they armed.
     fired: int = 0
+    #: Of those, the ones that hit a fiscal document in flight (``in_flight`` said so).
+    fired_in_flight: int = 0
+    #: Whether a fiscal document is in flight now; set by the emulator, called with ``lock`` held.
+    in_flight: Callable[[], bool] = field(default=lambda: False)
+
+    def fire(self) -> None:
+        """Count one fault that happened now (``lock`` held)."""
+        self.fired += 1
+        self.fired_in_flight += self.in_flight()
 
     def take(self, name: str) -> bool:
         """Return and clear a one-shot flag (counted as fired when it was set)."""
         with self.lock:
             value = bool(getattr(self, name))
             setattr(self, name, False)
-            self.fired += value
+            if value:
+                self.fire()
             return value
 
     def task_executed(self) -> bool:
@@ -74,7 +84,7 @@ class Faults:
             self.drop_after -= 1
             if self.drop_after <= 0:
                 self.drop_after = None
-                self.fired += 1
+                self.fire()
                 return True
             return False
 
