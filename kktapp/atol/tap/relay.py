@@ -276,6 +276,11 @@ class Tap:
         log.info("tap: жду клиента на %s, ККТ %s", _peer(self.address), _peer(self.target))
         return self.address
 
+    @property
+    def busy(self) -> bool:
+        """A client session holds the device now."""
+        return self._active is not None and self._active.alive()
+
     def wait(self) -> None:
         """Block until :meth:`stop` (the CLI's main loop)."""
         while not self._stop.wait(0.5):
@@ -318,7 +323,8 @@ class Tap:
                 time.sleep(ACCEPT_POLL)
                 continue
             peer = _peer(addr)
-            if self._active is not None and self._active.alive():
+            if self.busy:
+                assert self._active is not None
                 self._refuse(sock, peer, self._active.peer)
                 continue
             self.sessions += 1
