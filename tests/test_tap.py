@@ -100,12 +100,11 @@ def test_corrupt_frame_is_recorded_raw_and_the_next_packet_decodes():
     broken[-1] ^= 0x55  # CRC
     after = encode_packet(5, taskbuf.encode_request(taskbuf.Abort()))
     records = run((HOST, good + bytes(broken) + b"\x01\x02" + after))
-    assert [r["frame"] for r in records] == ["ok", "bad", "ok"]
+    assert [r["frame"] for r in records] == ["ok", "bad", "garbage", "ok"]
     assert records[1]["frame_error"] == "bad CRC" and records[1]["id"] == 4
-    # Everything up to the next start byte stays with the broken packet, byte for byte.
-    assert records[1]["raw"] == masked_hex(bytes(broken) + b"\x01\x02", from_host=True)[0]
-    assert records[1]["raw"].startswith("FE") and records[1]["raw"].endswith("01 02")
-    assert records[2]["tb"] == "abort"
+    assert records[1]["raw"] == masked_hex(bytes(broken), from_host=True)[0]
+    assert records[2]["raw"] == "01 02"
+    assert records[3]["tb"] == "abort"
     assert "битый пакет" in render(records)
 
 
@@ -144,7 +143,8 @@ def test_passwords_never_appear_in_the_trace_or_the_table():
         (HOST, bytes(bad_len)),
         (HOST, encode_packet(5, add(5, ENTER))[:9]),  # cut off mid-password
     )
-    assert len(records) == 5
+    # ok, ok, bad CRC, bad length + the rest of that packet as garbage, incomplete
+    assert [r["frame"] for r in records] == ["ok", "ok", "bad", "bad", "garbage", "incomplete"]
     text = render(records)
     for secret in _secret_texts():
         assert secret not in text, secret
@@ -153,7 +153,7 @@ def test_passwords_never_appear_in_the_trace_or_the_table():
     # C1 flags tid | access password | 56 mode | mode password
     assert first["data"].split()[3:5] == ["**", "**"] and first["data"].split()[7:11] == ["**"] * 4
     assert first["raw"].split()[-1] == "**", "the CRC would give the password away"
-    assert all(r.get("masked") for r in records)
+    assert [bool(r.get("masked")) for r in records] == [True, True, True, False, True, True]
 
 
 def test_password_bytes_are_masked_where_escaping_moved_them():

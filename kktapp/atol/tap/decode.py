@@ -3,9 +3,9 @@
 Each direction is cut into wire segments at every unescaped FE (the only byte that can start
 a packet) and fed to the project's framing :class:`~kktapp.atol.framing.Decoder`; a segment
 that becomes a packet is decoded as a task-buffer request (host) or answer (device) and, where
-the command registry knows it, its fields. A segment that breaks is recorded whole with the
-framing's reason, bytes outside any packet as garbage, a packet cut by the end of the
-connection as incomplete: nothing is dropped. Passwords are masked here, before a record
+the command registry knows it, its fields. A packet that breaks is recorded, raw, the moment
+the framing gives up on it, with the framing's reason; bytes outside any packet as garbage, a
+packet cut by the end of the connection as incomplete: nothing is dropped. Passwords are masked here, before a record
 exists, in the decoded fields, in the data hex and in the wire hex (with the packet's CRC,
 which would otherwise narrow a 4-digit access password down to a few dozen candidates).
 """
@@ -89,8 +89,15 @@ def parse_wire(raw: bytes) -> Wire | None:
     return Wire(bytes(data), data_at, crc_at)
 
 
-def masked_hex(raw: bytes, from_host: bool) -> tuple[str, str | None, bool]:
-    """(wire hex, DATA hex or None, whether anything was masked) with passwords as ``**``."""
+def masked_hex(raw: bytes, from_host: bool, context: bytes = b"") -> tuple[str, str | None, bool]:
+    """(wire hex, DATA hex or None, whether anything was masked) with passwords as ``**``.
+
+    ``context`` is the start of the same packet, recorded earlier: its bytes are not shown
+    here, but they tell where this part's passwords are.
+    """
+    if context:
+        wire_hex, _, masked = masked_hex(context + raw, from_host)
+        return " ".join(wire_hex.split()[len(context):]), None, masked
     wire_tokens = [f"{b:02X}" for b in raw]
     wire = parse_wire(raw)
     if wire is None:
@@ -132,16 +139,23 @@ class Segment:
     packet: adapter.Packet | None = None
     reason: str = ""
     packet_id: int | None = None
+    #: Bytes of the same broken packet recorded just before (to find its passwords).
+    context: bytes = b""
 
 
 @dataclass
 class Splitter:
-    """Cuts one direction's byte stream into segments, whatever the chunking."""
+    """Cuts one direction's byte stream into segments, whatever the chunking.
+
+    A broken packet is recorded as soon as the framing gives up on it; the bytes that follow
+    it up to the next start byte (the rest of that packet, as the sender meant it) become a
+    garbage segment that remembers the broken start, so that masking still sees the packet.
+    """
 
     decoder: adapter.Decoder = field(default_factory=adapter.Decoder)
     raw: bytearray = field(default_factory=bytearray)
-    bad: adapter.BadPacket | None = None
-    bad_ts: float = 0.0
+    raw_ts: float = 0.0
+    context: bytes = b""
 
     def feed(self, chunk: bytes, ts: float) -> list[Segment]:
         """Segments completed by ``chunk`` (received at ``ts``), in order."""
@@ -149,43 +163,41 @@ class Splitter:
         for byte in chunk:
             events = self.decoder.feed(bytes((byte,)))
             if byte == adapter.STX:
-                for ev in events:  # the new start cut the packet in progress short
-                    self._broken(ev, ts)
-                self._flush(ts, out, GARBAGE)
-                self.raw.append(byte)
-                continue
+                # A new start byte: what came before is a packet cut short or garbage.
+                self._flush(out, events[0] if events else None)
+                self.context = b""
             self.raw.append(byte)
+            self.raw_ts = ts
             for ev in events:
+                if byte == adapter.STX:
+                    continue
                 if isinstance(ev, adapter.Packet):
                     out.append(Segment(OK, bytes(self.raw), ts, packet=ev, packet_id=ev.id))
                     self.raw.clear()
                 else:
-                    self._broken(ev, ts)  # its tail stays with it until the next FE
+                    self.context = bytes(self.raw)
+                    self._flush(out, ev)
         return out
 
     def finish(self, ts: float) -> list[Segment]:
-        """The stream ended: what is left is a broken, unfinished or garbage segment."""
+        """The stream ended: what is left is an unfinished packet or garbage."""
         out: list[Segment] = []
-        self._flush(ts, out, GARBAGE)
+        self._flush(out, None)
         return out
 
-    def _broken(self, ev: Any, ts: float) -> None:
-        if self.bad is None:
-            self.bad, self.bad_ts = ev, ts
-
-    def _flush(self, ts: float, out: list[Segment], default: str) -> None:
+    def _flush(self, out: list[Segment], bad: Any) -> None:
         if not self.raw:
             return
         raw = bytes(self.raw)
         self.raw.clear()
-        bad, self.bad = self.bad, None
         if bad is not None:
-            out.append(Segment(BAD, raw, self.bad_ts, reason=bad.reason, packet_id=bad.id))
+            out.append(Segment(BAD, raw, self.raw_ts, reason=bad.reason, packet_id=bad.id))
         elif raw[0] == adapter.STX:
             pid = raw[3] if len(raw) > 3 else None
-            out.append(Segment(INCOMPLETE, raw, ts, reason="пакет не закончен", packet_id=pid))
+            out.append(Segment(INCOMPLETE, raw, self.raw_ts, reason="пакет не закончен", packet_id=pid))
         else:
-            out.append(Segment(default, raw, ts, reason="байты вне пакета"))
+            reason = "продолжение битого пакета" if self.context else "байты вне пакета"
+            out.append(Segment(GARBAGE, raw, self.raw_ts, reason=reason, context=self.context))
 
 
 # --------------------------------------------------------------------------- records
@@ -227,7 +239,7 @@ class Tracer:
             rec["id"] = seg.packet_id
         if seg.reason:
             rec["frame_error"] = seg.reason
-        raw_hex, data_hex, masked = masked_hex(seg.raw, side == HOST)
+        raw_hex, data_hex, masked = masked_hex(seg.raw, side == HOST, seg.context)
         if seg.packet is not None:
             try:
                 rec.update(self._host(seg.packet) if side == HOST else self._device(seg.packet))
