@@ -26,7 +26,6 @@ Packet = framing.Packet
 BadPacket = framing.BadPacket
 Request = taskbuf.Request
 Status = taskbuf.Status
-ASYNC = taskbuf.ASYNC
 PASSWORD_BYTES = taskbuf.PASSWORD_BYTES
 Command = commands.Command
 #: Errors a malformed message raises while the project's own definitions parse it.
@@ -77,14 +76,12 @@ def request_numbering(code: int) -> tuple[int, ...]:
 
 
 def answer_numbering(code: int) -> tuple[int, ...]:
-    """Offsets of the TId in a device answer with this status byte (the async ones carry it)."""
+    """Offsets of the TId in a device answer with this status byte (none if it carries none)."""
     try:
         status = Status(code)
+        return _differing(taskbuf.encode_answer(status, b"", 1), taskbuf.encode_answer(status, b"", 2))
     except ValueError:
         return ()
-    if status not in ASYNC:
-        return ()
-    return _differing(taskbuf.encode_answer(status, b"", 1), taskbuf.encode_answer(status, b"", 2))
 
 
 def decode_request(data: bytes) -> taskbuf.Message:
