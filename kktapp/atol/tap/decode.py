@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +204,10 @@ class Splitter:
 # --------------------------------------------------------------------------- records
 
 
+def _identity(cmd: adapter.Command) -> dict[str, Any]:
+    return {"cmd": adapter.command_code(cmd), "name": cmd.name, "title": cmd.title}
+
+
 @dataclass
 class _Asked:
     """What a host packet asked, so that the device's answer on the same ID can be read."""
@@ -254,17 +259,23 @@ class Tracer:
 
     # ------------------------------------------------------------------ host → device
 
-    def _host(self, packet: adapter.Packet) -> dict[str, Any]:
-        data = packet.data
+    @staticmethod
+    def _open(data: bytes, decode: Callable[[bytes], Any]) -> tuple[dict[str, Any], Any]:
+        """The task-buffer part every packet has: (record fields, message or None)."""
         if not data:
-            return {"tb": "resend"}
+            return {"tb": "resend"}, None  # "send me packet <id> again"
         out: dict[str, Any] = {"tb_code": f"{data[0]:02X}"}
         try:
-            msg = adapter.decode_request(data)
+            return out, decode(data)
         except adapter.DecodeError as exc:
             out["decode_error"] = str(exc)
+            return out, None
+
+    def _host(self, packet: adapter.Packet) -> dict[str, Any]:
+        out, msg = self._open(packet.data, adapter.decode_request)
+        if msg is None:
             return out
-        out["tb"] = adapter.Request(data[0]).name.lower()
+        out["tb"] = adapter.Request(packet.data[0]).name.lower()
         tid = getattr(msg, "tid", None)
         if hasattr(msg, "ack_tid"):
             out["ack_tid"] = msg.ack_tid
@@ -287,7 +298,7 @@ class Tracer:
         cmd = adapter.find_command(command_bytes)
         if cmd is None:
             return None, {"cmd": f"{command_bytes[0]:02X}"}
-        out: dict[str, Any] = {"cmd": adapter.command_code(cmd), "name": cmd.name, "title": cmd.title}
+        out = _identity(cmd)
         try:
             fields = adapter.decode_command(cmd, command_bytes)
         except adapter.DecodeError as exc:
@@ -301,14 +312,8 @@ class Tracer:
     # ------------------------------------------------------------------ device → host
 
     def _device(self, packet: adapter.Packet) -> dict[str, Any]:
-        data = packet.data
-        if not data:
-            return {"tb": "resend"}
-        out: dict[str, Any] = {"tb_code": f"{data[0]:02X}"}
-        try:
-            answer = adapter.decode_answer(data)
-        except adapter.DecodeError as exc:
-            out["decode_error"] = str(exc)
+        out, answer = self._open(packet.data, adapter.decode_answer)
+        if answer is None:
             return out
         out["tb"] = answer.status.name.lower()
         asked = self._asked.get(packet.id)
@@ -323,7 +328,7 @@ class Tracer:
         about_task = answer.tid is not None or (asked is not None and asked.request in ("add", "req", "ack_add"))
         cmd = self._commands.get(tid) if about_task and tid is not None else None
         if cmd is not None:
-            out.update({"cmd": adapter.command_code(cmd), "name": cmd.name, "title": cmd.title})
+            out.update(_identity(cmd))
         if answer.reply:
             out.update(self._reply(cmd, answer.reply))
         return out
