@@ -276,8 +276,11 @@ def test_device_down_is_reported_and_the_client_closed(tmp_path):
     with Tap(("127.0.0.1", 0), dead, path) as tap:
         with pytest.raises(LinkError):
             AtolDriver(tap_url(tap), timeout=2.0).connect()
+        with socket.create_connection(tap.address) as human:
+            human.settimeout(5)
+            assert human.recv(4096).decode("utf-8").startswith("Отвод записи: нет связи с ККТ 127.0.0.1:")
         records = records_of(tap, path)
-    assert [r["event"] for r in records] == ["device_unreachable"]
+    assert [r["event"] for r in records] == ["device_unreachable"] * 2
     assert "нет связи с ККТ" in records[0]["detail"]
 
 

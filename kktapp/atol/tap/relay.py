@@ -184,7 +184,7 @@ class _Session:
             text = f"нет связи с ККТ {_peer(target)}: {exc}"
             log.error("tap: клиент %s отключён, %s", self.peer, text)
             rec.event(time.time(), "device_unreachable", client=self.peer, device=_peer(target), detail=text)
-            _quiet_close(self.client)
+            _say_and_close(self.client, f"Отвод записи: {text}")
             return
         for sock in (self.client, self.device):
             sock.settimeout(None)
@@ -336,10 +336,10 @@ class Tap:
         text = busy_message(holder)
         log.warning("tap: клиент %s отклонён. %s", peer, text)
         self.recorder.event(time.time(), "refused", client=peer, holder=holder, detail=text)
-        threading.Thread(target=_send_refusal, args=(sock, text), daemon=True, name="tap-refuse").start()
+        threading.Thread(target=_say_and_close, args=(sock, text), daemon=True, name="tap-refuse").start()
 
 
-def _send_refusal(sock: socket.socket, text: str) -> None:
+def _say_and_close(sock: socket.socket, text: str) -> None:
     """Say why, close for writing, and let the client's own bytes drain before the close, so
     that the text is not lost to a reset."""
     try:
