@@ -80,18 +80,19 @@ def test_device_error_is_named_in_russian():
 
 
 def test_unknown_command_and_bad_task_buffer_code_are_kept_raw():
-    unknown = add(2, bytes((0x87, 0x00, 0x01, 0x02)))  # print field: not in the command table
+    code = next(c for c in range(0x20, 0x100) if commands.lookup(bytes((c, 0))) is None)
+    unknown = add(2, bytes((code, 0x00, 0x01, 0x02)))
     records = run(
         (HOST, encode_packet(1, unknown)),
         (DEVICE, encode_packet(1, answer(taskbuf.Status.RESULT, b"\x55\x00\x00"))),
         (HOST, encode_packet(2, b"\x99\x01")),
     )
-    assert records[0]["cmd"] == "87" and "name" not in records[0]
-    assert records[0]["data"].endswith("87 00 01 02")
+    assert records[0]["cmd"] == f"{code:02X}" and "name" not in records[0]
+    assert records[0]["data"].endswith(f"{code:02X} 00 01 02")
     assert records[1]["tb"] == "result" and "error" not in records[1]
     assert records[2]["tb_code"] == "99" and records[2]["decode_error"] and records[2]["raw"]
     text = render(records)
-    assert "87 неизвестная команда" in text and "команда не описана" in text
+    assert f"{code:02X} неизвестная команда" in text and "команда не описана" in text
 
 
 def test_corrupt_frame_is_recorded_raw_and_the_next_packet_decodes():
@@ -202,7 +203,8 @@ def _sale(price: int, first_tid: int = 0, first_id: int = 0) -> list[dict]:
     for n, command in enumerate((OPEN, position, close)):
         pid, tid = first_id + n, first_tid + n
         steps.append((HOST, encode_packet(pid, add(tid, command, password=0, flags=taskbuf.Flags.NEED_RESULT))))
-        steps.append((DEVICE, encode_packet(pid, answer(taskbuf.Status.RESULT, commands.OK_HEAD))))
+        done = commands.lookup(command).encode_reply()
+        steps.append((DEVICE, encode_packet(pid, answer(taskbuf.Status.RESULT, done))))
     records = run(*steps)
     for seq, rec in enumerate(records, 1):
         rec["seq"] = seq
