@@ -70,6 +70,23 @@ def test_task_and_its_answers_are_decoded_by_the_command_table():
     assert all(r["session"] == 1 and r["time"].startswith("1970-01-01T00:16:40") for r in records)
 
 
+def test_ack_and_req_name_the_task_they_are_about():
+    records = run(
+        (HOST, encode_packet(1, add(4, OPEN, flags=taskbuf.Flags.NEED_RESULT))),
+        (DEVICE, encode_packet(1, answer(taskbuf.Status.PENDING))),
+        (HOST, encode_packet(2, taskbuf.encode_request(taskbuf.Req(4)))),
+        (DEVICE, encode_packet(2, answer(taskbuf.Status.RESULT, commands.get("open_receipt").encode_reply()))),
+        (HOST, encode_packet(3, taskbuf.encode_request(taskbuf.Ack(4)))),
+        (DEVICE, encode_packet(3, answer(taskbuf.Status.RESULT))),
+    )
+    assert [(r["from"], r["tb"], r["tid"], r.get("name")) for r in records] == [
+        (HOST, "add", 4, "open_receipt"), (DEVICE, "pending", 4, "open_receipt"),
+        (HOST, "req", 4, "open_receipt"), (DEVICE, "result", 4, "open_receipt"),
+        (HOST, "ack", 4, "open_receipt"), (DEVICE, "result", 4, None),
+    ]
+    assert [r.get("answers") for r in records if r["from"] == DEVICE] == ["add", "req", "ack"]
+
+
 def test_device_error_is_named_in_russian():
     records = run(
         (HOST, encode_packet(1, add(1, OPEN))),

@@ -288,6 +288,8 @@ class Tracer:
             cmd, described = self._task(task)
             out.update(described)
             self._commands[tid] = cmd
+        elif (cmd := self._commands.get(tid)) is not None:
+            out.update(_identity(cmd))  # Ack / Req: the task it is about
         self._asked[packet.id] = _Asked(out["tb"], tid)
         return out
 
