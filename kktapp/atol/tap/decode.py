@@ -8,6 +8,14 @@ the framing gives up on it, with the framing's reason; bytes outside any packet 
 packet cut by the end of the connection as incomplete: nothing is dropped. Passwords are masked here, before a record
 exists, in the decoded fields, in the data hex and in the wire hex (with the packet's CRC,
 which would otherwise narrow a 4-digit access password down to a few dozen candidates).
+
+A packet record (JSON): ``time`` (UTC), ``t`` (seconds since the session began), ``session``,
+``from`` (``host`` / ``device``), ``frame`` (``ok``, ``bad``, ``garbage``, ``incomplete``) and
+``frame_error``, ``id`` (packet ID), ``tb`` / ``tb_code`` (task-buffer request or status),
+``flags``, ``tid``, ``answers`` (what a synchronous answer answers), ``cmd`` / ``name`` /
+``title`` (the command, also on its answers), ``fields`` (decoded), ``error`` (device error:
+``code``, ``ext``, ``text``), ``decode_error``, ``data`` (the unescaped DATA in hex), ``raw``
+(the wire bytes in hex, always) and ``masked``. The relay adds ``seq`` and its own event lines.
 """
 
 from __future__ import annotations
