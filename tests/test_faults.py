@@ -275,7 +275,7 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
     for i in range(8):
         assert trial(f"half{i}-{uuid.uuid4().hex[:6]}", emu.drop_mid_frame) == 1
         assert trial(f"crc{i}-{uuid.uuid4().hex[:6]}", emu.corrupt_next_byte) == 1
-    for command in ("open_receipt", "register_position", "close_receipt"):
+    for command in ("open_receipt", "end_position", "close_receipt"):
         for i in range(3):
             def out(command: str = command) -> None:
                 emu.paper_out(before=command)
