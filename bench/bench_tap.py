@@ -1,11 +1,11 @@
 """What the wire tap adds to a round trip: the same exchange straight to the emulator and
 through ``kktapp.atol.tap`` (which decodes and writes every packet to a trace).
 
-In one process: the emulator, the tap and a client that sends Abort (C4, the smallest task-
-buffer request) and waits for its answer, ROUNDS times each way, then a whole receipt with the
-driver each way. Prints the median and p99 round trip and the median receipt wall time as
-``name: value unit`` lines. The tap's threads share the interpreter with the emulator and the
-client here, so the figure is an upper bound of what a separate tap process adds.
+The emulator runs in this process, the tap as its own ``python -m kktapp.atol.tap`` process
+(as a user runs it). A client sends Abort (C4, the smallest task-buffer request) and waits for
+its answer, ROUNDS times each way, then sells RECEIPTS 10-position receipts with the driver
+each way. Prints the median, mean and p99 round trip and the median receipt wall time as
+``name: value unit`` lines.
 
 Run: ``.venv/bin/python bench/bench_tap.py`` (a few seconds).
 """
@@ -13,8 +13,10 @@ Run: ``.venv/bin/python bench/bench_tap.py`` (a few seconds).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,19 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, result, setup_logging  # noqa: E402
+from common import PYTHON, ROOT, percentile, result, setup_logging  # noqa: E402
 
 from kktapp.atol import taskbuf  # noqa: E402
 from kktapp.atol.driver import AtolDriver  # noqa: E402
 from kktapp.atol.emulator import Emulator  # noqa: E402
 from kktapp.atol.framing import Decoder, Packet, encode_packet  # noqa: E402
-from kktapp.atol.tap import Tap  # noqa: E402
 from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate  # noqa: E402
 
 log = logging.getLogger("bench.tap")
 
 ROUNDS = 500
-RECEIPTS = 5
+RECEIPTS = 20
 
 
 def round_trips(address: tuple[str, int]) -> list[float]:
@@ -70,23 +71,38 @@ def receipt_times(url: str) -> list[float]:
     return times
 
 
+def start_tap(target: tuple[str, int], out: Path) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    """The tap as a separate process on a free port; returns it and its address."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "kktapp.atol.tap", "--listen", "127.0.0.1:0", "--to", f"{target[0]}:{target[1]}",
+         "--out", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    marker = "жду клиента на 127.0.0.1:"
+    if marker not in line:
+        proc.kill()
+        raise RuntimeError(f"the tap did not start: {line!r}")
+    return proc, ("127.0.0.1", int(line.split(marker)[1].split(",")[0]))
+
+
 def main() -> None:
     setup_logging()
     with tempfile.TemporaryDirectory() as tmp, Emulator() as emu:
         direct = (emu.host, emu.port)
-        with Tap(("127.0.0.1", 0), direct, Path(tmp) / "bench.jsonl") as tap:
-            assert tap.address is not None
-            via = tap.address
+        trace = Path(tmp) / "bench.jsonl"
+        proc, via = start_tap(direct, trace)
+        try:
             log.info("round trips: %d direct, %d through the tap", ROUNDS, ROUNDS)
             plain, tapped = round_trips(direct), round_trips(via)
-            while tap.busy:
-                time.sleep(0.01)
+            time.sleep(0.5)  # the tap frees the device when the client has gone
             sale_plain = receipt_times(emu.url)
+            time.sleep(0.5)
             sale_tapped = receipt_times(f"socket://{via[0]}:{via[1]}")
-            while tap.busy:
-                time.sleep(0.01)
-            tap.recorder.flush()
-            records = tap.recorder.records
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+        records = len(trace.read_text(encoding="utf-8").splitlines())
     result("tap_round_trip_direct_median", statistics.median(plain), "ms", 3)
     result("tap_round_trip_via_tap_median", statistics.median(tapped), "ms", 3)
     result("tap_round_trip_added_median", statistics.median(tapped) - statistics.median(plain), "ms", 3)

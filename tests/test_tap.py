@@ -193,7 +193,7 @@ def _frames() -> st.SearchStrategy[bytes]:
     return st.one_of(packet, packet, corrupted, garbage)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(_frames(), max_size=12), st.data())
 def test_any_chunking_gives_the_same_records_and_every_byte(frames, data):
     stream = b"".join(frames)
@@ -208,6 +208,9 @@ def test_any_chunking_gives_the_same_records_and_every_byte(frames, data):
     got += tracer.finish(0.0)
     assert got == expected
     assert b"".join(bytes.fromhex(r["raw"]) for r in got) == stream, "a byte was dropped from the trace"
+    one_by_one = Tracer(1, 0.0)
+    singles = [r for i in range(len(stream)) for r in one_by_one.feed(DEVICE, 0.0, stream[i:i + 1])]
+    assert singles + one_by_one.finish(0.0) == expected
 
 
 # --------------------------------------------------------------------------- --show / --compare

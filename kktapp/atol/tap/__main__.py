@@ -13,6 +13,8 @@ from .relay import Tap
 from .report import TraceError, compare, load, show
 
 DEFAULT_PORT = 5555
+#: Seconds a thread may hold the interpreter while another waits (Python's default is 0.005).
+SWITCH_INTERVAL = 0.0002
 
 log = logging.getLogger("kktapp.atol.tap")
 
@@ -74,6 +76,9 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
         return 2
     if not args.to or not args.out:
         p.error("с --listen нужны --to (адрес ККТ) и --out (файл записи)")
+    # A pump waiting to pass bytes on may otherwise wait up to 5 ms for the interpreter while
+    # the recorder decodes: hand it over sooner (this process only relays and records).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     tap = Tap(args.listen, args.to, args.out, connect_timeout=args.connect_timeout)
     try:
         tap.start()

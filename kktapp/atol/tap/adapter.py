@@ -45,6 +45,11 @@ class Span:
         return offset >= self.start and (self.end is None or offset < self.end)
 
 
+def wire_length(packet: Packet) -> int:
+    """Bytes a packet takes on the wire (its encoding is the only one the framing accepts)."""
+    return len(framing.encode_packet(packet.id, packet.data))
+
+
 # --------------------------------------------------------------------------- task buffer
 
 

@@ -168,6 +168,48 @@ class Splitter:
 
     def feed(self, chunk: bytes, ts: float) -> list[Segment]:
         """Segments completed by ``chunk`` (received at ``ts``), in order."""
+        if not chunk:
+            return []
+        events = self.decoder.feed(chunk)
+        if any(not isinstance(ev, adapter.Packet) for ev in events):
+            # Something broke in this chunk: go back to where the chunk began (a fresh decoder
+            # fed the unfinished segment is in that state) and look at it byte by byte.
+            self.decoder = adapter.Decoder()
+            self.decoder.feed(bytes(self.raw))
+            return self._feed_bytes(chunk, ts)
+        return self._feed_packets(chunk, ts, events)
+
+    def _feed_packets(self, chunk: bytes, ts: float, events: list[Any]) -> list[Segment]:
+        """The usual case, a chunk of whole packets: each packet began at the last FE before its
+        end, and its length on the wire is that of its encoding (escaping is unambiguous)."""
+        out: list[Segment] = []
+        buf = bytes(self.raw) + chunk
+        old, pos = len(self.raw), 0
+        for ev in events:
+            start = buf.index(adapter.STX, pos)
+            if start > pos:
+                out.append(self._garbage(buf[pos:start], ts if start > old else self.raw_ts, pos == 0))
+            end = start + adapter.wire_length(ev)
+            out.append(Segment(OK, buf[start:end], ts, packet=ev, packet_id=ev.id))
+            self.context = b""
+            pos = end
+        rest = buf[pos:]
+        begins = rest.find(adapter.STX)
+        if begins > 0:
+            out.append(self._garbage(rest[:begins], ts if pos + begins > old else self.raw_ts, pos == 0))
+            rest = rest[begins:]
+        if begins >= 0:
+            self.context = b""
+        self.raw = bytearray(rest)
+        self.raw_ts = ts
+        return out
+
+    def _garbage(self, raw: bytes, ts: float, continues: bool) -> Segment:
+        context = self.context if continues else b""
+        reason = "продолжение битого пакета" if context else "байты вне пакета"
+        return Segment(GARBAGE, raw, ts, reason=reason, context=context)
+
+    def _feed_bytes(self, chunk: bytes, ts: float) -> list[Segment]:
         out: list[Segment] = []
         for byte in chunk:
             events = self.decoder.feed(bytes((byte,)))
@@ -205,8 +247,7 @@ class Splitter:
             pid = raw[3] if len(raw) > 3 else None
             out.append(Segment(INCOMPLETE, raw, self.raw_ts, reason="пакет не закончен", packet_id=pid))
         else:
-            reason = "продолжение битого пакета" if self.context else "байты вне пакета"
-            out.append(Segment(GARBAGE, raw, self.raw_ts, reason=reason, context=self.context))
+            out.append(self._garbage(raw, self.raw_ts, True))
 
 
 # --------------------------------------------------------------------------- records
