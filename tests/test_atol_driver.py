@@ -586,3 +586,53 @@ def test_link_times_out_and_refused_ports_are_link_errors():
 
 def _soon(seconds: float = 2.0) -> float:
     return time.monotonic() + seconds
+
+
+# --------------------------------------------------------------------------- real-device model
+
+
+def test_registration_data(driver: AtolDriver, emu: Emulator):
+    # [S K] A4 43: the organisation's INN and the RNM (for the KKM Server API's INN).
+    reg = driver.registration()
+    assert reg.inn == handlers.ORGANISATION_INN and reg.rnm == emu.state.reg_number
+    assert reg.tax_systems == handlers.TAX_SYSTEMS
+
+
+def test_extended_error_is_read_from_register_0x37(shift: AtolDriver, emu: Emulator):
+    # [S K] 0xEE: the driver reads register 0x37 and names the extended code in Russian.
+    with pytest.raises(DeviceError) as info:
+        shift.execute([step("open_receipt", receipt_type=1),
+                       step("write_attribute", tag=model.TAG_UNIT, value=b"\x0b")])
+    err = info.value
+    assert err.code == ErrorCode.FN_SEE_REGISTER_55 and err.ext == model.EXT_NO_POSITION_STARTED
+    assert "EAh" in err.device_message and err.step == "запись реквизита"
+    shift.cancel_receipt()
+
+
+def test_a_lost_push_is_fetched_with_req(emu: Emulator, monkeypatch: pytest.MonkeyPatch):
+    # [S C] C falls back to Req when the A6 does not come: drop every push, the batch still ends.
+    from kktapp.atol.emulator import server
+
+    monkeypatch.setattr(model, "REQ_AFTER_SILENCE", 0.05)
+    sent = server.Connection._send
+
+    def no_push(self, packet_id: int, data: bytes) -> None:  # noqa: ANN001
+        if packet_id != model.ASYNC_PACKET_ID:
+            sent(self, packet_id, data)
+
+    monkeypatch.setattr(server.Connection, "_send", no_push)
+    emu.set_device_time(0.01)
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        assert d.sell(receipt()).total == 8990
+
+
+def test_stopped_tasks_of_an_earlier_session_are_cleared(emu: Emulator):
+    # [C Z,K] A5 TId for tasks stopped by an earlier failure; the driver recovers with Abort.
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        emu.set_device_time(0.01)
+        with pytest.raises(DeviceError):
+            d.sell(receipt(pos("A", 100), paid=50))
+        assert not d.status().receipt_open
+        assert d.sell(receipt(pos("B", 100))).total == 100

@@ -88,6 +88,7 @@ ENCODE: dict[str, Any] = {
     "document_open": lambda fd_number: b"\xa4\x45" + fd_number.to_bytes(4, "little"),  # [C Z,K]
     "document_read": lambda: b"\xa4\x46",
     "reprint_last": lambda: b"\x95",
+    "x_report": lambda: b"\x67\x01",  # [S C]
     "print_string": lambda text: b"\x4c" + cp866(text),  # [C A,K,C] text only
     "general_clearing": lambda: b"\x77",
 }
@@ -444,8 +445,12 @@ def test_passwords_and_modes(client: RawClient) -> None:
     assert client.error("enter_mode", mode=2, password=30) == ErrorCode.WRONG_MODE  # leave first
     assert client.error("leave_mode") is None
     assert client.call("status")["mode"] == 0
-    _, ans = client.add("status", access=1234)
+    bad, ans = client.add("status", access=1234)
     assert ans.reply == bytes((0x55, model.WRONG_PASSWORD_ERROR, 0))
+    assert client.request(taskbuf.Abort()).status == Status.RESULT  # [C K,C] recovery after an error
+    # [S K] administrator 29 besides the system administrator 30 and cashiers 1..28.
+    assert client.error("enter_mode", mode=3, password=29) is None
+    assert client.call("status")["cashier"] == 29
 
 
 def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
@@ -695,12 +700,43 @@ def test_shift_over_24_hours(client: RawClient, emu: Emulator) -> None:
     assert client.sell(BREAD) == ErrorCode.SHIFT_EXPIRED
     assert client.error("cash_in", amount=100) == ErrorCode.SHIFT_EXPIRED
     assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
+    assert client.error("leave_mode") is None
+    # [S Z] entering the sale mode with a shift over 24 h: 0x88.
+    assert client.error("enter_mode", mode=1, password=30) == ErrorCode.SHIFT_EXPIRED
     client.mode(3)
     assert client.error("close_shift") is None  # Z is what an expired shift needs
     client.mode(1)
     assert client.error("open_shift") is None
     assert client.sell(BREAD) is None
     assert [d["shift_number"] for d in emu.documents()] == [1, 1, 2, 2]
+
+
+def test_reports_show_their_progress_modes(client: RawClient, emu: Emulator) -> None:
+    # [C C,Z] after 5A the mode is 0x23 (printing), then 0x17 (FN work); after 67, 0x22. Meanwhile
+    # only queries are answered ([U] others: 0x66); a host polls 45 until the mode leaves them.
+    emu.device.z_print_seconds = emu.device.z_fn_seconds = emu.device.x_print_seconds = 0.3
+    client.open_shift()
+    client.mode(3)
+    assert client.error("close_shift") is None
+    seen = [client.call("short_status")["mode"]]
+    assert client.error("leave_mode") == ErrorCode.WRONG_MODE
+    deadline = time.monotonic() + READ_TIMEOUT
+    while seen[-1] in (0x23, 0x17) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen.append(client.call("short_status")["mode"])
+    assert seen[0] == 0x23 and 0x17 in seen and seen[-1] == 0x03
+    client.mode(2)
+    assert client.error("x_report") is None
+    assert client.call("status")["mode"] == 0x22
+    client.wait_ready()
+    assert client.call("short_status")["mode"] == 0x02
+
+
+def test_short_status_flags(client: RawClient, emu: Emulator) -> None:
+    # [S K] 45: 0x01 paper end; 0x10 overheat, 0x40 printer error, 0x80 near end are not emulated.
+    assert client.call("short_status")["flags"] == 0
+    emu.paper_out()
+    assert client.call("short_status")["flags"] == 0x01
 
 
 # --------------------------------------------------------------------------- persistence

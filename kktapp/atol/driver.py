@@ -155,9 +155,9 @@ class AtolDriver:
         """True while the link is believed to be up."""
         return self._link.is_open
 
-    def connect(self) -> None:
+    def connect(self, *, read_only: bool = False) -> None:
         """Open the link, clear stale tasks (Abort), read the FFD version (register 0x36), leave
-        any mode unless a receipt is open.
+        any mode unless a receipt is open (or ``read_only``: the probe changes nothing).
 
         Nothing is cancelled here: an open receipt is the service's recovery to decide.
         """
@@ -166,7 +166,7 @@ class AtolDriver:
             self._abort()
             self.ffd = self._read_ffd()
             st = self.status()
-            if not st.receipt_open and st.mode != Mode.SELECT:
+            if not read_only and not st.receipt_open and st.mode != Mode.SELECT:
                 self._run(self._leave_steps())
                 self._mode = (Mode.SELECT, 0)
         except KKTError:

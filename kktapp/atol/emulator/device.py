@@ -373,9 +373,7 @@ class Device:
         if not no_print:
             self._paper()
         if not test:
-            self._open_shift_if_closed()
-        elif self.shift_state() == "closed":
-            raise DeviceFault(ErrorCode.WRONG_MODE)  # [U] a test receipt opens no shift
+            self._open_shift_if_closed()  # [U] a test-mode receipt opens no shift
         self.position_tags = None
         self.state.receipt = OpenReceipt(type=receipt_type, test=test, no_print=no_print,
                                          attributes=self.pending_attributes)
