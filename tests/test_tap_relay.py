@@ -39,30 +39,43 @@ def wait_until(check, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-class Spy:
+class Server:
+    """A loopback listener that hands each connection to :meth:`handle` until closed."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.url = f"socket://{self.address[0]}:{self.address[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.handle(sock)
+
+    def handle(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class Spy(Server):
     """A plain recording relay for the test itself: what crossed it each way, byte for byte."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.up = bytearray()
         self.down = bytearray()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
-        self.url = f"socket://{self.address[0]}:{self.address[1]}"
         self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            for src, dst, sink in ((client, server, self.up), (server, client, self.down)):
-                t = threading.Thread(target=self._copy, args=(src, dst, sink), daemon=True)
-                t.start()
-                self._threads.append(t)
+    def handle(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.target)
+        for src, dst, sink in ((client, server, self.up), (server, client, self.down)):
+            t = threading.Thread(target=self._copy, args=(src, dst, sink), daemon=True)
+            t.start()
+            self._threads.append(t)
 
     @staticmethod
     def _copy(src: socket.socket, dst: socket.socket, sink: bytearray) -> None:
@@ -287,31 +300,24 @@ def test_device_down_is_reported_and_the_client_closed(tmp_path):
 # --------------------------------------------------------------------------- byte-exactness property
 
 
-class Peer:
+class Peer(Server):
     """A scripted device: records what it gets, sends its own chunks back."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
         self.script: list[bytes] = []
         self.received = bytearray()
         self.done = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            with sock:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                for chunk in self.script:
-                    sock.sendall(chunk)
-                sock.shutdown(socket.SHUT_WR)
-                while chunk := sock.recv(65536):
-                    self.received += chunk
-            self.done.set()
+    def handle(self, sock: socket.socket) -> None:
+        with sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for chunk in self.script:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                self.received += chunk
+        self.done.set()
 
 
 @pytest.fixture(scope="module")
