@@ -8,6 +8,7 @@ is CP866 with two characters swapped: the device prints '№' for 0x24 and '$' f
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 
 #: Quantity on the wire: Decimal × 1000 as 5-byte BCD.
@@ -98,13 +99,18 @@ def encode_bcd_datetime(value: dt.datetime | dt.date | None, parts: str) -> byte
 
 def decode_bcd_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
     """Inverse of :func:`encode_bcd_datetime`: a date when only Y/M/D are given, else a datetime."""
+    return _build_datetime(data, parts, lambda byte: decode_bcd(bytes([byte])))
+
+
+def _build_datetime(data: bytes, parts: str, number: Callable[[int], int]) -> dt.datetime | dt.date | None:
+    """One byte per part, read by ``number``; all zeros is None."""
     if len(data) != len(parts):
         raise CodecError(f"date field needs {len(parts)} bytes, got {len(data)}")
     if not any(data):
         return None
     values = dict.fromkeys("YMDhms", 0)
     for part, byte in zip(parts, data, strict=True):
-        values[part] = decode_bcd(bytes([byte]))
+        values[part] = number(byte)
     try:
         if set(parts) <= set("YMD"):
             return dt.date(2000 + values["Y"], values["M"], values["D"])
@@ -134,18 +140,7 @@ def encode_bin_datetime(value: dt.datetime | dt.date | None, parts: str) -> byte
 
 def decode_bin_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
     """Inverse of :func:`encode_bin_datetime`."""
-    if len(data) != len(parts):
-        raise CodecError(f"date field needs {len(parts)} bytes, got {len(data)}")
-    if not any(data):
-        return None
-    values = dict.fromkeys("YMDhms", 0)
-    values.update(zip(parts, data, strict=True))
-    try:
-        if set(parts) <= set("YMD"):
-            return dt.date(2000 + values["Y"], values["M"], values["D"])
-        return dt.datetime(2000 + values["Y"], values["M"], values["D"], values["h"], values["m"], values["s"])
-    except ValueError as exc:
-        raise CodecError(f"not a valid date: {data.hex(' ')}") from exc
+    return _build_datetime(data, parts, int)
 
 
 # --------------------------------------------------------------------------- text

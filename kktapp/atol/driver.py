@@ -113,6 +113,11 @@ class Registration:
     registered_at: dt.datetime | None = None
 
 
+def ffd_version(reply: dict[str, Any]) -> int:
+    """The FFD a receipt is formed in, from register 0x36: the lower of the KKT's and the FN's."""
+    return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
+
+
 def parse_tlv(data: bytes) -> dict[int, bytes]:
     """``tag(2 LE) len(2 LE) value`` records → {tag: value} (A4 46 document data)."""
     out: dict[int, bytes] = {}
@@ -184,7 +189,7 @@ class AtolDriver:
             log.warning("%s: no FFD versions register (%s); positions go as E6 (FFD 1.0)", self.url,
                         exc.error.message)
             return model.FFD_1_0
-        return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
+        return ffd_version(reply)
 
     def close(self) -> None:
         """Close the link (idempotent)."""

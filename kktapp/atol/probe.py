@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from ..errors import DeviceError, KKTError
 from . import commands, model
-from .driver import AtolDriver, step
+from .driver import AtolDriver, ffd_version, step
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Probe:
     def ffd(self) -> str:
         reg = self.one("ffd_versions")
         names = model.FFD_NAMES
-        path = "EA/EB" if min(reg["kkt_ffd"], reg["fn_ffd"] or reg["kkt_ffd"]) >= model.FIRST_EA_EB_FFD else "E6"
+        path = "EA/EB" if ffd_version(reg) >= model.FIRST_EA_EB_FFD else "E6"
         return (f"ККТ {names.get(reg['kkt_ffd'], reg['kkt_ffd'])}, ФН {names.get(reg['fn_ffd'], reg['fn_ffd'])}; "
                 f"позиции пойдут командами {path}")
 
