@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,18 @@ def test_bad_trace_file_is_a_clear_error(tmp_path, caplog):
 ])
 def test_addresses(text, expected):
     assert cli.address(text) == expected
+
+
+def test_unwritable_trace_or_busy_port_is_a_clear_error(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    assert cli.main(["--listen", "127.0.0.1:0", "--to", "127.0.0.1:9", "--out", str(blocker / "t.jsonl")]) == 2
+    assert "не могу открыть файл записи" in caplog.text
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert cli.main(["--listen", f"127.0.0.1:{port}", "--to", "127.0.0.1:9", "--out",
+                         str(tmp_path / "t.jsonl")]) == 2
+    assert f"не могу слушать 127.0.0.1:{port}" in caplog.text
 
 
 def test_listen_needs_a_device_and_a_file(capsys):

@@ -79,11 +79,16 @@ def main(argv: Sequence[str] | None = None, out: Any = None) -> int:
     # A pump waiting to pass bytes on may otherwise wait up to 5 ms for the interpreter while
     # the recorder decodes: hand it over sooner (this process only relays and records).
     sys.setswitchinterval(SWITCH_INTERVAL)
-    tap = Tap(args.listen, args.to, args.out, connect_timeout=args.connect_timeout)
+    try:
+        tap = Tap(args.listen, args.to, args.out, connect_timeout=args.connect_timeout)
+    except OSError as exc:
+        log.error("не могу открыть файл записи %s: %s", args.out, exc.strerror or exc)
+        return 2
     try:
         tap.start()
     except OSError as exc:
-        log.error("не могу слушать %s:%d: %s", *args.listen, exc)
+        tap.stop()
+        log.error("не могу слушать %s:%d: %s", *args.listen, exc.strerror or exc)
         return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl+C, trace flushed
     try:
