@@ -200,7 +200,7 @@ class RawClient:
 
     def call(self, command: str, /, **params: Any) -> dict[str, Any]:
         """Run a command; device errors come back as ``{"error": code}`` (Stopped lifted by Ack)."""
-        if command == "register_position":
+        if command == "position":
             # FFD 1.2: a position is EA then EB ([C Z,C,K]).
             first = self.call("begin_position")
             return first if "error" in first else self.call("end_position", **params)
@@ -241,7 +241,7 @@ class RawClient:
         """Open, register, pay, close; returns the first error code or None."""
         steps: list[tuple[str, dict[str, Any]]] = [("open_receipt", {"receipt_type": receipt_type, "flags": flags})]
         for name, price, qty, tax in items:
-            steps.append(("register_position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
+            steps.append(("position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
         if contact:
             steps.append(("write_attribute", {"tag": model.TAG_CUSTOMER_CONTACT, "value": contact.encode()}))
         if pay:
@@ -403,6 +403,14 @@ def test_a_failed_flag_0_task_pushes_a7_and_stops_the_rest_with_a5_tid(emu: Emul
     assert client.request(taskbuf.Abort()).status == Status.RESULT
 
 
+def test_bad_task_buffer_requests_get_b4_with_the_parameter(client: RawClient) -> None:
+    # [S K] B4 then the index of the bad parameter: 1 = TId (above DF).
+    ans = client.request(taskbuf.Add(0xE5, b"\x00\x00\x3f"))
+    assert (ans.status, ans.reply) == (Status.ILLEGAL_VALUE, b"\x01")
+    pid = client.send_packet(b"\xc2")  # Ack without its TId
+    assert client.answer_to(pid).status == Status.ILLEGAL_VALUE
+
+
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
     emu.set_device_time(0.5)
     tids = [client.add("status")[0] for _ in range(3)]
@@ -471,16 +479,16 @@ def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
     assert client.error("open_shift") is None
     assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
     assert client.error("open_receipt", receipt_type=3) == ErrorCode.BAD_RECEIPT_TYPE
-    assert client.error("register_position", name="x", price=1, quantity=Decimal(1), tax=11) == \
+    assert client.error("position", name="x", price=1, quantity=Decimal(1), tax=11) == \
         ErrorCode.RECEIPT_CLOSED
     assert client.error("open_receipt", receipt_type=1) is None
     assert client.error("open_receipt", receipt_type=1) == ErrorCode.RECEIPT_OPEN
-    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
     assert client.error("payment", payment_type=2, amount=400) is None
     assert client.error("close_receipt", payment_type=2) is None  # 4A with sum 0 pays the rest
     # 4A with an explicit short sum: payments less than the total.
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2, amount=300) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
     assert client.call("status")["receipt_state"] == 1
     assert client.error("leave_mode") == ErrorCode.RECEIPT_OPEN
@@ -544,10 +552,10 @@ def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
 def test_payment_reply_has_remainder_and_change(client: RawClient) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=10_000, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=10_000, quantity=Decimal(1), tax=11) is None
     assert client.call("payment", payment_type=2, amount=4_000) == {"remainder": 6_000, "change": 0}
     assert client.call("payment", payment_type=1, amount=10_000) == {"remainder": 0, "change": 4_000}
-    assert client.error("register_position", name="b", price=1, quantity=Decimal(1), tax=11) == ErrorCode.WRONG_MODE
+    assert client.error("position", name="b", price=1, quantity=Decimal(1), tax=11) == ErrorCode.WRONG_MODE
     assert client.error("close_receipt", payment_type=1) is None
 
 
@@ -608,7 +616,7 @@ def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emu
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
     # [S K] position tags only between EA and EB: after the position 0xEE, ext 0x0207 in 0x37.
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=6) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=6) is None
     assert client.error("write_attribute", tag=2108, value=b"\x0b") == ErrorCode.FN_SEE_REGISTER_55
     assert client.call("extended_error") == {"command": 0xE8, "ext": 0x0207}
     assert client.request(taskbuf.Abort()).status == Status.RESULT
@@ -639,8 +647,8 @@ def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
         assert c.error("open_receipt", receipt_type=1) is None
         # [C Z,C,K] EB carries up to 128 bytes of name, unpadded.
         assert len(cp866(long)) == 128
-        assert c.error("register_position", name=long, price=100, quantity=Decimal(1), tax=11) is None
-        assert c.error("register_position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name=long, price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
         assert c.error("close_receipt", payment_type=2) is None
         items = emu.documents()[-1]["items"]
         assert [i["name"] for i in items] == [long, "короткое"]
@@ -686,7 +694,7 @@ def test_test_mode_fiscalises_nothing(tmp_path: Any) -> None:
         assert len(log_path.read_text(encoding="utf-8").splitlines()) == 1
         # Test mode still checks: payments less than the total.
         assert c.error("open_receipt", receipt_type=1, flags=0x01) is None
-        assert c.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
         assert c.error("close_receipt", payment_type=1, amount=50) == ErrorCode.PAYMENTS_LESS_THAN_TOTAL
         c.close()
 
@@ -750,7 +758,7 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
         assert c.error("cash_in", amount=7_000) is None
         assert c.sell(BREAD, pay=10_000) is None
         assert c.error("open_receipt", receipt_type=1) is None
-        assert c.error("register_position", name="open", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="open", price=300, quantity=Decimal(1), tax=11) is None
         emu.advance_clock(2)
         before = emu.state.to_dict()
         docs = emu.documents()
@@ -801,7 +809,7 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         assert c.sell(BREAD, pay=10_000) is None
         assert c.error("open_receipt", receipt_type=1) is None
         for i in range(3):
-            assert c.error("register_position", name=f"lost {i}", price=300, quantity=Decimal(1), tax=11) is None
+            assert c.error("position", name=f"lost {i}", price=300, quantity=Decimal(1), tax=11) is None
         assert c.error("payment", payment_type=1, amount=100) is None
         proc.send_signal(signal.SIGKILL)  # no clean stop: what a crash leaves
         proc.wait(10)
@@ -822,13 +830,13 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
         # A receipt open at a clean stop survives it ...
         assert c.error("open_receipt", receipt_type=1) is None
-        assert c.error("register_position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
         c.close()
     assert json.loads(state.read_text())["receipt"]["items"][0]["name"] == "kept"
     with cli_emulator("--state", str(state)) as (proc, port, _):
         c = reconnect_port(port)
         assert c.call("status")["receipt_state"] == 1
-        assert c.error("register_position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
+        assert c.error("position", name="lost", price=300, quantity=Decimal(1), tax=11) is None
         # ... but once the device runs again, a kill loses it: no stale copy comes back.
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -846,10 +854,10 @@ def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, em
     assert client.error("open_receipt", receipt_type=1) is None
     emu.paper_out()
     assert client.call("short_status")["flags"] & 0x01
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
     assert client.call("status")["receipt_state"] == 1
     emu.paper_in()
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2) is None
     assert len(emu.documents()[-1]["items"]) == 1
 
@@ -857,7 +865,7 @@ def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, em
 def test_paper_out_at_close_fiscalises_and_reports_0x67(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     emu.paper_out()
     assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
     assert emu.documents()[-1]["type"] == "receipt"
@@ -872,7 +880,7 @@ def test_paper_can_run_out_at_a_chosen_command(client: RawClient, emu: Emulator)
     client.open_shift()
     emu.paper_out(before="close_receipt")
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     assert client.error("close_receipt", payment_type=2) == ErrorCode.NO_PAPER
     assert emu.state.fd_number == 2 and emu.state.print_pending
     assert client.error("print_string", text="x") == ErrorCode.NO_PAPER
@@ -890,7 +898,7 @@ def test_electronic_receipt_needs_no_paper(client: RawClient, emu: Emulator) -> 
 def test_drop_after_tasks_executes_but_does_not_answer(emu: Emulator, client: RawClient) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
-    assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("position", name="a", price=100, quantity=Decimal(1), tax=11) is None
     emu.drop_after_tasks(1)
     with pytest.raises(Closed):
         client.add("close_receipt", payment_type=2)

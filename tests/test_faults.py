@@ -322,6 +322,76 @@ def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
     assert [d["shift_number"] for d in receipts] == list(range(1, 17))
 
 
+def test_receipt_whose_92_opened_the_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
+    """The shift is closed behind the owner's back (a Z report at the device's keyboard) just before
+    its receipt: 92 opens the shift itself, an FN document of its own ([C K], atol-real-device.md
+    §6), so the FD number grows by two around one receipt. Recovery must never take that
+    shift-open document for the receipt, whichever task the link drops after."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+    device = emu.device
+
+    paper_hook = emu._before_command
+
+    def z_at_the_keyboard(name: str) -> None:
+        # Runs with the device lock held, just before the named command executes.
+        paper_hook(name)
+        if name == "open_receipt" and armed and device.state.shift_open and device.state.receipt is None:
+            armed.clear()
+            s = device.state
+            saved = (s.mode, s.submode, s.operator)
+            s.mode = 3
+            device.close_shift()
+            s.mode, s.submode, s.operator = saved
+            device.progress = []
+
+    armed: list[bool] = []
+    emu._before_command = z_at_the_keyboard  # type: ignore[method-assign]
+    warm = f"warm-{uuid.uuid4().hex[:6]}"
+    sent.add(warm)
+    answers[warm] = settle(service, sell(service, warm).id).result
+    def idle() -> bool:
+        # Not quiet(): a document number that grew by two makes the owner forget what it
+        # remembered (owner.py), so its snapshot waits for the next full read.
+        snap = service.snapshot(1)
+        return snap.get("link") == "ok" and not any(snap["queue"].values()) and not service.unsettled(1)
+
+    for n in range(0, 12):
+        key = f"auto{n}-{uuid.uuid4().hex[:6]}"
+        assert eventually(idle, SETTLE, 0.01)
+        armed.append(True)
+        if n:
+            emu.drop_after_tasks(n)
+        SUMMARY["trials"] += 1
+        sent.add(key)
+        job = settle(service, sell(service, key, wait=0).id)
+        assert job.state == DONE, job
+        answers[key] = job.result
+        emu.clear_faults()
+    # A device error after 92 opened the shift (paper out at the position): a clean refusal, the
+    # shift report is not taken for the receipt; the client sends the same key again.
+    for i in range(3):
+        key = f"autopaper{i}-{uuid.uuid4().hex[:6]}"
+        assert eventually(idle, SETTLE, 0.01)
+        armed.append(True)
+        emu.paper_out(before="end_position")
+        SUMMARY["trials"] += 1
+        sent.add(key)
+        job = settle(service, sell(service, key, wait=0).id)
+        assert job.state == FAILED, job
+        emu.paper_in()
+        job = settle(service, sell(service, key, wait=0).id)
+        assert job.state == DONE, job
+        answers[key] = job.result
+    docs = read_log(emu.log_file)
+    assert_exactly_once(docs, sent, answers)
+    kinds = [d["type"] for d in docs]
+    assert kinds.count("close_shift") == 15 and kinds.count("open_shift") == 16
+    assert all(kinds[i + 1] == "open_shift" for i, kind in enumerate(kinds) if kind == "close_shift")
+
+
 def test_device_switched_off_at_random_moments(rig: Rig) -> None:
     rnd = random.Random(SEED)
     emu = rig.emulator()

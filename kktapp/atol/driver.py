@@ -113,6 +113,18 @@ class Registration:
     registered_at: dt.datetime | None = None
 
 
+#: What this process knows about one FN's documents, by URL and FN serial (the owner makes a new driver
+#: per connection, so a driver instance would forget it at the reconnect that recovery follows):
+#: the FD number before a receipt whose outcome is not settled yet ...
+_PENDING_RECEIPT: dict[str, int] = {}
+#: ... the last FD number seen ...
+_SEEN_FD: dict[str, int] = {}
+#: ... and a document number to report as another: (real R, reported X) says that the documents
+#: after X up to R are none of ours (a shift that a receipt's 92 opened, a Z report made at the
+#: keyboard while our receipt was open), so R is reported as X (see last_document).
+_SKIPPED: dict[str, tuple[int, int]] = {}
+
+
 def ffd_version(reply: dict[str, Any]) -> int:
     """The FFD a receipt is formed in, from register 0x36: the lower of the KKT's and the FN's."""
     return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
@@ -152,6 +164,8 @@ class AtolDriver:
         self.ffd: int = model.FFD_1_2
         #: TIds whose kept results (NeedResult) are read: Acked in the next write.
         self._acks: list[int] = []
+        #: Serial of the FN (A4 31), read when connecting: the key of what is known about its documents.
+        self._fn = ""
 
     # ------------------------------------------------------------------ connection
 
@@ -183,13 +197,30 @@ class AtolDriver:
 
     def _read_ffd(self) -> int:
         try:
-            reply = self._run([step("ffd_versions")])[0]
+            reply, fn = self._run([step("ffd_versions"), step("fn_serial")])
         except BatchFailed as exc:
             # Firmware without register 0x36 predates FFD 1.05: the E6 path.
             log.warning("%s: no FFD versions register (%s); positions go as E6 (FFD 1.0)", self.url,
                         exc.error.message)
             return model.FFD_1_0
+        self._fn = fn["fn_serial"]
         return ffd_version(reply)
+
+    # ------------------------------------------------------------------ document numbers
+
+    @property
+    def _key(self) -> str:
+        # The FN serial is unique per FN; the URL keeps two devices (or two emulators) with the
+        # same serial apart.
+        return f"{self.url}|{self._fn}"
+
+    def _saw(self, real: int) -> None:
+        _SEEN_FD[self._key] = real
+
+    def _reported(self, real: int) -> int:
+        """The FD number recovery is told for the FN's real last number (see _SKIPPED)."""
+        skipped = _SKIPPED.get(self._key)
+        return skipped[1] if skipped and skipped[0] == real else real
 
     def close(self) -> None:
         """Close the link (idempotent)."""
@@ -610,19 +641,32 @@ class AtolDriver:
     def last_document(self) -> LastDocument:
         """What the FN's last document is, for recovery (A4 30, 3F, registers 0x33/0x35, A4 45/46).
 
-        A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow by two
-        around one receipt. When the last document is that shift-open report and the receipt
-        is still open, the receipt has not become a document: ``fd_number`` is then the number
-        before the shift-open report, so that "number grew" never takes it for the receipt.
+        A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow around a
+        receipt that never became a document: by that shift-open report, or by a Z report made
+        at the keyboard while it was open. When this process sent a receipt whose outcome was
+        not settled, and the last sale (register 0x33) is not newer than the number before it,
+        the receipt did not become a document, and the documents after that number are none of
+        ours: from then on the FN's last number is reported as the number before the receipt,
+        until a new document changes it (_SKIPPED). So "the number grew" never takes one of
+        them for the receipt, and a job sent next compares with the same number.
         """
         sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
         self._mode = commands.split_mode(st["mode"])
-        fd = fn["last_fd_number"]
+        real = fn["last_fd_number"]
+        self._saw(real)
+        before = _PENDING_RECEIPT.pop(self._key, None)
+        if before is not None and sale["fd_number"] <= before < real:
+            _SKIPPED[self._key] = (real, self._reported(before))
+            log.warning("%s: documents %d..%d followed a receipt that did not become a document; "
+                        "none of them is that receipt", self.url, before + 1, real)
+        fd = self._reported(real)
         extra: dict[str, Any] = {"receipt_state": st["receipt_state"], "receipt_sum": st["receipt_sum"],
-                                 "last_fd_number": fd}
+                                 "last_fd_number": real}
         receipt_open = st["receipt_state"] != 0
         result = None
-        if fd and sale["fd_number"] == fd:
+        if fd != real:
+            extra["skipped_documents"] = real - fd
+        elif fd and sale["fd_number"] == fd:
             result = self._sale_result(sale, shift, fn)
             extra["doc_type"] = model.DocType.RECEIPT
             extra["receipt_type"] = sale["receipt_type"]
@@ -635,9 +679,6 @@ class AtolDriver:
                 log.warning("FN has no data for its own last document %d", fd)
             else:
                 extra["doc_type"] = doc_type
-                if doc_type == model.DocType.SHIFT_OPEN and receipt_open:
-                    extra["shift_opened_by_receipt"] = True
-                    return LastDocument(fd_number=fd - 1, receipt_open=True, result=None, extra=extra)
         return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
 
     # ------------------------------------------------------------------ shift and cash
@@ -650,6 +691,7 @@ class AtolDriver:
             fn = self.command("fn_status")
         else:
             fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
+        self._saw(fn["last_fd_number"])
         return self._document_result(fn["last_fd_number"], fn["fn_serial"])[1]
 
     def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
@@ -803,16 +845,22 @@ class AtolDriver:
         body = self.receipt_steps(receipt)
         prefix = [step("last_fd", "номер последнего ФД")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
+        if not receipt.test_mode and self._key in _SEEN_FD:
+            _PENDING_RECEIPT[self._key] = _SEEN_FD[self._key]
         try:
             replies = self._run(steps)
         except BatchFailed as exc:
             self._mode = None
+            self._note_before(receipt, prefix[0])
             return self._after_failed_receipt(receipt, exc, prefix, body)
         except LinkError:
             self._mode = None
+            self._note_before(receipt, prefix[0])
             raise
         self._mode = (Mode.REGISTRATION, 0)
+        _PENDING_RECEIPT.pop(self._key, None)
         sale, shift, fn = replies[-3:]
+        self._saw(fn["last_fd_number"])
         if receipt.test_mode:
             return FiscalResult(
                 fiscal_document_number=0, fiscal_sign="", receipt_number=0, shift_number=0,
@@ -826,6 +874,14 @@ class AtolDriver:
             log.error("device total %d differs from receipt total %d (FD %d)", result.total, receipt.total,
                       result.fiscal_document_number)
         return result
+
+    def _note_before(self, receipt: Receipt, last_fd: Step) -> None:
+        """The FD number before a receipt whose outcome is not settled, for last_document."""
+        if receipt.test_mode:
+            return
+        if last_fd.ok:
+            assert last_fd.answer is not None
+            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["fd_number"]
 
     def _after_failed_receipt(self, receipt: Receipt, exc: BatchFailed, prefix: list[Step],
                               body: list[Step]) -> FiscalResult:
@@ -843,6 +899,7 @@ class AtolDriver:
             # The document was fiscalised and then something (paper) failed: it counts.
             log.warning("receipt fiscalised as FD %d but %s: %s", sale["fd_number"], exc.failed.name,
                         exc.error.message)
+            _PENDING_RECEIPT.pop(self._key, None)
             return self._sale_result(sale, shift, fn, printed=False)
         if st["receipt_state"]:
             try:

@@ -1,11 +1,12 @@
-"""Every choice this project makes where the public ATOL sources are silent: one place, all [U].
+"""The ATOL wire model the driver and the emulator share, with the source of every choice.
 
-The wire facts we are sure of (framing, CRC, escaping, the status and task-buffer codes) live
-in :mod:`.framing` and :mod:`.taskbuf`. What follows is the *model* the driver and the
-emulator both implement until someone checks it against the vendor manual ("Протокол работы
-ККТ, версия 3.1, Руководство программиста") or a real device. Each item says what would
-settle it. Change a choice here, then fix whatever the tests show; nothing else in the code
-should restate these numbers.
+Sources are the letter codes of /work/shared/docs/atol-real-device.md (which supersedes
+atol-protocol.md): Z vending-machine firmware, C Crystal Set Retail 10 ATOL3 driver, K Cyberplat
+kiosk ATOL3 driver, A atol4j, U Unact/kkm. [C] two or more sources agree, [S] one source, [U]
+this project's choice where the sources are silent, each with what would settle it (the vendor
+manual "Протокол работы ККТ, версия 3.1" or a capture from a real device: the probe,
+``python -m kktapp.atol.probe URL``, writes one). The byte layouts themselves are in
+:mod:`.commands` with their source; the numbers here are not restated anywhere else.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import enum
 
 # --------------------------------------------------------------------------- identifiers
 
-#: [S] Host packet IDs and task IDs cycle through 0x00..0xDF (atol4j). Whether the device
-#: rejects IDs outside that range is [U]; settle with the manual's transport chapter.
+#: [C A,C,K] Host packet IDs and task IDs cycle through 0x00..0xDF (Z uses 0x01..0xDE); C's
+#: receiver rejects incoming IDs above 0xDF except 0xF0.
 ID_MIN = 0x00
 ID_MAX = 0xDF
-#: [S] The device's unsolicited packets (async results) carry this packet ID.
+#: [C C,K] The device's unsolicited packets (async results) carry this packet ID.
 ASYNC_PACKET_ID = 0xF0
 
-#: [U] How many unfinished tasks the device's buffer holds before it answers B1 (Overflow).
-#: Chosen large enough for a 100-position receipt in one write; settle with the manual.
+#: [U] How many unfinished tasks the device's buffer holds before it answers B1 (Overflow): the
+#: driver's write window. With EA + EB per position a 100-position receipt takes two writes.
+#: Settle with the manual or by filling the buffer of a real device.
 TASK_BUFFER_CAPACITY = 128
 
 # --------------------------------------------------------------------------- task buffer answers
@@ -50,6 +52,10 @@ TASK_BUFFER_CAPACITY = 128
 #: that FAILED and stopped the buffer (the host learns the culprit from any stopped task).
 #: Settle with a capture of a batch that fails in the middle.
 STOPPED_CARRIES_FAILED_TID = True
+#: [S K] B4 (illegal value) is followed by the index of the bad parameter: 0 flags, 1 TId.
+#: [U] A request that cannot be parsed at all is answered ``B4 00``.
+BAD_PARAMETER_FLAGS = 0
+BAD_PARAMETER_TID = 1
 #: [S K] A5 means the task was pending when an earlier task failed. [U] That NEW Adds are also
 #: stopped, and that an Ack of the failed TId lifts the stop, are this model's (not found in
 #: any source); every source recovers with Abort (C4), and so does the driver.

@@ -30,7 +30,12 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
   device comes back as after its last document, receipt closed (see Device.save);
 * cash control: cash out (4F) and cash paid out by a return or purchase receipt cannot exceed
   the cash in the drawer (0x98), as with the device's cash control on;
-* the task buffer lives with the connection: a dropped link discards tasks not yet started.
+* the task buffer lives with the connection: a dropped link discards tasks not yet started;
+* ``ffd`` ("1.0", "1.05", "1.2"; ``--ffd``): register 0x36 answers it; 1.05+ take positions as
+  EA → E8 → EB and refuse E6, 1.0 takes E6 and refuses EA/EB (model.FIRST_EA_EB_FFD);
+* a test-mode receipt (92 flag 0x01) opens no shift; a Z report shows modes 0x23 then 0x17,
+  an X report 0x22, for a fraction of a second (Device.z_print_seconds …), answering only
+  queries meanwhile (0x66 to anything else).
 """
 
 from __future__ import annotations

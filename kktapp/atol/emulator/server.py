@@ -315,7 +315,7 @@ class Connection:
             msg = taskbuf.decode_request(event.data)
         except taskbuf.TaskBufError:
             with self.lock:
-                self._send(event.id, taskbuf.encode_answer(Status.ILLEGAL_VALUE))
+                self._send(event.id, taskbuf.encode_answer(Status.ILLEGAL_VALUE, bytes((model.BAD_PARAMETER_FLAGS,))))
             return
         if isinstance(msg, taskbuf.Add):
             self._add(event.id, msg.tid, msg.flags, msg.task)
@@ -397,7 +397,8 @@ class Connection:
                 self._send(packet_id, taskbuf.encode_answer(Status.ALREADY_EXISTS))
                 return
             if tid > model.ID_MAX:
-                self._send(packet_id, taskbuf.encode_answer(Status.ILLEGAL_VALUE))
+                # [S K] B4 is followed by the index of the bad parameter: 0 flags, 1 TId.
+                self._send(packet_id, taskbuf.encode_answer(Status.ILLEGAL_VALUE, bytes((model.BAD_PARAMETER_TID,))))
                 return
             unfinished = sum(1 for t in self.buffer.values() if not t.final)
             if unfinished >= model.TASK_BUFFER_CAPACITY:
