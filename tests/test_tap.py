@@ -88,6 +88,17 @@ def test_ack_and_req_name_the_task_they_are_about():
     assert [r.get("answers") for r in records if r["from"] == DEVICE] == ["add", "req", "ack"]
 
 
+def test_refusal_bytes_are_not_read_as_a_command_reply():
+    records = run(
+        (HOST, encode_packet(1, add(1, OPEN))),
+        (DEVICE, encode_packet(1, answer(taskbuf.Status.ILLEGAL_VALUE) + b"\x01")),  # B4 + index (TId)
+    )
+    refusal = records[1]
+    assert refusal["tb"] == "illegal_value" and refusal["status_data"] == "01"
+    assert "decode_error" not in refusal and "fields" not in refusal
+    assert "байты после статуса: 01" in render(records)
+
+
 def test_device_error_is_named_in_russian():
     records = run(
         (HOST, encode_packet(1, add(1, OPEN))),

@@ -99,6 +99,11 @@ def decode_answer(data: bytes) -> taskbuf.Answer:
     return taskbuf.decode_answer(data)
 
 
+def carries_reply(status: Status) -> bool:
+    """The answer's bytes after the status (and TId) are the command's reply."""
+    return status in taskbuf.WITH_REPLY
+
+
 def task_start(data: bytes) -> int | None:
     """Offset of the task body (access password, command) in a host request's DATA, if any."""
     return _header_len(data[0]) if data else None

@@ -13,7 +13,8 @@ A packet record (JSON): ``time`` (UTC), ``t`` (seconds since the session began),
 ``from`` (``host`` / ``device``), ``frame`` (``ok``, ``bad``, ``garbage``, ``incomplete``) and
 ``frame_error``, ``id`` (packet ID), ``tb`` / ``tb_code`` (task-buffer request or status),
 ``flags``, ``tid``, ``answers`` (what a synchronous answer answers), ``cmd`` / ``name`` /
-``title`` (the command, also on its answers), ``fields`` (decoded), ``error`` (device error:
+``title`` (the command, also on its answers), ``fields`` (decoded), ``status_data`` (bytes
+after a status that carries no command reply), ``error`` (device error:
 ``code``, ``ext``, ``text``), ``decode_error``, ``data`` (the unescaped DATA in hex), ``raw``
 (the wire bytes in hex, always) and ``masked``. The relay adds ``seq`` and its own event lines.
 """
@@ -380,8 +381,10 @@ class Tracer:
         cmd = self._commands.get(tid) if about_task and tid is not None else None
         if cmd is not None:
             out.update(_identity(cmd))
-        if answer.reply:
+        if answer.reply and adapter.carries_reply(answer.status):
             out.update(self._reply(cmd, answer.reply))
+        elif answer.reply:
+            out["status_data"] = hex_bytes(answer.reply)  # e.g. B4's index of the bad parameter
         return out
 
     def _reply(self, cmd: adapter.Command | None, reply: bytes) -> dict[str, Any]:

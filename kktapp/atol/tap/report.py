@@ -102,6 +102,8 @@ def details(rec: dict[str, Any]) -> str:
     if "error" in rec:
         err = rec["error"]
         parts.append(f"ошибка {err['code']:#04x}/{err['ext']}: {err['text']}")
+    if "status_data" in rec:
+        parts.append(f"байты после статуса: {rec['status_data']}")
     if "fields" in rec:
         parts.append(", ".join(f"{k}={_value(v)}" for k, v in rec["fields"].items()))
     if rec.get("decode_error"):
