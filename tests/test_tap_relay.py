@@ -24,7 +24,7 @@ from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.framing import Decoder, Packet, encode_packet
 from kktapp.atol.link import Link
-from kktapp.atol.tap import Tap, busy_message, load, show
+from kktapp.atol.tap import Tap, busy_message, compare, load, show
 from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 from kktapp.errors import DeviceBusy, LinkError
 
@@ -387,3 +387,29 @@ def test_command_line_tap_records_until_terminated(emu, tmp_path):
     out = subprocess.run([sys.executable, "-m", "kktapp.atol.tap", "--show", str(path)], capture_output=True,
                          text=True, env=env, cwd=ROOT, check=True).stdout
     assert "3F запрос состояния" in out and "ККТ → ПК" in out
+
+
+# --------------------------------------------------------------------------- compare two real captures
+
+
+def _capture(path: Path, price: int) -> list[dict]:
+    with Emulator() as emu, Tap(("127.0.0.1", 0), (emu.host, emu.port), path) as tap:
+        with AtolDriver(tap_url(tap), timeout=5.0) as driver:
+            driver.open_shift()
+            position = Position(name="Молоко", price=price, quantity=Decimal(1), amount=price, vat=VatRate.VAT22)
+            driver.sell(Receipt(type=SettlementType.SELL, positions=(position,),
+                                payments=(Payment(PaymentType.CASH, 10_000),)))
+        return records_of(tap, path)
+
+
+def test_compare_of_two_captures_points_at_the_one_kopeck_in_the_position(tmp_path):
+    a = _capture(tmp_path / "a.jsonl", 8990)
+    b = _capture(tmp_path / "b.jsonl", 8991)
+    out = io.StringIO()
+    assert compare(a, b, out.write) > 0
+    lines = out.getvalue().splitlines()
+    host_rows = [i for i, line in enumerate(lines) if "ПК → ККТ" in line and line.rstrip().endswith("≠")]
+    assert len(host_rows) == 1, out.getvalue()
+    detail = lines[host_rows[0] + 1]
+    assert "(price): 90 ≠ 91" in detail, out.getvalue()
+    assert "только в A 0, только в B 0." in lines[-1], "the same operation must line up packet for packet"
