@@ -446,7 +446,7 @@ def test_cashier_password_cannot_close_the_shift(emu: Emulator):
 
 def test_link_dropped_before_close_leaves_the_receipt_open(shift: AtolDriver, emu: Emulator):
     fd = emu.state.fd_number
-    emu.drop_after_tasks(3)  # 0x34, open receipt, EA: the link drops before the close
+    emu.drop_after_tasks(3)  # A4 30, open receipt, EA: the link drops before the close
     with pytest.raises(LinkError) as info:
         shift.sell(receipt())
     assert not isinstance(info.value, DeviceError)
@@ -459,7 +459,7 @@ def test_link_dropped_before_close_leaves_the_receipt_open(shift: AtolDriver, em
 
 
 def test_link_dropped_after_close_is_found_by_last_document(shift: AtolDriver, emu: Emulator):
-    emu.drop_after_tasks(5)  # 0x34, 92, EA, EB and the close: fiscalised, answer lost
+    emu.drop_after_tasks(5)  # A4 30, 92, EA, EB and the close: fiscalised, answer lost
     with pytest.raises(LinkError):
         shift.sell(receipt())
     shift.connect()

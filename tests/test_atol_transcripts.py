@@ -10,7 +10,7 @@ C (Crystal Set Retail 10 ATOL3 driver), K (Cyberplat kiosk ATOL3 driver), A (ato
 Each transcript is checked both ways: the request the driver encodes, the reply the driver
 decodes (fields compared), and the reply the emulator encodes from those fields. A second part
 records what the driver really writes on the wire for a whole receipt, and the recovery tests
-decide from registers 0x33/0x34 and A4 45/46, including a receipt whose 92 opened the shift.
+decide from register 0x33, A4 30 and A4 45/46, including a receipt whose 92 opened the shift.
 """
 
 from __future__ import annotations
@@ -256,14 +256,14 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     eb = (H("00 00 EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
             " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK)
     assert bodies == [
-        H("00 00 91 34 00 00"),  # [S C] last FD before
+        H("00 00 A4 30"),  # [C K,U] last FD before
         H("00 00 92 04 01"),  # [C K,Z] sale, do not print
         H("00 00 EA 00 01 00"),  # [C Z,C,K]
         eb,
         H("00 00 4A 00 01 00 00 01 79 80"),
-        H("00 00 91 33 00 00"),  # [S Z] last sale
-        H("00 00 91 35 00 00"),  # [S K] receipt and shift numbers
+        H("00 00 A4 10"),  # [S A] receipt and shift numbers
         H("00 00 A4 30"),  # [C K] FN serial, last FD
+        H("00 00 91 33 00 00"),  # [S Z] last sale, last: a device without it stops nothing
     ]
     # [C C] waited-for tasks carry NeedResult (0x01), the others flags 0.
     assert flags == [0x01, 0x01, 0x00, 0x00, 0x01, 0x01, 0x01, 0x01]
@@ -271,6 +271,16 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     with AtolDriver(emu.url):
         pass
     assert wire[0] == H("C4")  # [C Z,K,A] Abort right after connecting
+
+
+def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EA/EB is the path of every current firmware ([C Z,C,K]); E6 only when the device says 1.0.
+    from kktapp.atol.emulator import handlers
+
+    monkeypatch.delitem(handlers.HANDLERS, "ffd_versions")
+    with Emulator() as emu, AtolDriver(emu.url) as d:
+        assert d.ffd >= 2
+        assert d.sell(milk_receipt()).total == 17980
 
 
 def test_ffd_1_0_gets_e6(wire: list[bytes]) -> None:
@@ -292,7 +302,7 @@ def test_recovery_sees_a_receipt_whose_92_opened_the_shift(emu: Emulator) -> Non
     with AtolDriver(emu.url) as d:
         before = d.last_document().fd_number
         assert before == 0
-        emu.drop_after_tasks(3)  # 0x34, 56 (mode 1), 92: the link drops with the receipt open
+        emu.drop_after_tasks(3)  # A4 30, 56 (mode 1), 92: the link drops with the receipt open
         with pytest.raises(LinkError):
             d.sell(milk_receipt())
         assert [doc["type"] for doc in emu.documents()] == ["open_shift"]
@@ -312,7 +322,7 @@ def test_recovery_sees_a_receipt_whose_92_opened_the_shift(emu: Emulator) -> Non
 
 def test_recovery_of_a_receipt_formed_after_its_92_opened_the_shift(emu: Emulator) -> None:
     with AtolDriver(emu.url) as d:
-        emu.drop_after_tasks(6)  # 0x34, 56, 92, EA, EB, 4A: formed, the answer lost
+        emu.drop_after_tasks(6)  # A4 30, 56, 92, EA, EB, 4A: formed, the answer lost
         with pytest.raises(LinkError):
             d.sell(milk_receipt())
         d.connect()
@@ -331,3 +341,25 @@ def test_recovery_reads_a_shift_document_through_a4_45_46(emu: Emulator) -> None
         doc = emu.documents()[-1]
         assert last.fd_number == 1 and last.extra["doc_type"] == 2 and not last.receipt_open
         assert last.result == opened and opened.fiscal_sign == doc["fiscal_sign"] and opened.shift_number == 1
+
+
+def test_a_device_without_register_0x33_is_read_from_its_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Register 0x33 is Z's alone: a device that refuses it still sells, and recovery reads A4 45/46.
+    from kktapp.atol.emulator import handlers
+
+    monkeypatch.delitem(handlers.HANDLERS, "last_sale")
+    with Emulator() as emu, AtolDriver(emu.url) as d:
+        d.open_shift()
+        first = d.sell(milk_receipt())  # 0x33 refused after the close: the receipt counts
+        doc = emu.documents()[-1]
+        assert (first.fiscal_document_number, first.fiscal_sign, first.total) == (2, doc["fiscal_sign"], 17980)
+        second = d.sell(milk_receipt())  # no 0x33 asked any more
+        assert second.fiscal_document_number == 3 and d.last_document().result == second
+        emu.drop_after_tasks(3)  # A4 30, 92, EA: the receipt stays open
+        with pytest.raises(LinkError):
+            d.sell(milk_receipt())
+        d.connect()
+        last = d.last_document()
+        assert last.fd_number == 3 and last.receipt_open
+        d.cancel_receipt()
+        assert [x["type"] for x in emu.documents()] == ["open_shift", "receipt", "receipt"]

@@ -335,10 +335,14 @@ def test_stopped_rule_until_ack(client: RawClient) -> None:
 
 
 def test_need_result_keeps_the_result_until_ack(client: RawClient) -> None:
+    # [C C,A] a NeedResult Add is answered at once; the result always comes as A6 on 0xF0
+    # (atol4j reads results only from there).
     tid, ans = client.add("status", task_flags=Flags.NEED_RESULT)
-    assert ans.status == Status.RESULT
+    assert ans.status in (Status.PENDING, Status.IN_PROGRESS)
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_RESULT and push.tid == tid and push.reply[0] == 0x44
     again = client.request(taskbuf.Req(tid))
-    assert again.status == Status.RESULT and again.reply == ans.reply
+    assert again.status == Status.RESULT and again.reply == push.reply
     _, dup = client.add("status", tid=tid)
     assert dup.status == Status.ALREADY_EXISTS
     assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
@@ -409,6 +413,27 @@ def test_bad_task_buffer_requests_get_b4_with_the_parameter(client: RawClient) -
     assert (ans.status, ans.reply) == (Status.ILLEGAL_VALUE, b"\x01")
     pid = client.send_packet(b"\xc2")  # Ack without its TId
     assert client.answer_to(pid).status == Status.ILLEGAL_VALUE
+
+
+def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulator) -> None:
+    # [S A] atol4j sends every task with NeedResult, ignores the synchronous answer, completes
+    # the task on A6/A7 (packet 0xF0) and Acks it: a whole receipt must work that way.
+    def run(command: str, **params: Any) -> bytes:
+        tid, _ = client.add(command, task_flags=Flags.NEED_RESULT, **params)
+        push = client.wait_push()
+        assert push.tid == tid and push.status == Status.ASYNC_RESULT, (command, push)
+        assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+        return push.reply
+
+    assert run("status")[0] == 0x44
+    assert run("enter_mode", mode=1, password=30) == b"\x55\x00\x00"
+    run("open_receipt", receipt_type=1)  # opens the shift too
+    run("begin_position")
+    run("end_position", name="Хлеб", price=5000, quantity=Decimal(2), tax=11)
+    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00 00")
+    run("close_receipt", payment_type=1)
+    assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
 
 
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:

@@ -430,11 +430,13 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x56, "enter_mode", "вход в режим", request=(
         _f("mode", U8()), _f("password", BCD(4)),
     ), wants_result=False),
+    # [C Z] 48 leave the mode (one level up)
     Command(0x48, "leave_mode", "выход из режима", wants_result=False),
     # ---- shift
     # [C C,Z] 9A flags; [U] the optional text is not sent.
     Command(0x9A, "open_shift", "открытие смены", request=(_opt("flags", U8()),),
             mode=_M.REGISTRATION, timeout=_T[0x9A]),
+    # [C C,Z] 5A, then the report's progress modes (model.REPORT_PROGRESS_MODES)
     Command(0x5A, "close_shift", "закрытие смены (Z-отчёт)", mode=_M.REPORT_Z, timeout=_T[0x5A]),
     # [S C] 67 1
     Command(0x67, "x_report", "X-отчёт", request=(_f("report_type", U8(), 1),),
@@ -475,6 +477,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x4A, "close_receipt", "закрытие чека", request=(
         _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(PAYMENT_SUM_BYTES)),
     ), mode=_M.REGISTRATION, timeout=_T[0x4A]),
+    # [C Z,K,C] 59
     Command(0x59, "cancel_receipt", "отмена чека", mode=_M.REGISTRATION),
     # [C C,K] E8 flags blockCount blockNumber tag(2 LE) len(2 LE) value; mode 1 or 3 (model.py).
     Command(0xE8, "write_attribute", "запись реквизита", request=(
@@ -486,6 +489,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES))), mode=_M.REGISTRATION, timeout=_T[0x49]),
     Command(0x4F, "cash_out", "выплата наличных", request=(
         _opt("flags", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES))), mode=_M.REGISTRATION, timeout=_T[0x4F]),
+    # [U] 4D: model.CASH_DRAWER_SUM_BYTES
     Command(0x4D, "cash_in_drawer", "запрос суммы наличных", reply_head=b"\x4d",
             reply=(_opt("amount", BCD(model.CASH_DRAWER_SUM_BYTES)),)),
     # ---- earnings [S A] 58: 55 err income(7) outcome(7)
@@ -502,7 +506,9 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("mode_cl", U8()), _opt("mode_kl", U8()), _opt("format", U8()), _opt("reserved", Raw(2)),
         _opt("text", Text()),
     ), wants_result=False),
+    # [U] 75 cut type (A names the command; the type byte's values are not found)
     Command(0x75, "cut", "отрезка чека", request=(_opt("cut_type", U8()),)),
+    # [C A,K] 95 prints the last document again (A; 0xAA when none); K uses it for deferred Z reports
     Command(0x95, "reprint_last", "повтор последнего документа", timeout=_T[0x95]),
     # ---- registers [C A,K,Z] 91 reg p1 p2 → 55 err value
     Command(0x91, "read_register", "чтение регистра", request=(

@@ -123,6 +123,10 @@ _SEEN_FD: dict[str, int] = {}
 #: after X up to R are none of ours (a shift that a receipt's 92 opened, a Z report made at the
 #: keyboard while our receipt was open), so R is reported as X (see last_document).
 _SKIPPED: dict[str, tuple[int, int]] = {}
+#: ... and whether its device refused register 0x33 (Z alone has it): then the FN documents tell.
+_NO_LAST_SALE: set[str] = set()
+#: How many documents back a device without register 0x33 is searched for its last receipt.
+DOCUMENTS_BACK = 5
 
 
 def ffd_version(reply: dict[str, Any]) -> int:
@@ -196,14 +200,19 @@ class AtolDriver:
                  "open" if st.shift_open else "closed", st.receipt_state or "none")
 
     def _read_ffd(self) -> int:
+        """FFD of the firmware and FN (register 0x36), and the FN serial (A4 31, the key of what
+        is known about its documents). A device without register 0x36 gets EA/EB, the path of
+        every current firmware ([C Z,C,K]); E6 only when the device says FFD 1.0."""
         try:
-            reply, fn = self._run([step("ffd_versions"), step("fn_serial")])
-        except BatchFailed as exc:
-            # Firmware without register 0x36 predates FFD 1.05: the E6 path.
-            log.warning("%s: no FFD versions register (%s); positions go as E6 (FFD 1.0)", self.url,
-                        exc.error.message)
-            return model.FFD_1_0
-        self._fn = fn["fn_serial"]
+            self._fn = self.command("fn_serial")["fn_serial"]
+        except DeviceError as exc:
+            log.warning("%s: no FN serial (%s)", self.url, exc.message)
+        try:
+            reply = self.command("ffd_versions")
+        except DeviceError as exc:
+            log.warning("%s: no FFD versions register (%s); positions go as EA/EB (FFD 1.05)", self.url,
+                        exc.message)
+            return model.FFD_1_05
         return ffd_version(reply)
 
     # ------------------------------------------------------------------ document numbers
@@ -499,8 +508,8 @@ class AtolDriver:
         return self._serial or digits
 
     def status(self) -> DeviceStatus:
-        """Quick status: 3F + 45 + register 0x35 (the current shift) in one round trip."""
-        st, short, shift = self._with_serial([step("status"), step("short_status"), step("shift_data")])
+        """Quick status: 3F + 45 + A4 10 (the current shift) in one round trip."""
+        st, short, shift = self._with_serial([step("status"), step("short_status"), step("fn_shift")])
         mode, submode = commands.split_mode(st["mode"])
         self._mode = (mode, submode)
         flags = StatusFlags(st["flags"])
@@ -514,7 +523,7 @@ class AtolDriver:
             submode=submode,
             fiscal=bool(flags & StatusFlags.FISCAL),
             shift_open=shift_open,
-            # 3F has the last CLOSED shift ([S K]); register 0x35 the current one.
+            # 3F has the last CLOSED shift ([S K]); A4 10 the current one ([S A]; 0x35 too, K).
             shift_number=shift["shift_number"] if shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
             receipt_state=st["receipt_state"],
@@ -592,15 +601,56 @@ class AtolDriver:
 
     # ------------------------------------------------------------------ what a document became
 
-    @staticmethod
-    def _sale_steps() -> list[Step]:
-        """The reads that tell what the last receipt became: 0x33, 0x35, A4 30 (FN serial, FD)."""
-        return [step("last_sale"), step("shift_data"), step("fn_status", "состояние ФН")]
+    def _sale_steps(self) -> list[Step]:
+        """The reads that tell what the last receipt became: A4 10, A4 30 (FN serial, FD) and,
+        unless this device refused it, register 0x33 — last, so that a refusal stops nothing."""
+        steps = [step("fn_shift"), step("fn_status", "состояние ФН")]
+        if self._key not in _NO_LAST_SALE:
+            steps.append(step("last_sale"))
+        return steps
+
+    def _sale_replies(self, replies: list[dict[str, Any]], since: int | None) -> tuple[dict, dict, dict]:
+        """(sale, A4 10, A4 30) from the replies of :meth:`_sale_steps` (0x33 last when sent)."""
+        shift, fn = replies[0], replies[1]
+        sale = replies[2] if len(replies) > 2 else self._sale_from_documents(fn, since)
+        return sale, shift, fn
+
+    def _read_sales(self, *extra: Step) -> tuple[dict, dict, dict, list[dict[str, Any]]]:
+        """Run ``extra`` and the sale reads; a device without register 0x33 is remembered and
+        answered from the documents instead (A4 45/46)."""
+        try:
+            replies = self._run([*extra, *self._sale_steps()])
+        except BatchFailed as exc:
+            if exc.failed.command.name != "last_sale":
+                self._mode = None
+                raise exc.error from None
+            self._no_last_sale(exc.error)
+            replies = self._run([*extra, *self._sale_steps()])
+        sale, shift, fn = self._sale_replies(replies[len(extra):], None)
+        return sale, shift, fn, replies[:len(extra)]
+
+    def _no_last_sale(self, error: DeviceError) -> None:
+        _NO_LAST_SALE.add(self._key)
+        log.warning("%s: the device refused register 0x33 (%s); receipts are read from the FN "
+                    "documents (A4 45/46)", self.url, error.message)
+
+    def _sale_from_documents(self, fn: dict[str, Any], since: int | None) -> dict[str, Any]:
+        """What register 0x33 says, from the FN documents: the newest receipt after ``since``
+        (looking back at most DOCUMENTS_BACK documents when ``since`` is None)."""
+        real = fn["last_fd_number"]
+        low = since if since is not None else max(0, real - DOCUMENTS_BACK)
+        for number in range(real, low, -1):
+            doc_type, res = self._document_result(number, fn["fn_serial"])
+            if doc_type in (model.DocType.RECEIPT, model.DocType.CORRECTION):
+                return {"fd_number": number, "fiscal_sign": int(res.fiscal_sign or 0), "total": res.total,
+                        "datetime": res.datetime, "receipt_type": 0}
+        return {"fd_number": low if since is not None else 0, "fiscal_sign": 0, "total": 0, "datetime": None,
+                "receipt_type": 0}
 
     @staticmethod
     def _sale_result(sale: dict[str, Any], shift: dict[str, Any], fn: dict[str, Any], *,
                      printed: bool = True) -> FiscalResult:
-        """The receipt's FiscalResult from register 0x33 (+ 0x35 numbers, A4 30's FN serial)."""
+        """The receipt's FiscalResult from register 0x33 (+ A4 10 numbers, A4 30's FN serial)."""
         return FiscalResult(
             fiscal_document_number=sale["fd_number"],
             fiscal_sign=str(sale["fiscal_sign"]),
@@ -639,7 +689,7 @@ class AtolDriver:
         )
 
     def last_document(self) -> LastDocument:
-        """What the FN's last document is, for recovery (A4 30, 3F, registers 0x33/0x35, A4 45/46).
+        """What the FN's last document is, for recovery (A4 30, 3F, register 0x33, A4 10, A4 45/46).
 
         A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow around a
         receipt that never became a document: by that shift-open report, or by a Z report made
@@ -650,7 +700,7 @@ class AtolDriver:
         until a new document changes it (_SKIPPED). So "the number grew" never takes one of
         them for the receipt, and a job sent next compares with the same number.
         """
-        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
+        sale, shift, fn, (st,) = self._read_sales(step("status"))
         self._mode = commands.split_mode(st["mode"])
         real = fn["last_fd_number"]
         self._saw(real)
@@ -838,28 +888,35 @@ class AtolDriver:
     def sell(self, receipt: Receipt) -> FiscalResult:
         """Fiscalise a receipt of any settlement type in one pipelined batch.
 
-        Batch: register 0x34 (FD number before), mode change if needed, the receipt, then
-        registers 0x33 and 0x35 and A4 30: the new document's number, fiscal sign, time, total,
+        Batch: A4 30 (FD number before; [C K,U], where register 0x34 is C's alone and its
+        encoding [U]), mode change if needed, the receipt, then
+        register 0x33, A4 10 and A4 30: the new document's number, fiscal sign, time, total,
         receipt and shift numbers and the FN serial come back in the same round trip.
         """
         body = self.receipt_steps(receipt)
-        prefix = [step("last_fd", "номер последнего ФД")] + self._mode_steps(Mode.REGISTRATION)
+        prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
         if not receipt.test_mode and self._key in _SEEN_FD:
             _PENDING_RECEIPT[self._key] = _SEEN_FD[self._key]
+        suffix = len(self._sale_steps())
         try:
             replies = self._run(steps)
         except BatchFailed as exc:
             self._mode = None
             self._note_before(receipt, prefix[0])
-            return self._after_failed_receipt(receipt, exc, prefix, body)
+            if exc.failed is not steps[-1] or exc.failed.command.name != "last_sale":
+                return self._after_failed_receipt(receipt, exc, prefix, body)
+            # Everything else went through: only register 0x33 is missing on this device.
+            self._no_last_sale(exc.error)
+            replies = [self._decode_reply(x) if x.ok else {} for x in steps[:-1]]
         except LinkError:
             self._mode = None
             self._note_before(receipt, prefix[0])
             raise
         self._mode = (Mode.REGISTRATION, 0)
         _PENDING_RECEIPT.pop(self._key, None)
-        sale, shift, fn = replies[-3:]
+        before = replies[0]["last_fd_number"]
+        sale, shift, fn = self._sale_replies(replies[len(steps) - suffix:], before)
         self._saw(fn["last_fd_number"])
         if receipt.test_mode:
             return FiscalResult(
@@ -867,7 +924,7 @@ class AtolDriver:
                 datetime=fn["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
                 total=receipt.total, fn_number=fn["fn_serial"], test_mode=True,
             )
-        if sale["fd_number"] <= replies[0]["fd_number"]:
+        if sale["fd_number"] <= before:
             raise LinkError("ККТ закрыла чек, но номер фискального документа не изменился")
         result = self._sale_result(sale, shift, fn)
         if result.total != receipt.total:
@@ -881,7 +938,7 @@ class AtolDriver:
             return
         if last_fd.ok:
             assert last_fd.answer is not None
-            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["fd_number"]
+            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["last_fd_number"]
 
     def _after_failed_receipt(self, receipt: Receipt, exc: BatchFailed, prefix: list[Step],
                               body: list[Step]) -> FiscalResult:
@@ -890,10 +947,10 @@ class AtolDriver:
         Decided by register 0x33 (the last sale): a shift-open document formed by 92 is never
         taken for the receipt.
         """
-        before = prefix[0].command.decode_reply(prefix[0].answer.reply)["fd_number"] if prefix[0].ok else None
+        before = prefix[0].command.decode_reply(prefix[0].answer.reply)["last_fd_number"] if prefix[0].ok else None
         if not body[0].ok:
             raise exc.error
-        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
+        sale, shift, fn, (st,) = self._read_sales(step("status"))
         self._mode = commands.split_mode(st["mode"])
         if before is not None and sale["fd_number"] > before and not receipt.test_mode:
             # The document was fiscalised and then something (paper) failed: it counts.

@@ -32,9 +32,10 @@ from ..taskbuf import Flags, Status
 
 log = logging.getLogger(__name__)
 
-#: How long the handler waits for a task to finish before answering its Add, when the device
-#: is not told to be slow: the device then answers Add with the result (A3/A4) like a real one
-#: answers a quick command, and tests stay deterministic.
+#: How long the handler waits for a task without NeedResult to finish before answering its Add,
+#: when the device is not told to be slow: the device then answers Add with the result (A3/A4),
+#: as Z's tests show, and tests stay deterministic. NeedResult tasks are answered at once (A1)
+#: and pushed (A6/A7) when done.
 SYNC_WAIT = 5.0
 #: Join timeout for the connection's threads on close (they are daemons; this bounds stop()).
 JOIN_TIMEOUT = 2.0
@@ -408,11 +409,13 @@ class Connection:
             self.buffer[tid] = task
             self.queue.append(task)
             self.work.notify_all()
-            if self.timing.device_time > 0:
+            if self.timing.device_time > 0 or flags & Flags.NEED_RESULT:
+                # A NeedResult task's result always comes as A6/A7 on 0xF0: hosts like atol4j
+                # (A) read results only from there, C waits there first ([C C,A]).
                 task.add_answered = True
                 self._send(packet_id, taskbuf.encode_answer(task.status))
                 return
-        # A quick device answers Add with the result: wait for the executor outside the lock.
+        # A quick device answers a quiet Add with the result: wait for the executor outside the lock.
         task.done.wait(SYNC_WAIT)
         with self.lock:
             if self.closed.is_set() or task.cancelled:
