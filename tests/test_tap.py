@@ -269,6 +269,19 @@ def test_compare_ignores_numbering_and_finds_a_one_byte_difference(tmp_path):
     assert cli.main(["--compare", pa, pa], out=io.StringIO()) == 0
 
 
+def test_compare_lines_an_answer_up_with_the_same_answer_given_later():
+    done = commands.get("open_receipt").encode_reply()
+    request = (HOST, encode_packet(1, add(1, OPEN, flags=taskbuf.Flags.NEED_RESULT)))
+    at_once = run(request, (DEVICE, encode_packet(1, answer(taskbuf.Status.RESULT, done))))
+    later = run(request, (DEVICE, encode_packet(1, answer(taskbuf.Status.PENDING))),
+                (DEVICE, encode_packet(0xF0, answer(taskbuf.Status.ASYNC_RESULT, done, tid=1))))
+    out = io.StringIO()
+    assert compare(at_once, later, out.write) == 2
+    text = out.getvalue()
+    assert "буфер заданий (код): A3 ≠ A6" in text, text
+    assert text.count("только в B") == 2 and "A1 в очереди" in text  # the row and the summary
+
+
 def test_compare_shows_packets_only_one_trace_has():
     a = _sale(100)
     b = [r for r in a if r.get("name") != "register_position"]

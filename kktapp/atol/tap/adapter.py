@@ -62,33 +62,6 @@ def _header_len(code: int) -> int | None:
     return None
 
 
-def _differing(a: bytes, b: bytes) -> tuple[int, ...]:
-    return tuple(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
-
-
-def request_numbering(code: int) -> tuple[int, ...]:
-    """Offsets of TIds in a host request with this code: encode it twice with other TIds."""
-    pairs = {
-        Request.ADD: (taskbuf.Add(1, b""), taskbuf.Add(2, b"")),
-        Request.ACK: (taskbuf.Ack(1), taskbuf.Ack(2)),
-        Request.REQ: (taskbuf.Req(1), taskbuf.Req(2)),
-        Request.ACK_ADD: (taskbuf.AckAdd(1, 1, b""), taskbuf.AckAdd(2, 2, b"")),
-    }
-    pair = pairs.get(code)  # type: ignore[call-overload]
-    if pair is None:
-        return ()
-    return _differing(taskbuf.encode_request(pair[0]), taskbuf.encode_request(pair[1]))
-
-
-def answer_numbering(code: int) -> tuple[int, ...]:
-    """Offsets of the TId in a device answer with this status byte (none if it carries none)."""
-    try:
-        status = Status(code)
-        return _differing(taskbuf.encode_answer(status, b"", 1), taskbuf.encode_answer(status, b"", 2))
-    except ValueError:
-        return ()
-
-
 def decode_request(data: bytes) -> taskbuf.Message:
     """A host packet's DATA as a task-buffer message (taskbuf.TaskBufError if it is none)."""
     return taskbuf.decode_request(data)
@@ -97,6 +70,14 @@ def decode_request(data: bytes) -> taskbuf.Message:
 def decode_answer(data: bytes) -> taskbuf.Answer:
     """A device packet's DATA as a task-buffer answer (taskbuf.TaskBufError if it is none)."""
     return taskbuf.decode_answer(data)
+
+
+def is_final(code: int) -> bool:
+    """A status byte that ends its task (done, failed, stopped)."""
+    try:
+        return Status(code) in taskbuf.FINAL
+    except ValueError:
+        return False
 
 
 def carries_reply(status: Status) -> bool:

@@ -1,9 +1,10 @@
 """Reading a trace back: ``--show`` as a Russian table, ``--compare`` of two traces.
 
-The compare lines two traces of the same operation up packet by packet (who sent it, the
-task-buffer code, the command), then shows, for each pair, which bytes of DATA differ and in
-which field. Packet IDs, TIds and CRCs are numbering, different in every run, and are not
-compared; masked password bytes compare equal.
+The compare lines two traces of the same operation up packet by packet, each direction on its
+own (host packets by task-buffer code and command, device answers by the command they answer),
+then shows, for each pair, a differing status or task flags and which bytes of the command or
+its reply differ, in which field. Packet IDs, TIds and CRCs are numbering, different in every
+run, and are not compared; masked password bytes compare equal.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def show(records: list[dict[str, Any]], write: Write, *, raw: bool = False) -> N
 
 @dataclass
 class Difference:
-    """A run of differing DATA bytes inside one field."""
+    """A run of differing bytes inside one field (offsets count from the command code or from
+    the first byte of the command's reply), or a differing task-buffer status or flags."""
 
     start: int
     end: int
@@ -164,37 +166,46 @@ class Difference:
     b: list[str]
 
     def __str__(self) -> str:
-        where = f"байт {self.start}" if self.end - self.start == 1 else f"байты {self.start}–{self.end - 1}"
+        if self.start < 0:
+            where = "буфер заданий"
+        elif self.end - self.start == 1:
+            where = f"байт {self.start}"
+        else:
+            where = f"байты {self.start}–{self.end - 1}"
         return f"{where} ({self.label}): {' '.join(self.a) or '—'} ≠ {' '.join(self.b) or '—'}"
 
 
 def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
     if rec.get("frame") != "ok":
-        return rec.get("from"), rec.get("frame")
-    return rec.get("from"), rec.get("tb_code", rec.get("tb")), rec.get("cmd")
+        return (rec.get("frame"),)
+    if rec.get("from") == HOST:
+        return rec.get("tb_code", rec.get("tb")), rec.get("cmd")
+    # A device answer lines up with the same command's answer of the same kind (final or
+    # not), whatever its status: one run may answer A3 at once where another says A1 and
+    # pushes A6 later; the status itself is compared below.
+    code = rec.get("tb_code")
+    final = code is not None and adapter.is_final(int(code, 16))
+    return (rec.get("cmd"), final) if rec.get("cmd") else (code or rec.get("tb"),)
 
 
-def _tokens(rec: dict[str, Any]) -> list[str]:
-    text = rec.get("data") if rec.get("frame") == "ok" else rec.get("raw")
-    return text.split() if text else []
-
-
-def _numbering(rec: dict[str, Any]) -> set[int]:
-    if rec.get("frame") != "ok" or not rec.get("tb_code"):
-        return set()
-    code = int(rec["tb_code"], 16)
-    offsets = adapter.request_numbering(code) if rec.get("from") == HOST else adapter.answer_numbering(code)
-    return set(offsets)
-
-
-def _spans(rec: dict[str, Any], tokens: list[str]) -> list[adapter.Span]:
+def _split(rec: dict[str, Any]) -> tuple[list[str], list[adapter.Span]]:
+    """The command part of a packet (command bytes, or the reply after the status) and the
+    spans of its fields, counted from its first byte. Broken frames: all their bytes."""
     if rec.get("frame") != "ok":
-        return []
+        return (rec.get("raw") or "").split(), []
+    tokens = (rec.get("data") or "").split()
     data = bytes(0 if t == MASK else int(t, 16) for t in tokens)
     try:
-        return adapter.packet_spans(rec.get("from") == HOST, data, rec.get("name"))
+        spans = adapter.packet_spans(rec.get("from") == HOST, data, rec.get("name"))
     except adapter.DecodeError:
-        return []
+        spans = []
+    start = next((s.end for s in spans if s.label in ("пароль доступа", "статус") and s.end is not None), None)
+    if start is None:
+        # Ack / Req / Abort / resend: code and TId only, and the code is compared as such.
+        return ([], []) if rec.get("from") == HOST else (tokens, spans)
+    body = [adapter.Span(s.label, s.start - start, None if s.end is None else s.end - start)
+            for s in spans if s.start >= start]
+    return tokens[start:], body
 
 
 def _label(spans: list[adapter.Span], offset: int) -> str:
@@ -205,25 +216,25 @@ def _label(spans: list[adapter.Span], offset: int) -> str:
 
 
 def diff_packets(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
-    """Where two packets' bytes differ, field by field (numbering left out)."""
-    ta, tb = _tokens(a), _tokens(b)
-    skip = _numbering(a) | _numbering(b)
-    spans = _spans(a, ta)
+    """Where two packets differ: status / flags, then the command's bytes field by field.
+    Packet IDs, TIds and CRCs are numbering and are not compared."""
     diffs: list[Difference] = []
+    for key, label in (("tb_code", "код"), ("flags", "флаги")):
+        if a.get(key) != b.get(key):
+            diffs.append(Difference(-1, -1, label, [str(a.get(key, "—"))], [str(b.get(key, "—"))]))
+    ta, spans = _split(a)
+    tb, _ = _split(b)
     for i in range(max(len(ta), len(tb))):
-        if i in skip:
-            continue
         x = ta[i] if i < len(ta) else None
         y = tb[i] if i < len(tb) else None
         if x == y:
             continue
         label = _label(spans, i)
         last = diffs[-1] if diffs else None
-        if last is not None and last.end == i and last.label == label:
-            last.end = i + 1
-        else:
-            last = Difference(i, i + 1, label, [], [])
+        if last is None or last.end != i or last.label != label:
+            last = Difference(i, i, label, [], [])
             diffs.append(last)
+        last.end = i + 1
         if x is not None:
             last.a.append(x)
         if y is not None:
@@ -234,37 +245,61 @@ def diff_packets(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
 def _row(a: dict[str, Any] | None, b: dict[str, Any] | None, mark: str) -> str:
     rec = a or b or {}
     label = command_label(rec) or _buffer(rec)
-    return (f"{(a or {}).get('seq', '-'):>5}  {(b or {}).get('seq', '-'):>5}  {SIDES.get(rec.get('from'), '?'):<8}  "
-            f"{rec.get('tb_code', ''):<2}  {label:<40.40}  {mark}")
+    return (f"{(a or {}).get('seq', '-'):>5}  {(b or {}).get('seq', '-'):>5}  "
+            f"{_buffer(rec):<24.24}  {label:<40.40}  {mark}")
 
 
-def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], write: Write, *,
-            names: tuple[str, str] = ("A", "B")) -> int:
-    """Line up two traces and report the differences; returns how many rows differ."""
-    pa, pb = packets(a), packets(b)
-    write(f"A = {names[0]} ({len(pa)} пакетов), B = {names[1]} ({len(pb)} пакетов).\n")
-    write("Номера пакетов и заданий (ID, TId) и CRC не сравниваются, скрытые пароли считаются равными.\n\n")
-    write(f"{'A №':>5}  {'B №':>5}  {'кто':<8}  {'бф':<2}  {'команда':<40}  итог\n")
-    same = differ = only_a = only_b = 0
+@dataclass
+class _Tally:
+    same: int = 0
+    differ: int = 0
+    only_a: int = 0
+    only_b: int = 0
+
+
+def _pair(ra: dict[str, Any], rb: dict[str, Any], tally: _Tally, write: Write) -> None:
+    diffs = diff_packets(ra, rb)
+    if not diffs:
+        tally.same += 1
+        write(_row(ra, rb, "=") + "\n")
+        return
+    tally.differ += 1
+    write(_row(ra, rb, "≠") + "\n")
+    for d in diffs:
+        write(f"{'':>14}{d}\n")
+
+
+def _compare_side(pa: list[dict[str, Any]], pb: list[dict[str, Any]], tally: _Tally, write: Write) -> None:
     matcher = difflib.SequenceMatcher(None, [_key(r) for r in pa], [_key(r) for r in pb], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             for ra, rb in zip(pa[i1:i2], pb[j1:j2], strict=True):
-                diffs = diff_packets(ra, rb)
-                if diffs:
-                    differ += 1
-                    write(_row(ra, rb, "≠") + "\n")
-                    for d in diffs:
-                        write(f"{'':>14}{d}\n")
-                else:
-                    same += 1
-                    write(_row(ra, rb, "=") + "\n")
+                _pair(ra, rb, tally, write)
             continue
         for ra in pa[i1:i2]:
-            only_a += 1
+            tally.only_a += 1
             write(_row(ra, None, "только в A") + "\n")
         for rb in pb[j1:j2]:
-            only_b += 1
+            tally.only_b += 1
             write(_row(None, rb, "только в B") + "\n")
-    write(f"\nИтого: совпало {same}, различается {differ}, только в A {only_a}, только в B {only_b}.\n")
-    return differ + only_a + only_b
+
+
+def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], write: Write, *,
+            names: tuple[str, str] = ("A", "B")) -> int:
+    """Line up two traces and report the differences; returns how many rows differ.
+
+    Each direction is lined up on its own: how the two streams interleave depends on timing,
+    not on what was said.
+    """
+    pa, pb = packets(a), packets(b)
+    write(f"A = {names[0]} ({len(pa)} пакетов), B = {names[1]} ({len(pb)} пакетов).\n")
+    write("Номера пакетов и заданий (ID, TId) и CRC не сравниваются, скрытые пароли считаются равными;\n"
+          "байты считаются от кода команды (в ответе — от первого байта ответа команды).\n")
+    tally = _Tally()
+    for side in (HOST, "device"):
+        write(f"\n{SIDES[side]}\n{'A №':>5}  {'B №':>5}  {'буфер':<24}  {'команда':<40}  итог\n")
+        _compare_side([r for r in pa if r.get("from") == side], [r for r in pb if r.get("from") == side],
+                      tally, write)
+    write(f"\nИтого: совпало {tally.same}, различается {tally.differ}, только в A {tally.only_a}, "
+          f"только в B {tally.only_b}.\n")
+    return tally.differ + tally.only_a + tally.only_b
