@@ -380,8 +380,6 @@ PAYMENT_SUM_BYTES = 5
 #: [C Z,C] Section (department) of a position: one BCD byte in EB (K sends it binary, the same
 #: below 10) and E6.
 SECTION_MAX = 99
-#: Backwards name for the FFD 1.0 name width.
-POSITION_NAME_BYTES = E6_NAME_BYTES
 #: [C Z] 92 and 9A flag: test mode; [C K,Z] 92 flag: do not print (A has 0x02; two sources
 #: that ran in production agree on 0x04).
 FLAG_TEST = 0x01
