@@ -228,7 +228,7 @@ def _full_status(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
         "operator": dev.operator, "fw_version": version, "fw_build": build, "fw_date": date, "hall": 1,
         "document_number": s.fd_number & 0xFFFF, "flags": dev.flags(), "mode": dev.mode_byte(),
         "submode": dev.submode(), "port": 0, "fp_version": version, "fp_build": build, "fp_date": date,
-        "date": now.date(), "time": now.time(), "serial": int(s.serial[-9:]),
+        "date": now.date(), "time": now.time(), "serial": int(s.serial) & 0xFFFFFFFF,
         "last_shift": s.shift_number - (1 if s.shift_open else 0), "free_records": 2000,
         "reregistrations": 1, "reregistrations_left": 29, "inn": 7700000000,
     }
