@@ -6,7 +6,7 @@ What every benchmark needs and nothing more:
   each in its own process group and tied to this process with PR_SET_PDEATHSIG, so that all of
   them stop on a normal exit, on an exception, on Ctrl-C, on SIGTERM and even when the benchmark
   itself is killed with SIGKILL.
-* :meth:`Harness.start_emulators` — N ``python -m kktapp.atol.emulator`` processes on free ports.
+* :meth:`Harness.start_emulators` — N ``python -m kktapp.atol.emulator`` processes, each binding port 0.
 * :meth:`Harness.start_service` — gunicorn with a temporary KKT_SETTINGS file naming those devices.
 * :func:`run_load` — a bounded closed-loop load generator (threads, one keep-alive
   ``http.client`` connection per client, stops at a request count or a deadline, whichever is first).
@@ -29,10 +29,10 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +57,9 @@ if str(ROOT) not in sys.path:
 from kktapp.atol.emulator.state import read_document_lines  # noqa: E402
 
 log = logging.getLogger("bench")
+#: The emulator's readiness line (logged once every port listens) and gunicorn's bind line.
+EMULATOR_READY = re.compile(r"emulator ready, .* on [\d.]+:(\d+);")
+GUNICORN_READY = re.compile(r"Listening at: http://[\d.]+:(\d+)")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -178,33 +181,11 @@ def self_cpu() -> float:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     """preexec_fn: SIGTERM this child when the benchmark process dies, however it dies."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
-    """Wait until something accepts TCP connections on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {HOST}:{port} after {timeout:.0f} s") from None
-            time.sleep(0.05)
 
 
 def wait_http(port: int, path: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> int:
@@ -365,25 +346,44 @@ class Harness:
     def start_emulators(
         self, count: int, device_time_ms: float = 0, latency_ms: float = 0, extra: Sequence[str] = ()
     ) -> list[Emulator]:
-        """Start ``count`` emulator processes on free ports and wait until each listens."""
-        emulators = []
+        """Start ``count`` emulator processes, each binding a port of its own choosing (port 0),
+        and wait until each reports it is ready; the port is read back from that line, so no
+        other process can take it between a choice and a bind."""
+        started = []
         for number in range(1, count + 1):
-            port = free_port()
-            # Files named by port too: a harness may start more than one emulator number 1.
-            state = self.dir / f"emu{number}-{port}.state.json"
-            doc_log = self.dir / f"emu{number}-{port}.docs.jsonl"
+            # Files named by a sequence too: a harness may start more than one emulator number 1.
+            tag = f"emu{number}-{len(self.procs)}"
+            state = self.dir / f"{tag}.state.json"
+            doc_log = self.dir / f"{tag}.docs.jsonl"
             argv = [
                 PYTHON, "-m", "kktapp.atol.emulator",
-                "--host", HOST, "--port", str(port),
+                "--host", HOST, "--port", "0",
                 "--state", str(state), "--log", str(doc_log),
                 "--device-time", _num(device_time_ms), "--latency", _num(latency_ms),
                 *extra,
             ]  # fmt: skip
-            proc = self.start(f"emu{number}-{port}", argv)
-            emulators.append(Emulator(number, port, proc, state, doc_log))
-        for emu in emulators:
-            wait_port(emu.port, emu.proc)
-        return emulators
+            proc = self.start(tag, argv)
+            started.append((number, tag, proc, state, doc_log))
+        return [
+            Emulator(number, self.port_from_output(tag, proc, EMULATOR_READY), proc, state, doc_log)
+            for number, tag, proc, state, doc_log in started
+        ]
+
+    def port_from_output(self, name: str, proc: subprocess.Popen, pattern: re.Pattern[str],
+                         timeout: float = 30.0) -> int:
+        """Wait until the child's output matches ``pattern`` and return its first group as a port."""
+        out_path = self.dir / f"{name}.out"
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                found = pattern.search(out_path.read_text(encoding="utf-8", errors="replace"))
+                if found:
+                    return int(found.group(1))
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not ready after {timeout:.0f} s")
+            time.sleep(0.05)
 
     # -- the service
 
@@ -419,10 +419,10 @@ class Harness:
     ) -> Service:
         """gunicorn with the gthread worker on a free port, KKT_SETTINGS pointing at a temp file."""
         path = self.write_settings(emulators, **settings)
-        port = free_port()
         argv = [
             GUNICORN, app,
-            "--bind", f"{HOST}:{port}",
+            # Port 0: gunicorn binds a free port itself and names it in "Listening at".
+            "--bind", f"{HOST}:0",
             "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
             # A /kkt request waits for its device; the worker must not be killed meanwhile.
             "--timeout", "120", "--graceful-timeout", "5", "--keep-alive", "30",
@@ -433,8 +433,9 @@ class Harness:
             # For diagnosis: e.g. BENCH_GUNICORN_ARGS="-c /tmp/hooks.py" to profile the workers.
             *shlex.split(os.environ.get("BENCH_GUNICORN_ARGS", "")),
         ]  # fmt: skip
-        proc = self.start("gunicorn", argv, env={"KKT_SETTINGS": str(path)})
-        wait_port(port, proc, timeout=30)
+        name = f"gunicorn-{len(self.procs)}"
+        proc = self.start(name, argv, env={"KKT_SETTINGS": str(path)})
+        port = self.port_from_output(name, proc, GUNICORN_READY)
         wait_http(port, ready_path, proc)
         return Service(port, proc, path, Path(str(settings.get("JOURNAL_PATH", self.dir / "journal.sqlite3"))),
                        self.dir / "kkt.log", workers, threads)  # fmt: skip

@@ -60,12 +60,18 @@ def init_service(app: Flask) -> None:
     service = FiscalService.from_config(app.config)
     app.extensions["kkt"] = service
     service.start()
+    from .exchange import init_exchange
+
+    init_exchange(app, service)
 
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per contract: the 1C endpoint, the JSON API, the atol-kkt-service compat."""
-    from .web import api, compat, kkt1c
+    from .web import api, compat, goods, kkmserver, kkt1c, monitoring, operator  # noqa: F401 - goods adds its route to api.bp
 
     app.register_blueprint(kkt1c.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(compat.bp)
+    app.register_blueprint(kkmserver.bp)
+    app.register_blueprint(monitoring.bp)
+    app.register_blueprint(operator.bp)

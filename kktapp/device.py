@@ -8,11 +8,12 @@ what drivers return: plain values, money in kopecks, Russian-free (texts live in
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
-from .domain import FiscalResult, Receipt, TextLine
+from .domain import DomainError, FiscalResult, Receipt, TextLine, check_device_text, format_rub, position_amount
 
 
 @dataclass
@@ -104,8 +105,103 @@ class LastDocument:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What a document may hold so that every value fits the device's commands.
+
+    A driver computes these from its own command layouts (for ATOL:
+    :data:`kktapp.atol.commands.LIMITS`); the contracts check a receipt against them before it
+    is journalled, so that no value can fail to encode halfway through a document. Money in
+    kopecks, texts in the device's bytes (``encode`` is the device's text codec).
+    """
+
+    #: Largest price of one unit.
+    max_price: int
+    #: Largest quantity of a position.
+    max_quantity: Decimal
+    #: Largest price × quantity of a position (the device computes it; the line discount is the
+    #: difference to the sum and travels in a field of this width).
+    max_position_sum: int
+    #: Largest single payment (and so the largest receipt total).
+    max_payment: int
+    #: Largest cash-in / cash-out amount.
+    max_cash: int
+    #: Longest position name, in device bytes.
+    name_bytes: int
+    #: Longest printed text line, in device bytes.
+    text_line_bytes: int
+    #: Most positions one receipt may carry (the FN's document size).
+    max_positions: int
+    #: Largest department (section) number.
+    max_department: int
+    #: The device's text codec: its length of a text is what counts.
+    encode: Callable[[str], bytes]
+
+    def check(self, receipt: Receipt) -> None:
+        """Raise :class:`~kktapp.domain.DomainError` naming the first value that does not fit.
+
+        Field names are the domain's (``positions[3].quantity``, 1-based); contracts rename them.
+        """
+        if len(receipt.positions) > self.max_positions:
+            raise DomainError("positions", f"позиций в чеке больше, чем принимает ФН: не больше {self.max_positions}",
+                              len(receipt.positions))
+        for i, pos in enumerate(receipt.positions, 1):
+            where = f"positions[{i}]"
+            self.check_text(pos.name, f"{where}.name", self.name_bytes)
+            if pos.quantity > self.max_quantity:
+                raise DomainError(f"{where}.quantity",
+                                  f"количество больше, чем вмещает ККТ: не больше {self.max_quantity}", pos.quantity)
+            if pos.price > self.max_price:
+                raise DomainError(f"{where}.price",
+                                  f"цена больше, чем вмещает ККТ: не больше {format_rub(self.max_price)}",
+                                  format_rub(pos.price))
+            gross = position_amount(pos.price, pos.quantity)
+            if gross > self.max_position_sum or abs(gross - pos.amount) > self.max_position_sum:
+                raise DomainError(f"{where}.amount", "цена × количество больше, чем вмещает ККТ: не больше "
+                                  f"{format_rub(self.max_position_sum)}", format_rub(gross))
+            if pos.department > self.max_department:
+                raise DomainError(f"{where}.department", f"номер секции не больше {self.max_department}",
+                                  pos.department)
+        for i, pay in enumerate(receipt.payments, 1):
+            if pay.amount > self.max_payment:
+                raise DomainError(f"payments[{i}].amount",
+                                  f"сумма оплаты больше, чем вмещает ККТ: не больше {format_rub(self.max_payment)}",
+                                  format_rub(pay.amount))
+        for part, lines in (("header", receipt.header), ("footer", receipt.footer)):
+            self.check_lines(lines, part)
+
+    def check_lines(self, lines: Sequence[TextLine], field: str = "lines") -> None:
+        """Every printed line fits one print command and holds no control characters."""
+        for i, line in enumerate(lines, 1):
+            self.check_text(line.text, f"{field}[{i}].text", self.text_line_bytes, allow_empty=True)
+
+    def check_text(self, text: str, field: str, limit: int, *, allow_empty: bool = False) -> None:
+        """No control characters, and at most ``limit`` bytes in the device's code page."""
+        check_device_text(text, field)
+        if not allow_empty and not text:
+            raise DomainError(field, "текст не может быть пустым")
+        size = len(self.encode(text))
+        if size > limit:
+            raise DomainError(field, f"текст длиннее, чем вмещает ККТ: {size} байт в кодировке ККТ, не больше {limit}",
+                              text)
+
+    def check_cash(self, amount: int, field: str = "amount") -> None:
+        """A cash-in or cash-out amount fits the command."""
+        if amount > self.max_cash:
+            raise DomainError(field, f"сумма больше, чем вмещает ККТ: не больше {format_rub(self.max_cash)}",
+                              format_rub(amount))
+
+
 class Driver(Protocol):
-    """A connected cash register. Not thread-safe: exactly one owner calls it at a time."""
+    """A connected cash register. Not thread-safe: exactly one owner calls it at a time.
+
+    A driver raises :class:`~kktapp.errors.NotSent` for a document it refuses before sending
+    anything. Its ``stats.bytes_sent`` (when it has one) lets the owner tell "nothing sent" from
+    "may have reached the device" for any other failure.
+    """
+
+    #: The device limits every document is checked against before it is journalled.
+    limits: DeviceLimits
 
     def connect(self) -> None:
         """Open the link, clear stale tasks, bring the device to select mode."""
@@ -158,6 +254,9 @@ class Driver(Protocol):
 
     def reprint_last(self) -> None:
         """Print the last document again (after paper ran out)."""
+
+    def open_drawer(self) -> None:
+        """Open the cash drawer connected to the device."""
 
     def last_document(self) -> LastDocument:
         """The FN's last fiscal document number (with its data) and whether a receipt is open."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -21,6 +22,12 @@ MAX_NAME = 128
 QUANTITY_DECIMALS = 3
 #: The day the 22 % general rate took over from 20 % (425-ФЗ).
 VAT22_SINCE = dt.date(2026, 1, 1)
+
+
+#: Most significant digits a money amount or quantity may have before any arithmetic on it:
+#: far above every fiscal limit, low enough that ``1e999999999`` or 5,000 digits never reach
+#: Decimal arithmetic or int() (an overflow, or a billion-digit integer).
+MAX_NUMBER_DIGITS = 30
 
 
 class DomainError(ValueError):
@@ -50,10 +57,19 @@ def to_kopecks(value: object, field: str = "sum") -> int:
         raise DomainError(field, "не число", value) from None
     if not amount.is_finite():
         raise DomainError(field, "не число", value)
+    _check_magnitude(amount, field, value)
     kop = amount * 100
     if kop != kop.to_integral_value():
         raise DomainError(field, "больше двух знаков после запятой", value)
     return int(kop)
+
+
+def _check_magnitude(number: Decimal, field: str, value: object) -> None:
+    """Refuse absurd magnitudes and precisions before they are multiplied or converted."""
+    digits = len(number.as_tuple().digits)
+    if digits > MAX_NUMBER_DIGITS or not -MAX_NUMBER_DIGITS < number.adjusted() < MAX_NUMBER_DIGITS:
+        text = str(number)
+        raise DomainError(field, "число вне допустимого диапазона", text if len(text) <= 40 else f"{digits} цифр")
 
 
 def format_rub(kopecks: int) -> str:
@@ -73,6 +89,7 @@ def to_quantity(value: object, field: str = "quantity") -> Decimal:
         raise DomainError(field, "не число", value) from None
     if not qty.is_finite() or qty <= 0:
         raise DomainError(field, "количество должно быть больше нуля", value)
+    _check_magnitude(qty, field, value)
     if qty != qty.quantize(Decimal(1).scaleb(-QUANTITY_DECIMALS), rounding=ROUND_HALF_UP):
         raise DomainError(field, "не больше трёх знаков после запятой", value)
     return qty
@@ -83,10 +100,46 @@ def position_amount(price: int, quantity: Decimal) -> int:
     return int((Decimal(price) * quantity).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+# --------------------------------------------------------------------------- device text
+
+#: Unicode categories never sent to a device: controls (NUL, ESC sequences), format characters
+#: (RLO and other bidi overrides, zero-width joiners), surrogates, private use, unassigned.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+#: Line breaks and tabs: harmless intent (pasted text), printed as one space each.
+_SPACES = frozenset("\t\n\r\x0b\x0c\x85\u2028\u2029")
+
+
+def check_device_text(text: str, field: str) -> None:
+    """Raise DomainError when the text holds a character a device must not receive."""
+    for i, ch in enumerate(text, 1):
+        if ch in _SPACES or unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise DomainError(field, f"недопустимый управляющий символ U+{ord(ch):04X} (позиция {i})")
+
+
+def spaces_for_breaks(text: str) -> str:
+    """Tabs and line breaks → spaces (a CR LF pair is one space); other characters unchanged."""
+    if not any(ch in _SPACES for ch in text):
+        return text
+    return "".join(" " if ch in _SPACES else ch for ch in text.replace("\r\n", "\n"))
+
+
 # --------------------------------------------------------------------------- enums
 
 
-class VatRate(enum.StrEnum):
+class StrEnum(str, enum.Enum):
+    """``enum.StrEnum`` for Python 3.10 (it came in 3.11): str() and format() give the value.
+
+    A plain ``(str, Enum)`` would print ``VatRate.VAT22`` on 3.12+, where format() follows str().
+    """
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
+
+class VatRate(StrEnum):
     """VAT rate of a position; value is the canonical API name (ATOL JSON ``tax.type``)."""
 
     NONE = "none"
@@ -153,9 +206,9 @@ def _vat_key(value: object) -> str:
     text = str(value).strip().lower().replace(" ", "").replace("%", "").replace(",", ".")
     for prefix in ("ндс", "nds", "vat"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            # "nds_10", "vat-10"; only after a prefix: KKM Server's "-1" (no VAT) keeps its sign.
+            text = text[len(prefix):].lstrip("_-")
             break
-    text = text.lstrip("_-")
     if text.endswith(".0"):
         text = text[:-2]
     return text
@@ -197,7 +250,7 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
     )
 
 
-class SettlementType(enum.StrEnum):
+class SettlementType(StrEnum):
     """Receipt type; tag 1054 for the first four, corrections carry the same sign."""
 
     SELL = "sell"
@@ -219,6 +272,15 @@ class SettlementType(enum.StrEnum):
         """Russian name, as printed."""
         return _SETTLEMENT_TITLES[self]
 
+    @property
+    def tag1054(self) -> int:
+        """Признак расчёта, tag 1054 (the receipt QR code's ``n``): corrections carry their base's."""
+        return _TAG1054[self.value.removesuffix("_correction")]
+
+
+#: Tag 1054: 1 приход, 2 возврат прихода, 3 расход, 4 возврат расхода.
+_TAG1054 = {"sell": 1, "sell_return": 2, "buy": 3, "buy_return": 4}
+
 
 _SETTLEMENT_TITLES = {
     SettlementType.SELL: "Приход", SettlementType.SELL_RETURN: "Возврат прихода",
@@ -230,7 +292,7 @@ _SETTLEMENT_TITLES = {
 }
 
 
-class PaymentType(enum.StrEnum):
+class PaymentType(StrEnum):
     """How the buyer paid (tags 1031, 1081, 1215, 1216, 1217)."""
 
     CASH = "cash"

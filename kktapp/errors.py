@@ -20,11 +20,16 @@ class ResultCode:
     DEVICE_BUSY = 1004
     UNKNOWN_OUTCOME = 1005
     TIMEOUT = 1006
+    QUEUED = 1007
     CONFLICT = 1009
     UNAUTHORIZED = 1010
     FORBIDDEN = 1011
     NOT_FOUND = 1012
     DISABLED = 1013
+    #: The device interrupted the same document again and again without forming it.
+    GAVE_UP = 1014
+    #: The operator cancelled the receipt while it was still queued.
+    CANCELLED = 1015
     INTERNAL = 1099
 
 
@@ -122,12 +127,72 @@ class OutcomeUnknown(KKTError):
     message = "результат чека пока неизвестен: связь прервалась, сервис проверит ККТ и завершит чек сам"
 
 
+class NotSent(KKTError):
+    """The job was refused before its first byte reached the device: certainly not fiscalised.
+
+    A value the device's command cannot carry (validation should have caught it) or any other
+    failure while the commands were being prepared.
+    """
+
+    code = ResultCode.VALIDATION
+    http_status = 422
+    message = "документ не отправлен в ККТ: данные не помещаются в команды ККТ"
+
+
+class GaveUp(KKTError):
+    """Recovery found the same document unformed after every one of several attempts.
+
+    The FN was checked each time (no document), so the job is failed and the queue moves on;
+    the operator looks at the device and the document and sends it again.
+    """
+
+    code = ResultCode.GAVE_UP
+    http_status = 502
+    message = (
+        "ККТ {attempts} раз(а) подряд прервала этот документ, не пробив его (ФН проверен: документа нет). "
+        "Документ снят с очереди, следующие чеки пробиваются. Проверьте ККТ и данные документа и отправьте его снова"
+    )
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(self.message.format(attempts=attempts))
+
+
 class Timeout(KKTError):
     """The caller's wait ran out; the job goes on and can be asked about later."""
 
     code = ResultCode.TIMEOUT
     http_status = 504
     message = "ККТ не ответила за отведённое время; чек остаётся в очереди"
+
+
+class Queued(KKTError):
+    """Accepted and journalled, not fiscalised yet: the service will fiscalise it by itself.
+
+    Not a failure: 202 Accepted. A client must not fiscalise the document another way, and
+    asks again with the same key later to get the final answer.
+    """
+
+    code = ResultCode.QUEUED
+    http_status = 202
+    message = (
+        "чек в очереди, будет пробит автоматически — не пробивайте его вручную; "
+        "повторите запрос с тем же номером документа позже, чтобы узнать результат"
+    )
+
+
+class Cancelled(KKTError):
+    """An operator cancelled the receipt before it reached the device; its key is free again."""
+
+    code = ResultCode.CANCELLED
+    http_status = 409
+    message = "чек отменён оператором до отправки в ККТ: он не пробит"
+
+
+class NotCancellable(Conflict):
+    """Only a queued receipt can be cancelled; the message says why this one cannot."""
+
+    message = "чек нельзя отменить"
 
 
 class DeviceError(KKTError):

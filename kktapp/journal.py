@@ -56,7 +56,7 @@ from .domain import (
     TextLine,
     VatRate,
 )
-from .errors import Conflict
+from .errors import Conflict, ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ class Journal:
         if version < _SCHEMA_VERSION:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        _operator_schema(conn)
 
     def close(self) -> None:
         """Close every connection this process opened (call when no thread uses the journal)."""
@@ -354,6 +355,16 @@ class Journal:
             (kind, key, FAILED),
         )
 
+    def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
+        """The done receipt of a device with this fiscal document number (None: the latest one)."""
+        if fd_number is None:
+            sql, args = "", (device, RECEIPT, DONE)
+        else:
+            sql, args = " AND json_extract(result, '$.fiscal_document_number')=?", (device, RECEIPT, DONE, fd_number)
+        return self._one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND kind=? AND state=?{sql} ORDER BY seq DESC LIMIT 1", args
+        )
+
     def next_queued(self, device: int) -> Job | None:
         """The oldest queued job of a device (its FIFO head)."""
         return self._one(
@@ -367,17 +378,18 @@ class Journal:
         ).fetchall()
         return [self._job(r) for r in rows]
 
-    def mark_sending(self, job_id: str, fd_before: int | None) -> None:
+    def mark_sending(self, job_id: str, fd_before: int | None) -> bool:
         """The job goes to the device now; ``fd_before`` is the FN's last document number.
 
         FULL and before the first byte of the document: after a crash or a lost answer, recovery
-        decides "fiscalised or not" by comparing the FN with this number.
+        decides "fiscalised or not" by comparing the FN with this number. False when the job is
+        already finished (an operator cancelled it after the owner picked it): send nothing.
         """
-        self._write(
+        return self._write(
             "UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
-            " WHERE id=?",
-            (SENDING, fd_before, self.clock(), job_id),
-        )
+            " WHERE id=? AND state NOT IN (?, ?)",
+            (SENDING, fd_before, self.clock(), job_id, DONE, FAILED),
+        ) == 1
 
     def finish(
         self,
@@ -457,6 +469,15 @@ class Journal:
         rows = sorted(self._conn().execute(sql, args + args).fetchall(), key=lambda r: r["seq"])
         return [self._job(r) for r in rows]
 
+    def failed_with_code(self, device: int, code: int, since: float) -> list[Job]:
+        """Failed jobs of a device whose error has this code, updated after ``since`` (oldest first)."""
+        # The error column is canonical JSON (sorted keys), so the code is its first member.
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND state=? AND updated_at>=? AND error LIKE ? ORDER BY seq",
+            (device, FAILED, since, f'{{"code":{int(code)},%'),
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
     def queue_counts(self, device: int) -> dict[str, int]:
         """Number of queued, sending and unknown jobs of a device."""
         counts = {QUEUED: 0, SENDING: 0, UNKNOWN: 0}
@@ -475,9 +496,19 @@ class Journal:
         """
         days = self.retention_days if days is None else days
         cutoff = self.clock() - days * 86400
-        n = self._write(
-            "DELETE FROM jobs WHERE state IN (?, ?) AND reprint=0 AND updated_at < ?", (DONE, FAILED, cutoff)
-        )
+        where = "state IN ('done', 'failed') AND reprint=0 AND updated_at < ?"
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # The receipt counters must not go down when old rows go (Prometheus counters).
+                _archive_receipt_counts(conn, where, (cutoff,))
+                n = conn.execute(f"DELETE FROM jobs WHERE {where}", (cutoff,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         if n:
             log.info("журнал: удалено %d записей старше %s дн.", n, days)
         return n
@@ -501,6 +532,172 @@ class Journal:
         if row is None:
             return None
         return json.loads(row[0]), _ts(row[1])
+
+    # ------------------------------------------------------------------ operator: list, cancel, counts
+
+    def list_jobs(
+        self,
+        *,
+        kind: str = RECEIPT,
+        states: tuple[str, ...] = (),
+        device: int | None = None,
+        text: str = "",
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """Jobs of one kind, newest first, and how many match in all (for paging).
+
+        ``text`` is a substring of the key (DocNumber, API key, tr_id) or of the payload (item
+        names, contact); ``since``/``until`` bound the acceptance time (epoch seconds).
+        """
+        where = ["kind=?"]
+        args: list = [kind]
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args.extend(states)
+        if device is not None:
+            where.append("device=?")
+            args.append(int(device))
+        if text:
+            # SQLite's LIKE folds ASCII case only; item names and DocNumbers are Cyrillic.
+            escaped = text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+            where.append("(kkt_fold(key) LIKE ? ESCAPE '\\' OR kkt_fold(payload) LIKE ? ESCAPE '\\' OR id=?)")
+            args.extend((pattern, pattern, text))
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(float(since))
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(float(until))
+        sql_where = " AND ".join(where)
+        conn = self._conn()
+        conn.create_function("kkt_fold", 1, lambda v: v.casefold() if isinstance(v, str) else v, deterministic=True)
+        total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {sql_where}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {sql_where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*args, int(limit), int(offset)),
+        ).fetchall()
+        return [self._job(r) for r in rows], int(total)
+
+    def cancel(self, job_id: str, error: dict) -> tuple[bool, Job | None]:
+        """Finish a still-queued job as failed with ``error``; ``(False, job)`` if it was not queued.
+
+        One conditional UPDATE, so it cannot overtake the owner: the owner's
+        :meth:`mark_sending` only moves unfinished jobs, and this only moves queued ones. A
+        failed job frees its key. FULL: a cancelled receipt must not come back after a power cut.
+        """
+        n = self._write(
+            "UPDATE jobs SET state=?, error=?, reason='', updated_at=? WHERE id=? AND state=?",
+            (FAILED, _dumps(error), self.clock(), job_id, QUEUED),
+        )
+        return n == 1, self.get(job_id)
+
+    def waiting(self, device: int) -> list[Job]:
+        """Receipts not finished yet (queued, sending, unknown) or owing a copy, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE device=? AND kind=? AND (state IN (?, ?, ?) OR reprint=1)"
+            " ORDER BY seq",
+            (device, RECEIPT, QUEUED, SENDING, UNKNOWN),
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def receipt_counts(self) -> list[dict]:
+        """Finished receipts per device and result (done, failed, cancelled) since the journal began.
+
+        Each row: ``device``, ``result``, ``count``, and for done receipts the seconds from
+        acceptance to the final answer as ``duration_sum`` and ``buckets`` (counts per
+        :data:`DURATION_BUCKETS` bound, not cumulative). Pruned rows are counted from the
+        archive, so the numbers never go down.
+        """
+        merged: dict[tuple[int, str], dict] = {}
+        for row in _receipt_aggregates(self._conn(), "state IN ('done', 'failed')", ()):
+            _merge_counts(merged, row)
+        for device, result, n, dsum, buckets in self._conn().execute(
+            "SELECT device, result, n, duration_sum, buckets FROM receipt_archive"
+        ).fetchall():
+            _merge_counts(merged, (device, result, n, dsum, json.loads(buckets)))
+        return [
+            {"device": d, "result": r, "count": v["count"], "duration_sum": v["duration_sum"], "buckets": v["buckets"]}
+            for (d, r), v in sorted(merged.items())
+        ]
+
+
+# ---------------------------------------------------------------------- operator schema and counters
+# Apart from _SCHEMA on purpose: an index for the operator's list and the archive of pruned
+# receipt counts, both idempotent, for a versioned migration scheme to take over as one step.
+
+#: Upper bounds (seconds) of the acceptance-to-answer histogram of done receipts.
+DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+CANCELLED_CODE = ResultCode.CANCELLED
+
+_OPERATOR_SCHEMA = """
+CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
+CREATE TABLE IF NOT EXISTS receipt_archive (
+    device       INTEGER NOT NULL,
+    result       TEXT NOT NULL,
+    n            INTEGER NOT NULL,
+    duration_sum REAL NOT NULL,
+    buckets      TEXT NOT NULL,
+    PRIMARY KEY (device, result)
+);
+"""
+
+
+def _operator_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_OPERATOR_SCHEMA)
+
+
+def _receipt_aggregates(conn: sqlite3.Connection, where: str, args: tuple) -> list[tuple]:
+    """(device, result, count, duration sum, bucket counts) of finished receipts matching ``where``."""
+    duration = "(updated_at - created_at)"
+    lower = (float("-inf"), *DURATION_BUCKETS)
+    bucket_sql = ", ".join(
+        f"SUM(CASE WHEN state='done' AND {duration} > {lo!r} AND {duration} <= {hi!r} THEN 1 ELSE 0 END)"
+        for lo, hi in zip(lower, DURATION_BUCKETS, strict=False)
+    ).replace("-inf", "-1e308")
+    result = (
+        "CASE WHEN state='done' THEN 'done' "
+        f"WHEN json_extract(error, '$.code')={CANCELLED_CODE} THEN 'cancelled' ELSE 'failed' END"
+    )
+    rows = conn.execute(
+        f"SELECT device, {result} AS result, COUNT(*), "
+        f"SUM(CASE WHEN state='done' THEN {duration} ELSE 0 END), {bucket_sql} "
+        f"FROM jobs WHERE kind='{RECEIPT}' AND {where} GROUP BY device, result",
+        args,
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3] or 0.0, [int(x or 0) for x in r[4:]]) for r in rows]
+
+
+def _merge_counts(merged: dict[tuple[int, str], dict], row: tuple) -> None:
+    device, result, n, dsum, buckets = row
+    entry = merged.setdefault(
+        (device, result), {"count": 0, "duration_sum": 0.0, "buckets": [0] * len(DURATION_BUCKETS)}
+    )
+    entry["count"] += n
+    entry["duration_sum"] += dsum
+    entry["buckets"] = [a + b for a, b in zip(entry["buckets"], buckets, strict=True)]
+
+
+def _archive_receipt_counts(conn: sqlite3.Connection, where: str, args: tuple) -> None:
+    """Inside prune's transaction: add the counts of the rows about to go to the archive."""
+    merged: dict[tuple[int, str], dict] = {}
+    for row in _receipt_aggregates(conn, where, args):
+        _merge_counts(merged, row)
+    if not merged:
+        return
+    for device, result, n, dsum, buckets in conn.execute(
+        "SELECT device, result, n, duration_sum, buckets FROM receipt_archive"
+    ).fetchall():
+        if (device, result) in merged:
+            _merge_counts(merged, (device, result, n, dsum, json.loads(buckets)))
+    for (device, result), v in merged.items():
+        conn.execute(
+            "INSERT OR REPLACE INTO receipt_archive (device, result, n, duration_sum, buckets) VALUES (?, ?, ?, ?, ?)",
+            (device, result, v["count"], v["duration_sum"], json.dumps(v["buckets"])),
+        )
 
 
 # ---------------------------------------------------------------------- receipt JSON

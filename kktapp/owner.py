@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 from .atol.errors import ErrorCode
 from .device import Driver, LastDocument, ShiftStatus, to_json
-from .domain import FiscalResult, Receipt, TextLine
-from .errors import DeviceError, KKTError, LinkError, OutcomeUnknown
-from .journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
+from .domain import FiscalResult, Receipt, TextLine, format_rub
+from .errors import DeviceError, GaveUp, KKTError, LinkError, NotSent, OutcomeUnknown
+from .health import human_duration
+from .journal import DONE, FAILED, QUEUED, RECEIPT, SENDING, UNKNOWN, Job, receipt_from_json
 from .shtrih import errors as shtrih
 
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ SHIFT_EXPIRY_MARGIN = dt.timedelta(minutes=5)
 LOCK_CHECK_INTERVAL = 5.0
 #: Seconds between journal prunes.
 PRUNE_INTERVAL = 3600.0
+#: Sends of one fiscal document after which recovery, finding it still unformed, fails it
+#: instead of sending it again: a document that breaks the exchange every time (a firmware
+#: fault, a value the device chokes on) must not hold the register's queue for ever. Failing
+#: is safe: recovery has just read the FN and cancelled the open receipt, so the document
+#: certainly does not exist.
+MAX_SEND_ATTEMPTS = 5
+#: Seconds between log reminders while a device stays unreachable.
+DOWN_REMINDER = 300.0
 
 # Device codes the shift policy and recovery act on, of both protocol families (ATOL, Shtrih-M;
 # their tables do not collide on these codes).
@@ -107,7 +116,7 @@ RECEIPT_OPEN_CODES = frozenset({
 #: Every operation a caller may submit, besides receipts.
 OPERATIONS = frozenset({
     "status", "open_shift", "close_shift", "x_report", "cash_in", "cash_out", "print_text",
-    "reprint_last", "cancel_receipt", "reset_summary", "tech_reset",
+    "reprint_last", "cancel_receipt", "reset_summary", "tech_reset", "open_drawer", "registration",
 })
 
 
@@ -230,6 +239,9 @@ class DeviceOwner:
         self._last_prune = 0.0
         self._last_lock_check = 0.0
         self._last_auto_close_check = 0.0
+        #: monotonic() when the link went down (None while up) and when that was last logged.
+        self._down_since: float | None = None
+        self._down_logged = 0.0
         self.is_owner = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -376,7 +388,12 @@ class DeviceOwner:
         self.driver = driver
         driver.connect()
         self._info = to_json(driver.device_info())
-        log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
+        if self._down_since is not None:
+            log.warning("ККТ %d: связь восстановлена (не было %s)", self.number,
+                        human_duration(time.monotonic() - self._down_since))
+            self._down_since = None
+        else:
+            log.info("ККТ %d: связь установлена (%s)", self.number, self._info.get("model_name", ""))
         self._refresh()
 
     def _fail_waiting_operations(self, exc: BaseException) -> None:
@@ -464,17 +481,29 @@ class DeviceOwner:
                 self._fail(job, exc)
                 return
             # Durable (FULL) before anything of the document is sent: recovery compares with it.
-            self.journal.mark_sending(job.id, fd_before)
+            if not self.journal.mark_sending(job.id, fd_before):
+                self._skip_cancelled(job)
+                return
+            sent_before = self._bytes_sent()
             try:
                 result = self._call(job)
             except DeviceError as exc:
                 if self._after_device_error(job, exc, fd_before, retry_allowed=attempt == 1):
                     continue
                 return
+            except NotSent as exc:
+                self._fail(job, exc)
+                return
             except LinkError as exc:
                 self._mark_unknown(job, Reasons.INTERRUPTED, exc)
                 raise
             except Exception as exc:
+                if sent_before is not None and self._bytes_sent() == sent_before:
+                    # Failed while the document was being prepared: nothing reached the device.
+                    log.error("ККТ %d: %s %s не отправлен: %s: %s", self.number, job.kind, job.key or job.id,
+                              type(exc).__name__, exc)
+                    self._fail(job, NotSent(f"{NotSent.message} ({type(exc).__name__}: {exc})"))
+                    return
                 # An unexpected failure mid-document is an unknown outcome like a lost link.
                 log.exception("ККТ %d: сбой при отправке %s %s", self.number, job.kind, job.id)
                 self._mark_unknown(job, Reasons.INTERRUPTED, None)
@@ -483,6 +512,11 @@ class DeviceOwner:
                 self._note_own_document(job, fd_before, result)
             self._done(job, result)
             return
+
+    def _bytes_sent(self) -> int | None:
+        """Bytes the driver has written to the device so far; None when it does not count them."""
+        sent = getattr(getattr(self.driver, "stats", None), "bytes_sent", None)
+        return sent if isinstance(sent, int) else None
 
     def _probe(self) -> None:
         """One status round trip before the first document after an idle spell.
@@ -564,6 +598,7 @@ class DeviceOwner:
                 self._fail(job, exc)
                 return False
             self.state.note_document("close_shift", z)
+            self._shift_closed(z)
             return True
         if retry_allowed and exc.code in SHIFT_CLOSED_CODES and job.kind in SHIFT_KINDS:
             # The owner's memory said the shift was open; the device says closed. The next attempt
@@ -585,10 +620,12 @@ class DeviceOwner:
             # Service operations (reports, resets, cancel) may change what the owner remembers;
             # they are rare, so the next job simply reads the device again.
             self.state.forget()
-        self.journal.mark_sending(job.id, None)
+        if not self.journal.mark_sending(job.id, None):
+            self._skip_cancelled(job)
+            return
         try:
             result = self._call(job)
-        except DeviceError as exc:
+        except (DeviceError, NotSent) as exc:
             self._fail(job, exc)
             return
         except LinkError as exc:
@@ -604,10 +641,12 @@ class DeviceOwner:
         kind = job.kind
         if kind == RECEIPT:
             return driver.sell(self._receipt(job))
+        # A caller may name the cashier of a shift report (tags 1021/1203); else conf's.
+        cashier = (params.get("cashier_name") or svc.cashier_name, params.get("cashier_inn") or svc.cashier_inn)
         if kind == "open_shift":
-            return driver.open_shift(svc.cashier_name, svc.cashier_inn)
+            return driver.open_shift(*cashier)
         if kind == "close_shift":
-            return driver.close_shift(svc.cashier_name, svc.cashier_inn)
+            return driver.close_shift(*cashier)
         if kind == "cash_in":
             return driver.cash_in(int(params["amount"]))
         if kind == "cash_out":
@@ -622,6 +661,13 @@ class DeviceOwner:
             driver.print_text([TextLine(**line) for line in params.get("lines", [])])
         elif kind == "reprint_last":
             driver.reprint_last()
+        elif kind == "open_drawer":
+            driver.open_drawer()  # type: ignore[attr-defined]
+        elif kind == "registration":
+            # Optional in a driver (ATOL A4 43): INN, RNM, taxation, OFD of the registration.
+            read = getattr(driver, "registration", None)
+            data = read() if read is not None else {}
+            return data if isinstance(data, dict) else to_json(data)
         elif kind == "cancel_receipt":
             driver.cancel_receipt()
         elif kind == "reset_summary":
@@ -653,6 +699,8 @@ class DeviceOwner:
     def _done(self, job: Job, result: Any) -> None:
         if isinstance(result, FiscalResult):
             owed = not result.printed and self._prints(job)
+            if job.kind == "close_shift":
+                self._shift_closed(result)
             self.journal.finish(
                 job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
             )
@@ -664,6 +712,10 @@ class DeviceOwner:
         else:
             self.journal.finish(job.id, DONE, result=result if isinstance(result, dict) else {})
             log.info("ККТ %d: %s %s выполнено", self.number, job.kind, job.key or job.id)
+
+    def _skip_cancelled(self, job: Job) -> None:
+        # An operator cancelled it between next_queued and mark_sending: nothing was sent.
+        log.info("ККТ %d: %s %s отменён оператором, в ККТ не отправлен", self.number, job.kind, job.key or job.id)
 
     def _fail(self, job: Job, exc: KKTError) -> None:
         # Any device error: the owner's memory of the device is not to be trusted.
@@ -699,7 +751,9 @@ class DeviceOwner:
             state.note_shift(shift)
             if shift.state == "expired":
                 log.info("ККТ %d: смена %d старше 24 часов: Z-отчёт и новая смена", self.number, shift.number)
-                state.note_document("close_shift", driver.close_shift(svc.cashier_name, svc.cashier_inn))
+                z = driver.close_shift(svc.cashier_name, svc.cashier_inn)
+                state.note_document("close_shift", z)
+                self._shift_closed(z)
         if state.shift_state == "closed":
             result = driver.open_shift(svc.cashier_name, svc.cashier_inn)
             state.note_document("open_shift", result)
@@ -771,6 +825,14 @@ class DeviceOwner:
             self._notify(job.id)
             self._sleep(HOLD_RETRY)
             return
+        if job.attempts >= MAX_SEND_ATTEMPTS:
+            # Certainly not fiscalised, and every send ended the same way: stop retrying it.
+            exc = GaveUp(job.attempts)
+            self.journal.finish(job.id, FAILED, error=exc.to_dict(), reason=exc.message)
+            self._notify(job.id)
+            log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (ФД %d не изменился)",
+                      self.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
+            return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
         log.info("ККТ %d: %s %s не был пробит; отправляем снова", self.number, job.kind, job.key or job.id)
         self.journal.requeue(job.id)
@@ -794,16 +856,26 @@ class DeviceOwner:
         elif job.kind == RECEIPT:
             expected = receipt_from_json(job.payload["receipt"]).total
             if result.total != expected:
-                log.error("ККТ %d: последний ФД %d на %d коп., а чек %s на %d коп.", self.number,
-                          last.fd_number, result.total, job.key or job.id, expected)
+                log.error("ККТ %d: последний ФД %d на %s ₽, а чек %s на %s ₽", self.number,
+                          last.fd_number, format_rub(result.total), job.key or job.id, format_rub(expected))
         return result
 
     def _record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
         result = dataclasses.replace(result, printed=not owed)
+        if job.kind == "close_shift":
+            self._shift_closed(result)
         self.journal.finish(
             job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
         )
         self._notify(job.id)
+
+    def _shift_closed(self, result: FiscalResult) -> None:
+        """Every Z report, whatever triggered it, goes to the service's observers (the 1C exchange).
+
+        Before the close_shift job is finished: an observer that also watches the journal must
+        find the Z report's own data (the shift counters, read now) recorded first.
+        """
+        self.service.shift_closed(self.number, result, self.driver)
 
     def _reprint(self, job: Job) -> None:
         """Print the owed copy once the printer is ready; until then the queue holds."""
@@ -899,14 +971,16 @@ class DeviceOwner:
             "expires_at": (opened + dt.timedelta(hours=24)).isoformat() if opened else None,
         })
         snap["shift"] = shift
-        snap.update({"link": "ok", "link_error": None})
+        # When the device last answered: the snapshot's own time also moves while the link is down.
+        snap.update({"link": "ok", "link_error": None, "read_at": _now_iso()})
         self.journal.save_snapshot(self.number, snap)
 
     def _store_snapshot(self, data: dict) -> None:
         self._last_refresh = self._last_full_refresh = time.monotonic()
         self._dirty_at = None
         snap = dict(data)
-        snap.update({"link": "ok", "link_error": None})
+        # When the device last answered: the snapshot's own time also moves while the link is down.
+        snap.update({"link": "ok", "link_error": None, "read_at": _now_iso()})
         self.journal.save_snapshot(self.number, snap)
 
     def _refresh(self) -> None:
@@ -919,12 +993,23 @@ class DeviceOwner:
             self._last_refresh = self._last_full_refresh = time.monotonic()
             self._dirty_at = None
 
+    def _log_down(self, message: str) -> None:
+        """One line when the link goes, a reminder every DOWN_REMINDER seconds, not one per retry."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._down_logged = now
+            log.warning("ККТ %d: связь потеряна: %s", self.number, message)
+        elif now - self._down_logged >= DOWN_REMINDER:
+            self._down_logged = now
+            waiting = self.journal.queue_counts(self.number)
+            log.warning("ККТ %d: связи нет уже %s (%s); ждут отправки: %d", self.number,
+                        human_duration(now - self._down_since), message, waiting[QUEUED] + waiting[UNKNOWN])
+
     def _link_down(self, exc: BaseException) -> None:
-        message = exc.message if isinstance(exc, KKTError) else LinkError.message
-        if not isinstance(exc, KKTError):
+        message = link_text(exc)
+        if not isinstance(exc, (KKTError, OSError)):
             log.exception("ККТ %d: ошибка связи", self.number, exc_info=exc)
-        else:
-            log.warning("ККТ %d: %s", self.number, message)
+        self._log_down(message)
         stored = self.journal.load_snapshot(self.number)
         snap = dict(stored[0]) if stored else {}
         if snap.get("link") == "down" and snap.get("link_error") == message and not self._refresh_due():
@@ -932,3 +1017,47 @@ class DeviceOwner:
         snap.update({"link": "down", "link_error": message})
         self.journal.save_snapshot(self.number, snap)
         self._last_refresh = self._last_full_refresh = time.monotonic()
+
+
+#: OS error numbers of a failed connection → what a sysadmin reads (pyserial words them in English).
+_ERRNO_TEXTS = {
+    errno.ECONNREFUSED: "соединение отклонено (касса выключена, не тот порт или её занимает другая программа)",
+    errno.ETIMEDOUT: "касса не отвечает (выключена или нет сети)",
+    errno.EHOSTUNREACH: "адрес кассы недоступен (нет сети до кассы)",
+    errno.ENETUNREACH: "сеть до кассы недоступна",
+    errno.ECONNRESET: "касса разорвала соединение",
+    errno.ENOENT: "нет такого порта (кабель USB не подключён или другое имя устройства)",
+    errno.EACCES: "нет прав на порт (добавьте пользователя сервиса в группу dialout)",
+    errno.EBUSY: "порт занят другой программой",
+}
+
+
+def link_text(exc: BaseException) -> str:
+    """A Russian sentence for a link failure; the library's own (English) words go to DEBUG only."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        number = getattr(cause, "errno", None)
+        if number in _ERRNO_TEXTS:
+            log.debug("link failure detail: %r", exc)
+            return f"{LinkError.message}: {_ERRNO_TEXTS[number]}"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, KKTError):
+        # "нет связи с ККТ (url): <library text>": keep our words, the library's go to DEBUG.
+        parts = exc.message.split(": ")
+        kept = [parts[0]]
+        for part in parts[1:]:
+            if not _is_russian(part):
+                log.debug("link failure detail: %s", exc.message)
+                break
+            kept.append(part)
+        return ": ".join(kept)
+    log.debug("link failure detail: %r", exc)
+    return LinkError.message
+
+
+def _now_iso() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _is_russian(text: str) -> bool:
+    return any("а" <= ch.lower() <= "я" or ch in "ёЁ" for ch in text)

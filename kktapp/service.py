@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .device import Driver
-from .domain import DomainError, Receipt, TextLine, check_receipt
-from .errors import Disabled, NotFound, ValidationFailed
-from .journal import QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
+from .device import DeviceLimits, Driver
+from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt, format_rub
+from .errors import Cancelled, Disabled, NotCancellable, NotFound, ResultCode, ValidationFailed
+from .journal import CANCELLED_CODE, FAILED, QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
 from .owner import OPERATIONS, DeviceOwner, Reasons
 
 __all__ = [
@@ -51,6 +51,15 @@ WAIT_POLL_MIN = 0.002
 WAIT_POLL_MAX = 0.02
 #: Seconds stop() waits for a device thread to finish its current job.
 STOP_TIMEOUT = 15.0
+#: Hours a document the owner gave up on stays listed for the operator (snapshot "attention").
+ATTENTION_HOURS = 24
+#: Why a receipt in this state cannot be cancelled (409), for the operator.
+CANCEL_REFUSALS = {
+    "sending": "чек уже отправляется в ККТ: отменить нельзя, дождитесь результата",
+    "unknown": "результат чека выясняется (он мог быть пробит): отменить нельзя, сервис завершит его сам",
+    "done": "чек уже пробит: отменить нельзя, при необходимости оформите чек возврата",
+    "failed": "чек не пробит (ошибка или уже отменён): отменять нечего",
+}
 #: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
 RESET_OPERATIONS = frozenset({"reset_summary", "tech_reset"})
 
@@ -99,6 +108,12 @@ def atol_driver_factory(config: DeviceConfig) -> Driver:
         operator_password=config.operator_password,
         baudrate=config.baudrate,
     )
+
+
+def _atol_limits() -> DeviceLimits:
+    from .atol.commands import LIMITS
+
+    return LIMITS
 
 
 def shtrih_driver_factory(config: DeviceConfig) -> Driver:
@@ -168,12 +183,17 @@ class FiscalService:
         self.journal = journal if isinstance(journal, Journal) else Journal(journal, retention_days=retention_days)
         self.devices: dict[int, DeviceConfig] = {d.number: d for d in devices}
         self.driver_factory = driver_factory or protocol_driver_factory
+        #: What a document may hold (from the driver's command layouts); a factory may carry its
+        #: own ``limits``, test doubles of an ATOL device use the ATOL ones.
+        self.limits: DeviceLimits = getattr(self.driver_factory, "limits", None) or _atol_limits()
         self.test_mode = bool(test_mode)
         self.auto_close_time = _parse_hhmm(auto_close_time)
         self.status_refresh = float(status_refresh)
         self.cashier_name = cashier_name or ""
         self.cashier_inn = cashier_inn or ""
         self.allow_device_reset = bool(allow_device_reset)
+        #: Called as observer(device, z_result, driver) in the owner's thread after every Z report.
+        self.shift_observers: list[Callable[[int, FiscalResult, Driver | None], None]] = []
         self._init_runtime()
         _services.add(self)
 
@@ -267,6 +287,14 @@ class FiscalService:
             owner.forget_after_fork()
         self._init_runtime()
 
+    def shift_closed(self, device: int, result: FiscalResult, driver: Driver | None) -> None:
+        """A device owner formed a Z report (any trigger): tell the observers (the 1C file exchange)."""
+        for observer in list(self.shift_observers):
+            try:
+                observer(device, result, driver)
+            except Exception:  # noqa: BLE001 - an observer must not break the device queue
+                log.exception("ККТ %d: сбой обработчика Z-отчёта", device)
+
     def _job_changed(self, job_id: str) -> None:
         """Called by an in-process owner after a job's state changed: wake its waiters."""
         with self._waiters_lock:
@@ -290,18 +318,23 @@ class FiscalService:
         fingerprint: str | None = None,
         source: str = "",
         wait: float = 30.0,
+        extra: dict | None = None,
     ) -> Job:
         """Journal a receipt and wait up to ``wait`` seconds for its outcome.
 
         Same key and fingerprint → the stored job, without touching the device; same key with
-        another fingerprint → :class:`~kktapp.errors.Conflict`.
+        another fingerprint → :class:`~kktapp.errors.Conflict`. ``extra`` is kept with the job
+        and never sent to the device (the catalogue codes and discounts the 1C report needs).
         """
         self._device(device)
         try:
             check_receipt(receipt)
+            self.device_limits(device).check(receipt)
         except DomainError as exc:
             raise ValidationFailed(exc.field, exc.message, exc.value) from None
         payload = {"receipt": receipt_to_json(receipt)}
+        if extra:
+            payload["extra"] = extra
         return self._submit(RECEIPT, payload, device, key, fingerprint or _fingerprint(payload), source, wait)
 
     def submit(
@@ -320,9 +353,17 @@ class FiscalService:
             raise ValidationFailed("operation", "неизвестная операция", op)
         if op in RESET_OPERATIONS and not self.allow_device_reset:
             raise Disabled()
-        params = _check_params(op, dict(params or {}))
+        try:
+            params = _check_params(op, dict(params or {}), self.device_limits(device))
+        except DomainError as exc:
+            raise ValidationFailed(exc.field, exc.message, exc.value) from None
         payload = {"params": params}
         return self._submit(op, payload, device, key, fingerprint or _fingerprint({"op": op, **payload}), "", wait)
+
+    def device_limits(self, device: int = 1) -> DeviceLimits:
+        """The limits documents for this device are checked against (NotFound for an unknown one)."""
+        self._device(device)
+        return self.limits
 
     def _submit(
         self, kind: str, payload: dict, device: int, key: str | None, fp: str, source: str, wait: float
@@ -371,6 +412,20 @@ class FiscalService:
                     self._waiters.pop(job.id, None)
         return self._explain(job)
 
+    def wait_for(self, job: Job, wait: float) -> Job:
+        """Wait up to ``wait`` seconds for a job already in the journal (a repeat or a poll)."""
+        self.start()
+        return self._wait(job, wait)
+
+    def find_job(self, kind: str, key: str) -> Job | None:
+        """The live job under a key, else its latest failed attempt (which freed the key), else None."""
+        return self.journal.find_by_key(kind, key)
+
+    def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
+        """A fiscalised receipt of a device by its FD number (None: the latest), from the journal."""
+        self._device(device)
+        return self.journal.find_receipt(device, fd_number)
+
     # ------------------------------------------------------------------ reading
 
     def get_job(self, job_id: str) -> Job | None:
@@ -391,6 +446,43 @@ class FiscalService:
             if stored and stored[0].get("link") == "down":
                 job.reason = Reasons.LINK_DOWN
         return job
+
+    def list_receipts(self, **filters: Any) -> tuple[list[Job], int]:
+        """Receipts newest first and the total that match (see :meth:`Journal.list_jobs`)."""
+        jobs, total = self.journal.list_jobs(kind=RECEIPT, **filters)
+        return [self._explain(j) for j in jobs], total
+
+    def cancel_receipt(self, job_id: str, who: str = "") -> Job:
+        """Cancel a receipt that is still queued; it will never reach the device and its key is free.
+
+        Raises NotFound for an unknown id and NotCancellable (409, with the reason) for a receipt
+        that may already have reached the device or is finished.
+        """
+        job = self.journal.get(job_id)
+        if job is None or job.kind != RECEIPT:
+            raise NotFound(f"чек {job_id} не найден")
+        error = Cancelled(Cancelled.message + (f" ({who})" if who else "")).to_dict()
+        ok, job = self.journal.cancel(job_id, error)
+        assert job is not None
+        if not ok:
+            raise NotCancellable(CANCEL_REFUSALS.get(job.state, NotCancellable.message))
+        total = receipt_from_json(job.payload["receipt"]).total
+        log.warning("ККТ %d: чек %s на %s ₽ отменён оператором %s", job.device, job.key or job.id,
+                    format_rub(total), who or "-")
+        self._job_changed(job_id)
+        return job
+
+    def cancelled_receipt(self, key: str, fp: str) -> Job | None:
+        """The cancelled receipt last stored under ``key`` with this fingerprint, if that is the latest."""
+        job = self.journal.find_by_key(RECEIPT, key)
+        if job is None or job.state != FAILED or job.fingerprint != fp:
+            return None
+        return job if (job.error or {}).get("code") == CANCELLED_CODE else None
+
+    def waiting(self, device: int) -> list[Job]:
+        """Receipts of a device not finished yet or owing a copy, oldest first (status page)."""
+        self._device(device)
+        return [self._explain(j) for j in self.journal.waiting(device)]
 
     def unsettled(self, device: int | None = None) -> list[Job]:
         """Jobs whose outcome is not settled yet (or whose paper copy is owed), oldest first."""
@@ -428,6 +520,14 @@ class FiscalService:
              "since": j.updated_at.isoformat(timespec="seconds")}
             for j in self.journal.unsettled(cfg.number)
         ]
+        # Documents the owner stopped retrying (see owner.MAX_SEND_ATTEMPTS): not fiscalised, no
+        # longer blocking, but someone has to look at the device and send them again.
+        since = self.journal.clock() - ATTENTION_HOURS * 3600
+        data["attention"] = [
+            {"id": j.id, "key": j.key, "kind": j.kind, "state": j.state, "reason": (j.error or {}).get("message", ""),
+             "since": j.updated_at.isoformat(timespec="seconds")}
+            for j in self.journal.failed_with_code(cfg.number, ResultCode.GAVE_UP, since)
+        ]
         return data
 
 
@@ -435,12 +535,14 @@ def _fingerprint(payload: dict) -> str:
     return fingerprint(payload)
 
 
-def _check_params(op: str, params: dict) -> dict:
-    """Validate operation parameters before they are journalled."""
+def _check_params(op: str, params: dict, limits: DeviceLimits) -> dict:
+    """Validate operation parameters before they are journalled (DomainError for what the device
+    cannot carry)."""
     if op in ("cash_in", "cash_out"):
         amount = params.get("amount")
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValidationFailed("amount", "сумма в копейках должна быть целым числом больше нуля", amount)
+        limits.check_cash(amount)
         return {"amount": amount}
     if op == "print_text":
         lines = params.get("lines")
@@ -454,6 +556,9 @@ def _check_params(op: str, params: dict) -> dict:
                 checked.append(dataclasses.asdict(TextLine(**line)))
             except TypeError:
                 raise ValidationFailed(f"lines[{i}]", "неверное описание строки", str(line)) from None
+        limits.check_lines([TextLine(**line) for line in checked])
+        if not any(line["text"].strip() for line in checked):
+            raise ValidationFailed("lines", "нечего печатать: все строки пустые")
         return {"lines": checked}
     return params
 

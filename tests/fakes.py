@@ -62,6 +62,8 @@ class FakeDevice:
         self.receipt_open = False
         #: One-shot: the next receipt is fiscalised, then paper runs out while printing it.
         self.paper_out_while_printing = False
+        #: last_document() answers the FD number without the document's data.
+        self.last_document_without_data = False
         self.cash = 0
         self.printed_copies = 0
         self.documents: list[dict] = []
@@ -210,6 +212,9 @@ class FakeDevice:
 
     def _last_document(self, **_: object) -> LastDocument:
         result = self.documents[-1]["result"] if self.documents else None
+        if self.last_document_without_data:
+            # As a device whose FN archive read fails: the number is known, its data is not.
+            result = None
         return LastDocument(fd_number=self.fd, receipt_open=self.receipt_open, result=result)
 
     def _open_shift(self, cashier_name: str = "", cashier_inn: str = "", **_: object) -> FiscalResult:
@@ -243,8 +248,15 @@ class FakeDevice:
             self._need_paper()
         self.receipt_open = True
         if fault is not None and fault.phase == "open":
+            if not isinstance(fault.exc, LinkError):
+                # As AtolDriver._after_failed_receipt: a device refusal inside an open receipt
+                # is answered by cancelling it before the error reaches the owner.
+                self.calls.append("cancel_receipt")
+                self.receipt_open = False
             self._drop(driver, fault)
         if receipt.paid < receipt.total:
+            self.calls.append("cancel_receipt")
+            self.receipt_open = False
             raise DeviceError(PAID_LESS, "Вносимая сумма меньше суммы чека")
         self.receipt_open = False
         if receipt.test_mode:
@@ -259,7 +271,9 @@ class FakeDevice:
             self.paper_out_while_printing = False
             self.paper = False
         if not receipt.electronic_only and not self.paper:
-            raise DeviceError(NO_PAPER, "Нет бумаги")
+            # As the real driver: the document exists, so sell() answers it, marked unprinted,
+            # instead of raising the printer's complaint.
+            return dataclasses.replace(result, printed=False)
         return result
 
     def _cancel_receipt(self, **_: object) -> None:

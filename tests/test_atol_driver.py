@@ -82,7 +82,7 @@ def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
     info = driver.device_info()
     assert info.serial == "00106201273705"
     assert info.model_code == 62 and info.model_name == "АТОЛ 55Ф" and info.protocol == 3
-    assert info.firmware.count(".") == 3
+    assert info.firmware == "5.17.7000"  # [S Z] major.minor.build
     shift = driver.shift_status()
     assert shift.state == "closed" and shift.opened_at is None
     fn = driver.fn_status()
@@ -92,10 +92,10 @@ def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
 
 
 def test_status_reads_the_serial_register_once_per_connection(driver: AtolDriver, emu: Emulator):
-    # connect() read register 22 with its status; later status reads are 3F + 45 only.
+    # connect() read register 22 with its status; later status reads are 3F + 45 + 0x35 only.
     before = driver.stats.tasks
     assert driver.status().serial == "00106201273705"
-    assert driver.stats.tasks - before == 2
+    assert driver.stats.tasks - before == 3
     driver.close()
     driver.connect()
     assert driver.status().serial == "00106201273705"
@@ -110,7 +110,7 @@ def test_serial_falls_back_to_status_digits_when_register_refused(
         assert d.device_info().model_code == 62
         before = d.stats.tasks
         assert d.status().serial == "01273705"
-        assert d.stats.tasks - before == 2  # the refusal is remembered: no register read per status
+        assert d.stats.tasks - before == 3  # the refusal is remembered: no register read per status
     assert "refused the serial number register" in caplog.text
 
 
@@ -198,8 +198,9 @@ def test_sell_pipelined(shift: AtolDriver, emu: Emulator):
     )
     before = shift.stats.round_trips
     result = shift.sell(r)
-    # One write for the whole receipt, one read of the new document (no timing involved).
-    assert shift.stats.round_trips - before == 2
+    # One write for the whole receipt; registers 0x33/0x35 and A4 30 in the same batch give
+    # the new document (no timing involved).
+    assert shift.stats.round_trips - before == 1
     doc = emu.documents()[-1]
     assert doc["type"] == "receipt" and doc["receipt_type"] == "sell" and doc["total"] == r.total == 20480
     assert result.fiscal_document_number == doc["fd_number"] and result.fiscal_sign == doc["fiscal_sign"]
@@ -214,26 +215,45 @@ def test_sell_pipelined(shift: AtolDriver, emu: Emulator):
     assert shift.last_document().result == result
 
 
-def test_names_longer_than_e6_arrive_whole_as_tag_1030(shift: AtolDriver, emu: Emulator):
+def test_positions_go_ea_tags_eb_with_128_byte_names(shift: AtolDriver, emu: Emulator):
+    # [C Z,C,K] FFD 1.05+: EA, the position's tags, EB carrying the whole name (up to 128 bytes).
     long = ("Сыр Российский выдержанный, весовой, производитель ООО Молочные реки № 1; " * 2)[:128]
-    exact = "Ж" * commands.POSITION_NAME_BYTES
-    assert len(long) == 128
-    r = receipt(pos(long, 1000, payment_object=4), pos(exact, 500), pos("Хлеб", 300))
-    steps = shift.receipt_steps(r)
-    # The long name: E6 with its first 64 bytes, then at once E8 1030 with all of it, then
-    # the other position attributes; names that fit go in E6 alone.
-    e6 = [i for i, s in enumerate(steps) if s.command.name == "register_position"]
-    names = [commands.get("register_position").decode_request(
-        steps[i].command.encode(**steps[i].params))["name"] for i in e6]
-    assert names == [long[:64], exact, "Хлеб"]
-    after = steps[e6[0] + 1]
-    assert after.command.name == "write_attribute" and after.params["tag"] == model.TAG_ITEM_NAME
-    assert steps[e6[0] + 2].params["tag"] == model.TAG_PAYMENT_OBJECT
-    assert all(steps[i + 1].command.name != "write_attribute" for i in e6[1:])
+    r = receipt(pos(long, 1000, payment_object=4, unit=11), pos("Хлеб", 300))
+    names = [s.command.name for s in shift.receipt_steps(r)]
+    assert names[:7] == ["open_receipt", "begin_position", "write_attribute", "end_position",
+                         "begin_position", "end_position", "close_receipt"]
     shift.sell(r)
     items = emu.documents()[-1]["items"]
-    assert [i["name"] for i in items] == [long, exact, "Хлеб"]
-    assert items[0]["payment_object"] == 4 and "payment_object" not in items[1]
+    assert [i["name"] for i in items] == [long, "Хлеб"]
+    assert (items[0]["payment_object"], items[0]["unit"]) == (4, 11)
+
+
+def test_ffd_1_0_device_gets_e6_and_long_names_as_tag_1030():
+    long = ("Сыр Российский выдержанный, весовой, производитель ООО Молочные реки № 1; " * 2)[:128]
+    exact = "Ж" * commands.E6_NAME_BYTES
+    with Emulator(ffd="1.0") as emu, AtolDriver(emu.url) as d:
+        assert d.ffd == model.FFD_1_0
+        d.open_shift()
+        r = receipt(pos(long, 1000, payment_object=4), pos(exact, 500), pos("Хлеб", 300))
+        steps = d.receipt_steps(r)
+        e6 = [i for i, s in enumerate(steps) if s.command.name == "register_position"]
+        assert len(e6) == 3 and not any(s.command.name in ("begin_position", "end_position") for s in steps)
+        after = steps[e6[0] + 1]
+        assert after.command.name == "write_attribute" and after.params["tag"] == model.TAG_ITEM_NAME
+        assert steps[e6[0] + 2].params["tag"] == model.TAG_PAYMENT_OBJECT
+        d.sell(r)
+        assert [i["name"] for i in emu.documents()[-1]["items"]] == [long, exact, "Хлеб"]
+
+
+def test_ffd_1_2_device_refuses_e6_and_1_0_refuses_ea():
+    with Emulator() as emu, AtolDriver(emu.url) as d:
+        assert d.ffd == model.FFD_1_2
+        d.open_shift()
+        d.execute([step("enter_mode", mode=1, password=30)]) if d.status().mode != 1 else None
+        d.execute([step("open_receipt", receipt_type=1)])
+        with pytest.raises(DeviceError) as info:
+            d.execute([step("register_position", name="A", price=100, quantity=Decimal(1), tax=1)])
+        assert info.value.code == ErrorCode.NOT_SUPPORTED
 
 
 def test_position_amount_differs_from_price_times_quantity(shift: AtolDriver, emu: Emulator):
@@ -311,14 +331,12 @@ def test_async_results_when_the_device_is_slow():
 # --------------------------------------------------------------------------- receipt error paths
 
 
-def test_shift_closed(driver: AtolDriver, emu: Emulator):
-    with pytest.raises(DeviceError) as info:
-        driver.sell(receipt())
-    err = info.value
-    assert err.code == model.SHIFT_CLOSED_ERROR and err.step == "открытие чека"
-    assert err.device_message.startswith("Смена закрыта")
-    assert not driver.status().receipt_open and emu.documents() == []
-
+def test_receipt_opens_a_closed_shift_itself(driver: AtolDriver, emu: Emulator):
+    # [C K] 92 opens a closed shift (no 0x9D exists): two documents, the shift report first.
+    result = driver.sell(receipt())
+    types = [d["type"] for d in emu.documents()]
+    assert types == ["open_shift", "receipt"] and result.fiscal_document_number == 2
+    assert result.shift_number == 1 and driver.status().shift_open
 
 def test_shift_over_24_hours(shift: AtolDriver, emu: Emulator):
     emu.advance_clock(25)
@@ -428,7 +446,7 @@ def test_cashier_password_cannot_close_the_shift(emu: Emulator):
 
 def test_link_dropped_before_close_leaves_the_receipt_open(shift: AtolDriver, emu: Emulator):
     fd = emu.state.fd_number
-    emu.drop_after_tasks(3)  # A4 30, open receipt, position: the link drops before the close
+    emu.drop_after_tasks(3)  # 0x34, open receipt, EA: the link drops before the close
     with pytest.raises(LinkError) as info:
         shift.sell(receipt())
     assert not isinstance(info.value, DeviceError)
@@ -441,7 +459,7 @@ def test_link_dropped_before_close_leaves_the_receipt_open(shift: AtolDriver, em
 
 
 def test_link_dropped_after_close_is_found_by_last_document(shift: AtolDriver, emu: Emulator):
-    emu.drop_after_tasks(4)  # ... and the close: fiscalised, answer lost
+    emu.drop_after_tasks(5)  # 0x34, 92, EA, EB and the close: fiscalised, answer lost
     with pytest.raises(LinkError):
         shift.sell(receipt())
     shift.connect()
@@ -568,3 +586,53 @@ def test_link_times_out_and_refused_ports_are_link_errors():
 
 def _soon(seconds: float = 2.0) -> float:
     return time.monotonic() + seconds
+
+
+# --------------------------------------------------------------------------- real-device model
+
+
+def test_registration_data(driver: AtolDriver, emu: Emulator):
+    # [S K] A4 43: the organisation's INN and the RNM (for the KKM Server API's INN).
+    reg = driver.registration()
+    assert reg.inn == handlers.ORGANISATION_INN and reg.rnm == emu.state.reg_number
+    assert reg.tax_systems == handlers.TAX_SYSTEMS
+
+
+def test_extended_error_is_read_from_register_0x37(shift: AtolDriver, emu: Emulator):
+    # [S K] 0xEE: the driver reads register 0x37 and names the extended code in Russian.
+    with pytest.raises(DeviceError) as info:
+        shift.execute([step("open_receipt", receipt_type=1),
+                       step("write_attribute", tag=model.TAG_UNIT, value=b"\x0b")])
+    err = info.value
+    assert err.code == ErrorCode.FN_SEE_REGISTER_55 and err.ext == model.EXT_NO_POSITION_STARTED
+    assert "EAh" in err.device_message and err.step == "запись реквизита"
+    shift.cancel_receipt()
+
+
+def test_a_lost_push_is_fetched_with_req(emu: Emulator, monkeypatch: pytest.MonkeyPatch):
+    # [S C] C falls back to Req when the A6 does not come: drop every push, the batch still ends.
+    from kktapp.atol.emulator import server
+
+    monkeypatch.setattr(model, "REQ_AFTER_SILENCE", 0.05)
+    sent = server.Connection._send
+
+    def no_push(self, packet_id: int, data: bytes) -> None:  # noqa: ANN001
+        if packet_id != model.ASYNC_PACKET_ID:
+            sent(self, packet_id, data)
+
+    monkeypatch.setattr(server.Connection, "_send", no_push)
+    emu.set_device_time(0.01)
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        assert d.sell(receipt()).total == 8990
+
+
+def test_stopped_tasks_of_an_earlier_session_are_cleared(emu: Emulator):
+    # [C Z,K] A5 TId for tasks stopped by an earlier failure; the driver recovers with Abort.
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        emu.set_device_time(0.01)
+        with pytest.raises(DeviceError):
+            d.sell(receipt(pos("A", 100), paid=50))
+        assert not d.status().receipt_open
+        assert d.sell(receipt(pos("B", 100))).total == 100

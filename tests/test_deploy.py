@@ -28,7 +28,7 @@ RECEIPT = {
     "Goods": {
         "Position_1": {
             "Name": "Наименование товара",
-            "Price": 325,
+            "Price": 325.12,
             "Quantity": 6,
             "Tax": 18,
             "PositionSumm": 1950,

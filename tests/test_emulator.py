@@ -1,8 +1,11 @@
-"""The ATOL 55Ф emulator on the wire: raw packets built with the protocol layer, no driver.
+"""The ATOL 55Ф emulator on the wire: raw packets, no driver, no command table.
 
 Every test talks to a real TCP server on 127.0.0.1 (a free port) through :class:`RawClient`,
-which knows only framing, the task buffer and the command table. Reads have deadlines, and
-nothing asserts on elapsed time.
+which knows only framing and the task buffer. Its command bytes and the fields it reads from
+replies are written out by hand below (:data:`ENCODE`, :data:`DECODE`) from the sources'
+layouts (atol-real-device.md letter codes), never built from kktapp.atol.commands, so a wrong
+layout in the shared table cannot hide here. Reads have deadlines, and nothing asserts on
+elapsed time.
 """
 
 from __future__ import annotations
@@ -21,13 +24,104 @@ from typing import Any
 
 import pytest
 
-from kktapp.atol import commands, framing, model, taskbuf
+from kktapp.atol import framing, model, taskbuf
 from kktapp.atol.emulator import Emulator, control
 from kktapp.atol.emulator.server import corrupt
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.taskbuf import Flags, Status
 
 READ_TIMEOUT = 5.0
+
+
+def bcd(value: int, width: int) -> bytes:
+    """Big-endian BCD, written out for the tests ([C Z,C,K])."""
+    return bytes.fromhex(str(value).zfill(2 * width))
+
+
+def unbcd(raw: bytes) -> int:
+    return int(raw.hex() or "0")
+
+
+def cp866(text: str) -> bytes:
+    """The device code page: CP866 with '№' and '$' swapped (0x24 prints '№')."""
+    return text.encode("cp866").translate(bytes.maketrans(b"\x24\xfc", b"\xfc\x24"))
+
+
+def _e8(tag: int, value: bytes, **_: Any) -> bytes:
+    # [C C,K] E8 flags=1 blocks=1 block=0 tag(2 LE) len(2 LE) value
+    return b"\xe8\x01\x01\x00" + tag.to_bytes(2, "little") + len(value).to_bytes(2, "little") + value
+
+
+def _eb(name: str, price: int, quantity: Decimal, tax: int, sum: int | None = None, **_: Any) -> bytes:
+    # [C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 disc_sign disc(7) res(2) name
+    total = sum if sum is not None else int(price * quantity)
+    return (b"\xeb\x00" + bcd(price, 7) + bcd(int(quantity * 1000), 5) + bcd(total, 7) + bytes((tax,))
+            + bcd(0, 7) + b"\x00\x01\x04\x00" + bcd(0, 7) + b"\x00\x00" + cp866(name))
+
+
+#: Command bytes by hand (after the 2-byte access password), each from its source.
+ENCODE: dict[str, Any] = {
+    "status": lambda: b"\x3f",  # [C A,K,Z,U]
+    "short_status": lambda: b"\x45",  # [C Z,K]
+    "device_type": lambda: b"\xa5",  # [C A,Z]
+    "enter_mode": lambda mode, password: bytes((0x56, mode)) + bcd(password, 4),  # [C C,Z]
+    "leave_mode": lambda: b"\x48",
+    "open_shift": lambda flags=0: bytes((0x9A, flags)),  # [C C,Z]
+    "close_shift": lambda: b"\x5a",
+    "open_receipt": lambda receipt_type, flags=0: bytes((0x92, flags, receipt_type)),  # [C A,K,Z]
+    "begin_position": lambda: b"\xea\x00\x01\x00",  # [C Z,C,K]
+    "end_position": _eb,
+    "write_attribute": _e8,
+    "payment": lambda payment_type, amount: bytes((0x99, 0, payment_type)) + bcd(amount, 5),  # [C C,K]
+    "close_receipt": lambda payment_type=1, amount=0: bytes((0x4A, 0, payment_type)) + bcd(amount, 5),  # [C C,K,Z]
+    "cancel_receipt": lambda: b"\x59",
+    "cash_in": lambda amount: b"\x49\x00" + bcd(amount, 5),  # [C C,K]
+    "cash_out": lambda amount: b"\x4f\x00" + bcd(amount, 5),
+    "cash_in_drawer": lambda: b"\x4d",
+    "last_shift_totals": lambda: b"\x58",  # [S A]
+    "non_resettable_total": lambda p1=1: bytes((0x91, 0x28, p1, 0)),  # [S K]
+    "shift_state": lambda: b"\x91\x12\x00\x00",  # [S K]
+    "serial_number": lambda: b"\x91\x16\x00\x00",  # [C K,U]
+    "last_sale": lambda: b"\x91\x33\x00\x00",  # [S Z]
+    "extended_error": lambda: b"\x91\x37\x00\x00",  # [S K]
+    "fn_status": lambda: b"\xa4\x30",  # [C K,U]
+    "document_open": lambda fd_number: b"\xa4\x45" + fd_number.to_bytes(4, "little"),  # [C Z,K]
+    "document_read": lambda: b"\xa4\x46",
+    "reprint_last": lambda: b"\x95",
+    "x_report": lambda: b"\x67\x01",  # [S C]
+    "print_string": lambda text: b"\x4c" + cp866(text),  # [C A,K,C] text only
+    "general_clearing": lambda: b"\x77",
+}
+
+#: Reply fields the tests read, by hand from the sources' offsets (reply includes its head).
+DECODE: dict[str, Any] = {
+    # [C A,K,Z,U] 44 cashier hall YYMMDDhhmmss flags@9 serial@10 model@14 fw@15 mode@17
+    # receipt@18 shift@20 state@22 sum@23
+    "status": lambda r: {"cashier": unbcd(r[1:2]), "flags": r[9], "serial": unbcd(r[10:14]), "model": r[14],
+                         "mode": r[17], "receipt_number": unbcd(r[18:20]), "shift_number": unbcd(r[20:22]),
+                         "receipt_state": r[22], "receipt_sum": unbcd(r[23:28])},
+    "short_status": lambda r: {"mode": r[1], "flags": r[2]},  # [C Z,K] 55 mode flags
+    "device_type": lambda r: {"model": r[3], "name": r[11:].decode("cp866")},  # [C A,Z]
+    "payment": lambda r: {"remainder": unbcd(r[3:8]), "change": unbcd(r[8:13])},  # [S A] 55 00 00 …
+    "cash_in_drawer": lambda r: {"amount": unbcd(r[1:8])},
+    "last_shift_totals": lambda r: {"income": unbcd(r[2:9]), "outcome": unbcd(r[9:16])},  # [S A] 55 err …
+    "non_resettable_total": lambda r: {"total": unbcd(r[2:9])},  # [S K] 55 err value
+    "shift_state": lambda r: {"state": r[2]},
+    "serial_number": lambda r: {"serial": r[2:9].hex()},
+    # [S Z] 55 err fd(5 BCD) type total(7 BCD) DDMMYYhhmm fiscalSign(5 BCD)
+    "last_sale": lambda r: {"fd_number": unbcd(r[2:7]), "receipt_type": r[7], "total": unbcd(r[8:15]),
+                            "fiscal_sign": unbcd(r[20:25])},
+    "extended_error": lambda r: {"command": int.from_bytes(r[2:4], "big"), "ext": int.from_bytes(r[4:6], "big")},
+    "fn_status": lambda r: {"last_fd_number": int.from_bytes(r[28:32], "little")},  # [C K] LE at 28..31
+    "document_open": lambda r: {"doc_type": int.from_bytes(r[2:4], "little"),
+                                "size": int.from_bytes(r[4:6], "little")},  # [S Z]
+    "document_read": lambda r: {"data": r[2:]},
+}
+
+
+def reply_error(reply: bytes) -> int | None:
+    """The error code of a ``55 err …`` reply (err != 0), else None."""
+    return reply[1] if len(reply) >= 2 and reply[0] == 0x55 and reply[1] else None
 
 
 class Closed(Exception):
@@ -101,27 +195,39 @@ class RawClient:
         if tid is None:
             self.tid = (self.tid + 1) % (model.ID_MAX + 1)
             tid = self.tid
-        body = taskbuf.encode_task(access, commands.get(command).encode(**params))
+        body = bcd(access, 2) + ENCODE[command](**params)
         return tid, self.request(taskbuf.Add(tid, body, task_flags))
 
     def call(self, command: str, /, **params: Any) -> dict[str, Any]:
         """Run a command; device errors come back as ``{"error": code}`` (Stopped lifted by Ack)."""
+        if command == "register_position":
+            # FFD 1.2: a position is EA then EB ([C Z,C,K]).
+            first = self.call("begin_position")
+            return first if "error" in first else self.call("end_position", **params)
         tid, ans = self.add(command, **params)
         assert ans.status in (Status.RESULT, Status.ERROR), ans
         if ans.status == Status.ERROR:
             # The task status tells a failure; 45's reply "55 mode flags" looks like 55 err ext.
-            err = commands.reply_error(ans.reply)
+            err = reply_error(ans.reply)
             assert err is not None
             assert self.request(taskbuf.Ack(tid)).status == Status.RESULT
-            return {"error": err[0]}
-        return commands.get(command).decode_reply(ans.reply)
+            return {"error": err}
+        assert ans.reply[:1] in (b"\x55", b"\x44", b"\x4d", b"\x00"), ans
+        return DECODE[command](ans.reply) if command in DECODE else {}
 
     def error(self, command: str, /, **params: Any) -> int | None:
         return self.call(command, **params).get("error")
 
     # -- common sequences
 
+    def wait_ready(self) -> None:
+        """[C C,Z] A report still printing (0x23, 0x22) or in the FN (0x17): wait it out."""
+        deadline = time.monotonic() + READ_TIMEOUT
+        while self.call("short_status")["mode"] in (0x23, 0x17, 0x22) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def mode(self, mode: int, password: int = 30) -> None:
+        self.wait_ready()
         if self.call("status")["mode"] & 0x0F != 0:
             assert self.error("leave_mode") is None
         assert self.error("enter_mode", mode=mode, password=password) is None
@@ -137,8 +243,7 @@ class RawClient:
         for name, price, qty, tax in items:
             steps.append(("register_position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
         if contact:
-            steps.append(("write_attribute", {"tag": model.TAG_CUSTOMER_CONTACT,
-                                              "value": commands.attribute_value(model.TAG_CUSTOMER_CONTACT, contact)}))
+            steps.append(("write_attribute", {"tag": model.TAG_CUSTOMER_CONTACT, "value": contact.encode()}))
         if pay:
             steps.append(("payment", {"payment_type": pay_type, "amount": pay}))
         steps.append(("close_receipt", {"payment_type": pay_type}))
@@ -198,8 +303,8 @@ def test_status_identifies_a_55f(client: RawClient, emu: Emulator) -> None:
     assert st["mode"] == 0
     assert st["serial"] == int(emu.state.serial[-8:])  # 3F has room for 8 digits only
     assert client.call("serial_number") == {"serial": emu.state.serial}  # register 22: all 14
-    assert st["flags"] & commands.StatusFlags.PAPER_PRESENT
-    assert not st["flags"] & commands.StatusFlags.SHIFT_OPEN
+    assert st["flags"] & 0x08
+    assert not st["flags"] & 0x02
     info = client.call("device_type")
     assert info["model"] == 62 and info["name"] == "АТОЛ 55Ф"
 
@@ -219,7 +324,7 @@ def test_second_connection_is_refused_until_the_first_leaves(emu: Emulator, clie
 def test_stopped_rule_until_ack(client: RawClient) -> None:
     tid, ans = client.add("open_receipt", receipt_type=1)  # select mode: wrong mode
     assert ans.status == Status.ERROR
-    assert commands.reply_error(ans.reply) == (ErrorCode.WRONG_MODE, 0)
+    assert ans.reply == bytes((0x55, ErrorCode.WRONG_MODE, 0))
     _, ans = client.add("status")
     assert ans.status == Status.STOPPED
     _, ans = client.add("status", task_flags=Flags.IGNORE_ERROR)
@@ -249,14 +354,14 @@ def test_async_result_on_f0_when_the_device_is_busy(emu: Emulator, client: RawCl
     assert ans.status in (Status.PENDING, Status.IN_PROGRESS)
     push = client.wait_push()
     assert push.status == Status.ASYNC_RESULT and push.tid == tid
-    assert commands.get("status").decode_reply(push.reply)["model"] == 62
+    assert DECODE["status"](push.reply)["model"] == 62
     assert client.request(taskbuf.Req(tid)).status == Status.RESULT
     assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
     # A failing task is pushed as A7 with the 55 err ext reply.
     tid, ans = client.add("close_shift", task_flags=Flags.WAIT_ASYNC_DATA)
     push = client.wait_push()
     assert push.status == Status.ASYNC_ERROR and push.tid == tid
-    assert commands.reply_error(push.reply) == (ErrorCode.WRONG_MODE, 0)
+    assert push.reply == bytes((0x55, ErrorCode.WRONG_MODE, 0))
 
 
 def test_without_async_flag_the_host_polls(emu: Emulator, client: RawClient) -> None:
@@ -271,6 +376,31 @@ def test_without_async_flag_the_host_polls(emu: Emulator, client: RawClient) -> 
         time.sleep(0.01)
     assert ans.status == Status.RESULT
     assert not client.pushed
+
+
+def test_need_result_task_is_pushed_and_kept_until_ack(emu: Emulator, client: RawClient) -> None:
+    # [C C] NeedResult: A6 on packet 0xF0 when the Add was answered first; kept for Req until Ack.
+    emu.set_device_time(0.02)
+    tid, ans = client.add("status", task_flags=Flags.NEED_RESULT)
+    assert not ans.final
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_RESULT and push.tid == tid and push.reply[0] == 0x44
+    assert client.request(taskbuf.Req(tid)).status == Status.RESULT
+    assert client.request(taskbuf.Ack(tid)).status == Status.RESULT
+    assert client.request(taskbuf.Req(tid)).status == Status.NOT_FOUND
+
+
+def test_a_failed_flag_0_task_pushes_a7_and_stops_the_rest_with_a5_tid(emu: Emulator, client: RawClient) -> None:
+    # [S C] A7 for a failed task even without NeedResult; [C Z,K] later tasks: A5 TId.
+    emu.set_device_time(0.02)
+    bad, ans = client.add("open_receipt", receipt_type=1)  # select mode: 0x66
+    assert not ans.final
+    later, ans2 = client.add("status", task_flags=Flags.NEED_RESULT)
+    push = client.wait_push()
+    assert push.status == Status.ASYNC_ERROR and push.tid == bad and push.reply[:2] == b"\x55\x66"
+    stopped = client.request(taskbuf.Req(later))
+    assert stopped.status == Status.STOPPED and stopped.tid == bad
+    assert client.request(taskbuf.Abort()).status == Status.RESULT
 
 
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
@@ -315,14 +445,29 @@ def test_passwords_and_modes(client: RawClient) -> None:
     assert client.error("enter_mode", mode=2, password=30) == ErrorCode.WRONG_MODE  # leave first
     assert client.error("leave_mode") is None
     assert client.call("status")["mode"] == 0
-    _, ans = client.add("status", access=1234)
-    assert commands.reply_error(ans.reply) == (model.WRONG_PASSWORD_ERROR, 0)
+    bad, ans = client.add("status", access=1234)
+    assert ans.reply == bytes((0x55, model.WRONG_PASSWORD_ERROR, 0))
+    assert client.request(taskbuf.Abort()).status == Status.RESULT  # [C K,C] recovery after an error
+    # [S K] administrator 29 besides the system administrator 30 and cashiers 1..28.
+    assert client.error("enter_mode", mode=3, password=29) is None
+    assert client.call("status")["cashier"] == 29
 
 
-def test_receipt_errors(client: RawClient) -> None:
+def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
     client.mode(1)
-    assert client.error("open_receipt", receipt_type=1) == model.SHIFT_CLOSED_ERROR
-    assert client.error("cash_in", amount=100) == model.SHIFT_CLOSED_ERROR
+    # [C K] 92 opens a closed shift itself (no 0x9D): shift report FD 1, then the receipt.
+    assert client.error("open_receipt", receipt_type=1) is None
+    assert [d["type"] for d in emu.documents()] == ["open_shift"]
+    assert client.error("cancel_receipt") is None
+    assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
+    client.mode(3)
+    assert client.error("close_shift") is None
+    client.mode(1)
+    assert client.error("cash_in", amount=100) is None  # 49 opens it too
+    assert client.call("status")["flags"] & 0x02
+    client.mode(3)
+    assert client.error("close_shift") is None
+    client.mode(1)
     assert client.error("open_shift") is None
     assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
     assert client.error("open_receipt", receipt_type=3) == ErrorCode.BAD_RECEIPT_TYPE
@@ -360,7 +505,7 @@ def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
     with Emulator(state_path=state) as emu:
         c = reconnect(emu)
         zero = {"income": 0, "outcome": 0}
-        assert c.call("last_shift_totals") == zero and c.call("non_resettable_totals") == zero
+        assert c.call("last_shift_totals") == zero and c.call("non_resettable_total") == {"total": 0}
         c.open_shift()
         assert c.error("cash_in", amount=100_000) is None  # not a settlement: counts nothing
         assert c.sell(BREAD, pay_type=2) is None  # приход 10 000
@@ -370,7 +515,7 @@ def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
         assert c.sell(("Коррекция", 700, "1", 11), pay_type=2, receipt_type=10) is None  # возврат расхода
         assert c.sell(BREAD, pay_type=2, flags=0x01) is None  # test mode: counts nothing
         shift = {"income": 10_000 + 13_485 + 700, "outcome": 10_000 + 13_485}
-        assert c.call("last_shift_totals") == shift and c.call("non_resettable_totals") == shift
+        assert c.call("last_shift_totals") == shift and c.call("non_resettable_total") == {"total": 10_000 + 13_485}
         c.mode(3)
         assert c.error("close_shift") is None
         # A closed shift: 58 still answers the last shift.
@@ -383,15 +528,16 @@ def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
         c.close()
     with Emulator(state_path=state) as emu:  # persisted
         c = reconnect(emu)
-        grand = {"income": shift["income"] + 10_000, "outcome": shift["outcome"]}
-        assert c.call("non_resettable_totals") == grand
+        assert c.call("non_resettable_total") == {"total": 10_000 + 13_485 + 10_000}  # p1 = 1: sales
         assert c.call("last_shift_totals") == {"income": 10_000, "outcome": 0}
         c.mode(3)
         assert c.error("close_shift") is None
+        c.wait_ready()
         assert c.error("general_clearing") is None
         # General clearing zeroes the cash and the shift counters, not the non-resettable ones.
         assert c.call("cash_in_drawer")["amount"] == 0
-        assert c.call("last_shift_totals") == zero and c.call("non_resettable_totals") == grand
+        assert c.call("last_shift_totals") == zero
+        assert c.call("non_resettable_total") == {"total": 10_000 + 13_485 + 10_000}
         c.close()
 
 
@@ -434,13 +580,26 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
         assert receipt["customer_contact"] == "buyer@example.ru"
         assert receipt["fiscal_sign"].isdigit()
         assert lines[2]["total"] == 1_000
-        # A4 40 gives back any past document.
-        doc = c.call("fn_document", fd_number=2)
-        assert doc["doc_type"] == model.DocType.RECEIPT
-        assert doc["fiscal_sign"] == int(receipt["fiscal_sign"])
-        assert (doc["shift_number"], doc["receipt_number"], doc["receipt_type"], doc["total"]) == (1, 1, 1, 23_485)
-        assert c.call("fn_document", fd_number=1)["doc_type"] == model.DocType.SHIFT_OPEN
-        assert c.error("fn_document", fd_number=99) == ErrorCode.FN_NO_DATA
+        # [C Z,K] A4 45 + A4 46 give back any past document as TLVs (tags: model.py [U]).
+        head = c.call("document_open", fd_number=2)
+        assert head["doc_type"] == 3  # FFD: receipt
+        data = b""
+        while len(data) < head["size"]:
+            data += c.call("document_read")["data"]
+        tlv = {}
+        pos = 0
+        while pos < len(data):
+            tag, size = int.from_bytes(data[pos:pos + 2], "little"), int.from_bytes(data[pos + 2:pos + 4], "little")
+            tlv[tag] = data[pos + 4:pos + 4 + size]
+            pos += 4 + size
+        assert int.from_bytes(tlv[1040], "little") == 2 and int.from_bytes(tlv[1020], "little") == 23_485
+        assert int.from_bytes(tlv[1077][-4:], "big") == int(receipt["fiscal_sign"])
+        assert tlv[1054] == b"\x01" and int.from_bytes(tlv[1038], "little") == 1
+        assert c.call("document_open", fd_number=1)["doc_type"] == 2  # shift open
+        assert c.error("document_open", fd_number=99) == ErrorCode.FN_NO_DATA
+        # [S Z] register 0x33: the last sale
+        assert c.call("last_sale") == {"fd_number": 2, "receipt_type": 1, "total": 23_485,
+                                       "fiscal_sign": int(receipt["fiscal_sign"])}
         assert c.call("fn_status")["last_fd_number"] == 4
         c.close()
 
@@ -448,14 +607,27 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
 def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
+    # [S K] position tags only between EA and EB: after the position 0xEE, ext 0x0207 in 0x37.
     assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=6) is None
-    assert client.error("write_attribute", tag=1214, value=commands.attribute_value(1214, 1)) is None
-    assert client.error("write_attribute", tag=1212, value=commands.attribute_value(1212, 4)) is None
-    assert client.error("register_position", name="b", price=100, quantity=Decimal(1), tax=5) is None
+    assert client.error("write_attribute", tag=2108, value=b"\x0b") == ErrorCode.FN_SEE_REGISTER_55
+    assert client.call("extended_error") == {"command": 0xE8, "ext": 0x0207}
+    assert client.request(taskbuf.Abort()).status == Status.RESULT
+    assert client.error("begin_position") is None
+    assert client.error("write_attribute", tag=2108, value=b"\x0b") is None
+    # a receipt tag inside EA..EB: ext 0x0208
+    assert client.error("write_attribute", tag=1008, value=b"a@b.ru") == ErrorCode.FN_SEE_REGISTER_55
+    assert client.call("extended_error") == {"command": 0xE8, "ext": 0x0208}
+    assert client.request(taskbuf.Abort()).status == Status.RESULT
+    assert client.error("end_position", name="b", price=100, quantity=Decimal(1), tax=5) is None
+    assert client.error("end_position", name="c", price=100, quantity=Decimal(1), tax=5) == \
+        ErrorCode.FN_SEE_REGISTER_55  # EB without EA
+    assert client.request(taskbuf.Abort()).status == Status.RESULT
+    assert client.error("write_attribute", tag=1008, value=b"a@b.ru") is None
     assert client.error("close_receipt", payment_type=2) is None
     items = emu.documents()[-1]["items"]
-    assert items[0]["payment_method"] == 1 and items[0]["payment_object"] == 4 and items[0]["tax"] == "none"
-    assert "payment_method" not in items[1] and items[1]["tax"] == "vat0"
+    assert items[0]["tax"] == "none" and "unit" not in items[0]
+    assert items[1]["unit"] == 11 and items[1]["tax"] == "vat0"
+    assert emu.documents()[-1]["customer_contact"] == "a@b.ru"
 
 
 def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
@@ -465,12 +637,9 @@ def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
         c = reconnect(emu)
         c.open_shift()
         assert c.error("open_receipt", receipt_type=1) is None
-        # E6 carries what fits (the field cuts to 64 bytes), E8 1030 the whole name.
+        # [C Z,C,K] EB carries up to 128 bytes of name, unpadded.
+        assert len(cp866(long)) == 128
         assert c.error("register_position", name=long, price=100, quantity=Decimal(1), tax=11) is None
-        assert emu.state.receipt is not None and emu.state.receipt.items[0]["name"] == long[:64]
-        value = commands.attribute_value(model.TAG_ITEM_NAME, long)
-        assert len(value) == 128
-        assert c.error("write_attribute", tag=model.TAG_ITEM_NAME, value=value) is None
         assert c.error("register_position", name="короткое", price=100, quantity=Decimal(1), tax=11) is None
         assert c.error("close_receipt", payment_type=2) is None
         items = emu.documents()[-1]["items"]
@@ -481,7 +650,7 @@ def test_tag_1030_gives_the_position_its_whole_name(tmp_path: Any) -> None:
 
 def test_cashier_written_outside_a_receipt_goes_to_the_next_document(client: RawClient, emu: Emulator) -> None:
     def cashier(tag: int, value: str) -> int | None:
-        return client.error("write_attribute", tag=tag, value=commands.attribute_value(tag, value))
+        return client.error("write_attribute", tag=tag, value=cp866(value))
 
     assert cashier(model.TAG_CASHIER_NAME, "Петров") == ErrorCode.WRONG_MODE  # select mode
     client.mode(1)
@@ -490,7 +659,7 @@ def test_cashier_written_outside_a_receipt_goes_to_the_next_document(client: Raw
     client.mode(1)
     assert cashier(model.TAG_CASHIER_INN, "500100732259") is None
     assert client.error("write_attribute", tag=model.TAG_CUSTOMER_CONTACT,
-                        value=commands.attribute_value(model.TAG_CUSTOMER_CONTACT, "+79990000000")) \
+                        value=b"+79990000000") \
         == ErrorCode.RECEIPT_CLOSED  # only the cashier outside a receipt
     assert client.error("open_shift") is None
     assert cashier(model.TAG_CASHIER_NAME, "Сидорова") is None
@@ -531,12 +700,43 @@ def test_shift_over_24_hours(client: RawClient, emu: Emulator) -> None:
     assert client.sell(BREAD) == ErrorCode.SHIFT_EXPIRED
     assert client.error("cash_in", amount=100) == ErrorCode.SHIFT_EXPIRED
     assert client.error("open_shift") == ErrorCode.SHIFT_OPEN
+    assert client.error("leave_mode") is None
+    # [S Z] entering the sale mode with a shift over 24 h: 0x88.
+    assert client.error("enter_mode", mode=1, password=30) == ErrorCode.SHIFT_EXPIRED
     client.mode(3)
     assert client.error("close_shift") is None  # Z is what an expired shift needs
     client.mode(1)
     assert client.error("open_shift") is None
     assert client.sell(BREAD) is None
     assert [d["shift_number"] for d in emu.documents()] == [1, 1, 2, 2]
+
+
+def test_reports_show_their_progress_modes(client: RawClient, emu: Emulator) -> None:
+    # [C C,Z] after 5A the mode is 0x23 (printing), then 0x17 (FN work); after 67, 0x22. Meanwhile
+    # only queries are answered ([U] others: 0x66); a host polls 45 until the mode leaves them.
+    emu.device.z_print_seconds = emu.device.z_fn_seconds = emu.device.x_print_seconds = 0.3
+    client.open_shift()
+    client.mode(3)
+    assert client.error("close_shift") is None
+    seen = [client.call("short_status")["mode"]]
+    assert client.error("leave_mode") == ErrorCode.WRONG_MODE
+    deadline = time.monotonic() + READ_TIMEOUT
+    while seen[-1] in (0x23, 0x17) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen.append(client.call("short_status")["mode"])
+    assert seen[0] == 0x23 and 0x17 in seen and seen[-1] == 0x03
+    client.mode(2)
+    assert client.error("x_report") is None
+    assert client.call("status")["mode"] == 0x22
+    client.wait_ready()
+    assert client.call("short_status")["mode"] == 0x02
+
+
+def test_short_status_flags(client: RawClient, emu: Emulator) -> None:
+    # [S K] 45: 0x01 paper end; 0x10 overheat, 0x40 printer error, 0x80 near end are not emulated.
+    assert client.call("short_status")["flags"] == 0
+    emu.paper_out()
+    assert client.call("short_status")["flags"] == 0x01
 
 
 # --------------------------------------------------------------------------- persistence
@@ -568,7 +768,7 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
         assert st["receipt_state"] == 1 and st["mode"] & 0x0F == 1
         assert c.error("close_receipt", payment_type=1) is None
         assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
-        assert c.call("fn_document", fd_number=3)["total"] == 10_000
+        assert c.call("last_sale")["fd_number"] == 4
         c.close()
 
 
@@ -645,7 +845,7 @@ def test_paper_out_during_positions_keeps_the_receipt_open(client: RawClient, em
     client.open_shift()
     assert client.error("open_receipt", receipt_type=1) is None
     emu.paper_out()
-    assert client.call("short_status")["flags"] & commands.ShortStatusFlags.NO_PAPER
+    assert client.call("short_status")["flags"] & 0x01
     assert client.error("register_position", name="a", price=100, quantity=Decimal(1), tax=11) == ErrorCode.NO_PAPER
     assert client.call("status")["receipt_state"] == 1
     emu.paper_in()
@@ -683,7 +883,7 @@ def test_paper_can_run_out_at_a_chosen_command(client: RawClient, emu: Emulator)
 def test_electronic_receipt_needs_no_paper(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     emu.paper_out()
-    assert client.sell(BREAD, pay_type=2, flags=0x02, contact="+79991234567") is None
+    assert client.sell(BREAD, pay_type=2, flags=0x04, contact="+79991234567") is None  # [C K,Z] no print
     assert emu.documents()[-1]["electronic"] is True
 
 
@@ -765,7 +965,8 @@ def test_power_off_refuses_connections_and_keeps_state(emu: Emulator, client: Ra
     emu.power_on()
     c = reconnect(emu, client)
     st = c.call("status")
-    assert st["shift_number"] == 1 and st["receipt_number"] == 1
+    # [S K] 3F's shift number is the last CLOSED one (0 here); the current one in register 0x35.
+    assert st["shift_number"] == 0 and st["receipt_number"] == 1
     assert st["receipt_state"] == 1  # the open receipt survives the power cycle (model choice)
     assert c.error("cancel_receipt") is None
     assert c.error("leave_mode") is None
@@ -819,7 +1020,7 @@ def test_command_line(tmp_path: Any) -> None:
         _, ans = c.add("status", task_flags=Flags.WAIT_ASYNC_DATA)
         if ans.status != Status.RESULT:
             ans = c.wait_push()
-        assert commands.get("status").decode_reply(ans.reply)["model"] == 62
+        assert DECODE["status"](ans.reply)["model"] == 62
         c.close()
     assert json.loads(state.read_text())["clock_offset"] == 3600
 

@@ -275,7 +275,7 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
     for i in range(8):
         assert trial(f"half{i}-{uuid.uuid4().hex[:6]}", emu.drop_mid_frame) == 1
         assert trial(f"crc{i}-{uuid.uuid4().hex[:6]}", emu.corrupt_next_byte) == 1
-    for command in ("open_receipt", "register_position", "close_receipt"):
+    for command in ("open_receipt", "end_position", "close_receipt"):
         for i in range(3):
             def out(command: str = command) -> None:
                 emu.paper_out(before=command)
@@ -457,7 +457,9 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
     stop = threading.Event()
     failures: list[str] = []
     server: dict[str, e2e.ServerProcess] = {}
-    port = e2e.free_port()
+    #: Chosen by the first start (which retries on a taken port); restarts reuse it, so the
+    #: clients' URL stays the same.
+    port: list[int | None] = [None]
     restarts = [0]
     kills: Counter[str] = Counter()
     #: Set once KILLS processes have been killed: the clients stop taking new keys.
@@ -466,9 +468,10 @@ def test_server_killed_while_clients_retry(tmp_path: Path) -> None:
     def start_server() -> None:
         # Alternate plain and --preload (fork after create_app) starts: both must be fork-safe.
         extra = ["--preload"] if restarts[0] % 2 else []
-        srv = e2e.start_gunicorn(settings, port=port, workers=3, threads=8, extra_args=extra,
+        srv = e2e.start_gunicorn(settings, port=port[0], workers=3, threads=8, extra_args=extra,
                                  log_path=tmp_path / f"gunicorn-{restarts[0]}.log")
         restarts[0] += 1
+        port[0] = int(srv.url.rsplit(":", 1)[1])
         server["srv"] = srv
 
     def client(c: int) -> None:

@@ -18,7 +18,7 @@ import webtest
 from werkzeug.security import generate_password_hash
 
 from kktapp import __version__, domain
-from kktapp.atol import codec
+from kktapp.atol import codec, commands
 from kktapp.errors import LinkError, ResultCode
 from kktapp.journal import Job
 from kktapp.owner import Reasons
@@ -294,7 +294,7 @@ INVALID = [
     ("Quantity zero", _set("Goods.Position_1.Quantity", 0), "Goods.Position_1.Quantity"),
     ("Quantity negative", _set("Goods.Position_1.Quantity", -6), "Goods.Position_1.Quantity"),
     ("Quantity 4 decimals", _set("Goods.Position_1.Quantity", Decimal("6.0001")), "Goods.Position_1.Quantity"),
-    ("PositionSumm off", _set("Goods.Position_1.PositionSumm", Decimal("1950.00")), "Goods.Position_1.PositionSumm"),
+    ("PositionSumm above", _set("Goods.Position_1.PositionSumm", Decimal("1951.00")), "Goods.Position_1.PositionSumm"),
     ("Tax unknown", _set("Goods.Position_1.Tax", 30), "Goods.Position_1.Tax"),
     ("Tax missing", _set("Goods.Position_1.Tax", _DROP), "Goods.Position_1.Tax"),
     ("unknown position field", _set("Goods.Position_1.Discount", 5), "Goods.Position_1.Discount"),
@@ -345,33 +345,42 @@ def test_error_shows_the_value(testapp, emulator):
     assert data["value"] == "325.125"
 
 
-def test_seed_example_with_inconsistent_sum_is_refused(testapp, emulator):
-    """The README example (325.12 × 6 = 1950.72, PositionSumm 1950) fails the ±1 kopeck rule."""
-    body = document(number="ТР00-003655")
-    body["DocSumm"] = 1950
-    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
-    data = post(testapp, body, status=422).json
-    assert data["field"] == "Goods.Position_1.PositionSumm"
+#: The seed's own example (004: "Формирование POST-запроса"), verbatim, as 1C's ЗаписьJSON sends it.
+SEED_RECEIPT = (
+    '{\n\t"DocNumber": "ТР00-003655",\n\t"DocDate": "06.10.2017",\n\t"DocSumm": 1950,\n\t"Goods": {\n'
+    '\t\t"Position_1": {\n\t\t\t"Name": "Наименование товара",\n\t\t\t"Price": 325.12,\n'
+    '\t\t\t"Quantity": 6,\n\t\t\t"Tax": 18,\n\t\t\t"PositionSumm": 1950\n\t\t}\n\t}\n}'
+).encode()
+
+
+def test_seed_example_is_fiscalised_by_default_with_a_line_discount(testapp, emulator):
+    """Цена 325.12 × 6 = 1950.72, Сумма 1950: in 1C the price is before the line discount, the
+    sum after it, so the 72 kopecks are that line's discount and the receipt totals 1950."""
+    data = post(testapp, SEED_RECEIPT, status=200).json
+    assert (data["result_code"], data["doc_number"]) == (0, "ТР00-003655")
+    assert data["check_number"] >= 1
+    (doc,) = receipts(emulator)
+    assert doc["total"] == 195000
+    item = doc["items"][0]
+    assert (item["price"], item["amount"], item["tax"]) == (32512, 195000, LEGACY_RATE)
+
+
+def test_deploy_demo_receipt_is_the_seed_example_verbatim():
+    demo = (Path(__file__).parent.parent / "deploy" / "demo-receipt.json").read_bytes()
+    assert json.loads(demo) == json.loads(SEED_RECEIPT)
+
+
+def test_line_discount_refused_when_switched_off_and_the_error_names_the_setting(app_config, emulator, request):
+    app_config["ONEC_LINE_DISCOUNTS"] = False
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, SEED_RECEIPT, status=422).json
+    assert (data["result_code"], data["field"]) == (ResultCode.VALIDATION, "Goods.Position_1.PositionSumm")
     assert "1950.72" in data["result_description"]
+    assert "ONEC_LINE_DISCOUNTS" in data["result_description"]
     assert emulator.documents() == []
 
 
-def test_seed_example_passes_as_a_line_discount_when_configured(app_config, emulator, request):
-    """With ONEC_LINE_DISCOUNTS the 72 kopecks below price × quantity are that line's discount."""
-    app_config["ONEC_LINE_DISCOUNTS"] = True
-    testapp = request.getfixturevalue("testapp")
-    body = document(number="ТР00-003655")
-    body["DocSumm"] = 1950
-    body["Goods"]["Position_1"].update(Tax=18, PositionSumm=1950)
-    assert post(testapp, body, status=200).json["result_code"] == 0
-    (doc,) = receipts(emulator)
-    assert doc["total"] == 195000
-    assert (doc["items"][0]["price"], doc["items"][0]["amount"]) == (32512, 195000)
-
-
-def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts(app_config, emulator, request):
-    app_config["ONEC_LINE_DISCOUNTS"] = True
-    testapp = request.getfixturevalue("testapp")
+def test_line_sum_above_price_times_quantity_is_refused_even_with_line_discounts(testapp, emulator):
     body = document(number="ТР00-003656")
     body["DocSumm"] = 1951
     body["Goods"]["Position_1"].update(PositionSumm=1951)
@@ -443,13 +452,15 @@ def test_device_off(app_config, emulator, request):
     app_config["KKT_WAIT_TIMEOUT"] = 5
     testapp = request.getfixturevalue("testapp")
     emulator.power_off()
-    res = post(testapp, document(), status=503)
+    # Accepted and queued: 202 with the code that tells 1C not to punch it by hand.
+    res = post(testapp, document(), status=202)
     data = res.json
     assert_answer_shape(data)
-    assert data["result_code"] == ResultCode.LINK_LOST
+    assert data["result_code"] == ResultCode.QUEUED
+    assert "не пробивайте" in data["result_description"]
     assert "нет связи с ККТ" in data["result_description"]
-    assert "будет отправлен" in data["result_description"]
     assert data["check_number"] == 0
+    assert data["state"] == "queued"
 
     # Kept, not lost: once the device is back the receipt is fiscalised, and 1C's repeat of
     # the same document gets that receipt instead of a second one.
@@ -560,8 +571,8 @@ def test_status_with_device_off_answers_no_link(app_config, emulator, request):
     testapp = request.getfixturevalue("testapp")
     post(testapp, document(number="ТР00-1"), status=200)
     emulator.power_off()
-    # A receipt while the device is off: answered 503 once the owner has found the link down.
-    post(testapp, document(number="ТР00-2"), status=503)
+    # A receipt while the device is off: answered 202 "queued" once the owner found the link down.
+    post(testapp, document(number="ТР00-2"), status=202)
     text = testapp.get("/kkt", status=200).text
     assert "нет связи с ККТ" in text
     page = testapp.get("/kkt", headers={"Accept": "application/json"}, status=200).json
@@ -583,59 +594,6 @@ def test_status_hides_credentials_in_urls():
     for accept in ("text/html", "application/json"):
         text = testapp.get("/kkt", headers={"Accept": accept}, status=200).text
         assert "s3cret" not in text and "rfc2217://***@10.0.0.9:4000" in text
-
-
-def test_device_view_of_a_full_snapshot():
-    """The page's rows from a snapshot with every part filled (as the service reports it)."""
-    now = dt.datetime(2026, 3, 2, 12, 0)
-    snap = {
-        "device": 1,
-        "name": "Касса сайта",
-        "link": "ok",
-        "link_error": None,
-        "updated_at": "2026-03-02T11:59:58",
-        "info": {"model_name": "АТОЛ 55Ф", "serial": "00106900000001", "firmware": "5.17.0"},
-        "status": {"paper_present": False, "cover_open": False},
-        "shift": {
-            "state": "expired",
-            "number": 7,
-            "opened_at": "2026-03-01T09:00:00",
-            "expires_at": "2026-03-02T09:00:00",
-            "receipts": 12,
-        },
-        "fn": {
-            "fn_number": "9999078900001234",
-            "last_fd_number": 140,
-            "unsent_count": 3,
-            "first_unsent_at": "2026-02-20T10:00:00",
-            "valid_until": "2027-05-01",
-        },
-        "last_document": {
-            "fd_number": 140,
-            "result": {
-                "datetime": "2026-03-02T11:00:00",
-                "total": 195072,
-                "receipt_number": 12,
-                "fiscal_sign": "1234567890",
-            },
-        },
-        "queue": 2,
-        "unsettled": [{"key": "ТР00-9", "state": "unknown", "reason": "связь прервалась"}],
-    }
-    view = kkt1c._device_view(snap, now)
-    rows = {label: (value, tone) for group in view["groups"] for label, value, tone in group["rows"]}
-    assert view["title"] == "Касса № 1 — Касса сайта"
-    assert view["link"] == "ok"
-    assert rows["Модель"][0] == "АТОЛ 55Ф"
-    assert rows["Бумага"] == ("нет бумаги", "bad")
-    assert rows["Номер"][0] == "7"
-    assert rows["Открыта"][0] == "01.03.2026 09:00:00"
-    assert rows["Истекает"][0] == "02.03.2026 09:00:00"
-    assert "24 часов" in rows["Состояние"][0]
-    assert rows["Не отправлено в ОФД"] == ("3", "bad")
-    assert rows["Самый старый неотправленный"][0] == "20.02.2026 10:00:00"
-    assert rows["Сумма"][0] == "1950.72 ₽"
-    assert view["unsettled"][0]["state"].startswith("результат неизвестен")
 
 
 # --------------------------------------------------------------------------- log
@@ -673,6 +631,8 @@ class StubService:
     """Answers submit_receipt with a prepared Job: states the emulator cannot produce on demand."""
 
     devices = {1: None}
+    #: What the real service takes from its driver (the contract checks receipts against it).
+    limits = commands.LIMITS
 
     def __init__(self, job):
         self.job = job
@@ -684,6 +644,9 @@ class StubService:
 
     def snapshot(self, device):
         return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
+
+    def cancelled_receipt(self, key, fp):
+        return None
 
 
 def stub_app(job, **config):
@@ -751,9 +714,10 @@ RESULT = {
             "нет связи с ККТ",
         ),
         (make_job("unknown", reason=Reasons.INTERRUPTED), 503, ResultCode.UNKNOWN_OUTCOME, "сервис проверит ККТ"),
-        (make_job("queued", reason=Reasons.LINK_DOWN), 503, ResultCode.LINK_LOST, "будет отправлен"),
-        (make_job("queued", reason=Reasons.HELD), 503, ResultCode.UNKNOWN_OUTCOME, "ждёт выяснения"),
-        (make_job("sending"), 504, ResultCode.TIMEOUT, "остаётся в очереди"),
+        # Queued for whatever reason: 202 and "do not punch it by hand", with the reason.
+        (make_job("queued", reason=Reasons.LINK_DOWN), 202, ResultCode.QUEUED, "будет отправлен"),
+        (make_job("queued", reason=Reasons.HELD), 202, ResultCode.QUEUED, "ждёт выяснения"),
+        (make_job("sending"), 202, ResultCode.QUEUED, "не пробивайте"),
     ],
     ids=["done", "reprint", "device-error", "link-failed", "unknown", "queued-no-link", "held", "timeout"],
 )

@@ -319,18 +319,41 @@ def test_test_mode_fiscalises_nothing(make_service):
     assert device.receipts() == []
 
 
-def test_auto_close_time(make_service):
+class _Clock(dt.datetime):
+    """datetime whose now() is a settable instant, so the auto-close window never depends on the host clock."""
+
+    instant = dt.datetime(2026, 3, 2, 23, 55, 30)
+
+    @classmethod
+    def now(cls, tz=None):  # noqa: ANN001, ANN206
+        return cls.instant
+
+
+def test_auto_close_time_once_a_day(make_service, monkeypatch, tmp_path):
+    monkeypatch.setattr(owner_mod.dt, "datetime", _Clock)
+    _Clock.instant = dt.datetime(2026, 3, 2, 23, 55, 30)
     device = FakeDevice()
-    now = dt.datetime.now()
-    service = make_service(device, auto_close_time=f"{now.hour:02d}:{now.minute:02d}")
+    path = str(tmp_path / "auto.sqlite3")
+    service = make_service(device, path=path, auto_close_time="23:55")
     sell(service, "before-close")
     assert eventually(lambda: not device.shift_open)
     assert [d["type"] for d in device.documents][-1] == "close_shift"
-    # Once per day, even across services.
-    again = make_service(device, auto_close_time=f"{now.hour:02d}:{now.minute:02d}")
-    again.start()
-    sell(service, "after-close")
+    service.stop()
+    # A new owner of the same journal within the same window: the once-a-day guard must hold,
+    # so the shift it opens for the next sale stays open.
+    again = make_service(device, path=path, auto_close_time="23:55")
+    _Clock.instant = dt.datetime(2026, 3, 2, 23, 57, 0)
+    sell(again, "after-close")
     assert device.shift_open
+    closes = [d for d in device.documents if d["type"] == "close_shift"]
+    assert not eventually(lambda: len([d for d in device.documents if d["type"] == "close_shift"]) > 1,
+                          timeout=2.5)
+    assert len(closes) == 1 and device.shift_open
+    # Outside the window nothing happens; the next day's window closes it again.
+    _Clock.instant = dt.datetime(2026, 3, 3, 12, 0, 0)
+    assert not eventually(lambda: not device.shift_open, timeout=1.5)
+    _Clock.instant = dt.datetime(2026, 3, 3, 23, 56, 0)
+    assert eventually(lambda: not device.shift_open)
 
 
 # ------------------------------------------------------------------ recovery
@@ -350,6 +373,22 @@ def test_link_drop_during_the_receipt_gives_exactly_one_document(make_service, p
     assert not device.receipt_open and device.printed_copies == 0
     if phase == "open":
         assert device.count("cancel_receipt") == 1
+
+
+def test_lost_answer_settled_from_a_document_number_without_data(make_service):
+    # The FN says a new document exists but its data cannot be read back: the job is done with
+    # what is certain (its number, the receipt's own total), never sent a second time.
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "warm")
+    device.last_document_without_data = True
+    device.inject("sell", "after", LinkError())
+    job = sell(service, "N-1")
+    assert job.state == DONE
+    assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар N-1"]
+    result = job.fiscal_result()
+    assert result.fiscal_document_number == device.fd and result.fiscal_sign == ""
+    assert result.total == make_receipt().total and result.shift_number == device.shift_number
 
 
 def test_unknown_outcome_holds_the_queue_until_settled(make_service):

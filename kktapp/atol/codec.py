@@ -8,6 +8,7 @@ is CP866 with two characters swapped: the device prints '№' for 0x24 and '$' f
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 
 #: Quantity on the wire: Decimal × 1000 as 5-byte BCD.
@@ -93,37 +94,53 @@ def encode_bcd_datetime(value: dt.datetime | dt.date | None, parts: str) -> byte
     """
     if value is None:
         return bytes(len(parts))
-    out = []
-    for part in parts:
-        if part == "Y":
-            number = value.year % 100
-        elif part == "M":
-            number = value.month
-        elif part == "D":
-            number = value.day
-        else:
-            if not isinstance(value, dt.datetime):
-                raise CodecError(f"{value!r} has no time of day for part {part!r}")
-            number = {"h": value.hour, "m": value.minute, "s": value.second}[part]
-        out.append(encode_bcd(number, 1))
-    return b"".join(out)
+    return b"".join(encode_bcd(n, 1) for n in _parts(value, parts))
 
 
 def decode_bcd_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
     """Inverse of :func:`encode_bcd_datetime`: a date when only Y/M/D are given, else a datetime."""
+    return _build_datetime(data, parts, lambda byte: decode_bcd(bytes([byte])))
+
+
+def _build_datetime(data: bytes, parts: str, number: Callable[[int], int]) -> dt.datetime | dt.date | None:
+    """One byte per part, read by ``number``; all zeros is None."""
     if len(data) != len(parts):
         raise CodecError(f"date field needs {len(parts)} bytes, got {len(data)}")
     if not any(data):
         return None
     values = dict.fromkeys("YMDhms", 0)
     for part, byte in zip(parts, data, strict=True):
-        values[part] = decode_bcd(bytes([byte]))
+        values[part] = number(byte)
     try:
         if set(parts) <= set("YMD"):
             return dt.date(2000 + values["Y"], values["M"], values["D"])
         return dt.datetime(2000 + values["Y"], values["M"], values["D"], values["h"], values["m"], values["s"])
     except ValueError as exc:
         raise CodecError(f"not a valid date: {data.hex(' ')}") from exc
+
+
+def _parts(value: dt.datetime | dt.date, parts: str) -> list[int]:
+    out = []
+    for part in parts:
+        if part in "YMD":
+            out.append({"Y": value.year % 100, "M": value.month, "D": value.day}[part])
+        else:
+            if not isinstance(value, dt.datetime):
+                raise CodecError(f"{value!r} has no time of day for part {part!r}")
+            out.append({"h": value.hour, "m": value.minute, "s": value.second}[part])
+    return out
+
+
+def encode_bin_datetime(value: dt.datetime | dt.date | None, parts: str) -> bytes:
+    """Date/time as one BINARY byte per part (FN replies, A4 xx); None is all zeros."""
+    if value is None:
+        return bytes(len(parts))
+    return bytes(_parts(value, parts))
+
+
+def decode_bin_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
+    """Inverse of :func:`encode_bin_datetime`."""
+    return _build_datetime(data, parts, int)
 
 
 # --------------------------------------------------------------------------- text

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..domain import PaymentType, SettlementType, TextLine
-from . import codec, model
+from ..device import DeviceLimits
+from ..domain import MAX_NAME, PaymentType, SettlementType, TextLine
+from . import codec, framing, model, taskbuf
 from .errors import device_error
 
 # --------------------------------------------------------------------------- field kinds
@@ -69,6 +70,21 @@ class LE(Kind):
 
     def decode(self, data: bytes) -> int:
         return codec.decode_le(data)
+
+
+class BE(Kind):
+    """Unsigned big-endian integer (register 0x37's command and extended code, [S K])."""
+
+    default = 0
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def encode(self, value: int) -> bytes:
+        return int(value).to_bytes(self.size, "big")
+
+    def decode(self, data: bytes) -> int:
+        return int.from_bytes(data, "big")
 
 
 class BCD(Kind):
@@ -165,6 +181,16 @@ class BcdDateTime(Kind):
         return codec.decode_bcd_datetime(data, self.parts)
 
 
+class BinDateTime(BcdDateTime):
+    """Date/time, one binary byte per part (FN replies, model.py); zeros = None."""
+
+    def encode(self, value: dt.datetime | dt.date | None) -> bytes:
+        return codec.encode_bin_datetime(value, self.parts)
+
+    def decode(self, data: bytes) -> dt.datetime | dt.date | None:
+        return codec.decode_bin_datetime(data, self.parts)
+
+
 class Raw(Kind):
     """Raw bytes: fixed size (zero default) or the rest of the message."""
 
@@ -255,8 +281,10 @@ def _fields_decode(fields: tuple[Field, ...], data: bytes, what: str, *, strict:
 
 # --------------------------------------------------------------------------- commands
 
-#: The generic successful reply: ``55 err=0 ext=0`` then the reply fields.
-OK_HEAD = b"\x55\x00\x00"
+#: [C A,K,Z] A plain successful reply: ``55 err=0 00`` (Z: third byte "reserved, always 0").
+PLAIN_HEAD = b"\x55\x00\x00"
+#: [C A,K,Z,U] A data reply of 91, A4 xx and 58: ``55 err=0`` and the data right after it.
+DATA_HEAD = b"\x55\x00"
 ERROR_PREFIX = 0x55
 
 
@@ -272,19 +300,23 @@ class Command:
     reply: tuple[Field, ...] = ()
     #: Second byte for A4 xx FN queries and 91 register reads, None otherwise.
     sub: int | None = None
-    #: Bytes a successful reply starts with (``55 00 00`` for most commands).
-    reply_head: bytes = OK_HEAD
+    #: Bytes a successful reply starts with: ``55 00 00`` (plain), ``55 00`` (91, A4, 58), …
+    reply_head: bytes = PLAIN_HEAD
     #: [U] Mode the device must be in (None: any). See model.Mode.
     mode: int | None = None
     timeout: float = field(default=model.DEFAULT_TIMEOUT)
+    #: The host waits for this task's own result (sent with NeedResult). Tasks without it go
+    #: with flags 0, as C sends its fire-and-forget tasks (E8, EA, 4C, 56): a failure still
+    #: comes back as A7, success is known when a later NeedResult task of the batch ends.
+    wants_result: bool = True
 
     @property
     def prefix(self) -> bytes:
-        """Command code (and sub-code) as sent."""
+        """Code and sub-code bytes."""
         return bytes((self.code,)) if self.sub is None else bytes((self.code, self.sub))
 
     def encode(self, **params: Any) -> bytes:
-        """Command bytes for a task body (without the access password)."""
+        """Command bytes for these parameters (after the access password)."""
         return self.prefix + _fields_encode(self.request, params, self.name)
 
     def decode_request(self, data: bytes) -> dict[str, Any]:
@@ -298,7 +330,7 @@ class Command:
         return self.reply_head + _fields_encode(self.reply, fields, self.name + " reply")
 
     def decode_reply(self, data: bytes, *, step: str = "") -> dict[str, Any]:
-        """Reply fields as a dict; ``55 err ext`` with err ≠ 0 raises DeviceError."""
+        """Reply fields as a dict; ``55 err …`` with err ≠ 0 raises DeviceError."""
         if data.startswith(self.reply_head):
             # Later firmware may append fields: ignore what we do not know.
             return _fields_decode(self.reply, data[len(self.reply_head):], self.name + " reply", strict=False)
@@ -332,118 +364,192 @@ def _opt(name: str, kind: Kind) -> Field:
 _M = model.Mode
 _T = model.TIMEOUTS
 
-#: [S] Bytes of item name in E6 (atol4j; 104-byte command). Longer names: model.LONG_NAME_BY_TAG1030.
-POSITION_NAME_BYTES = 64
+# ---- field widths: one definition, read by the table below and by input validation
+
+#: [C Z,C,K] EB: price, position sum ("стоимость"), tax sum and discount, 7 BCD bytes each.
+POSITION_MONEY_BYTES = 7
+#: [C Z,C,K] Quantity x 1000, 5 BCD bytes (codec.QUANTITY_BYTES).
+QUANTITY_BYTES = codec.QUANTITY_BYTES
+QUANTITY_SCALE = codec.QUANTITY_SCALE
+#: [C Z,C,K] EB name: up to 128 bytes in the device code page, not padded.
+POSITION_NAME_MAX = 128
+#: [C Z,C] E6 (FFD 1.0): 64-byte name, 6-byte BCD price and discount.
+E6_NAME_BYTES = 64
+E6_MONEY_BYTES = 6
+#: [C C,K,Z] Payment (99), close (4A), cash in/out (49/4F) and receipt discount (43): 5 BCD bytes.
+PAYMENT_SUM_BYTES = 5
+#: [C Z,C] Section (department) of a position: one BCD byte in EB (K sends it binary, the same
+#: below 10) and E6.
+SECTION_MAX = 99
+#: Backwards name for the FFD 1.0 name width.
+POSITION_NAME_BYTES = E6_NAME_BYTES
+#: [C Z] 92 and 9A flag: test mode; [C K,Z] 92 flag: do not print (A has 0x02; two sources
+#: that ran in production agree on 0x04).
+FLAG_TEST = 0x01
+FLAG_NO_PRINT = 0x04
+
+
+def _money(name: str) -> Field:
+    return _f(name, BCD(POSITION_MONEY_BYTES))
+
+
+def _register(name: str, title: str, register: int, reply: tuple[Field, ...]) -> Command:
+    """A 91 register read: ``91 reg p1 p2`` → ``55 err value`` ([C A,K,Z])."""
+    return Command(0x91, name, title, sub=register, request=(_opt("p1", U8()), _opt("p2", U8())),
+                   reply=reply, reply_head=DATA_HEAD, timeout=_T[0x91])
+
+
+def _fn(name: str, title: str, sub: int, reply: tuple[Field, ...], request: tuple[Field, ...] = ()) -> Command:
+    """An A4 FN query: ``A4 sub …`` → ``55 err data`` ([C A,K,Z,U])."""
+    return Command(0xA4, name, title, sub=sub, request=request, reply=reply, reply_head=DATA_HEAD)
+
 
 COMMANDS_LIST: tuple[Command, ...] = (
     # ---- status and identity
+    # [C A,K,Z,U] 3F offsets; shift_number is the last CLOSED shift (model.py).
     Command(0x3F, "status", "запрос состояния", reply_head=b"\x44", reply=(
         _opt("cashier", BCD(1)), _opt("hall", U8()), _f("datetime", BcdDateTime("YMDhms"), None),
         _opt("flags", U8()), _opt("serial", BCD(4)), _opt("model", U8()),
-        _opt("fw_major", U8()), _opt("fw_minor", U8()), _opt("mode", U8()),
+        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("mode", U8()),
         _opt("receipt_number", BCD(2)), _opt("shift_number", BCD(2)), _opt("receipt_state", U8()),
         _opt("receipt_sum", BCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
     )),
-    # [U] 45 never fails in this model: its reply head 55 cannot be told from an error reply.
+    # [C Z,K] 45 answers ``55 mode flags``; [U] it never fails (its head is an error reply's).
     Command(0x45, "short_status", "короткий запрос состояния", reply_head=b"\x55", reply=(
         _opt("mode", U8()), _opt("flags", U8()),
     )),
+    # [C A,Z] first byte the error code; [S Z] version major minor (BCD) build(3 BCD).
     Command(0xA5, "device_type", "запрос типа устройства", reply_head=b"\x00", reply=(
         _opt("protocol", U8()), _opt("type", U8()), _opt("model", U8()), _opt("device_mode", LE(2)),
-        _opt("fw_major", U8()), _opt("fw_minor", U8()), _opt("fw_patch", U8()), _opt("fw_build", LE(2)),
+        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("fw_build", BCD(3)),
         _opt("name", Text()),
     )),
+    # [S K] "9D 91": internal firmware number in the reply's last two bytes, BCD (model.py).
+    Command(0x9D, "firmware_build", "запрос номера прошивки", sub=0x91, reply_head=DATA_HEAD,
+            reply=(_opt("value", Raw()),)),
     # ---- modes
     Command(0x56, "enter_mode", "вход в режим", request=(
         _f("mode", U8()), _f("password", BCD(4)),
-    )),
-    Command(0x48, "leave_mode", "выход из режима"),
+    ), wants_result=False),
+    Command(0x48, "leave_mode", "выход из режима", wants_result=False),
     # ---- shift
+    # [C C,Z] 9A flags; [U] the optional text is not sent.
     Command(0x9A, "open_shift", "открытие смены", request=(_opt("flags", U8()),),
             mode=_M.REGISTRATION, timeout=_T[0x9A]),
     Command(0x5A, "close_shift", "закрытие смены (Z-отчёт)", mode=_M.REPORT_Z, timeout=_T[0x5A]),
+    # [S C] 67 1
     Command(0x67, "x_report", "X-отчёт", request=(_f("report_type", U8(), 1),),
             mode=_M.REPORT_X, timeout=_T[0x67]),
     # ---- receipt
+    # [C A,K,Z] 92 flags type; flags 0x01 test, [C K,Z] 0x04 do not print.
     Command(0x92, "open_receipt", "открытие чека", request=(
         _opt("flags", U8()), _f("receipt_type", U8()),
-    ), mode=_M.REGISTRATION),
-    Command(0xE6, "register_position", "регистрация позиции", request=(
-        _opt("flags", U8()), _f("name", Text(POSITION_NAME_BYTES)), _f("price", BCD(6)), _f("quantity", Quantity()),
-        _f("discount_type", U8(), 1), _opt("discount_sign", U8()), _opt("discount_sum", BCD(6)),
-        _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
-    ), mode=_M.REGISTRATION, timeout=_T[0xE6]),
+    ), mode=_M.REGISTRATION, timeout=_T[0x92]),
+    # [C Z,C,K] EA 00 01 00: begin a position (FFD 1.05+).
+    Command(0xEA, "begin_position", "начало позиции", request=(
+        _opt("flags", U8()), _f("param", U8(), 1), _opt("reserved", U8()),
+    ), mode=_M.REGISTRATION, wants_result=False),
+    # [C Z,C,K] EB: the position (FFD 1.05+), layout of atol-real-device.md §5.
+    Command(0xEB, "end_position", "регистрация позиции", request=(
+        _opt("flags", U8()), _money("price"), _f("quantity", Quantity()), _money("sum"),
+        _f("tax", U8()), _f("tax_sum", BCD(POSITION_MONEY_BYTES), 0), _f("section", BCD(1), 0),
+        _f("payment_object", BCD(1), 1), _f("payment_method", BCD(1), 4),
+        _opt("discount_sign", U8()), _f("discount", BCD(POSITION_MONEY_BYTES), 0),
+        _opt("reserved", Raw(2)), _f("name", Text()),
+    ), mode=_M.REGISTRATION, timeout=_T[0xEB], wants_result=False),
+    # [C Z,C] E6: the FFD 1.0 position.
+    Command(0xE6, "register_position", "регистрация позиции (ФФД 1.0)", request=(
+        _opt("flags", U8()), _f("name", Text(E6_NAME_BYTES)), _f("price", BCD(E6_MONEY_BYTES)),
+        _f("quantity", Quantity()), _f("discount_type", U8(), 1), _opt("discount_sign", U8()),
+        _opt("discount_sum", BCD(E6_MONEY_BYTES)), _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
+    ), mode=_M.REGISTRATION, timeout=_T[0xE6], wants_result=False),
+    # [S C] 43 flags area type sign value(5 BCD)
     Command(0x43, "receipt_discount", "скидка на чек", request=(
         _opt("flags", U8()), _opt("area", U8()), _f("discount_type", U8(), 1), _opt("sign", U8()),
-        _f("amount", BCD(5)),
+        _f("amount", BCD(PAYMENT_SUM_BYTES)),
     ), mode=_M.REGISTRATION),
+    # [C C,K,A] 99 flags type sum(5); reply 55 00 00 remainder(5) change(5) (A: bytes 3..7, 8..12).
     Command(0x99, "payment", "оплата", request=(
-        _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(5)),
+        _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES)),
     ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), mode=_M.REGISTRATION),
+    # [C C,K,Z] 4A flags payType sum(5 BCD)
     Command(0x4A, "close_receipt", "закрытие чека", request=(
-        _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(5)),
+        _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(PAYMENT_SUM_BYTES)),
     ), mode=_M.REGISTRATION, timeout=_T[0x4A]),
     Command(0x59, "cancel_receipt", "отмена чека", mode=_M.REGISTRATION),
-    # [U] mode 1 or 3 (model.ATTRIBUTE_MODES): checked by the device.
+    # [C C,K] E8 flags blockCount blockNumber tag(2 LE) len(2 LE) value; mode 1 or 3 (model.py).
     Command(0xE8, "write_attribute", "запись реквизита", request=(
-        _opt("flags", U8()), _f("tag", LE(2)), _f("value", LenBytes()),
-    )),
-    # ---- cash
-    Command(0x49, "cash_in", "внесение наличных", request=(_opt("flags", U8()), _f("amount", BCD(5))),
-            mode=_M.REGISTRATION, timeout=_T[0x49]),
-    Command(0x4F, "cash_out", "выплата наличных", request=(_opt("flags", U8()), _f("amount", BCD(5))),
-            mode=_M.REGISTRATION, timeout=_T[0x4F]),
+        _f("flags", U8(), model.ATTRIBUTE_PRINT), _f("blocks", U8(), model.ATTRIBUTE_ONE_BLOCK),
+        _opt("block", U8()), _f("tag", LE(2)), _f("value", LenBytes()),
+    ), wants_result=False),
+    # ---- cash [C C,K] flags sum(5 BCD)
+    Command(0x49, "cash_in", "внесение наличных", request=(
+        _opt("flags", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES))), mode=_M.REGISTRATION, timeout=_T[0x49]),
+    Command(0x4F, "cash_out", "выплата наличных", request=(
+        _opt("flags", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES))), mode=_M.REGISTRATION, timeout=_T[0x4F]),
     Command(0x4D, "cash_in_drawer", "запрос суммы наличных", reply_head=b"\x4d",
             reply=(_opt("amount", BCD(model.CASH_DRAWER_SUM_BYTES)),)),
-    # ---- earnings ([U] meaning and register number in model.py)
-    Command(0x58, "last_shift_totals", "запрос сменного итога", reply=(
+    # ---- earnings [S A] 58: 55 err income(7) outcome(7)
+    Command(0x58, "last_shift_totals", "запрос сменного итога", reply_head=DATA_HEAD, reply=(
         _opt("income", BCD(model.TOTALS_BYTES)), _opt("outcome", BCD(model.TOTALS_BYTES)),
     )),
     # ---- printing
-    Command(0x4C, "print_string", "печать строки", request=(_opt("flags", U8()), _opt("text", Text()))),
+    # [C A,K,C] 4C text: no flags byte.
+    Command(0x4C, "print_string", "печать строки", request=(_opt("text", Text()),), wants_result=False),
+    # [S C] 87 print field (model.py for the values).
+    Command(0x87, "print_field", "печать поля", request=(
+        _opt("flags", U8()), _f("printer", U8(), model.PRINT_FIELD_PRINTER), _opt("font", U8()),
+        _f("multipliers", U8(), model.PRINT_NORMAL_SIZE), _opt("linespacing", U8()), _opt("brightness", U8()),
+        _opt("mode_cl", U8()), _opt("mode_kl", U8()), _opt("format", U8()), _opt("reserved", Raw(2)),
+        _opt("text", Text()),
+    ), wants_result=False),
     Command(0x75, "cut", "отрезка чека", request=(_opt("cut_type", U8()),)),
+    # atol-protocol.md: 80 opens the cash drawer (85 is the impulse variant); no parameters [U].
+    Command(0x80, "open_drawer", "открытие денежного ящика"),
     Command(0x95, "reprint_last", "повтор последнего документа", timeout=_T[0x95]),
-    # ---- registers
+    # ---- registers [C A,K,Z] 91 reg p1 p2 → 55 err value
     Command(0x91, "read_register", "чтение регистра", request=(
         _f("register", U8()), _opt("p1", U8()), _opt("p2", U8()),
-    ), reply=(_opt("value", Raw()),), timeout=_T[0x91]),
-    Command(0x91, "shift_state", "запрос состояния смены", sub=model.REGISTER_SHIFT_STATE, request=(
-        _opt("p1", U8()), _opt("p2", U8()),
-    ), reply=(_opt("state", U8()), _f("opened_at", BcdDateTime("YMDhms"), None)), timeout=_T[0x91]),
-    # [U] register 22: the full 14-digit serial (model.REGISTER_SERIAL); 3F has only 8 digits.
-    Command(0x91, "serial_number", "запрос заводского номера", sub=model.REGISTER_SERIAL, request=(
-        _opt("p1", U8()), _opt("p2", U8()),
-    ), reply=(_opt("serial", BcdDigits(model.SERIAL_BYTES)),), timeout=_T[0x91]),
-    Command(0x91, "non_resettable_totals", "запрос необнуляемой суммы", sub=model.REGISTER_NON_RESETTABLE,
-            request=(_opt("p1", U8()), _opt("p2", U8())), reply=(
-        _opt("income", BCD(model.TOTALS_BYTES)), _opt("outcome", BCD(model.TOTALS_BYTES)),
-    ), timeout=_T[0x91]),
-    # ---- fiscal storage (little-endian binary, date-times BCD in this model)
-    Command(0xA4, "fn_shift", "запрос параметров смены ФН", sub=0x10, reply=(
-        _opt("state", U8()), _opt("shift_number", LE(2)), _opt("receipt_number", LE(2)),
-    )),
-    Command(0xA4, "ofd_status", "запрос состояния обмена с ОФД", sub=0x20, reply=(
+    ), reply=(_opt("value", Raw()),), reply_head=DATA_HEAD, timeout=_T[0x91]),
+    _register("shift_state", "запрос состояния смены", model.REGISTER_SHIFT_STATE, (
+        _opt("state", U8()), _f("opened_at", BcdDateTime("DMYhms"), None))),
+    _register("serial_number", "запрос заводского номера", model.REGISTER_SERIAL, (
+        _opt("serial", BcdDigits(model.SERIAL_BYTES)),)),
+    _register("non_resettable_total", "запрос необнуляемой суммы", model.REGISTER_NON_RESETTABLE, (
+        _opt("total", BCD(model.TOTALS_BYTES)),)),
+    _register("last_sale", "запрос последнего чека", model.REGISTER_LAST_SALE, (
+        _opt("fd_number", BCD(5)), _opt("receipt_type", U8()), _opt("total", BCD(7)),
+        _f("datetime", BcdDateTime("DMYhm"), None), _opt("fiscal_sign", BCD(5)), _opt("reserved", Raw(3)))),
+    _register("last_fd", "запрос номера последнего ФД", model.REGISTER_LAST_FD, (_opt("fd_number", BCD(5)),)),
+    _register("shift_data", "запрос текущей смены", model.REGISTER_SHIFT_DATA, (
+        _opt("receipt_number", BCD(3)), _opt("shift_number", BCD(3)))),
+    _register("ffd_versions", "запрос версий ФФД", model.REGISTER_FFD, (
+        _opt("kkt_ffd", U8()), _opt("fn_ffd", U8()), _opt("reserved", Raw(4)))),
+    _register("extended_error", "запрос расширенного кода ошибки", model.REGISTER_EXT_ERROR, (
+        _opt("command", BE(2)), _opt("ext_code", BE(2)), _opt("reserved", Raw(4)))),
+    # ---- fiscal storage [C A,K,Z,U] A4 xx → 55 err data; binary LE, date-times binary (model.py)
+    _fn("fn_shift", "запрос параметров смены ФН", 0x10, (
+        _opt("state", U8()), _opt("shift_number", LE(2)), _opt("receipt_number", LE(2)))),
+    _fn("ofd_status", "запрос состояния обмена с ОФД", 0x20, (
         _opt("status", U8()), _opt("reading", U8()), _opt("unsent", LE(2)),
-        _opt("first_unsent_number", LE(4)), _f("first_unsent_at", BcdDateTime("YMDhm"), None),
-    )),
-    Command(0xA4, "fn_status", "запрос состояния ФН", sub=0x30, reply=(
+        _opt("first_unsent_number", LE(4)), _f("first_unsent_at", BinDateTime("YMDhm"), None))),
+    _fn("fn_status", "запрос состояния ФН", 0x30, (
         _opt("phase", U8()), _opt("document_type", U8()), _opt("document_data", U8()),
-        _opt("shift_open", U8()), _opt("warnings", U8()), _f("datetime", BcdDateTime("YMDhm"), None),
-        _opt("fn_serial", Ascii(16)), _opt("last_fd_number", LE(4)),
-    )),
-    Command(0xA4, "fn_serial", "запрос номера ФН", sub=0x31, reply=(_opt("fn_serial", Ascii(16)),)),
-    Command(0xA4, "fn_validity", "запрос срока действия ФН", sub=0x32, reply=(
-        _f("valid_until", BcdDateTime("YMD"), None), _opt("registrations_left", U8()),
-        _opt("registrations_done", U8()),
-    )),
-    Command(0xA4, "fn_version", "запрос версии ФН", sub=0x33, reply=(_opt("version", Ascii(16)),)),
-    Command(0xA4, "fn_document", "запрос документа ФН", sub=model.FN_DOCUMENT_SUBCODE, request=(
-        _f("fd_number", LE(4)),
-    ), reply=(
-        _opt("doc_type", U8()), _opt("fd_number", LE(4)), _opt("fiscal_sign", LE(4)),
-        _f("datetime", BcdDateTime("YMDhm"), None), _opt("shift_number", LE(2)),
-        _opt("receipt_number", LE(2)), _opt("receipt_type", U8()), _opt("total", LE(5)),
-    )),
+        _opt("shift_open", U8()), _opt("warnings", U8()), _f("datetime", BinDateTime("YMDhm"), None),
+        _opt("fn_serial", Ascii(16)), _opt("last_fd_number", LE(4)))),
+    _fn("fn_serial", "запрос номера ФН", 0x31, (_opt("fn_serial", Ascii(16)),)),
+    _fn("fn_validity", "запрос срока действия ФН", 0x32, (
+        _f("valid_until", BinDateTime("YMD"), None), _opt("registrations_left", U8()),
+        _opt("registrations_done", U8()))),
+    _fn("fn_version", "запрос версии ФН", 0x33, (_opt("version", Ascii(16)), _opt("fn_type", U8()))),
+    # [S K] A4 43 registration data: INN at bytes 7..18, RNM 19..38, tax systems 39, modes 40.
+    _fn("registration", "запрос итогов регистрации", 0x43, (
+        _f("datetime", BinDateTime("YMDhm"), None), _opt("inn", Ascii(12)), _opt("rnm", Ascii(20)),
+        _opt("tax_systems", U8()), _opt("modes", U8()))),
+    # [C Z,K] A4 45 fd(4 LE) → docType(2 LE) size(2 LE); A4 46 → the next chunk of its TLVs.
+    _fn("document_open", "запрос документа ФН", 0x45, (
+        _opt("doc_type", LE(2)), _opt("size", LE(2))), request=(_f("fd_number", LE(4)),)),
+    _fn("document_read", "чтение документа ФН", 0x46, (_opt("data", Raw()),)),
     # ---- service ([U] modes, see model)
     Command(0x6B, "tech_reset", "технологическое обнуление", mode=_M.SELECT, timeout=_T[0x6B]),
     Command(0x71, "init_tables", "инициализация таблиц", mode=_M.REPORT_Z, timeout=_T[0x71]),
@@ -455,6 +561,32 @@ COMMANDS: dict[str, Command] = {c.name: c for c in COMMANDS_LIST}
 #: Registry by (code, sub-code); sub-code None for commands without one.
 BY_CODE: dict[tuple[int, int | None], Command] = {(c.code, c.sub): c for c in COMMANDS_LIST}
 assert len(COMMANDS) == len(BY_CODE) == len(COMMANDS_LIST), "duplicate command name or code"
+
+
+def _bcd_max(width: int) -> int:
+    return 10 ** (2 * width) - 1
+
+
+#: What one document may hold on this device, derived from the layouts above: the web contracts
+#: refuse anything bigger before it is journalled (a value that fails to encode mid-receipt
+#: would otherwise stop the register). Validation runs before the device's FFD path is known,
+#: so each limit is the narrower of the EB (FFD 1.05+) and E6 (FFD 1.0) layouts: price and
+#: position sum 6 BCD bytes (E6), section 99 (one BCD byte in EB). Names longer than E6's field
+#: go whole as tag 1030 there, so both paths take MAX_NAME bytes. A printed line is bounded by
+#: one 87 task in a packet (Add header 3 bytes, password, 87 code and its 11 parameter bytes);
+#: positions by the FN's document size (model.MAX_POSITIONS).
+LIMITS = DeviceLimits(
+    max_price=_bcd_max(min(POSITION_MONEY_BYTES, E6_MONEY_BYTES)),
+    max_quantity=Decimal(_bcd_max(QUANTITY_BYTES)) / QUANTITY_SCALE,
+    max_position_sum=_bcd_max(min(POSITION_MONEY_BYTES, E6_MONEY_BYTES)),
+    max_payment=_bcd_max(PAYMENT_SUM_BYTES),
+    max_cash=_bcd_max(PAYMENT_SUM_BYTES),
+    name_bytes=min(POSITION_NAME_MAX, MAX_NAME if model.LONG_NAME_BY_TAG1030 else E6_NAME_BYTES),
+    text_line_bytes=framing.MAX_DATA - 3 - taskbuf.PASSWORD_BYTES - 12,
+    max_positions=model.MAX_POSITIONS,
+    max_department=SECTION_MAX,
+    encode=codec.encode_text,
+)
 
 
 def get(name: str) -> Command:
@@ -471,6 +603,19 @@ def lookup(data: bytes) -> Command | None:
     return BY_CODE.get((data[0], None))
 
 
+def firmware_build(value: bytes) -> int:
+    """The internal firmware number from a ``9D 91`` reply's data: its last two bytes, BCD ([S K])."""
+    return codec.decode_bcd(value[-2:]) if len(value) >= 2 else 0
+
+
+def describe(task: bytes) -> str:
+    """Name of the command in a task body (password + command bytes), for wire traces."""
+    cmd = lookup(task[2:]) if len(task) > 2 else None
+    if cmd is None:
+        return f"команда {task[2:3].hex().upper() or '?'}"
+    return f"{cmd.name} ({cmd.title})"
+
+
 def parse_request(data: bytes) -> tuple[Command, dict[str, Any]]:
     """Command bytes (after the password) → (command, params). KeyError for an unknown code,
     :class:`~kktapp.atol.codec.CodecError` for a malformed request."""
@@ -484,7 +629,7 @@ def parse_request(data: bytes) -> tuple[Command, dict[str, Any]]:
 
 
 class StatusFlags(enum.IntFlag):
-    """[S] 3F flags byte (offset 9)."""
+    """[C A,Z,K] 3F flags byte (offset 9). [U] bit 7: Z "battery installed", A "battery OK" when clear."""
 
     FISCAL = 0x01
     SHIFT_OPEN = 0x02
@@ -496,13 +641,15 @@ class StatusFlags(enum.IntFlag):
 
 
 class ShortStatusFlags(enum.IntFlag):
-    """[S] 45 flags byte."""
+    """[S K] 45 flags byte."""
 
     NO_PAPER = 0x01
     PRINTER_OFFLINE = 0x02
     MECHANICAL_ERROR = 0x04
     CUTTER_ERROR = 0x08
-    PRINTER_ERROR = 0x10
+    HEAD_OVERHEAT = 0x10
+    PRINTER_ERROR = 0x40
+    PAPER_NEAR_END = 0x80
 
 
 #: [C] Model codes (libfptr) → names.
@@ -536,31 +683,35 @@ PAYMENT_TYPES: dict[PaymentType, int] = {
 PAYMENT_TYPE_BY_CODE = {v: k for k, v in PAYMENT_TYPES.items()}
 
 
-def print_flags(line: TextLine) -> int:
-    """[U] The 4C flags byte for a text line's attributes (layout in model.py)."""
-    flags = 0
-    for attr, bit in (("bold", model.PRINT_BOLD), ("italic", model.PRINT_ITALIC),
-                      ("inverse", model.PRINT_INVERSE), ("underline", model.PRINT_UNDERLINE),
-                      ("double_width", model.PRINT_DOUBLE_WIDTH), ("double_height", model.PRINT_DOUBLE_HEIGHT)):
-        if getattr(line, attr):
-            flags |= bit
-    return flags | model.PRINT_ALIGN.get(line.align, 0) << model.PRINT_ALIGN_SHIFT
+def print_field_params(line: TextLine) -> dict[str, Any]:
+    """[U] 87 parameters for a text line (model.py: size by multipliers, alignment by spaces)."""
+    width = model.PRINT_DOUBLE if line.double_width else 1
+    height = model.PRINT_DOUBLE if line.double_height else 1
+    columns = model.PRINT_LINE_WIDTH // width
+    text = line.text
+    if line.align == "center":
+        text = text.center(columns).rstrip()
+    elif line.align == "right":
+        text = text.rjust(columns)
+    return {"multipliers": width << 4 | height, "text": text}
 
 
-def text_line(text: str, flags: int) -> TextLine:
-    """Inverse of :func:`print_flags` (the emulator's side)."""
-    align = {v: k for k, v in model.PRINT_ALIGN.items()}.get(flags >> model.PRINT_ALIGN_SHIFT, "left")
-    return TextLine(
-        text=text, bold=bool(flags & model.PRINT_BOLD), italic=bool(flags & model.PRINT_ITALIC),
-        inverse=bool(flags & model.PRINT_INVERSE), underline=bool(flags & model.PRINT_UNDERLINE),
-        double_width=bool(flags & model.PRINT_DOUBLE_WIDTH), double_height=bool(flags & model.PRINT_DOUBLE_HEIGHT),
-        align=align,
-    )
+def text_line(params: dict[str, Any]) -> TextLine:
+    """Inverse of :func:`print_field_params` as far as the wire keeps it (the emulator's side)."""
+    mult = params.get("multipliers", model.PRINT_NORMAL_SIZE)
+    return TextLine(text=params.get("text", "").strip(), double_width=mult >> 4 == model.PRINT_DOUBLE,
+                    double_height=mult & 0x0F == model.PRINT_DOUBLE)
 
 
 def name_fits_position(name: str) -> bool:
-    """True when the whole name fits in E6; else it also goes as tag 1030 (model.LONG_NAME_BY_TAG1030)."""
-    return len(codec.encode_text(name)) <= POSITION_NAME_BYTES
+    """True when the whole name fits in E6 (FFD 1.0); else it also goes as tag 1030."""
+    return len(codec.encode_text(name)) <= E6_NAME_BYTES
+
+
+def position_name(name: str) -> str:
+    """The name as EB carries it: at most 128 bytes in the device code page (cut, not padded)."""
+    raw = codec.encode_text(name)
+    return name if len(raw) <= POSITION_NAME_MAX else codec.decode_text(raw[:POSITION_NAME_MAX])
 
 
 def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
@@ -568,7 +719,7 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
     if tag in model.UNIXTIME_TAGS:
         if not isinstance(value, dt.date):
             raise codec.CodecError(f"tag {tag} needs a date")
-        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
         return codec.encode_le(int(moment.timestamp()), 4)
     if tag in model.BYTE_TAGS or isinstance(value, int):
         return codec.encode_le(int(value), 1)
@@ -578,7 +729,7 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
 def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date:
     """Inverse of :func:`attribute_value` (the emulator's side); unknown tags stay text."""
     if tag in model.UNIXTIME_TAGS and len(raw) == 4:
-        return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.UTC).date()
+        return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.timezone.utc).date()
     if tag in model.BYTE_TAGS and len(raw) == 1:
         return raw[0]
     return codec.decode_text(raw)

@@ -1,14 +1,19 @@
 """ATOL driver: :class:`kktapp.device.Driver` over protocol v3, pipelined.
 
-A receipt is one batch of tasks (Add, WaitAsyncData) written to the device in one write; the
-answers (synchronous, or A6/A7 pushed later on packet ID 0xF0) are then collected. The device
-stops the rest of a batch after a failing task (the Stopped rule in :mod:`.model`), so a
-receipt never closes with a position missing. After a clean device error the driver aborts the
-buffer, cancels the receipt it opened, and raises DeviceError naming the failing step. A lost
-link in the middle is raised as LinkError: the outcome is unknown, and the service settles it
-with :meth:`AtolDriver.last_document`.
+A receipt is one batch of tasks written to the device in one write; the answers (synchronous
+on each Add's packet ID, or A6/A7 pushed later on packet ID 0xF0) are then collected. As the
+production drivers do (atol-real-device.md §1), a task whose result the host needs carries
+NeedResult and is Acked once read; the others go with flags 0 and report only a failure (A7).
+Silence makes the driver ask with Req (C3). The device stops the rest of a batch after a
+failing task, so a receipt never closes with a position missing; after any device error the
+driver clears the buffer with Abort (C4), cancels the receipt it opened, and raises DeviceError
+naming the failing step (with the extended code of register 0x37 behind 0xEE). A lost link in
+the middle is raised as LinkError: the outcome is unknown, and the service settles it with
+:meth:`AtolDriver.last_document` (registers 0x33/0x34, A4 30, A4 45/46).
 
-Every layout comes from :mod:`.commands`; every unverified choice from :mod:`.model`.
+Positions go as EA → position tags (E8) → EB on FFD 1.05/1.2 firmware and as E6 on FFD 1.0,
+chosen from register 0x36 when connecting. Every layout comes from :mod:`.commands`; every
+unverified choice from :mod:`.model`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from typing import Any
 
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, ShiftStatus, Totals
 from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, position_amount
-from ..errors import DeviceError, FrameError, KKTError, LinkError
-from . import codec, commands, model, taskbuf
+from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent
+from . import codec, commands, framing, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
 from .link import Link, LinkStats
@@ -32,13 +37,17 @@ from .taskbuf import Flags, Status
 
 log = logging.getLogger(__name__)
 
-#: Flags of every task: results are pushed when they come later; none is kept (no Ack needed).
-TASK_FLAGS = Flags.WAIT_ASYNC_DATA
+#: Flags of a task whose result the host waits for ([C C,A,K]); the others go with flags 0.
+RESULT_FLAGS = Flags.NEED_RESULT
+QUIET_FLAGS = Flags.NONE
 #: Most tasks in one write: the device's buffer must hold them all.
 WINDOW = model.TASK_BUFFER_CAPACITY
 #: Printer trouble in the 45 flags byte.
 _PRINTER_TROUBLE = (ShortStatusFlags.PRINTER_OFFLINE | ShortStatusFlags.MECHANICAL_ERROR
-                    | ShortStatusFlags.CUTTER_ERROR | ShortStatusFlags.PRINTER_ERROR)
+                    | ShortStatusFlags.CUTTER_ERROR | ShortStatusFlags.HEAD_OVERHEAT
+                    | ShortStatusFlags.PRINTER_ERROR)
+_OK = (Status.RESULT, Status.ASYNC_RESULT)
+_FAILED = (Status.ERROR, Status.ASYNC_ERROR)
 #: How payments are named in step names ("оплата наличными").
 _PAYMENT_WORDS = {
     PaymentType.CASH: "наличными", PaymentType.ELECTRONIC: "безналичными", PaymentType.PREPAID: "зачётом аванса",
@@ -56,11 +65,20 @@ class Step:
     title: str = ""
     tid: int = -1
     answer: taskbuf.Answer | None = None
+    #: The task body (password + command bytes), encoded before anything of a batch is sent.
+    task: bytes = b""
+    #: Sent with NeedResult: the batch waits for this task's own result.
+    need_result: bool = True
 
     @property
     def name(self) -> str:
         """Russian step name for messages."""
         return self.title or self.command.title
+
+    @property
+    def ok(self) -> bool:
+        """The task's own result says it was done."""
+        return self.answer is not None and self.answer.status in _OK
 
 
 def step(command: str, title: str = "", /, **params: Any) -> Step:
@@ -85,8 +103,39 @@ def _password(value: str | int) -> int:
         raise ValueError(f"password must be digits, got {value!r}") from None
 
 
+@dataclass
+class Registration:
+    """What the FN says about the registration (A4 43): organisation INN, RNM, tax systems."""
+
+    inn: str
+    rnm: str
+    #: Tag 1055 bits: 1 ОСН, 2 УСН доход, 4 УСН доход − расход, 16 ЕСХН, 32 патент.
+    tax_systems: int
+    modes: int
+    registered_at: dt.datetime | None = None
+
+
+def ffd_version(reply: dict[str, Any]) -> int:
+    """The FFD a receipt is formed in, from register 0x36: the lower of the KKT's and the FN's."""
+    return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
+
+
+def parse_tlv(data: bytes) -> dict[int, bytes]:
+    """``tag(2 LE) len(2 LE) value`` records → {tag: value} (A4 46 document data)."""
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 4 <= len(data):
+        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
+        out[tag] = bytes(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return out
+
+
 class AtolDriver:
     """A connected ATOL cash register (protocol v3). Not thread-safe: one owner at a time."""
+
+    #: Derived from the command layouts; the contracts validate against it.
+    limits = commands.LIMITS
 
     def __init__(self, url: str, *, access_password: str = "0000", operator_password: str = "30",
                  baudrate: int = 115200, pipeline: bool = True, timeout: float = model.ANSWER_TIMEOUT) -> None:
@@ -104,6 +153,10 @@ class AtolDriver:
         #: "" when the device refused it. Remembered so that status reads (frequent) show the
         #: full serial without reading the register every time.
         self._serial: str | None = None
+        #: FFD version of the firmware (register 0x36), read when connecting.
+        self.ffd: int = model.FFD_1_2
+        #: TIds whose kept results (NeedResult) are read: Acked in the next write.
+        self._acks: list[int] = []
 
     # ------------------------------------------------------------------ connection
 
@@ -112,29 +165,43 @@ class AtolDriver:
         """True while the link is believed to be up."""
         return self._link.is_open
 
-    def connect(self) -> None:
-        """Open the link, clear stale tasks (Abort), leave any mode unless a receipt is open.
+    def connect(self, *, read_only: bool = False) -> None:
+        """Open the link, clear stale tasks (Abort), read the FFD version (register 0x36), leave
+        any mode unless a receipt is open (or ``read_only``: the probe changes nothing).
 
         Nothing is cancelled here: an open receipt is the service's recovery to decide.
         """
         self._link.open()
         try:
             self._abort()
+            self.ffd = self._read_ffd()
             st = self.status()
-            if not st.receipt_open and st.mode != Mode.SELECT:
+            if not read_only and not st.receipt_open and st.mode != Mode.SELECT:
                 self._run(self._leave_steps())
                 self._mode = (Mode.SELECT, 0)
         except KKTError:
             self._link.close()
             raise
-        log.info("connected to %s: mode %d.%d, shift %s, receipt %s", self.url, st.mode, st.submode,
+        log.info("connected to %s: FFD %s, mode %d.%d, shift %s, receipt %s", self.url,
+                 model.FFD_NAMES.get(self.ffd, self.ffd), st.mode, st.submode,
                  "open" if st.shift_open else "closed", st.receipt_state or "none")
+
+    def _read_ffd(self) -> int:
+        try:
+            reply = self._run([step("ffd_versions")])[0]
+        except BatchFailed as exc:
+            # Firmware without register 0x36 predates FFD 1.05: the E6 path.
+            log.warning("%s: no FFD versions register (%s); positions go as E6 (FFD 1.0)", self.url,
+                        exc.error.message)
+            return model.FFD_1_0
+        return ffd_version(reply)
 
     def close(self) -> None:
         """Close the link (idempotent)."""
         self._link.close()
         self._mode = None
         self._serial = None  # the next connection may reach another device
+        self._acks.clear()
 
     def __enter__(self) -> AtolDriver:
         self.connect()
@@ -162,6 +229,7 @@ class AtolDriver:
 
     def _abort(self) -> None:
         """C4: cancel every task and clear the device's buffer (and its Stopped state)."""
+        self._acks.clear()  # Abort releases every kept result too
         answer = self._exchange(taskbuf.Abort())
         if answer.status in taskbuf.REFUSED:
             raise LinkError(f"ККТ отклонила сброс буфера заданий (статус {answer.status:02X})")
@@ -173,9 +241,21 @@ class AtolDriver:
             self._link.close()
             raise FrameError(f"ошибка обмена с ККТ: {exc}") from exc
 
+    def _prepare(self, steps: Sequence[Step]) -> None:
+        """Encode every task before the first byte goes out: a value that does not fit its field
+        refuses the whole document (NotSent) instead of failing halfway through it."""
+        for s in steps:
+            try:
+                s.task = taskbuf.encode_task(self.access_password, s.command.encode(**s.params))
+            except (codec.CodecError, TypeError, ValueError) as exc:
+                raise NotSent(f"{NotSent.message} (шаг «{s.name}»: {exc})") from exc
+            if len(taskbuf.encode_request(taskbuf.Add(0, s.task, RESULT_FLAGS))) > framing.MAX_DATA:
+                raise NotSent(f"{NotSent.message} (шаг «{s.name}»: команда длиннее пакета)")
+
     def _run(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        """Execute steps in order; returns their decoded replies. Raises BatchFailed/LinkError."""
+        """Execute steps in order; returns their decoded replies. Raises BatchFailed/LinkError/NotSent."""
         steps = list(steps)
+        self._prepare(steps)
         size = WINDOW if self.pipeline else 1
         replies: list[dict[str, Any]] = []
         for start in range(0, len(steps), size):
@@ -183,30 +263,46 @@ class AtolDriver:
         return replies
 
     def _batch(self, steps: list[Step]) -> list[dict[str, Any]]:
-        """One write of Adds, then collect every answer (or stop at the first failure)."""
+        """One write of Adds (after the pending Acks), then collect every answer needed."""
         if not self._link.is_open:
             raise LinkError("нет связи с ККТ (не подключена)")
-        payloads = []
-        for s in steps:
+        payloads = [taskbuf.encode_request(taskbuf.Ack(tid)) for tid in self._acks]
+        self._acks.clear()
+        acks = len(payloads)
+        for i, s in enumerate(steps):
             s.tid = self._take_tid()
             s.answer = None
-            task = taskbuf.encode_task(self.access_password, s.command.encode(**s.params))
-            payloads.append(taskbuf.encode_request(taskbuf.Add(s.tid, task, TASK_FLAGS)))
-        ids = self._link.send(payloads)
+            # The last task always reports: its end proves the quiet ones before it ran.
+            s.need_result = s.command.wants_result or i == len(steps) - 1
+            flags = RESULT_FLAGS if s.need_result else QUIET_FLAGS
+            payloads.append(taskbuf.encode_request(taskbuf.Add(s.tid, s.task, flags)))
+        ids = self._link.send(payloads)[acks:]
         self.stats.tasks += len(steps)
         by_pid = dict(zip(ids, steps, strict=True))
         by_tid = {s.tid: s for s in steps}
         waiting_sync = set(ids)
+        reqs: dict[int, Step] = {}
         failed: Step | None = None
+        stopped = False
 
         def unresolved() -> list[Step]:
-            return [s for s in steps if s.answer is None or not s.answer.final]
+            return [s for s in steps if s.need_result and (s.answer is None or not s.answer.final)]
 
         deadline = time.monotonic() + self.timeout + max(s.command.timeout for s in steps)
-        while waiting_sync or (failed is None and unresolved()):
-            packet = self._link.receive(deadline)
+        wake = time.monotonic() + model.REQ_AFTER_SILENCE
+        while waiting_sync or (failed is None and not stopped and unresolved()):
+            packet = self._link.poll(wake, deadline)
+            if packet is None:
+                # Silence: ask the first unfinished task that keeps its result (C's fallback).
+                wake = time.monotonic() + model.REQ_AFTER_SILENCE
+                pending = unresolved()
+                if pending and not waiting_sync:
+                    (pid,) = self._link.send([taskbuf.encode_request(taskbuf.Req(pending[0].tid))])
+                    reqs[pid] = pending[0]
+                continue
+            wake = time.monotonic() + model.REQ_AFTER_SILENCE
+            answer = self._decode_answer(packet.data)
             if packet.id == model.ASYNC_PACKET_ID:
-                answer = self._decode_answer(packet.data)
                 s = by_tid.get(answer.tid) if answer.tid is not None else None
                 if s is None:
                     log.debug("stale async answer for task %s", answer.tid)
@@ -214,19 +310,26 @@ class AtolDriver:
             elif packet.id in waiting_sync:
                 waiting_sync.discard(packet.id)
                 s = by_pid[packet.id]
-                answer = self._decode_answer(packet.data)
-                if s.answer is not None and s.answer.final:
-                    continue  # the async result came first
+            elif packet.id in reqs:
+                s = reqs.pop(packet.id)
+                if answer.status == Status.NOT_FOUND:
+                    # The device no longer knows a task it took: its outcome is unknown.
+                    self._link.close()
+                    raise LinkError(f"ККТ потеряла задание «{s.name}»")
             else:
                 log.debug("ignoring stale packet %02X", packet.id)
                 continue
+            if s.answer is not None and s.answer.final:
+                continue  # already known (the async result came before the Add answer)
             if answer.status in taskbuf.REFUSED:
                 # Never expected (Abort on connect, window ≤ buffer): the batch cannot be trusted.
                 self._link.close()
                 raise LinkError(f"ККТ отклонила задание «{s.name}» (статус {answer.status:02X})")
             s.answer = answer
-            if answer.status in (Status.ERROR, Status.ASYNC_ERROR) and failed is None:
+            if answer.status in _FAILED and failed is None:
                 failed = s
+            elif answer.status == Status.STOPPED:
+                stopped = True
             # Progress: the next unfinished task gets its own full timeout.
             pending = unresolved()
             if pending:
@@ -236,16 +339,17 @@ class AtolDriver:
             error = self._step_error(failed)
             # Clear the device's Stopped state and whatever was left in its buffer.
             self._abort()
-            raise BatchFailed(failed, error, steps)
+            raise BatchFailed(failed, self._extended(error), steps)
+        if stopped:
+            # Stopped without a failure seen in this batch: an earlier session left the device
+            # stopped. Clear it; the caller sees a link-level error and may retry.
+            self._abort()
+            raise LinkError("ККТ остановила задания после прежней ошибки; буфер очищен, повторите")
         replies = []
         for s in steps:
-            assert s.answer is not None
-            if s.answer.status == Status.STOPPED:
-                # Stopped without a failure in this batch: an earlier session left the device
-                # stopped. Clear it; the caller sees a link-level error and may retry.
-                self._abort()
-                raise LinkError("ККТ остановила задания после прежней ошибки; буфер очищен, повторите")
-            replies.append(self._decode_reply(s))
+            if s.need_result:
+                self._acks.append(s.tid)
+            replies.append(self._decode_reply(s) if s.ok else {})
         return replies
 
     def _decode_reply(self, s: Step) -> dict[str, Any]:
@@ -266,6 +370,18 @@ class AtolDriver:
         err = commands.reply_error(s.answer.reply)
         code, ext = err if err else (0, 0)
         return device_error(code or ErrorCode.BAD_FORMAT, ext, step=s.name, command=s.command.code)
+
+    def _extended(self, error: DeviceError) -> DeviceError:
+        """For 0xEE, the extended code from register 0x37 ([S K]) in the error and its text."""
+        if error.code != ErrorCode.FN_SEE_REGISTER_55:
+            return error
+        try:
+            reg = self._run([step("extended_error")])[0]
+        except (BatchFailed, FrameError):
+            return error
+        if reg["command"] and reg["command"] != error.command:
+            return error
+        return device_error(error.code, reg["ext_code"], step=error.step, command=error.command)
 
     def execute(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
         """Run steps; a device error becomes DeviceError naming the step (mode cache dropped)."""
@@ -316,15 +432,27 @@ class AtolDriver:
         self._mode = (target, 0)
         return replies[len(prefix):]
 
+    def _wait_report(self) -> None:
+        """Poll 45 while a report prints or works in the FN ([C C,Z]; model.REPORT_PROGRESS_MODES)."""
+        deadline = time.monotonic() + model.REPORT_WAIT
+        while True:
+            mode = self.command("short_status")["mode"]
+            if mode not in model.REPORT_PROGRESS_MODES:
+                self._mode = commands.split_mode(mode)
+                return
+            if time.monotonic() > deadline:
+                raise LinkError("ККТ слишком долго печатает отчёт")
+            time.sleep(model.REPORT_POLL)
+
     # ------------------------------------------------------------------ queries
 
     def _with_serial(self, steps: list[Step], *, refresh: bool = False) -> list[dict[str, Any]]:
         """Run ``steps``, reading register 22 (the full serial) in the same batch when it is not
         known yet on this connection, or when ``refresh``. Returns the replies of ``steps``.
 
-        A device that refuses the register (model.REGISTER_SERIAL is [U]) is remembered as such,
-        so status reads fall back to 3F's 8 digits without asking again; the steps are then run
-        once more on their own, since the failed batch was aborted.
+        A device that refuses the register is remembered as such, so status reads fall back to
+        3F's 8 digits without asking again; the steps are then run once more on their own,
+        since the failed batch was aborted.
         """
         if not refresh and self._serial is not None:
             return self.execute(steps)
@@ -356,12 +484,13 @@ class AtolDriver:
         return self._serial or digits
 
     def status(self) -> DeviceStatus:
-        """Quick status (3F + 45 in one round trip; register 22 too while the serial is unknown)."""
-        st, short = self._with_serial([step("status"), step("short_status")])
+        """Quick status: 3F + 45 + register 0x35 (the current shift) in one round trip."""
+        st, short, shift = self._with_serial([step("status"), step("short_status"), step("shift_data")])
         mode, submode = commands.split_mode(st["mode"])
         self._mode = (mode, submode)
         flags = StatusFlags(st["flags"])
         short_flags = ShortStatusFlags(short["flags"])
+        shift_open = bool(flags & StatusFlags.SHIFT_OPEN)
         return DeviceStatus(
             datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0),
             serial=self._full_serial(st["serial"]),
@@ -369,8 +498,9 @@ class AtolDriver:
             mode=mode,
             submode=submode,
             fiscal=bool(flags & StatusFlags.FISCAL),
-            shift_open=bool(flags & StatusFlags.SHIFT_OPEN),
-            shift_number=st["shift_number"],
+            shift_open=shift_open,
+            # 3F has the last CLOSED shift ([S K]); register 0x35 the current one.
+            shift_number=shift["shift_number"] if shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
             receipt_state=st["receipt_state"],
             receipt_sum=st["receipt_sum"],
@@ -391,13 +521,19 @@ class AtolDriver:
         return DeviceInfo(
             model_code=info["model"],
             model_name=info["name"] or commands.MODEL_NAMES.get(info["model"], f"ATOL {info['model']}"),
-            firmware=f"{info['fw_major']}.{info['fw_minor']}.{info['fw_patch']}.{info['fw_build']}",
+            firmware=f"{info['fw_major']}.{info['fw_minor']}.{info['fw_build']}",
             serial=self._full_serial(st["serial"]),
             protocol=info["protocol"],
         )
 
+    def registration(self) -> Registration:
+        """Registration data from the FN (A4 43, [S K]): organisation INN, RNM, tax systems."""
+        reg = self.command("registration")
+        return Registration(inn=reg["inn"].strip(), rnm=reg["rnm"].strip(), tax_systems=reg["tax_systems"],
+                            modes=reg["modes"], registered_at=reg["datetime"])
+
     def shift_status(self) -> ShiftStatus:
-        """Shift state and opening time (register 18), number and receipts (A4 10)."""
+        """Shift state and opening time (register 0x12), number and receipts (A4 10)."""
         reg, fn = self.execute([step("shift_state"), step("fn_shift")])
         return ShiftStatus(
             state=_SHIFT_STATES.get(reg["state"], "closed"),
@@ -421,69 +557,125 @@ class AtolDriver:
         )
 
     def totals(self) -> Totals:
-        """Cash in the drawer (4D), shift earnings (58) and the non-resettable sum (register 12).
+        """Cash in the drawer (4D), shift earnings (58) and the non-resettable sum (register 0x28).
 
-        One round trip. Shift earnings ("выручка смены") = income − outcome of the open shift
-        (sales net of returns and purchases; negative when more went out), 0 with the shift
-        closed: a Z report ("гашение") ends what the shift earned, while 58 would still answer
-        the shift just closed. The non-resettable sum ("необнуляемая сумма") = all income over
-        the device's life, a counter that only grows. Meanings of the fields: model.py.
+        One round trip. Shift earnings ("выручка смены") = income − outcome of the open shift,
+        0 with the shift closed. The non-resettable sum ("необнуляемая сумма") = all income over
+        the device's life: register 0x28 for sales and for purchase returns (model.py).
         """
-        drawer, shift, grand, st = self.execute([
-            step("cash_in_drawer"), step("last_shift_totals"), step("non_resettable_totals"), step("status"),
+        grand = [step("non_resettable_total", p1=t) for t in model.INCOME_RECEIPT_TYPES]
+        drawer, shift, st, *lifetime = self.execute([
+            step("cash_in_drawer"), step("last_shift_totals"), step("status"), *grand,
         ])
         self._mode = commands.split_mode(st["mode"])
         shift_open = bool(StatusFlags(st["flags"]) & StatusFlags.SHIFT_OPEN)
         return Totals(
             cash_in_drawer=drawer["amount"],
             shift_earnings=shift["income"] - shift["outcome"] if shift_open else 0,
-            total_earnings=grand["income"],
+            total_earnings=sum(r["total"] for r in lifetime),
         )
 
+    # ------------------------------------------------------------------ what a document became
+
+    @staticmethod
+    def _sale_steps() -> list[Step]:
+        """The reads that tell what the last receipt became: 0x33, 0x35, A4 30 (FN serial, FD)."""
+        return [step("last_sale"), step("shift_data"), step("fn_status", "состояние ФН")]
+
+    @staticmethod
+    def _sale_result(sale: dict[str, Any], shift: dict[str, Any], fn: dict[str, Any], *,
+                     printed: bool = True) -> FiscalResult:
+        """The receipt's FiscalResult from register 0x33 (+ 0x35 numbers, A4 30's FN serial)."""
+        return FiscalResult(
+            fiscal_document_number=sale["fd_number"],
+            fiscal_sign=str(sale["fiscal_sign"]),
+            receipt_number=shift["receipt_number"],
+            shift_number=shift["shift_number"],
+            datetime=sale["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
+            total=sale["total"],
+            fn_number=fn["fn_serial"],
+            printed=printed,
+        )
+
+    def read_document(self, fd_number: int) -> tuple[int, dict[int, bytes]]:
+        """A document by number: (FFD type, {tag: value}) from A4 45 + A4 46 ([C Z,K])."""
+        opened, chunk = self.execute([step("document_open", fd_number=fd_number), step("document_read")])
+        data = chunk["data"]
+        while len(data) < opened["size"]:
+            more = self.command("document_read")["data"]
+            if not more:
+                break
+            data += more
+        return opened["doc_type"], parse_tlv(data[:opened["size"]])
+
+    def _document_result(self, fd_number: int, fn_number: str) -> tuple[int, FiscalResult]:
+        doc_type, tlv = self.read_document(fd_number)
+        unix = codec.decode_le(tlv.get(model.TLV_DATETIME, b""))
+        when = dt.datetime.fromtimestamp(unix, dt.UTC).replace(tzinfo=None) if unix else None
+        sign = tlv.get(model.TLV_FISCAL_SIGN, b"")
+        return doc_type, FiscalResult(
+            fiscal_document_number=codec.decode_le(tlv.get(model.TLV_FD_NUMBER, b"")) or fd_number,
+            fiscal_sign=str(int.from_bytes(sign[-4:], "big")) if sign else "",
+            receipt_number=codec.decode_le(tlv.get(model.TLV_RECEIPT_NUMBER, b"")),
+            shift_number=codec.decode_le(tlv.get(model.TLV_SHIFT_NUMBER, b"")),
+            datetime=when or dt.datetime.now().replace(second=0, microsecond=0),
+            total=codec.decode_le(tlv.get(model.TLV_TOTAL, b"")),
+            fn_number=fn_number,
+        )
+
+    def shift_totals(self) -> tuple[int, int]:
+        """(income, outcome) of the open shift, or of the shift just closed until the next opens (58).
+
+        Read right after a Z report, these are the Z report's totals the 1C exchange reconciles
+        its report block with (model.py, "earnings").
+        """
+        (shift,) = self.execute([step("last_shift_totals")])
+        return shift["income"], shift["outcome"]
+
     def last_document(self) -> LastDocument:
-        """Last FD number (A4 30), receipt state (3F), and the document rebuilt from A4 40."""
-        fn, st = self.execute([step("fn_status"), step("status")])
+        """What the FN's last document is, for recovery (A4 30, 3F, registers 0x33/0x35, A4 45/46).
+
+        A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow by two
+        around one receipt. When the last document is that shift-open report and the receipt
+        is still open, the receipt has not become a document: ``fd_number`` is then the number
+        before the shift-open report, so that "number grew" never takes it for the receipt.
+        """
+        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
         self._mode = commands.split_mode(st["mode"])
         fd = fn["last_fd_number"]
+        extra: dict[str, Any] = {"receipt_state": st["receipt_state"], "receipt_sum": st["receipt_sum"],
+                                 "last_fd_number": fd}
+        receipt_open = st["receipt_state"] != 0
         result = None
-        extra: dict[str, Any] = {"receipt_state": st["receipt_state"], "receipt_sum": st["receipt_sum"]}
-        if fd:
+        if fd and sale["fd_number"] == fd:
+            result = self._sale_result(sale, shift, fn)
+            extra["doc_type"] = model.DocType.RECEIPT
+            extra["receipt_type"] = sale["receipt_type"]
+        elif fd:
             try:
-                doc = self.command("fn_document", fd_number=fd)
+                doc_type, result = self._document_result(fd, fn["fn_serial"])
             except DeviceError as exc:
                 if exc.code != ErrorCode.FN_NO_DATA:
                     raise
                 log.warning("FN has no data for its own last document %d", fd)
             else:
-                result = self._result(doc, fn["fn_serial"])
-                extra["doc_type"] = doc["doc_type"]
-                extra["receipt_type"] = doc["receipt_type"]
-        return LastDocument(fd_number=fd, receipt_open=st["receipt_state"] != 0, result=result, extra=extra)
-
-    @staticmethod
-    def _result(doc: dict[str, Any], fn_number: str, *, printed: bool = True) -> FiscalResult:
-        return FiscalResult(
-            fiscal_document_number=doc["fd_number"],
-            fiscal_sign=str(doc["fiscal_sign"]),
-            receipt_number=doc["receipt_number"] if doc["doc_type"] in (model.DocType.RECEIPT,
-                                                                          model.DocType.CORRECTION) else 0,
-            shift_number=doc["shift_number"],
-            datetime=doc["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
-            total=doc["total"],
-            fn_number=fn_number,
-            printed=printed,
-        )
-
-    def _document_result(self, fn: dict[str, Any], *, printed: bool = True) -> FiscalResult:
-        doc = self.command("fn_document", fd_number=fn["last_fd_number"])
-        return self._result(doc, fn["fn_serial"], printed=printed)
+                extra["doc_type"] = doc_type
+                if doc_type == model.DocType.SHIFT_OPEN and receipt_open:
+                    extra["shift_opened_by_receipt"] = True
+                    return LastDocument(fd_number=fd - 1, receipt_open=True, result=None, extra=extra)
+        return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
 
     # ------------------------------------------------------------------ shift and cash
 
-    def _fiscal(self, mode: int, steps: list[Step]) -> FiscalResult:
-        """Run a document-forming command, then read the document it formed."""
-        replies = self._in_mode(mode, [*steps, step("fn_status")])
-        return self._document_result(replies[-1])
+    def _fiscal(self, mode: int, steps: list[Step], *, report: bool = False) -> FiscalResult:
+        """Run a document-forming command, then read the document it formed (A4 45/46)."""
+        if report:
+            self._in_mode(mode, steps)
+            self._wait_report()
+            fn = self.command("fn_status")
+        else:
+            fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
+        return self._document_result(fn["last_fd_number"], fn["fn_serial"])[1]
 
     def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
         """A shift report with the cashier written just before it (model.DOCUMENT_TAGS).
@@ -492,36 +684,38 @@ class AtolDriver:
         that E8 and formed nothing, so the report is made again without the cashier: a shift
         that cannot be opened is far worse than a report without its cashier.
         """
+        report = command == "close_shift"
         cashier = self._attribute_steps(self._cashier(cashier_name, cashier_inn))
         try:
-            return self._fiscal(mode, [*cashier, step(command)])
+            return self._fiscal(mode, [*cashier, step(command)], report=report)
         except DeviceError as exc:
             if not cashier or exc.command != COMMANDS["write_attribute"].code:
                 raise
             log.warning("device refused the cashier for %s (%s); sending it without", command, exc.message)
-            return self._fiscal(mode, [step(command)])
+            return self._fiscal(mode, [step(command)], report=report)
 
     def open_shift(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
         """Open a shift (9A in registration mode), the cashier (1021, 1203) written first."""
         return self._shift_document(Mode.REGISTRATION, "open_shift", cashier_name, cashier_inn)
 
     def close_shift(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
-        """Z report (5A in mode 3), the cashier (1021, 1203) written first."""
+        """Z report (5A in mode 3), the cashier written first; waits until it is printed."""
         try:
             return self._shift_document(Mode.REPORT_Z, "close_shift", cashier_name, cashier_inn)
         finally:
             self._mode = None  # whether the device stays in mode 3 after Z is not known [U]
 
     def x_report(self) -> None:
-        """X report (67 in mode 2)."""
+        """X report (67 in mode 2); waits until it is printed."""
         self._in_mode(Mode.REPORT_X, [step("x_report", report_type=1)])
+        self._wait_report()
 
     def cash_in(self, amount: int) -> FiscalResult:
-        """Внесение (49)."""
+        """Внесение (49); opens a closed shift itself ([C K])."""
         return self._fiscal(Mode.REGISTRATION, [step("cash_in", amount=amount)])
 
     def cash_out(self, amount: int) -> FiscalResult:
-        """Выплата (4F)."""
+        """Выплата (4F); opens a closed shift itself ([C K])."""
         return self._fiscal(Mode.REGISTRATION, [step("cash_out", amount=amount)])
 
     # ------------------------------------------------------------------ receipts
@@ -535,11 +729,14 @@ class AtolDriver:
 
     def receipt_steps(self, receipt: Receipt) -> list[Step]:
         """The tasks of a receipt from opening to the footer (no mode change, no FN reads)."""
-        flags = (0x01 if receipt.test_mode else 0) | (0x02 if receipt.electronic_only else 0)
+        flags = (commands.FLAG_TEST if receipt.test_mode else 0) | (
+            commands.FLAG_NO_PRINT if receipt.electronic_only else 0)
         steps = [step("open_receipt", flags=flags, receipt_type=commands.RECEIPT_TYPES[receipt.type])]
         steps += self._text_steps(receipt.header, "заголовок чека")
+        position_steps = self._position_steps if self.ffd >= model.FIRST_EA_EB_FFD else self._e6_position_steps
         for i, pos in enumerate(receipt.positions, 1):
-            steps += self._position_steps(i, pos)
+            steps += position_steps(i, pos)
+        # Receipt tags after the last EB: never between EA and EB ([S K] ext 0x0208).
         attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
@@ -581,16 +778,30 @@ class AtolDriver:
 
     @staticmethod
     def _position_steps(i: int, pos: Position) -> list[Step]:
+        """FFD 1.05/1.2: EA, the position's E8 tags, EB with 1212/1214 in it ([C Z,C,K])."""
         where = f"позиция {i}: «{pos.name}»"
-        # The device computes price × quantity itself; any difference to the amount we were
-        # given (a spread discount) is sent as the position's discount or markup (model.py).
+        gross = position_amount(pos.price, pos.quantity)
+        diff = gross - pos.amount  # a spread discount: EB's discount (or markup), model.py
+        steps = [step("begin_position", where)]
+        if pos.unit != model.POSITION_TAG_DEFAULTS[model.TAG_UNIT]:
+            steps.append(step("write_attribute", f"{where}, реквизит {model.TAG_UNIT}", tag=model.TAG_UNIT,
+                              value=commands.attribute_value(model.TAG_UNIT, pos.unit)))
+        steps.append(step("end_position", where, price=pos.price, quantity=pos.quantity, sum=gross,
+                          tax=pos.vat.tag1199, section=pos.department, payment_object=pos.payment_object,
+                          payment_method=int(pos.payment_method), discount_sign=0 if diff >= 0 else 1,
+                          discount=abs(diff), name=commands.position_name(pos.name)))
+        return steps
+
+    @staticmethod
+    def _e6_position_steps(i: int, pos: Position) -> list[Step]:
+        """FFD 1.0: E6, then the position tags that differ from the defaults (model.py)."""
+        where = f"позиция {i}: «{pos.name}»"
         diff = position_amount(pos.price, pos.quantity) - pos.amount
         steps = [step("register_position", where, name=pos.name, price=pos.price, quantity=pos.quantity,
                       discount_sign=0 if diff >= 0 else 1, discount_sum=abs(diff), tax=pos.vat.tag1199,
                       section=pos.department)]
         if not commands.name_fits_position(pos.name):
-            # E6 cut the name to its first bytes; the whole name follows at once as tag 1030
-            # (model.LONG_NAME_BY_TAG1030), so the document carries it uncut.
+            # E6 cut the name to its first bytes; the whole name follows at once as tag 1030.
             steps.append(step("write_attribute", f"{where}, реквизит {model.TAG_ITEM_NAME} (полное наименование)",
                               tag=model.TAG_ITEM_NAME, value=commands.attribute_value(model.TAG_ITEM_NAME, pos.name)))
         values = {model.TAG_PAYMENT_METHOD: int(pos.payment_method), model.TAG_PAYMENT_OBJECT: pos.payment_object,
@@ -603,18 +814,23 @@ class AtolDriver:
 
     @staticmethod
     def _text_steps(lines: Sequence[TextLine], where: str) -> list[Step]:
-        return [step("print_string", f"{where}, строка {i}", flags=commands.print_flags(line), text=line.text)
+        """87 print field per line ([S C]; 4C would take the text only)."""
+        return [step("print_field", f"{where}, строка {i}", **commands.print_field_params(line))
                 for i, line in enumerate(lines, 1)]
 
     def sell(self, receipt: Receipt) -> FiscalResult:
         """Fiscalise a receipt of any settlement type in one pipelined batch.
 
-        Batch: A4 30 (FD number before), mode change if needed, the receipt, A4 30 (after).
-        Then A4 40 reads the new document's fiscal sign and time.
+        Batch: register 0x34 (FD number before), mode change if needed, the receipt, then
+        registers 0x33 and 0x35 and A4 30: the new document's number, fiscal sign, time, total,
+        receipt and shift numbers and the FN serial come back in the same round trip.
         """
-        body = self.receipt_steps(receipt)
-        prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
-        steps = [*prefix, *body, step("fn_status", "состояние ФН")]
+        try:
+            body = self.receipt_steps(receipt)
+        except (codec.CodecError, TypeError, ValueError) as exc:
+            raise NotSent(f"{NotSent.message} ({exc})") from exc
+        prefix = [step("last_fd", "номер последнего ФД")] + self._mode_steps(Mode.REGISTRATION)
+        steps = [*prefix, *body, *self._sale_steps()]
         try:
             replies = self._run(steps)
         except BatchFailed as exc:
@@ -624,16 +840,16 @@ class AtolDriver:
             self._mode = None
             raise
         self._mode = (Mode.REGISTRATION, 0)
-        fn = replies[-1]
+        sale, shift, fn = replies[-3:]
         if receipt.test_mode:
             return FiscalResult(
                 fiscal_document_number=0, fiscal_sign="", receipt_number=0, shift_number=0,
                 datetime=fn["datetime"] or dt.datetime.now().replace(second=0, microsecond=0),
                 total=receipt.total, fn_number=fn["fn_serial"], test_mode=True,
             )
-        if fn["last_fd_number"] == replies[0]["last_fd_number"]:
+        if sale["fd_number"] <= replies[0]["fd_number"]:
             raise LinkError("ККТ закрыла чек, но номер фискального документа не изменился")
-        result = self._document_result(fn)
+        result = self._sale_result(sale, shift, fn)
         if result.total != receipt.total:
             log.error("device total %d differs from receipt total %d (FD %d)", result.total, receipt.total,
                       result.fiscal_document_number)
@@ -641,20 +857,21 @@ class AtolDriver:
 
     def _after_failed_receipt(self, receipt: Receipt, exc: BatchFailed, prefix: list[Step],
                               body: list[Step]) -> FiscalResult:
-        """A task of the receipt failed: was the document formed anyway? If not, clean up."""
-        opened = body[0].answer is not None and body[0].answer.status in (Status.RESULT, Status.ASYNC_RESULT)
-        before = None
-        if prefix[0].answer is not None and prefix[0].answer.status in (Status.RESULT, Status.ASYNC_RESULT):
-            before = prefix[0].command.decode_reply(prefix[0].answer.reply)["last_fd_number"]
-        if not opened:
+        """A task of the receipt failed: was the document formed anyway? If not, clean up.
+
+        Decided by register 0x33 (the last sale): a shift-open document formed by 92 is never
+        taken for the receipt.
+        """
+        before = prefix[0].command.decode_reply(prefix[0].answer.reply)["fd_number"] if prefix[0].ok else None
+        if not body[0].ok:
             raise exc.error
-        fn, st = self.execute([step("fn_status"), step("status")])
+        sale, shift, fn, st = self.execute([*self._sale_steps(), step("status")])
         self._mode = commands.split_mode(st["mode"])
-        if before is not None and fn["last_fd_number"] > before and not receipt.test_mode:
+        if before is not None and sale["fd_number"] > before and not receipt.test_mode:
             # The document was fiscalised and then something (paper) failed: it counts.
-            log.warning("receipt fiscalised as FD %d but %s: %s", fn["last_fd_number"], exc.failed.name,
+            log.warning("receipt fiscalised as FD %d but %s: %s", sale["fd_number"], exc.failed.name,
                         exc.error.message)
-            return self._document_result(fn, printed=False)
+            return self._sale_result(sale, shift, fn, printed=False)
         if st["receipt_state"]:
             try:
                 self.execute([step("cancel_receipt")])
@@ -673,6 +890,10 @@ class AtolDriver:
     def reprint_last(self) -> None:
         """Print the last document again (95)."""
         self.execute([step("reprint_last")])
+
+    def open_drawer(self) -> None:
+        """Open the cash drawer connected to the device (80)."""
+        self.execute([step("open_drawer")])
 
     def reset_summary(self) -> None:
         """General clearing of the money counters (77, mode 3, shift closed)."""

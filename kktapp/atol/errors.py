@@ -44,7 +44,8 @@ class ErrorCode(enum.IntEnum):
     RECEIPT_CLOSED = 0x9A
     RECEIPT_OPEN = 0x9B
     SHIFT_OPEN = 0x9C
-    SHIFT_CLOSED = model.SHIFT_CLOSED_ERROR
+    SHIFT_CLOSED = model.SHIFT_CLOSED_ERROR  # [U] never sent by a real device (model.py)
+    ALREADY_CLOSED = model.ALREADY_CLOSED_ERROR
     PASSWORD_NOT_ALLOWED = 0xA4
     NOT_FISCAL = 0xA8
     NO_DOCUMENT = 0xAA
@@ -102,6 +103,7 @@ MESSAGES: dict[int, str] = {
     ErrorCode.RECEIPT_OPEN: "Чек открыт — операция невозможна",
     ErrorCode.SHIFT_OPEN: "Смена открыта — операция невозможна",
     ErrorCode.SHIFT_CLOSED: "Смена закрыта — операция невозможна",
+    ErrorCode.ALREADY_CLOSED: "Смена уже закрыта (повторное гашение невозможно)",
     ErrorCode.PASSWORD_NOT_ALLOWED: "Недопустимый пароль",
     ErrorCode.NOT_FISCAL: "ККТ не фискализирована",
     ErrorCode.NO_DOCUMENT: "Нет документа или отчёта для печати",
@@ -139,10 +141,36 @@ EXT_MESSAGES: dict[int, dict[int, str]] = {
 }
 
 
+#: [S K] Extended codes behind error 0xEE, read from register 0x37 (55); K's texts.
+EXTENDED_MESSAGES: dict[int, str] = {
+    0x0101: "Недопустимо более одной регистрации в чеке коррекции",
+    0x0103: "Некорректная система налогообложения",
+    0x0104: "Недопустимый номер ставки налога",
+    0x0105: "Недопустимый тип оплаты товара",
+    0x0106: "Недопустимый тип кода товара",
+    0x0107: "Недопустима регистрация подакцизного товара",
+    0x0108: "При передаче налога на единицу запрещены скидки на позицию",
+    0x010A: "Система налогообложения отличается от той, с которой открыт чек",
+    0x0201: "Реквизит уже был записан в чеке, повтор запрещён",
+    0x0202: "Запись реквизитов запрещена в этом режиме ФН",
+    0x0205: "Недопустимое сочетание реквизитов",
+    0x0206: "Не задан реквизит, необходимый для операции",
+    0x0207: "Невозможно записать данные в буфер позиции (не была подана команда EAh)",
+    0x0208: "Невозможно записать реквизит чека: начато формирование позиции (была подана команда EAh)",
+}
+EXT_MESSAGES[ErrorCode.FN_SEE_REGISTER_55] = EXTENDED_MESSAGES
+
+
 def error_text(code: int, ext: int = 0) -> str:
-    """Russian text of a device error (with its extended meaning when known)."""
+    """Russian text of a device error (with its extended meaning when known).
+
+    For 0xEE ``ext`` is the 2-byte extended code of register 0x37 when the driver read it.
+    """
     text = MESSAGES.get(code, f"Ошибка ККТ {code:#04x}")
     detail = EXT_MESSAGES.get(code, {}).get(ext)
+    if code == ErrorCode.FN_SEE_REGISTER_55 and ext:
+        text = "Ошибка ФН"
+        detail = detail or f"расширенный код {ext:#06x}"
     return f"{text}: {detail}" if detail else text
 
 

@@ -4,7 +4,7 @@
 the packets it sent so that it can answer the device's retransmission request (an empty packet
 with that ID), asks for a packet again when one arrives broken (an empty packet with the
 broken packet's ID), and wraps every OSError/serial error as :class:`~kktapp.errors.LinkError`.
-It knows nothing about commands: matching answers to tasks is the driver's job.
+Matching answers to tasks is the driver's job; the link names commands only for the DEBUG wire trace.
 
 Hex dumps go to the DEBUG log with the passwords masked (the access password in every task,
 the mode password of 56); nothing is printed.
@@ -23,8 +23,9 @@ import serial
 
 from ..errors import DeviceBusy, LinkError
 from . import model
+from .commands import describe
 from .framing import BadPacket, Decoder, Packet, encode_packet
-from .taskbuf import Request
+from .taskbuf import Request, Status
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,27 @@ def _dump(data: bytes) -> str:
     return mask_secrets(data).hex(" ")
 
 
+def _request_name(data: bytes) -> str:
+    """What a host packet asks, with the command's name for an Add: the wire trace's words."""
+    try:
+        request = Request(data[0])
+    except (ValueError, IndexError):
+        return "?"
+    if request == Request.ADD and len(data) >= 3:
+        return f"Add tid={data[2]:02X} flags={data[1]:02X} {describe(data[3:])}"
+    if request in (Request.ACK, Request.REQ) and len(data) >= 2:
+        return f"{request.name.title()} tid={data[1]:02X}"
+    return request.name.title()
+
+
+def _answer_name(data: bytes) -> str:
+    try:
+        status = Status(data[0])
+    except (ValueError, IndexError):
+        return "?"
+    return status.name.lower()
+
+
 class Link:
     """One open port to one device. Not thread-safe: the driver's owner serialises calls."""
 
@@ -98,6 +120,9 @@ class Link:
         self._sent: dict[int, bytes] = {}
         self._wrote = False
         self._heard = False
+        #: For the DEBUG wire trace: what each packet ID and task ID was about.
+        self._names: dict[int, str] = {}
+        self._task_names: dict[int, str] = {}
 
     # ------------------------------------------------------------------ open / close
 
@@ -158,7 +183,11 @@ class Link:
             raw += packet
             ids.append(pid)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s >> id=%02X %s", self.url, pid, _dump(data))
+                name = _request_name(data)
+                if data[0] == Request.ADD and len(data) >= 3:
+                    self._task_names[data[2]] = describe(data[3:])
+                self._names[pid] = name
+                log.debug("%s >> id=%02X %s: %s", self.url, pid, name, _dump(data))
         self._write(bytes(raw), len(ids))
         return ids
 
@@ -182,6 +211,12 @@ class Link:
         Retransmission requests from the device are served here; broken packets are asked
         for again here; neither reaches the caller.
         """
+        packet = self.poll(deadline, deadline)
+        assert packet is not None
+        return packet
+
+    def poll(self, wake: float, deadline: float) -> Packet | None:
+        """As :meth:`receive`, but None (link kept) when ``wake`` passes in silence first."""
         if self._wrote:
             self.stats.round_trips += 1
             self._wrote = False
@@ -191,7 +226,9 @@ class Link:
                 if packet.data:
                     return packet
                 self._resend(packet.id)
-            self._read_more(deadline)
+            if wake < deadline and time.monotonic() >= wake:
+                return None
+            self._read_more(min(wake, deadline), deadline)
 
     def _resend(self, pid: int) -> None:
         raw = self._sent.get(pid)
@@ -203,10 +240,13 @@ class Link:
         self._write(raw, 1)
         self._wrote = False  # part of the same wait, not a new round trip
 
-    def _read_more(self, deadline: float) -> None:
+    def _read_more(self, until: float, deadline: float) -> None:
+        """Read what arrives before ``until``; LinkError (link closed) once ``deadline`` passed."""
         if self._port is None:
             raise LinkError("нет связи с ККТ (порт закрыт)")
-        remaining = deadline - time.monotonic()
+        remaining = until - time.monotonic()
+        if remaining <= 0 and until < deadline:
+            return
         if remaining <= 0:
             # A late answer would arrive in the middle of the next exchange: start afresh.
             self.close()
@@ -229,7 +269,12 @@ class Link:
                 self._heard = True
                 self.stats.packets_received += 1
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s << id=%02X %s", self.url, event.id, event.data.hex(" "))
+                    if event.id == model.ASYNC_PACKET_ID and len(event.data) > 1:
+                        about = self._task_names.get(event.data[1], "")
+                    else:
+                        about = self._names.get(event.id, "")
+                    log.debug("%s << id=%02X %s %s: %s", self.url, event.id, _answer_name(event.data),
+                              about, event.data.hex(" "))
                 self._inbox.append(event)
             elif isinstance(event, BadPacket):
                 self.stats.bad_packets += 1

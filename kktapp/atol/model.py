@@ -27,32 +27,43 @@ TASK_BUFFER_CAPACITY = 128
 
 # --------------------------------------------------------------------------- task buffer answers
 #
-# [U] Synchronous answers. Every host packet gets one answer on the SAME packet ID:
-#   Add (C1) / Ack+Add (C5): the task's status byte at that moment, and the command reply
-#       when the task is already done:  ``A1`` | ``A2`` | ``A3 reply…`` | ``A4 reply…`` |
-#       ``A5`` (Stopped, see below) | ``B1`` | ``B2`` | ``B4``. No TId: the packet ID ties the
-#       answer to its request.
-#   Req (C3 TId): the same status and reply at any time, ``B3`` for an unknown TId.
+# Sources are the letter codes of atol-real-device.md: Z (vending firmware), C (Crystal Set
+# Retail 10 ATOL3 driver), K (Cyberplat kiosk ATOL3 driver), A (atol4j), U (Unact/kkm).
+#
+# [C Z,K] Synchronous answers, on the SAME packet ID as the request:
+#   Add (C1): ``A1`` | ``A2`` | ``A8`` (keep waiting) | ``A3 reply…`` | ``A4 reply…`` |
+#       ``A5 TId`` (Stopped) | ``B1`` | ``B2`` | ``B4``.
+#   Req (C3 TId): the same, ``B3`` for an unknown TId (Z: "not found, Add again").
 #   Ack (C2 TId): ``A3`` once the kept result is released, ``B3`` for an unknown TId.
-#   Abort (C4): ``A3`` once the buffer is empty.
-# [U] Asynchronous answers. A task that carries WaitAsyncData and was NOT finished when its
-#   Add was answered is reported, when it ends, by a packet with ID 0xF0:
-#   ``A6 TId reply…`` (done) or ``A7 TId reply…`` (device error; reply = ``55 err ext``).
-#   Tasks without WaitAsyncData are only reported on Req.
-# [U] NeedResult keeps a result until Ack; without it the device forgets the result once it
-#   has been delivered (synchronously or asynchronously).
-# Settle all of the above with the manual's "буфер заданий" chapter or a packet capture.
-
-#: [U] The Stopped rule (adopted model, makes pipelining safe): after a task fails, the device
-#: answers every following task with A5 (Stopped) - unless the task carries IgnoreError - until
-#: the host sends Ack (C2) for the failed TId or Abort (C4). Stopped tasks are not executed.
+#   Abort (C4): ``A3`` once the buffer is empty (Z).
+# [C C,Z,K,A] Asynchronous answers on packet ID 0xF0: ``A6 TId reply…`` (done) and
+#   ``A7 TId 55 err …`` (failed). C waits for them on tasks sent with NeedResult (0x01) and
+#   treats an A7 for a flag-0 task as that task's failure; no source sets WaitAsyncData.
+#   So the device pushes A6/A7 for a NeedResult task whose Add was answered before it ended,
+#   and A7 for ANY failed task in that case. (The emulator also pushes for WaitAsyncData.)
+# [S C] NeedResult keeps the result until Ack (C2): the host Acks what it has read. [U] A task
+#   without it is forgotten once its result was delivered; until then a Req may still read it,
+#   and a new Add may reuse its TId (only a kept NeedResult result makes B2).
+# [U] AckAdd (C5) is named by K but its layout is not found: the driver does not use it.
+#
+#: [C Z,K] ``A5`` is followed by one TId. [U] Which one: this model sends the TId of the task
+#: that FAILED and stopped the buffer (the host learns the culprit from any stopped task).
+#: Settle with a capture of a batch that fails in the middle.
+STOPPED_CARRIES_FAILED_TID = True
+#: [S K] A5 means the task was pending when an earlier task failed. [U] That NEW Adds are also
+#: stopped, and that an Ack of the failed TId lifts the stop, are this model's (not found in
+#: any source); every source recovers with Abort (C4), and so does the driver.
 STOPPED_UNTIL_ACK_OR_ABORT = True
+#: [U] Seconds of silence after which the host asks a NeedResult task's state with Req (C3)
+#: instead of waiting for its A6/A7 (C falls back to Req on its timeout). Short enough that a
+#: lost A6 costs little, long enough that a busy device is not flooded.
+REQ_AFTER_SILENCE = 1.0
 
 # --------------------------------------------------------------------------- passwords and modes
 
 
 class Mode(enum.IntEnum):
-    """[S] Device modes (low nibble of the mode byte; sub-mode in the high nibble)."""
+    """[C Z,A] Device modes (low nibble of the mode byte; sub-mode in the high nibble)."""
 
     SELECT = 0
     REGISTRATION = 1
@@ -61,52 +72,87 @@ class Mode(enum.IntEnum):
     PROGRAMMING = 4
     FP_ACCESS = 5
     FN_ACCESS = 6
+    EXTRA = 7
 
 
-#: [U] Factory access password (first two BCD bytes of every task).
+#: [C C,K,Z] Access password (first two bytes of every task): ``00 00``.
 ACCESS_PASSWORD = 0
-#: [U] Factory system administrator password: may enter every mode.
+#: [S K] Factory users: system administrator 30, administrator 29, cashiers 1..28; by default
+#: each one's mode password equals its number (K). C enters modes with 30, Z with 1 and 30.
 SYSADMIN_PASSWORD = 30
-#: [U] Factory cashiers 1..28, each with its own number as password (registration and X only).
+ADMIN_PASSWORD = 29
 CASHIER_PASSWORDS = range(1, 29)
-#: [U] Modes a cashier password may enter; the administrator may enter all of them.
+#: [U] Modes a cashier password may enter; both administrators may enter all of them.
 CASHIER_MODES = frozenset({Mode.REGISTRATION, Mode.REPORT_X})
-#: [S] Error for a wrong mode password (56) or a wrong access password.
+#: [C Z,K,A] Error for a wrong mode password (56) or a wrong access password.
 WRONG_PASSWORD_ERROR = 0x8C
+
+#: [C Z,K,A] Mode bytes (sub-mode << 4 | mode) a report shows while it is being made: Z report
+#: printing (3.2 = 0x23), then its FN work (7.1 = 0x17); X report printing (2.2 = 0x22). C polls
+#: 45 (Z polls 3F) until the mode leaves them before its next command.
+Z_PRINTING_MODE = 0x23
+Z_FN_MODE = 0x17
+X_PRINTING_MODE = 0x22
+REPORT_PROGRESS_MODES = frozenset({Z_PRINTING_MODE, Z_FN_MODE, X_PRINTING_MODE})
 
 # --------------------------------------------------------------------------- error codes
 
-#: [U] No public source names a "shift closed" error. This project answers 0x9D for a command
-#: that needs an open shift (sell, cash in/out, Z report) when the shift is closed. 0x9D is
-#: free in the public error table (0x9C is "shift open"). Settle with the manual's error list.
+#: [U] No source has a "shift closed" error: 0x9D is absent from K's full table and A's list,
+#: and a real device opens the shift itself on 92, 49 and 4F (K's "operations that open a
+#: shift"). The emulator never answers it; the code stays named only because the service's
+#: retry policy (owner.py) lists it. Settle: the manual's error list.
 SHIFT_CLOSED_ERROR = 0x9D
-#: [U] Answer to a command code the device does not know (0x7A "model cannot execute").
+#: [C K,A] Answer to a command code the device does not know (0x7A "model cannot execute").
 UNKNOWN_COMMAND_ERROR = 0x7A
-#: [S] Answer to a request of the wrong length.
+#: [C Z,K,A] Answer to a request of the wrong length.
 BAD_LENGTH_ERROR = 0x14
+#: [U] 5A with the shift already closed: K's 0x8F "обнулённая касса (повторное гашение
+#: невозможно)" is the nearest code in its table. Settle with a Z report on a closed shift.
+ALREADY_CLOSED_ERROR = 0x8F
 
-# --------------------------------------------------------------------------- positions (E6)
+# --------------------------------------------------------------------------- FFD versions
 
-#: [U] The E6 tax byte is the FFD tag 1199 value (:attr:`kktapp.domain.VatRate.tag1199`),
-#: 1 = 20 %, ... 11 = 22 %, 12 = 22/122. atol4j leaves the numbering open; the libfptr driver
-#: numbering (VAT20 = 7) is NOT used on the wire here. Settle with the manual's E6 page.
-E6_TAX_IS_TAG1199 = True
-#: [U] E6 position sum = round_half_up(price x quantity), minus discSum when discSign is 0,
-#: plus discSum when discSign is 1 (discType 1 = sum in kopecks). The driver sends the price
-#: and quantity as given and puts any difference to the position amount into discSum, so the
-#: device's sum equals the receipt's amount to the kopeck.
+#: [S K] Register 0x36 (6 bytes): byte 0 the KKT's FFD, byte 1 the FN's, numbered as FFD tag
+#: 1209 (K's enum: 1 = 1.0, 2 = 1.05, 3 = 1.1); [U] 4 = 1.2 (tag 1209 value, FFD 1.2 text).
+FFD_1_0 = 1
+FFD_1_05 = 2
+FFD_1_1 = 3
+FFD_1_2 = 4
+FFD_NAMES = {FFD_1_0: "1.0", FFD_1_05: "1.05", FFD_1_1: "1.1", FFD_1_2: "1.2"}
+#: [U] The E6 position command is the FFD 1.0 path (Z labels it "ФН 1.00"); EA/EB is the 1.05+
+#: path ([C Z,C,K]). Whether 1.05/1.2 firmware still takes E6, and 1.0 firmware EA/EB, is not
+#: found: the emulator refuses the other path (0x7A) so that path selection is tested.
+FIRST_EA_EB_FFD = FFD_1_05
+
+# --------------------------------------------------------------------------- positions
+
+#: [C Z,K] The tax byte of EB (and E6) is the FFD tag 1199 value
+#: (:attr:`kktapp.domain.VatRate.tag1199`): 1 = 20 %, 2 = 10 %, 3 = 20/120, 4 = 10/110,
+#: 5 = 0 %, 6 = no VAT (Z; K on firmware builds >= 3689, "unified taxes").
+#: [U] 2026 rates: 7 = 5 %, 8 = 7 %, 9 = 5/105, 10 = 7/107, 11 = 22 %, 12 = 22/122 — the tag 1199
+#: values of fiscal-rules.md §1; no protocol-level source has them. They need firmware that knows
+#: the 2026 rates: 5 % and 7 % came with the driver 10.10.6 firmware, 22 % with firmware 5.17.0
+#: (one user report, fiscal-rules.md S12); older firmware answers 0xEE with extended code 0x0104
+#: ("недопустимый номер ставки налога"). Settle with one EB of each rate on a 5.17+ device.
+TAX_IS_TAG1199 = True
+#: [U] E6 (FFD 1.0) position sum = round_half_up(price x quantity) -/+ discSum (discType 1 =
+#: sum in kopecks). EB has the sum itself ("стоимость", [C]) and C requires sum = price x
+#: quantity when a discount is given, so the driver sends sum = price x quantity and any
+#: difference to the position amount as EB's discount (sign 0) or markup (sign 1); the device's
+#: position total = sum -/+ discount. Settle: one EB with a discount on a real device.
 E6_DISCOUNT_ADJUSTS_SUM = True
 
 # --------------------------------------------------------------------------- FFD attributes (E8)
 #
-# [U] Command E8 "write attribute": ``E8 flags tag(2 LE) len(2 LE) value``, mode 1, receipt
-# open (the cashier tags also outside a receipt: DOCUMENT_TAGS below). flags is 0 (reserved).
-# Position tags (1030, 1212, 1214, 2108) apply to the position most recently registered with
-# E6; receipt tags apply to the open receipt. String values are in the
-# device text codec (:func:`kktapp.atol.codec.encode_text`); integer tags are one byte; 1178
-# (a date) is 4 bytes LE unix time at 00:00 UTC, as FFD's UnixTime type. The device stores tags
-# it does not know without error. When a position tag is not written the device uses the
-# default below. Settle with the manual (the command may be named "Записать реквизит").
+# [C C,K] ``E8 flags blockCount blockNumber tag(2 LE) len(2 LE) value``: flags 1 = print the
+# attribute, a single block is ``01 00``. [S K] Timing: receipt tags only outside EA..EB (ext
+# 0x0208 inside), position tags only between EA and EB (ext 0x0207 outside); both as error 0xEE
+# with the extended code in register 0x37 (55). [S K] A repeated receipt tag: ext 0x0201.
+# [C Z,K] 1212 and 1214 travel in EB as BCD bytes, not as E8.
+# [U] Values: strings in the device text codec (:func:`kktapp.atol.codec.encode_text`);
+# integer tags one byte; 1178 (a date) 4 bytes LE unix time at 00:00 UTC (FFD UnixTime).
+# [U] 2108 (unit, FFD 1.2) as an E8 position tag: not found in any source.
+# [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
 TAG_CUSTOMER_CONTACT = 1008
 TAG_ITEM_NAME = 1030
@@ -119,18 +165,22 @@ TAG_PAYMENT_OBJECT = 1212
 TAG_PAYMENT_METHOD = 1214
 TAG_UNIT = 2108
 
+#: E8 flags: print the attribute (C, K); one block, number 0.
+ATTRIBUTE_PRINT = 0x01
+ATTRIBUTE_ONE_BLOCK = 1
+
 #: Position tags and the value the device assumes when the host does not write them.
 POSITION_TAG_DEFAULTS = {TAG_PAYMENT_METHOD: 4, TAG_PAYMENT_OBJECT: 1, TAG_UNIT: 0}
+#: Tags that belong to a position (written between EA and EB).
+POSITION_TAGS = frozenset({TAG_ITEM_NAME, TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT})
 
-#: [U] Names longer than E6 carries. E6 has room for 64 bytes of name
-#: (:data:`kktapp.atol.commands.POSITION_NAME_BYTES`, [S]), FFD tag 1030 allows 128 characters
-#: and the 1C contract accepts 128. When the name does not fit, the host sends the first 64
-#: bytes in E6 and then, as the very next task, the whole name as tag 1030 with E8 (position
-#: scope, like 1212/1214/2108: it applies to the position just registered). The device puts
-#: the full 1030 value into the document (FN, print, OFD) instead of the cut E6 name. A name
-#: that fits is sent in E6 only. Settle with the manual (real firmware may take longer names
-#: in E6 itself, or want 1030 before E6).
+#: [U] FFD 1.0 only: E6 has room for 64 bytes of name; a longer name follows E6 at once as tag
+#: 1030 (E8). EB takes up to 128 bytes itself ([C Z,C,K]), so the 1.05+ path never needs it.
 LONG_NAME_BY_TAG1030 = True
+#: [C] Positions in one receipt: the FN holds one document in 32,768 bytes, "roughly 250
+#: positions" (fiscal-rules.md §3). [U] 250 is taken as the limit; a receipt of long names may
+#: still be refused by the FN at closing, which is a clean device error (nothing formed).
+MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN,
@@ -141,91 +191,106 @@ STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, 
 BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
-#: [U] The cashier on shift reports. FFD puts the cashier (1021, 1203) into the shift-open
-#: and shift-close reports too, and 9A / 5A have no room for it. So E8 is also accepted with
-#: no receipt open, in registration mode (before 9A) and in mode 3 (before 5A), for these
-#: tags only: the device keeps them for the next fiscal document it forms in that mode (shift
-#: report, or a receipt opened next, cash in/out) and forgets them when that document is
-#: formed, when the mode is left (48) or at power-off. Other tags with no receipt open are
-#: refused with 0x9A (receipt closed). E8's mode is therefore checked by the device, not by
-#: the command table. Settle with the manual (real firmware may take the cashier from the
-#: cashier table, or from "Записать реквизит" only inside a document).
+#: [U] Cashier tags outside a receipt (not found in any source): E8 is also accepted with no
+#: receipt open, in mode 1 (before 9A/49/4F) and mode 3 (before 5A), for these tags only; the
+#: device keeps them for the next document it forms in that mode and forgets them when the mode
+#: is left. Other tags with no receipt open: 0x9A. Should a device refuse, the driver makes the
+#: shift report again without the cashier.
 DOCUMENT_TAGS = frozenset({TAG_CASHIER_NAME, TAG_CASHIER_INN})
 ATTRIBUTE_MODES = frozenset({Mode.REGISTRATION, Mode.REPORT_Z})
 
-# --------------------------------------------------------------------------- print string (4C)
+#: [S K] Extended error codes (register 0x37) the emulator uses.
+EXT_ATTRIBUTE_REPEATED = 0x0201
+EXT_NO_POSITION_STARTED = 0x0207
+EXT_POSITION_STARTED = 0x0208
+EXT_BAD_TAX = 0x0104
 
-#: [U] 4C carries the print attributes in one flags byte before the text:
-#: ``4C flags text…``. Bits below; bits 6-7 are the alignment (0 left, 1 centre, 2 right).
-#: The public sources show only ``4C text``; settle with the manual (real devices probably
-#: take the font from a settings table instead).
-PRINT_BOLD = 0x01
-PRINT_ITALIC = 0x02
-PRINT_INVERSE = 0x04
-PRINT_UNDERLINE = 0x08
-PRINT_DOUBLE_WIDTH = 0x10
-PRINT_DOUBLE_HEIGHT = 0x20
-PRINT_ALIGN_SHIFT = 6
-PRINT_ALIGN = {"left": 0, "center": 1, "right": 2}
+# --------------------------------------------------------------------------- printing (4C, 87)
+
+#: [C A,K,C] 4C prints one line: ``4C text``, no flags byte.
+#: [S C] 87 "print field": ``87 flags printer font multipliers linespacing brightness modeCL
+#: modeKL format reserved(2) text``. C's values are used; [U] what each font and multiplier value
+#: does. This model: font 0 = the device default; multipliers = width << 4 | height, 1 normal,
+#: 2 double; alignment is done with spaces on a line of PRINT_LINE_WIDTH characters; bold,
+#: italic, underline and inverse have no field and are dropped. Settle with the manual.
+PRINT_FIELD_PRINTER = 1
+PRINT_NORMAL_SIZE = 0x11
+PRINT_DOUBLE = 2
+PRINT_LINE_WIDTH = 48
 
 # --------------------------------------------------------------------------- registers (91)
+#
+# [C A,K,Z] A register read ``91 reg p1 p2`` answers ``55 err value`` — no third byte.
 
-#: [U] Register 18 (0x12) read with ``91 12 00 00`` answers
-#: ``55 00 00 state(1) openedAt(YY MM DD hh mm ss, BCD)``; openedAt is all zeros when closed.
-#: (Unact names register 18 "shift-open flag"; the layout is ours.)
+#: [S K] Register 0x12: ``state(1) openedAt(DD MM YY hh mm ss, BCD)`` (K reads 7 bytes, the date
+#: in day-month-year order). [U] state values 0 closed, 1 open, 2 over 24 h.
 REGISTER_SHIFT_STATE = 0x12
 SHIFT_CLOSED = 0
 SHIFT_OPEN = 1
 SHIFT_EXPIRED = 2
 
-#: [U] Register 22 (0x16) read with ``91 16 00 00`` answers ``55 00 00 serial(7 BCD)``: the
-#: device's whole 14-digit factory serial ("00106201273705"), where 3F only has room for its
-#: last 8 digits (4 BCD bytes). Unact names register 22 "serial number"
-#: (atol-protocol.md §2.2); the reply layout is ours, chosen to fit the 14 digits ATOL prints.
-#: A device that refuses the register leaves the host with 3F's 8 digits. Settle with the
-#: manual's register table (91) or one read from a real device.
+#: [C K,U] Register 0x16: the 14-digit factory serial, 7 bytes BCD on FN models (3F has only its
+#: last 8 digits).
 REGISTER_SERIAL = 0x16
 SERIAL_BYTES = 7
 
-# --------------------------------------------------------------------------- earnings (58, 91)
-
-#: [U] Command 58 "last shift totals" (atol-protocol.md §2.2: ``→ 55 err income(7 BCD)
-#: outcome(7 BCD)``) answers with the standard head, ``55 00 00 income outcome`` (the table's
-#: ``55 err`` is read as the usual shorthand that drops ext, as for A4 40 below). "Last shift"
-#: is the current shift while one is open and the last closed one otherwise (as 3F's shift
-#: number); zeros before the first shift. income = the totals of the shift's receipts whose
-#: settlement sign (tag 1054) is in INCOME_SIGNS, outcome = those of the other signs;
-#: test-mode receipts count nothing, corrections count by their sign. Settle with the
-#: manual's page on 58.
-#: [U] Register 12 (``91 0C 00 00``) answers the same two fields over the device's whole
-#: life: the non-resettable totals ("необнуляемая сумма"), which neither the Z report nor
-#: general clearing (77) clears. The number is ours: Unact's register list names 3, 17, 18,
-#: 22, 27, 47, 51 and 55 only. Settle with the manual's register table (91).
-REGISTER_NON_RESETTABLE = 0x0C
-#: Width of the income and outcome fields (BCD, kopecks).
+#: [S K] Register 0x28: non-resettable total, 7 bytes BCD kopecks, p1 = receipt type (1 sale).
+REGISTER_NON_RESETTABLE = 0x28
 TOTALS_BYTES = 7
-#: [U] Settlement signs (tag 1054) that bring money in: приход (1) and возврат расхода (4);
-#: возврат прихода (2) and расход (3) pay it out. The emulator's cash control uses the same.
+#: Settlement signs (tag 1054) that bring money in: приход (1) and возврат расхода (4).
 INCOME_SIGNS = frozenset({1, 4})
+#: 92 receipt types whose non-resettable totals make the device's lifetime income (sale and
+#: purchase return, the INCOME_SIGNS).
+INCOME_RECEIPT_TYPES = (1, 5)
 
-#: [U] 3F's shift number: the current shift while one is open, the last closed one otherwise.
-#: Receipt and shift numbers in 3F are BCD big-endian (atol4j; Unact reads them reversed).
+#: [S Z] Register 0x33, the last sale: ``fd(5 BCD) type(1) total(7 BCD) datetime(DD MM YY hh mm,
+#: BCD) fiscalSign(5 BCD) reserved(3)``. [U] type: the 92 receipt type.
+REGISTER_LAST_SALE = 0x33
+#: [S C] Register 0x34 (52): the last fiscal document number, 5 bytes; [U] BCD like 0x33's.
+REGISTER_LAST_FD = 0x34
+#: [S K] Register 0x35, the current shift: ``receipt(3 BCD) shift(3 BCD)``; K takes the number of
+#: the receipt just closed from bytes 0..2 and the shift number from bytes 3..5.
+REGISTER_SHIFT_DATA = 0x35
+#: [S K] Register 0x36: FFD versions (see above), 6 bytes.
+REGISTER_FFD = 0x36
+#: [S K] Register 0x37 (55): the extended error behind 0xEE, 8 bytes: command code (2 bytes BE),
+#: extended code (2 bytes BE), reserved (4).
+REGISTER_EXT_ERROR = 0x37
 
-# --------------------------------------------------------------------------- FN document (A4 40)
+#: [S K] 3F's shift number is the LAST CLOSED shift (K computes the Z-report number as it + 1
+#: before 5A); the current one comes from register 0x35 or A4 10. Receipt and shift numbers in
+#: 3F are BCD big-endian ([C A,K,Z]; U reads them reversed).
 
-#: [U] "FN document by number": ``A4 40 fdNumber(4 LE)`` answers ``55 00 00 docType(1)
-#: fdNumber(4 LE) fiscalSign(4 LE) datetime(YY MM DD hh mm, BCD) shiftNo(2 LE) receiptNo(2 LE)
-#: receiptType(1) total(5 LE)``; error 0xDA (no such data) for a number the FN does not hold.
-#: Recovery uses it to rebuild the FiscalResult of a document whose answer was lost. The
-#: standard ``55 err ext`` head is used (the brief's ``55 00 docType`` dropped the ext byte).
-#: receiptType is the tag 1054 value (1 приход, 2 возврат прихода, 3 расход, 4 возврат
-#: расхода), 0 for documents that are not receipts. Date-times in A4 replies are BCD here.
-#: Settle with the manual's "запрос документа ФН по номеру" and the FN protocol.
-FN_DOCUMENT_SUBCODE = 0x40
+#: [U] Command 58 (last shift totals): ``55 err income(7 BCD) outcome(7 BCD)`` (A reads income at
+#: bytes 2..8, outcome at 9..15). "Last shift" is the open one, else the last closed; income =
+#: receipts with a sign in INCOME_SIGNS. Settle with the manual's page on 58.
+
+# --------------------------------------------------------------------------- FN documents (A4)
+#
+# [C A,K,Z,U] A4 replies are ``55 err data`` — no third byte. Binary numbers are little-endian.
+# [S A, S K] Their date-times are binary (A: A4 20's year = byte + 2000; K: A4 32's date through
+# a hex-to-decimal helper), one byte per part; [U] for A4 30's and A4 43's.
+#
+# [C Z,K] A document by number: ``A4 45 fd(4 LE)`` answers ``55 err docType(2 LE) size(2 LE)``,
+# then ``A4 46`` answers ``55 err chunk…`` until ``size`` bytes came; the bytes are the
+# document's TLVs (K reads the fiscal fields of the receipt just closed this way).
+# [U] The TLVs this project reads and writes: 1040 FD number (4 LE), 1012 date-time (UnixTime,
+# 4 LE, device local time as UTC), 1038 shift (4 LE), 1042 receipt number (4 LE), 1054 sign (1),
+# 1020 total (VLN, LE, kopecks), 1077 fiscal sign (6 bytes; the printed number is the last 4,
+# big-endian, as on an FFD document). The chunk length of A4 46 is the device's choice
+# (the emulator: DOCUMENT_CHUNK). A4 40 (K names it) has no known reply layout and is not used.
+DOCUMENT_CHUNK = 64
+TLV_FD_NUMBER = 1040
+TLV_DATETIME = 1012
+TLV_SHIFT_NUMBER = 1038
+TLV_RECEIPT_NUMBER = 1042
+TLV_SIGN = 1054
+TLV_TOTAL = 1020
+TLV_FISCAL_SIGN = 1077
 
 
 class DocType(enum.IntEnum):
-    """Document types in A4 40 (FFD numbering, plus this project's cash in/out codes)."""
+    """FFD document types (A4 45's docType), plus this project's cash in/out codes."""
 
     REGISTRATION = 1
     SHIFT_OPEN = 2
@@ -243,30 +308,35 @@ class DocType(enum.IntEnum):
 #: [U] 4D (cash in drawer) answers ``4D sum(7 BCD)``; errors as ``55 err ext``.
 CASH_DRAWER_SUM_BYTES = 7
 
-#: [U] A5 (device type) answers ``00 proto type model mode(2) major minor patch build(2 LE) name…``:
-#: first byte is the error code (atol4j; Dokshin reads it as the protocol). Errors ``55 err ext``.
+#: [S Z] A5 (device type) answers ``err(1) proto type model mode(2) major minor build(3 BCD)
+#: name…`` (Z's dump ``03 00 00 21 95`` = 3.0.2195). [U] mode(2) is little-endian.
+#: [S K] ``9D 91`` answers the internal firmware number: the last two bytes of the reply, BCD
+#: (K compares it with 3689 for "unified taxes"). [U] what the bytes before them are.
 
 #: [U] Admin service commands and the mode they need: 6B technological reset in select mode,
 #: 71 table initialisation and 77 general clearing in mode 3, all with the shift closed.
-#: Settle with the manual's service-commands chapter.
 
 # --------------------------------------------------------------------------- timeouts
 
-#: [U] Seconds to wait for a task's result. No v3 timeouts are published; the v2 T5 table is
-#: the upper bound, shortened where a network device has no reason to be slow.
+#: [U] Seconds to wait for a task's result. K allows 20 s for 4A and 30 s for a Z report; Z
+#: waits 15 s for an async answer ([C K,Z] device timeouts).
 DEFAULT_TIMEOUT = 10.0
 TIMEOUTS = {
     0x5A: 40.0,  # Z report: prints the report and closes the FN shift
     0x4A: 20.0,  # close receipt: FN signs the document, printer finishes the receipt
-    0xE6: 20.0,  # v2 says 50 s; a position is a memory operation on v3 devices
+    0xE6: 20.0, 0xEB: 20.0,
+    0x92: 20.0,  # open receipt: may open the shift (an FN document) first
     0x9A: 20.0,  # open shift: an FN document
-    0x49: 20.0, 0x4F: 20.0,  # cash in / out: printed document
+    0x49: 20.0, 0x4F: 20.0,  # cash in / out: printed document, may open the shift first
     0x67: 30.0,  # X report printing
     0x95: 20.0,  # reprint
     0x6B: 20.0, 0x71: 20.0, 0x77: 20.0,  # service commands
-    0x91: 10.0,  # v2 says 45 s for registers; that is the serial link talking
+    0x91: 10.0,
 }
 #: Seconds to wait for the synchronous answer to any packet (Add, Ack, Req, Abort).
 ANSWER_TIMEOUT = 5.0
 #: [U] How often the host re-sends a packet whose answer did not arrive (retransmission).
 RETRIES = 2
+#: [U] How long the driver polls 45 for a report in progress, and how often.
+REPORT_WAIT = 60.0
+REPORT_POLL = 0.05

@@ -49,15 +49,19 @@ REFUSED = frozenset({Status.OVERFLOW, Status.ALREADY_EXISTS, Status.NOT_FOUND, S
 #: Statuses followed by a command reply.
 WITH_REPLY = frozenset({Status.RESULT, Status.ERROR, Status.ASYNC_RESULT, Status.ASYNC_ERROR})
 ASYNC = frozenset({Status.ASYNC_RESULT, Status.ASYNC_ERROR})
+#: Statuses followed by a TId: the async results, and Stopped (``A5 TId``, [C Z,K]).
+WITH_TID = ASYNC | {Status.STOPPED}
+#: Statuses that mean "the task has not ended yet, keep waiting" (Z: A1, A2, A8).
+WAITING_STATUSES = frozenset({Status.PENDING, Status.IN_PROGRESS, Status.WAITING})
 
 
 class Flags(enum.IntFlag):
     """Add flags."""
 
     NONE = 0
-    NEED_RESULT = 0x01  # keep the result until Ack
+    NEED_RESULT = 0x01  # keep the result until Ack; pushed as A6/A7 when it comes later (C)
     IGNORE_ERROR = 0x02  # run even after an earlier task failed (not Stopped)
-    WAIT_ASYNC_DATA = 0x04  # report the result asynchronously (A6/A7) when it comes later
+    WAIT_ASYNC_DATA = 0x04  # named by Z; no source sets it
 
 
 class TaskBufError(CodecError):
@@ -146,7 +150,7 @@ def decode_request(data: bytes) -> Message:
 
 @dataclass(frozen=True)
 class Answer:
-    """A device status packet: ``status [TId] reply``; ``tid`` is set only for A6/A7."""
+    """A device status packet: ``status [TId] reply``; ``tid`` is set for A6/A7 and A5."""
 
     status: Status
     reply: bytes = b""
@@ -159,11 +163,11 @@ class Answer:
 
 
 def encode_answer(status: Status, reply: bytes = b"", tid: int | None = None) -> bytes:
-    """Packet DATA for a device answer; pass ``tid`` for the async A6/A7 form."""
+    """Packet DATA for a device answer; A6/A7 and A5 (Stopped) carry a TId ([C Z,K])."""
     status = Status(status)
-    if status in ASYNC:
+    if status in WITH_TID:
         if tid is None:
-            raise ValueError("async answers carry a TId")
+            raise ValueError(f"{status.name} carries a TId")
         return bytes((status, tid)) + reply
     return bytes((status,)) + reply
 
@@ -176,8 +180,10 @@ def decode_answer(data: bytes) -> Answer:
         status = Status(data[0])
     except ValueError:
         raise TaskBufError(f"unknown status byte {data[0]:02X}") from None
-    if status in ASYNC:
+    if status in WITH_TID:
         if len(data) < 2:
+            if status == Status.STOPPED:
+                return Answer(status)  # [U] a bare A5, as older models of this project sent
             raise TaskBufError("async answer without TId")
         return Answer(status, bytes(data[2:]), data[1])
     return Answer(status, bytes(data[1:]))

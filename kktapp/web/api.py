@@ -36,7 +36,9 @@ from kktapp.domain import DomainError
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.auth import AuthError, current_user, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.receipts import parse_filters, receipt_row
+from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
@@ -409,8 +411,10 @@ def parse_receipt_request(body: object) -> tuple[dict, Any]:
     ctx = {"on_date": receipt_date(body), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
         data = load(ReceiptSchema(), body)
+    data["extra"] = fill_from_catalogue(data["items"], data["device"], "items")
     try:
         receipt = build_receipt(data, config)
+        device_limits().check(receipt)
     except DomainError as exc:
         raise validation_error(exc, api_field_name) from None
     return data, receipt
@@ -424,12 +428,33 @@ def create_receipt() -> Response:
     key = idempotency_key(data.get("id"))
     device = data["device"]
     job = service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
-                                   source=SOURCE, wait=wait_seconds())
+                                   source=SOURCE, wait=wait_seconds(), extra=data["extra"])
     user = current_user()
     log.info("API: чек %s на %s коп. на ККТ %d (ключ %s, пользователь %s) → задание %s, %s",
              receipt.type.value, receipt.total, device, key or "-", (user.login if user else "") or "-",
              job.id, job.state)
     return job_response(job, "api.get_receipt")
+
+
+@bp.get("/receipts")
+@require("cashier")
+def list_receipts() -> Response:
+    """Receipts newest first, filtered (state, device, q, since, until) and paged (limit, offset)."""
+    filters = parse_filters(request.args)
+    jobs, total = service().list_receipts(**filters)
+    return json_response({
+        "receipts": [receipt_row(job) for job in jobs],
+        "total": total, "limit": filters["limit"], "offset": filters["offset"],
+    })
+
+
+@bp.post("/receipts/<job_id>/cancel")
+@require("admin")
+def cancel_receipt_job(job_id: str) -> Response:
+    """Cancel a receipt that is still queued (409 with the reason otherwise); its key is free again."""
+    user = current_user()
+    job = service().cancel_receipt(job_id, who=(user.login if user else "") or "")
+    return json_response(receipt_row(job))
 
 
 @bp.get("/receipts/<job_id>")

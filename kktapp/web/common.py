@@ -12,9 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from flask import current_app
 from marshmallow import ValidationError
 from marshmallow.error_store import SCHEMA
 
+from kktapp.device import DeviceLimits
 from kktapp.domain import DomainError
 from kktapp.errors import ValidationFailed
 
@@ -52,6 +54,11 @@ def read_json(request: Any) -> object:
         ) from None
     except ValueError as exc:
         raise ValidationFailed(BODY, f"тело запроса не JSON: {exc}") from None
+
+
+def device_limits() -> DeviceLimits:
+    """What a document may hold on this service's devices (from the driver's command layouts)."""
+    return current_app.extensions["kkt"].limits
 
 
 def _refuse_constant(name: str) -> object:

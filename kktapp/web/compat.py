@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -65,7 +66,8 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import AuthError, check_role, current_user, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web.common import device_limits, read_json, validation_error
+from kktapp.web.sale import fill_from_catalogue
 from kktapp.web.schemas import (
     CashSchema,
     EnvelopeSchema,
@@ -257,8 +259,13 @@ def cash_register_inf(device: int, data: Any) -> dict:
 
 
 def _print(device: int, lines: list[TextLine]) -> str:
-    if not lines:
+    if not any(line.text.strip() for line in lines):
         raise ValidationFailed("data.text", "нет строк для печати")
+    lines = [dataclasses.replace(line, text=domain.spaces_for_breaks(line.text)) for line in lines]
+    try:
+        device_limits().check_lines(lines, "data.text")
+    except DomainError as exc:
+        raise validation_error(exc) from None
     _run(device, "print_text", {"lines": line_params(lines)})
     return DONE
 
@@ -341,7 +348,7 @@ def build_income(loaded: dict, config: Mapping[str, Any]) -> Receipt:
     """INCOME data (loaded) → domain sale receipt; raises DomainError/ValidationFailed."""
     items = [
         {"name": g["name"], "price": g["price"], "quantity": g["kol"], "tax": g["nds"],
-         "department": g["dep"], "discount": g["discount"]}
+         "department": g["dep"], "discount": g["discount"], "unit": g.get("unit", 0)}
         for g in loaded["goods"]
     ]
     gross = sum(max(0, domain.position_amount(i["price"], i["quantity"]) - i["discount"]) for i in items)
@@ -375,11 +382,22 @@ def build_income(loaded: dict, config: Mapping[str, Any]) -> Receipt:
     return receipt
 
 
+#: Domain position attributes under this protocol's names.
+_GOOD_NAMES = {".quantity": ".kol", ".vat": ".nds", ".department": ".dep"}
+
+
 def _domain_field(field: str) -> str:
     if field.startswith("positions[") and "]" in field:
         index, _, rest = field[len("positions["):].partition("]")
         if index.isdigit():
-            return f"data.goods.{int(index) - 1}{rest}"
+            return f"data.goods.{int(index) - 1}{_GOOD_NAMES.get(rest, rest)}"
+    for part in ("header", "footer"):
+        if field.startswith(f"{part}[") and "]" in field:
+            index, _, rest = field[len(part) + 1:].partition("]")
+            if index.isdigit():
+                return f"data.{part}_text.{int(index) - 1}{rest}"
+    if field.startswith("payments["):
+        return "data.cash_sm"  # only cash may exceed the total
     return {"payments": "data.cash_sm", "total": "data.check_sm"}.get(field, field)
 
 
@@ -389,13 +407,15 @@ def income(device: int, data: Any) -> str:
     ctx = {"on_date": dt.date.today(), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
         loaded = _load(IncomeSchema(), data)
+    extra = fill_from_catalogue(loaded["goods"], device, "data.goods", by_barcode=True, tax_key="nds")
     try:
         receipt = build_income(loaded, config)
+        device_limits().check(receipt)
     except DomainError as exc:
         raise validation_error(exc, _domain_field) from None
     key = KEY_PREFIX + loaded["tr_id"] if loaded["tr_id"] else None
     job = _service().submit_receipt(receipt, device=device, key=key, fingerprint=receipt_fingerprint(receipt),
-                                    source=SOURCE, wait=_wait())
+                                    source=SOURCE, wait=_wait(), extra=extra)
     user = current_user()
     log.info("compat: INCOME на %s коп. на ККТ %d (tr_id %s, пользователь %s) → %s",
              receipt.total, device, loaded["tr_id"] or "-", (user.login if user else "") or "-", job.state)

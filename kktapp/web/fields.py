@@ -18,6 +18,7 @@ without either, the date is today and legacy names are accepted (the conf.py def
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import typing
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,8 @@ from marshmallow.experimental.context import Context
 
 from kktapp import domain
 from kktapp.domain import DomainError, VatRate
+
+log = logging.getLogger(__name__)
 
 # Messages for what every field can report; marshmallow's own are English.
 BASE_MESSAGES = {
@@ -77,6 +80,26 @@ class String(fields.String):
     """String with Russian messages."""
 
     default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается строка", "invalid_utf8": "недопустимая строка"}
+
+
+class DeviceText(String):
+    """Text that a device prints or stores (item names, printed lines).
+
+    Tabs and line breaks become spaces (pasted text; one log line says so); any other control
+    or format character (NUL, ESC sequences, RLO) is refused: it would reach the printer as a
+    command or turn a fiscal document's text around.
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        cleaned = domain.spaces_for_breaks(text)
+        if cleaned != text:
+            log.info("поле %s: табуляция и переводы строк заменены пробелами", attr or "?")
+        try:
+            domain.check_device_text(cleaned, attr or "text")
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
+        return cleaned
 
 
 class Integer(fields.Integer):

@@ -40,13 +40,14 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, render_template, request
+from flask import Blueprint, Response, current_app, g, render_template, request, url_for
 from marshmallow import ValidationError, validate, validates_schema
 from marshmallow import fields as ma_fields
 from werkzeug.exceptions import HTTPException
 
 import kktapp
 from kktapp import domain, errors
+from kktapp.device import DeviceLimits
 from kktapp.domain import (
     DomainError,
     PaymentType,
@@ -57,12 +58,13 @@ from kktapp.domain import (
     format_rub,
 )
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
+from kktapp.exchange import exchange_of
 from kktapp.journal import DONE, FAILED, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
-from kktapp.web import fields
-from kktapp.web.auth import AuthError, require
-from kktapp.web.common import read_json, validation_error
+from kktapp.web import fields, present, statuspage
+from kktapp.web.auth import AuthError, authenticate, require
+from kktapp.web.common import device_limits, read_json, validation_error
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ _STATUS_BY_CODE = {
         errors.DeviceBusy,
         errors.OutcomeUnknown,
         errors.Timeout,
+        errors.Queued,
+        errors.Cancelled,
     )
 }
 
@@ -115,7 +119,7 @@ def _printable_only(value: str) -> None:
 class PositionSchema(fields.BaseSchema):
     """One ``Position_N`` of ``Goods``."""
 
-    Name = fields.String(
+    Name = fields.DeviceText(
         required=True,
         validate=[
             _not_blank,
@@ -134,13 +138,20 @@ class PositionSchema(fields.BaseSchema):
         # The FN recomputes price × quantity; more than a kopeck off is a 1C-side error
         # (fiscal-rules.md §3), better reported now than as a device code mid-receipt.
         expected = domain.position_amount(data["Price"], data["Quantity"])
-        if fields.fiscal_context().get("line_discounts") and data["PositionSumm"] < expected:
-            # 1C's Цена is the price before the line discount and Сумма the sum after it;
-            # the driver sends the difference as the position's discount.
+        line_discounts = fields.fiscal_context().get("line_discounts", True)
+        if line_discounts and data["PositionSumm"] < expected:
+            # 1C's Цена is the price before the line discount and Сумма the sum after it (the
+            # seed's own example: 325.12 × 6, Сумма 1950); the driver sends the difference as
+            # the position's discount.
             return
-        if abs(expected - data["PositionSumm"]) > 1:
+        if data["PositionSumm"] - expected > 1:
             raise ValidationError(
-                f"сумма позиции не равна цене × количество = {format_rub(expected)} ₽",
+                f"сумма позиции больше цены × количество = {format_rub(expected)} ₽", "PositionSumm"
+            )
+        if expected - data["PositionSumm"] > 1:
+            raise ValidationError(
+                f"сумма позиции меньше цены × количество = {format_rub(expected)} ₽; скидки на позицию"
+                " отключены в настройках сервиса (ONEC_LINE_DISCOUNTS = False)",
                 "PositionSumm",
             )
 
@@ -251,6 +262,8 @@ def _domain_field(keys: list[str]):
     simple = {"customer_contact": "CustomerContact", "payments": "DocSumm", "total": "DocSumm", "positions": "Goods"}
 
     def rename(field: str) -> str:
+        if field.startswith("payments["):
+            return "DocSumm"  # 1C sends one payment: the document's sum
         match = re.fullmatch(r"positions\[(\d+)\]\.(\w+)", field)
         if match and 1 <= int(match.group(1)) <= len(keys):
             attr = names.get(match.group(2), match.group(2))
@@ -262,14 +275,18 @@ def _domain_field(keys: list[str]):
     return rename
 
 
-def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Receipt]:
-    """Validate a 1C document and build the domain receipt; raises ValidationFailed."""
+def parse_receipt(body: object, today: dt.date, config: Any,
+                  limits: DeviceLimits | None = None) -> tuple[dict, Receipt]:
+    """Validate a 1C document and build the domain receipt; raises ValidationFailed.
+
+    ``limits``: what the device can carry (default: this app's service).
+    """
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
     try:
         context = {
             "on_date": today,
             "accept_legacy": accept_legacy,
-            "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", False)),
+            "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", True)),
         }
         with fields.FiscalContext(context):
             data = ReceiptSchema().load(body)  # type: ignore[arg-type]
@@ -298,6 +315,7 @@ def parse_receipt(body: object, today: dt.date, config: Any) -> tuple[dict, Rece
     )
     try:
         domain.check_receipt(receipt)
+        (limits or device_limits()).check(receipt)
     except DomainError as exc:
         raise validation_error(exc, rename=_domain_field(keys)) from None
     if data["Device"] is None:
@@ -360,6 +378,7 @@ def answer(
         body.update(extra)
     response = json_response(body, status, headers)
     g.kkt1c_outcome = (result_code, result.get("fiscal_document_number"), status)
+    g.kkt1c_refusal = (extra or {}).get("field"), description
     return response
 
 
@@ -410,15 +429,13 @@ def job_answer(job: Job, doc_number: str, receipt: Receipt) -> Response:
         return answer(code, message, _status_for_code(code), doc_number=doc_number, extra=extra)
     if job.state == UNKNOWN:
         exc: KKTError = errors.OutcomeUnknown(job.reason or None)
-    elif job.reason == Reasons.LINK_DOWN:
-        # Kept in the queue and fiscalised when the link is back; a repeat of this DocNumber
-        # then gets that result instead of a second receipt.
-        exc = errors.LinkError(job.reason)
-    elif job.reason:
-        # Queued behind a document whose outcome is being settled.
-        exc = errors.OutcomeUnknown(job.reason)
     else:
-        exc = errors.Timeout()
+        # Queued (no link, held behind an unsettled document, or the wait ran out) or being
+        # sent: it will be fiscalised by the service, and 1C must not punch it by hand. A repeat
+        # of this DocNumber later gets the final answer instead of a second receipt.
+        why = job.reason or errors.Timeout.message
+        exc = errors.Queued(f"{errors.Queued.message} ({why})")
+    extra["state"] = job.state
     return answer(exc.code, exc.message, exc.http_status, doc_number=doc_number, extra=extra)
 
 
@@ -457,12 +474,19 @@ def receipt_view() -> Response:
         # The receipt is journalled and will print when the link is back; a cashier in 1C
         # should not sit through the whole wait to hear "нет связи".
         wait = min(wait, LINK_DOWN_WAIT)
+    fp = fingerprint(body)
+    cancelled = service.cancelled_receipt(key, fp)
+    if cancelled is not None:
+        # 1C asks again with the same document while it waits: after an operator's cancel it
+        # gets the cancellation, not a new receipt. A changed document under this DocNumber
+        # is a new receipt (the key is free).
+        return job_answer(cancelled, doc_number or key, receipt)
     try:
         job = service.submit_receipt(
             receipt,
             device=data["Device"],
             key=key,
-            fingerprint=fingerprint(body),
+            fingerprint=fp,
             source=SOURCE,
             wait=wait,
         )
@@ -497,26 +521,61 @@ def _link_known_down(service: Any, device: int) -> bool:
 @bp.route("/kkt", methods=["GET"], endpoint="status")
 @bp.route("/", methods=["GET"], endpoint="status_root")
 def status_view() -> Response | str:
-    """Status of every configured device, HTML for people or JSON on ``Accept: application/json``."""
+    """Status of every configured device, HTML for people or JSON on ``Accept: application/json``.
+
+    Money, fiscal signs and document numbers only for a logged-in viewer (``?login=1`` asks the
+    browser for the login) or when STATUS_PAGE_PUBLIC is on; see kktapp.web.statuspage.
+    """
     service = current_app.extensions["kkt"]
-    snapshots = [_mask_credentials(service.snapshot(number)) for number in _device_numbers(service)]
+    full = _viewer_sees_all()
+    numbers = _device_numbers(service)
+    snapshots = [_mask_credentials(service.snapshot(number)) for number in numbers]
+    if not full:
+        snapshots = [statuspage.redact(snap) for snap in snapshots]
+    now = dt.datetime.now().astimezone()
     page = {
         "service": "kkt",
         "version": kktapp.__version__,
         "test_mode": bool(current_app.config.get("TEST_MODE", False)),
-        "generated_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "generated_at": now.isoformat(timespec="seconds"),
+        "full": full,
         "devices": snapshots,
     }
+    exchange = exchange_of(current_app)
+    if exchange is not None:
+        page["exchange"] = exchange.status()
     accept = request.accept_mimetypes
     if accept["application/json"] > accept["text/html"]:
         return json_response(page)
-    now = dt.datetime.now()
+    refresh = float(getattr(service, "status_refresh", 10))
+    waiting = getattr(service, "waiting", None)
+    devices = [
+        statuspage.device_view(snap, now, status_refresh=refresh, full=full,
+                               waiting=waiting(snap["device"]) if callable(waiting) else [])
+        for snap in snapshots
+    ]
     return render_template(
         "status.html",
         page=page,
-        devices=[_device_view(snap, now) for snap in snapshots],
-        generated_at=_when(page["generated_at"]),
+        devices=devices,
+        all_ok=all(not dev["problems"] for dev in devices),
+        generated_at=present.server_time(now),
+        login_url=url_for("kkt1c.status", login=1),
+        operator_url=url_for("operator.page") if "operator.page" in current_app.view_functions else None,
+        exchange=page.get("exchange"),
     )
+
+
+def _viewer_sees_all() -> bool:
+    """Logged in (or the page is configured fully public, or access control is off)."""
+    config = current_app.config
+    if config.get("STATUS_PAGE_PUBLIC", False) or not config.get("AUTH_REQUIRED", True):
+        return True
+    if request.authorization is not None or request.args.get("login"):
+        # Wrong or missing credentials here answer 401 and the browser asks for the login.
+        authenticate("cashier")
+        return True
+    return False
 
 
 @bp.route("/kkt", methods=["PUT", "PATCH", "DELETE"], endpoint="not_allowed")
@@ -558,16 +617,25 @@ def _log_request(response: Response) -> Response:
     started = g.get("kkt1c_started", time.monotonic())
     code, fd, status = g.get("kkt1c_outcome", (None, None, response.status_code))
     amount = g.get("kkt1c_amount")
-    log.info(
-        "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс",
+    line = "1С: документ=%s сумма=%s код=%s ФД=%s HTTP=%s адрес=%s время=%d мс"
+    args: list[Any] = [
         _printable(_doc_number() or "-"),
-        format_rub(amount) if amount is not None else "-",
+        f"{format_rub(amount)} ₽" if amount is not None else "-",
         code if code is not None else "-",
         fd if fd is not None else "-",
         status,
         request.remote_addr,
         (time.monotonic() - started) * 1000,
-    )
+    ]
+    field, reason = g.get("kkt1c_refusal", (None, ""))
+    if status in (400, 401, 403, 404, 405, 409, 413, 422, 429):
+        # Refused by the service: one line that says which field and why (the device was not
+        # touched; device refusals are logged by the device owner).
+        line = "1С: чек отклонён: " + line + " поле=%s причина: %s"
+        args += [field or "-", _printable(reason, 500)]
+        log.warning(line, *args)
+    else:
+        log.info(line, *args)
     return response
 
 
@@ -583,21 +651,6 @@ def _doc_number() -> str | None:
 
 # --------------------------------------------------------------------------- status page data
 
-_SHIFT_STATES = {
-    "open": ("открыта", ""),
-    "closed": ("закрыта (откроется сама перед первым чеком)", ""),
-    "expired": ("открыта больше 24 часов: перед следующим чеком сервис снимет Z-отчёт и откроет новую", "warn"),
-}
-_JOB_STATES = {
-    "queued": "в очереди",
-    "sending": "отправляется в ККТ",
-    "unknown": "результат неизвестен, сервис проверит ККТ",
-    "failed": "ошибка",
-    "done": "пробит",
-}
-#: Unsent documents older than this get a warning: at 30 days the FN blocks (54-ФЗ art. 4.1).
-OFD_WARN_DAYS = 3
-
 
 def _device_numbers(service: Any) -> list[int]:
     numbers = getattr(service, "device_numbers", None)
@@ -607,134 +660,3 @@ def _device_numbers(service: Any) -> list[int]:
         devices = getattr(service, "devices", None) or {1: None}
         numbers = list(devices.keys()) if isinstance(devices, dict) else list(devices)
     return [int(n) for n in numbers]
-
-
-def _as_datetime(value: Any) -> dt.datetime | dt.date | None:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return dt.datetime.fromisoformat(value)
-        except ValueError:
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _when(value: Any) -> str:
-    """ISO date/time → "01.03.2026 10:00" for people; anything else as is, or a dash."""
-    parsed = _as_datetime(value)
-    if isinstance(parsed, dt.datetime):
-        return parsed.strftime("%d.%m.%Y %H:%M:%S")
-    if isinstance(parsed, dt.date):
-        return parsed.strftime("%d.%m.%Y")
-    return str(value) if value not in (None, "") else "—"
-
-
-def _dash(value: Any) -> str:
-    return "—" if value in (None, "") else str(value)
-
-
-def _rub(value: Any) -> str:
-    return f"{format_rub(int(value))} ₽" if isinstance(value, int) and not isinstance(value, bool) else "—"
-
-
-def _device_view(snap: dict, now: dt.datetime) -> dict:
-    """Labelled rows for the HTML page; missing parts (never read, device off) show as a dash."""
-    info = snap.get("info") or {}
-    status = snap.get("status") or {}
-    shift = snap.get("shift") or {}
-    fn = snap.get("fn") or {}
-    last = snap.get("last_document") or {}
-    link_ok = snap.get("link") == "ok"
-    number = snap.get("device", "")
-    name = snap.get("name") or ""
-    title = f"Касса № {number}" + (f" — {name}" if name else "")
-
-    device_rows = [
-        ("Модель", _dash(info.get("model_name")), ""),
-        ("Заводской номер", _dash(info.get("serial") or status.get("serial")), ""),
-        ("Прошивка", _dash(info.get("firmware")), ""),
-    ]
-    if status:
-        paper = status.get("paper_present")
-        device_rows.append(("Бумага", "есть" if paper else "нет бумаги", "" if paper else "bad"))
-        if status.get("cover_open"):
-            device_rows.append(("Крышка", "открыта", "bad"))
-    else:
-        device_rows.append(("Бумага", "—", ""))
-    device_rows.append(("Данные прочитаны", _when(snap.get("updated_at")), "" if link_ok else "warn"))
-
-    state_text, tone = _SHIFT_STATES.get(shift.get("state"), (_dash(shift.get("state")), ""))
-    shift_rows = [
-        ("Состояние", state_text, tone),
-        ("Номер", _dash(shift.get("number")), ""),
-        ("Открыта", _when(shift.get("opened_at")), ""),
-        ("Истекает", _when(shift.get("expires_at")), ""),
-        ("Чеков в смене", _dash(shift.get("receipts")), ""),
-    ]
-
-    unsent = fn.get("unsent_count")
-    first_unsent = _as_datetime(fn.get("first_unsent_at"))
-    unsent_tone = ""
-    if isinstance(first_unsent, dt.datetime) and unsent:
-        age = now - first_unsent.replace(tzinfo=None)
-        unsent_tone = "bad" if age > dt.timedelta(days=OFD_WARN_DAYS) else ""
-    fn_rows = [
-        ("Номер ФН", _dash(fn.get("fn_number")), ""),
-        ("Действует до", _when(fn.get("valid_until")), ""),
-        ("Не отправлено в ОФД", _dash(unsent), unsent_tone),
-        ("Самый старый неотправленный", _when(fn.get("first_unsent_at")) if unsent else "—", unsent_tone),
-        ("Последний фискальный документ", _dash(fn.get("last_fd_number")), ""),
-    ]
-    if fn.get("warnings"):
-        fn_rows.append(("Предупреждения ФН", "есть: проверьте ФН и связь с ОФД", "bad"))
-
-    result = last.get("result") or {}
-    last_rows = [
-        ("Номер ФД", _dash(last.get("fd_number") or result.get("fiscal_document_number")), ""),
-        ("Дата и время", _when(result.get("datetime")), ""),
-        ("Номер чека", _dash(result.get("receipt_number")), ""),
-        ("Сумма", _rub(result.get("total")), ""),
-        ("Фискальный признак", _dash(result.get("fiscal_sign")), ""),
-    ]
-
-    queue = snap.get("queue") or {}
-    if not isinstance(queue, dict):
-        queue = {"queued": queue}
-    groups = [
-        {"title": "Касса", "rows": device_rows},
-        {"title": "Смена", "rows": shift_rows},
-        {"title": "Фискальный накопитель и ОФД", "rows": fn_rows},
-        {"title": "Последний документ", "rows": last_rows},
-        {
-            "title": "Очередь",
-            "rows": [
-                ("Ждут отправки в ККТ", _dash(queue.get("queued", 0)), ""),
-                ("Отправляются сейчас", _dash(queue.get("sending", 0)), ""),
-                ("Результат выясняется", _dash(queue.get("unknown", 0)), "bad" if queue.get("unknown") else ""),
-            ],
-        },
-    ]
-    unsettled = []
-    for item in snap.get("unsettled") or []:
-        if not isinstance(item, dict):
-            continue
-        state = item.get("state", "")
-        unsettled.append(
-            {
-                "key": _dash(item.get("key") or item.get("id")),
-                "state": _JOB_STATES.get(state, _dash(state)),
-                "reason": _dash(item.get("reason") or (item.get("error") or {}).get("message")),
-                "since": _when(item.get("since") or item.get("updated_at")),
-            }
-        )
-    return {
-        "title": title,
-        "link": "ok" if link_ok else ("down" if snap.get("link") == "down" else "unknown"),
-        "link_error": "" if link_ok else (snap.get("link_error") or ""),
-        "groups": groups,
-        "unsettled": unsettled,
-    }

@@ -95,12 +95,51 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
          "footer": ["Спасибо за покупку!"],
      },
      s.JobSchema, True),
+    ("get", "/receipts", "cashier", "listReceipts",
+     "Список чеков: поиск по номеру документа, ключу, тексту; фильтры по состоянию, кассе, датам",
+     None, None, s.ReceiptListSchema, False),
+    ("post", "/receipts/<job_id>/cancel", "admin", "cancelQueuedReceipt",
+     "Отменить чек, который ещё в очереди (409 с причиной, если он уже мог попасть в ККТ)",
+     None, None, s.ReceiptRowSchema, False),
     ("get", "/receipts/<job_id>", "cashier", "getReceipt", "Состояние и результат чека", None, None,
      s.JobSchema, False),
     ("get", "/jobs/<job_id>", "cashier", "getJob", "Состояние и результат любого задания", None, None,
      s.JobSchema, False),
+    ("get", "/goods", "cashier", "listGoods", "Каталог товаров магазина (из файлов товаров 1С)", None, None,
+     s.GoodsListSchema, False),
     ("get", "/openapi.json", None, "openapi", "Это описание API (OpenAPI 3)", None, None, None, False),  # type: ignore
 ]
+
+#: Query parameters of operations that take more than the common ones.
+QUERY_PARAMS: dict[str, list[dict]] = {
+    "listReceipts": [
+        {"name": "state", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "состояние или несколько через запятую: queued, sending, unknown, done, failed"},
+        {"name": "device", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+         "description": "номер кассы"},
+        {"name": "q", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+         "description": "поиск: номер документа (DocNumber), ключ, текст позиции, id"},
+        {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "принят не раньше (ГГГГ-ММ-ДД или дата и время ISO 8601)"},
+        {"name": "until", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "принят раньше (дата ГГГГ-ММ-ДД включает весь день)"},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "description": "строк"},
+        {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+         "description": "пропустить строк (страницы)"},
+    ],
+    "listGoods": [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": kind}}
+        for name, kind, text in (
+            ("store", "string", "магазин (store кассы в DEVICES); можно не указывать, если магазин один"),
+            ("q", "string", "часть наименования или артикула, без учёта регистра"),
+            ("barcode", "string", "штрихкод (основной или дополнительный)"),
+            ("code", "string", "код товара"),
+            ("limit", "integer", "сколько строк вернуть (1–1000, по умолчанию 100)"),
+            ("offset", "integer", "сколько строк пропустить"),
+        )
+    ],
+}
 
 #: Extra request examples (validated by the tests like the main ones).
 EXTRA_EXAMPLES: dict[str, dict[str, dict]] = {
@@ -275,6 +314,7 @@ def _build() -> dict:
             params.append(wait_param)
         if method == "post":
             params.append(key_param)
+        params.extend(QUERY_PARAMS.get(op_id, ()))
         if params:
             op["parameters"] = params
         if req is not None:
@@ -299,9 +339,11 @@ def _build() -> dict:
             codes = ["401", "403", "429"]
             if "{device}" in path or "{job_id}" in path or op_id == "createReceipt":
                 codes.append("404")
-            if req is not None or is_job or op_id == "deviceStatus":
+            if op_id == "listGoods":
+                codes.append("404")
+            if req is not None or is_job or op_id == "deviceStatus" or op_id in QUERY_PARAMS:
                 codes.append("422")
-            if is_job:
+            if is_job or op_id == "cancelQueuedReceipt":
                 codes.append("409")
             if op_id == "deviceStatus":
                 codes += ["502", "503", "504"]
@@ -319,13 +361,15 @@ def _build() -> dict:
             op["security"] = []
         op["responses"] = responses
         paths.setdefault(PREFIX + path, {})[method] = op
+    paths.update(kkmserver_paths(components))
     return {
         "openapi": "3.0.3",
         "info": {"title": "kkt — сервис фискализации ККТ АТОЛ", "version": kktapp.__version__,
                  "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "tags": [{"name": "Кассы"}, {"name": "Смена"}, {"name": "Деньги"}, {"name": "Печать"},
-                 {"name": "Чеки"}, {"name": "Задания"}, {"name": "Описание"}],
+                 {"name": "Чеки"}, {"name": "Задания"}, {"name": "Товары"},
+                 {"name": "Описание"}, {"name": KKMSERVER_TAG}],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(components.items())),
@@ -333,6 +377,53 @@ def _build() -> dict:
         },
         "security": [{"basicAuth": []}],
     }
+
+
+KKMSERVER_TAG = "KKM Server"
+
+
+def kkmserver_paths(components: dict) -> dict:
+    """POST /Execute and /Execute/sync: KKM Server's one-endpoint protocol (kktapp.web.kkmserver)."""
+    from kktapp.web import kkmserver_check as kc
+    from kktapp.web.kkmserver_commands import COMMANDS
+
+    names = [*COMMANDS, "GetRezult"]
+    answer = {"type": "object", "required": ["Command", "Status", "Error", "Warning", "Message", "IdCommand"],
+              "properties": {
+                  "Command": {"type": "string"},
+                  "Status": {"type": "integer", "enum": [0, 1, 2, 3, 4],
+                             "description": "0 выполнена, 1 выполняется, 2 ошибка, 3 команда или ККТ не найдена, "
+                                            "4 в очереди"},
+                  "Error": {"type": "string", "description": "текст ошибки для кассира"},
+                  "ErrorCode": {"type": "integer", "description": "код ошибки: 1..255 — ККТ, 1001+ — сервис"},
+                  "Warning": {"type": "string"}, "Message": {"type": "string"},
+                  "IdCommand": {"type": "string"}, "NumDevice": {"type": "integer"}, "UnitName": {"type": "string"},
+                  "Rezult": {"type": "object", "description": "GetRezult: ответ команды с этим IdCommand"}},
+              "additionalProperties": True,
+              "description": "поля команды (CheckNumber, SessionNumber, URL, QRCode, Info, ListUnit, LineLength…)"}
+    body = {"type": "object", "required": ["Command"], "additionalProperties": True, "properties": {
+        "Command": {"type": "string", "enum": names},
+        "NumDevice": {"type": "integer", "minimum": 0, "description": "номер ККТ; 0 — первая доступная и свободная"},
+        "KktNumber": {"type": "string", "description": "заводской номер ККТ"},
+        "InnKkm": {"type": "string", "description": "ИНН организации ККТ"},
+        "IdCommand": {"type": "string", "maxLength": 128,
+                      "description": "ключ идемпотентности и GetRezult; повтор не выполнит команду дважды"},
+        "Timeout": {"type": "integer", "minimum": 0, "description": "секунд ждать: 0 — 60, 1 — ответить сразу"}}}
+    paths = {}
+    for path in ("/Execute", "/Execute/sync"):
+        op_id = "kkmserverExecute" if path == "/Execute" else "kkmserverExecuteSync"
+        paths[path] = {"post": {
+            "operationId": op_id, "tags": [KKMSERVER_TAG], "security": [{"basicAuth": []}],
+            "summary": "Команда KKM Server: " + ", ".join(names),
+            "description": "Роль: кассир (cashier); XReport, ZReport и CloseShift — администратор (admin). "
+                           "Ответ всегда HTTP 200: результат и отказы (в том числе доступа) — в Status и Error. "
+                           "Поля RegisterCheck — схема RegisterCheck.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [_ref(kc.RegisterCheckSchema, components), body]}}}},
+            "responses": {"200": {"description": "ответ команды", "content": {"application/json": {
+                "schema": answer}}}},
+        }}
+    return paths
 
 
 def _tag(rule: str) -> str:
@@ -348,6 +439,8 @@ def _tag(rule: str) -> str:
         return "Задания"
     if rule.startswith("/openapi"):
         return "Описание"
+    if rule.startswith("/goods"):
+        return "Товары"
     return "Кассы"
 
 

@@ -40,6 +40,7 @@ from kktapp.web.fields import (
     BaseSchema,
     Boolean,
     CustomerContact,
+    DeviceText,
     Integer,
     List,
     Money,
@@ -125,7 +126,7 @@ class NamedCode(fields.Field):
 class TextLineSchema(BaseSchema):
     """One printed line with attributes."""
 
-    text = String(required=True, validate=_length(None, MAX_TEXT), metadata={"description": "текст строки"})
+    text = DeviceText(required=True, validate=_length(None, MAX_TEXT), metadata={"description": "текст строки"})
     bold = Boolean(load_default=False, metadata={"description": "жирный"})
     italic = Boolean(load_default=False, metadata={"description": "курсив"})
     inverse = Boolean(load_default=False, metadata={"description": "белым по чёрному"})
@@ -188,12 +189,15 @@ class CashSchema(BaseSchema):
 class ItemSchema(BaseSchema):
     """A receipt position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME), metadata={"description": "наименование (1030)"})
-    price = Money(required=True, metadata={"description": "цена за единицу, рубли (1079)"})
+    code = String(validate=_length(1, 13), metadata={"description": "код товара из каталога 1С (обмен через файлы): "
+                                                                     "наименование, цену, НДС и единицу берём оттуда"})
+    name = DeviceText(validate=_length(1, domain.MAX_NAME),
+                      metadata={"description": "наименование (1030); без code обязательно"})
+    price = Money(metadata={"description": "цена за единицу, рубли (1079); без code обязательно"})
     quantity = Quantity(load_default=Decimal(1), metadata={"description": "количество, до 3 знаков (1023)"})
     amount = Money(metadata={"description": "сумма позиции до скидки, рубли; проверяется: цена × количество ± 1 коп."})
-    tax = Vat(required=True, metadata={"description": "ставка НДС: vat22, vat10, vat0, none, vat122, vat110, vat5, "
-                                                      "vat7, vat105, vat107 или 22, 10, \"без НДС\"…"})
+    tax = Vat(metadata={"description": "ставка НДС (без code обязательно): vat22, vat10, vat0, none, vat122, "
+                                       "vat110, vat5, vat7, vat105, vat107 или 22, 10, \"без НДС\"…"})
     payment_method = NamedCode(PAYMENT_METHOD_NAMES, load_default=int(PaymentMethod.FULL_PAYMENT),
                                metadata={"description": "способ расчёта (1214): имя или код",
                                          "enum": list(PAYMENT_METHOD_NAMES)})
@@ -204,6 +208,13 @@ class ItemSchema(BaseSchema):
                      metadata={"description": "мера количества (2108): имя или код", "enum": list(MEASUREMENT_UNITS)})
     department = Integer(load_default=0, validate=_range(0, 99), metadata={"description": "секция (отдел)"})
     discount = Money(load_default=0, metadata={"description": "скидка на позицию, рубли"})
+
+    @validates_schema
+    def _code_or_name(self, data: dict, **kwargs: Any) -> None:
+        # A catalogue code stands for name, price and tax; without one they are all required.
+        missing = [f for f in ("name", "price", "tax") if not data.get("code") and data.get(f) is None]
+        if missing:
+            raise ValidationError({f: ["обязательное поле не указано (или укажите code товара)"] for f in missing})
 
 
 class PaymentSchema(BaseSchema):
@@ -383,7 +394,8 @@ def receipt_fingerprint(receipt: Receipt) -> str:
 
 def api_field_name(field: str) -> str:
     """Domain field names (``positions[2].name``, 1-based) → this API's paths (``items.1.name``)."""
-    for domain_name, api_name in (("positions[", "items."), ("payments[", "payments.")):
+    for domain_name, api_name in (("positions[", "items."), ("payments[", "payments."), ("header[", "header."),
+                                  ("footer[", "footer.")):
         if field.startswith(domain_name) and "]" in field:
             index, _, rest = field[len(domain_name):].partition("]")
             if index.isdigit():
@@ -417,7 +429,7 @@ class FontSchema(CompatSchema):
 class TStringSchema(CompatSchema):
     """One formatted line: ``{"text": ..., "font": {...}}``."""
 
-    text = String(required=True, validate=_length(None, MAX_TEXT))
+    text = DeviceText(required=True, validate=_length(None, MAX_TEXT))
     font = Nested(FontSchema, load_default=dict)
 
 
@@ -440,13 +452,22 @@ class TStringListSchema(CompatSchema):
 class GoodSchema(CompatSchema):
     """One INCOME position."""
 
-    name = String(required=True, validate=_length(1, domain.MAX_NAME))
-    price = Money(required=True)
+    name = DeviceText(load_default="", validate=_length(None, domain.MAX_NAME))
+    price = Money()
     kol = Quantity(load_default=Decimal(1))
-    nds = Vat(required=True)
+    nds = Vat()
     barcode = String(load_default="")
     dep = Integer(load_default=0, validate=_range(0, 99))
     discount = Money(load_default=0)
+
+    @validates_schema
+    def _barcode_or_name(self, data: dict, **kwargs: Any) -> None:
+        # An empty name means "the goods with this barcode" from the catalogue (the 1C exchange).
+        if data.get("barcode"):
+            return
+        missing = [f for f in ("name", "price", "nds") if not data.get(f) and data.get(f) != 0]
+        if missing:
+            raise ValidationError({f: ["обязательное поле не указано (или укажите barcode товара)"] for f in missing})
 
 
 class TrId(fields.Field):
@@ -636,3 +657,66 @@ class DeviceStatusSchema(BaseSchema):
     shift = Nested(ShiftInfoSchema, required=True)
     fn = Nested(FnInfoSchema, required=True)
     totals = Nested(TotalsSchema, required=True)
+
+
+class GoodsBarcodeSchema(BaseSchema):
+    """An extra barcode (a ``#`` line of the goods file): another barcode or a package."""
+
+    barcode = String(required=True)
+    name = String(required=True, metadata={"description": "наименование упаковки, если 1С его дала"})
+    price = Integer(required=True, metadata={"description": "цена упаковки, копейки; 0 — цена товара × coefficient"})
+    coefficient = String(required=True, metadata={"description": "сколько единиц товара в упаковке"})
+
+
+class GoodsItemSchema(BaseSchema):
+    """A goods item or group of the store's catalogue."""
+
+    code = String(required=True, metadata={"description": "код товара в 1С: его передают в items[].code"})
+    name = String(required=True, metadata={"description": "полное наименование"})
+    receipt_name = String(required=True, metadata={"description": "наименование для чека (краткое)"})
+    barcode = String(required=True, metadata={"description": "основной штрихкод"})
+    barcodes = List(Nested(GoodsBarcodeSchema), required=True)
+    price = Integer(required=True, metadata={"description": "цена, копейки"})
+    weighted = Boolean(required=True, metadata={"description": "весовой товар (единица — килограмм)"})
+    group = Boolean(required=True, metadata={"description": "группа, а не товар"})
+    parent = String(allow_none=True, metadata={"description": "код группы"})
+    article = String(required=True, metadata={"description": "артикул"})
+    vat = String(allow_none=True, metadata={"description": "ставка НДС магазина для товаров каталога"})
+
+
+class GoodsListSchema(BaseSchema):
+    """GET /api/v1/goods."""
+
+    store = String(required=True)
+    total = Integer(required=True, metadata={"description": "сколько всего найдено"})
+    limit = Integer(required=True)
+    offset = Integer(required=True)
+    goods = List(Nested(GoodsItemSchema), required=True)
+
+
+class ReceiptRowSchema(BaseSchema):
+    """One receipt in GET /api/v1/receipts (kktapp.web.receipts.receipt_row)."""
+
+    id = String(required=True, metadata={"description": "идентификатор задания"})
+    key = String(allow_none=True, metadata={"description": "ключ вызывающего: DocNumber 1С, Idempotency-Key, tr_id"})
+    source = String(required=True, metadata={"description": "откуда чек: 1c, api, compat"})
+    device = Integer(required=True, metadata={"description": "номер кассы"})
+    amount = Integer(allow_none=True, metadata={"description": "сумма чека, копейки"})
+    accepted_at = String(required=True, metadata={"description": "когда принят (ISO 8601)"})
+    updated_at = String(required=True, metadata={"description": "последнее изменение (ISO 8601)"})
+    state = String(required=True, metadata={"description": "queued, sending, done, failed, unknown",
+                                            "enum": ["queued", "sending", "done", "failed", "unknown"]})
+    reason = String(required=True, metadata={"description": "почему чек в этом состоянии или текст ошибки"})
+    error_code = Integer(allow_none=True, metadata={"description": "код ошибки (1015 — отменён оператором)"})
+    fiscal_document_number = Integer(allow_none=True, metadata={"description": "номер ФД, если пробит"})
+    fiscal_sign = String(allow_none=True, metadata={"description": "фискальный признак, если пробит"})
+    cancellable = Boolean(required=True, metadata={"description": "можно отменить (чек ещё в очереди)"})
+
+
+class ReceiptListSchema(BaseSchema):
+    """GET /api/v1/receipts: one page of receipts, newest first."""
+
+    receipts = List(Nested(ReceiptRowSchema), required=True)
+    total = Integer(required=True, metadata={"description": "сколько чеков подходит под фильтр всего"})
+    limit = Integer(required=True)
+    offset = Integer(required=True)

@@ -42,7 +42,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from .. import commands
+from .. import commands, model
 from . import handlers
 from .device import Device
 from .server import Faults, Server, Timing
@@ -51,6 +51,14 @@ from .state import DEFAULT_SERIAL, DeviceState, Store
 __all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
 
 log = logging.getLogger(__name__)
+
+
+def ffd_code(version: str) -> int:
+    """FFD version text ("1.0", "1.05", "1.2") → register 0x36 code (model.py)."""
+    codes = {name: code for code, name in model.FFD_NAMES.items()}
+    if version not in codes:
+        raise ValueError(f"unknown FFD version {version!r}: one of {', '.join(codes)}")
+    return codes[version]
 
 
 class Emulator:
@@ -69,9 +77,10 @@ class Emulator:
         latency: float = 0.0,
         serial: str = DEFAULT_SERIAL,
         clock_offset: float | None = None,
+        ffd: str = "1.2",
     ) -> None:
         self.log_path = os.fspath(log_path) if log_path is not None else None
-        self.device = Device(Store(state_path), serial, clock_offset_hours=clock_offset)
+        self.device = Device(Store(state_path), serial, clock_offset_hours=clock_offset, ffd=ffd_code(ffd))
         self.device.on_document = self._write_log
         self.timing = Timing(device_time=float(device_time), latency=float(latency))
         self.faults = Faults()

@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='apply a fault command at start, e.g. --fault "paper out" (repeatable)')
     p.add_argument("--control-port", type=int, default=None, metavar="PORT",
                    help="accept fault commands on this 127.0.0.1 port, one per line (0 = a free port)")
+    p.add_argument("--ffd", choices=("1.0", "1.05", "1.2"), default="1.2",
+                   help="FFD version of the firmware and FN (default 1.2): 1.0 takes E6 positions, 1.05+ EA/EB")
     p.add_argument("-v", "--verbose", action="store_true", help="log every packet")
     return p.parse_args(argv)
 
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emu = Emulator(state_path=args.state, log_path=args.log, device_time=args.device_time / 1000,
-                   latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset)
+                   latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset,
+                   ffd=args.ffd)
     try:
         host, port = emu.start(args.host, args.port)
     except OSError as exc:

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -80,8 +81,23 @@ def _quantity_text(qty: Decimal) -> str:
 class Device:
     """One ATOL 55Ф: state, paper, clock. Thread-safe only under :attr:`lock`."""
 
-    def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None) -> None:
+    def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None,
+                 ffd: int = model.FFD_1_2) -> None:
         self.lock = threading.RLock()
+        #: FFD version of the firmware and the FN (register 0x36): decides E6 or EA/EB.
+        self.ffd = ffd
+        #: A position begun with EA and not yet ended with EB: its E8 tags (model.py).
+        self.position_tags: dict[str, Any] | None = None
+        #: (command code, extended code) of the last 0xEE refusal (register 0x37).
+        self.ext_error: tuple[int, int] = (0, 0)
+        #: Report progress: (mode byte, monotonic end) phases after 5A / 67 (model.py).
+        self.progress: list[tuple[int, float]] = []
+        #: Seconds each report phase lasts (tests may shorten them).
+        self.z_print_seconds = 0.15
+        self.z_fn_seconds = 0.1
+        self.x_print_seconds = 0.1
+        #: TLVs of the document opened with A4 45 and how far A4 46 has read them.
+        self.reading: tuple[bytes, int] | None = None
         self.store = store
         self.state, self._docs = store.load(serial)
         if not self.state.fn_number:
@@ -92,6 +108,8 @@ class Device:
             self.state.clock_offset = float(clock_offset_hours) * 3600
             self.save()
         self.paper = True
+        #: Times command 80 opened the cash drawer (tests read it; the flag in 3F follows it).
+        self.drawer_openings = 0
         #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
         self.pending_attributes: dict[str, Any] = {}
         #: Called with every fiscal document (the --log file and the in-memory list).
@@ -159,6 +177,9 @@ class Device:
         """
         s = self.state
         self.pending_attributes = {}
+        self.position_tags = None
+        self.progress = []
+        self.reading = None
         if s.receipt is not None:
             s.mode, s.submode = Mode.REGISTRATION, (SUBMODE_PAYMENT if s.receipt.payments else 0)
         else:
@@ -194,11 +215,42 @@ class Device:
             raise DeviceFault(ErrorCode.NO_PAPER)
 
     def _shift_usable(self) -> None:
-        state = self.shift_state()
-        if state == "closed":
-            raise DeviceFault(ErrorCode.SHIFT_CLOSED)
-        if state == "expired":
+        if self.shift_state() == "expired":
             raise DeviceFault(ErrorCode.SHIFT_EXPIRED)
+
+    def _open_shift_if_closed(self) -> None:
+        """[C K] 92, 49 and 4F open a closed shift themselves (an FN shift-open document)."""
+        if self.shift_state() == "closed":
+            self._paper()
+            self._start_shift()
+
+    def refuse_extended(self, command: int, ext: int) -> DeviceFault:
+        """Error 0xEE with ``ext`` kept for register 0x37 ([S K])."""
+        self.ext_error = (command, ext)
+        return DeviceFault(ErrorCode.FN_SEE_REGISTER_55)
+
+    # ------------------------------------------------------------------ report progress
+
+    def mode_byte(self) -> int:
+        """3F/45 mode byte: a report's progress mode while one runs, else sub-mode << 4 | mode."""
+        now = time.monotonic()
+        while self.progress and self.progress[0][1] <= now:
+            self.progress.pop(0)
+        if self.progress:
+            return self.progress[0][0]
+        s = self.state
+        return (s.submode & 0x0F) << 4 | (s.mode & 0x0F)
+
+    def busy(self) -> bool:
+        """A report is still printing or in the FN: only queries are answered ([C C,Z] poll)."""
+        return self.mode_byte() in model.REPORT_PROGRESS_MODES
+
+    def _report_progress(self, *phases: tuple[int, float]) -> None:
+        end = time.monotonic()
+        self.progress = []
+        for mode, seconds in phases:
+            end += seconds
+            self.progress.append((mode, end))
 
     def _receipt(self) -> OpenReceipt:
         if self.state.receipt is None:
@@ -217,12 +269,15 @@ class Device:
             raise DeviceFault(ErrorCode.WRONG_MODE)
         if mode not in {m.value for m in Mode} or mode == Mode.SELECT:
             raise DeviceFault(ErrorCode.WRONG_MODE)
-        if password == model.SYSADMIN_PASSWORD:
-            operator = ADMIN_OPERATOR
+        if password in (model.SYSADMIN_PASSWORD, model.ADMIN_PASSWORD):
+            operator = ADMIN_OPERATOR if password == model.SYSADMIN_PASSWORD else model.ADMIN_PASSWORD
         elif password in model.CASHIER_PASSWORDS and mode in model.CASHIER_MODES:
             operator = password
         else:
             raise DeviceFault(ErrorCode.WRONG_PASSWORD)
+        if mode == Mode.REGISTRATION and self.shift_state() == "expired":
+            # [S Z] entering the sale mode with a shift over 24 h is refused with 0x88.
+            raise DeviceFault(ErrorCode.SHIFT_EXPIRED)
         s = self.state
         s.mode, s.submode, s.operator = mode, 0, operator
 
@@ -279,6 +334,9 @@ class Device:
         self._paper()
         if test:
             return None
+        return self._start_shift()
+
+    def _start_shift(self) -> dict[str, Any]:
         s = self.state
         s.shift_open = True
         s.shift_number += 1
@@ -292,17 +350,20 @@ class Device:
         self._mode(Mode.REPORT_Z)
         self._no_receipt()
         if not self.state.shift_open:
-            raise DeviceFault(ErrorCode.SHIFT_CLOSED)
+            raise DeviceFault(ErrorCode.ALREADY_CLOSED)
         self._paper()
         s = self.state
         s.shift_open = False
         s.shift_opened_at = None
-        return self._commit("close_shift", 0, cash=s.cash)
+        doc = self._commit("close_shift", 0, cash=s.cash)
+        self._report_progress((model.Z_PRINTING_MODE, self.z_print_seconds), (model.Z_FN_MODE, self.z_fn_seconds))
+        return doc
 
     def x_report(self) -> None:
         """Command 67 (X mode): prints only; no fiscal document."""
         self._mode(Mode.REPORT_X)
         self._paper()
+        self._report_progress((model.X_PRINTING_MODE, self.x_print_seconds))
 
     def open_receipt(self, receipt_type: int, test: bool = False, no_print: bool = False) -> None:
         """Command 92 (registration mode)."""
@@ -313,6 +374,9 @@ class Device:
         self._shift_usable()
         if not no_print:
             self._paper()
+        if not test:
+            self._open_shift_if_closed()  # [U] a test-mode receipt opens no shift
+        self.position_tags = None
         self.state.receipt = OpenReceipt(type=receipt_type, test=test, no_print=no_print,
                                          attributes=self.pending_attributes)
         self.pending_attributes = {}
@@ -359,11 +423,12 @@ class Device:
         return amount
 
     def write_attribute(self, tag: int, value: Any) -> None:
-        """Write an FFD attribute to the open receipt (1008 contact; 1030/1212/1214/2108 go to
-        the last position, which is what the position command has no room for).
+        """Command E8: an FFD attribute for the open receipt or the position being formed.
 
-        With no receipt open, only the cashier (1021, 1203) is taken, in mode 1 or 3, for the
-        next document (model.DOCUMENT_TAGS); anything else is 0x9A (receipt closed).
+        FFD 1.05+ ([S K]): position tags only between EA and EB (else 0xEE/0x0207), receipt
+        tags only outside (else 0xEE/0x0208), a receipt tag twice 0xEE/0x0201. FFD 1.0: a
+        position tag applies to the last E6 position. With no receipt open, only the cashier
+        (1021, 1203) is taken, in mode 1 or 3, for the next document (model.DOCUMENT_TAGS).
         """
         self._mode(*model.ATTRIBUTE_MODES)
         r = self.state.receipt
@@ -372,12 +437,58 @@ class Device:
                 raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
             self.pending_attributes[str(tag)] = value
             return
-        if tag in POSITION_TAG_KEYS and r.items:
+        position = tag in model.POSITION_TAGS
+        if self.ffd >= model.FIRST_EA_EB_FFD:
+            if position and self.position_tags is None:
+                raise self.refuse_extended(0xE8, model.EXT_NO_POSITION_STARTED)
+            if not position and self.position_tags is not None:
+                raise self.refuse_extended(0xE8, model.EXT_POSITION_STARTED)
+            if position:
+                assert self.position_tags is not None
+                self.position_tags[POSITION_TAG_KEYS[tag]] = value
+                return
+            if str(tag) in r.attributes:
+                raise self.refuse_extended(0xE8, model.EXT_ATTRIBUTE_REPEATED)
+            r.attributes[str(tag)] = value
+            return
+        if position and r.items:
             if tag == model.TAG_ITEM_NAME:
                 log.info("emulator %s: position %d full name (1030): %s", self.state.serial, len(r.items), value)
             r.items[-1][POSITION_TAG_KEYS[tag]] = value
         else:
             r.attributes[str(tag)] = value
+
+    def begin_position(self) -> None:
+        """Command EA (FFD 1.05+): start a position; its tags follow, EB ends it."""
+        self._mode(Mode.REGISTRATION)
+        r = self._receipt()
+        if r.payments:
+            raise DeviceFault(ErrorCode.WRONG_MODE)
+        self.position_tags = {}
+
+    def end_position(self, name: str, price: int, quantity: Decimal, total: int, tax: str, *,
+                     discount: int = 0, markup: bool = False, section: int = 0,
+                     payment_object: int = 1, payment_method: int = 4) -> int:
+        """Command EB (FFD 1.05+): the position begun with EA; returns its amount.
+
+        [U] sum must be price x quantity (C: required with a discount) within 1 kopeck; the
+        position total is sum -/+ discount.
+        """
+        if self.position_tags is None:
+            raise self.refuse_extended(0xEB, model.EXT_NO_POSITION_STARTED)
+        tags = self.position_tags
+        if abs(total - position_amount(price, quantity)) > 1:
+            raise DeviceFault(ErrorCode.BAD_PRICE)
+        amount = self.add_position(name, total, Decimal(1), tax, discount=discount, markup=markup,
+                                   section=section, **tags)
+        item = self._receipt().items[-1]
+        item.update(price=price, quantity=_quantity_text(quantity))
+        if payment_object != model.POSITION_TAG_DEFAULTS[model.TAG_PAYMENT_OBJECT]:
+            item["payment_object"] = payment_object
+        if payment_method != model.POSITION_TAG_DEFAULTS[model.TAG_PAYMENT_METHOD]:
+            item["payment_method"] = payment_method
+        self.position_tags = None
+        return amount
 
     def receipt_discount(self, amount: int) -> None:
         """Command 43: discount on the whole receipt (kopecks)."""
@@ -475,6 +586,7 @@ class Device:
         self._receipt()
         self.state.receipt = None
         self.state.submode = 0
+        self.position_tags = None
 
     # ------------------------------------------------------------------ earnings
 
@@ -501,6 +613,7 @@ class Device:
         self._no_receipt()
         self._shift_usable()
         self._paper()
+        self._open_shift_if_closed()
         self.state.cash += amount
         return self._commit("cash_in", amount)
 
@@ -512,8 +625,16 @@ class Device:
         if amount > self.state.cash:
             raise DeviceFault(ErrorCode.NO_CASH)
         self._paper()
+        self._open_shift_if_closed()
         self.state.cash -= amount
         return self._commit("cash_out", amount)
+
+    def last_sale(self) -> dict[str, Any] | None:
+        """The last receipt document in the FN (register 0x33), None before the first."""
+        for doc in reversed(self._docs):
+            if doc.get("type") == "receipt":
+                return doc
+        return None
 
     # ------------------------------------------------------------------ printing
 

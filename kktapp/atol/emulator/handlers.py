@@ -31,9 +31,14 @@ PROTOCOL_VERSION = 3
 DEVICE_TYPE_KKT = 1
 #: A4 30 FN phase "fiscal mode" (FN protocol phases: 1 ready, 3 fiscal, 7 post-fiscal, 15 archive).
 FN_PHASE_FISCAL = 3
-#: Test mode bit of the open-shift and open-receipt flags; "do not print" bit of open-receipt.
-FLAG_TEST = 0x01
-FLAG_NO_PRINT = 0x02
+FLAG_TEST = commands.FLAG_TEST
+FLAG_NO_PRINT = commands.FLAG_NO_PRINT
+#: Commands a device answers while a report is in progress (model.REPORT_PROGRESS_MODES) [U].
+QUERIES = frozenset({0x3F, 0x45, 0xA5, 0x91, 0xA4, 0x4D, 0x58, 0x9D})
+#: [U] Registration data the emulator answers in A4 43: organisation INN (10 digits, padded
+#: with spaces to 12 as C pads 1203), tax systems (tag 1055 bits: ОСН | УСН доход).
+ORGANISATION_INN = "7700000001"
+TAX_SYSTEMS = 0x03
 #: E6 discount type "sum in kopecks" (the only one the model uses).
 DISCOUNT_SUM = 1
 
@@ -86,17 +91,14 @@ def execute(device: Device, task: bytes, before: Callable[[str], None] | None = 
             device.check_access(password)
             if handler is None:
                 raise DeviceFault(model.UNKNOWN_COMMAND_ERROR)
+            if cmd.code not in QUERIES and device.busy():
+                raise DeviceFault(ErrorCode.WRONG_MODE)
             if cmd.mode is not None and device.state.mode != cmd.mode:
                 raise DeviceFault(ErrorCode.WRONG_MODE)
             return handler(device, cmd, params), False
         except DeviceFault as fault:
             log.debug("emulator: %s → error 0x%02X", cmd.name, fault.code)
             return commands.encode_error(fault.code, fault.ext), True
-
-
-def _mode_byte(device: Device) -> int:
-    s = device.state
-    return (s.submode & 0x0F) << 4 | (s.mode & 0x0F)
 
 
 def _serial_number(device: Device) -> int:
@@ -117,11 +119,15 @@ def _status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
         flags |= StatusFlags.SHIFT_OPEN
     if device.paper:
         flags |= StatusFlags.PAPER_PRESENT
+    if device.drawer_openings:
+        flags |= StatusFlags.DRAWER_OPEN
     r = s.receipt
     return cmd.encode_reply(
         cashier=s.operator if s.mode else 0, hall=1, datetime=device.now(), flags=int(flags),
         serial=_serial_number(device), model=MODEL_CODE, fw_major=FIRMWARE[0], fw_minor=FIRMWARE[1],
-        mode=_mode_byte(device), receipt_number=s.receipt_number % 10000, shift_number=s.shift_number % 10000,
+        mode=device.mode_byte(), receipt_number=s.receipt_number % 10000,
+        # [S K] the last CLOSED shift, even while one is open.
+        shift_number=(s.shift_number - (1 if s.shift_open else 0)) % 10000,
         receipt_state=r.type if r else 0, receipt_sum=max(0, r.total) if r else 0, decimal_point=2,
         port_type=PORT_ETHERNET,
     )
@@ -130,7 +136,7 @@ def _status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
 @handles("short_status")
 def _short_status(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     flags = ShortStatusFlags(0) if device.paper else ShortStatusFlags.NO_PAPER
-    return cmd.encode_reply(mode=_mode_byte(device), flags=int(flags))
+    return cmd.encode_reply(mode=device.mode_byte(), flags=int(flags))
 
 
 @handles("serial_number")
@@ -143,9 +149,14 @@ def _serial(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
 def _device_type(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(
         protocol=PROTOCOL_VERSION, type=DEVICE_TYPE_KKT, model=MODEL_CODE, device_mode=0,
-        fw_major=FIRMWARE[0], fw_minor=FIRMWARE[1], fw_patch=FIRMWARE[2], fw_build=FIRMWARE[3],
-        name=DEVICE_NAME,
+        fw_major=FIRMWARE[0], fw_minor=FIRMWARE[1], fw_build=FIRMWARE[3], name=DEVICE_NAME,
     )
+
+
+@handles("firmware_build")
+def _firmware_build(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    # [S K] the build in the reply's last two bytes, BCD; [U] one reserved byte before it.
+    return cmd.encode_reply(value=b"\x00" + codec.encode_bcd(FIRMWARE[3], 2))
 
 
 # --------------------------------------------------------------------------- modes and shift
@@ -197,8 +208,44 @@ def _open_receipt(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply()
 
 
+def _rate(device: Device, command: int, tax: int) -> str:
+    rate = VAT_BY_TAG1199.get(tax)
+    if rate is None:
+        raise device.refuse_extended(command, model.EXT_BAD_TAX)
+    return rate.value
+
+
+@handles("begin_position")
+def _begin_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    if device.ffd < model.FIRST_EA_EB_FFD:
+        raise DeviceFault(model.UNKNOWN_COMMAND_ERROR)
+    device.begin_position()
+    return cmd.encode_reply()
+
+
+@handles("end_position")
+def _end_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    if device.ffd < model.FIRST_EA_EB_FFD:
+        raise DeviceFault(model.UNKNOWN_COMMAND_ERROR)
+    if device.position_tags is None:
+        raise device.refuse_extended(cmd.code, model.EXT_NO_POSITION_STARTED)
+    rate = _rate(device, cmd.code, p["tax"])
+    if p["quantity"] <= 0:
+        raise DeviceFault(ErrorCode.BAD_QUANTITY)
+    if not p["name"]:
+        raise DeviceFault(ErrorCode.BAD_FORMAT)
+    if not p["discount_sign"] and p["discount"] > p["sum"]:
+        raise DeviceFault(ErrorCode.BAD_PRICE)
+    device.end_position(p["name"], p["price"], p["quantity"], p["sum"], rate, discount=p["discount"],
+                        markup=bool(p["discount_sign"]), section=p["section"],
+                        payment_object=p["payment_object"], payment_method=p["payment_method"])
+    return cmd.encode_reply()
+
+
 @handles("register_position")
 def _register_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    if device.ffd >= model.FIRST_EA_EB_FFD:
+        raise DeviceFault(model.UNKNOWN_COMMAND_ERROR)  # [U] model.FIRST_EA_EB_FFD
     rate = VAT_BY_TAG1199.get(p["tax"])
     if rate is None:
         raise DeviceFault(ErrorCode.BAD_FORMAT)
@@ -281,10 +328,13 @@ def _last_shift_totals(device: Device, cmd: Command, p: dict[str, Any]) -> bytes
     return cmd.encode_reply(income=income, outcome=outcome)
 
 
-@handles("non_resettable_totals")
-def _non_resettable_totals(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
-    income, outcome = device.non_resettable_totals()
-    return cmd.encode_reply(income=income, outcome=outcome)
+@handles("non_resettable_total")
+def _non_resettable_total(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    # [S K] p1 = receipt type (1 sale).
+    settlement = commands.SETTLEMENT_BY_RECEIPT_TYPE.get(p["p1"])
+    if settlement is None:
+        raise DeviceFault(ErrorCode.BAD_FORMAT)
+    return cmd.encode_reply(total=device.state.grand_totals.get(settlement.value, 0))
 
 
 # --------------------------------------------------------------------------- printing
@@ -296,8 +346,20 @@ def _print_string(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply()
 
 
+@handles("print_field")
+def _print_field(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.print_text(commands.text_line(p).text)
+    return cmd.encode_reply()
+
+
 @handles("cut")
 def _cut(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply()
+
+
+@handles("open_drawer")
+def _open_drawer(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    device.drawer_openings += 1
     return cmd.encode_reply()
 
 
@@ -374,14 +436,90 @@ def _fn_version(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(version="fn-2 emulator")
 
 
-@handles("fn_document")
-def _fn_document(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
-    doc = device.document(p["fd_number"])
+@handles("last_sale")
+def _last_sale(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    doc = device.last_sale()
+    if doc is None:
+        return cmd.encode_reply()
     return cmd.encode_reply(
-        doc_type=int(DOC_TYPES[doc["type"]]), fd_number=doc["fd_number"], fiscal_sign=int(doc["fiscal_sign"]),
-        datetime=_doc_datetime(doc), shift_number=doc["shift_number"], receipt_number=doc["receipt_number"],
-        receipt_type=TAG1054_BY_SETTLEMENT.get(doc.get("receipt_type", ""), 0), total=doc["total"],
+        fd_number=doc["fd_number"], receipt_type=_receipt_type(doc), total=doc["total"],
+        datetime=_doc_datetime(doc), fiscal_sign=int(doc["fiscal_sign"]),
     )
+
+
+@handles("last_fd")
+def _last_fd(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(fd_number=device.state.fd_number)
+
+
+@handles("shift_data")
+def _shift_data(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    return cmd.encode_reply(receipt_number=s.receipt_number, shift_number=s.shift_number)
+
+
+@handles("ffd_versions")
+def _ffd_versions(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    return cmd.encode_reply(kkt_ffd=device.ffd, fn_ffd=device.ffd)
+
+
+@handles("extended_error")
+def _extended_error(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    command, ext = device.ext_error
+    return cmd.encode_reply(command=command, ext_code=ext)
+
+
+@handles("registration")
+def _registration(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    s = device.state
+    first = device.documents[0] if device.documents else None
+    return cmd.encode_reply(datetime=_doc_datetime(first), inn=ORGANISATION_INN.ljust(12),
+                            rnm=s.reg_number.ljust(20), tax_systems=TAX_SYSTEMS, modes=0)
+
+
+def _receipt_type(doc: dict[str, Any]) -> int:
+    settlement = doc.get("receipt_type")
+    return next((code for code, st in commands.SETTLEMENT_BY_RECEIPT_TYPE.items() if st.value == settlement), 0)
+
+
+def document_tlv(doc: dict[str, Any]) -> bytes:
+    """The TLVs of a document as A4 46 hands them out (tags and widths: model.py, [U])."""
+    when = _doc_datetime(doc)
+    unix = int(dt.datetime(when.year, when.month, when.day, when.hour, when.minute, when.second,
+                           tzinfo=dt.UTC).timestamp()) if when else 0
+    total = int(doc.get("total", 0))
+    items = [
+        (model.TLV_FD_NUMBER, codec.encode_le(int(doc["fd_number"]), 4)),
+        (model.TLV_DATETIME, codec.encode_le(unix, 4)),
+        (model.TLV_SHIFT_NUMBER, codec.encode_le(int(doc.get("shift_number", 0)), 4)),
+        (model.TLV_FISCAL_SIGN, bytes(2) + int(doc["fiscal_sign"]).to_bytes(4, "big")),
+    ]
+    if doc.get("type") == "receipt":
+        sign = TAG1054_BY_SETTLEMENT.get(doc.get("receipt_type", ""), 0)
+        items += [
+            (model.TLV_RECEIPT_NUMBER, codec.encode_le(int(doc.get("receipt_number", 0)), 4)),
+            (model.TLV_SIGN, bytes((sign,))),
+        ]
+    items.append((model.TLV_TOTAL, total.to_bytes(max(1, (total.bit_length() + 7) // 8), "little")))
+    return b"".join(codec.encode_le(tag, 2) + codec.encode_le(len(v), 2) + v for tag, v in items)
+
+
+@handles("document_open")
+def _document_open(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    doc = device.document(p["fd_number"])
+    data = document_tlv(doc)
+    device.reading = (data, 0)
+    return cmd.encode_reply(doc_type=int(DOC_TYPES[doc["type"]]), size=len(data))
+
+
+@handles("document_read")
+def _document_read(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    if device.reading is None or device.reading[1] >= len(device.reading[0]):
+        raise DeviceFault(ErrorCode.FN_NO_DATA)
+    data, pos = device.reading
+    chunk = data[pos:pos + model.DOCUMENT_CHUNK]
+    device.reading = (data, pos + len(chunk))
+    return cmd.encode_reply(data=chunk)
 
 
 # --------------------------------------------------------------------------- service

@@ -342,12 +342,17 @@ class Connection:
     def _answer(self, packet_id: int, task: Task) -> None:
         """Answer with the task's current status (lock held); forget a delivered result."""
         reply = task.reply if task.status in taskbuf.WITH_REPLY else b""
-        self._send(packet_id, taskbuf.encode_answer(task.status, reply))
+        tid = None
+        if task.status == Status.STOPPED:
+            # ``A5 TId`` ([C Z,K]); which TId: model.STOPPED_CARRIES_FAILED_TID.
+            tid = self.stopped_by if self.stopped_by is not None else task.tid
+        self._send(packet_id, taskbuf.encode_answer(task.status, reply, tid))
         if task.final:
             self._delivered(task)
 
     def _delivered(self, task: Task) -> None:
-        """A final status reached the host: keep it only for NeedResult or as the Stopped cause."""
+        """A final status reached the host (or never will): keep it only for NeedResult (until
+        Ack) or as the Stopped cause."""
         if not (task.flags & Flags.NEED_RESULT) and task.tid != self.stopped_by:
             if self.buffer.get(task.tid) is task:
                 del self.buffer[task.tid]
@@ -386,7 +391,9 @@ class Connection:
 
     def _add(self, packet_id: int, tid: int, flags: Flags, body: bytes) -> None:
         with self.work:
-            if tid in self.buffer:
+            old = self.buffer.get(tid)
+            if old is not None and not (old.final and not old.flags & Flags.NEED_RESULT and tid != self.stopped_by):
+                # A kept result (NeedResult, until Ack) or a task still running: the TId is taken.
                 self._send(packet_id, taskbuf.encode_answer(Status.ALREADY_EXISTS))
                 return
             if tid > model.ID_MAX:
@@ -462,12 +469,18 @@ class Connection:
                 self._finished(task)
 
     def _finished(self, task: Task) -> None:
-        """Task ended (lock held): wake a waiting Add, or push the async result."""
+        """Task ended (lock held): wake a waiting Add, or push the async result.
+
+        Pushed when the Add was answered before the end ([C C,Z,K], model.py): A6/A7 for a
+        NeedResult (or WaitAsyncData) task, A7 for any task that failed. Stopped has no async
+        form: the host learns it on Req, or from the Add answer.
+        """
         task.done.set()
-        # The model has no async form for Stopped: the host learns it on Req (or from the
-        # Add answer when the task was stopped before that answer went out).
-        if task.add_answered and task.flags & Flags.WAIT_ASYNC_DATA and task.status != Status.STOPPED:
-            status = Status.ASYNC_ERROR if task.status == Status.ERROR else Status.ASYNC_RESULT
+        if not task.add_answered or task.status == Status.STOPPED:
+            return  # a quiet task's result waits for a Req; its TId may be reused meanwhile
+        failed = task.status == Status.ERROR
+        if failed or task.flags & (Flags.NEED_RESULT | Flags.WAIT_ASYNC_DATA):
+            status = Status.ASYNC_ERROR if failed else Status.ASYNC_RESULT
             self._send(model.ASYNC_PACKET_ID, taskbuf.encode_answer(status, task.reply, task.tid))
             self._delivered(task)
 

@@ -1,0 +1,137 @@
+"""Goods files → catalogue: when a file may be read, loading it, marking it, the other registers' files.
+
+Per store: the main register's goods file is loaded once it is complete (1C's flag file when
+configured, otherwise once its size and time have settled), then line 2 becomes ``@`` as a
+register marks it; the goods files of the store's other registers are deleted, as the seed's
+service does (1C refuses its next partial export while a previous file is still unloaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from .catalogue import Catalogue
+from .goods import GoodsFileError, mark_loaded, parse_goods_file
+from .settings import ExchangeSettings, Register, Store
+from .status import StatusBoard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+class GoodsLoader:
+    """Loads the stores' goods files; keeps per-process memory of what it has seen."""
+
+    def __init__(self, settings: ExchangeSettings, catalogue: Catalogue, status: StatusBoard) -> None:
+        self.settings = settings
+        self.catalogue = catalogue
+        self.status = status
+        #: Goods files seen with this size and time (the settle check), by path.
+        self._seen: dict[str, _Seen] = {}
+        #: Goods files (size, mtime) known bad: not read again until they change.
+        self._bad: dict[str, tuple[int, int]] = {}
+
+    def run(self, store: Store) -> None:
+        """One look at the store's goods files; unreadable files are shown, not raised."""
+        try:
+            self._run(store)
+        except OSError as exc:
+            # Unreadable folder or file (rights, a share gone): say so, go on with the rest.
+            self.status.problem(f"goods:{store.name}", f"Файл товаров магазина «{store.name}» не прочитан: "
+                                f"{exc.strerror or exc} ({exc.filename or ''}). Сервис повторит попытку.")
+
+    def _run(self, store: Store) -> None:
+        main = store.main
+        if main is None:
+            return
+        if main.goods_file:
+            st = self._ready(main.goods_file, main)
+            # A loaded file (line 2 "@") is only peeked at: a large catalogue is not re-read every poll.
+            if (st is not None and self._bad.get(main.goods_file) != (st.st_size, st.st_mtime_ns)
+                    and not _loaded_already(main.goods_file)):
+                self._load(store, main, st)
+        # Goods files of the other registers are never loaded; while one lies there, 1C refuses
+        # the next partial export to that register ("товары предыдущей выгрузки ещё не получены").
+        for other in store.registers:
+            if other is not main and other.goods_file and os.path.exists(other.goods_file):
+                _remove(other.goods_file)
+                log.info("обмен с 1С: удалён файл товаров %s (касса %d не основная в магазине «%s»)",
+                         other.goods_file, other.number, store.name)
+
+    def _ready(self, path: str, register: Register) -> os.stat_result | None:
+        """The goods file's stat when it may be read: complete by the flag file, or settled."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._seen.pop(path, None)
+            return None
+        if register.flag_file:
+            return st if os.path.exists(register.flag_file) else None
+        seen = self._seen.get(path)
+        now = time.monotonic()
+        if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, now)
+            if self.settings.settle_seconds > 0:
+                return None
+            return st
+        return st if now - seen.since >= self.settings.settle_seconds else None
+
+    def _load(self, store: Store, main: Register, st: os.stat_result) -> None:
+        path = main.goods_file
+        with open(path, "rb") as f:
+            data = f.read()
+        version = (st.st_size, st.st_mtime_ns)
+        try:
+            parsed = parse_goods_file(data)
+            if not parsed.pending:
+                return
+            after = os.stat(path)
+            if (after.st_size, after.st_mtime_ns) != version or len(data) != st.st_size:
+                return  # still being written: next round
+            self.catalogue.load(store.name, parsed, path)
+        except GoodsFileError as exc:
+            self._bad[path] = version
+            self.status.problem(f"goods:{store.name}",
+                                f"Файл товаров {path} не загружен: строка {exc.line}: {exc.message}. Каталог "
+                                "магазина не изменён; исправьте выгрузку в 1С и выгрузите товары снова.")
+            return
+        with open(path, "r+b") as f:
+            f.seek(mark_loaded(data))
+            f.write(b"@")
+            f.flush()
+            os.fsync(f.fileno())
+        self._seen.pop(path, None)
+        self._bad.pop(path, None)
+        if main.flag_file:
+            _remove(main.flag_file)
+        mode = "замена каталога ($$$CLR)" if parsed.replace else "добавление и изменение ($$$ADD)"
+        goods = sum(1 for g in parsed.goods if not g.is_group)
+        log.info("обмен с 1С: магазин «%s»: загружен %s, %s: товаров %d, групп %d, штрихкодов %d", store.name, path,
+                 mode, goods, len(parsed.goods) - goods, len(parsed.barcodes))
+        self.status.ok(f"goods:{store.name}",
+                       f"Загружен {os.path.basename(path)}: {mode}, товаров {goods}, "
+                       f"доп. штрихкодов {len(parsed.barcodes)}, {time.strftime('%d.%m.%Y %H:%M:%S')}")
+
+
+def _loaded_already(path: str) -> bool:
+    """Line 2 of the goods file is "@" (read from the file's first bytes only)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    lines = head.split(b"\n")
+    return len(lines) > 1 and lines[1].startswith(b"@")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

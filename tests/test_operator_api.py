@@ -1,0 +1,206 @@
+"""Receipts list and cancel: GET /api/v1/receipts, POST /api/v1/receipts/{id}/cancel, and the 1C side.
+
+Against the emulated devices of conftest (``clients``: two devices, HTTP Basic on). A device
+switched off keeps receipts queued; emulator latency keeps one in "sending" long enough to try.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from urllib.parse import quote
+
+from kktapp.errors import ResultCode
+from kktapp.journal import Journal
+
+API = "/api/v1"
+
+
+def sale(name: str = "Чай чёрный", price: str = "250.00", qty: int = 2) -> dict:
+    return {
+        "items": [{"name": name, "price": price, "quantity": qty, "tax": "vat22"}],
+        "payments": [{"type": "electronic", "amount": str(int(float(price) * qty))}],
+    }
+
+
+def onec(number: str, amount: int = 756) -> bytes:
+    import json
+
+    return json.dumps({
+        "DocNumber": number, "DocDate": dt.date.today().strftime("%d.%m.%Y"), "DocSumm": amount,
+        "Goods": {"Position_1": {"Name": "Кофе", "Price": amount, "Quantity": 1, "Tax": 22, "PositionSumm": amount}},
+    }, ensure_ascii=False).encode()
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def receipts_of(emu) -> list[dict]:
+    return [d for d in emu.documents() if d["type"] == "receipt"]
+
+
+def queue_while_off(clients, emulator, keys: list[str], device: int = 1) -> list[str]:
+    """Switch device 1 off and submit receipts that stay queued; their job ids."""
+    emulator.power_off()
+    wait_for(lambda: clients.app.extensions["kkt"].snapshot(1).get("link") == "down")
+    ids = []
+    for key in keys:
+        body = sale(name=f"Товар {key}") | {"device": device}
+        res = clients.cashier.post_json(f"{API}/receipts?wait=0", body, headers={"Idempotency-Key": key}, status=202)
+        assert res.json["state"] == "queued"
+        ids.append(res.json["id"])
+    return ids
+
+
+# --------------------------------------------------------------------------- list
+
+
+def test_list_rows_and_filters(clients, emulator):
+    done = clients.cashier.post_json(f"{API}/receipts", sale(), headers={"Idempotency-Key": "paid-1"}).json
+    assert done["state"] == "done"
+    queued_ids = queue_while_off(clients, emulator, ["wait-1", "wait-2"])
+
+    res = clients.cashier.get(f"{API}/receipts")
+    data = res.json
+    assert data["total"] == 3 and data["limit"] == 50 and data["offset"] == 0
+    rows = data["receipts"]
+    assert [r["id"] for r in rows] == [*reversed(queued_ids), done["id"]]  # newest first
+    row = rows[-1]
+    assert row["key"] == "paid-1" and row["source"] == "api" and row["device"] == 1
+    assert row["amount"] == 50000 and row["state"] == "done" and row["cancellable"] is False
+    assert row["fiscal_document_number"] == done["result"]["fiscal_document_number"]
+    assert row["fiscal_sign"] == done["result"]["fiscal_sign"]
+    assert dt.datetime.fromisoformat(row["accepted_at"]).tzinfo is not None
+    queued = rows[0]
+    assert queued["state"] == "queued" and queued["cancellable"] is True
+    assert queued["fiscal_document_number"] is None and "нет связи" in queued["reason"]
+
+    def ids(query: str) -> list[str]:
+        url = f"{API}/receipts?{quote(query, safe='=&%,')}"
+        return [r["id"] for r in clients.cashier.get(url).json["receipts"]]
+
+    assert ids("state=queued") == list(reversed(queued_ids))
+    assert ids("state=done,failed") == [done["id"]]
+    assert ids("q=wait-2") == [queued_ids[1]]
+    assert ids("q=товар%20WAIT-1") == [queued_ids[0]]  # item text, case folded (Cyrillic too)
+    assert ids("q=" + done["id"]) == [done["id"]]
+    assert ids("q=50%25") == []  # LIKE wildcards are literal
+    assert ids("device=2") == []
+    today = dt.date.today()
+    assert len(ids(f"since={today.isoformat()}&until={today.isoformat()}")) == 3
+    assert ids(f"until={(today - dt.timedelta(days=1)).isoformat()}") == []
+    assert ids(f"since={(today + dt.timedelta(days=1)).isoformat()}") == []
+    page = clients.cashier.get(f"{API}/receipts?limit=1&offset=1").json
+    assert page["total"] == 3 and [r["id"] for r in page["receipts"]] == [queued_ids[0]]
+
+
+def test_list_bad_filters_422(clients):
+    for query, field in [("state=lost", "state"), ("device=x", "device"), ("since=2026-13-45", "since"),
+                         ("limit=0", "limit"), ("limit=501", "limit"), ("offset=-1", "offset")]:
+        err = clients.cashier.get(f"{API}/receipts?{query}", status=422).json["error"]
+        assert err["field"] == field and err["code"] == ResultCode.VALIDATION
+
+
+def test_list_needs_login(clients):
+    clients.anon.get(f"{API}/receipts", status=401)
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+def test_cancel_queued_frees_the_key_and_never_prints(clients, emulator):
+    [job_id] = queue_while_off(clients, emulator, ["order-7"])
+    clients.cashier.post(f"{API}/receipts/{job_id}/cancel", status=403)  # admin only
+    row = clients.admin.post(f"{API}/receipts/{job_id}/cancel").json
+    assert row["state"] == "failed" and row["error_code"] == ResultCode.CANCELLED
+    assert "отменён оператором" in row["reason"] and "admin" in row["reason"]
+    assert row["cancellable"] is False
+    # The job says so too, and a second cancel is refused with the reason.
+    job = clients.cashier.get(f"{API}/receipts/{job_id}").json
+    assert job["state"] == "failed" and job["error"]["code"] == ResultCode.CANCELLED
+    err = clients.admin.post(f"{API}/receipts/{job_id}/cancel", status=409).json["error"]
+    assert "отменять нечего" in err["message"]
+
+    emulator.power_on()
+    # The key is free: the same key may carry a new receipt, which is fiscalised once.
+    again = clients.cashier.post_json(f"{API}/receipts", sale(name="Товар order-7"),
+                                      headers={"Idempotency-Key": "order-7"}).json
+    assert again["state"] == "done" and again["id"] != job_id
+    assert len(receipts_of(emulator)) == 1
+
+
+def test_cancel_refused_for_done_unknown_and_missing(clients, emulator):
+    done = clients.cashier.post_json(f"{API}/receipts", sale()).json
+    err = clients.admin.post(f"{API}/receipts/{done['id']}/cancel", status=409).json["error"]
+    assert "уже пробит" in err["message"] and err["code"] == ResultCode.CONFLICT
+    clients.admin.post(f"{API}/receipts/nope/cancel", status=404)
+    # An operation is not a receipt.
+    op = clients.admin.post(f"{API}/devices/1/shift/x-report").json
+    clients.admin.post(f"{API}/receipts/{op['id']}/cancel", status=404)
+    # Outcome unknown: it may have been fiscalised, so no cancel.
+    journal: Journal = clients.app.extensions["kkt"].journal
+    emulator.power_off()
+    job, _ = journal.accept(device=2, kind="receipt", key="api:u1", fingerprint="f",
+                            payload={"receipt": {"type": "sell", "positions": [], "payments": []}})
+    journal.mark_sending(job.id, 5)
+    journal.mark_unknown(job.id, "связь прервалась")
+    err = clients.admin.post(f"{API}/receipts/{job.id}/cancel", status=409).json["error"]
+    assert "выясняется" in err["message"]
+
+
+def test_cancel_refused_for_a_receipt_being_sent(clients, emulator):
+    emulator.set_latency(0.4)  # every packet takes 0.4 s each way: the receipt is "sending" for seconds
+    job = clients.cashier.post_json(f"{API}/receipts?wait=0", sale(), status=202).json
+    svc = clients.app.extensions["kkt"]
+    wait_for(lambda: svc.get_job(job["id"]).state == "sending")
+    err = clients.admin.post(f"{API}/receipts/{job['id']}/cancel", status=409).json["error"]
+    assert "отправляется в ККТ" in err["message"]
+    emulator.set_latency(0)
+    wait_for(lambda: svc.get_job(job["id"]).state == "done")
+    assert len(receipts_of(emulator)) == 1
+
+
+def test_cancel_cannot_overtake_the_owner(tmp_path):
+    """The owner's mark_sending and the operator's cancel are one conditional UPDATE each."""
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    job, _ = journal.accept(device=1, kind="receipt", key="k", fingerprint="f", payload={})
+    ok, cancelled = journal.cancel(job.id, {"code": ResultCode.CANCELLED, "message": "отменён"})
+    assert ok and cancelled.state == "failed"
+    assert journal.mark_sending(job.id, 3) is False  # picked before the cancel: sends nothing
+    assert journal.get(job.id).state == "failed"
+    job2, _ = journal.accept(device=1, kind="receipt", key="k2", fingerprint="f", payload={})
+    assert journal.mark_sending(job2.id, 3) is True
+    ok, still = journal.cancel(job2.id, {"code": ResultCode.CANCELLED, "message": "отменён"})
+    assert not ok and still.state == "sending"
+    journal.close()
+
+
+# --------------------------------------------------------------------------- 1C: queued code, cancel
+
+
+def test_1c_queued_answer_then_cancel_then_repeat(clients, emulator):
+    emulator.power_off()
+    wait_for(lambda: clients.app.extensions["kkt"].snapshot(1).get("link") == "down")
+    client = clients.cashier
+    res = client.post("/kkt", onec("ТР00-77"), content_type="application/x-www-form-urlencoded", status=202)
+    answer = res.json
+    assert answer["result_code"] == ResultCode.QUEUED and answer["check_number"] == 0
+    assert "не пробивайте" in answer["result_description"]
+    # 1C asks again with the same DocNumber while it waits: same job, still queued.
+    again = client.post("/kkt", onec("ТР00-77"), content_type="application/x-www-form-urlencoded", status=202).json
+    assert again["job_id"] == answer["job_id"]
+    clients.admin.post(f"{API}/receipts/{answer['job_id']}/cancel")
+    # After the cancel, the same document gets the cancellation, not a new receipt.
+    emulator.power_on()
+    gone = client.post("/kkt", onec("ТР00-77"), content_type="application/x-www-form-urlencoded", status=409).json
+    assert gone["result_code"] == ResultCode.CANCELLED and "отменён оператором" in gone["result_description"]
+    # A corrected document under the same DocNumber is a new receipt.
+    new = client.post("/kkt", onec("ТР00-77", 800), content_type="application/x-www-form-urlencoded").json
+    assert new["result_code"] == 0 and new["check_number"] > 0
+    assert len(receipts_of(emulator)) == 1
