@@ -146,6 +146,8 @@ def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.print_text([])
     drv.reprint_last()
     drv.cancel_receipt()  # nothing open: no-op
+    drv.open_drawer()
+    assert emu.shtrih.drawer_opened == 1
 
 
 def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:

@@ -55,6 +55,9 @@ def _password(value: str | int) -> int:
 class ShtrihDriver:
     """A connected Shtrih-M cash register. Not thread-safe: one owner at a time."""
 
+    #: What a document may hold (every value fits the commands): checked before journalling.
+    limits = commands.LIMITS
+
     def __init__(self, url: str, *, password: str | int = model.SYSADMIN_PASSWORD,
                  admin_password: str | int = model.SYSADMIN_PASSWORD, baudrate: int = 115200,
                  timeout: float | None = None) -> None:
@@ -281,11 +284,16 @@ class ShtrihDriver:
         return result, doc_type, doc.get("operation_type", 0)
 
     def last_document(self) -> LastDocument:
-        """FF01 (last FD), 0x10 (receipt open?) and FF0A of that document."""
+        """FF01 (last FD), 0x10 and FF0A of that document.
+
+        A receipt is open when the mode is 8 or the FN has a document open (FF01's "current
+        document" byte, opos FSReadState): which of the two a device shows right after 0x8D is
+        not known, so either counts.
+        """
         fn = self._fn_last()
         mode = self._short()["mode"]
         fd = fn["last_fd_number"]
-        extra: dict[str, Any] = {"mode": mode}
+        extra: dict[str, Any] = {"mode": mode, "fn_document": fn["document_type"]}
         result = None
         if fd:
             try:
@@ -297,7 +305,8 @@ class ShtrihDriver:
             else:
                 extra.update(doc_type=doc_type, operation_type=op)
                 self._check_kept(result)
-        return LastDocument(fd_number=fd, receipt_open=mode & 0x0F == Mode.RECEIPT_OPEN, result=result, extra=extra)
+        receipt_open = mode & 0x0F == Mode.RECEIPT_OPEN or fn["document_type"] != 0
+        return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
 
     def _check_kept(self, result: FiscalResult) -> None:
         """Compare an FF45 answer the device kept (re-read by ENQ) with the FN's document."""
@@ -422,8 +431,11 @@ class ShtrihDriver:
     # ------------------------------------------------------------------ receipts
 
     def cancel_receipt(self) -> None:
-        """Cancel an open receipt (0x88; FF08 when an FN document is left open); no-op otherwise."""
+        """Cancel an open receipt (0x88); an FN document left open without mode 8 gets FF08, as
+        opos CancelReceipt does [S]; no-op when nothing is open."""
         if self._short()["mode"] & 0x0F != Mode.RECEIPT_OPEN:
+            if self._fn_last()["document_type"]:
+                self.command("fn_cancel_document", admin=True)
             return
         try:
             self.command("cancel_receipt")
@@ -594,6 +606,10 @@ class ShtrihDriver:
         else:
             self.command("repeat_document")
         self.wait_printing(step="повтор документа")
+
+    def open_drawer(self) -> None:
+        """Open the cash drawer (0x28, drawer 0)."""
+        self.command("open_drawer", drawer=0)
 
     def reset_summary(self) -> None:
         """Not on Shtrih-M: no source gives a general-clearing command for FN devices."""

@@ -47,6 +47,7 @@ PAPER_FLAGS = model.FLAG_RECEIPT_OPTICAL
 #: The core's refusals (ATOL codes) → the Shtrih code a device gives for the same thing.
 CORE_CODES: dict[int, int] = {
     CoreCode.SHIFT_CLOSED: ErrorCode.SHIFT_CLOSED,
+    CoreCode.ALREADY_CLOSED: ErrorCode.SHIFT_CLOSED,
     CoreCode.SHIFT_EXPIRED: ErrorCode.SHIFT_EXPIRED,
     CoreCode.SHIFT_OPEN: ErrorCode.SHIFT_OPEN,
     CoreCode.NO_PAPER: ErrorCode.NO_PAPER,
@@ -76,6 +77,9 @@ CLASSIC_PAYMENT = {"cash": 1, "pay2": 2, "pay3": 3, "pay4": 4}
 CLASSIC_TAX = {1: "vat20", 2: "vat10", 3: "vat0", 4: "none"}
 #: Item tags the document log keeps per position only when they differ from the default.
 ITEM_DEFAULTS = core_model.POSITION_TAG_DEFAULTS
+#: FF4D tags bound to the last FF46 → the key in the document log's item.
+ITEM_TAG_KEYS = {core_model.TAG_UNIT: "unit", core_model.TAG_PAYMENT_METHOD: "payment_method",
+                 core_model.TAG_PAYMENT_OBJECT: "payment_object", core_model.TAG_ITEM_NAME: "name"}
 #: Commands that print and therefore need paper before they change anything.
 PRINTING = frozenset({"print_string", "print_string_font", "cut", "x_report", "open_shift", "z_report",
                       "cash_in", "cash_out", "repeat_document"})
@@ -118,6 +122,8 @@ class ShtrihDevice:
         self.operator = model.SYSADMIN_PASSWORD
         #: Name of the command being executed (handlers shared by several commands read it).
         self.operation = ""
+        #: Times the cash drawer was opened (0x28).
+        self.drawer_opened = 0
 
     @property
     def state(self) -> Any:
@@ -193,6 +199,13 @@ class ShtrihDevice:
             raise Fault(ErrorCode.WRONG_PASSWORD)
         self.operator = password
 
+    def shift_needed(self) -> None:
+        """[U] A closed shift refuses receipts and cash with 0x3D ("shift not open", in every
+        error table, §7); whether an FN-era Shtrih opens the shift itself, as ATOL does, is not
+        known, so the emulator takes the stricter reading (the driver opens shifts anyway)."""
+        if self.core.shift_state() == "closed":
+            raise Fault(ErrorCode.SHIFT_CLOSED)
+
     def in_mode(self, mode: int) -> FiscalCore:
         """The core, put in the ATOL mode its next call checks."""
         self.core.state.mode = mode
@@ -255,6 +268,14 @@ def _print(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     return {"operator": dev.operator}
 
 
+@handles("open_drawer")
+def _open_drawer(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
+    if p["drawer"] > 1:
+        raise Fault(ErrorCode.BAD_PARAMETERS)
+    dev.drawer_opened += 1
+    return {"operator": dev.operator}
+
+
 @handles("continue_print")
 def _continue(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if not dev.state.print_pending:
@@ -298,6 +319,7 @@ def _x_report(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 
 @handles("cash_in", "cash_out")
 def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
+    dev.shift_needed()
     core = dev.in_mode(_REG)
     doc = core.cash_in(p["amount"]) if dev.operation == "cash_in" else core.cash_out(p["amount"])
     return {"operator": dev.operator, "document_number": doc["fd_number"] & 0xFFFF}
@@ -307,6 +329,7 @@ def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 def _open_receipt(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if p["receipt_type"] not in CORE_RECEIPT:
         raise Fault(ErrorCode.BAD_PARAMETERS)
+    dev.shift_needed()
     dev.in_mode(_REG).open_receipt(CORE_RECEIPT[p["receipt_type"]])
     return {"operator": dev.operator}
 
@@ -337,6 +360,7 @@ def _operation(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
         # [C] the amount must be price × quantity within a kopeck (§4.5).
         raise Fault(ErrorCode.BAD_PARAMETERS)
     if dev.state.receipt is None:
+        dev.shift_needed()
         dev.in_mode(_REG).open_receipt(CORE_RECEIPT[RECEIPT_BY_OPERATION[p["operation_type"]]])
     _add_item(dev, p["name"], p["price"], p["quantity"], amount, vat.value, p["department"],
               payment_method=p["payment_method"], payment_object=p["payment_object"])
@@ -348,6 +372,7 @@ def _classic_item(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     op_type = {"sale": 1, "sale_return": 2, "buy": 3, "buy_return": 4}[dev.operation]
     vat = CLASSIC_TAX.get(p["tax1"], "none")
     if dev.state.receipt is None:
+        dev.shift_needed()
         dev.in_mode(_REG).open_receipt(CORE_RECEIPT[RECEIPT_BY_OPERATION[op_type]])
     amount = position_amount(p["price"], p["quantity"])
     _add_item(dev, p["text"] or "Товар", p["price"], p["quantity"], amount, vat, p["department"])
@@ -368,8 +393,12 @@ def _write_tlvs(dev: ShtrihDevice, data: bytes, *, operation: bool) -> None:
             continue
         if tag == model.TAG_CORRECTION_TYPE and r is not None and r.type in CORRECTION_OF:
             r.type = CORRECTION_OF[r.type]
-        if operation and (r is None or not r.items):
-            raise Fault(ErrorCode.RECEIPT_CLOSED)
+        if operation:
+            # FF4D: bound to the last FF46 (§4.5).
+            if r is None or not r.items:
+                raise Fault(ErrorCode.RECEIPT_CLOSED)
+            r.items[-1][ITEM_TAG_KEYS.get(tag, str(tag))] = _jsonable(value)
+            continue
         if r is None and tag not in core_model.DOCUMENT_TAGS:
             raise Fault(ErrorCode.RECEIPT_CLOSED)
         core.write_attribute(tag, _jsonable(value))
