@@ -183,6 +183,17 @@ def test_payments_short_of_the_total_cancel_the_receipt(drv: ShtrihDriver, emu: 
     assert not emu.state.receipt_open and len(emu.documents()) == 1
 
 
+def test_device_total_differing_from_the_document_is_not_closed(drv: ShtrihDriver, emu: Emulator,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    drv.open_shift()
+    real = emu_device.HANDLERS["subtotal"]
+    monkeypatch.setitem(emu_device.HANDLERS, "subtotal", lambda dev, p: {**real(dev, p), "subtotal": 9999})
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt())
+    assert "не равен итогу документа" in err.value.message
+    assert not emu.state.receipt_open and len(emu.documents()) == 1
+
+
 def test_wrong_password(emu: Emulator) -> None:
     d = ShtrihDriver(emu.url, password=31, timeout=5)
     d._link.open()
@@ -277,7 +288,7 @@ def test_lost_answer_is_read_back_with_enq(drv: ShtrihDriver, emu: Emulator) -> 
     assert drv.last_document().receipt_open
     drv.cancel_receipt()
     # Now lose the FF45 answer: the device keeps it, the next connection reads it with ENQ.
-    emu.drop_after_tasks(3)  # 8D, FF46, FF45 (FF01 was read by last_document above)
+    emu.drop_after_tasks(4)  # 8D, FF46, 89, FF45 (FF01 was read by last_document above)
     with pytest.raises(LinkError):
         drv.sell(receipt())
     drv.close()

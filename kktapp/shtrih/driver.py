@@ -506,6 +506,12 @@ class ShtrihDriver:
         return attrs
 
     def _close(self, receipt: Receipt) -> dict[str, Any]:
+        # opos reads the subtotal (0x89) just before FF45 [C: opos; javapos #33 log]; here it
+        # also stops a receipt whose device total is not the caller's from being fiscalised.
+        subtotal = self.command("subtotal", step="подытог чека")["subtotal"]
+        if subtotal != receipt.total:
+            raise device_error(ErrorCode.BAD_PARAMETERS,
+                               step=f"итог чека в ККТ {subtotal} коп. не равен итогу документа {receipt.total} коп.")
         if self._classic:
             sums: dict[str, int] = {}
             for pay in receipt.payments:

@@ -42,6 +42,7 @@ __all__ = ["Emulator", "DEFAULT_SERIAL", "STEP_ALIASES"]
 STEP_ALIASES: dict[str, frozenset[str]] = {
     "open_receipt": frozenset({"open_receipt"}),
     "register_position": frozenset({"operation", "sale", "buy", "sale_return", "buy_return"}),
+    "end_position": frozenset({"operation", "sale", "buy", "sale_return", "buy_return"}),
     "close_receipt": frozenset({"close_receipt", "close_receipt_ext"}),
 }
 
