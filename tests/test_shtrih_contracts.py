@@ -1,4 +1,4 @@
-"""The contract suites (1C, JSON API, atol-kkt-service compat) run once more with Shtrih-M registers.
+"""The contract suites (1C, JSON API, atol-kkt-service compat) once more with Shtrih-M registers.
 
 The tests of tests/test_kkt1c.py, tests/test_api.py and tests/test_compat.py are adopted here
 unchanged; only the fixtures underneath differ: ``emulator`` and ``emulator2`` are Shtrih-M
@@ -23,6 +23,10 @@ from kktapp.shtrih import commands
 from kktapp.shtrih.emulator import Emulator
 
 #: Tests that assert a fact only ATOL has → why.
+_DISCOUNT = ("expects the 1C price in the ATOL position's price field; FF46 has no discount field and its amount "
+             "must be price × quantity ± 1 kopeck (§4.5), so the price sent is the price after the discount "
+             "(what tag 1079 carries)")
+_REGISTRATION = "replaces the ATOL driver's registration read (A4 43); the Shtrih driver has none"
 _SERIAL = "expects the ATOL emulator's 14-digit serial; Shtrih's 0x11 carries 4 bytes (fr_drv_ng #72 log)"
 _RESET = "general clearing and technological reset are ATOL service commands; Shtrih refuses them (0x37)"
 _ELECTRONIC = ("electronic-only receipts: no source says how a Shtrih-M skips printing; the driver sends "
@@ -30,8 +34,8 @@ _ELECTRONIC = ("electronic-only receipts: no source says how a Shtrih-M skips pr
 ATOL_ONLY: dict[str, str] = {
     "test_kkt1c__no_paper": "expects ATOL's no-paper code 0x67 (Shtrih: 0x6B, test_shtrih_driver)",
     "test_kkt1c__status_page_html": "expects the ATOL model name on the page",
-    "test_kkt1c__seed_example_passes_as_a_line_discount_when_configured":
-        "FF46 has no discount field: amount = price × quantity ± 1 kopeck (§4.5), so the price carries it",
+    "test_kkt1c__seed_example_passes_as_a_line_discount_when_configured": _DISCOUNT,
+    "test_kkt1c__seed_example_is_fiscalised_by_default_with_a_line_discount": _DISCOUNT,
     "test_kkt1c__optional_fields_cash_contact_electronic_only": _ELECTRONIC,
     "test_api__electronic_only_receipt": _ELECTRONIC,
     "test_api__device_status_fresh_from_each_device": _SERIAL,
@@ -41,13 +45,18 @@ ATOL_ONLY: dict[str, str] = {
     "test_compat__resets_for_admin_when_enabled": _RESET,
     "test_compat__seed_reset_examples_succeed_for_admin_when_enabled": _RESET,
     "test_compat__seed_examples_replayed_verbatim_all_succeed": _RESET + " (the seeds include both)",
+    "test_kkmserver__list_two_registers": _SERIAL,
+    "test_kkmserver__get_data_kkt_session_state_fn_ofd": _SERIAL,
+    "test_kkmserver__routing_num_device_zero_kkt_number_inn": _SERIAL,
+    "test_kkmserver__inn_from_registration_data_when_the_driver_reads_it": _REGISTRATION,
+    "test_kkmserver__num_device_zero_by_tax_variant": _REGISTRATION,
 }
 
 
-def _adopt(module: Any) -> None:
-    """Bring a suite's tests (renamed after their module) and its fixtures into this module."""
+def adopt(module: Any, here: dict[str, Any]) -> None:
+    """Bring a suite's tests (renamed after their module) and its fixtures into the namespace
+    ``here`` of a test module (a fixture name already there wins)."""
     prefix = module.__name__.removeprefix("test_")
-    here = sys.modules[__name__].__dict__
     for name, obj in vars(module).items():
         if isinstance(obj, FixtureFunctionDefinition) and name not in here:
             here[name] = obj
@@ -59,7 +68,7 @@ def _adopt(module: Any) -> None:
 
 
 for _suite in (test_kkt1c, test_api, test_compat):
-    _adopt(_suite)
+    adopt(_suite, sys.modules[__name__].__dict__)
 
 
 @pytest.fixture(autouse=True)
@@ -72,23 +81,15 @@ def shtrih_text(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     """A Shtrih-M emulator on a free loopback port."""
-    emu = Emulator()
-    emu.start("127.0.0.1", 0)
-    try:
+    with Emulator() as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture
 def emulator2() -> Iterator[Emulator]:
     """A second Shtrih-M emulator (another serial)."""
-    emu = Emulator(serial="999999")
-    emu.start("127.0.0.1", 0)
-    try:
+    with Emulator(serial="999999") as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture

@@ -31,12 +31,8 @@ from kktapp.shtrih.errors import ErrorCode
 
 @pytest.fixture
 def emu(tmp_path) -> Iterator[Emulator]:  # noqa: ANN001
-    e = Emulator(log_path=tmp_path / "fd.jsonl")
-    e.start()
-    try:
+    with Emulator(log_path=tmp_path / "fd.jsonl") as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.fixture
@@ -147,7 +143,7 @@ def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.reprint_last()
     drv.cancel_receipt()  # nothing open: no-op
     drv.open_drawer()
-    assert emu.shtrih.drawer_opened == 1
+    assert emu.device.drawer_openings == 1
 
 
 def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:

@@ -58,12 +58,8 @@ class PtyBridge:
 
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    e = Emulator()
-    e.start()
-    try:
+    with Emulator() as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.fixture

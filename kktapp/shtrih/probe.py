@@ -4,7 +4,7 @@ Sends only commands that change nothing (0xFC, 0x10, 0x11, FF01, FF03, FF39, FF4
 last document, 0x1A), prints a report in Russian and writes a wire trace (every frame in hex
 with the command's name, passwords masked) fit to attach to a bug report: the trace is how the
 points marked [U] in :mod:`kktapp.shtrih.model` get settled. Each check runs on its own, so one
-refusal does not hide the rest of the report.
+refusal does not hide the rest of the report (the ATOL probe's reporting: :meth:`check`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..errors import DeviceError, KKTError
+from ..atol.probe import Probe as ReportingProbe
+from ..errors import KKTError
 from . import commands, model
 from .driver import ShtrihDriver
 
@@ -30,34 +30,13 @@ _SUBMODES = {0: "бумага есть", 1: "нет бумаги (пассивн
              3: "ждёт команды продолжения печати (0xB0)", 4: "печать отчёта", 5: "печать операции"}
 
 
-class Probe:
-    """One run of the read-only checks over a :class:`ShtrihDriver`, reported to ``out``."""
+class Probe(ReportingProbe):
+    """The read-only checks over a :class:`ShtrihDriver`; reporting is the ATOL probe's."""
+
+    driver: ShtrihDriver  # type: ignore[assignment]
 
     def __init__(self, driver: ShtrihDriver, out: TextIO) -> None:
-        self.driver = driver
-        self.out = out
-        self.failures = 0
-        self.facts: dict[str, Any] = {}
-
-    def say(self, text: str) -> None:
-        """One line of the report."""
-        self.out.write(text + "\n")
-
-    def check(self, title: str, run: Callable[[], str]) -> None:
-        """Run one check; its result or its error becomes a line of the report."""
-        try:
-            text = run()
-        except DeviceError as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: ККТ ответила ошибкой 0x{exc.code:02X} «{exc.device_message}»")
-        except KKTError as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: {exc}")
-        except (KeyError, ValueError) as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: ответ не разобран ({exc}) — приложите журнал обмена")
-        else:
-            self.say(f"  ОК   {title}: {text}")
+        super().__init__(driver, out)  # type: ignore[arg-type]
 
     def one(self, name: str, **params: Any) -> dict[str, Any]:
         """A single command by name (see kktapp.shtrih.commands); FN reads with the admin password."""

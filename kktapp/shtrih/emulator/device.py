@@ -122,8 +122,6 @@ class ShtrihDevice:
         self.operator = model.SYSADMIN_PASSWORD
         #: Name of the command being executed (handlers shared by several commands read it).
         self.operation = ""
-        #: Times the cash drawer was opened (0x28).
-        self.drawer_opened = 0
 
     @property
     def state(self) -> Any:
@@ -272,7 +270,7 @@ def _print(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 def _open_drawer(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if p["drawer"] > 1:
         raise Fault(ErrorCode.BAD_PARAMETERS)
-    dev.drawer_opened += 1
+    dev.core.drawer_openings += 1
     return {"operator": dev.operator}
 
 
