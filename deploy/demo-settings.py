@@ -12,6 +12,12 @@ _VAR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # make run starts the emulator on this port (EMULATOR_PORT) and passes its address here.
 DEVICE_URL = os.environ.get("KKT_DEMO_DEVICE_URL", "socket://127.0.0.1:5555")
+# make run SHTRIH=1: the Shtrih-M emulator is register 2 (protocol "shtrih").
+if os.environ.get("KKT_DEMO_SHTRIH_URL"):
+    DEVICES = [
+        {"number": 1, "name": "АТОЛ (эмулятор)", "url": DEVICE_URL},
+        {"number": 2, "name": "Штрих-М (эмулятор)", "url": os.environ["KKT_DEMO_SHTRIH_URL"], "protocol": "shtrih"},
+    ]
 JOURNAL_PATH = os.path.join(_VAR, "journal.sqlite3")
 LOG_FILE = os.path.join(_VAR, "kkt.log")
 LOG_LEVEL = "INFO"

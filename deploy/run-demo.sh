@@ -4,6 +4,7 @@
 # The emulator's control port is a free port the kernel picks (--control-port 0), so it cannot
 # collide with anything; it is written to var/emulator-control.port for
 # `python -m kktapp.atol.emulator control …`.
+# `make run SHTRIH=1` also starts the Shtrih-M emulator (port SHTRIH_PORT, 7778) as register 2.
 # Messages are for a person trying the service: Russian.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,6 +13,8 @@ ROOT=$(pwd)
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8095}
 EMULATOR_PORT=${EMULATOR_PORT:-5555}
+SHTRIH=${SHTRIH:-}
+SHTRIH_PORT=${SHTRIH_PORT:-7778}
 PY=${PY:-.venv/bin/python}
 VAR="$ROOT/var"
 mkdir -p "$VAR"
@@ -49,6 +52,7 @@ EOF
 fi
 
 EMU_PID=""
+SHTRIH_PID=""
 GUNICORN_PID=""
 stop_pid() {  # stop_pid PID SECONDS: SIGTERM, wait, then SIGKILL
   local pid=$1 n=$(( $2 * 10 ))
@@ -63,9 +67,9 @@ cleanup() {
   if [ -n "$GUNICORN_PID" ] && kill -0 "$GUNICORN_PID" 2>/dev/null; then
     stop_pid "$GUNICORN_PID" 15
   fi
-  if [ -n "$EMU_PID" ] && kill -0 "$EMU_PID" 2>/dev/null; then
-    stop_pid "$EMU_PID" 5
-  fi
+  for pid in "$EMU_PID" "$SHTRIH_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then stop_pid "$pid" 5; fi
+  done
   rm -f "$CONTROL_PORT_FILE"
   if [ "$STARTED" = 1 ]; then echo "Сервис и эмулятор ККТ остановлены."; fi
 }
@@ -98,6 +102,32 @@ done
 if [ -z "$CONTROL_PORT" ]; then
   echo "Эмулятор ККТ не открыл порт $EMULATOR_PORT за 10 секунд. Его вывод: var/emulator.out" >&2
   exit 1
+fi
+
+wait_port() {  # wait_port PID PORT OUTFILE: until the emulator listens, or explain why not
+  for _ in $(seq 100); do
+    if ! kill -0 "$1" 2>/dev/null; then
+      echo "Эмулятор ККТ не запустился. Его вывод ($3):" >&2
+      tail -n 30 "$3" >&2
+      exit 1
+    fi
+    port_busy 127.0.0.1 "$2" && return 0
+    sleep 0.1
+  done
+  echo "Эмулятор ККТ не открыл порт $2 за 10 секунд. Его вывод: $3" >&2
+  exit 1
+}
+if [ "$SHTRIH" = 1 ]; then
+  if port_busy 127.0.0.1 "$SHTRIH_PORT"; then
+    echo "Порт эмулятора Штрих-М $SHTRIH_PORT уже занят; другой порт: make run SHTRIH=1 SHTRIH_PORT=..." >&2
+    exit 1
+  fi
+  "$PY" -m kktapp.shtrih.emulator --host 127.0.0.1 --port "$SHTRIH_PORT" \
+    --state "$VAR/shtrih-state.json" --log "$VAR/shtrih-documents.jsonl" >>"$VAR/shtrih.out" 2>&1 &
+  SHTRIH_PID=$!
+  wait_port "$SHTRIH_PID" "$SHTRIH_PORT" "$VAR/shtrih.out"
+  export KKT_DEMO_SHTRIH_URL="socket://127.0.0.1:$SHTRIH_PORT"
+  echo "  Касса № 2 — эмулятор Штрих-М (socket://127.0.0.1:$SHTRIH_PORT), документы: var/shtrih-documents.jsonl"
 fi
 echo "$CONTROL_PORT" >"$CONTROL_PORT_FILE"
 

@@ -125,8 +125,15 @@ def shtrih_driver_factory(config: DeviceConfig) -> Driver:
     return ShtrihDriver(config.url, password=config.operator_password, baudrate=config.baudrate)
 
 
-#: Driver factory of each protocol a DEVICES entry may name.
+def _shtrih_limits() -> DeviceLimits:
+    from .shtrih.commands import LIMITS
+
+    return LIMITS
+
+
+#: Driver factory of each protocol a DEVICES entry may name, and the limits of its commands.
 PROTOCOLS: dict[str, Callable[[DeviceConfig], Driver]] = {"atol": atol_driver_factory, "shtrih": shtrih_driver_factory}
+PROTOCOL_LIMITS: dict[str, Callable[[], DeviceLimits]] = {"atol": _atol_limits, "shtrih": _shtrih_limits}
 
 
 def protocol_driver_factory(config: DeviceConfig) -> Driver:
@@ -189,6 +196,9 @@ class FiscalService:
         #: What a document may hold (from the driver's command layouts); a factory may carry its
         #: own ``limits``, test doubles of an ATOL device use the ATOL ones.
         self.limits: DeviceLimits = getattr(self.driver_factory, "limits", None) or _atol_limits()
+        if self.driver_factory is protocol_driver_factory and self.devices:
+            # The first device's protocol gives the service-wide limits; device_limits() is exact.
+            self.limits = PROTOCOL_LIMITS[next(iter(self.devices.values())).protocol]()
         self.test_mode = bool(test_mode)
         self.auto_close_time = _parse_hhmm(auto_close_time)
         self.status_refresh = float(status_refresh)
@@ -367,7 +377,9 @@ class FiscalService:
 
     def device_limits(self, device: int = 1) -> DeviceLimits:
         """The limits documents for this device are checked against (NotFound for an unknown one)."""
-        self._device(device)
+        config = self._device(device)
+        if self.driver_factory is protocol_driver_factory:
+            return PROTOCOL_LIMITS[config.protocol]()
         return self.limits
 
     def _submit(

@@ -69,6 +69,8 @@ TRANSCRIPTS = [
      "17 00 1E", {"operator": 30}, "LAYOUT §4.2 (flags 02 receipt roll, text NUL-padded to 40)"),
     ("cut", 30, {"cut_type": 0}, "25 " + PWD30 + " 00", "25 00 1E", {"operator": 30}, "LAYOUT §4.2"),
     ("continue_print", 30, {}, "B0 " + PWD30, "B0 00 1E", {"operator": 30}, "LAYOUT §4.2"),
+    ("open_drawer", 30, {"drawer": 0}, "28 " + PWD30 + " 00", "28 00 1E", {"operator": 30},
+     "LAYOUT pyshtrih open_drawer (drawer number)"),
     ("repeat_document", 30, {}, "8C " + PWD30, "8C 00 1E", {"operator": 30}, "LAYOUT pyshtrih repeat"),
     ("open_shift", 30, {}, "E0 " + PWD30, "E0 00 1E", {"operator": 30}, "LAYOUT §4.3"),
     ("open_shift", 30, {}, "E0 " + PWD30, "E0 00", {"operator": 0}, "LAYOUT §4.3, pyshtrih (error only)"),
@@ -194,3 +196,16 @@ def test_tlv_encoding() -> None:
     # Tag 1178 is UnixTime: 2026-01-15 00:00 UTC = 0x69682E00.
     assert commands.tlv(1178, dt.date(2026, 1, 15)) == H("9A 04 04 00 00 2E 68 69")
     assert commands.parse_tlv(H("9A 04 04 00 00 2E 68 69")) == [(1178, dt.date(2026, 1, 15))]
+
+
+def test_limits_fit_the_commands() -> None:
+    lim = commands.LIMITS
+    op = commands.get("operation")
+    # The largest values encode; one more does not (or would be the FF..FF marker).
+    op.encode(30, operation_type=1, quantity=lim.max_quantity, price=lim.max_price, amount=lim.max_position_sum,
+              tax=1, name="я" * lim.name_bytes)
+    with pytest.raises(CodecError):
+        op.encode(30, operation_type=1, quantity=1, price=1, tax=1, name="я" * (lim.name_bytes + 1))
+    assert lim.max_price + 1 == model.AUTO_SUM
+    payload = commands.get("print_string").encode(30, text="x" * lim.text_line_bytes)
+    assert len(payload) == 255

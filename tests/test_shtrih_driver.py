@@ -31,12 +31,8 @@ from kktapp.shtrih.errors import ErrorCode
 
 @pytest.fixture
 def emu(tmp_path) -> Iterator[Emulator]:  # noqa: ANN001
-    e = Emulator(log_path=tmp_path / "fd.jsonl")
-    e.start()
-    try:
+    with Emulator(log_path=tmp_path / "fd.jsonl") as e:
         yield e
-    finally:
-        e.stop()
 
 
 @pytest.fixture
@@ -146,6 +142,8 @@ def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.print_text([])
     drv.reprint_last()
     drv.cancel_receipt()  # nothing open: no-op
+    drv.open_drawer()
+    assert emu.device.drawer_openings == 1
 
 
 def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:
@@ -178,6 +176,17 @@ def test_payments_short_of_the_total_cancel_the_receipt(drv: ShtrihDriver, emu: 
     with pytest.raises(DeviceError) as err:
         drv.sell(receipt(paid=9999))
     assert err.value.code == ErrorCode.PAYMENTS_LESS_THAN_TOTAL and err.value.step == "закрытие чека"
+    assert not emu.state.receipt_open and len(emu.documents()) == 1
+
+
+def test_device_total_differing_from_the_document_is_not_closed(drv: ShtrihDriver, emu: Emulator,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    drv.open_shift()
+    real = emu_device.HANDLERS["subtotal"]
+    monkeypatch.setitem(emu_device.HANDLERS, "subtotal", lambda dev, p: {**real(dev, p), "subtotal": 9999})
+    with pytest.raises(DeviceError) as err:
+        drv.sell(receipt())
+    assert "не равен итогу документа" in err.value.message
     assert not emu.state.receipt_open and len(emu.documents()) == 1
 
 
@@ -266,7 +275,7 @@ def test_busy_answer_is_retried(drv: ShtrihDriver, emu: Emulator, monkeypatch: p
 def test_lost_answer_is_read_back_with_enq(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.open_shift()
     before = drv.last_document().fd_number
-    emu.drop_after_tasks(2)  # FF01, then 0x8D: its answer is lost, the receipt is open
+    emu.drop_after_tasks(1)  # 0x8D (the driver knows the FD number): its answer is lost
     with pytest.raises(LinkError):
         drv.sell(receipt())
     drv.close()
@@ -275,7 +284,7 @@ def test_lost_answer_is_read_back_with_enq(drv: ShtrihDriver, emu: Emulator) -> 
     assert drv.last_document().receipt_open
     drv.cancel_receipt()
     # Now lose the FF45 answer: the device keeps it, the next connection reads it with ENQ.
-    emu.drop_after_tasks(4)  # FF01, 8D, FF46, FF45
+    emu.drop_after_tasks(4)  # 8D, FF46, 89, FF45 (FF01 was read by last_document above)
     with pytest.raises(LinkError):
         drv.sell(receipt())
     drv.close()

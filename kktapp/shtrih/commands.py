@@ -23,6 +23,7 @@ from typing import Any
 
 from ..atol.codec import CodecError
 from ..atol.commands import _REQUIRED, LE, U8, Field, Kind, Raw
+from ..device import DeviceLimits
 from ..domain import TextLine
 from . import model
 from .errors import ErrorCode, device_error
@@ -327,6 +328,8 @@ COMMANDS_LIST: tuple[Command, ...] = (
     Command(0x17, "print_string", "печать строки", request=(
         _f("flags", U8(), 0x02), _opt("text", Text(model.MIN_TEXT_BYTES)),
     ), reply=(_OP,), repeatable=True),
+    # [S] pyshtrih open_drawer; opos gives 0x28 a 10 s timeout (§6): drawer number 0 or 1.
+    Command(0x28, "open_drawer", "открытие денежного ящика", request=(_opt("drawer", U8()),), reply=(_OP,)),
     # [S] e-kiosk Commands::PrintString: flags, font, text.
     Command(0x2F, "print_string_font", "печать строки шрифтом", request=(
         _f("flags", U8(), 0x02), _f("font", U8(), 1), _opt("text", Text(model.MIN_TEXT_BYTES)),
@@ -419,6 +422,24 @@ COMMANDS_LIST: tuple[Command, ...] = (
     ), repeatable=True),
     # [C] cancel the FN document (opos CancelReceipt's fallback).
     Command(0xFF08, "fn_cancel_document", "отмена документа в ФН"),
+)
+
+#: Largest 5-byte sum; FF..FF itself is FF46's "device computes" marker, so one less.
+_MONEY_MAX = model.AUTO_SUM - 1
+#: What a document may hold so that every value fits these commands (kktapp.device.DeviceLimits).
+LIMITS = DeviceLimits(
+    max_price=_MONEY_MAX,
+    # FF46: 6 bytes of millionths (0x80's 5 bytes of thousandths hold more).
+    max_quantity=Decimal(2**48 - 1) / 1_000_000,
+    max_position_sum=_MONEY_MAX,
+    max_payment=_MONEY_MAX,
+    max_cash=_MONEY_MAX,
+    name_bytes=model.ITEM_NAME_BYTES,
+    # 0x17: the 255-byte payload less the code, the password and the flags.
+    text_line_bytes=255 - 1 - 4 - 1,
+    max_positions=model.MAX_POSITIONS,
+    max_department=model.MAX_DEPARTMENT,
+    encode=encode_text,
 )
 
 #: Registry by name and by code.
@@ -534,10 +555,10 @@ def parse_tlv(data: bytes) -> list[tuple[int, Any]]:
 
 
 def print_text_of(line: TextLine, width: int = model.LINE_WIDTH) -> str:
-    """A text line aligned within the printer width (0x17 has no alignment flag) [U]."""
-    text = line.text[:width]
+    """A text line aligned within the printer width with spaces (0x17 has no alignment flag)
+    [U]; a longer line is sent whole and wraps on paper."""
     if line.align == "center":
-        return text.center(width).rstrip()
+        return line.text.center(width).rstrip()
     if line.align == "right":
-        return text.rjust(width)
-    return text
+        return line.text.rjust(width)
+    return line.text

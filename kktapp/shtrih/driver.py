@@ -55,6 +55,9 @@ def _password(value: str | int) -> int:
 class ShtrihDriver:
     """A connected Shtrih-M cash register. Not thread-safe: one owner at a time."""
 
+    #: What a document may hold (every value fits the commands): checked before journalling.
+    limits = commands.LIMITS
+
     def __init__(self, url: str, *, password: str | int = model.SYSADMIN_PASSWORD,
                  admin_password: str | int = model.SYSADMIN_PASSWORD, baudrate: int = 115200,
                  timeout: float | None = None) -> None:
@@ -67,6 +70,8 @@ class ShtrihDriver:
         self._link = Link(url, baudrate=baudrate, stats=self.stats)
         #: FF46 refused with 0x37 on this connection: items go by 0x80-0x83 and 0x85.
         self._classic = False
+        #: Last FD number and FN number seen on this connection (see _fn_last).
+        self._fn: dict[str, Any] | None = None
         self._info: DeviceInfo | None = None
 
     # ------------------------------------------------------------------ connection
@@ -79,9 +84,9 @@ class ShtrihDriver:
     def connect(self) -> None:
         """Open the link and take any answer the device kept (ENQ); an open receipt is left
         for the service's recovery to decide."""
-        self._link.open()
+        self._fn = None
+        self.open_link()
         try:
-            self._link.ready()
             st = self.status()
         except KKTError:
             self._link.close()
@@ -89,11 +94,21 @@ class ShtrihDriver:
         log.info("connected to %s: mode %d.%d, shift %s, receipt %s", self.url, st.mode, st.submode,
                  "open" if st.shift_open else "closed", st.receipt_state or "none")
 
+    def open_link(self) -> None:
+        """Open the link and do the ENQ handshake only (the probe: nothing else is sent)."""
+        self._link.open()
+        try:
+            self._link.ready()
+        except KKTError:
+            self._link.close()
+            raise
+
     def close(self) -> None:
         """Close the link (idempotent)."""
         self._link.close()
         self._info = None
         self._classic = False
+        self._fn = None
 
     def __enter__(self) -> ShtrihDriver:
         self.connect()
@@ -120,7 +135,7 @@ class ShtrihDriver:
             raise ValueError(f"{step or cmd.title}: {exc}") from exc
         timeout = cmd.answer_timeout if self.timeout is None else min(self.timeout, cmd.answer_timeout)
         for _ in range(model.BUSY_RETRIES):
-            answer = self._link.exchange(payload, timeout)
+            answer = self._link.exchange(payload, timeout, cmd.name)
             try:
                 code = cmd.error_code(answer)
                 if code == ErrorCode.PRINTING_PREVIOUS:
@@ -269,11 +284,16 @@ class ShtrihDriver:
         return result, doc_type, doc.get("operation_type", 0)
 
     def last_document(self) -> LastDocument:
-        """FF01 (last FD), 0x10 (receipt open?) and FF0A of that document."""
-        fn = self.command("fn_status", admin=True)
+        """FF01 (last FD), 0x10 and FF0A of that document.
+
+        A receipt is open when the mode is 8 or the FN has a document open (FF01's "current
+        document" byte, opos FSReadState): which of the two a device shows right after 0x8D is
+        not known, so either counts.
+        """
+        fn = self._fn_last()
         mode = self._short()["mode"]
         fd = fn["last_fd_number"]
-        extra: dict[str, Any] = {"mode": mode}
+        extra: dict[str, Any] = {"mode": mode, "fn_document": fn["document_type"]}
         result = None
         if fd:
             try:
@@ -285,7 +305,8 @@ class ShtrihDriver:
             else:
                 extra.update(doc_type=doc_type, operation_type=op)
                 self._check_kept(result)
-        return LastDocument(fd_number=fd, receipt_open=mode & 0x0F == Mode.RECEIPT_OPEN, result=result, extra=extra)
+        receipt_open = mode & 0x0F == Mode.RECEIPT_OPEN or fn["document_type"] != 0
+        return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
 
     def _check_kept(self, result: FiscalResult) -> None:
         """Compare an FF45 answer the device kept (re-read by ENQ) with the FN's document."""
@@ -308,7 +329,15 @@ class ShtrihDriver:
     # ------------------------------------------------------------------ shift and cash
 
     def _fn_last(self) -> dict[str, Any]:
-        return self.command("fn_status", admin=True)
+        """FF01, remembered: while this driver holds the only link, the FD number moves only
+        by the documents it forms, so a receipt needs no FF01 of its own (fewer round trips)."""
+        fn = self.command("fn_status", admin=True)
+        self._fn = {"last_fd_number": fn["last_fd_number"], "fn_number": fn["fn_number"],
+                    "datetime": fn["datetime"]}
+        return fn
+
+    def _fn_before(self) -> dict[str, Any]:
+        return dict(self._fn) if self._fn is not None else self._fn_last()
 
     def _after_document(self, before: dict[str, Any], *, printed: bool = True) -> FiscalResult:
         """The result of the document a command just formed (FF01 + FF0A)."""
@@ -337,7 +366,7 @@ class ShtrihDriver:
         A device that refuses the "begin" command (0x37) gets the report without the cashier:
         a shift that cannot be opened is far worse than a report without its cashier.
         """
-        before = self._fn_last()
+        before = self._fn_before()
         cashier = self._cashier(cashier_name, cashier_inn)
         if cashier:
             try:
@@ -371,7 +400,7 @@ class ShtrihDriver:
         self.wait_printing(report=True, step="X-отчёт")
 
     def _cash(self, name: str, amount: int) -> FiscalResult:
-        before = self._fn_last()
+        before = self._fn_before()
         reply = self.command(name, amount=amount)
         printed = True
         try:
@@ -402,8 +431,11 @@ class ShtrihDriver:
     # ------------------------------------------------------------------ receipts
 
     def cancel_receipt(self) -> None:
-        """Cancel an open receipt (0x88; FF08 when an FN document is left open); no-op otherwise."""
+        """Cancel an open receipt (0x88); an FN document left open without mode 8 gets FF08, as
+        opos CancelReceipt does [S]; no-op when nothing is open."""
         if self._short()["mode"] & 0x0F != Mode.RECEIPT_OPEN:
+            if self._fn_last()["document_type"]:
+                self.command("fn_cancel_document", admin=True)
             return
         try:
             self.command("cancel_receipt")
@@ -474,6 +506,12 @@ class ShtrihDriver:
         return attrs
 
     def _close(self, receipt: Receipt) -> dict[str, Any]:
+        # opos reads the subtotal (0x89) just before FF45 [C: opos; javapos #33 log]; here it
+        # also stops a receipt whose device total is not the caller's from being fiscalised.
+        subtotal = self.command("subtotal", step="подытог чека")["subtotal"]
+        if subtotal != receipt.total:
+            raise device_error(ErrorCode.BAD_PARAMETERS,
+                               step=f"итог чека в ККТ {subtotal} коп. не равен итогу документа {receipt.total} коп.")
         if self._classic:
             sums: dict[str, int] = {}
             for pay in receipt.payments:
@@ -489,8 +527,12 @@ class ShtrihDriver:
 
     def sell(self, receipt: Receipt) -> FiscalResult:
         """Fiscalise a receipt of any settlement type (test mode: everything but the close,
-        then 0x88, so the device checks it and forms nothing) [U for the test mode]."""
-        before = self._fn_last()
+        then 0x88, so the device checks it and forms nothing) [U for the test mode].
+
+        The result comes from the FF45 answer (FD, fiscal sign, date) and FF40 (shift, receipt
+        number); the classic 0x85 answer has no FD, so that path reads FF01 and FF0A.
+        """
+        before = self._fn_before()
         op_type = model.OPERATION_TYPES[receipt.type]
         try:
             self.command("open_receipt", step="открытие чека", receipt_type=model.RECEIPT_TYPES[receipt.type])
@@ -520,13 +562,21 @@ class ShtrihDriver:
                 raise
             log.warning("receipt fiscalised but not printed: %s", exc.message)
             printed = False
-        result = self._after_document(before, printed=printed)
-        if closed.get("fd_number") and closed["fd_number"] != result.fiscal_document_number:
-            log.error("FF45 answered FD %d, the FN's last is %d", closed["fd_number"], result.fiscal_document_number)
-        if result.total != receipt.total:
-            log.error("device total %d differs from receipt total %d (FD %d)", result.total, receipt.total,
-                      result.fiscal_document_number)
-        return result
+        if not closed.get("fd_number"):
+            return self._after_document(before, printed=printed)
+        if closed["fd_number"] <= before["last_fd_number"]:
+            raise LinkError(f"ККТ закрыла чек, но номер ФД {closed['fd_number']} не больше прежнего")
+        shift = self.command("fn_shift", admin=True)
+        when = closed["datetime"]
+        if when is None:
+            # [C] FF45 answers carry the date on some firmware only (opos reads it otherwise).
+            return self._after_document(before, printed=printed)
+        self._fn = {**before, "last_fd_number": closed["fd_number"]}
+        return FiscalResult(
+            fiscal_document_number=closed["fd_number"], fiscal_sign=str(closed["fiscal_sign"]),
+            receipt_number=shift["receipt_number"], shift_number=shift["shift_number"], datetime=when,
+            total=receipt.total, fn_number=before["fn_number"], printed=printed,
+        )
 
     def _after_failed_receipt(self, exc: DeviceError, before: dict[str, Any]) -> FiscalResult:
         """A step failed: was the document formed anyway (paper ran out while printing it)?
@@ -562,6 +612,10 @@ class ShtrihDriver:
         else:
             self.command("repeat_document")
         self.wait_printing(step="повтор документа")
+
+    def open_drawer(self) -> None:
+        """Open the cash drawer (0x28, drawer 0)."""
+        self.command("open_drawer", drawer=0)
 
     def reset_summary(self) -> None:
         """Not on Shtrih-M: no source gives a general-clearing command for FN devices."""

@@ -210,12 +210,13 @@ class Link:
             if failures >= model.ENQ_ATTEMPTS:
                 raise self._timeout("ENQ")
 
-    def exchange(self, payload: bytes, timeout: float) -> bytes:
-        """Send one command payload, return the answer payload (code echo, error, data)."""
+    def exchange(self, payload: bytes, timeout: float, name: str = "") -> bytes:
+        """Send one command payload, return the answer payload (code echo, error, data);
+        ``name`` only labels the trace."""
         self.ready()
         frame = encode_frame(payload)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s >> %s", self.url, mask_password(payload))
+            log.debug("%s >> %s %s", self.url, name, mask_password(payload))
         for _ in range(model.COMMAND_RESENDS):
             self._write(frame)
             self.stats.packets_sent += 1
@@ -231,5 +232,5 @@ class Link:
         self.stats.round_trips += 1
         answer = self._read_answer(timeout)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s << %s", self.url, answer.hex(" "))
+            log.debug("%s << %s %s", self.url, name, answer.hex(" "))
         return answer

@@ -123,6 +123,8 @@ TAX_SUM_COUNT = 6
 AUTO_SUM = 0xFF_FF_FF_FF_FF
 #: [C] FF46 department 0..16; 0 is a free sale.
 MAX_DEPARTMENT = 16
+#: The FN's limit of positions in one receipt (the same FN as ATOL's: fiscal-rules.md §3).
+MAX_POSITIONS = 250
 #: [C] FF46 name (tag 1030) up to 128 bytes; FF45 text up to 64.
 ITEM_NAME_BYTES = 128
 CLOSE_TEXT_BYTES = 64

@@ -35,10 +35,20 @@ from .. import commands
 from .device import ShtrihDevice
 from .server import Server
 
-__all__ = ["Emulator", "DEFAULT_SERIAL"]
+__all__ = ["Emulator", "DEFAULT_SERIAL", "STEP_ALIASES"]
 
-#: Serial number of the emulated device (0x11 carries it as 4 bytes, so at most 9-10 digits).
-DEFAULT_SERIAL = "0000000000123456"
+#: The ATOL emulator's step names for ``paper_out(before=...)`` → the Shtrih commands that do
+#: the same step, so that a fault test written for one family runs on the other.
+STEP_ALIASES: dict[str, frozenset[str]] = {
+    "open_receipt": frozenset({"open_receipt"}),
+    "register_position": frozenset({"operation", "sale", "buy", "sale_return", "buy_return"}),
+    "end_position": frozenset({"operation", "sale", "buy", "sale_return", "buy_return"}),
+    "close_receipt": frozenset({"close_receipt", "close_receipt_ext"}),
+}
+
+#: Serial number of the emulated device: 0x11 carries it as a 4-byte number (fr_drv_ng #72 log).
+#: Digits without leading zeros, at most 4294967295, so the driver reads back exactly this.
+DEFAULT_SERIAL = "123456"
 
 
 class Emulator:
@@ -104,13 +114,15 @@ class Emulator:
 
     def paper_out(self, before: str | None = None) -> None:
         """The paper runs out now, or just before the next command named ``before``
-        (``"operation"``, ``"close_receipt_ext"``, … as in :mod:`kktapp.shtrih.commands`)."""
+        (``"operation"``, ``"close_receipt_ext"``, … as in :mod:`kktapp.shtrih.commands`, or a
+        step name of the ATOL emulator in :data:`STEP_ALIASES`)."""
         with self.device.lock:
             if before is None:
                 self.device.paper = False
                 self._paper_out_before = None
             else:
-                commands.get(before)
+                if before not in STEP_ALIASES:
+                    commands.get(before)  # KeyError for a name neither family knows
                 self._paper_out_before = before
 
     def paper_in(self) -> None:
@@ -215,7 +227,8 @@ class Emulator:
         return self.shtrih.execute(payload, self._before_command)
 
     def _before_command(self, name: str) -> None:
-        if self._paper_out_before == name:
+        before = self._paper_out_before
+        if before is not None and name in STEP_ALIASES.get(before, frozenset({before})):
             self._paper_out_before = None
             self.device.paper = False
             with self.faults.lock:

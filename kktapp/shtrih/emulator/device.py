@@ -47,6 +47,7 @@ PAPER_FLAGS = model.FLAG_RECEIPT_OPTICAL
 #: The core's refusals (ATOL codes) → the Shtrih code a device gives for the same thing.
 CORE_CODES: dict[int, int] = {
     CoreCode.SHIFT_CLOSED: ErrorCode.SHIFT_CLOSED,
+    CoreCode.ALREADY_CLOSED: ErrorCode.SHIFT_CLOSED,
     CoreCode.SHIFT_EXPIRED: ErrorCode.SHIFT_EXPIRED,
     CoreCode.SHIFT_OPEN: ErrorCode.SHIFT_OPEN,
     CoreCode.NO_PAPER: ErrorCode.NO_PAPER,
@@ -76,6 +77,9 @@ CLASSIC_PAYMENT = {"cash": 1, "pay2": 2, "pay3": 3, "pay4": 4}
 CLASSIC_TAX = {1: "vat20", 2: "vat10", 3: "vat0", 4: "none"}
 #: Item tags the document log keeps per position only when they differ from the default.
 ITEM_DEFAULTS = core_model.POSITION_TAG_DEFAULTS
+#: FF4D tags bound to the last FF46 → the key in the document log's item.
+ITEM_TAG_KEYS = {core_model.TAG_UNIT: "unit", core_model.TAG_PAYMENT_METHOD: "payment_method",
+                 core_model.TAG_PAYMENT_OBJECT: "payment_object", core_model.TAG_ITEM_NAME: "name"}
 #: Commands that print and therefore need paper before they change anything.
 PRINTING = frozenset({"print_string", "print_string_font", "cut", "x_report", "open_shift", "z_report",
                       "cash_in", "cash_out", "repeat_document"})
@@ -193,6 +197,13 @@ class ShtrihDevice:
             raise Fault(ErrorCode.WRONG_PASSWORD)
         self.operator = password
 
+    def shift_needed(self) -> None:
+        """[U] A closed shift refuses receipts and cash with 0x3D ("shift not open", in every
+        error table, §7); whether an FN-era Shtrih opens the shift itself, as ATOL does, is not
+        known, so the emulator takes the stricter reading (the driver opens shifts anyway)."""
+        if self.core.shift_state() == "closed":
+            raise Fault(ErrorCode.SHIFT_CLOSED)
+
     def in_mode(self, mode: int) -> FiscalCore:
         """The core, put in the ATOL mode its next call checks."""
         self.core.state.mode = mode
@@ -228,7 +239,7 @@ def _full_status(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
         "operator": dev.operator, "fw_version": version, "fw_build": build, "fw_date": date, "hall": 1,
         "document_number": s.fd_number & 0xFFFF, "flags": dev.flags(), "mode": dev.mode_byte(),
         "submode": dev.submode(), "port": 0, "fp_version": version, "fp_build": build, "fp_date": date,
-        "date": now.date(), "time": now.time(), "serial": int(s.serial[-9:]),
+        "date": now.date(), "time": now.time(), "serial": int(s.serial) & 0xFFFFFFFF,
         "last_shift": s.shift_number - (1 if s.shift_open else 0), "free_records": 2000,
         "reregistrations": 1, "reregistrations_left": 29, "inn": 7700000000,
     }
@@ -252,6 +263,14 @@ def _print(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if dev.state.print_pending:
         raise Fault(ErrorCode.WAITING_CONTINUE)
     dev.core.print_text(p.get("text", ""))
+    return {"operator": dev.operator}
+
+
+@handles("open_drawer")
+def _open_drawer(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
+    if p["drawer"] > 1:
+        raise Fault(ErrorCode.BAD_PARAMETERS)
+    dev.core.drawer_openings += 1
     return {"operator": dev.operator}
 
 
@@ -298,6 +317,7 @@ def _x_report(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 
 @handles("cash_in", "cash_out")
 def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
+    dev.shift_needed()
     core = dev.in_mode(_REG)
     doc = core.cash_in(p["amount"]) if dev.operation == "cash_in" else core.cash_out(p["amount"])
     return {"operator": dev.operator, "document_number": doc["fd_number"] & 0xFFFF}
@@ -307,6 +327,7 @@ def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 def _open_receipt(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if p["receipt_type"] not in CORE_RECEIPT:
         raise Fault(ErrorCode.BAD_PARAMETERS)
+    dev.shift_needed()
     dev.in_mode(_REG).open_receipt(CORE_RECEIPT[p["receipt_type"]])
     return {"operator": dev.operator}
 
@@ -337,6 +358,7 @@ def _operation(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
         # [C] the amount must be price × quantity within a kopeck (§4.5).
         raise Fault(ErrorCode.BAD_PARAMETERS)
     if dev.state.receipt is None:
+        dev.shift_needed()
         dev.in_mode(_REG).open_receipt(CORE_RECEIPT[RECEIPT_BY_OPERATION[p["operation_type"]]])
     _add_item(dev, p["name"], p["price"], p["quantity"], amount, vat.value, p["department"],
               payment_method=p["payment_method"], payment_object=p["payment_object"])
@@ -348,6 +370,7 @@ def _classic_item(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     op_type = {"sale": 1, "sale_return": 2, "buy": 3, "buy_return": 4}[dev.operation]
     vat = CLASSIC_TAX.get(p["tax1"], "none")
     if dev.state.receipt is None:
+        dev.shift_needed()
         dev.in_mode(_REG).open_receipt(CORE_RECEIPT[RECEIPT_BY_OPERATION[op_type]])
     amount = position_amount(p["price"], p["quantity"])
     _add_item(dev, p["text"] or "Товар", p["price"], p["quantity"], amount, vat, p["department"])
@@ -368,8 +391,12 @@ def _write_tlvs(dev: ShtrihDevice, data: bytes, *, operation: bool) -> None:
             continue
         if tag == model.TAG_CORRECTION_TYPE and r is not None and r.type in CORRECTION_OF:
             r.type = CORRECTION_OF[r.type]
-        if operation and (r is None or not r.items):
-            raise Fault(ErrorCode.RECEIPT_CLOSED)
+        if operation:
+            # FF4D: bound to the last FF46 (§4.5).
+            if r is None or not r.items:
+                raise Fault(ErrorCode.RECEIPT_CLOSED)
+            r.items[-1][ITEM_TAG_KEYS.get(tag, str(tag))] = _jsonable(value)
+            continue
         if r is None and tag not in core_model.DOCUMENT_TAGS:
             raise Fault(ErrorCode.RECEIPT_CLOSED)
         core.write_attribute(tag, _jsonable(value))
