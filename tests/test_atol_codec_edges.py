@@ -147,3 +147,8 @@ def test_text_decodes_every_byte_without_error():
     text = codec.decode_text(bytes(range(256)))
     assert len(text) == 256 and "\ufffd" not in text
     assert codec.decode_text(b"\x8c\xae\xab\xae\xaa\xae") == "Молоко"
+
+
+def test_a_date_field_without_a_day_is_refused_cleanly():
+    # A layout without Y/M/D would make day 0: a CodecError, not a KeyError from the decoder.
+    assert error_text(codec.decode_bcd_datetime, b"\x12\x34", "hm") == "not a valid date: 12 34"

@@ -13,6 +13,7 @@ Found by the mutation check (`make mutate`).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 import pytest
@@ -92,6 +93,7 @@ def test_ascii_kind():
     assert codec_error(Ascii(4).encode, "12345") == "'12345' longer than 4 characters"
     assert Ascii(6).decode(b" 12 \x00ab") == "12"
     assert Ascii(3).decode(b"\xff12") == "\ufffd12"
+    assert Ascii(3).decode("Ф1".encode()) == "\ufffd\ufffd1"  # ASCII, even where the bytes are UTF-8
 
 
 def test_date_kinds():
@@ -184,6 +186,8 @@ def test_decode_request_is_strict():
     assert codec_error(TOY.decode_request, H("77 01 00")) == "toy: message too short for field 'b'"
     assert codec_error(TOY_SUB.decode_request, H("A4 99 00")) == "toy_sub: 1 bytes too many"
     assert codec_error(TOY_SUB.decode_request, H("A4 99 00 00")) == "toy_sub: 2 bytes too many"
+    assert codec_error(commands.get("cash_in").decode_request, H("49 00 00 00 00 10 00 AA")) == (
+        "cash_in: 1 bytes too many")
     bad = Command(0x01, "bad", "плохая", request=(Field("v", Raw()), Field("w", U8())))
     with pytest.raises(AssertionError, match="^bad: variable field v must be last$"):
         bad.decode_request(H("01 02 03"))
@@ -230,6 +234,7 @@ def test_cashier_sees_the_steps_by_their_russian_names():
 
 def test_error_replies_of_any_command():
     assert commands.encode_error(0x7E) == H("55 7E 00")
+    assert commands.encode_error(0x01) == H("55 01 00")
     assert commands.encode_error(0xFF, 0x12) == H("55 FF 12")
     for bad in (0, 0x100, -1):
         with pytest.raises(ValueError, match=f"^bad error code {bad}$"):
@@ -258,8 +263,9 @@ def test_lookup_prefers_sub_codes():
 def test_parse_request_and_describe():
     cmd, params = commands.parse_request(H("49 00 00 00 00 10 00"))
     assert cmd.name == "cash_in" and params == {"flags": 0, "amount": 1000}
-    with pytest.raises(KeyError, match="unknown command 01 02"):
+    with pytest.raises(KeyError) as info:
         commands.parse_request(H("01 02 03"))
+    assert info.value.args == ("unknown command 01 02",)
     assert commands.describe(H("00 30 3F")) == "status (запрос состояния)"
     assert commands.describe(H("00 30 01 02")) == "команда 01"
     assert commands.describe(H("00 30 ab")) == "команда AB"
@@ -269,7 +275,7 @@ def test_parse_request_and_describe():
 
 def test_firmware_build_is_the_last_two_bcd_bytes():
     # [S K] 9D 91: internal firmware number in the reply's last two bytes, BCD.
-    assert commands.firmware_build(H("00 70 00")) == 7000
+    assert commands.firmware_build(H("12 70 00")) == 7000
     assert commands.firmware_build(H("12 34")) == 1234
     assert commands.firmware_build(H("34")) == 0
     assert commands.firmware_build(b"") == 0
@@ -321,9 +327,24 @@ def test_attribute_values():
     assert commands.decode_attribute_value(1021, H("24")) == "№"
 
 
+def test_correction_date_is_utc_midnight_whatever_the_server_zone(monkeypatch):
+    # A server kept in local time (here UTC-5, no zone files needed) must still send midnight UTC.
+    monkeypatch.setenv("TZ", "EST+5")
+    time.tzset()
+    try:
+        assert commands.attribute_value(model.TAG_CORRECTION_DATE, dt.date(2026, 11, 30)) == H("80 BC 0C 6B")
+        assert commands.decode_attribute_value(model.TAG_CORRECTION_DATE, H("80 BC 0C 6B")) == dt.date(2026, 11, 30)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_name_limits_by_layout():
     # [C Z,C] E6 name field 64 bytes; [C Z,C,K] EB name up to 128 bytes, cut not padded.
     assert commands.name_fits_position("я" * 64) and not commands.name_fits_position("я" * 65)
     assert commands.position_name("я" * 128) == "я" * 128
     assert commands.position_name("я" * 129) == "я" * 128
     assert commands.position_name("€" * 130) == "?" * 128
+    # A name that fits is passed as given (its typography is made plain by the text codec later).
+    assert commands.position_name("«Хлеб»") == "«Хлеб»"
+    assert commands.position_name("«" + "я" * 127) == "«" + "я" * 127
