@@ -36,7 +36,7 @@ PYTEST_ARGS ?=
 # pip's global config here names local indexes that may be absent; its warning about them is noise.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help run test test-loaded bench lint venv apache-deps apache-venv clean-venv test-pythons
+.PHONY: help run test test-loaded bench lint venv apache-deps apache-venv clean-venv test-pythons mutate
 
 help:
 	@echo "make run    — установить недостающее и запустить сервис с эмулятором ККТ на http://$(HOST):$(PORT)/kkt"
@@ -45,6 +45,7 @@ help:
 	@echo "make lint   — проверить код (ruff; vermin — ничего новее Python 3.10)"
 	@echo "make test-pythons — тесты на каждом Python 3.10–3.13 из pyenv (долго)"
 	@echo "make test-loaded — все тесты 5 раз подряд рядом с двумя процессами, занимающими процессор"
+	@echo "make mutate — мутационная проверка протокола АТОЛ (mutmut; долго, в CI не входит)"
 
 venv: $(DEV_STAMP)
 
@@ -117,6 +118,13 @@ lint: $(DEV_STAMP)
 # it takes several times as long as `make test`). VERSIONS="3.12 3.13" narrows it.
 test-pythons:
 	@VERSIONS="$(VERSIONS)" PYTEST_ARGS="$(PYTEST_ARGS)" bash tests/test_pythons.sh
+
+# Mutation check of kktapp/atol/{framing,codec,taskbuf,commands}.py ([tool.mutmut] in pyproject;
+# slow, not in CI). A timeout counts as killed (the mutant changed behaviour); below 90 % fails.
+mutate: $(DEV_STAMP)
+	$(VENV)/bin/mutmut run --max-children 2
+	@$(VENV)/bin/mutmut results --all true | awk -F': ' '{n++} $$2 == "killed" || $$2 == "timeout" {k++} \
+	  END {p = n ? 100 * k / n : 0; printf "mutation score: %d killed of %d (%.1f %%)\n", k, n, p; exit p < 90}'
 
 clean-venv:
 	rm -rf $(VENV) $(APACHE_VENV)
