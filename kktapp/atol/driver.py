@@ -693,7 +693,7 @@ class AtolDriver:
     def _document_result(self, fd_number: int, fn_number: str) -> tuple[int, FiscalResult]:
         doc_type, tlv = self.read_document(fd_number)
         unix = codec.decode_le(tlv.get(model.TLV_DATETIME, b""))
-        when = dt.datetime.fromtimestamp(unix, dt.UTC).replace(tzinfo=None) if unix else None
+        when = dt.datetime.fromtimestamp(unix, dt.timezone.utc).replace(tzinfo=None) if unix else None
         sign = tlv.get(model.TLV_FISCAL_SIGN, b"")
         return doc_type, FiscalResult(
             fiscal_document_number=codec.decode_le(tlv.get(model.TLV_FD_NUMBER, b"")) or fd_number,

@@ -488,7 +488,7 @@ def document_tlv(doc: dict[str, Any]) -> bytes:
     """The TLVs of a document as A4 46 hands them out (tags and widths: model.py, [U])."""
     when = _doc_datetime(doc)
     unix = int(dt.datetime(when.year, when.month, when.day, when.hour, when.minute, when.second,
-                           tzinfo=dt.UTC).timestamp()) if when else 0
+                           tzinfo=dt.timezone.utc).timestamp()) if when else 0
     total = int(doc.get("total", 0))
     items = [
         (model.TLV_FD_NUMBER, codec.encode_le(int(doc["fd_number"]), 4)),

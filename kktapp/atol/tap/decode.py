@@ -52,7 +52,7 @@ def hex_bytes(data: bytes) -> str:
 
 def iso_time(ts: float) -> str:
     """Wall-clock time of a record, UTC, microseconds."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 # --------------------------------------------------------------------------- wire segments
