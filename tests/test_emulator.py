@@ -1046,13 +1046,22 @@ def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int, int |
 
 def test_command_line(tmp_path: Any) -> None:
     state, log = tmp_path / "s.json", tmp_path / "fd.jsonl"
-    with cli_emulator("--state", str(state), "--log", str(log), "--device-time", "1", "--latency", "1",
+    # --device-time and --latency are milliseconds: a task's result comes no sooner than the
+    # device time plus the packet's way there and back (a lower bound, never an upper one).
+    with cli_emulator("--state", str(state), "--log", str(log), "--device-time", "300", "--latency", "100",
                       "--clock-offset", "1") as (_, port, _):
         c = RawClient(port)
+        started = time.monotonic()
         assert c.request(taskbuf.Abort()).status == Status.RESULT
-        _, ans = c.add("status", task_flags=Flags.WAIT_ASYNC_DATA)
-        if ans.status != Status.RESULT:
-            ans = c.wait_push()
+        assert time.monotonic() - started >= 0.2  # latency both ways
+        started = time.monotonic()
+        _, ans = c.add("status", task_flags=Flags.NEED_RESULT)
+        # The device works 0.3 s on it: the Add is answered "pending" at once, and the result is
+        # pushed as A6 on 0xF0 when it is ready ([C Z,K]: A1 means wait for the async packet).
+        assert ans.status == Status.PENDING
+        ans = c.wait_push()
+        assert ans.status == Status.ASYNC_RESULT
+        assert time.monotonic() - started >= 0.5  # 0.2 s of latency + 0.3 s of device time
         assert DECODE["status"](ans.reply)["model"] == 62
         c.close()
     assert json.loads(state.read_text())["clock_offset"] == 3600
@@ -1065,8 +1074,12 @@ def test_control_lines_drive_the_emulator(emu: Emulator) -> None:
     control.run(emu, "paper out close_receipt")
     assert emu.device.paper  # only before the next close_receipt
     control.run(emu, "clear")
+    client = RawClient(emu.port)
+    client.open_shift()
+    client.close()
+    assert emu.shift_state() == "open"
     control.run(emu, "advance 25")
-    assert emu.shift_state() in ("closed", "expired")
+    assert emu.shift_state() == "expired"
     assert control.run(emu, "state")["faults_fired"] == 0
     for bad in ("bogus", "drop after", "drop after x", "advance"):
         with pytest.raises(ValueError):
