@@ -517,7 +517,7 @@ def tlv(tag: int, value: str | int | dt.date | bytes) -> bytes:
     elif tag in UNIXTIME_TAGS:
         if not isinstance(value, dt.date):
             raise CodecError(f"tag {tag} needs a date")
-        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        moment = dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
         raw = int(moment.timestamp()).to_bytes(4, "little")
     elif tag in BYTE_TAGS or isinstance(value, int):
         raw = int(value).to_bytes(1, "little")
@@ -545,7 +545,7 @@ def parse_tlv(data: bytes) -> list[tuple[int, Any]]:
         if tag in STLV_TAGS:
             value = dict(parse_tlv(raw))
         elif tag in UNIXTIME_TAGS and size == 4:
-            value = dt.datetime.fromtimestamp(int.from_bytes(raw, "little"), dt.UTC).date()
+            value = dt.datetime.fromtimestamp(int.from_bytes(raw, "little"), dt.timezone.utc).date()
         elif tag in BYTE_TAGS and size == 1:
             value = raw[0]
         else:
