@@ -205,6 +205,10 @@ class Link:
                 answer = self._read_answer(model.BYTE_TIMEOUT)
                 log.info("%s: the device held an unread answer %s", self.url, answer[:16].hex(" "))
                 self.kept.append(answer)
+                del self.kept[:-model.KEPT_ANSWERS]
+                failures += 1  # a device that never stops answering ACK is as broken as a silent one
+                if failures >= model.ENQ_ATTEMPTS + model.KEPT_ANSWERS:
+                    raise self._timeout("ENQ: ККТ всё время отдаёт старый ответ")
                 continue
             failures += 1
             if failures >= model.ENQ_ATTEMPTS:

@@ -23,6 +23,8 @@ CASHIER_PASSWORDS = range(1, 29)
 CONTROL_TIMEOUT = 1.0
 #: [S] javapos byte timeout 3000 ms once an answer frame has started.
 BYTE_TIMEOUT = 3.0
+#: Answers kept from ENQ → ACK reads (only the last matters; a bound against a stuck device).
+KEPT_ANSWERS = 3
 #: [C] Attempts: ENQ 3 (opos), command resends on NAK 3, answer re-reads on a bad LRC 3.
 ENQ_ATTEMPTS = 3
 COMMAND_RESENDS = 3

@@ -15,6 +15,7 @@ Faults and timing are the ATOL emulator's (:class:`~kktapp.atol.emulator.server.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -26,6 +27,8 @@ from ..framing import ACK, ENQ, FILLER, NAK, BadFrame, Control, Decoder, Frame, 
 log = logging.getLogger(__name__)
 
 Execute = Callable[[bytes], bytes]
+#: Seconds a send may block before the connection is given up.
+SEND_TIMEOUT = 5.0
 
 
 def corrupt(raw: bytes) -> bytes:
@@ -111,6 +114,8 @@ class Server:
                     if self._conn is not None:
                         _shut(self._conn)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    # A host that stops reading must not hold the device for ever.
+                    sock.settimeout(SEND_TIMEOUT)
                     self._conn = sock
             if busy:
                 # Like the device: one connection; a second client is closed at once.
@@ -150,6 +155,8 @@ class Server:
             while True:
                 try:
                     chunk = sock.recv(4096)
+                except TimeoutError:
+                    continue  # an idle host: the device just waits
                 except OSError:
                     return
                 if not chunk:
@@ -211,8 +218,9 @@ def _shut(sock: socket.socket) -> None:
 def _peer_gone(sock: socket.socket) -> bool:
     """The host closed its side (end of stream waiting) or the socket is dead."""
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, TimeoutError):
         return False
-    except OSError:
+    except (OSError, ValueError):
         return True
