@@ -195,6 +195,14 @@ def refusals_counted() -> Iterator[Counter[str]]:
 class Rig:
     """Emulators and services for one test; everything is stopped at the end."""
 
+    #: Share of each test's in-flight minimum this rig's devices must reach: the minimums are
+    #: measured on ATOL's pipelined batches; another protocol family's rig may ask for less.
+    in_flight_scale = 1.0
+
+    def need(self, minimum: int) -> int:
+        """The in-flight minimum for this rig (at least one fault must hit a document)."""
+        return max(1, int(minimum * self.in_flight_scale))
+
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.emulators: list[Emulator] = []
@@ -350,7 +358,7 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
     assert_exactly_once(read_log(emu.log_file), sent, answers)
     # The drops after the receipt's own tasks (92 to 4A), the eight broken frames armed inside it
     # and the nine paper-outs: 23 when written; the order of tasks, not timing, decides them.
-    hits.assert_at_least(18, "link drops, broken frames and paper-outs")
+    hits.assert_at_least(rig.need(18), "link drops, broken frames and paper-outs")
 
 
 def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
@@ -390,7 +398,7 @@ def test_expired_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
     receipts = [d for d in docs if d["type"] == "receipt"]
     assert [d["shift_number"] for d in receipts] == list(range(1, days + 1))
     # Drops right after 5A, 9A and the receipt's own tasks: 6 when written.
-    hits.assert_at_least(4, "link drops")
+    hits.assert_at_least(rig.need(4), "link drops")
 
 
 def test_receipt_whose_92_opened_the_shift_with_the_link_dropped_at_every_step(rig: Rig) -> None:
@@ -476,7 +484,7 @@ def test_device_switched_off_at_random_moments(rig: Rig) -> None:
     # Where a cut lands depends on the machine's speed: cut until enough landed in a receipt
     # (at least POWER_TRIALS cuts, at most five times as many).
     for i in range(POWER_TRIALS * 5):
-        if i >= POWER_TRIALS and hits.count >= POWER_IN_FLIGHT:
+        if i >= POWER_TRIALS and hits.count >= rig.need(POWER_IN_FLIGHT):
             break
         key = f"power{i}-{uuid.uuid4().hex[:6]}"
         sent.add(key)
@@ -492,7 +500,7 @@ def test_device_switched_off_at_random_moments(rig: Rig) -> None:
         hits.add(emu.faults_in_flight - in_flight_before, 1)
         answers[key] = settle(service, job.id).result
     assert_exactly_once(read_log(emu.log_file), sent, answers)
-    hits.assert_at_least(POWER_IN_FLIGHT, "power cuts")
+    hits.assert_at_least(rig.need(POWER_IN_FLIGHT), "power cuts")
 
 
 def test_many_clients_on_several_devices_with_link_drops(rig: Rig) -> None:

@@ -42,8 +42,10 @@ from kktapp.shtrih.emulator import Emulator
 
 log = logging.getLogger(__name__)
 
-for _name in ("test_link_drop_at_every_step_of_a_receipt", "test_expired_shift_with_the_link_dropped_at_every_step",
-              "test_device_switched_off_at_random_moments"):
+# Not adopted: test_device_switched_off_at_random_moments. Once the suite counted only faults
+# that hit a document in flight, none of its 200 power cuts landed inside a Shtrih document
+# (0 of 200; ATOL: 12 of 40), so on Shtrih it proves nothing; open work of the Shtrih issue.
+for _name in ("test_link_drop_at_every_step_of_a_receipt", "test_expired_shift_with_the_link_dropped_at_every_step"):
     globals()[_name] = getattr(test_faults, _name)
 
 
@@ -88,6 +90,11 @@ class _Relay(logging.Handler):
 
 class ShtrihRig(Rig):
     """The suite's rig with Shtrih-M emulators and drivers."""
+
+    #: Shtrih commands go one at a time (two round trips each, nothing pipelined), so the
+    #: adopted trials' armed faults meet its status and FN reads far more often than a document:
+    #: a quarter of ATOL's in-flight minimums (13 of 18 measured for the step test).
+    in_flight_scale = 0.25
 
     def emulator(self) -> Emulator:  # type: ignore[override]
         n = len(self.emulators) + 1

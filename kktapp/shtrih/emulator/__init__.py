@@ -48,6 +48,10 @@ STEP_ALIASES: dict[str, frozenset[str]] = {
 
 #: Serial number of the emulated device: 0x11 carries it as a 4-byte number (fr_drv_ng #72 log).
 #: Digits without leading zeros, at most 4294967295, so the driver reads back exactly this.
+#: Commands that form a fiscal document (shift open/close, receipt open/close, cash in/out):
+#: a fault while one of them runs or right after it tests exactly-once.
+DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "close_receipt_ext", "open_shift", "z_report",
+                               "cash_in", "cash_out"})
 DEFAULT_SERIAL = "123456"
 
 
@@ -69,7 +73,9 @@ class Emulator:
         self.device = self.shtrih.core
         self.device.on_document = self._write_log
         self.timing = Timing(device_time=float(device_time), latency=float(latency))
-        self.faults = Faults()
+        self.faults = Faults(in_flight=self.document_in_flight)
+        #: The command running or run last (set under the device lock, read without it).
+        self._command = ""
         self.server = Server(self._execute, self.faults, self.timing)
         self.host = "127.0.0.1"
         self.port = 0
@@ -166,6 +172,17 @@ class Emulator:
         """Close the current connection now (the device stays on)."""
         self.server.drop()
 
+    @property
+    def faults_in_flight(self) -> int:
+        """How many of the faults that fired, and of the power cuts, hit a fiscal document in
+        flight (see :meth:`document_in_flight`), as on the ATOL emulator."""
+        with self.faults.lock:
+            return self.faults.fired_in_flight
+
+    def document_in_flight(self) -> bool:
+        """A receipt is open, or the command running or run last forms a fiscal document."""
+        return self.device.state.receipt is not None or self._command in DOCUMENT_COMMANDS
+
     def power_off(self) -> None:
         """Switch the device off: the link drops, connects are refused, the state is kept."""
         if not self._powered:
@@ -173,6 +190,9 @@ class Emulator:
         self._powered = False
         self.server.close()
         self.server.kept = None
+        if self.document_in_flight():
+            with self.faults.lock:
+                self.faults.fired_in_flight += 1
         with self.device.lock:
             self.device.save_all()
 
@@ -227,6 +247,7 @@ class Emulator:
         return self.shtrih.execute(payload, self._before_command)
 
     def _before_command(self, name: str) -> None:
+        self._command = name
         before = self._paper_out_before
         if before is not None and name in STEP_ALIASES.get(before, frozenset({before})):
             self._paper_out_before = None
