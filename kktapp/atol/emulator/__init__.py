@@ -49,6 +49,7 @@ from typing import Any
 
 from .. import commands, model
 from . import handlers
+from .core_controls import CoreControls
 from .device import Device
 from .server import Faults, Server, Timing
 from .state import DEFAULT_SERIAL, DeviceState, Store
@@ -69,7 +70,7 @@ def ffd_code(version: str) -> int:
     return codes[version]
 
 
-class Emulator:
+class Emulator(CoreControls):
     """One emulated ATOL 55Ф: a TCP server thread plus knobs for faults and time.
 
     Times are in seconds. ``state_path`` keeps the fiscal storage across restarts (None: in
@@ -168,20 +169,6 @@ class Emulator:
             self.device.paper_near_end = False
             self._paper_out_before = None
 
-    @property
-    def faults_fired(self) -> int:
-        """How many injected faults (drops, half frames, corrupted bytes, paper-out before a
-        command) have actually happened so far."""
-        with self.faults.lock:
-            return self.faults.fired
-
-    @property
-    def faults_in_flight(self) -> int:
-        """How many of the faults that fired, and of the power cuts, hit a fiscal document in
-        flight (see :meth:`document_in_flight`): the ones that test exactly-once at all."""
-        with self.faults.lock:
-            return self.faults.fired_in_flight
-
     def document_in_flight(self) -> bool:
         """A receipt is open, or the command running or run last forms a fiscal document.
 
@@ -239,42 +226,8 @@ class Emulator:
         if self._started:
             self.server.listen(self.host, self.port)
 
-    def advance_clock(self, hours: float) -> None:
-        """Move the device clock forward by ``hours`` (kept in the state file)."""
-        with self.device.lock:
-            self.device.advance_clock(hours)
-
-    def set_unsent(self, n: int) -> None:
-        """Pretend ``n`` documents wait for the OFD (A4 20 reports them)."""
-        with self.device.lock:
-            self.device.set_unsent(n)
-
-    def set_device_time(self, seconds: float) -> None:
-        """Time the device spends on every task from now on."""
-        self.timing.device_time = max(0.0, float(seconds))
-
-    def set_latency(self, seconds: float) -> None:
-        """One-way delay of every packet, both directions, from now on."""
-        self.timing.latency = max(0.0, float(seconds))
-
-    # ------------------------------------------------------------------ inspection
-
-    def documents(self) -> list[dict[str, Any]]:
-        """Fiscal documents in the device's FN, oldest first (the same objects as the log lines)."""
-        with self.device.lock:
-            return [json.loads(json.dumps(d)) for d in self.device.documents]
-
-    @property
-    def state(self) -> DeviceState:
-        """The device state (shift_open, shift_number, fd_number, receipt, cash, …); read-only use."""
-        return self.device.state
-
-    def shift_state(self) -> str:
-        """"closed", "open" or "expired" by the device clock."""
-        with self.device.lock:
-            return self.device.shift_state()
-
     # ------------------------------------------------------------------ internals
+    # (inspection and timing controls: CoreControls)
 
     def _execute(self, task: bytes) -> tuple[bytes, bool]:
         return handlers.execute(self.device, task, self._before_command)

@@ -29,6 +29,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from ...atol.emulator.core_controls import CoreControls
 from ...atol.emulator.server import Faults, Timing
 from ...atol.emulator.state import Store
 from .. import commands
@@ -55,7 +56,7 @@ DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "close_receipt_e
 DEFAULT_SERIAL = "123456"
 
 
-class Emulator:
+class Emulator(CoreControls):
     """One emulated Shtrih-M: a TCP server thread plus knobs for faults and time (seconds)."""
 
     def __init__(
@@ -137,12 +138,6 @@ class Emulator:
             self.device.paper = True
             self._paper_out_before = None
 
-    @property
-    def faults_fired(self) -> int:
-        """How many injected faults have actually happened so far."""
-        with self.faults.lock:
-            return self.faults.fired
-
     def clear_faults(self) -> None:
         """Disarm the faults that have not happened yet."""
         self.faults.clear()
@@ -172,13 +167,6 @@ class Emulator:
         """Close the current connection now (the device stays on)."""
         self.server.drop()
 
-    @property
-    def faults_in_flight(self) -> int:
-        """How many of the faults that fired, and of the power cuts, hit a fiscal document in
-        flight (see :meth:`document_in_flight`), as on the ATOL emulator."""
-        with self.faults.lock:
-            return self.faults.fired_in_flight
-
     def document_in_flight(self) -> bool:
         """A receipt is open, or the command running or run last forms a fiscal document."""
         return self.device.state.receipt is not None or self._command in DOCUMENT_COMMANDS
@@ -206,42 +194,8 @@ class Emulator:
         if self._started:
             self.server.listen(self.host, self.port)
 
-    def advance_clock(self, hours: float) -> None:
-        """Move the device clock forward by ``hours``."""
-        with self.device.lock:
-            self.device.advance_clock(hours)
-
-    def set_unsent(self, n: int) -> None:
-        """Pretend ``n`` documents wait for the OFD."""
-        with self.device.lock:
-            self.device.set_unsent(n)
-
-    def set_device_time(self, seconds: float) -> None:
-        """Time the device spends on every command from now on."""
-        self.timing.device_time = max(0.0, float(seconds))
-
-    def set_latency(self, seconds: float) -> None:
-        """One-way delay of every transmission from now on."""
-        self.timing.latency = max(0.0, float(seconds))
-
-    # ------------------------------------------------------------------ inspection
-
-    def documents(self) -> list[dict[str, Any]]:
-        """Fiscal documents in the FN, oldest first (the same objects as the log lines)."""
-        with self.device.lock:
-            return [json.loads(json.dumps(d)) for d in self.device.documents]
-
-    @property
-    def state(self) -> Any:
-        """The device state (shift_open, shift_number, fd_number, receipt, cash, …); read-only use."""
-        return self.device.state
-
-    def shift_state(self) -> str:
-        """"closed", "open" or "expired" by the device clock."""
-        with self.device.lock:
-            return self.device.shift_state()
-
     # ------------------------------------------------------------------ internals
+    # (inspection and timing controls: CoreControls)
 
     def _execute(self, payload: bytes) -> bytes:
         return self.shtrih.execute(payload, self._before_command)
