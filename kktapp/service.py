@@ -273,7 +273,7 @@ class FiscalService:
         with self._start_lock:
             if self._started_pid == pid:
                 return
-            self._owners = {n: DeviceOwner(self, cfg) for n, cfg in self.devices.items()}
+            self._owners = {n: DeviceOwner(self, n, self._driver_opener(cfg)) for n, cfg in self.devices.items()}
             for owner in self._owners.values():
                 owner.start()
             self._started_pid = pid
@@ -296,6 +296,10 @@ class FiscalService:
         self._owners = {}
         self._started_pid = None
 
+    def _driver_opener(self, config: DeviceConfig) -> Callable[[], Driver]:
+        # driver_factory is read when the owner connects: tests and hooks may replace it.
+        return lambda: self.driver_factory(config)
+
     def _forget_after_fork(self) -> None:
         # The parent's threads do not exist here and its locks may have been held at fork time.
         for owner in self._owners.values():
@@ -310,7 +314,7 @@ class FiscalService:
             except Exception:  # noqa: BLE001 - an observer must not break the device queue
                 log.exception("ККТ %d: сбой обработчика Z-отчёта", device)
 
-    def _job_changed(self, job_id: str) -> None:
+    def job_changed(self, job_id: str, job: Job | None = None) -> None:
         """Called by an in-process owner after a job's state changed: wake its waiters."""
         with self._waiters_lock:
             for event in self._waiters.get(job_id, ()):
@@ -362,7 +366,7 @@ class FiscalService:
         fingerprint: str | None = None,
         wait: float = 30.0,
     ) -> Job:
-        """Journal a device operation (see :data:`kktapp.owner.OPERATIONS`) and wait for it."""
+        """Journal a device operation (see :data:`kktapp.owner.policy.OPERATIONS`) and wait for it."""
         self._device(device)
         if op not in OPERATIONS:
             raise ValidationFailed("operation", "неизвестная операция", op)
@@ -492,7 +496,7 @@ class FiscalService:
         total = receipt_from_json(job.payload["receipt"]).total
         log.warning("ККТ %d: чек %s на %s ₽ отменён оператором %s", job.device, job.key or job.id,
                     format_rub(total), who or "-")
-        self._job_changed(job_id)
+        self.job_changed(job_id)
         return job
 
     def cancelled_receipt(self, key: str, fp: str) -> Job | None:
@@ -543,7 +547,7 @@ class FiscalService:
              "since": j.updated_at.isoformat(timespec="seconds")}
             for j in self.journal.unsettled(cfg.number)
         ]
-        # Documents the owner stopped retrying (see owner.MAX_SEND_ATTEMPTS): not fiscalised, no
+        # Documents the owner stopped retrying (see owner.policy.MAX_SEND_ATTEMPTS): not fiscalised, no
         # longer blocking, but someone has to look at the device and send them again.
         since = self.journal.clock() - ATTENTION_HOURS * 3600
         data["attention"] = [

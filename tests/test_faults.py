@@ -46,12 +46,12 @@ import e2e
 import pytest
 from fakes import eventually, make_receipt
 
-from kktapp import owner as owner_mod
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.model import Mode
 from kktapp.errors import LinkError
 from kktapp.journal import DONE, FAILED
+from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 
 log = logging.getLogger(__name__)

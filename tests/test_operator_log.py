@@ -8,7 +8,7 @@ import time
 
 from operator_helpers import onec, wait_for
 
-from kktapp import owner
+from kktapp.owner import policy as owner
 
 
 def log_lines(app_config) -> list[str]:

@@ -26,13 +26,14 @@ from typing import Any, NoReturn
 import pytest
 from fakes import eventually, make_receipt
 
-from kktapp import owner as owner_mod
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.model import Mode
 from kktapp.journal import DONE, Job
+from kktapp.owner import policy as owner_mod
+from kktapp.owner import shift as owner_shift
 from kktapp.service import DeviceConfig, FiscalService
 
 #: Bound of every wait for the owner (a loaded 2-core CI machine; never an expectation).
@@ -147,19 +148,19 @@ class Clock(dt.datetime):
 
 def test_auto_close_at_the_set_time_once_a_day(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     # Only the owner module's clock moves: the device and the journal keep the real one.
-    monkeypatch.setattr(owner_mod, "dt", types.SimpleNamespace(datetime=Clock, timedelta=dt.timedelta))
+    monkeypatch.setattr(owner_shift, "dt", types.SimpleNamespace(datetime=Clock, timedelta=dt.timedelta))
     Clock.instant = dt.datetime(2026, 3, 2, 12, 0)
     service = bench.service(auto_close_time="23:00")
     assert sell(service, "noon").state == DONE
     owner = service._owners[1]
     checks = [0]
-    check = owner._auto_close
+    check = owner.shift.auto_close
 
     def counted() -> None:
         checks[0] += 1
         check()
 
-    monkeypatch.setattr(owner, "_auto_close", counted)
+    monkeypatch.setattr(owner.shift, "auto_close", counted)
 
     def checked_twice_more() -> Callable[[], bool]:
         start = checks[0]

@@ -21,12 +21,12 @@ import webtest
 from fakes import FakeDevice, FakeDriver
 
 from kktapp import create_app
-from kktapp import owner as owner_mod
 from kktapp.atol import commands
 from kktapp.atol.driver import AtolDriver
 from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 from kktapp.errors import LinkError, ResultCode, ValidationFailed
 from kktapp.journal import DONE, FAILED, RECEIPT, UNKNOWN, receipt_to_json
+from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 
 FORM = "application/x-www-form-urlencoded;charset=utf-8"

@@ -19,11 +19,11 @@ from fakes import (
     make_receipt,
 )
 
-from kktapp import owner as owner_mod
 from kktapp.domain import Payment, PaymentType
 from kktapp.errors import Conflict, DeviceError, Disabled, LinkError, NotFound, ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, UNKNOWN, Journal
 from kktapp.owner import Reasons
+from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService, fingerprint
 
 

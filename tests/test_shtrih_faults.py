@@ -34,8 +34,8 @@ import pytest
 import test_faults
 from test_faults import SETTLE, Rig, assert_exactly_once, read_log, refusals_counted, sell, settle
 
-from kktapp import owner as owner_mod
 from kktapp.journal import DONE
+from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 from kktapp.shtrih.driver import ShtrihDriver
 from kktapp.shtrih.emulator import Emulator

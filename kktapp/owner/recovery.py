@@ -1,0 +1,226 @@
+"""Recovery of uncertain outcomes: was the document formed or not? The FN decides.
+
+Exactly-once rests on three rules:
+
+1. Before a fiscal document goes out, the FN's last document number is stored with the job
+   (``fd_before``, state ``sending``) durably (:meth:`Recovery.fd_before` gives it).
+2. If the answer is lost (link error, crash, power cut), the job becomes ``unknown`` and the
+   device's queue holds. After reconnecting, a larger last document number means the document
+   was fiscalised: it is recorded as done with the device's own data (and reprinted if its paper
+   copy is owed). Otherwise an open receipt is cancelled and the job runs again.
+3. ``failed`` is recorded only when the device certainly did not fiscalise the document.
+
+A device error answer is settled the same way (:meth:`Recovery.after_device_error`): the FN is
+read, a document that exists anyway is recorded, and a few known refusals (shift over 24 h or
+closed, a stale open receipt) are cured and the job retried once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ..device import LastDocument
+from ..domain import FiscalResult, format_rub
+from ..errors import DeviceError, GaveUp, LinkError
+from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
+from . import policy
+from .outcome import Outcomes, prints
+from .policy import (
+    FISCAL_KINDS,
+    PRINTER_CODES,
+    RECEIPT_OPEN_CODES,
+    SHIFT_CLOSED_CODES,
+    SHIFT_EXPIRED_CODES,
+    SHIFT_KINDS,
+    Reasons,
+    kind_name,
+)
+from .seat import Seat
+from .shift import ShiftPolicy
+from .status import StatusPublisher
+
+log = logging.getLogger(__package__)
+
+
+class Recovery:
+    """Settles what holds a device's queue and what a device error left uncertain."""
+
+    def __init__(self, seat: Seat, outcomes: Outcomes, shift: ShiftPolicy, status: StatusPublisher) -> None:
+        self.seat = seat
+        self.outcomes = outcomes
+        self.shift = shift
+        self.status = status
+
+    def fd_before(self) -> int:
+        """The FN's last document number before the job's document: remembered, else read.
+
+        Reading it costs three tasks in two round trips; while the owner holds the link the
+        number only changes by the documents it forms itself, whose numbers it keeps.
+        """
+        state = self.seat.state
+        if state.fd_number is not None:
+            return state.fd_number
+        driver = self.seat.device()
+        last = driver.last_document()
+        if last.receipt_open:
+            # Nothing of ours is in flight (the queue would hold), so a receipt left
+            # open is stale (another program, a crash before sending): annul it.
+            log.warning("ККТ %d: на ККТ открыт чужой чек; отменяем его", self.seat.number)
+            driver.cancel_receipt()
+        state.fd_number = last.fd_number
+        return last.fd_number
+
+    def settle(self) -> bool:
+        """Settle what holds the queue; True when there was something (the loop re-checks)."""
+        pending = self.seat.journal.unsettled(self.seat.number)
+        if not pending:
+            return False
+        job = pending[0]
+        if job.state == DONE and job.reprint:
+            self._reprint(job)
+        elif job.kind not in FISCAL_KINDS:
+            # A non-fiscal operation was cut off by a crash: report it, do not repeat it.
+            self.seat.journal.finish(job.id, FAILED, error=LinkError().to_dict())
+            self.seat.notify(job.id)
+        else:
+            self._recover(job)
+        return True
+
+    def _recover(self, job: Job) -> None:
+        seat = self.seat
+        driver = seat.device()
+        # Never settle from memory: the FN alone says whether the document exists.
+        seat.state.forget()
+        if job.state == SENDING:
+            # Found in flight: the process that sent it died.
+            self.outcomes.mark_unknown(job, Reasons.CRASHED, None)
+        if job.fd_before is None:
+            # Cannot happen (mark_sending always stores it for fiscal jobs); never guess.
+            log.error("ККТ %d: %s без номера ФД до отправки; нужна проверка оператором", seat.number, job.id)
+            seat.sleep(policy.HOLD_RETRY * 5)
+            return
+        try:
+            last = driver.last_document()
+            if last.fd_number > job.fd_before:
+                result = self.result_from_device(job, last)
+                status = driver.status()
+                owed = prints(job) and (not result.printed or not status.paper_present or status.printer_error)
+                log.info("ККТ %d: %s %s был пробит до сбоя (ФД %d)",
+                         seat.number, kind_name(job.kind), job.key or job.id,
+                         last.fd_number)
+                self.outcomes.record_fiscalised(job, result, owed)
+                return
+            if last.receipt_open:
+                driver.cancel_receipt()
+        except DeviceError as exc:
+            log.warning("ККТ %d: проверка ФН не удалась: %s", seat.number, exc.message)
+            seat.journal.set_reason(job.id, f"{Reasons.CHECK_FAILED} ({exc.message})")
+            seat.notify(job.id)
+            seat.sleep(policy.HOLD_RETRY)
+            return
+        if job.attempts >= policy.MAX_SEND_ATTEMPTS:
+            # Certainly not fiscalised, and every send ended the same way: stop retrying it.
+            exc = GaveUp(job.attempts)
+            seat.journal.finish(job.id, FAILED, error=exc.to_dict(), reason=exc.message)
+            seat.notify(job.id)
+            log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (ФД %d не изменился)",
+                      seat.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
+            return
+        # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
+        log.info("ККТ %d: %s %s не был пробит; отправляем снова", seat.number, kind_name(job.kind), job.key or job.id)
+        seat.journal.requeue(job.id)
+        seat.notify(job.id)
+
+    def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
+        """The fiscal result of the job's document as the FN tells it."""
+        result = last.result
+        if result is None:
+            # The driver could not read the document back; record what is certain.
+            shift = self.seat.device().shift_status()
+            total = 0
+            if job.kind == RECEIPT:
+                total = receipt_from_json(job.payload["receipt"]).total
+            elif job.kind in ("cash_in", "cash_out"):
+                total = int(job.payload.get("params", {}).get("amount", 0))
+            result = FiscalResult(
+                fiscal_document_number=last.fd_number, fiscal_sign="", receipt_number=0,
+                shift_number=shift.number, datetime=dt.datetime.now().replace(microsecond=0), total=total,
+            )
+        elif job.kind == RECEIPT:
+            expected = receipt_from_json(job.payload["receipt"]).total
+            if result.total != expected:
+                log.error("ККТ %d: последний ФД %d на %s ₽, а чек %s на %s ₽", self.seat.number,
+                          last.fd_number, format_rub(result.total), job.key or job.id, format_rub(expected))
+        return result
+
+    def after_device_error(self, job: Job, exc: DeviceError, fd_before: int, *, retry_allowed: bool) -> bool:
+        """Settle a device error answer; True means "run the job again now"."""
+        seat = self.seat
+        driver = seat.device()
+        # The device disagreed with what the owner expected: from here on only device reads count.
+        seat.state.forget()
+        cancelled = False
+        try:
+            last = driver.last_document()
+            if last.fd_number > fd_before:
+                # Fiscalised although the device complained (paper ran out while printing).
+                result = self.result_from_device(job, last)
+                owed = exc.code in PRINTER_CODES and prints(job)
+                self.outcomes.record_fiscalised(job, result, owed)
+                return False
+            if last.receipt_open:
+                driver.cancel_receipt()
+                cancelled = True
+        except LinkError as link:
+            self.outcomes.mark_unknown(job, Reasons.INTERRUPTED, link)
+            raise
+        if retry_allowed and exc.code in SHIFT_EXPIRED_CODES and job.kind in SHIFT_KINDS:
+            # The device's clock says the shift is over 24 h although the owner thought it open
+            # (the clocks differ, or the device clock was moved): Z report now, the next attempt
+            # opens a new shift and fiscalises.
+            log.info("ККТ %d: смена превысила 24 часа (код %d), закрываем её", seat.number, exc.code)
+            seat.journal.requeue(job.id)
+            try:
+                self.shift.close(driver)
+            except DeviceError as z_exc:
+                log.warning("ККТ %d: Z-отчёт не снят: %s", seat.number, z_exc.message)
+                self.outcomes.fail(job, exc)
+                return False
+            return True
+        if retry_allowed and exc.code in SHIFT_CLOSED_CODES and job.kind in SHIFT_KINDS:
+            # The owner's memory said the shift was open; the device says closed. The next attempt
+            # reads the shift (memory was just dropped) and opens it.
+            log.info("ККТ %d: смена закрыта (код %d), открываем её и повторяем", seat.number, exc.code)
+            seat.journal.requeue(job.id)
+            return True
+        if retry_allowed and cancelled and exc.code in RECEIPT_OPEN_CODES:
+            # A stale receipt stood in the way (ours, had it opened, would have been cancelled by
+            # the driver before this): it is annulled now, so the job may go once more.
+            log.warning("ККТ %d: на ККТ был открыт чужой чек; он отменён, повторяем", seat.number)
+            seat.journal.requeue(job.id)
+            return True
+        self.outcomes.fail(job, exc)
+        return False
+
+    def _reprint(self, job: Job) -> None:
+        """Print the owed copy once the printer is ready; until then the queue holds."""
+        seat = self.seat
+        driver = seat.device()
+        status = driver.status()
+        if status.paper_present and not status.printer_error:
+            try:
+                driver.reprint_last()
+            except DeviceError as exc:
+                log.warning("ККТ %d: копия чека не напечатана: %s", seat.number, exc.message)
+            else:
+                result = dict(job.result or {})
+                result["printed"] = True
+                seat.journal.reprinted(job.id, result)
+                log.info("ККТ %d: напечатана копия документа %s", seat.number, job.key or job.id)
+                seat.notify(job.id)
+                self.status.refresh()
+                return
+        if self.status.refresh_due():
+            self.status.refresh()
+        seat.sleep(policy.HOLD_RETRY)

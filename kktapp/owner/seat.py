@@ -1,0 +1,76 @@
+"""What every piece of one device's owner shares: the host, the link, the memory, the wake-ups.
+
+The owner pieces (:mod:`.worker`, :mod:`.shift`, :mod:`.recovery`, :mod:`.status`) never see the
+service: they get an :class:`OwnerHost`, the few settings and callbacks the service offers them,
+so imports run one way (service → owner → driver → protocol).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from ..device import Driver
+from ..domain import FiscalResult
+from ..errors import LinkError
+from ..journal import Job, Journal
+from .memory import DeviceState
+
+
+class OwnerHost(Protocol):
+    """What the device owners need from the process's service, read at the moment of use
+    (settings such as the auto-close time may change while the service runs)."""
+
+    journal: Journal
+    cashier_name: str
+    cashier_inn: str
+    test_mode: bool
+    status_refresh: float
+    auto_close_time: tuple[int, int] | None
+
+    def job_changed(self, job_id: str, job: Job | None = None) -> None:
+        """A job's state changed: wake this process's waiters (``job``: its new row, when known)."""
+
+    def shift_closed(self, device: int, result: FiscalResult, driver: Driver | None) -> None:
+        """A Z report was formed (any trigger): tell the observers."""
+
+
+class Seat:
+    """One device's owner state shared by its pieces: the link, the memory and the wake-ups."""
+
+    def __init__(self, host: OwnerHost, number: int, open_driver: Callable[[], Driver]) -> None:
+        self.host = host
+        self.number = number
+        self.journal = host.journal
+        #: Builds a new (not yet connected) driver for this device.
+        self.open_driver = open_driver
+        #: FN document number and shift while this process holds the link.
+        self.state = DeviceState()
+        self.driver: Driver | None = None
+        self.stopping = threading.Event()
+        self._wake = threading.Condition()
+        self._woken = False
+
+    def device(self) -> Driver:
+        """The connected driver; LinkError when there is none."""
+        if self.driver is None:
+            raise LinkError()
+        return self.driver
+
+    def wake(self) -> None:
+        """A job was queued in this process (or the owner should stop): stop sleeping now."""
+        with self._wake:
+            self._woken = True
+            self._wake.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds`` unless woken or stopping."""
+        with self._wake:
+            if not self._woken and not self.stopping.is_set():
+                self._wake.wait(seconds)
+            self._woken = False
+
+    def notify(self, job_id: str, job: Job | None = None) -> None:
+        """Tell this process's waiters that a job changed."""
+        self.host.job_changed(job_id, job)
