@@ -171,10 +171,17 @@ def _step_operator(conn: sqlite3.Connection) -> None:
     )
 
 
+def _step_lean_updates(conn: sqlite3.Connection) -> None:
+    """Version 5: no index on updated_at. Every state change rewrote it (two to three per
+    receipt) for the hourly prune alone, which may as well read the table once an hour."""
+    conn.execute("DROP INDEX IF EXISTS jobs_updated")
+
+
 #: Upgrade steps after the base schema: ``_STEPS[i]`` turns version BASE_VERSION + i into + i + 1.
 _STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _step_schema_history,
     _step_operator,
+    _step_lean_updates,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = BASE_VERSION + len(_STEPS)
@@ -268,6 +275,28 @@ _COLUMNS = (
     "seq, id, device, kind, key, fingerprint, source, payload, state, result, error, reason, "
     "fd_before, attempts, reprint, created_at, updated_at"
 )
+_FIND_BY_KEY = f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? ORDER BY state=?, seq DESC LIMIT 1"
+
+
+class QueueLimit(Exception):
+    """A device's queue is full: the new document was not stored."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(waiting)
+        self.waiting = waiting
+
+
+def _ident(job: Job | str) -> str:
+    return job if isinstance(job, str) else job.id
+
+
+def _mirror(job: Job | str, now: float, **fields: object) -> None:
+    """Give the caller's Job object the row's new values (nothing to do for a bare id)."""
+    if isinstance(job, str):
+        return
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.updated_at = _ts(now)
 
 
 def _ts(value: float) -> dt.datetime:
@@ -445,52 +474,69 @@ class Journal:
         fingerprint: str,
         payload: dict,
         source: str = "",
+        job_id: str | None = None,
+        queue_limit: int | None = None,
     ) -> tuple[Job, bool]:
         """Store a new queued job, or return the live one with the same key.
 
         Returns ``(job, created)``. A key already used for a different document (another
         fingerprint or device) raises :class:`~kktapp.errors.Conflict`. A key whose only jobs
-        failed is free again: a failed job was certainly not fiscalised.
+        failed is free again: a failed job was certainly not fiscalised. ``job_id``: the new
+        job's id when the caller picked it (to listen for it before it exists). ``queue_limit``:
+        a new document (a key never seen, or none) is refused with :class:`QueueLimit` when the
+        device already has that many queued; a repeat is always answered.
         """
         conn = self._conn()
         now = self.clock()
+        job_id = job_id or str(uuid.uuid4())
         with self._write_lock:
-            job_id, existing = self._accept(conn, now, device, kind, key, fingerprint, payload, source)
+            seq, existing = self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source,
+                                         queue_limit)
         if existing is not None:
             if existing.fingerprint != fingerprint or existing.device != device:
                 raise Conflict()
             return existing, False
-        job = self.get(job_id)
-        assert job is not None
+        # Built here rather than read back: the row is exactly what was just inserted.
+        when = _ts(now)
+        job = Job(
+            id=job_id, device=device, kind=kind, key=key, state=QUEUED, result=None, error=None, reason="",
+            created_at=when, updated_at=when, payload=payload, fingerprint=fingerprint, source=source, seq=seq,
+        )
         return job, True
 
     def _accept(
-        self, conn: sqlite3.Connection, now: float, device: int, kind: str, key: str | None, fingerprint: str,
-        payload: dict, source: str,
-    ) -> tuple[str, Job | None]:
-        """The transaction of :meth:`accept`: (new id, None) or ("", the live job with the key)."""
+        self, conn: sqlite3.Connection, now: float, job_id: str, device: int, kind: str, key: str | None,
+        fingerprint: str, payload: dict, source: str, queue_limit: int | None,
+    ) -> tuple[int, Job | None]:
+        """The transaction of :meth:`accept`: (new seq, None) or (0, the live job with the key)."""
         # IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            known = False
             if key is not None:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? AND state!=?", (kind, key, FAILED)
-                ).fetchone()
-                if row is not None:
+                # find_by_key's order: the live job first, else the latest failed attempt.
+                row = conn.execute(_FIND_BY_KEY, (kind, key, FAILED)).fetchone()
+                if row is not None and row["state"] != FAILED:
                     conn.execute("COMMIT")
-                    return "", self._job(row)
-            job_id = str(uuid.uuid4())
-            conn.execute(
+                    return 0, self._job(row)
+                known = row is not None
+            if queue_limit is not None and not known:
+                waiting = conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE device=? AND state=?", (device, QUEUED)
+                ).fetchone()[0]
+                if waiting >= queue_limit:
+                    raise QueueLimit(waiting)
+            seq = conn.execute(
                 "INSERT INTO jobs (id, device, kind, key, fingerprint, source, payload, state, reason,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
                 (job_id, device, kind, key, fingerprint, source, _dumps(payload), QUEUED, now, now),
-            )
+            ).lastrowid
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return job_id, None
+        return int(seq or 0), None
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
@@ -498,10 +544,12 @@ class Journal:
 
     def find_by_key(self, kind: str, key: str) -> Job | None:
         """The live job for a key, else its latest failed attempt, else None."""
-        return self._one(
-            f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? ORDER BY state=? , seq DESC LIMIT 1",
-            (kind, key, FAILED),
-        )
+        return self._one(_FIND_BY_KEY, (kind, key, FAILED))
+
+    def state_of(self, job_id: str) -> str | None:
+        """Only the state of a job (None if there is none): what a polling waiter needs to know."""
+        row = self._conn().execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row[0] if row else None
 
     def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
         """The done receipt of a device with this fiscal document number (None: the latest one)."""
@@ -526,22 +574,27 @@ class Journal:
         ).fetchall()
         return [self._job(r) for r in rows]
 
-    def mark_sending(self, job_id: str, fd_before: int | None) -> bool:
+    def mark_sending(self, job: Job | str, fd_before: int | None) -> bool:
         """The job goes to the device now; ``fd_before`` is the FN's last document number.
 
         FULL and before the first byte of the document: after a crash or a lost answer, recovery
         decides "fiscalised or not" by comparing the FN with this number. False when the job is
         already finished (an operator cancelled it after the owner picked it): send nothing.
+        A Job (rather than an id) is updated to match the row.
         """
-        return self._write(
+        now = self.clock()
+        sent = self._write(
             "UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
             " WHERE id=? AND state NOT IN (?, ?)",
-            (SENDING, fd_before, self.clock(), job_id, DONE, FAILED),
+            (SENDING, fd_before, now, _ident(job), DONE, FAILED),
         ) == 1
+        if sent and not isinstance(job, str):
+            _mirror(job, now, state=SENDING, fd_before=fd_before, attempts=job.attempts + 1, reason="", error=None)
+        return sent
 
     def finish(
         self,
-        job_id: str,
+        job: Job | str,
         state: str,
         *,
         result: dict | None = None,
@@ -558,6 +611,7 @@ class Journal:
         """
         if state not in FINISHED:
             raise ValueError(f"not a final state: {state}")
+        now = self.clock()
         self._write(
             "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?",
             (
@@ -566,43 +620,52 @@ class Journal:
                 _dumps(error) if error is not None else None,
                 reason,
                 int(reprint),
-                self.clock(),
-                job_id,
+                now,
+                _ident(job),
             ),
         )
+        _mirror(job, now, state=state, result=result, error=error, reason=reason, reprint=bool(reprint))
 
-    def mark_unknown(self, job_id: str, reason: str, error: dict | None = None) -> None:
+    def mark_unknown(self, job: Job | str, reason: str, error: dict | None = None) -> None:
         """The outcome is unknown until the device owner settles it; the queue holds.
 
         FULL: the reason is what the operator and the caller see while the queue holds (recovery
         itself would also settle the row left in ``sending``).
         """
+        now = self.clock()
         self._write(
             "UPDATE jobs SET state=?, reason=?, error=?, updated_at=? WHERE id=?",
-            (UNKNOWN, reason, _dumps(error) if error is not None else None, self.clock(), job_id),
+            (UNKNOWN, reason, _dumps(error) if error is not None else None, now, _ident(job)),
         )
+        _mirror(job, now, state=UNKNOWN, reason=reason, error=error)
 
-    def requeue(self, job_id: str) -> None:
+    def requeue(self, job: Job | str) -> None:
         """Back to the queue: the device certainly did not fiscalise it; it keeps its place.
 
         FULL before the owner forms any other document (Z report, new shift): a crash after that
         must not find this job in ``sending`` and mistake the new document for it.
         """
+        now = self.clock()
         self._write(
             "UPDATE jobs SET state=?, fd_before=NULL, reason='', error=NULL, updated_at=? WHERE id=?",
-            (QUEUED, self.clock(), job_id),
+            (QUEUED, now, _ident(job)),
         )
+        _mirror(job, now, state=QUEUED, fd_before=None, reason="", error=None)
 
-    def set_reason(self, job_id: str, reason: str) -> None:
+    def set_reason(self, job: Job | str, reason: str) -> None:
         """Update the Russian explanation of a held job without changing its state."""
-        self._write("UPDATE jobs SET reason=?, updated_at=? WHERE id=?", (reason, self.clock(), job_id))
+        now = self.clock()
+        self._write("UPDATE jobs SET reason=?, updated_at=? WHERE id=?", (reason, now, _ident(job)))
+        _mirror(job, now, reason=reason)
 
-    def reprinted(self, job_id: str, result: dict | None) -> None:
+    def reprinted(self, job: Job | str, result: dict | None) -> None:
         """The owed paper copy is printed: clear the flag and store the updated result."""
+        now = self.clock()
         self._write(
             "UPDATE jobs SET reprint=0, reason='', result=?, updated_at=? WHERE id=?",
-            (_dumps(result) if result is not None else None, self.clock(), job_id),
+            (_dumps(result) if result is not None else None, now, _ident(job)),
         )
+        _mirror(job, now, reprint=False, reason="", result=result)
 
     def unsettled(self, device: int | None = None) -> list[Job]:
         """Jobs that hold their device's queue: outcome unknown, in flight, or a copy owed."""
@@ -671,6 +734,13 @@ class Journal:
             (device, _dumps(data), self.clock()),
             durable=False,
         )
+
+    def link_down(self, device: int) -> bool:
+        """The device's snapshot says its link is down (without decoding the whole snapshot)."""
+        row = self._conn(durable=False).execute(
+            "SELECT json_extract(data, '$.link') FROM snapshots WHERE device=?", (device,)
+        ).fetchone()
+        return row is not None and row[0] == "down"
 
     def load_snapshot(self, device: int) -> tuple[dict, dt.datetime] | None:
         """The stored status of a device and when it was taken, or None."""

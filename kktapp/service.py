@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,18 @@ from typing import Any
 from .device import DeviceLimits, Driver
 from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt, format_rub
 from .errors import Cancelled, Disabled, NotCancellable, NotFound, QueueFull, ResultCode, ValidationFailed
-from .journal import CANCELLED_CODE, FAILED, QUEUED, RECEIPT, Job, Journal, receipt_from_json, receipt_to_json
+from .journal import (
+    CANCELLED_CODE,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RECEIPT,
+    Job,
+    Journal,
+    QueueLimit,
+    receipt_from_json,
+    receipt_to_json,
+)
 from .owner import OPERATIONS, DeviceOwner, Reasons
 
 __all__ = [
@@ -49,6 +61,9 @@ log = logging.getLogger(__name__)
 #: process (an in-process owner wakes the waiter at once).
 WAIT_POLL_MIN = 0.002
 WAIT_POLL_MAX = 0.02
+#: While this process owns the device its owner hands every change to the waiter, which reads
+#: the journal only this often anyway: the lock may pass to another process mid-wait.
+WAIT_OWNED_CHECK = 1.0
 #: Seconds stop() waits for a device thread to finish its current job.
 STOP_TIMEOUT = 15.0
 #: Hours a document the owner gave up on stays listed for the operator (snapshot "attention").
@@ -217,7 +232,7 @@ class FiscalService:
         self._atexit_registered = False
         self._start_lock = threading.Lock()
         # Waiters of this process by job id: the owner wakes exactly the ones concerned.
-        self._waiters: dict[str, list[threading.Event]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
 
     @classmethod
@@ -315,10 +330,14 @@ class FiscalService:
                 log.exception("ККТ %d: сбой обработчика Z-отчёта", device)
 
     def job_changed(self, job_id: str, job: Job | None = None) -> None:
-        """Called by an in-process owner after a job's state changed: wake its waiters."""
+        """Called by an in-process owner after a job's state changed: wake its waiters.
+
+        ``job``: the row as it now is, handed over so the waiter need not read it back.
+        """
         with self._waiters_lock:
-            for event in self._waiters.get(job_id, ()):
-                event.set()
+            for waiter in self._waiters.get(job_id, ()):
+                waiter.job = dataclasses.replace(job) if job is not None else None
+                waiter.event.set()
 
     # ------------------------------------------------------------------ submitting
 
@@ -389,60 +408,95 @@ class FiscalService:
     def _submit(
         self, kind: str, payload: dict, device: int, key: str | None, fp: str, source: str, wait: float
     ) -> Job:
-        if key is None or self.journal.find_by_key(kind, key) is None:
-            # A repeat is always answered from the journal; only new documents meet the limit.
-            waiting = self.journal.queue_counts(int(device))[QUEUED]
-            if waiting >= self.queue_limit:
-                log.warning("ККТ %d: в очереди %d документов, новый отклонён", int(device), waiting)
-                raise QueueFull(QUEUE_RETRY_AFTER)
-        job, created = self.journal.accept(
-            device=int(device), kind=kind, key=key, fingerprint=fp, payload=payload, source=source
-        )
-        if not created:
-            log.info("ККТ %d: повтор %s с ключом %s: ответ из журнала (%s)", job.device, kind, key, job.state)
-        self.start()
-        if created:
-            owner = self._owners.get(job.device)
-            if owner is not None:
-                owner.wake()
-        return self._wait(job, wait)
+        # Listening before the job exists: an in-process owner may finish it before accept returns.
+        waiter = self._listen(str(uuid.uuid4()))
+        try:
+            try:
+                job, created = self.journal.accept(
+                    device=int(device), kind=kind, key=key, fingerprint=fp, payload=payload, source=source,
+                    job_id=waiter.job_id, queue_limit=self.queue_limit,
+                )
+            except QueueLimit as full:
+                # A repeat is always answered from the journal; only new documents meet the limit.
+                log.warning("ККТ %d: в очереди %d документов, новый отклонён", int(device), full.waiting)
+                raise QueueFull(QUEUE_RETRY_AFTER) from None
+            if not created:
+                log.info("ККТ %d: повтор %s с ключом %s: ответ из журнала (%s)", job.device, kind, key, job.state)
+                self._unlisten(waiter)
+                waiter = self._listen(job.id)
+            self.start()
+            if created:
+                owner = self._owners.get(job.device)
+                if owner is not None:
+                    owner.wake()
+            return self._wait(job, wait, waiter, fresh=created)
+        finally:
+            self._unlisten(waiter)
 
-    def _wait(self, job: Job, wait: float) -> Job:
+    def _listen(self, job_id: str) -> _Waiter:
+        waiter = _Waiter(job_id)
+        with self._waiters_lock:
+            self._waiters.setdefault(job_id, []).append(waiter)
+        return waiter
+
+    def _unlisten(self, waiter: _Waiter) -> None:
+        with self._waiters_lock:
+            waiters = self._waiters.get(waiter.job_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(waiter.job_id, None)
+
+    def _owned_here(self, device: int) -> bool:
+        owner = self._owners.get(device)
+        return owner is not None and owner.is_owner
+
+    def _wait(self, job: Job, wait: float, waiter: _Waiter, *, fresh: bool) -> Job:
+        """Wait for ``job`` to finish; ``waiter`` listened before ``job`` was read (``fresh``:
+        ``job`` is current, no state change can have been missed)."""
         deadline = time.monotonic() + max(0.0, float(wait or 0))
         if job.finished or deadline <= time.monotonic():
             return self._explain(job)
-        event = threading.Event()
-        with self._waiters_lock:
-            self._waiters.setdefault(job.id, []).append(event)
-        try:
-            delay = WAIT_POLL_MIN
-            while True:
-                fresh = self.journal.get(job.id)
-                if fresh is None:  # pruned meanwhile: keep the last known state
+        read = not fresh
+        delay = WAIT_POLL_MIN
+        while True:
+            if read:
+                # The full row only when it is the answer; a poll asks for the state alone.
+                state = self.journal.state_of(job.id)
+                if state is None:  # pruned meanwhile: keep the last known state
                     break
-                job = fresh
-                remaining = deadline - time.monotonic()
-                if job.finished or remaining <= 0:
-                    break
-                # An in-process owner sets the event at once (a set between the read above and
-                # this wait is not lost); a job owned by another process is found by polling,
-                # backing off to WAIT_POLL_MAX.
-                event.wait(min(delay, remaining))
-                event.clear()
+                if state in FINISHED:
+                    job = self.journal.get(job.id) or job
+                read = False
+            remaining = deadline - time.monotonic()
+            if job.finished:
+                break
+            if remaining <= 0:
+                # Changes without a hand-over (or none at all) are not in ``job``: one last read.
+                job = self.journal.get(job.id) or job
+                break
+            owned = self._owned_here(job.device)
+            # An in-process owner hands the job over at once (a change between the read above
+            # and this wait is not lost: the event stays set); a job owned by another process is
+            # found by polling, backing off to WAIT_POLL_MAX.
+            woken = waiter.event.wait(min(WAIT_OWNED_CHECK if owned else delay, remaining))
+            waiter.event.clear()
+            if woken and waiter.job is not None:
+                job, waiter.job = waiter.job, None
+            else:
+                read = True
+            if not owned:
                 delay = min(delay * 2, WAIT_POLL_MAX)
-        finally:
-            with self._waiters_lock:
-                events = self._waiters.get(job.id, [])
-                if event in events:
-                    events.remove(event)
-                if not events:
-                    self._waiters.pop(job.id, None)
         return self._explain(job)
 
     def wait_for(self, job: Job, wait: float) -> Job:
         """Wait up to ``wait`` seconds for a job already in the journal (a repeat or a poll)."""
         self.start()
-        return self._wait(job, wait)
+        waiter = self._listen(job.id)
+        try:
+            return self._wait(job, wait, waiter, fresh=False)
+        finally:
+            self._unlisten(waiter)
 
     def find_job(self, kind: str, key: str) -> Job | None:
         """The live job under a key, else its latest failed attempt (which freed the key), else None."""
@@ -468,11 +522,13 @@ class FiscalService:
             return job
         if self.journal.unsettled(job.device):
             job.reason = Reasons.HELD
-        else:
-            stored = self.journal.load_snapshot(job.device)
-            if stored and stored[0].get("link") == "down":
-                job.reason = Reasons.LINK_DOWN
+        elif self.link_down(job.device):
+            job.reason = Reasons.LINK_DOWN
         return job
+
+    def link_down(self, device: int) -> bool:
+        """The device's link is known to be down (its snapshot says so); cheap enough per request."""
+        return self.journal.link_down(int(device))
 
     def list_receipts(self, **filters: Any) -> tuple[list[Job], int]:
         """Receipts newest first and the total that match (see :meth:`Journal.list_jobs`)."""
@@ -556,6 +612,18 @@ class FiscalService:
             for j in self.journal.failed_with_code(cfg.number, ResultCode.GAVE_UP, since)
         ]
         return data
+
+
+class _Waiter:
+    """A request of this process waiting for a job: woken, and handed the job, by the owner."""
+
+    __slots__ = ("event", "job", "job_id")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.event = threading.Event()
+        #: The job as the owner last handed it over (None: read the journal).
+        self.job: Job | None = None
 
 
 def _fingerprint(payload: dict) -> str:

@@ -26,7 +26,11 @@ def prints(job: Job) -> bool:
 
 
 class Outcomes:
-    """Writes what became of a job; every final or held state goes through here."""
+    """Writes what became of a job; every final or held state goes through here.
+
+    ``done`` and ``fail`` run only for the job the worker is executing, which it took from a
+    settled queue: after them nothing holds the queue unless a copy is owed (``seat.settled``).
+    """
 
     def __init__(self, seat: Seat) -> None:
         self.seat = seat
@@ -47,15 +51,17 @@ class Outcomes:
             if job.kind == "close_shift":
                 self.shift_closed(result)
             self.seat.journal.finish(
-                job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
+                job, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
             )
+            self.seat.settled = not owed
             log.info(
                 "ККТ %d: %s %s: ФД %d, ФП %s, смена %d",
                 number, kind_name(job.kind), job.key or job.id, result.fiscal_document_number, result.fiscal_sign,
                 result.shift_number,
             )
         else:
-            self.seat.journal.finish(job.id, DONE, result=result if isinstance(result, dict) else {})
+            self.seat.journal.finish(job, DONE, result=result if isinstance(result, dict) else {})
+            self.seat.settled = True
             log.info("ККТ %d: %s %s выполнено", number, kind_name(job.kind), job.key or job.id)
 
     def record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
@@ -64,23 +70,25 @@ class Outcomes:
         if job.kind == "close_shift":
             self.shift_closed(result)
         self.seat.journal.finish(
-            job.id, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
+            job, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
         )
-        self.seat.notify(job.id)
+        self.seat.notify(job.id, job)
 
     def fail(self, job: Job, exc: KKTError) -> None:
         """Certainly not fiscalised: failed with the device's (or our) error."""
         # Any device error: the owner's memory of the device is not to be trusted.
         self.seat.state.forget()
-        self.seat.journal.finish(job.id, FAILED, error=exc.to_dict())
+        self.seat.journal.finish(job, FAILED, error=exc.to_dict())
+        self.seat.settled = True
         log.warning("ККТ %d: %s %s: ошибка %d %s",
                     self.seat.number, kind_name(job.kind), job.key or job.id, exc.code, exc.message)
 
     def mark_unknown(self, job: Job, reason: str, exc: KKTError | None) -> None:
         """The answer was lost mid-document: the queue holds until recovery settles it."""
         self.seat.state.forget()
-        self.seat.journal.mark_unknown(job.id, reason, exc.to_dict() if exc is not None else None)
-        self.seat.notify(job.id)
+        self.seat.settled = False
+        self.seat.journal.mark_unknown(job, reason, exc.to_dict() if exc is not None else None)
+        self.seat.notify(job.id, job)
         log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.seat.number, kind_name(job.kind),
                     job.key or job.id, exc.message if exc is not None else reason)
 

@@ -73,16 +73,19 @@ class Recovery:
 
     def settle(self) -> bool:
         """Settle what holds the queue; True when there was something (the loop re-checks)."""
+        if self.seat.settled:
+            return False
         pending = self.seat.journal.unsettled(self.seat.number)
         if not pending:
+            self.seat.settled = True
             return False
         job = pending[0]
         if job.state == DONE and job.reprint:
             self._reprint(job)
         elif job.kind not in FISCAL_KINDS:
             # A non-fiscal operation was cut off by a crash: report it, do not repeat it.
-            self.seat.journal.finish(job.id, FAILED, error=LinkError().to_dict())
-            self.seat.notify(job.id)
+            self.seat.journal.finish(job, FAILED, error=LinkError().to_dict())
+            self.seat.notify(job.id, job)
         else:
             self._recover(job)
         return True
@@ -115,22 +118,22 @@ class Recovery:
                 driver.cancel_receipt()
         except DeviceError as exc:
             log.warning("ККТ %d: проверка ФН не удалась: %s", seat.number, exc.message)
-            seat.journal.set_reason(job.id, f"{Reasons.CHECK_FAILED} ({exc.message})")
-            seat.notify(job.id)
+            seat.journal.set_reason(job, f"{Reasons.CHECK_FAILED} ({exc.message})")
+            seat.notify(job.id, job)
             seat.sleep(policy.HOLD_RETRY)
             return
         if job.attempts >= policy.MAX_SEND_ATTEMPTS:
             # Certainly not fiscalised, and every send ended the same way: stop retrying it.
             exc = GaveUp(job.attempts)
-            seat.journal.finish(job.id, FAILED, error=exc.to_dict(), reason=exc.message)
-            seat.notify(job.id)
+            seat.journal.finish(job, FAILED, error=exc.to_dict(), reason=exc.message)
+            seat.notify(job.id, job)
             log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (ФД %d не изменился)",
                       seat.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
             return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
         log.info("ККТ %d: %s %s не был пробит; отправляем снова", seat.number, kind_name(job.kind), job.key or job.id)
-        seat.journal.requeue(job.id)
-        seat.notify(job.id)
+        seat.journal.requeue(job)
+        seat.notify(job.id, job)
 
     def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
         """The fiscal result of the job's document as the FN tells it."""
@@ -180,7 +183,7 @@ class Recovery:
             # (the clocks differ, or the device clock was moved): Z report now, the next attempt
             # opens a new shift and fiscalises.
             log.info("ККТ %d: смена превысила 24 часа (код %d), закрываем её", seat.number, exc.code)
-            seat.journal.requeue(job.id)
+            seat.journal.requeue(job)
             try:
                 self.shift.close(driver)
             except DeviceError as z_exc:
@@ -192,13 +195,13 @@ class Recovery:
             # The owner's memory said the shift was open; the device says closed. The next attempt
             # reads the shift (memory was just dropped) and opens it.
             log.info("ККТ %d: смена закрыта (код %d), открываем её и повторяем", seat.number, exc.code)
-            seat.journal.requeue(job.id)
+            seat.journal.requeue(job)
             return True
         if retry_allowed and cancelled and exc.code in RECEIPT_OPEN_CODES:
             # A stale receipt stood in the way (ours, had it opened, would have been cancelled by
             # the driver before this): it is annulled now, so the job may go once more.
             log.warning("ККТ %d: на ККТ был открыт чужой чек; он отменён, повторяем", seat.number)
-            seat.journal.requeue(job.id)
+            seat.journal.requeue(job)
             return True
         self.outcomes.fail(job, exc)
         return False
@@ -216,9 +219,9 @@ class Recovery:
             else:
                 result = dict(job.result or {})
                 result["printed"] = True
-                seat.journal.reprinted(job.id, result)
+                seat.journal.reprinted(job, result)
                 log.info("ККТ %d: напечатана копия документа %s", seat.number, job.key or job.id)
-                seat.notify(job.id)
+                seat.notify(job.id, job)
                 self.status.refresh()
                 return
         if self.status.refresh_due():

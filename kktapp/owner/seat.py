@@ -48,6 +48,12 @@ class Seat:
         #: FN document number and shift while this process holds the link.
         self.state = DeviceState()
         self.driver: Driver | None = None
+        #: Nothing holds the queue (no job sending or unknown, no copy owed) as far as this owner
+        #: knows for certain: set when recovery found nothing or a job ended cleanly, cleared
+        #: before anything goes to the device and on every (re)connect or error. Spares the
+        #: worker the journal's "what holds my queue?" between jobs; only the owner can make
+        #: a job hold the queue, so nothing another process does can falsify it.
+        self.settled = False
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         self._woken = False

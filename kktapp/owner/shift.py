@@ -67,7 +67,7 @@ class ShiftPolicy:
         self.seat.state.note_shift(shift)
         if shift.state != "closed":
             return False
-        self.seat.journal.finish(job.id, DONE, result={})
+        self.seat.journal.finish(job, DONE, result={})
         return True
 
     def auto_close(self) -> None:

@@ -80,11 +80,13 @@ class Worker:
                     continue
                 self._idle()
             except LinkError as exc:
+                seat.settled = False
                 status.link_down(exc)
                 self.disconnect()
             except DeviceError as exc:
                 # A status or recovery step refused by the device; jobs are settled inside.
                 log.warning("ККТ %d: %s", seat.number, exc.message)
+                seat.settled = False
                 seat.state.forget()
                 seat.sleep(policy.HOLD_RETRY)
 
@@ -92,6 +94,7 @@ class Worker:
         seat = self.seat
         # A new link: whatever happened while there was none is unknown.
         seat.state.forget()
+        seat.settled = False
         driver = seat.open_driver()
         seat.driver = driver
         driver.connect()
@@ -119,8 +122,8 @@ class Worker:
         error = exc.to_dict() if isinstance(exc, LinkError) else LinkError().to_dict()
         for job in seat.journal.queued(seat.number):
             if job.kind not in FISCAL_KINDS:
-                seat.journal.finish(job.id, FAILED, error=error)
-                seat.notify(job.id)
+                seat.journal.finish(job, FAILED, error=error)
+                seat.notify(job.id, job)
 
     def _idle(self) -> None:
         seat, status = self.seat, self.status
@@ -151,7 +154,7 @@ class Worker:
             else:
                 self._execute_plain(job)
         finally:
-            self.seat.notify(job.id)
+            self.seat.notify(job.id, job)
 
     def _execute_fiscal(self, job: Job) -> None:
         seat, outcomes = self.seat, self.outcomes
@@ -167,7 +170,8 @@ class Worker:
                 outcomes.fail(job, exc)
                 return
             # Durable (FULL) before anything of the document is sent: recovery compares with it.
-            if not seat.journal.mark_sending(job.id, fd_before):
+            seat.settled = False
+            if not seat.journal.mark_sending(job, fd_before):
                 outcomes.skip_cancelled(job)
                 return
             sent_before = self._bytes_sent()
@@ -247,7 +251,8 @@ class Worker:
             # Service operations (reports, resets, cancel) may change what the owner remembers;
             # they are rare, so the next job simply reads the device again.
             seat.state.forget()
-        if not seat.journal.mark_sending(job.id, None):
+        seat.settled = False
+        if not seat.journal.mark_sending(job, None):
             self.outcomes.skip_cancelled(job)
             return
         sent_before = self._bytes_sent()
@@ -258,7 +263,7 @@ class Worker:
             return
         except LinkError as exc:
             # Not fiscal: nothing to reconcile, the caller may simply repeat it.
-            seat.journal.finish(job.id, FAILED, error=exc.to_dict())
+            seat.journal.finish(job, FAILED, error=exc.to_dict())
             raise
         except Exception as exc:
             if not self._failed_before_sending(job, exc, sent_before):
