@@ -279,3 +279,55 @@ def test_snapshots(journal):
 def test_wal_mode(journal):
     assert journal._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_accept_returns_the_row_it_stored_and_writes_mirror_it(journal):
+    job, created = accept(journal, "M1")
+    assert created
+    stored = journal.get(job.id)
+    assert stored is not None and job.to_dict() == stored.to_dict() and job.seq == stored.seq
+    assert (job.payload, job.fingerprint, job.attempts, job.fd_before) == (stored.payload, "fp1", 0, None)
+    # Every write given the Job (not its id) leaves the object equal to the row.
+    steps = [
+        lambda: journal.mark_sending(job, 41),
+        lambda: journal.mark_unknown(job, "почему", {"code": 1, "message": "x"}),
+        lambda: journal.set_reason(job, "другая причина"),
+        lambda: journal.requeue(job),
+        lambda: journal.mark_sending(job, 42),
+        lambda: journal.finish(job, DONE, result={"fiscal_document_number": 43}, reprint=True, reason="копия"),
+        lambda: journal.reprinted(job, {"fiscal_document_number": 43, "printed": True}),
+    ]
+    for step in steps:
+        step()
+        row = journal.get(job.id)
+        assert row is not None
+        assert (job.to_dict(), job.fd_before, job.attempts, job.reprint) == (
+            row.to_dict(), row.fd_before, row.attempts, row.reprint)
+
+
+def test_queue_limit_refuses_new_documents_but_answers_repeats(journal):
+    from kktapp.journal import QueueLimit
+
+    first, _ = journal.accept(device=1, kind="receipt", key="L1", fingerprint="f", payload={}, queue_limit=2)
+    journal.accept(device=1, kind="receipt", key=None, fingerprint="f", payload={}, queue_limit=2)
+    with pytest.raises(QueueLimit) as full:
+        journal.accept(device=1, kind="receipt", key="L3", fingerprint="f", payload={}, queue_limit=2)
+    assert full.value.waiting == 2 and journal.find_by_key("receipt", "L3") is None
+    again, created = journal.accept(device=1, kind="receipt", key="L1", fingerprint="f", payload={}, queue_limit=2)
+    assert not created and again.id == first.id
+    # Another device's queue is its own; a failed key is a retry, not a new document.
+    journal.accept(device=2, kind="receipt", key="L4", fingerprint="f", payload={}, queue_limit=2)
+    journal.finish(first.id, FAILED, error={"code": 1, "message": "нет"})
+    journal.accept(device=1, kind="receipt", key="L5", fingerprint="f", payload={}, queue_limit=2)
+    retry, created = journal.accept(device=1, kind="receipt", key="L1", fingerprint="f", payload={}, queue_limit=2)
+    assert created and retry.id != first.id
+
+
+def test_state_of_and_link_down(journal):
+    job, _ = accept(journal, "S1")
+    assert journal.state_of(job.id) == QUEUED and journal.state_of("nope") is None
+    assert not journal.link_down(1)
+    journal.save_snapshot(1, {"link": "down", "link_error": "нет связи"})
+    assert journal.link_down(1) and not journal.link_down(2)
+    journal.save_snapshot(1, {"link": "ok"})
+    assert not journal.link_down(1)

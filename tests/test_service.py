@@ -702,3 +702,27 @@ def test_a_link_drop_makes_the_owner_read_the_device_again(make_service, monkeyp
     assert sell(service, "next").state == DONE
     assert device.count("last_document") > reads[0] and device.count("shift_status") > reads[1]
     assert [d["name"] for d in device.receipts()] == ["Товар warm", "Товар dropped", "Товар next"]
+
+
+def test_an_in_process_owner_hands_the_answer_to_the_waiter(make_service, monkeypatch):
+    """The waiter in the owner's process never reads its job back: the owner hands it over."""
+    service = make_service()
+    assert sell(service, "warm").state == "done"
+    assert eventually(lambda: service._owners[1].is_owner)
+    reads: list[str] = []
+    for name in ("get", "state_of"):
+        original = getattr(service.journal, name)
+
+        def counted(job_id, _original=original, _name=name):  # noqa: ANN001, ANN202
+            reads.append(_name)
+            return _original(job_id)
+
+        monkeypatch.setattr(service.journal, name, counted)
+    for i in range(5):
+        job = sell(service, f"handed-{i}")
+        assert job.state == "done" and job.fiscal_result() is not None
+        stored = service.journal.get(job.id)
+        assert stored is not None and stored.to_dict() == job.to_dict()
+        reads.clear()
+    job = sell(service, "handed-last")
+    assert job.state == "done" and reads == []

@@ -108,8 +108,13 @@ def test_0_1_0_journal_upgrades_and_keeps_every_job(tmp_path):
     assert saved.stat().st_mode & 0o777 == 0o640
     conn = sqlite3.connect(path)
     history = conn.execute("SELECT version, from_version FROM schema_history").fetchall()
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='jobs'")}
     conn.close()
     assert history == [(journal.SCHEMA_VERSION, 2)]
+    # Step 5: the index every state change rewrote only for the hourly prune is gone; the
+    # queue, the live keys and the operator's list keep theirs.
+    assert "jobs_updated" not in indexes
+    assert {"jobs_live_key", "jobs_key", "jobs_queue", "jobs_unsettled", "jobs_owed", "jobs_kind_seq"} <= indexes
 
     # Opening it again changes nothing: no second copy, no second history row.
     Journal(str(path)).close()
