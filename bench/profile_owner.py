@@ -4,11 +4,15 @@ A :class:`~kktapp.service.FiscalService` with a zero-time in-memory device (the 
 fake driver) fiscalises receipts one after another through ``submit_receipt``: what is left is
 the receipt check, the journal, the device owner and the waiting. Figures:
 
-* ``owner_cpu_ms_per_receipt`` — process CPU (every thread) per receipt;
+* ``owner_cpu_ms_per_receipt`` — process CPU (every thread) per receipt, and the part of it
+  spent in the kernel (``owner_system_cpu_ms_per_receipt``: mostly the WAL writes and fsyncs);
 * ``owner_sql_per_receipt`` — SQL statements the journal runs per receipt (all connections);
 * ``owner_commits_per_receipt`` / ``owner_durable_commits_per_receipt`` — write transactions
   per receipt, and those on the ``synchronous=FULL`` connection (each is an fdatasync of the WAL);
 * ``owner_reads_per_receipt`` — SELECT statements per receipt.
+
+``owner_snapshot_cpu_ms`` / ``owner_link_down_cpu_ms``: what a request pays to learn whether the
+link is down, from the whole status snapshot or from the link flag alone.
 
 ``--profile`` prints the cProfile top functions (all threads) to stderr. fsyncs themselves are
 counted from outside: ``strace -f -c -e trace=fsync,fdatasync .venv/bin/python bench/profile_owner.py``.
@@ -25,11 +29,13 @@ import dataclasses
 import io
 import logging
 import pstats
+import resource
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +118,7 @@ class ThreadProfiles:
         profiles = self
 
         def run(thread: threading.Thread) -> None:
-            profile = cProfile.Profile()
+            profile = cProfile.Profile(time.thread_time)
             profiles.profiles.append(profile)
             profile.enable()
             try:
@@ -128,6 +134,14 @@ class ThreadProfiles:
             profile.create_stats()
             stats.add(profile)
         stats.sort_stats("tottime").print_stats(35)
+
+
+def cpu_ms(call: Callable[[], object], times: int) -> float:
+    """Process CPU milliseconds of one call, averaged over ``times``."""
+    start = time.process_time()
+    for _ in range(times):
+        call()
+    return (time.process_time() - start) * 1000 / times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,28 +167,40 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i in range(5):  # connect, open the shift, warm every code path
                 service.submit_receipt(document, key=f"warm-{i}", wait=30)
-            profiler = cProfile.Profile() if args.profile else None
+            profiler = cProfile.Profile(time.thread_time) if args.profile else None
             if profiler is not None:
                 profiler.enable()
             before = counter.snapshot()
             cpu0, wall0 = time.process_time(), time.monotonic()
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             for i in range(args.receipts):
                 job = service.submit_receipt(document, key=f"r-{i}", wait=30)
                 if job.state != "done":
                     log.error("receipt %d ended %s", i, job.state)
                     return 1
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            system = usage.ru_stime - usage0.ru_stime
             after = counter.snapshot()
             if profiler is not None:
                 profiler.disable()
+            # What a request pays to learn whether the link is down: the whole status snapshot
+            # (what the 1C contract asks today) against the link flag alone.
+            status_ms = {name: cpu_ms(call, args.receipts) for name, call in (
+                ("snapshot", lambda: service.snapshot(1)),
+                ("link_down", lambda: getattr(service, "link_down", lambda _d: None)(1)),
+            )}
         finally:
             service.stop()
             service.journal.close()
     n = args.receipts
     print(f"owner_cpu_ms_per_receipt: {cpu * 1000 / n:.3f} ms")
+    print(f"owner_system_cpu_ms_per_receipt: {system * 1000 / n:.3f} ms")
     print(f"owner_wall_ms_per_receipt: {wall * 1000 / n:.3f} ms")
     for name in ("sql", "reads", "commits", "durable_commits"):
         print(f"owner_{name}_per_receipt: {(after[name] - before[name]) / n:.2f} count")
+    for name, ms in status_ms.items():
+        print(f"owner_{name}_cpu_ms: {ms:.3f} ms")
     if profiler is not None:
         out = io.StringIO()
         threads.report(profiler, out)
