@@ -29,6 +29,7 @@ import dataclasses
 import io
 import logging
 import pstats
+import re
 import resource
 import sqlite3
 import sys
@@ -46,10 +47,13 @@ for extra in (ROOT, ROOT / "tests"):
 from fakes import FakeDevice, FakeDriver, make_receipt  # noqa: E402
 
 from kktapp.domain import Receipt  # noqa: E402
-from kktapp.journal import Journal  # noqa: E402
+from kktapp.journal import _COLUMNS, Journal  # noqa: E402
 from kktapp.service import DeviceConfig, FiscalService  # noqa: E402
 
 log = logging.getLogger("bench.profile_owner")
+#: Literals in traced SQL (the trace shows statements with their values bound).
+_ROW = " ".join(_COLUMNS.split())
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 
 
 class SqlCounter:
@@ -58,6 +62,8 @@ class SqlCounter:
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
+        #: Also count each statement by its text (``q: <first words>``).
+        self.by_statement = False
 
     def install(self) -> None:
         original = Journal._connect
@@ -76,8 +82,13 @@ class SqlCounter:
         head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
         with self._lock:
             self.counts["sql"] += 1
+            if self.by_statement:
+                text = _LITERALS.sub("?", " ".join(sql.split())).replace(_ROW, "<row>")
+                self.counts["q: " + text[:100]] += 1
             if head in ("SELECT", "WITH"):
                 self.counts["reads"] += 1
+            elif sql.startswith("INSERT INTO jobs "):
+                self.counts["jobs"] += 1
             if head == "BEGIN":
                 state["tx"] = True
             elif head in ("COMMIT", "END"):
