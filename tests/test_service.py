@@ -726,3 +726,27 @@ def test_an_in_process_owner_hands_the_answer_to_the_waiter(make_service, monkey
         reads.clear()
     job = sell(service, "handed-last")
     assert job.state == "done" and reads == []
+
+
+def test_the_owner_asks_what_holds_its_queue_only_after_an_uncertain_job(make_service, monkeypatch):
+    """Between clean jobs the owner knows nothing holds its queue; after an unknown outcome it
+    asks the journal again (and settles the job) before anything else goes to the device."""
+    device = FakeDevice()
+    service = make_service(device, status_refresh=3600)
+    assert sell(service, "warm").state == DONE
+    asked: list[int] = []
+    original = service.journal.unsettled
+
+    def counted(number=None):  # noqa: ANN001, ANN202
+        if threading.current_thread().name.startswith("kkt-device-"):
+            asked.append(number)
+        return original(number)
+
+    monkeypatch.setattr(service.journal, "unsettled", counted)
+    for i in range(4):
+        assert sell(service, f"clean-{i}").state == DONE
+    assert asked == []
+    device.inject("sell", "after", LinkError())
+    assert sell(service, "lost").state == DONE  # settled from the FN after reconnecting
+    assert asked and sell(service, "after").state == DONE
+    assert [d["name"] for d in device.receipts()][-2:] == ["Товар lost", "Товар after"]
