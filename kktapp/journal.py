@@ -57,6 +57,7 @@ they hold buyers' e-mails and phones and the cashier's INN.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from .domain import (
     Correction,
@@ -955,22 +957,45 @@ def receipt_to_json(receipt: Receipt) -> dict:
     }
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _member_of(kind: type[_E]) -> Callable[[object], _E]:
+    """``kind(value)`` through a table: an Enum call costs microseconds, and a 10-position
+    receipt read back from the journal makes two dozen of them. Values not in the table take
+    the Enum's own way (its aliases, its errors)."""
+    table = {member.value: member for member in kind}
+
+    def member(value: object) -> _E:
+        found = table.get(value)
+        return found if found is not None else kind(value)
+
+    return member
+
+
+_settlement_type = _member_of(SettlementType)
+_vat_rate = _member_of(VatRate)
+_payment_method = _member_of(PaymentMethod)
+_payment_type = _member_of(PaymentType)
+_taxation = _member_of(TaxationSystem)
+
+
 def receipt_from_json(data: dict) -> Receipt:
     """Inverse of :func:`receipt_to_json`: ``receipt_from_json(receipt_to_json(r)) == r``."""
     corr = data.get("correction")
     return Receipt(
-        type=SettlementType(data["type"]),
+        type=_settlement_type(data["type"]),
         positions=tuple(
             Position(
                 name=p["name"], price=int(p["price"]), quantity=Decimal(p["quantity"]), amount=int(p["amount"]),
-                vat=VatRate(p["vat"]), payment_method=PaymentMethod(p["payment_method"]),
+                vat=_vat_rate(p["vat"]), payment_method=_payment_method(p["payment_method"]),
                 payment_object=int(p["payment_object"]), unit=int(p["unit"]), department=int(p["department"]),
                 discount=int(p["discount"]),
             )
             for p in data["positions"]
         ),
-        payments=tuple(Payment(PaymentType(p["type"]), int(p["amount"])) for p in data["payments"]),
-        taxation=TaxationSystem(data["taxation"]) if data.get("taxation") is not None else None,
+        payments=tuple(Payment(_payment_type(p["type"]), int(p["amount"])) for p in data["payments"]),
+        taxation=_taxation(data["taxation"]) if data.get("taxation") is not None else None,
         customer_contact=data.get("customer_contact", ""),
         electronic_only=bool(data.get("electronic_only", False)),
         cashier_name=data.get("cashier_name", ""),
