@@ -13,6 +13,11 @@ key; a different payload under a live key is a :class:`~kktapp.errors.Conflict`.
 
 A job queued while the device is unreachable stays queued and is fiscalised when the link is
 back (nothing accepted is lost); the caller sees state ``queued`` with the reason.
+
+Waiting: the request listens under the new job's id before the job exists, so an owner in this
+process (which holds the device's link) hands the changed job straight to it: nothing is read
+back or decoded. A job whose device another process owns is found by polling its state alone,
+backing off to WAIT_POLL_MAX; the whole row is read once, when it is the answer.
 """
 
 from __future__ import annotations
