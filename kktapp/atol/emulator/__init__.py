@@ -232,6 +232,11 @@ class Emulator(CoreControls):
     def _execute(self, task: bytes) -> tuple[bytes, bool]:
         return handlers.execute(self.device, task, self._before_command)
 
+    def step_commands(self, step: str) -> frozenset[str]:
+        """The command names that do ``step`` here (one per step on ATOL; a fault test aims
+        with these at either family's emulator)."""
+        return frozenset({step})
+
     def _before_command(self, name: str) -> None:
         # Called with the device lock held.
         self._command = name

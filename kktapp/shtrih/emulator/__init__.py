@@ -197,13 +197,18 @@ class Emulator(CoreControls):
     # ------------------------------------------------------------------ internals
     # (inspection and timing controls: CoreControls)
 
+    def step_commands(self, step: str) -> frozenset[str]:
+        """The Shtrih commands that do ``step`` (an ATOL step name in :data:`STEP_ALIASES`, or a
+        command name of :mod:`kktapp.shtrih.commands`)."""
+        return STEP_ALIASES.get(step, frozenset({step}))
+
     def _execute(self, payload: bytes) -> bytes:
         return self.shtrih.execute(payload, self._before_command)
 
     def _before_command(self, name: str) -> None:
         self._command = name
         before = self._paper_out_before
-        if before is not None and name in STEP_ALIASES.get(before, frozenset({before})):
+        if before is not None and name in self.step_commands(before):
             self._paper_out_before = None
             self.device.paper = False
             with self.faults.lock:
