@@ -4,8 +4,9 @@ The in-process trials of tests/test_faults.py are adopted unchanged: the link dr
 every command of a receipt, half an answer frame, a broken LRC, paper running out before each
 printing step; the shift over 24 h with drops; 16 clients on 3 devices under two services with
 drops all along (the ATOL trial's own injector: aimed at the receipt's close, ``close_receipt``
-meaning FF45 here, or after 1-12 commands every 50-200 ms). Only the rig differs: Shtrih-M
-emulators and drivers.
+meaning FF45 here, or after 1-12 commands every 50-200 ms); the power cut at random moments.
+Only the rig differs: Shtrih-M emulators and drivers. One trial of its own walks a power cut
+through the commands of a receipt (0x8D, FF46, 0x89, FF45).
 
 Its own summary line (trials, faults, duplicates, lost) is printed at the end; the figures in
 the closing note come from::
@@ -19,13 +20,16 @@ ATOL devices, and what they test (the journal and the owner hand-over) is protoc
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import test_faults
-from test_faults import Rig
+from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet, read_log, sell, settle
 
 from kktapp import owner as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
@@ -118,3 +122,45 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShtrihRig]:
         yield r
     finally:
         r.close()
+
+
+#: The commands of one receipt in the order the driver sends them: 0x8D opens, FF46 the
+#: position, 0x89 the subtotal, FF45 closes.
+RECEIPT_COMMANDS = ("open_receipt", "operation", "subtotal", "close_receipt_ext")
+
+
+def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
+    """The power goes while each command of a receipt runs (the command done, its answer lost
+    with the power, an open receipt kept by the device): exactly one document per key. The
+    random-moment trial above leaves where a cut lands to timing; this one walks the receipt."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    emu.set_device_time(0.003)
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+    hits = InFlight()
+    for round_ in range(2):
+        for command in RECEIPT_COMMANDS:
+            key = f"cut-{command}-{round_}-{uuid.uuid4().hex[:6]}"
+            quiet(service, emu)
+            in_flight_before = emu.faults_in_flight
+            # From another thread: the command runs on, with the device lock held.
+            cutter = threading.Thread(target=emu.power_off)
+            arm_at(emu, command, cutter.start)
+            test_faults.SUMMARY["trials"] += 1
+            sent.add(key)
+            job = sell(service, key, wait=0)
+            deadline = time.monotonic() + test_faults.SETTLE
+            while cutter.ident is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert cutter.ident is not None, f"{command} never ran"
+            cutter.join(test_faults.SETTLE)
+            emu.power_on()
+            hits.add(emu.faults_in_flight - in_flight_before, 1)
+            job = settle(service, job.id)
+            assert job.state == DONE, job
+            answers[key] = job.result
+    assert_exactly_once(read_log(emu.log_file), sent, answers)
+    # Every cut lands inside the receipt (open, or FF45 forming it): the recovery cancels and
+    # resends after the first three, and finds FF45's document after the last.
+    hits.assert_at_least(2 * len(RECEIPT_COMMANDS), "power cuts")
