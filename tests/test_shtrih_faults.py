@@ -166,28 +166,39 @@ def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
     hits.assert_at_least(2 * len(RECEIPT_COMMANDS), "power cuts")
 
 
-def test_lost_cash_in_answer_is_settled_once(rig: ShtrihRig) -> None:
-    """The link drops right after 0x50 ran (and after 0x10 polled its printing): the cash-in is
-    in the drawer once, and the job answers with its document. The emulator forms an FN document
-    for cash in/out, so recovery decides by FF01; on a device that forms none this is the open
-    case of model.DOC_CASH (the note of the issue has the owner change it needs)."""
+@pytest.mark.parametrize("documents", [
+    True,
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
+        "a device whose 0x50 forms no FN document: the owner decides by the FD number, which did "
+        "not move, and sends the cash-in again (model.DOC_CASH; the owner change is in the note)"))),
+], ids=["fn-document", "no-fn-document"])
+def test_lost_cash_in_answer_is_settled_once(rig: ShtrihRig, documents: bool) -> None:
+    """The link drops right after 0x50 ran (its answer lost), or after the 0x10 that follows:
+    the cash is in the drawer once and the job answers with its document. With an FN document
+    per cash-in (the shared core's way) recovery finds it by FF01; without one (a device [S])
+    nothing in the owner's FD comparison can tell, and the cash-in goes twice."""
     emu = rig.emulator()
+    emu.shtrih.cash_documents = documents
     service = rig.service([emu])
     hits = InFlight()
     settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
-    # Armed when 0x50 starts: dropped after it (its answer lost), or after the 0x10 that follows.
     for n, after in enumerate((1, 2)):
         quiet(service, emu)
         drawer = emu.state.cash
         fired = emu.faults_in_flight
+        # Armed as 0x50 starts: the drop comes after it, or after the 0x10 polled next.
         arm_at(emu, "cash_in", lambda after=after: emu.drop_after_tasks(after))
         test_faults.SUMMARY["trials"] += 1
         job = service.submit("cash_in", {"amount": 1000 + n}, key=f"cash-{n}-{uuid.uuid4().hex[:6]}", wait=0)
         job = settle(service, job.id)
+        hits.add(emu.faults_in_flight - fired, 1)
         assert job.state == DONE, job
         assert emu.state.cash == drawer + 1000 + n
         cash_docs = [d for d in read_log(emu.log_file) if d["type"] == "cash_in"]
-        assert len(cash_docs) == n + 1
-        assert job.result["fiscal_document_number"] == cash_docs[-1]["fd_number"]
-        hits.add(emu.faults_in_flight - fired, 1)
+        if documents:
+            assert len(cash_docs) == n + 1
+            assert job.result["fiscal_document_number"] == cash_docs[-1]["fd_number"]
+        else:
+            assert not cash_docs and job.result["fiscal_document_number"] == 0
+            assert job.result["receipt_number"] == emu.shtrih.document_number()
     hits.assert_at_least(1, "link drops")

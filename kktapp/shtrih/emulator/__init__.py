@@ -64,8 +64,10 @@ class Emulator(CoreControls):
         latency: float = 0.0,
         serial: str = DEFAULT_SERIAL,
         clock_offset: float | None = None,
+        cash_documents: bool = True,
     ) -> None:
-        self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset)
+        self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset,
+                                   cash_documents=cash_documents)
         #: The fiscal core (paper, documents, state), as on the ATOL emulator.
         self._init_controls(self.shtrih.core, Server, log_path=log_path, device_time=device_time, latency=latency)
 
