@@ -186,6 +186,8 @@ SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
 #: in the receipt layout. The driver handles both: when FF01 does not move it returns FD 0 and
 #: the answer's document number. [U] what a device does; settled by FF01 before and after one
 #: 0x50 on a registered device. Until then recovery after a *lost* 0x50/0x51 answer is unsafe
-#: there: the owner decides by the FD number, which does not move, and would send it again
-#: (the owner change that fixes it, using 0x11's document number, is in the issue's note).
+#: there: the owner decides by the FD number, which does not move, and would send it again.
+#: The driver offers the safe way, by 0x11's operating document number, which every document
+#: moves (ShtrihDriver.counted_kinds, document_counter, counted_result); the owner does not use
+#: it yet (the change is in the issue's note).
 DOC_CASH = 0
