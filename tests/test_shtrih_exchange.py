@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import test_exchange
-from test_shtrih_contracts import adopt
+
+# The Shtrih-M devices and settings of the contract suites (imported before adopting, so they win).
+from test_shtrih_contracts import adopt, app_config, emulator, emulator2  # noqa: F401
 
 from kktapp.shtrih.emulator import Emulator
 
@@ -24,28 +25,7 @@ adopt(test_exchange, sys.modules[__name__].__dict__)
 
 
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """A Shtrih-M emulator on a free loopback port."""
-    with Emulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-def emulator2() -> Iterator[Emulator]:
-    """A second Shtrih-M emulator (another serial)."""
-    with Emulator(serial="999999") as emu:
-        yield emu
-
-
-@pytest.fixture
 def emulator3() -> Iterator[Emulator]:
     """The other store's register, a Shtrih-M too."""
     with Emulator(serial="127003") as emu:
         yield emu
-
-
-@pytest.fixture
-def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
-    """The shared settings, every device on the Shtrih-M protocol."""
-    app_config["DEVICE_PROTOCOL"] = "shtrih"
-    return app_config
