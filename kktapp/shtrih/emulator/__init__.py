@@ -18,7 +18,9 @@ Choices where the sources are silent [U]:
   normally and the device shows submode 2 until paper is back, then submode 3 until 0xB0;
 * a "task" of the fault API is one executed command; a drop after it keeps the answer for
   ENQ on the next connection (a power cut loses it);
-* passwords 1..30 are accepted, 29/30 only for X and Z reports.
+* passwords 1..30 are accepted, 29/30 only for X and Z reports;
+* cash in/out form an FN document as on the ATOL emulator (the shared core); a device forms
+  none [S: kktapp.shtrih.model.DOC_CASH], which ``cash_documents=False`` emulates.
 """
 
 from __future__ import annotations
