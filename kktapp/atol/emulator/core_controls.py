@@ -3,8 +3,9 @@
 Both emulators (ATOL here, Shtrih-M in :mod:`kktapp.shtrih.emulator`) keep their FN, shift and
 documents in the same :class:`~kktapp.atol.emulator.device.Device`, their timing and faults in
 the same :class:`~kktapp.atol.emulator.server.Timing` / ``Faults``, and a server with
-``close``/``drop``; the controls that only touch those are defined once here, the protocol
-faces add their own (start, paper, power).
+``listen``/``close``/``drop``; the controls that only touch those (start and stop, power, link
+faults, clock, documents) are defined once here, the protocol faces add their own (paper steps,
+the command each executes, Shtrih's filler and kept answer).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 
 
 class CoreControls:
-    """Mixin: needs ``self.device`` (the fiscal core), ``self.timing``, ``self.faults``,
-    ``self.server``, ``start()``, and ``_command`` / ``_paper_out_before`` / ``_started``."""
+    """Mixin: the emulator's ``__init__`` calls :meth:`_init_controls`; the face defines
+    ``_execute`` (what its server runs per command) and ``document_commands``."""
 
     device: Device
     timing: Timing
