@@ -10,7 +10,6 @@ import argparse
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from . import control
@@ -34,12 +33,8 @@ def add_options(p: argparse.ArgumentParser, *, port: int, serial: str, unit: str
     p.add_argument("-v", "--verbose", action="store_true", help="log every frame")
 
 
-def serve(emu: Any, args: argparse.Namespace, *, title: str, log: logging.Logger,
-          run: Callable[[Any, str], object] = control.run) -> int:
-    """Start ``emu`` as ``args`` say, serve until a signal arrives, stop it; the exit status.
-
-    ``run`` applies one ``--fault`` command line (an emulator may know more than the shared ones).
-    """
+def serve(emu: Any, args: argparse.Namespace, *, title: str, log: logging.Logger) -> int:
+    """Start ``emu`` as ``args`` say, serve until a signal arrives, stop it; the exit status."""
     try:
         host, port = emu.start(args.host, args.port)
     except OSError as exc:
@@ -47,7 +42,7 @@ def serve(emu: Any, args: argparse.Namespace, *, title: str, log: logging.Logger
         return 2
     for line in args.fault:
         try:
-            run(emu, line)
+            control.run(emu, line)
         except ValueError as exc:
             log.error("--fault %r: %s", line, exc)
             emu.stop()

@@ -57,6 +57,8 @@ class Emulator(CoreControls):
     """One emulated Shtrih-M: a TCP server thread plus knobs for faults and time (seconds)."""
 
     document_commands = DOCUMENT_COMMANDS
+    #: Control-port and --fault commands beyond the shared ones (kktapp.atol.emulator.control).
+    control_commands = {"filler": ("on|off", lambda emu, state: emu.send_filler(_on_off(state)))}
 
     def __init__(
         self,
@@ -121,3 +123,9 @@ class Emulator(CoreControls):
             self.device.paper = False
             with self.faults.lock:
                 self.faults.fired += 1
+
+
+def _on_off(word: str) -> bool:
+    if word not in ("on", "off"):
+        raise ValueError(f"filler: on or off, not {word!r}")
+    return word == "on"

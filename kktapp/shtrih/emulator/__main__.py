@@ -24,17 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 description="Shtrih-M emulator (protocol v1 over TCP)",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="fault and timing commands (--fault and the control port):\n"
-                                + control.usage() + "\n  filler on|off")
+                                + control.usage(Emulator))
     cli.add_options(p, port=model.DEFAULT_PORT, serial=DEFAULT_SERIAL, unit="command")
     return p.parse_args(argv)
-
-
-def _control(emu: Emulator, line: str) -> object:
-    words = line.split()
-    if words[:1] == ["filler"] and words[1:] in (["on"], ["off"]):
-        emu.send_filler(words[1] == "on")
-        return None
-    return control.run(emu, line)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emu = Emulator(state_path=args.state, log_path=args.log, device_time=args.device_time / 1000,
                    latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset)
-    return cli.serve(emu, args, title="Shtrih-M", log=log, run=_control)
+    return cli.serve(emu, args, title="Shtrih-M", log=log)
 
 
 if __name__ == "__main__":
