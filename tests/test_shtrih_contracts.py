@@ -52,6 +52,10 @@ ATOL_ONLY: dict[str, str] = {
     "test_kkmserver__routing_num_device_zero_kkt_number_inn": _SERIAL,
     "test_kkmserver__inn_from_registration_data_when_the_driver_reads_it": _REGISTRATION,
     "test_kkmserver__num_device_zero_by_tax_variant": _REGISTRATION,
+    "test_exchange__sales_by_code_on_two_stores_and_the_report_files":
+        "expects the Z report's shift counters the exchange reconciles with, read by the ATOL driver's "
+        "shift_totals (58); no source gives the Shtrih-M money registers of a shift's income and outcome, "
+        "so the Shtrih driver has none and the report is written without that check [U]",
 }
 
 

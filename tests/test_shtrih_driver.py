@@ -146,6 +146,28 @@ def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     assert emu.device.drawer_openings == 1
 
 
+@pytest.mark.parametrize("documents", [True, False], ids=["fn-document", "no-fn-document"])
+def test_cash_settled_by_the_operating_document_number(drv: ShtrihDriver, emu: Emulator, documents: bool) -> None:
+    """Cash in/out on a device that forms an FN document for them (the emulator's core) and on
+    one that forms none (model.DOC_CASH): the result, and the counter a lost answer is settled by."""
+    emu.shtrih.cash_documents = documents
+    drv.open_shift()
+    before = drv.document_counter()
+    assert drv.counted_result(before, 700) is None
+    done = drv.cash_in(700)
+    assert drv.document_counter() == (before + 1) & 0xFFFF
+    settled = drv.counted_result(before, 700)
+    assert settled is not None and settled.total == 700
+    if documents:
+        assert done.fiscal_document_number == settled.fiscal_document_number == emu.state.fd_number == 2
+    else:
+        assert done.fiscal_document_number == settled.fiscal_document_number == 0
+        assert done.receipt_number == settled.receipt_number == before + 1
+        assert emu.state.fd_number == 1  # the shift-open report only
+    assert drv.counted_result(drv.document_counter(), 700) is None
+    assert drv.cash_out(200).total == 200 and drv.totals().cash_in_drawer == 500
+
+
 def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.open_shift()
     drv.command("open_receipt", receipt_type=0)

@@ -41,6 +41,10 @@ def test_command_line_state_log_and_control(tmp_path: Path) -> None:
         assert control.send(int(ctl), "paper out") == "ok"
         assert not drv.status().paper_present
         assert control.send(int(ctl), "paper in") == "ok"
+        # The Shtrih emulator's own control command, on the port too; help lists it.
+        assert control.send(int(ctl), "filler off") == "ok"
+        assert control.send(int(ctl), "filler maybe").startswith("error: filler: on or off")
+        assert "filler on|off" in control.send(int(ctl), "help")
         drv.cash_in(100)
         drv.close()
     finally:

@@ -1,15 +1,12 @@
 """The fault suite (tests/test_faults.py) on Shtrih-M: whatever breaks, exactly one document per key.
 
-Three in-process trials of tests/test_faults.py are adopted unchanged: the link dropped after
+The in-process trials of tests/test_faults.py are adopted unchanged: the link dropped after
 every command of a receipt, half an answer frame, a broken LRC, paper running out before each
-printing step; the shift over 24 h with drops; the device switched off at random moments.
-Only the rig differs: Shtrih-M emulators and drivers. The many-clients trial (16 clients, 3
-devices, two services) is the one rewritten here (with the suite's
-helpers): its injector arms a drop after 1-12 commands every 50-200 ms, tuned to ATOL, where a
-receipt is 2-3 pipelined round trips; a Shtrih receipt is 5 commands of two round trips each
-(ENQ, then the command) and recovery 6 more, so at that density nearly every attempt is cut
-and the trial measures livelock, not exactly-once. Here the drops come after 1-12 commands
-every 0.2-0.8 s: still several drops per receipt attempt on a loaded machine.
+printing step; the shift over 24 h with drops; 16 clients on 3 devices under two services with
+drops all along (the ATOL trial's own injector: aimed at the receipt's close, ``close_receipt``
+meaning FF45 here, or after 1-12 commands every 50-200 ms); the power cut at random moments.
+Only the rig differs: Shtrih-M emulators and drivers. One trial of its own walks a power cut
+through the commands of a receipt (0x8D, FF46, 0x89, FF45).
 
 Its own summary line (trials, faults, duplicates, lost) is printed at the end; the figures in
 the closing note come from::
@@ -23,8 +20,8 @@ ATOL devices, and what they test (the journal and the owner hand-over) is protoc
 from __future__ import annotations
 
 import logging
-import random
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -32,9 +29,8 @@ from pathlib import Path
 
 import pytest
 import test_faults
-from test_faults import SETTLE, Rig, assert_exactly_once, read_log, refusals_counted, sell, settle
+from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet, read_log, sell, settle
 
-from kktapp.journal import DONE
 from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 from kktapp.shtrih.driver import ShtrihDriver
@@ -42,10 +38,8 @@ from kktapp.shtrih.emulator import Emulator
 
 log = logging.getLogger(__name__)
 
-# Not adopted: test_device_switched_off_at_random_moments. Once the suite counted only faults
-# that hit a document in flight, none of its 200 power cuts landed inside a Shtrih document
-# (0 of 200; ATOL: 12 of 40), so on Shtrih it proves nothing; open work of the Shtrih issue.
-for _name in ("test_link_drop_at_every_step_of_a_receipt", "test_expired_shift_with_the_link_dropped_at_every_step"):
+for _name in ("test_link_drop_at_every_step_of_a_receipt", "test_expired_shift_with_the_link_dropped_at_every_step",
+              "test_device_switched_off_at_random_moments", "test_many_clients_on_several_devices_with_link_drops"):
     globals()[_name] = getattr(test_faults, _name)
 
 
@@ -91,10 +85,11 @@ class _Relay(logging.Handler):
 class ShtrihRig(Rig):
     """The suite's rig with Shtrih-M emulators and drivers."""
 
-    #: Shtrih commands go one at a time (two round trips each, nothing pipelined), so the
-    #: adopted trials' armed faults meet its status and FN reads far more often than a document:
-    #: a quarter of ATOL's in-flight minimums (13 of 18 measured for the step test).
-    in_flight_scale = 0.25
+    #: Shtrih commands go one at a time (two round trips each, nothing pipelined), so a drop
+    #: after the n-th command meets status and FN reads more often than on ATOL: the step test
+    #: walks 13 commands inside documents where ATOL's minimum is 18 (the order of commands,
+    #: not timing, decides it); the other trials pass ATOL's minimums, with this margin.
+    in_flight_scale = 0.7
 
     def emulator(self) -> Emulator:  # type: ignore[override]
         n = len(self.emulators) + 1
@@ -129,61 +124,81 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ShtrihRig]:
         r.close()
 
 
-def test_many_clients_on_several_devices_with_link_drops(rig: ShtrihRig) -> None:
-    """16 clients, 3 devices, two services on one journal, drops all along; retries of a key
-    get the same answer; one link per device."""
-    summary = test_faults.SUMMARY
-    rnd = random.Random(test_faults.SEED + 1)
-    emus = [rig.emulator() for _ in range(3)]
-    services = [rig.service(emus), rig.service(emus)]
-    sent: dict[int, set[str]] = {n: set() for n in (1, 2, 3)}
-    answers: dict[int, dict[str, dict]] = {n: {} for n in (1, 2, 3)}
-    lock = threading.Lock()
-    failures: list[str] = []
-    stop = threading.Event()
+#: The commands of one receipt in the order the driver sends them: 0x8D opens, FF46 the
+#: position, 0x89 the subtotal, FF45 closes.
+RECEIPT_COMMANDS = ("open_receipt", "operation", "subtotal", "close_receipt_ext")
 
-    def client(c: int) -> None:
-        crnd = random.Random(test_faults.SEED + 100 + c)
-        for i in range(6):
-            device = crnd.randint(1, 3)
-            key = f"c{c}-{i}-{uuid.uuid4().hex[:6]}"
-            with lock:
-                sent[device].add(key)
-            try:
-                job = sell(services[crnd.randint(0, 1)], key, device=device, wait=SETTLE)
-                if not job.finished:
-                    job = settle(services[0], job.id)
-                again = sell(services[crnd.randint(0, 1)], key, device=device, wait=SETTLE)
-                if job.state != DONE or again.id != job.id or again.result != job.result:
-                    raise AssertionError(f"{key}: {job} / {again}")
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                with lock:
-                    failures.append(f"{key}: {exc!r}")
-                continue
-            with lock:
-                answers[device][key] = job.result
 
-    def injector() -> None:
-        while not stop.is_set():
-            rnd.choice(emus).drop_after_tasks(rnd.randint(1, 12))
-            stop.wait(rnd.uniform(0.2, 0.8))
+def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
+    """The power goes while each command of a receipt runs (the command done, its answer lost
+    with the power, an open receipt kept by the device): exactly one document per key. The
+    random-moment trial above leaves where a cut lands to timing; this one walks the receipt."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    emu.set_device_time(0.003)
+    sent: set[str] = set()
+    answers: dict[str, dict] = {}
+    hits = InFlight()
+    for round_ in range(2):
+        for command in RECEIPT_COMMANDS:
+            key = f"cut-{command}-{round_}-{uuid.uuid4().hex[:6]}"
+            quiet(service, emu)
+            in_flight_before = emu.faults_in_flight
+            # From another thread: the command runs on, with the device lock held.
+            cutter = threading.Thread(target=emu.power_off)
+            arm_at(emu, command, cutter.start)
+            test_faults.SUMMARY["trials"] += 1
+            sent.add(key)
+            job = sell(service, key, wait=0)
+            deadline = time.monotonic() + test_faults.SETTLE
+            while cutter.ident is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert cutter.ident is not None, f"{command} never ran"
+            cutter.join(test_faults.SETTLE)
+            emu.power_on()
+            hits.add(emu.faults_in_flight - in_flight_before, 1)
+            job = settle(service, job.id)
+            assert job.state == DONE, job
+            answers[key] = job.result
+    assert_exactly_once(read_log(emu.log_file), sent, answers)
+    # Every cut lands inside the receipt (open, or FF45 forming it): the recovery cancels and
+    # resends after the first three, and finds FF45's document after the last.
+    hits.assert_at_least(2 * len(RECEIPT_COMMANDS), "power cuts")
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
-    chaos = threading.Thread(target=injector)
-    with refusals_counted() as refusals:
-        try:
-            for t in threads:
-                t.start()
-            chaos.start()
-            for t in threads:
-                t.join(SETTLE * 4)
-        finally:
-            stop.set()
-            chaos.join(10)
-    assert not any(t.is_alive() for t in threads)
-    summary["trials"] += sum(len(s) for s in sent.values())
-    summary["faults"] += sum(emu.faults_fired for emu in emus)
-    assert not failures, failures[:5]
-    for n, emu in enumerate(emus, 1):
-        assert_exactly_once(read_log(emu.log_file), sent[n], answers[n])
-    assert refusals["n"] == 0
+
+@pytest.mark.parametrize("documents", [
+    True,
+    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
+        "a device whose 0x50 forms no FN document: the owner decides by the FD number, which did "
+        "not move, and sends the cash-in again (model.DOC_CASH; the owner change is in the note)"))),
+], ids=["fn-document", "no-fn-document"])
+def test_lost_cash_in_answer_is_settled_once(rig: ShtrihRig, documents: bool) -> None:
+    """The link drops right after 0x50 ran (its answer lost), or after the 0x10 that follows:
+    the cash is in the drawer once and the job answers with its document. With an FN document
+    per cash-in (the shared core's way) recovery finds it by FF01; without one (a device [S])
+    nothing in the owner's FD comparison can tell, and the cash-in goes twice."""
+    emu = rig.emulator()
+    emu.shtrih.cash_documents = documents
+    service = rig.service([emu])
+    hits = InFlight()
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    for n, after in enumerate((1, 2)):
+        quiet(service, emu)
+        drawer = emu.state.cash
+        fired = emu.faults_in_flight
+        # Armed as 0x50 starts: the drop comes after it, or after the 0x10 polled next.
+        arm_at(emu, "cash_in", lambda after=after: emu.drop_after_tasks(after))
+        test_faults.SUMMARY["trials"] += 1
+        job = service.submit("cash_in", {"amount": 1000 + n}, key=f"cash-{n}-{uuid.uuid4().hex[:6]}", wait=0)
+        job = settle(service, job.id)
+        hits.add(emu.faults_in_flight - fired, 1)
+        assert job.state == DONE, job
+        assert emu.state.cash == drawer + 1000 + n
+        cash_docs = [d for d in read_log(emu.log_file) if d["type"] == "cash_in"]
+        if documents:
+            assert len(cash_docs) == n + 1
+            assert job.result["fiscal_document_number"] == cash_docs[-1]["fd_number"]
+        else:
+            assert not cash_docs and job.result["fiscal_document_number"] == 0
+            assert job.result["receipt_number"] == emu.shtrih.document_number()
+    hits.assert_at_least(1, "link drops")

@@ -16,11 +16,10 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TextIO
 
-from ..errors import DeviceError, KKTError
+from ..probing import Check, Report, traced_run
 from . import commands, model
 from .driver import AtolDriver, ffd_version, step
 
@@ -31,34 +30,13 @@ _MODES = {0: "выбор", 1: "регистрация", 2: "отчёты без 
           5: "доступ к ФП", 6: "доступ к ФН", 7: "дополнительный"}
 
 
-class Probe:
+class Probe(Report):
     """One run of the read-only checks over an :class:`AtolDriver`, reported to ``out``."""
 
     def __init__(self, driver: AtolDriver, out: TextIO) -> None:
+        super().__init__(out)
         self.driver = driver
-        self.out = out
-        self.failures = 0
         self.facts: dict[str, Any] = {}
-
-    def say(self, text: str) -> None:
-        """One line of the report."""
-        self.out.write(text + "\n")
-
-    def check(self, title: str, run: Callable[[], str]) -> None:
-        """Run one check; its result or its error becomes a line of the report."""
-        try:
-            text = run()
-        except DeviceError as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: ККТ ответила ошибкой 0x{exc.code:02X} «{exc.device_message}»")
-        except KKTError as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: {exc}")
-        except (KeyError, ValueError) as exc:
-            self.failures += 1
-            self.say(f"  НЕТ  {title}: ответ не разобран ({exc}) — приложите журнал обмена")
-        else:
-            self.say(f"  ОК   {title}: {text}")
 
     def one(self, name: str, **params: Any) -> dict[str, Any]:
         """A single command by name (see kktapp.atol.commands)."""
@@ -178,8 +156,7 @@ class Probe:
 
     def run(self, *, test_receipt: bool = False) -> int:
         """All checks; returns the number that failed."""
-        self.say(f"Проверка ККТ {self.driver.url} — {dt.datetime.now():%d.%m.%Y %H:%M:%S}")
-        for title, fn in (
+        checks: list[Check] = [
             ("Состояние (3F, 45)", self.status), ("Тип устройства (A5)", self.device_type),
             ("Прошивка (9D 91)", self.firmware_build), ("Версии ФФД (регистр 0x36)", self.ffd),
             ("Заводской номер", self.serial), ("ФН (A4 30, A4 32)", self.fn), ("Версия ФН (A4 33)", self.fn_version),
@@ -187,12 +164,10 @@ class Probe:
             ("Смена (0x12, A4 10, 0x35)", self.shift), ("Последний ФД (0x34)", self.last_fd),
             ("Последний чек (0x33)", self.last_sale), ("Последний документ (A4 45/46)", self.last_document),
             ("Счётчики (58, 0x28, 4D)", self.totals),
-        ):
-            self.check(title, fn)
+        ]
         if test_receipt:
-            self.check("Тестовый чек (92 тест, позиция, 59)", self.test_receipt)
-        self.say(f"Итого: не прошло проверок — {self.failures}.")
-        return self.failures
+            checks.append(("Тестовый чек (92 тест, позиция, 59)", self.test_receipt))
+        return self.report(f"Проверка ККТ {self.driver.url} — {dt.datetime.now():%d.%m.%Y %H:%M:%S}", checks)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -211,28 +186,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Run the probe; exit code 0 when every check passed, 1 otherwise, 2 without a link."""
     args = parse_args(argv)
     out = out or sys.stdout
-    trace = args.trace or f"kkt-probe-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-    handler = logging.FileHandler(trace, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    link_log = logging.getLogger("kktapp.atol.link")
-    link_log.addHandler(handler)
-    old_level = link_log.level
-    link_log.setLevel(logging.DEBUG)
     driver = AtolDriver(args.url, operator_password=args.password)
-    try:
-        try:
-            driver.connect(read_only=True)
-        except KKTError as exc:
-            out.write(f"Нет связи с ККТ {args.url}: {exc}\n")
-            return 2
-        failures = Probe(driver, out).run(test_receipt=args.test_receipt)
-    finally:
-        driver.close()
-        link_log.removeHandler(handler)
-        link_log.setLevel(old_level)
-        handler.close()
-    out.write(f"Журнал обмена (шестнадцатеричный, с именами команд): {trace}\n")
-    return 1 if failures else 0
+    return traced_run(args.url, args.trace, "kktapp.atol.link", out, lambda: driver.connect(read_only=True),
+                      lambda: Probe(driver, out).run(test_receipt=args.test_receipt), driver.close)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from decimal import Decimal
 from typing import Any
 
 from ..atol.codec import CodecError
-from ..atol.commands import _REQUIRED, LE, U8, Field, Kind, Raw
+from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw
+from ..atol.commands import _fields_encode as _encode_fields
 from ..device import DeviceLimits
 from ..domain import TextLine
 from . import model
@@ -103,24 +104,6 @@ class Text(Kind):
         return data.rstrip(b"\x00").decode(model.ENCODING, errors="replace")
 
 
-class Ascii(Kind):
-    """Fixed-width ASCII (FN number, firmware version letters)."""
-
-    default = ""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def encode(self, value: str) -> bytes:
-        raw = value.encode("ascii", errors="replace")
-        if len(raw) > self.size:
-            raise CodecError(f"{value!r} longer than {self.size} characters")
-        return raw.ljust(self.size, b"\x00")
-
-    def decode(self, data: bytes) -> str:
-        return data.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
-
-
 class Date(Kind):
     """Binary date/time, one byte per part [C: opos TPrinterDate/BinToPrinterDateTime2]:
     classic ``DMY`` and ``hms``, FN ``YMD`` and ``YMDhm``. All zeros decode as None."""
@@ -162,25 +145,6 @@ def _f(name: str, kind: Kind, default: Any = _REQUIRED) -> Field:
 
 def _opt(name: str, kind: Kind) -> Field:
     return Field(name, kind, kind.default)
-
-
-def _encode_fields(fields: tuple[Field, ...], values: dict[str, Any], what: str) -> bytes:
-    unknown = set(values) - {f.name for f in fields}
-    if unknown:
-        raise TypeError(f"{what}: unknown fields {sorted(unknown)}")
-    out = []
-    for f in fields:
-        if f.name in values:
-            value = values[f.name]
-        elif f.required:
-            raise TypeError(f"{what}: field {f.name!r} is required")
-        else:
-            value = f.default
-        try:
-            out.append(f.kind.encode(value))
-        except (CodecError, TypeError, ValueError) as exc:
-            raise CodecError(f"{what}.{f.name}: {exc}") from exc
-    return b"".join(out)
 
 
 def _decode_fields(fields: tuple[Field, ...], data: bytes, what: str, *, strict: bool) -> dict[str, Any]:

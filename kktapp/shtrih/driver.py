@@ -409,16 +409,44 @@ class ShtrihDriver:
             if exc.code != ErrorCode.NO_PAPER:
                 raise
             printed = False
+        return self._cash_result(before["last_fd_number"], reply["document_number"], amount, printed=printed)
+
+    def _cash_result(self, fd_before: int, document_number: int, amount: int, *, printed: bool) -> FiscalResult:
+        """A cash document's result: the FN's document when the FD number moved, else (a device
+        that forms none, model.DOC_CASH) FD 0 and the operating document number."""
         fn = self._fn_last()
-        if fn["last_fd_number"] == before["last_fd_number"]:
-            # model.DOC_CASH: a device that forms no FN document for cash in/out.
-            shift = self.command("fn_shift", admin=True)
-            return FiscalResult(
-                fiscal_document_number=0, fiscal_sign="", receipt_number=reply["document_number"],
-                shift_number=shift["shift_number"], datetime=fn["datetime"] or dt.datetime.now().replace(second=0),
-                total=amount, fn_number=fn["fn_number"], printed=printed,
-            )
-        return self._document(fn["last_fd_number"], fn["fn_number"], printed=printed)[0]
+        if fn["last_fd_number"] != fd_before:
+            return self._document(fn["last_fd_number"], fn["fn_number"], printed=printed)[0]
+        shift = self.command("fn_shift", admin=True)
+        return FiscalResult(
+            fiscal_document_number=0, fiscal_sign="", receipt_number=document_number,
+            shift_number=shift["shift_number"], datetime=fn["datetime"] or dt.datetime.now().replace(second=0),
+            total=amount, fn_number=fn["fn_number"], printed=printed,
+        )
+
+    #: Jobs whose document the FN may not number (model.DOC_CASH): an owner settles a lost
+    #: answer of these by :meth:`document_counter` and :meth:`counted_result`, not by FF01.
+    counted_kinds = frozenset({"cash_in", "cash_out"})
+
+    def document_counter(self) -> int:
+        """The operating document number (0x11): it moves with every document, cash-only ones
+        too; a job's "before" for :meth:`counted_result`."""
+        return self.command("full_status")["document_number"]
+
+    def counted_result(self, before: int, amount: int) -> FiscalResult | None:
+        """The result of the cash document formed since ``before`` (:meth:`document_counter`),
+        None when none was. The caller held the link since ``before`` and sent only that job,
+        so a moved number is its document [S: 0x50 answers that number]; an FN that holds a
+        cash document as its last one (the emulator's core) gives its FD."""
+        number = self.document_counter()
+        if (number - before) % 0x10000 == 0:
+            return None
+        fn = self._fn_last()
+        if fn["last_fd_number"]:
+            result, doc_type, _ = self._document(fn["last_fd_number"], fn["fn_number"])
+            if doc_type == model.DOC_CASH:
+                return result
+        return self._cash_result(fn["last_fd_number"], number, amount, printed=True)
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (0x50)."""

@@ -12,6 +12,7 @@ link knows nothing about commands.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import deque
 
@@ -36,6 +37,23 @@ def mask_password(payload: bytes) -> str:
     if len(rest) >= 4:
         return f"{out} ** ** ** ** {rest[4:].hex(' ')}".rstrip()
     return f"{out} {rest.hex(' ')}".rstrip()
+
+
+def _no_delay(port: serial.SerialBase) -> None:
+    """TCP_NODELAY on a ``socket://`` port (pyserial leaves Nagle on).
+
+    Every command ends with our ACK and the next begins with our ENQ: two one-byte writes
+    with no answer between them. With Nagle on, the ENQ waits until the device acknowledges
+    the ACK segment, which a peer with delayed ACKs does only after ~40 ms: every command
+    cost 40 ms more than the device needed (measured against the emulator: 45 ms per 0x11,
+    0.3 ms with this; the many-clients fault trial livelocked on it).
+    """
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            log.debug("TCP_NODELAY refused", exc_info=True)
 
 
 class Link:
@@ -66,6 +84,7 @@ class Link:
             self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=POLL, write_timeout=10)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"нет связи с ККТ ({self.url}): {exc}") from exc
+        _no_delay(self._port)
         self._decoder = Decoder()
         self._events.clear()
         self._heard = False

@@ -178,8 +178,16 @@ DOC_SHIFT_CLOSE = 5
 DOC_CORRECTION = 31
 RECEIPT_DOC_TYPES = frozenset({DOC_RECEIPT, DOC_BSO, DOC_CORRECTION})
 SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
-#: [U] Cash in/out (0x50/0x51): no source says they form an FN document; 0x50 answers a 2-byte
-#: document number [C]. The emulator shares the ATOL emulator's fiscal core, where they do form
-#: one, and answers FF0A for it with type 0 in the receipt layout. On a device whose FD number
-#: does not move on 0x50/0x51 the driver returns FD 0 and the document number of the answer.
+#: [S] Cash in/out (0x50/0x51) form no FN document on a real device: the FN's document types
+#: (javapos ``FSDocType``: fiscalisation, shift open, receipt, shift close, FN close, BSO,
+#: re-registration, correction, settlement report; FFD has the same list) have none for them, and
+#: 0x50 answers only a 2-byte operating document number [C opos, pyshtrih]. The emulator shares
+#: the ATOL emulator's fiscal core, where they do form one, and answers FF0A for it with type 0
+#: in the receipt layout. The driver handles both: when FF01 does not move it returns FD 0 and
+#: the answer's document number. [U] what a device does; settled by FF01 before and after one
+#: 0x50 on a registered device. Until then recovery after a *lost* 0x50/0x51 answer is unsafe
+#: there: the owner decides by the FD number, which does not move, and would send it again.
+#: The driver offers the safe way, by 0x11's operating document number, which every document
+#: moves (ShtrihDriver.counted_kinds, document_counter, counted_result); the owner does not use
+#: it yet (the change is in the issue's note).
 DOC_CASH = 0

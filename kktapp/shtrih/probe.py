@@ -4,7 +4,7 @@ Sends only commands that change nothing (0xFC, 0x10, 0x11, FF01, FF03, FF39, FF4
 last document, 0x1A), prints a report in Russian and writes a wire trace (every frame in hex
 with the command's name, passwords masked) fit to attach to a bug report: the trace is how the
 points marked [U] in :mod:`kktapp.shtrih.model` get settled. Each check runs on its own, so one
-refusal does not hide the rest of the report (the ATOL probe's reporting: :meth:`check`).
+refusal does not hide the rest of the report (:mod:`kktapp.probing`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import logging
 import sys
 from typing import Any, TextIO
 
-from ..atol.probe import Probe as ReportingProbe
-from ..errors import KKTError
+from ..probing import Report, traced_run
 from . import commands, model
 from .driver import ShtrihDriver
 
@@ -30,13 +29,13 @@ _SUBMODES = {0: "бумага есть", 1: "нет бумаги (пассивн
              3: "ждёт команды продолжения печати (0xB0)", 4: "печать отчёта", 5: "печать операции"}
 
 
-class Probe(ReportingProbe):
-    """The read-only checks over a :class:`ShtrihDriver`; reporting is the ATOL probe's."""
-
-    driver: ShtrihDriver  # type: ignore[assignment]
+class Probe(Report):
+    """The read-only checks over a :class:`ShtrihDriver`, reported to ``out``."""
 
     def __init__(self, driver: ShtrihDriver, out: TextIO) -> None:
-        super().__init__(driver, out)  # type: ignore[arg-type]
+        super().__init__(out)
+        self.driver = driver
+        self.facts: dict[str, Any] = {}
 
     def one(self, name: str, **params: Any) -> dict[str, Any]:
         """A single command by name (see kktapp.shtrih.commands); FN reads with the admin password."""
@@ -99,18 +98,16 @@ class Probe(ReportingProbe):
 
     def run(self) -> int:
         """All checks; returns the number that failed."""
-        self.say(f"Проверка ККТ Штрих-М {self.driver.url} — {dt.datetime.now():%d.%m.%Y %H:%M:%S}")
-        for title, fn in (
+        return self.report(f"Проверка ККТ Штрих-М {self.driver.url} — {dt.datetime.now():%d.%m.%Y %H:%M:%S}", (
             ("Тип устройства (0xFC)", self.device_type), ("Короткое состояние (0x10)", self.short_status),
             ("Состояние (0x11)", self.full_status), ("ФН (FF01, FF03)", self.fn), ("Смена (FF40)", self.shift),
             ("Обмен с ОФД (FF39)", self.ofd), ("Последний документ (FF0A)", self.last_document),
             ("Наличные (0x1A)", self.cash),
-        ):
-            self.check(title, fn)
-        if self.driver.stats.bad_packets:
-            self.say(f"  Повреждённых ответов (LRC): {self.driver.stats.bad_packets}")
-        self.say(f"Итого: не прошло проверок — {self.failures}.")
-        return self.failures
+        ))
+
+    def notes(self) -> list[str]:
+        bad = self.driver.stats.bad_packets
+        return [f"  Повреждённых ответов (LRC): {bad}"] if bad else []
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -130,28 +127,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Run the probe; exit code 0 when every check passed, 1 otherwise, 2 without a link."""
     args = parse_args(argv)
     out = out or sys.stdout
-    trace = args.trace or f"kkt-probe-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-    handler = logging.FileHandler(trace, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    link_log = logging.getLogger("kktapp.shtrih.link")
-    link_log.addHandler(handler)
-    old_level = link_log.level
-    link_log.setLevel(logging.DEBUG)
     driver = ShtrihDriver(args.url, password=args.password, admin_password=args.password, baudrate=args.baudrate)
-    try:
-        try:
-            driver.open_link()
-        except KKTError as exc:
-            out.write(f"Нет связи с ККТ {args.url}: {exc}\n")
-            return 2
-        failures = Probe(driver, out).run()
-    finally:
-        driver.close()
-        link_log.removeHandler(handler)
-        link_log.setLevel(old_level)
-        handler.close()
-    out.write(f"Журнал обмена (шестнадцатеричный, с именами команд): {trace}\n")
-    return 1 if failures else 0
+    return traced_run(args.url, args.trace, "kktapp.shtrih.link", out, driver.open_link,
+                      lambda: Probe(driver, out).run(), driver.close)
 
 
 if __name__ == "__main__":

@@ -40,18 +40,14 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
-from types import TracebackType
-from typing import Any
 
 from .. import commands, model
 from . import handlers
 from .core_controls import CoreControls
 from .device import Device
-from .server import Faults, Server, Timing
+from .server import Server
 from .state import DEFAULT_SERIAL, DeviceState, Store
 
 __all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
@@ -78,6 +74,8 @@ class Emulator(CoreControls):
     the device clock ahead of the host clock, overriding the offset stored in the state.
     """
 
+    document_commands = DOCUMENT_COMMANDS
+
     def __init__(
         self,
         state_path: str | os.PathLike[str] | None = None,
@@ -88,57 +86,8 @@ class Emulator(CoreControls):
         clock_offset: float | None = None,
         ffd: str = "1.2",
     ) -> None:
-        self.log_path = os.fspath(log_path) if log_path is not None else None
-        self.device = Device(Store(state_path), serial, clock_offset_hours=clock_offset, ffd=ffd_code(ffd))
-        self.device.on_document = self._write_log
-        self.timing = Timing(device_time=float(device_time), latency=float(latency))
-        self.faults = Faults(in_flight=self.document_in_flight)
-        #: The command running or run last (set under the device lock, read without it).
-        self._command = ""
-        self.server = Server(self._execute, self.faults, self.timing)
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._started = False
-        self._powered = True
-        self._log_lock = threading.Lock()
-        self._paper_out_before: str | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Listen on ``host:port`` (0 = a free port) in background threads; returns the address."""
-        if self._started:
-            return self.host, self.port
-        with self.device.lock:
-            if self.device.state.receipt is not None:
-                # Running again after stop(): a kill from now on must lose the open receipt.
-                self.device.save()
-        self.host, self.port = self.server.listen(host, port)
-        self._started = True
-        self._powered = True
-        return self.host, self.port
-
-    def stop(self) -> None:
-        """Close the listener and the connection, wait for the threads, save everything
-        (the open receipt included: a clean stop is a power-off, not a kill). Idempotent."""
-        self.server.close()
-        with self.device.lock:
-            self.device.save_all()
-        self._started = False
-
-    @property
-    def url(self) -> str:
-        """pyserial URL of the emulator: ``socket://127.0.0.1:PORT``."""
-        return f"socket://{self.host}:{self.port}"
-
-    def __enter__(self) -> Emulator:
-        if not self._started:
-            self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        device = Device(Store(state_path), serial, clock_offset_hours=clock_offset, ffd=ffd_code(ffd))
+        self._init_controls(device, Server, log_path=log_path, device_time=device_time, latency=latency)
 
     # ------------------------------------------------------------------ faults and timing
 
@@ -169,68 +118,17 @@ class Emulator(CoreControls):
             self.device.paper_near_end = False
             self._paper_out_before = None
 
-    def document_in_flight(self) -> bool:
-        """A receipt is open, or the command running or run last forms a fiscal document.
-
-        A fault now lands inside a document or between it and its answer; one between jobs,
-        or during the reads after a document, does not.
-        """
-        return self.device.state.receipt is not None or self._command in DOCUMENT_COMMANDS
-
-    def clear_faults(self) -> None:
-        """Disarm the link faults and a paper-out that have not happened yet."""
-        self.faults.clear()
-        with self.device.lock:
-            self._paper_out_before = None
-
-    def drop_after_tasks(self, n: int) -> None:
-        """Close the link right after the n-th further task is executed (its reply not sent)."""
-        with self.faults.lock:
-            self.faults.drop_after = max(1, int(n))
-
-    def drop_mid_frame(self) -> None:
-        """Send only the first half of the next outgoing packet, then close the link."""
-        with self.faults.lock:
-            self.faults.drop_mid_frame = True
-
-    def corrupt_next_byte(self) -> None:
-        """Flip one byte of the next outgoing packet (the host sees a bad CRC and asks again)."""
-        with self.faults.lock:
-            self.faults.corrupt_next = True
-
-    def drop_connection(self) -> None:
-        """Close the current connection now (the device stays on)."""
-        self.server.drop()
-
-    def power_off(self) -> None:
-        """Switch the device off: the link drops, connects are refused, the state is kept."""
-        if not self._powered:
-            return
-        self._powered = False
-        self.server.close()
-        if self.document_in_flight():
-            with self.faults.lock:
-                self.faults.fired_in_flight += 1
-        with self.device.lock:
-            self.device.save_all()
-
-    def power_on(self) -> None:
-        """Switch it on again on the same address (see Device.power_cycle for what survives)."""
-        if self._powered:
-            return
-        with self.device.lock:
-            self.device.power_cycle()
-            if self.device.state.receipt is not None:
-                self.device.save()  # running again: the checkpoint forgets the receipt
-        self._powered = True
-        if self._started:
-            self.server.listen(self.host, self.port)
 
     # ------------------------------------------------------------------ internals
     # (inspection and timing controls: CoreControls)
 
     def _execute(self, task: bytes) -> tuple[bytes, bool]:
         return handlers.execute(self.device, task, self._before_command)
+
+    def step_commands(self, step: str) -> frozenset[str]:
+        """The command names that do ``step`` here (one per step on ATOL; a fault test aims
+        with these at either family's emulator)."""
+        return frozenset({step})
 
     def _before_command(self, name: str) -> None:
         # Called with the device lock held.
@@ -240,11 +138,3 @@ class Emulator(CoreControls):
             self.device.paper = False
             with self.faults.lock:
                 self.faults.fire()
-
-    def _write_log(self, doc: dict[str, Any]) -> None:
-        if self.log_path is None:
-            return
-        line = json.dumps(doc, ensure_ascii=False) + "\n"
-        with self._log_lock, open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()

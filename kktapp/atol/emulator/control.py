@@ -61,22 +61,28 @@ COMMANDS: dict[str, tuple[str, Callable[..., object]]] = {
 }
 
 
-def usage() -> str:
+def commands_of(emu: object) -> dict[str, tuple[str, Callable[..., object]]]:
+    """The shared commands and those the emulator adds (its ``control_commands``)."""
+    return {**COMMANDS, **getattr(emu, "control_commands", {})}
+
+
+def usage(emu: object = None) -> str:
     """One line per command, for --help and the control port's ``help``."""
-    return "\n".join(f"  {name} {args}".rstrip() for name, (args, _) in COMMANDS.items())
+    return "\n".join(f"  {name} {args}".rstrip() for name, (args, _) in commands_of(emu).items())
 
 
 def run(emu: Emulator, line: str) -> object:
     """Execute one control line; ValueError with a readable message for a bad one."""
     words = line.split()
+    commands = commands_of(emu)
     for n in (2, 1):
         name = " ".join(words[:n])
-        if name in COMMANDS:
-            _, action = COMMANDS[name]
+        if name in commands:
+            args, action = commands[name]
             try:
                 return action(emu, *words[n:])
             except TypeError:
-                raise ValueError(f"{name}: arguments {COMMANDS[name][0] or 'none'}") from None
+                raise ValueError(f"{name}: arguments {args or 'none'}") from None
     raise ValueError(f"unknown command {line.strip()!r}; try: help")
 
 
@@ -89,7 +95,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 continue
             if line == "help":
                 # One answer, one line: that is how a client knows where an answer ends.
-                answer = "; ".join(entry.strip() for entry in usage().splitlines())
+                answer = "; ".join(entry.strip() for entry in usage(emu).splitlines())
             else:
                 try:
                     result = run(emu, line)

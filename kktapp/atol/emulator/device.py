@@ -609,17 +609,18 @@ class Device:
         """Register 12: (income, outcome) over the device's life; nothing clears them."""
         return self._income_outcome(self.state.grand_totals)
 
-    def cash_in(self, amount: int) -> dict[str, Any]:
-        """Command 49 (registration mode): внесение."""
+    def cash_in(self, amount: int, *, document: bool = True) -> dict[str, Any] | None:
+        """Command 49 (registration mode): внесение. ``document=False``: the drawer changes and
+        no FN document is formed (None), as a Shtrih-M device does (kktapp.shtrih.model.DOC_CASH)."""
         self._mode(Mode.REGISTRATION)
         self._no_receipt()
         self._shift_usable()
         self._paper()
         self._open_shift_if_closed()
         self.state.cash += amount
-        return self._commit("cash_in", amount)
+        return self._commit("cash_in", amount) if document else self._saved()
 
-    def cash_out(self, amount: int) -> dict[str, Any]:
+    def cash_out(self, amount: int, *, document: bool = True) -> dict[str, Any] | None:
         """Command 4F (registration mode): выплата; refused beyond the cash in the drawer."""
         self._mode(Mode.REGISTRATION)
         self._no_receipt()
@@ -629,7 +630,10 @@ class Device:
         self._paper()
         self._open_shift_if_closed()
         self.state.cash -= amount
-        return self._commit("cash_out", amount)
+        return self._commit("cash_out", amount) if document else self._saved()
+
+    def _saved(self) -> None:
+        self.save()
 
     def last_sale(self) -> dict[str, Any] | None:
         """The last receipt document in the FN (register 0x33), None before the first."""

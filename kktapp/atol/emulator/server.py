@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .. import model, taskbuf
 from ..framing import BadPacket, Decoder, Packet, encode_packet
 from ..taskbuf import Flags, Status
+from .listener import JOIN_TIMEOUT, Listener
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 #: as Z's tests show, and tests stay deterministic. NeedResult tasks are answered at once (A1)
 #: and pushed (A6/A7) when done.
 SYNC_WAIT = 5.0
-#: Join timeout for the connection's threads on close (they are daemons; this bounds stop()).
-JOIN_TIMEOUT = 2.0
 
 Execute = Callable[[bytes], "tuple[bytes, bool]"]
 
@@ -499,57 +498,24 @@ class Connection:
             self._delivered(task)
 
 
-class Server:
+class Server(Listener):
     """Listening socket that serves one connection at a time, plus power off/on."""
 
+    log = log
+
     def __init__(self, execute: Execute, faults: Faults, timing: Timing) -> None:
+        super().__init__()
         self.execute = execute
         self.faults = faults
         self.timing = timing
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.connection: Connection | None = None
         self._old: list[Connection] = []
 
-    @property
-    def listening(self) -> bool:
-        """True while connections are accepted (started and powered on)."""
-        return self._listener is not None
-
-    def listen(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and start accepting; port 0 picks a free port (kept for power on)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(8)
-        except OSError:
-            sock.close()
-            raise
-        self.host, self.port = sock.getsockname()[:2]
-        self._listener = sock
-        self._accept_thread = threading.Thread(target=self._accept, args=(sock,), name="emu-accept", daemon=True)
-        self._accept_thread.start()
-        log.info("emulator listening on %s:%d", self.host, self.port)
-        return self.host, self.port
-
     def close(self) -> None:
         """Stop accepting and drop the connection (used by stop and power off)."""
-        sock, self._listener = self._listener, None
-        if sock is not None:
-            try:
-                # shutdown wakes a thread blocked in accept() on Linux; close alone may not.
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        self.stop_listening()
         self.drop()
-        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
-            self._accept_thread.join(JOIN_TIMEOUT)
-        self._accept_thread = None
+        self.join_accept()
         for conn in self._old:
             conn.join()
         self._old.clear()
@@ -567,33 +533,20 @@ class Server:
             if self.connection is conn:
                 self.connection = None
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                sock, addr = listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                current = self.connection
-            if current is not None and not current.closed.is_set() and current.peer_gone():
-                # The host closed cleanly (FIN already queued) but the reader has not seen it
-                # yet: the device would have, so do not refuse the next client.
-                current.close()
-            with self._lock:
-                busy = self.connection is not None and not self.connection.closed.is_set()
-                if not busy:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conn = Connection(sock, self.execute, self.faults, self.timing, self._closed)
-                    self.connection = conn
-                    self._old = [c for c in self._old if any(t.is_alive() for t in c.threads)]
-                    self._old.append(conn)
-            if busy:
-                # Like the device: one active connection; a second client is closed at once.
-                log.info("emulator: refusing a second connection from %s:%d", *addr[:2])
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-                continue
-            log.info("emulator: connection from %s:%d", *addr[:2])
-            conn.start()
+    def _admit(self, sock: socket.socket) -> bool:
+        with self._lock:
+            current = self.connection
+        if current is not None and not current.closed.is_set() and current.peer_gone():
+            # The host closed cleanly (FIN already queued) but the reader has not seen it
+            # yet: the device would have, so do not refuse the next client.
+            current.close()
+        with self._lock:
+            if self.connection is not None and not self.connection.closed.is_set():
+                return False
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, self.execute, self.faults, self.timing, self._closed)
+            self.connection = conn
+            self._old = [c for c in self._old if any(t.is_alive() for t in c.threads)]
+            self._old.append(conn)
+        conn.start()
+        return True

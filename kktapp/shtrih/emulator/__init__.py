@@ -18,19 +18,16 @@ Choices where the sources are silent [U]:
   normally and the device shows submode 2 until paper is back, then submode 3 until 0xB0;
 * a "task" of the fault API is one executed command; a drop after it keeps the answer for
   ENQ on the next connection (a power cut loses it);
-* passwords 1..30 are accepted, 29/30 only for X and Z reports.
+* passwords 1..30 are accepted, 29/30 only for X and Z reports;
+* cash in/out form an FN document as on the ATOL emulator (the shared core); a device forms
+  none [S: kktapp.shtrih.model.DOC_CASH], which ``cash_documents=False`` emulates.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from types import TracebackType
-from typing import Any
 
 from ...atol.emulator.core_controls import CoreControls
-from ...atol.emulator.server import Faults, Timing
 from ...atol.emulator.state import Store
 from .. import commands
 from .device import ShtrihDevice
@@ -59,6 +56,10 @@ DEFAULT_SERIAL = "123456"
 class Emulator(CoreControls):
     """One emulated Shtrih-M: a TCP server thread plus knobs for faults and time (seconds)."""
 
+    document_commands = DOCUMENT_COMMANDS
+    #: Control-port and --fault commands beyond the shared ones (kktapp.atol.emulator.control).
+    control_commands = {"filler": ("on|off", lambda emu, state: emu.send_filler(_on_off(state)))}
+
     def __init__(
         self,
         state_path: str | os.PathLike[str] | None = None,
@@ -67,55 +68,12 @@ class Emulator(CoreControls):
         latency: float = 0.0,
         serial: str = DEFAULT_SERIAL,
         clock_offset: float | None = None,
+        cash_documents: bool = True,
     ) -> None:
-        self.log_path = os.fspath(log_path) if log_path is not None else None
-        self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset)
+        self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset,
+                                   cash_documents=cash_documents)
         #: The fiscal core (paper, documents, state), as on the ATOL emulator.
-        self.device = self.shtrih.core
-        self.device.on_document = self._write_log
-        self.timing = Timing(device_time=float(device_time), latency=float(latency))
-        self.faults = Faults(in_flight=self.document_in_flight)
-        #: The command running or run last (set under the device lock, read without it).
-        self._command = ""
-        self.server = Server(self._execute, self.faults, self.timing)
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._started = False
-        self._powered = True
-        self._log_lock = threading.Lock()
-        self._paper_out_before: str | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        """Listen on ``host:port`` (0 = a free port); returns the address."""
-        if self._started:
-            return self.host, self.port
-        self.host, self.port = self.server.listen(host, port)
-        self._started = True
-        self._powered = True
-        return self.host, self.port
-
-    def stop(self) -> None:
-        """Close the listener and the connection, save everything. Idempotent."""
-        self.server.close()
-        with self.device.lock:
-            self.device.save_all()
-        self._started = False
-
-    @property
-    def url(self) -> str:
-        """pyserial URL of the emulator: ``socket://127.0.0.1:PORT``."""
-        return f"socket://{self.host}:{self.port}"
-
-    def __enter__(self) -> Emulator:
-        if not self._started:
-            self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        self._init_controls(self.shtrih.core, Server, log_path=log_path, device_time=device_time, latency=latency)
 
     # ------------------------------------------------------------------ faults and timing
 
@@ -138,64 +96,21 @@ class Emulator(CoreControls):
             self.device.paper = True
             self._paper_out_before = None
 
-    def clear_faults(self) -> None:
-        """Disarm the faults that have not happened yet."""
-        self.faults.clear()
-        with self.device.lock:
-            self._paper_out_before = None
-
-    def drop_after_tasks(self, n: int) -> None:
-        """Close the link right after the n-th further command is executed (answer kept)."""
-        with self.faults.lock:
-            self.faults.drop_after = max(1, int(n))
-
-    def drop_mid_frame(self) -> None:
-        """Send only the first half of the next answer, then close the link."""
-        with self.faults.lock:
-            self.faults.drop_mid_frame = True
-
-    def corrupt_next_byte(self) -> None:
-        """Break the LRC of the next answer (the host answers NAK and asks again)."""
-        with self.faults.lock:
-            self.faults.corrupt_next = True
-
     def send_filler(self, on: bool = True) -> None:
         """Send a 0xFF filler byte before every answer, as devices on TCP do at times."""
         self.server.filler = bool(on)
 
-    def drop_connection(self) -> None:
-        """Close the current connection now (the device stays on)."""
-        self.server.drop()
-
-    def document_in_flight(self) -> bool:
-        """A receipt is open, or the command running or run last forms a fiscal document."""
-        return self.device.state.receipt is not None or self._command in DOCUMENT_COMMANDS
-
-    def power_off(self) -> None:
-        """Switch the device off: the link drops, connects are refused, the state is kept."""
-        if not self._powered:
-            return
-        self._powered = False
-        self.server.close()
+    def _power_lost(self) -> None:
+        # The unACKed answer lives in the device's RAM: gone with the power.
         self.server.kept = None
-        if self.document_in_flight():
-            with self.faults.lock:
-                self.faults.fired_in_flight += 1
-        with self.device.lock:
-            self.device.save_all()
-
-    def power_on(self) -> None:
-        """Switch it on again on the same address."""
-        if self._powered:
-            return
-        with self.device.lock:
-            self.device.power_cycle()
-        self._powered = True
-        if self._started:
-            self.server.listen(self.host, self.port)
 
     # ------------------------------------------------------------------ internals
     # (inspection and timing controls: CoreControls)
+
+    def step_commands(self, step: str) -> frozenset[str]:
+        """The Shtrih commands that do ``step`` (an ATOL step name in :data:`STEP_ALIASES`, or a
+        command name of :mod:`kktapp.shtrih.commands`)."""
+        return STEP_ALIASES.get(step, frozenset({step}))
 
     def _execute(self, payload: bytes) -> bytes:
         return self.shtrih.execute(payload, self._before_command)
@@ -203,15 +118,14 @@ class Emulator(CoreControls):
     def _before_command(self, name: str) -> None:
         self._command = name
         before = self._paper_out_before
-        if before is not None and name in STEP_ALIASES.get(before, frozenset({before})):
+        if before is not None and name in self.step_commands(before):
             self._paper_out_before = None
             self.device.paper = False
             with self.faults.lock:
                 self.faults.fired += 1
 
-    def _write_log(self, doc: dict[str, Any]) -> None:
-        if self.log_path is None:
-            return
-        line = json.dumps(doc, ensure_ascii=False) + "\n"
-        with self._log_lock, open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(line)
+
+def _on_off(word: str) -> bool:
+    if word not in ("on", "off"):
+        raise ValueError(f"filler: on or off, not {word!r}")
+    return word == "on"

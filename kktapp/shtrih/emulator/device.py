@@ -115,9 +115,17 @@ def handles(*names: str) -> Callable[[Handler], Handler]:
 class ShtrihDevice:
     """One emulated Shtrih-M: the fiscal core plus what the Shtrih protocol shows of it."""
 
-    def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None) -> None:
+    def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None,
+                 cash_documents: bool = True) -> None:
         self.core = FiscalCore(store, serial, clock_offset_hours=clock_offset_hours)
         self.lock = self.core.lock
+        #: Cash in/out form an FN document (the shared core's way); False: they form none and move
+        #: only the operating document number, as a device does [S] (model.DOC_CASH).
+        self.cash_documents = cash_documents
+        #: Cash documents that formed no FN document, for the operating document number (0x11,
+        #: 0x50): that number counts every document. Kept in memory only [U: a restart of the
+        #: emulator process forgets them].
+        self.cash_only = 0
         #: Operator of the last command (password 1..30).
         self.operator = model.SYSADMIN_PASSWORD
         #: Name of the command being executed (handlers shared by several commands read it).
@@ -127,6 +135,10 @@ class ShtrihDevice:
     def state(self) -> Any:
         """The core's persistent state (fd_number, shift_number, receipt, cash, …)."""
         return self.core.state
+
+    def document_number(self) -> int:
+        """The operating document number (0x11, 0x50): FN documents and cash-only ones."""
+        return (self.core.state.fd_number + self.cash_only) & 0xFFFF
 
     # ------------------------------------------------------------------ status bytes
 
@@ -237,7 +249,7 @@ def _full_status(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     version, build, date = FIRMWARE
     return {
         "operator": dev.operator, "fw_version": version, "fw_build": build, "fw_date": date, "hall": 1,
-        "document_number": s.fd_number & 0xFFFF, "flags": dev.flags(), "mode": dev.mode_byte(),
+        "document_number": dev.document_number(), "flags": dev.flags(), "mode": dev.mode_byte(),
         "submode": dev.submode(), "port": 0, "fp_version": version, "fp_build": build, "fp_date": date,
         "date": now.date(), "time": now.time(), "serial": int(s.serial) & 0xFFFFFFFF,
         "last_shift": s.shift_number - (1 if s.shift_open else 0), "free_records": 2000,
@@ -319,8 +331,10 @@ def _x_report(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     dev.shift_needed()
     core = dev.in_mode(_REG)
-    doc = core.cash_in(p["amount"]) if dev.operation == "cash_in" else core.cash_out(p["amount"])
-    return {"operator": dev.operator, "document_number": doc["fd_number"] & 0xFFFF}
+    cash = core.cash_in if dev.operation == "cash_in" else core.cash_out
+    if cash(p["amount"], document=dev.cash_documents) is None:
+        dev.cash_only += 1
+    return {"operator": dev.operator, "document_number": dev.document_number()}
 
 
 @handles("open_receipt")

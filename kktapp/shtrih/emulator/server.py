@@ -21,7 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from ...atol.emulator.server import JOIN_TIMEOUT, Faults, Timing
+from ...atol.emulator.listener import JOIN_TIMEOUT, Listener, shut
+from ...atol.emulator.server import Faults, Timing
 from ..framing import ACK, ENQ, FILLER, NAK, BadFrame, Control, Decoder, Frame, encode_frame
 
 log = logging.getLogger(__name__)
@@ -36,60 +37,29 @@ def corrupt(raw: bytes) -> bytes:
     return raw[:-1] + bytes((raw[-1] ^ 0x01,))
 
 
-class Server:
+class Server(Listener):
     """Listening socket serving one connection at a time; keeps the unACKed answer."""
 
+    log = log
+    thread_name = "shtrih-accept"
+
     def __init__(self, execute: Execute, faults: Faults, timing: Timing) -> None:
+        super().__init__()
         self.execute = execute
         self.faults = faults
         self.timing = timing
-        self.host = "127.0.0.1"
-        self.port = 0
         #: Send a 0xFF filler before every answer frame (tolerance tests; real devices do at times).
         self.filler = False
         #: The last answer payload the host has not ACKed yet (kept across connections).
         self.kept: bytes | None = None
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self._conn: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
-    @property
-    def listening(self) -> bool:
-        """True while connections are accepted."""
-        return self._listener is not None
-
-    def listen(self, host: str, port: int) -> tuple[str, int]:
-        """Bind and start accepting; port 0 picks a free port (kept for power on)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(8)
-        except OSError:
-            sock.close()
-            raise
-        self.host, self.port = sock.getsockname()[:2]
-        self._listener = sock
-        self._accept_thread = threading.Thread(target=self._accept, args=(sock,), name="shtrih-accept", daemon=True)
-        self._accept_thread.start()
-        log.info("emulator listening on %s:%d", self.host, self.port)
-        return self.host, self.port
-
     def close(self) -> None:
         """Stop accepting and drop the connection."""
-        sock, self._listener = self._listener, None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        self.stop_listening()
         self.drop()
-        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
-            self._accept_thread.join(JOIN_TIMEOUT)
-        self._accept_thread = None
+        self.join_accept()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(JOIN_TIMEOUT)
@@ -100,32 +70,22 @@ class Server:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
-            _shut(conn)
+            shut(conn)
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                sock, addr = listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                busy = self._conn is not None and not _peer_gone(self._conn)
-                if not busy:
-                    if self._conn is not None:
-                        _shut(self._conn)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    # A host that stops reading must not hold the device for ever.
-                    sock.settimeout(SEND_TIMEOUT)
-                    self._conn = sock
-            if busy:
-                # Like the device: one connection; a second client is closed at once.
-                log.info("emulator: refusing a second connection from %s:%d", *addr[:2])
-                _shut(sock)
-                continue
-            log.info("emulator: connection from %s:%d", *addr[:2])
-            t = threading.Thread(target=self._serve, args=(sock,), name=f"shtrih-{addr[1]}", daemon=True)
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
-            t.start()
+    def _admit(self, sock: socket.socket) -> bool:
+        with self._lock:
+            if self._conn is not None and not _peer_gone(self._conn):
+                return False
+            if self._conn is not None:
+                shut(self._conn)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A host that stops reading must not hold the device for ever.
+            sock.settimeout(SEND_TIMEOUT)
+            self._conn = sock
+        t = threading.Thread(target=self._serve, args=(sock,), name="shtrih-connection", daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+        return True
 
     # ------------------------------------------------------------------ one connection
 
@@ -172,7 +132,7 @@ class Server:
             with self._lock:
                 if self._conn is sock:
                     self._conn = None
-            _shut(sock)
+            shut(sock)
 
     def _handle(self, sock: socket.socket, event: Frame | BadFrame | Control) -> bool:
         """Answer one event; False ends the connection."""
@@ -202,17 +162,6 @@ class Server:
             log.info("emulator: dropping the link after a command (answer kept, not sent)")
             return False
         return self._send_answer(sock, answer)
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 def _peer_gone(sock: socket.socket) -> bool:
