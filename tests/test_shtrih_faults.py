@@ -166,17 +166,12 @@ def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
     hits.assert_at_least(2 * len(RECEIPT_COMMANDS), "power cuts")
 
 
-@pytest.mark.parametrize("documents", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "a device whose 0x50 forms no FN document: the owner decides by the FD number, which did "
-        "not move, and sends the cash-in again (model.DOC_CASH; the owner change is in the note)"))),
-], ids=["fn-document", "no-fn-document"])
+@pytest.mark.parametrize("documents", [True, False], ids=["fn-document", "no-fn-document"])
 def test_lost_cash_in_answer_is_settled_once(rig: ShtrihRig, documents: bool) -> None:
     """The link drops right after 0x50 ran (its answer lost), or after the 0x10 that follows:
     the cash is in the drawer once and the job answers with its document. With an FN document
     per cash-in (the shared core's way) recovery finds it by FF01; without one (a device [S])
-    nothing in the owner's FD comparison can tell, and the cash-in goes twice."""
+    the FD does not move, and only the driver's document counter (0x11) settles it."""
     emu = rig.emulator()
     emu.shtrih.cash_documents = documents
     service = rig.service([emu])
@@ -202,3 +197,25 @@ def test_lost_cash_in_answer_is_settled_once(rig: ShtrihRig, documents: bool) ->
             assert not cash_docs and job.result["fiscal_document_number"] == 0
             assert job.result["receipt_number"] == emu.shtrih.document_number()
     hits.assert_at_least(1, "link drops")
+
+
+def test_cash_in_refused_for_paper_is_not_repeated_or_lost(rig: ShtrihRig) -> None:
+    """A device without cash FN documents answers 0x50 with a paper error: the counter did not
+    move, so the job fails with the device's code and the drawer is unchanged; with paper back,
+    the next cash-in goes in once (the counted path of the owner's device-error settling)."""
+    emu = rig.emulator()
+    emu.shtrih.cash_documents = False
+    service = rig.service([emu])
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    quiet(service, emu)
+    drawer = emu.state.cash
+    emu.paper_out(before="cash_in")
+    job = service.submit("cash_in", {"amount": 700}, key=f"paper-{uuid.uuid4().hex[:6]}", wait=0)
+    job = settle(service, job.id)
+    assert job.state != DONE and job.error and job.error["code"], job
+    assert emu.state.cash == drawer
+    emu.paper_in()
+    job = settle(service, service.submit("cash_in", {"amount": 700}, key=f"paper-{uuid.uuid4().hex[:6]}",
+                                         wait=0).id)
+    assert job.state == DONE, job
+    assert emu.state.cash == drawer + 700

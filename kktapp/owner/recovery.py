@@ -52,6 +52,23 @@ class Recovery:
         self.shift = shift
         self.status = status
 
+    def counted(self, job: Job) -> bool:
+        """True for a job whose document the FN may not number (Shtrih-M cash in/out): its
+        "before" is the driver's own document counter, and only that counter settles it."""
+        return job.kind in getattr(self.seat.driver, "counted_kinds", ())
+
+    def before(self, job: Job) -> int:
+        """What the job's outcome is later judged against: the FN's last document number, or
+        the driver's document counter for a counted job."""
+        if self.counted(job):
+            return self.seat.device().document_counter()  # type: ignore[attr-defined]
+        return self.fd_before()
+
+    def formed_since(self, job: Job, before: int) -> FiscalResult | None:
+        """The result of the counted job's document formed since ``before``; None when none was."""
+        amount = int(job.payload.get("params", {}).get("amount", 0))
+        return self.seat.device().counted_result(before, amount)  # type: ignore[attr-defined]
+
     def fd_before(self) -> int:
         """The FN's last document number before the job's document: remembered, else read.
 
@@ -104,8 +121,13 @@ class Recovery:
             seat.sleep(policy.HOLD_RETRY * 5)
             return
         try:
-            last = driver.last_document()
-            if last.fd_number > job.fd_before:
+            if self.counted(job):
+                if self._settle_counted(job):
+                    return
+                last = None
+            else:
+                last = driver.last_document()
+            if last is not None and last.fd_number > job.fd_before:
                 result = self.result_from_device(job, last)
                 status = driver.status()
                 owed = prints(job) and (not result.printed or not status.paper_present or status.printer_error)
@@ -114,7 +136,7 @@ class Recovery:
                          last.fd_number)
                 self.outcomes.record_fiscalised(job, result, owed)
                 return
-            if last.receipt_open:
+            if last is not None and last.receipt_open:
                 driver.cancel_receipt()
         except DeviceError as exc:
             log.warning("ККТ %d: проверка ФН не удалась: %s", seat.number, exc.message)
@@ -127,13 +149,24 @@ class Recovery:
             exc = GaveUp(job.attempts)
             seat.journal.finish(job, FAILED, error=exc.to_dict(), reason=exc.message)
             seat.notify(job.id, job)
-            log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (ФД %d не изменился)",
-                      seat.number, job.kind, job.key or job.id, job.attempts, last.fd_number)
+            log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (номер %d не изменился)",
+                      seat.number, job.kind, job.key or job.id, job.attempts, job.fd_before)
             return
         # Certainly not fiscalised: back to the head of the queue, the loop sends it again.
         log.info("ККТ %d: %s %s не был пробит; отправляем снова", seat.number, kind_name(job.kind), job.key or job.id)
         seat.journal.requeue(job)
         seat.notify(job.id, job)
+
+    def _settle_counted(self, job: Job) -> bool:
+        """Record a counted job whose document exists; True when it did (DeviceError passes up)."""
+        assert job.fd_before is not None
+        result = self.formed_since(job, job.fd_before)
+        if result is None:
+            return False
+        log.info("ККТ %d: %s %s был пробит до сбоя (документ %d)", self.seat.number, kind_name(job.kind),
+                 job.key or job.id, result.receipt_number)
+        self.outcomes.record_fiscalised(job, result, False)
+        return True
 
     def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
         """The fiscal result of the job's document as the FN tells it."""
@@ -165,14 +198,22 @@ class Recovery:
         seat.state.forget()
         cancelled = False
         try:
-            last = driver.last_document()
-            if last.fd_number > fd_before:
+            if self.counted(job):
+                # One command, no receipt to cancel: done exactly when the counter moved.
+                formed = self.formed_since(job, fd_before)
+                if formed is not None:
+                    self.outcomes.record_fiscalised(job, formed, False)
+                    return False
+                last = None
+            else:
+                last = driver.last_document()
+            if last is not None and last.fd_number > fd_before:
                 # Fiscalised although the device complained (paper ran out while printing).
                 result = self.result_from_device(job, last)
                 owed = exc.code in PRINTER_CODES and prints(job)
                 self.outcomes.record_fiscalised(job, result, owed)
                 return False
-            if last.receipt_open:
+            if last is not None and last.receipt_open:
                 driver.cancel_receipt()
                 cancelled = True
         except LinkError as link:

@@ -164,7 +164,7 @@ class Worker:
                     self.shift.ensure_open()
                 elif job.kind == "close_shift" and self.shift.auto_close_done(job):
                     return
-                fd_before = self.recovery.fd_before()
+                fd_before = self.recovery.before(job)
             except DeviceError as exc:
                 # Nothing of this job reached the device.
                 outcomes.fail(job, exc)
@@ -234,6 +234,9 @@ class Worker:
     def _note_own_document(self, job: Job, fd_before: int, result: FiscalResult) -> None:
         """Remember the document just formed; a gap in the numbers means the memory was wrong."""
         state = self.seat.state
+        if self.recovery.counted(job):
+            state.forget()  # fd_before was the driver's counter, not an FN number: read the FN next time
+            return
         if not result.test_mode and result.fiscal_document_number and result.fiscal_document_number != fd_before + 1:
             # Harmless for this job (its answer came from the device), but something formed a
             # document the owner did not see: stop trusting memory until the next device read.
