@@ -126,10 +126,12 @@ def test_cancel_refused_for_done_unknown_and_missing(clients, emulator):
     # An operation is not a receipt.
     op = clients.admin.post(f"{API}/devices/1/shift/x-report").json
     clients.admin.post(f"{API}/receipts/{op['id']}/cancel", status=404)
-    # Outcome unknown: it may have been fiscalised, so no cancel.
+    # Outcome unknown: it may have been fiscalised, so no cancel. The job is put on the device
+    # just switched off: on a live one the owner could settle it (not sent → requeued, then
+    # cancellable) before the cancel arrives.
     journal: Journal = clients.app.extensions["kkt"].journal
     emulator.power_off()
-    job, _ = journal.accept(device=2, kind="receipt", key="api:u1", fingerprint="f",
+    job, _ = journal.accept(device=1, kind="receipt", key="api:u1", fingerprint="f",
                             payload={"receipt": {"type": "sell", "positions": [], "payments": []}})
     journal.mark_sending(job.id, 5)
     journal.mark_unknown(job.id, "связь прервалась")
