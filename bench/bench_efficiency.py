@@ -26,7 +26,9 @@ per device, so each device always has the next receipt queued) post 10-position 
   per device each request finds k − 1 ahead of it (one running, the rest queued), so about
   k × device_receipt_time (Little's law); ``efficiency_p99_over_queue_wait`` is p99 minus that
   (issue 15: ≤ 100 ms);
-* ``efficiency_service_cpu_busy`` — the service's CPU use in the window, in cores.
+* ``efficiency_service_cpu_busy`` — the service's CPU use in the window, in cores (and per
+  receipt); the emulators' and the whole machine's beside it: on a shared 2-core machine a low
+  efficiency with a busy machine says the CPU, not the service's queueing, was the limit.
 
 Run: ``.venv/bin/python bench/bench_efficiency.py`` (``--devices 16`` for a shorter run).
 """
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         numbers = [e.number for e in emulators]
         warm_up(service.port, numbers, prefix)
 
-        probe = Probe({"service": CpuMeter([service.proc.pid])})
+        emulator_pids = sorted({e.proc.pid for e in emulators})
+        probe = Probe({"service": CpuMeter([service.proc.pid]), "emulators": CpuMeter(emulator_pids)})
         run = run_load(
             service.port,
             lambda client, seq: onec_request(f"{prefix}-{seq}", numbers[client % n]),
@@ -160,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(probe.readings) >= 2:
             cores = probe.delta("service") / (probe.readings[1]["time"] - probe.readings[0]["time"])
             result("efficiency_service_cpu_busy", cores, "cores", 2)
+            span = probe.readings[1]["time"] - probe.readings[0]["time"]
+            result("efficiency_emulator_cpu_busy", probe.delta("emulators") / span, "cores", 2)
+            result("efficiency_machine_cpu_busy", probe.delta("machine"), "fraction", 2)
+            if ok:
+                result("efficiency_service_cpu_ms_per_receipt", probe.delta("service") * 1000 / len(ok), "ms")
         result("efficiency_failed_requests", len(failed), "requests")
         result("efficiency_documents_vs_answers", documents - answered, "receipts")
         service_log_summary(service.log)

@@ -158,6 +158,11 @@ class PositionSchema(fields.BaseSchema):
             )
 
 
+#: Built once: a schema's fields are deep-copied per instance, and loading keeps no state in
+#: the instance (the load context is a contextvar, fields.FiscalContext), so threads share it.
+_POSITION_SCHEMA = PositionSchema()
+
+
 class GoodsField(ma_fields.Field):
     """``{"Position_1": {...}, …, "Position_N": {...}}`` → positions in numeric order of N."""
 
@@ -183,7 +188,7 @@ class GoodsField(ma_fields.Field):
             numbered.append((int(match.group(1)), key))
         # Numeric, not lexical: Position_10 prints after Position_9.
         numbered.sort()
-        schema = PositionSchema()
+        schema = _POSITION_SCHEMA
         result: list[tuple[str, dict]] = []
         errs: dict[str, Any] = {}
         for _, key in numbered:
@@ -238,6 +243,10 @@ class ReceiptSchema(fields.BaseSchema):
             raise ValidationError(
                 "для чека без печати (ElectronicOnly) нужен телефон или e-mail покупателя", "CustomerContact"
             )
+
+
+#: See _POSITION_SCHEMA.
+_RECEIPT_SCHEMA = ReceiptSchema()
 
 
 # --------------------------------------------------------------------------- building the receipt
@@ -296,7 +305,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
             "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
-            data = ReceiptSchema().load(body)  # type: ignore[arg-type]
+            data = _RECEIPT_SCHEMA.load(body)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise validation_error(exc) from None
     keys = [key for key, _ in data["Goods"]]
@@ -630,7 +639,7 @@ def _unexpected(exc: Exception) -> Response:
 
 @bp.after_request
 def _log_request(response: Response) -> Response:
-    if request.method != "POST":
+    if request.method != "POST" or not log.isEnabledFor(logging.INFO):
         return response
     started = g.get("kkt1c_started", time.monotonic())
     code, fd, status = g.get("kkt1c_outcome", (None, None, response.status_code))
@@ -659,7 +668,10 @@ def _log_request(response: Response) -> Response:
 
 def _printable(text: str, limit: int = _MAX_DOC_NUMBER) -> str:
     # One request, one log line: a newline inside DocNumber must not forge a second one.
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _doc_number() -> str | None:
