@@ -160,7 +160,7 @@ class PositionSchema(fields.BaseSchema):
 
 #: Built once: a schema's fields are deep-copied per instance, and loading keeps no state in
 #: the instance (the load context is a contextvar, fields.FiscalContext), so threads share it.
-_POSITION_SCHEMA = PositionSchema()
+_LOAD_POSITION = fields.QuickLoad(PositionSchema())
 
 
 class GoodsField(ma_fields.Field):
@@ -188,12 +188,11 @@ class GoodsField(ma_fields.Field):
             numbered.append((int(match.group(1)), key))
         # Numeric, not lexical: Position_10 prints after Position_9.
         numbered.sort()
-        schema = _POSITION_SCHEMA
         result: list[tuple[str, dict]] = []
         errs: dict[str, Any] = {}
         for _, key in numbered:
             try:
-                result.append((key, schema.load(value[key])))
+                result.append((key, _LOAD_POSITION(value[key])))
             except ValidationError as exc:
                 errs[key] = exc.messages
         if errs:
@@ -245,8 +244,8 @@ class ReceiptSchema(fields.BaseSchema):
             )
 
 
-#: See _POSITION_SCHEMA.
-_RECEIPT_SCHEMA = ReceiptSchema()
+#: See _LOAD_POSITION.
+_LOAD_RECEIPT = fields.QuickLoad(ReceiptSchema())
 
 
 # --------------------------------------------------------------------------- building the receipt
@@ -305,7 +304,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
             "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
-            data = _RECEIPT_SCHEMA.load(body)  # type: ignore[arg-type]
+            data = _LOAD_RECEIPT(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
     keys = [key for key, _ in data["Goods"]]
