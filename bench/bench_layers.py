@@ -1,9 +1,11 @@
 """Where the service's CPU goes per receipt, layer by layer (validation, ATOL, journal, …).
 
 The service runs in this process (``create_app``; its WSGI callable is called directly, no HTTP
-server) in front of one emulator process with zero device time, and ``--receipts`` 10-position
-1C receipts (``POST /kkt``) go through it one after another. Two passes, each with an app of
-its own (own journal; same emulator, so the shift stays open):
+server) in front of one emulated register with zero device time, and ``--receipts`` 10-position
+1C receipts (``POST /kkt``) go through it one after another. ``--devices 64 --clients 128
+--device-time 18`` profiles a fleet instead (registers from bench/multi_emulator.py, client i
+posting to register i mod N). Two passes, each with an app of its own (own journal; same
+registers, so the shifts stay open):
 
 1. unprofiled: the process's CPU (all its threads: the request, the device owner, the rest)
    per receipt — the figure the layers add up to;
@@ -16,7 +18,7 @@ How a function's own time finds its layer (see :data:`CONTEXTS` and :func:`modul
 functions named in CONTEXTS claim everything they call (the innermost such function wins); else a
 function of a layer's modules is that layer; else library code (sqlite3, select, json …) belongs
 to the kkt module that called it, through the call graph, in proportion to the time each caller
-spent there. Layers:
+spent there (C functions are not profiled separately: their time is their caller's). Layers:
 
 * ``validation`` — reading the body, schemas, fields, domain checks (the web's and the service's);
 * ``atol`` — kktapp/atol/* and pyserial: encoding, framing, parsing, socket I/O calls;
@@ -39,10 +41,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from common import Harness, onec_request, result, run_id, setup_logging
+from common import Emulator, Harness, onec_request, result, run_id, setup_logging
 
 log = logging.getLogger("bench.layers")
 
@@ -78,7 +80,6 @@ MODULES: tuple[tuple[str, str], ...] = (
     ("kktapp/journal.py", "journal"),
     ("kktapp/web/fields.py", "validation"),
     ("kktapp/web/schemas.py", "validation"),
-    ("kktapp/domain.py", "validation"),
     ("/marshmallow/", "validation"),
     ("/logging/", "logging_json"),
     ("kktapp/logsetup.py", "logging_json"),
@@ -99,9 +100,13 @@ def is_json(filename: str, name: str) -> bool:
     return "/json/" in filename or name.startswith(("<built-in method _json.", "<method 'encode' of '_json."))
 
 
+#: kkt modules every layer uses (fiscal rules, device helpers): their time is their caller's.
+NEUTRAL = ("kktapp/domain.py", "kktapp/device.py")
+
+
 def is_kkt(filename: str) -> bool:
     """A function of the service itself (kktapp), whose callees inherit its layer."""
-    return "/kktapp/" in filename
+    return "/kktapp/" in filename and not filename.endswith(NEUTRAL)
 
 
 def context_of(key: tuple[str, int, str]) -> str | None:
@@ -142,7 +147,10 @@ class ThreadProfiles:
 
     def start_here(self) -> cProfile.Profile:
         """Profile the calling thread from now on."""
-        prof = cProfile.Profile(time.thread_time)
+        # builtins=False: a C function's time (sqlite3, json's scanner, socket calls, isinstance)
+        # is its Python caller's. Profiling every builtin call would inflate loop-heavy code
+        # several times over and leave sqlite3 time without a layer.
+        prof = cProfile.Profile(time.thread_time, builtins=False)
         with self._lock:
             self.profiles.append(prof)
         prof.enable()
@@ -251,6 +259,8 @@ def attribute(own: dict[Key, float], edges: dict[tuple[Key, Key], tuple[float, f
 def own_layer(key: Key, ctx: str | None, mod: str | None) -> str:
     """The layer of a function's own time, given the context and kkt module it runs under."""
     filename, _line, name = key
+    if filename == __file__:
+        return "harness"  # the clients' own loop: not the service's CPU, dropped from the shares
     ctx = context_of(key) or ctx
     if ctx is not None:
         return ctx
@@ -270,13 +280,13 @@ def own_layer(key: Key, ctx: str | None, mod: str | None) -> str:
 class InProcess:
     """The kkt app built in this process against given devices; posts 1C receipts to its WSGI callable."""
 
-    def __init__(self, h: Harness, emulator_url: str, tag: str) -> None:
+    def __init__(self, h: Harness, fleet: list[Emulator], tag: str) -> None:
         from kktapp import create_app
 
         self.log_file = str(h.dir / f"kkt-{tag}.log")
         self.app = create_app({
-            "DEVICE_URL": emulator_url,
-            "DEVICES": None,
+            "DEVICE_URL": fleet[0].url,
+            "DEVICES": [{"number": e.number, "name": f"bench {e.number}", "url": e.url} for e in fleet],
             "JOURNAL_PATH": str(h.dir / f"journal-{tag}.sqlite3"),
             "LOG_FILE": self.log_file,
             "LOG_LEVEL": "INFO",
@@ -322,20 +332,35 @@ class InProcess:
                 handler.close()
 
 
-def post_all(app: InProcess, bodies: Iterable[bytes], around: Callable[[], Any] | None = None) -> None:
-    """Post each body; ``around`` (a context-manager factory) wraps each call (the request thread's profiler)."""
-    for body in bodies:
-        if around is None:
-            status, data = app.post(body)
-        else:
-            with around():
-                status, data = app.post(body)
-        if not status.startswith("200"):
-            raise RuntimeError(f"receipt refused: {status} {data[:300]!r}")
+def post_all(app: InProcess, bodies: list[bytes], clients: int, devices: list[int]) -> None:
+    """Post every body from ``clients`` threads at once (closed loop); client i posts to device i mod N."""
+    lock = threading.Lock()
+    todo = iter(bodies)
+    errors: list[str] = []
+
+    def client(index: int) -> None:
+        device = devices[index % len(devices)]
+        while True:
+            with lock:
+                body = next(todo, None)
+            if body is None or errors:
+                return
+            status, data = app.post(body.replace(b'"Device": 0', f'"Device": {device}'.encode()))
+            if not status.startswith("200"):
+                errors.append(f"receipt refused: {status} {data[:300]!r}")
+
+    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(errors[0])
 
 
 def bodies(prefix: str, count: int) -> list[bytes]:
-    return [onec_request(f"{prefix}-{i}").body for i in range(count)]
+    """1C receipts; ``"Device": 0`` is replaced by each client's device."""
+    return [onec_request(f"{prefix}-{i}", 0).body for i in range(count)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,41 +368,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receipts", type=int, default=300, help="receipts per pass")
     parser.add_argument("--warm-up", type=int, default=5, help="receipts before each pass, not counted")
     parser.add_argument("--top", type=int, default=0, help="also log the N functions with the most own time")
+    parser.add_argument("--devices", type=int, default=1, help="emulated registers (16 to a process)")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients (client i posts to device i mod N)")
+    parser.add_argument("--device-time", type=float, default=0.0, metavar="MS", help="emulator time per task")
     args = parser.parse_args(argv)
     setup_logging()
     prefix = run_id()
     n = args.receipts
     with Harness("layers") as h:
-        (emu,) = h.start_emulators(1, device_time_ms=0, latency_ms=0)
+        fleet = h.start_emulator_fleet(args.devices, device_time_ms=args.device_time)
+        devices = [e.number for e in fleet]
+        warm = max(args.warm_up, len(devices))
 
-        # Pass 1: plain CPU of the process per receipt.
-        app = InProcess(h, emu.url, "plain")
-        try:
-            post_all(app, bodies(f"{prefix}-w1", args.warm_up))
-            t0 = time.process_time()
-            post_all(app, bodies(f"{prefix}-p", n))
-            cpu_ms = (time.process_time() - t0) * 1000 / n
-        finally:
-            app.close()
-
-        # Pass 2: the same under per-thread profilers.
-        profiles = ThreadProfiles()
-        profiles.install()
-        request_profile = cProfile.Profile(time.thread_time)
-        profiles.profiles.append(request_profile)
-        try:
-            app = InProcess(h, emu.url, "profiled")
+        def run(tag: str, profiles: ThreadProfiles | None) -> tuple[float, dict, dict]:
+            app = InProcess(h, fleet, tag)
             try:
-                post_all(app, bodies(f"{prefix}-w2", args.warm_up), around=lambda: request_profile)
-                before = profiles.snapshot()
-                post_all(app, bodies(f"{prefix}-q", n), around=lambda: request_profile)
-                after = profiles.snapshot()
+                post_all(app, bodies(f"{prefix}-{tag}-warm", warm), min(args.clients, len(devices)), devices)
+                before = profiles.snapshot() if profiles else {}
+                t0 = time.process_time()
+                post_all(app, bodies(f"{prefix}-{tag}", n), args.clients, devices)
+                cpu = time.process_time() - t0
+                after = profiles.snapshot() if profiles else {}
             finally:
                 app.close()
+            return cpu, before, after
+
+        # Pass 1: plain CPU of the process per receipt.
+        cpu, _, _ = run("plain", None)
+        cpu_ms = cpu * 1000 / n
+        # Pass 2: the same under per-thread profilers (every thread the app and the clients start).
+        profiles = ThreadProfiles()
+        profiles.install()
+        try:
+            _cpu, before, after = run("profiled", profiles)
         finally:
             profiles.uninstall()
         own, edges = difference(before, after)
         layers = attribute(own, edges)
+        layers.pop("harness", None)
 
     profiled_total = sum(layers.values())
     result("cpu_ms_per_receipt_in_process", cpu_ms, "ms", 2)
