@@ -61,7 +61,7 @@ CONTEXTS: dict[tuple[str, str], str] = {
     **{("kktapp/web/kkt1c.py", n): "status" for n in ("_link_known_down",)},
     **{("kktapp/service.py", n): "status" for n in ("snapshot", "link_down", "link_state")},
     **{("kktapp/journal.py", n): "status" for n in ("save_snapshot", "load_snapshot", "queue_counts", "unsettled",
-                                                    "failed_with_code")},
+                                                    "failed_with_code", "link_down")},
     **{(f, n): "status" for f in ("kktapp/owner.py", "kktapp/status.py", "kktapp/owner_status.py")
        for n in ("_publish_known", "_refresh", "_read_status", "_store_snapshot", "_refresh_due", "_settle",
                  "note_shift", "note_document", "publish_known", "refresh", "read_status", "store_snapshot")},
@@ -109,12 +109,25 @@ def is_kkt(filename: str) -> bool:
     return "/kktapp/" in filename and not filename.endswith(NEUTRAL)
 
 
+#: Whole modules that open a context (the owner split into kktapp/owner/: its status piece).
+CONTEXT_MODULES = (("kktapp/owner/status.py", "status"),)
+#: Parts of function names in the service and the owner's modules that wait or wake a waiter.
+WAITING_NAMES = ("wait", "notify", "wake", "hand_over", "job_changed", "state_of")
+
+
 def context_of(key: tuple[str, int, str]) -> str | None:
     """The context layer a function opens, or None."""
     filename, _line, name = key
     for (suffix, fname), layer in CONTEXTS.items():
         if name == fname and filename.endswith(suffix):
             return layer
+    for suffix, layer in CONTEXT_MODULES:
+        if filename.endswith(suffix):
+            return layer
+    if (filename.endswith(("kktapp/service.py", "kktapp/journal.py")) or "kktapp/owner/" in filename) and any(
+        part in name for part in WAITING_NAMES
+    ):
+        return "waiting"
     return None
 
 

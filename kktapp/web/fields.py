@@ -133,7 +133,21 @@ class QuickLoad:
         return result
 
 
-class String(fields.String):
+class ValidatorsIfAny:
+    """Mixin: skip validation when a field has no validators.
+
+    marshmallow builds an ``And`` of the validators on every value (``_validate_all`` is a
+    property); with none there is nothing it could refuse. Most fields of a receipt have none.
+    """
+
+    validators: list
+
+    def _validate(self, value: Any) -> None:
+        if self.validators:
+            super()._validate(value)  # type: ignore[misc]
+
+
+class String(ValidatorsIfAny, fields.String):
     """String with Russian messages."""
 
     default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается строка", "invalid_utf8": "недопустимая строка"}
@@ -159,7 +173,7 @@ class DeviceText(String):
         return cleaned
 
 
-class Integer(fields.Integer):
+class Integer(ValidatorsIfAny, fields.Integer):
     """Strict integer (no "5" strings, no 5.5) with Russian messages."""
 
     default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается целое число", "too_large": "слишком большое число"}
@@ -174,13 +188,13 @@ class Integer(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class Boolean(fields.Boolean):
+class Boolean(ValidatorsIfAny, fields.Boolean):
     """JSON true/false (and the usual 1/0, "true"/"false" spellings) with Russian messages."""
 
     default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается true или false"}
 
 
-class Date(fields.Date):
+class Date(ValidatorsIfAny, fields.Date):
     """Date in a given format; the default is the 1C ``dd.mm.yyyy``."""
 
     default_error_messages = {
@@ -211,7 +225,7 @@ class Dict(fields.Dict):
     default_error_messages = {**BASE_MESSAGES, "invalid": "ожидается объект JSON"}
 
 
-class Money(fields.Field):
+class Money(ValidatorsIfAny, fields.Field):
     """Roubles in, integer kopecks out (Decimal/int/numeric string; never float or bool).
 
     ``allow_negative`` for the rare amounts that may be below zero; the limit is the largest
@@ -244,7 +258,7 @@ class Money(fields.Field):
         return None if value is None else Decimal(int(value)).scaleb(-2)
 
 
-class Quantity(fields.Field):
+class Quantity(ValidatorsIfAny, fields.Field):
     """Quantity: Decimal, greater than zero, at most three decimals (the ATOL command's limit)."""
 
     default_error_messages = BASE_MESSAGES
@@ -259,7 +273,7 @@ class Quantity(fields.Field):
         return value
 
 
-class Vat(fields.Field):
+class Vat(ValidatorsIfAny, fields.Field):
     """A VAT name or number → :class:`~kktapp.domain.VatRate` allowed on the receipt date.
 
     Legacy general rates (18, 20, "НДС18", "nds18") become the general rate on that date unless

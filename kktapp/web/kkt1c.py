@@ -163,7 +163,7 @@ class PositionSchema(fields.BaseSchema):
 _LOAD_POSITION = fields.QuickLoad(PositionSchema())
 
 
-class GoodsField(ma_fields.Field):
+class GoodsField(fields.ValidatorsIfAny, ma_fields.Field):
     """``{"Position_1": {...}, …, "Position_N": {...}}`` → positions in numeric order of N."""
 
     default_error_messages = {
