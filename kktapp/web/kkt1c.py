@@ -527,7 +527,12 @@ def _mask_credentials(value: Any) -> Any:
 
 
 def _link_known_down(service: Any, device: int) -> bool:
+    # Asked on every POST: a service with link_down() reads only the snapshot's link flag; the
+    # whole snapshot (queue counts, unsettled and attention lists) is the fallback.
+    link_down = getattr(service, "link_down", None)
     try:
+        if callable(link_down):
+            return bool(link_down(device))
         return service.snapshot(device).get("link") == "down"
     except KKTError:
         return False  # an unknown device is reported by submit_receipt itself
