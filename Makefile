@@ -103,9 +103,11 @@ test-loaded: $(DEV_STAMP) apache-deps $(APACHE_VENV_STAMP)
 	done; \
 	echo "прогонов с ошибками: $$failed из $(LOADED_RUNS)"; test $$failed -eq 0
 
-# Every bench/*.py that is a script (has a __main__ block); helpers such as bench/common.py are not.
+# Every bench/*.py that is a script (has a __main__ block); helpers such as bench/common.py are not,
+# nor the scripts the benchmarks start themselves (BENCH_HELPERS).
+BENCH_HELPERS := bench/multi_emulator.py
 bench: $(DEV_STAMP)
-	@scripts=$$(grep -l "^if __name__ == .__main__.:" bench/*.py 2>/dev/null | sort); \
+	@scripts=$$(grep -l "^if __name__ == .__main__.:" bench/*.py 2>/dev/null | grep -v -x -F "$(BENCH_HELPERS)" | sort); \
 	if [ -z "$$scripts" ]; then echo "В bench/ пока нет скриптов."; exit 0; fi; \
 	for s in $$scripts; do echo "== $$s"; $(PY) "$$s" || exit 1; done
 

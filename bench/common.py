@@ -6,7 +6,8 @@ What every benchmark needs and nothing more:
   each in its own process group and tied to this process with PR_SET_PDEATHSIG, so that all of
   them stop on a normal exit, on an exception, on Ctrl-C, on SIGTERM and even when the benchmark
   itself is killed with SIGKILL.
-* :meth:`Harness.start_emulators` — N ``python -m kktapp.atol.emulator`` processes, each binding port 0.
+* :meth:`Harness.start_emulators` — N ``python -m kktapp.atol.emulator`` processes, each binding port 0;
+  :meth:`Harness.start_emulator_fleet` — N registers, several per process (bench/multi_emulator.py).
 * :meth:`Harness.start_service` — gunicorn with a temporary KKT_SETTINGS file naming those devices.
 * :func:`run_load` — a bounded closed-loop load generator (threads, one keep-alive
   ``http.client`` connection per client, stops at a request count or a deadline, whichever is first).
@@ -60,6 +61,8 @@ log = logging.getLogger("bench")
 #: The emulator's readiness line (logged once every port listens) and gunicorn's bind line.
 EMULATOR_READY = re.compile(r"emulator ready, .* on [\d.]+:(\d+);")
 GUNICORN_READY = re.compile(r"Listening at: http://[\d.]+:(\d+)")
+#: bench/multi_emulator.py's readiness line: every register's port, in register order.
+FLEET_READY = re.compile(r"multi-emulator ready: \d+ registers on [\d.]+ ports ([\d,]+)")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -369,16 +372,48 @@ class Harness:
             for number, tag, proc, state, doc_log in started
         ]
 
+    def start_emulator_fleet(
+        self, count: int, per_process: int = 16, device_time_ms: float = 0, latency_ms: float = 0
+    ) -> list[Emulator]:
+        """``count`` emulated registers, ``per_process`` of them in each bench/multi_emulator.py
+        process (numbers 1…count, each its own state file, document log, serial and port 0).
+
+        Cheaper than :meth:`start_emulators` for dozens of registers: one interpreter per group.
+        """
+        groups = []
+        for first in range(1, count + 1, max(1, per_process)):
+            size = min(per_process, count - first + 1)
+            name = f"fleet{first}-{len(self.procs)}"
+            argv = [
+                PYTHON, str(ROOT / "bench" / "multi_emulator.py"),
+                "--count", str(size), "--first", str(first), "--dir", str(self.dir), "--prefix", f"{name}-emu",
+                "--host", HOST, "--device-time", _num(device_time_ms), "--latency", _num(latency_ms),
+            ]  # fmt: skip
+            groups.append((first, name, self.start(name, argv)))
+        fleet = []
+        for first, name, proc in groups:
+            ports = [int(p) for p in self.match_output(name, proc, FLEET_READY).group(1).split(",")]
+            for offset, port in enumerate(ports):
+                number = first + offset
+                fleet.append(Emulator(number, port, proc, self.dir / f"{name}-emu{number}.state.json",
+                                      self.dir / f"{name}-emu{number}.docs.jsonl"))  # fmt: skip
+        return fleet
+
     def port_from_output(self, name: str, proc: subprocess.Popen, pattern: re.Pattern[str],
                          timeout: float = 30.0) -> int:
         """Wait until the child's output matches ``pattern`` and return its first group as a port."""
+        return int(self.match_output(name, proc, pattern, timeout).group(1))
+
+    def match_output(self, name: str, proc: subprocess.Popen, pattern: re.Pattern[str],
+                     timeout: float = 30.0) -> re.Match[str]:
+        """Wait until the child's output matches ``pattern``; the match."""
         out_path = self.dir / f"{name}.out"
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError):
                 found = pattern.search(out_path.read_text(encoding="utf-8", errors="replace"))
                 if found:
-                    return int(found.group(1))
+                    return found
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode} before it was ready")
             if time.monotonic() > deadline:

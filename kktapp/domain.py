@@ -29,6 +29,8 @@ VAT22_SINCE = dt.date(2026, 1, 1)
 #: Decimal arithmetic or int() (an overflow, or a billion-digit integer), and that rounding to
 #: three decimals stays within Decimal's default 28-digit precision (1e25 would not).
 MAX_NUMBER_DIGITS = 20
+#: Integers below this pass _check_magnitude: at most MAX_NUMBER_DIGITS digits.
+_INT_LIMIT = 10**MAX_NUMBER_DIGITS
 
 
 class DomainError(ValueError):
@@ -49,6 +51,8 @@ def to_kopecks(value: object, field: str = "sum") -> int:
 
     More than two decimals is an error, not a rounding: a caller who sends 1.005 ₽ has a bug.
     """
+    if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
+        return value * 100  # whole roubles, within _check_magnitude's limit: nothing else to check
     if isinstance(value, bool) or isinstance(value, float):
         # JSON is parsed with parse_float=Decimal; a float here means a caller bypassed that.
         raise DomainError(field, "сумма должна быть числом в рублях с копейками", value)
@@ -82,6 +86,8 @@ def format_rub(kopecks: int) -> str:
 
 def to_quantity(value: object, field: str = "quantity") -> Decimal:
     """Parse a quantity: positive, at most three decimals (the ATOL position command's limit)."""
+    if type(value) is int and 0 < value < _INT_LIMIT:
+        return Decimal(value)  # a whole positive quantity within _check_magnitude's limit
     if isinstance(value, bool) or isinstance(value, float):
         raise DomainError(field, "количество должно быть числом", value)
     try:
@@ -112,6 +118,9 @@ _SPACES = frozenset("\t\n\r\x0b\x0c\x85\u2028\u2029")
 
 def check_device_text(text: str, field: str) -> None:
     """Raise DomainError when the text holds a character a device must not receive."""
+    if text.isprintable():
+        # Every refused category and every _SPACES character is non-printable for str.isprintable.
+        return
     for i, ch in enumerate(text, 1):
         if ch in _SPACES or unicodedata.category(ch) in _REFUSED_CATEGORIES:
             raise DomainError(field, f"недопустимый управляющий символ U+{ord(ch):04X} (позиция {i})")
@@ -119,7 +128,7 @@ def check_device_text(text: str, field: str) -> None:
 
 def spaces_for_breaks(text: str) -> str:
     """Tabs and line breaks → spaces (a CR LF pair is one space); other characters unchanged."""
-    if not any(ch in _SPACES for ch in text):
+    if text.isprintable() or not any(ch in _SPACES for ch in text):
         return text
     return "".join(" " if ch in _SPACES else ch for ch in text.replace("\r\n", "\n"))
 

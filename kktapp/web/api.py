@@ -52,6 +52,12 @@ from kktapp.web.schemas import (
 
 log = logging.getLogger(__name__)
 
+# Built once, shared by every request: building one deep-copies every field, and a load keeps
+# no state in the instance (the fiscal load context is a contextvar, fields.FiscalContext).
+_CASH = CashSchema()
+_PRINT = PrintSchema()
+_RECEIPT = ReceiptSchema()
+
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 SOURCE = "api"
@@ -358,7 +364,7 @@ def shift_close(device: int) -> Response:
 @require("cashier")
 def cash_in(device: int) -> Response:
     """Внесение наличных: ``{"amount": roubles}``."""
-    data = load(CashSchema(), read_json(request))
+    data = load(_CASH, read_json(request))
     return _submit("cash_in", device, {"amount": data["amount"]})
 
 
@@ -366,7 +372,7 @@ def cash_in(device: int) -> Response:
 @require("cashier")
 def cash_out(device: int) -> Response:
     """Выплата наличных: ``{"amount": roubles}``."""
-    data = load(CashSchema(), read_json(request))
+    data = load(_CASH, read_json(request))
     return _submit("cash_out", device, {"amount": data["amount"]})
 
 
@@ -374,7 +380,7 @@ def cash_out(device: int) -> Response:
 @require("cashier")
 def print_text(device: int) -> Response:
     """A non-fiscal document: plain lines or lines with print attributes."""
-    data = load(PrintSchema(), read_json(request))
+    data = load(_PRINT, read_json(request))
     return _submit("print_text", device, {"lines": line_params(data["lines"])})
 
 
@@ -421,7 +427,7 @@ def parse_receipt_request(body: object) -> tuple[dict, Any]:
     config = current_app.config
     ctx = {"on_date": receipt_date(body), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
-        data = load(ReceiptSchema(), body)
+        data = load(_RECEIPT, body)
     data["extra"] = fill_from_catalogue(data["items"], data["device"], "items")
     try:
         receipt = build_receipt(data, config)

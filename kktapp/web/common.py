@@ -33,6 +33,7 @@ MAX_JSON_DEPTH = 20
 #: Largest JSON number (digits, and exponent either way): far above any fiscal value, far below
 #: what makes Decimal arithmetic overflow or int() build a billion-digit integer.
 MAX_JSON_DIGITS = 40
+_INT_LIMIT = 10**MAX_JSON_DIGITS
 
 
 def read_json(request: Any) -> object:
@@ -84,36 +85,43 @@ def check_tree(value: object, field: str = BODY) -> None:
     (``"\\ud800"`` is valid JSON but not text: any answer echoing it could not be encoded).
     Iterative, so a deep document cannot exhaust the stack here either.
     """
+    # The dotted path of an item is built only when it is refused: paths are tuples shared
+    # with the parent, and ".".join runs once per error instead of once per item.
     stack: list[tuple[object, tuple[str, ...]]] = [(value, ())]
     while stack:
         item, path = stack.pop()
-        where = ".".join(path) or field
         if len(path) > MAX_JSON_DEPTH:
-            raise ValidationFailed(where, f"вложенность глубже {MAX_JSON_DEPTH} уровней")
+            raise ValidationFailed(_where(path, field), f"вложенность глубже {MAX_JSON_DEPTH} уровней")
         if isinstance(item, str):
-            _check_text(item, where)
+            _check_text(item, path, field)
         elif isinstance(item, bool):
             continue
         elif isinstance(item, int):
-            if abs(item) >= 10**MAX_JSON_DIGITS:
-                raise ValidationFailed(where, "число вне допустимого диапазона")
+            if abs(item) >= _INT_LIMIT:
+                raise ValidationFailed(_where(path, field), "число вне допустимого диапазона")
         elif isinstance(item, Decimal):
             if len(item.as_tuple().digits) > MAX_JSON_DIGITS or abs(item.adjusted()) > MAX_JSON_DIGITS:
-                raise ValidationFailed(where, "число вне допустимого диапазона")
+                raise ValidationFailed(_where(path, field), "число вне допустимого диапазона")
         elif isinstance(item, dict):
             for key, sub in item.items():
-                _check_text(key, where)
+                _check_text(key, path, field)
                 stack.append((sub, (*path, key)))
         elif isinstance(item, list):
             stack.extend((sub, (*path, str(i))) for i, sub in enumerate(item))
 
 
-def _check_text(text: str, where: str) -> None:
+def _where(path: tuple[str, ...], field: str) -> str:
+    return ".".join(path) or field
+
+
+def _check_text(text: str, path: tuple[str, ...], field: str) -> None:
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
-        raise ValidationFailed(where, f"недопустимый символ U+{code:04X} (одиночный суррогат)") from None
+        raise ValidationFailed(_where(path, field), f"недопустимый символ U+{code:04X} (одиночный суррогат)") from None
 
 
 def http_headers(response: Response, exc: HTTPException) -> Response:

@@ -158,7 +158,12 @@ class PositionSchema(fields.BaseSchema):
             )
 
 
-class GoodsField(ma_fields.Field):
+#: Built once: a schema's fields are deep-copied per instance, and loading keeps no state in
+#: the instance (the load context is a contextvar, fields.FiscalContext), so threads share it.
+_LOAD_POSITION = fields.QuickLoad(PositionSchema())
+
+
+class GoodsField(fields.ValidatorsIfAny, ma_fields.Field):
     """``{"Position_1": {...}, …, "Position_N": {...}}`` → positions in numeric order of N."""
 
     default_error_messages = {
@@ -183,12 +188,11 @@ class GoodsField(ma_fields.Field):
             numbered.append((int(match.group(1)), key))
         # Numeric, not lexical: Position_10 prints after Position_9.
         numbered.sort()
-        schema = PositionSchema()
         result: list[tuple[str, dict]] = []
         errs: dict[str, Any] = {}
         for _, key in numbered:
             try:
-                result.append((key, schema.load(value[key])))
+                result.append((key, _LOAD_POSITION(value[key])))
             except ValidationError as exc:
                 errs[key] = exc.messages
         if errs:
@@ -238,6 +242,10 @@ class ReceiptSchema(fields.BaseSchema):
             raise ValidationError(
                 "для чека без печати (ElectronicOnly) нужен телефон или e-mail покупателя", "CustomerContact"
             )
+
+
+#: See _LOAD_POSITION.
+_LOAD_RECEIPT = fields.QuickLoad(ReceiptSchema())
 
 
 # --------------------------------------------------------------------------- building the receipt
@@ -296,7 +304,7 @@ def parse_receipt(body: object, today: dt.date, config: Any,
             "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
-            data = ReceiptSchema().load(body)  # type: ignore[arg-type]
+            data = _LOAD_RECEIPT(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
     keys = [key for key, _ in data["Goods"]]
@@ -519,7 +527,12 @@ def _mask_credentials(value: Any) -> Any:
 
 
 def _link_known_down(service: Any, device: int) -> bool:
+    # Asked on every POST: a service with link_down() reads only the snapshot's link flag; the
+    # whole snapshot (queue counts, unsettled and attention lists) is the fallback.
+    link_down = getattr(service, "link_down", None)
     try:
+        if callable(link_down):
+            return bool(link_down(device))
         return service.snapshot(device).get("link") == "down"
     except KKTError:
         return False  # an unknown device is reported by submit_receipt itself
@@ -630,7 +643,7 @@ def _unexpected(exc: Exception) -> Response:
 
 @bp.after_request
 def _log_request(response: Response) -> Response:
-    if request.method != "POST":
+    if request.method != "POST" or not log.isEnabledFor(logging.INFO):
         return response
     started = g.get("kkt1c_started", time.monotonic())
     code, fd, status = g.get("kkt1c_outcome", (None, None, response.status_code))
@@ -659,7 +672,10 @@ def _log_request(response: Response) -> Response:
 
 def _printable(text: str, limit: int = _MAX_DOC_NUMBER) -> str:
     # One request, one log line: a newline inside DocNumber must not forge a second one.
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _doc_number() -> str | None:

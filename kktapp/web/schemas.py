@@ -137,6 +137,10 @@ class TextLineSchema(BaseSchema):
                    metadata={"description": "выравнивание"})
 
 
+#: Built once (see kktapp/web/api.py): TextLineField loads every object line with it.
+_TEXT_LINE = TextLineSchema()
+
+
 class TextLineField(fields.Field):
     """A line given as a plain string or as a :class:`TextLineSchema` object → TextLine."""
 
@@ -153,7 +157,7 @@ class TextLineField(fields.Field):
                 raise self.make_error("too_long")
             return TextLine(value)
         if isinstance(value, Mapping):
-            return TextLine(**TextLineSchema().load(value))
+            return TextLine(**_TEXT_LINE.load(value))
         raise self.make_error("invalid")
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
