@@ -24,10 +24,9 @@ class MaskSecrets(logging.Filter):
     """Replace values that follow password-like words with ***."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        masked = _SECRET.sub(r"\1\2***", msg)
-        if masked != msg:
-            record.msg, record.args = masked, None
+        # The formatted text replaces msg/args even when nothing was masked: the formatter would
+        # otherwise format the same message a second time.
+        record.msg, record.args = _SECRET.sub(r"\1\2***", record.getMessage()), None
         return True
 
 
