@@ -55,6 +55,7 @@ from .journal import (
     receipt_to_json,
 )
 from .owner import OPERATIONS, DeviceOwner, Reasons
+from .wakeup import Wakeups
 
 __all__ = [
     "DeviceConfig", "FiscalService", "Job", "fingerprint", "receipt_from_json", "receipt_to_json",
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 #: process (an in-process owner wakes the waiter at once).
 WAIT_POLL_MIN = 0.002
 WAIT_POLL_MAX = 0.02
+#: The fallback poll of a waiter that other processes' owners wake (a lost wake-up costs this).
+WAIT_WOKEN_POLL = 0.25
 #: While this process owns the device its owner hands every change to the waiter, which reads
 #: the journal only this often anyway: the lock may pass to another process mid-wait.
 WAIT_OWNED_CHECK = 1.0
@@ -239,6 +242,9 @@ class FiscalService:
         # Waiters of this process by job id: the owner wakes exactly the ones concerned.
         self._waiters: dict[str, list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
+        # Owners in other processes wake this process's waiters through it (listening starts
+        # with the first wait for a device owned elsewhere).
+        self._wakeups = Wakeups(self.journal.path, self._woken)
 
     @classmethod
     def from_config(cls, config: Mapping) -> FiscalService:
@@ -315,6 +321,7 @@ class FiscalService:
             owner.join(STOP_TIMEOUT)
         self._owners = {}
         self._started_pid = None
+        self._wakeups.close()
 
     def _driver_opener(self, config: DeviceConfig) -> Callable[[], Driver]:
         # driver_factory is read when the owner connects: tests and hooks may replace it.
@@ -342,6 +349,14 @@ class FiscalService:
         with self._waiters_lock:
             for waiter in self._waiters.get(job_id, ()):
                 waiter.job = dataclasses.replace(job) if job is not None else None
+                waiter.event.set()
+        if job is None or job.finished:
+            self._wakeups.announce(job_id)
+
+    def _woken(self, job_id: str) -> None:
+        """Another process's owner changed ``job_id``: its waiters here read the journal now."""
+        with self._waiters_lock:
+            for waiter in self._waiters.get(job_id, ()):
                 waiter.event.set()
 
     # ------------------------------------------------------------------ submitting
@@ -482,8 +497,11 @@ class FiscalService:
                 break
             owned = self._owned_here(job.device)
             # An in-process owner hands the job over at once (a change between the read above
-            # and this wait is not lost: the event stays set); a job owned by another process is
-            # found by polling, backing off to WAIT_POLL_MAX.
+            # and this wait is not lost: the event stays set); an owner in another process sends
+            # a wake-up, and polling backs off to WAIT_POLL_MAX (WAIT_WOKEN_POLL with wake-ups)
+            # in case it is lost.
+            if not owned and delay == WAIT_POLL_MIN and self._wakeups.listen():
+                delay = WAIT_WOKEN_POLL
             woken = waiter.event.wait(min(WAIT_OWNED_CHECK if owned else delay, remaining))
             waiter.event.clear()
             if woken and waiter.job is not None:
@@ -491,7 +509,7 @@ class FiscalService:
             else:
                 read = True
             if not owned:
-                delay = min(delay * 2, WAIT_POLL_MAX)
+                delay = min(delay * 2, max(delay, WAIT_POLL_MAX))
         return self._explain(job)
 
     def wait_for(self, job: Job, wait: float) -> Job:

@@ -1,0 +1,137 @@
+"""Wake-ups between the processes that share one journal (gunicorn workers, mod_wsgi daemons).
+
+A request waits for its job in whichever process received it, while the device's owner may run
+in another. Without a signal that waiter can only poll the journal, and with many registers busy
+the polls cost more CPU than the receipts. Each process that waits for a job owned elsewhere
+binds a Linux abstract-namespace datagram socket and leaves an empty file named after it in
+``<journal>.wake/``; an owner that finishes a job sends the job id to every such socket.
+
+A datagram is only a hint: the waiter still reads the state from the journal, so a lost, late or
+forged datagram costs at most one poll (the waiter keeps a slow poll as the fallback). Anything
+that fails here (another OS, a read-only directory) leaves the process polling as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+#: How long an owner trusts its list of listening processes before reading the directory again.
+LISTING_TTL = 0.2
+_instances = itertools.count(1)
+
+
+class Wakeups:
+    """The wake-up channel of one service instance: listen for job ids, announce finished ones."""
+
+    def __init__(self, journal_path: str, on_wake: Callable[[str], None]) -> None:
+        self.directory = os.path.abspath(journal_path) + ".wake"
+        self._prefix = "kkt-wake-" + hashlib.sha1(self.directory.encode()).hexdigest()[:16] + "-"
+        self._on_wake = on_wake
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._name = ""
+        self._pid = 0
+        self._failed = False
+        self._sender: socket.socket | None = None
+        self._listing: list[str] = []
+        self._listed_at = -LISTING_TTL
+
+    # ------------------------------------------------------------------ waiting side
+
+    def listen(self) -> bool:
+        """Be reachable from the other processes (idempotent per process); False when not."""
+        if self._sock is not None and self._pid == os.getpid():
+            return True
+        with self._lock:
+            if self._sock is not None and self._pid == os.getpid():
+                return True
+            if self._failed:
+                return False
+            name = f"{os.getpid()}-{next(_instances)}"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                # Bound before the file exists: a sender that finds the file and gets
+                # "refused" may take it for stale and remove it.
+                sock.bind("\0" + self._prefix + name)
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                with open(os.path.join(self.directory, name), "w"):
+                    pass
+            except OSError as exc:
+                sock.close()
+                self._failed = True
+                log.info("пробуждение между процессами недоступно (%s): ожидание опросом журнала", exc)
+                return False
+            self._sock, self._name, self._pid = sock, name, os.getpid()
+            threading.Thread(target=self._receive, args=(sock,), name="kkt-wakeups", daemon=True).start()
+            return True
+
+    def _receive(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(256)
+            except OSError:
+                return  # closed
+            if data:
+                self._on_wake(data.decode("ascii", "replace"))
+
+    def close(self) -> None:
+        """Stop listening and remove this process's entry."""
+        with self._lock:
+            sock, self._sock = self._sock, None
+            if sock is None or self._pid != os.getpid():
+                return
+            try:
+                os.unlink(os.path.join(self.directory, self._name))
+            except OSError:
+                pass
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    # ------------------------------------------------------------------ owner side
+
+    def announce(self, job_id: str) -> None:
+        """Tell every other listening process that ``job_id`` changed (never blocks, never raises)."""
+        now = time.monotonic()
+        if now - self._listed_at >= LISTING_TTL:
+            try:
+                self._listing = os.listdir(self.directory)
+            except OSError:
+                self._listing = []
+            self._listed_at = now
+        if not self._listing:
+            return
+        own = self._name if self._pid == os.getpid() else None
+        data = job_id.encode("ascii", "replace")
+        sender = self._sender
+        if sender is None:
+            try:
+                sender = self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            except OSError:
+                return
+        for name in self._listing:
+            if name == own:
+                continue
+            try:
+                sender.sendto(data, socket.MSG_DONTWAIT, "\0" + self._prefix + name)
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    # Nobody bound it: a process that ended without removing its entry.
+                    try:
+                        os.unlink(os.path.join(self.directory, name))
+                    except OSError:
+                        pass
+                    self._listed_at = -LISTING_TTL
+                # EAGAIN and the rest: the receiver is busy; its fallback poll finds the job.
