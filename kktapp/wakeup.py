@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .sockets import shut
+
 log = logging.getLogger(__name__)
 
 #: How long an owner trusts its list of listening processes before reading the directory again.
@@ -94,11 +96,7 @@ class Wakeups:
                 os.unlink(os.path.join(self.directory, self._name))
             except OSError:
                 pass
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            shut(sock)
 
     # ------------------------------------------------------------------ owner side
 

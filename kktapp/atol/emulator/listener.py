@@ -10,6 +10,8 @@ import logging
 import socket
 import threading
 
+from ...sockets import shut
+
 #: Seconds to wait for a connection's threads on close.
 JOIN_TIMEOUT = 2.0
 
@@ -85,15 +87,3 @@ class Listener:
                 shut(sock)
                 continue
             self.log.info("emulator: connection from %s:%d", *addr[:2])
-
-
-def shut(sock: socket.socket) -> None:
-    """Shut a socket down both ways and close it, whatever state it is in."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass

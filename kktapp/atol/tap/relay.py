@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from ...sockets import shut
 from .decode import DEVICE, HOST, Tracer, iso_time, masked_chunk_hex
 
 log = logging.getLogger(__name__)
@@ -149,18 +150,6 @@ def _peer(addr: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _quiet_close(sock: socket.socket) -> None:
-    for how in (socket.SHUT_RDWR,):
-        try:
-            sock.shutdown(how)
-        except OSError:
-            pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
 class _Session:
     """One client and its device connection, two pumps."""
 
@@ -204,8 +193,8 @@ class _Session:
         deadline = time.monotonic() + DRAIN
         for t in (up, down):
             t.join(max(0.0, deadline - time.monotonic()))
-        _quiet_close(self.client)
-        _quiet_close(self.device)
+        shut(self.client)
+        shut(self.device)
         up.join()
         down.join()
         ts = time.time()
@@ -295,9 +284,9 @@ class Tap:
             self._listener.close()
         session = self._active
         if session is not None:
-            _quiet_close(session.client)
+            shut(session.client)
             if session.device is not None:
-                _quiet_close(session.device)
+                shut(session.device)
             session.thread.join()
         self.recorder.close()
 

@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ...atol.emulator.listener import JOIN_TIMEOUT, Listener, shut
+from ...atol.emulator.listener import JOIN_TIMEOUT, Listener
 from ...atol.emulator.server import Faults, Timing
+from ...sockets import shut
 from ..framing import ACK, ENQ, FILLER, NAK, BadFrame, Control, Decoder, Frame, encode_frame
 
 log = logging.getLogger(__name__)
