@@ -247,11 +247,8 @@ class Field:
         return self.default is _REQUIRED
 
 
-def _fields_encode(fields: tuple[Field, ...], values: dict[str, Any], what: str,
-                   names: frozenset[str] | None = None) -> bytes:
-    """``names``: the fields' names, when the caller keeps them (a command does)."""
-    if names is None:
-        names = frozenset(f.name for f in fields)
+def _fields_encode(fields: tuple[Field, ...], values: dict[str, Any], what: str, names: frozenset[str]) -> bytes:
+    """``names``: the fields' names, kept by the command (not rebuilt per call)."""
     if not names.issuperset(values):
         raise TypeError(f"{what}: unknown fields {sorted(set(values) - names)}")
     out = []

@@ -127,7 +127,11 @@ class Decoder:
         events: list[Event] = []
         chunk = bytes(chunk)
         pos, end = 0, len(chunk)
-        while pos < end:
+        # Each pass takes at least one byte, so ``end`` passes are enough: bounded this way, no
+        # slip in the position arithmetic could ever spin the link's reader.
+        for _ in range(end):
+            if pos == end:
+                return events
             state = self._state
             if state == _HUNT:
                 start = chunk.find(STX, pos)
@@ -181,37 +185,43 @@ class Decoder:
                 self._check(body, events)
                 return pos + want
         if self._escaped:
+            # The previous chunk ended with the ESC: its code comes first here.
             self._escaped = False
-            code = chunk[pos]
-            pos += 1
-            if code not in _UNESCAPES:
-                self._fail(f"bad escape FD {code:02X}", events)
-                return pos
-            data.append(_UNESCAPES[code])
+            return self._unescape(chunk[pos], pos + 1, want, events)
         # An STX ends the run: the caller reports the packet as cut short.
         stop = chunk.find(STX, pos)
         if stop < 0:
             stop = end
-        while len(data) < want and pos < stop:
+        for _ in range(end):  # a bound only, as in feed: each pass takes a byte or returns
             limit = min(stop, pos + want - len(data))
             esc = chunk.find(ESC, pos, limit)
             if esc < 0:
                 data += chunk[pos:limit]
                 pos = limit
-                continue
-            data += chunk[pos:esc]
-            pos = esc + 1
-            if pos == stop:
+            elif esc + 1 == stop:
+                data += chunk[pos:esc]
                 self._escaped = True  # its code is in the next chunk (or is the STX)
-                break
-            code = chunk[pos]
-            pos += 1
-            if code not in _UNESCAPES:
-                self._fail(f"bad escape FD {code:02X}", events)
+                return stop
+            else:
+                data += chunk[pos:esc]
+                pos = self._unescape(chunk[esc + 1], esc + 2, want, events)
+                if self._state != _BODY:
+                    return pos  # a bad escape, or the packet's last byte
+            if len(data) == want:
+                self._check(bytes(data), events)
                 return pos
-            data.append(_UNESCAPES[code])
-        if len(data) == want:
-            self._check(bytes(data), events)
+            if pos == stop:
+                return pos
+        return pos  # pragma: no mutate - never reached: every pass takes a byte or returns
+
+    def _unescape(self, code: int, pos: int, want: int, events: list[Event]) -> int:
+        """The byte after an ESC (``code``), read before ``pos``: append what it stands for."""
+        if code not in _UNESCAPES:
+            self._fail(f"bad escape FD {code:02X}", events)
+            return pos
+        self._data.append(_UNESCAPES[code])
+        if len(self._data) == want:
+            self._check(bytes(self._data), events)
         return pos
 
     def _check(self, body: bytes, events: list[Event]) -> None:
