@@ -7,6 +7,7 @@ DeviceBusy before the device said anything), pyserial's words for a refused conn
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -39,6 +40,19 @@ def _url(listener: socket.socket) -> str:
     return f"socket://127.0.0.1:{listener.getsockname()[1]}"
 
 
+@contextlib.contextmanager
+def connected(listener: socket.socket, write_timeout: float = 1) -> Iterator[tuple[SocketPort, socket.socket]]:
+    """Our port to ``listener`` and the accepted peer, both closed at the end."""
+    pipe = open_port(_url(listener), baudrate=115200, write_timeout=write_timeout)
+    assert isinstance(pipe, SocketPort)
+    peer, _ = listener.accept()
+    try:
+        yield pipe, peer
+    finally:
+        peer.close()
+        pipe.close()
+
+
 def test_socket_urls_get_their_own_socket_and_others_pyserial(server: socket.socket):
     pipe = open_port(_url(server), baudrate=115200, write_timeout=1)
     try:
@@ -56,9 +70,7 @@ def test_socket_urls_get_their_own_socket_and_others_pyserial(server: socket.soc
 
 
 def test_socket_reads_everything_waiting_in_one_call(server: socket.socket):
-    pipe = open_port(_url(server), baudrate=115200, write_timeout=1)
-    peer, _ = server.accept()
-    try:
+    with connected(server) as (pipe, peer):
         pipe.write(b"\xfe\x01\x00\x05\xc4")
         assert peer.recv(100) == b"\xfe\x01\x00\x05\xc4"
         answers = encode_packet(5, b"\xa3") + encode_packet(0xF0, b"\xa6\x01\x55\x00\x00")
@@ -67,22 +79,14 @@ def test_socket_reads_everything_waiting_in_one_call(server: socket.socket):
         while len(got) < len(answers):
             got += pipe.read(1.0)
         assert got == answers
-    finally:
-        peer.close()
-        pipe.close()
 
 
 def test_socket_silence_is_empty_after_the_timeout(server: socket.socket):
-    pipe = open_port(_url(server), baudrate=115200, write_timeout=1)
-    peer, _ = server.accept()
-    try:
+    with connected(server) as (pipe, _peer):
         start = time.monotonic()
         assert pipe.read(0.05) == b""
         assert time.monotonic() - start >= 0.04
         assert pipe.read(0) == b""  # no time left: no wait at all
-    finally:
-        peer.close()
-        pipe.close()
 
 
 def test_peer_close_is_disconnected_and_busy_before_the_device_spoke(server: socket.socket):
@@ -110,12 +114,10 @@ def test_refused_connection_is_worded_as_before():
 
 
 def test_big_write_waits_for_room_and_arrives_whole(server: socket.socket):
-    pipe = open_port(_url(server), baudrate=115200, write_timeout=10)
-    peer, _ = server.accept()
     data = bytes(range(256)) * 40000  # 10 MB: more than the socket buffers hold
     received = bytearray()
 
-    def drain() -> None:
+    def drain() -> None:  # reads from ``peer`` once the connection below is made
         time.sleep(0.1)  # the writer meets a full buffer first
         while len(received) < len(data):
             chunk = peer.recv(1 << 20)
@@ -123,23 +125,15 @@ def test_big_write_waits_for_room_and_arrives_whole(server: socket.socket):
                 break
             received.extend(chunk)
 
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
+    with connected(server, write_timeout=10) as (pipe, peer):
+        reader = threading.Thread(target=drain)
+        reader.start()
         pipe.write(data)
         reader.join(30)
         assert bytes(received) == data
-    finally:
-        peer.close()
-        pipe.close()
 
 
 def test_write_to_a_peer_that_never_reads_times_out(server: socket.socket):
-    pipe = open_port(_url(server), baudrate=115200, write_timeout=0.2)
-    peer, _ = server.accept()
-    try:
-        with pytest.raises(serial.SerialTimeoutException, match="Write timeout"):
-            pipe.write(bytes(50_000_000))
-    finally:
-        peer.close()
-        pipe.close()
+    with connected(server, write_timeout=0.2) as (pipe, _peer), pytest.raises(
+            serial.SerialTimeoutException, match="Write timeout"):
+        pipe.write(bytes(50_000_000))
