@@ -127,3 +127,20 @@ def test_each_byte_alone():
     events = [event for byte in raw for event in decoder.feed(bytes([byte]))]
     assert events == [Packet(0x21, b"\xfe\x10\xfd"), Packet(0x22, b"")]
     assert decoder.garbage == 2
+
+
+def test_long_packet_with_its_header_cut_byte_by_byte():
+    # LEN1 counts 128s (7 + 7 bits): read the slow way when the header comes in pieces.
+    raw = encode_packet(0x31, bytes(range(256)) + bytes(44))
+    assert raw[1:3] == bytes((300 & 0x7F, 300 >> 7))
+    decoder = Decoder()
+    events = [event for i in range(0, len(raw), 2) for event in decoder.feed(raw[i:i + 2])]
+    assert events == [Packet(0x31, bytes(range(256)) + bytes(44))]
+
+
+def test_escaped_crc_split_between_the_escape_and_its_code():
+    # [atol-protocol.md §1.2] FE 05 00 F0 A6 57 55 00 00 FD EE: the CRC is FE, sent escaped.
+    raw = bytes.fromhex("FE 05 00 F0 A6 57 55 00 00 FD EE")
+    decoder = Decoder()
+    assert decoder.feed(raw[:-1]) == []
+    assert decoder.feed(raw[-1:]) == [Packet(0xF0, bytes.fromhex("A6 57 55 00 00"))]
