@@ -16,11 +16,12 @@ What the service spends in kktapp/atol for one receipt, without HTTP, journal or
   feeds): how often answers arrive is up to the device, the calls per wake-up are ours.
 
 The emulator runs as its own process, so neither its CPU nor its system calls are counted.
-Run: ``.venv/bin/python bench/bench_protocol.py`` (about 20 s; ``make bench`` runs it too).
+Run: ``.venv/bin/python bench/bench_protocol.py`` (about 10–30 s on a loaded machine; ``make bench`` runs it too).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -45,9 +46,12 @@ from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementTyp
 log = logging.getLogger("bench.protocol")
 
 POSITIONS = 10
-#: Repetitions of the pure encode/parse loops, and live sales (CPU, then under strace).
-MICRO_ROUNDS = 1000
-LIVE_SALES = 150
+#: The machine is shared: every figure is the best of REPEATS samples (of MICRO_ROUNDS encodes
+#: or parses, of LIVE_SALES sales), the one least disturbed by other processes.
+REPEATS = 8
+MICRO_ROUNDS = 250
+LIVE_SALES = 20
+#: Sales under strace (system calls are counted, not timed).
 TRACED_SALES = 30
 #: System calls that wait for the socket, read it, write it.
 WAITS = {"select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait"}
@@ -98,9 +102,9 @@ def parse_stream(chunks: list[bytes], replies: list[tuple[commands.Command, byte
 
 
 def per_call_us(fn: Callable[[], object], rounds: int) -> float:
-    """Mean microseconds of CPU per call of ``fn`` (best of three runs: the machine is shared)."""
+    """Mean microseconds of CPU per call of ``fn`` (the best of REPEATS runs)."""
     best = float("inf")
-    for _ in range(3):
+    for _ in range(REPEATS):
         start = time.thread_time()
         for _ in range(rounds):
             fn()
@@ -193,13 +197,8 @@ def main() -> int:
             result("atol_parse_us_per_receipt", per_call_us(lambda: parse_stream(chunks, replies), MICRO_ROUNDS), "us")
             result("atol_packets_received_per_receipt", packets, "packets")
 
-            cpu = []
-            for _ in range(3):
-                start = time.thread_time()
-                for _ in range(LIVE_SALES // 3):
-                    driver.sell(receipt)
-                cpu.append((time.thread_time() - start) / (LIVE_SALES // 3) * 1e6)
-            result("atol_driver_cpu_us_per_receipt", min(cpu), "us")
+            sell = functools.partial(driver.sell, receipt)
+            result("atol_driver_cpu_us_per_receipt", per_call_us(sell, LIVE_SALES), "us")
 
             counts = count_syscalls(driver, receipt, TRACED_SALES)
             nan = float("nan")
@@ -214,6 +213,7 @@ def main() -> int:
                     calls = sum(n for call, n in counts.items() if call in group)
                     result(f"atol_{name}_per_receipt", calls / TRACED_SALES, "calls")
                 result("atol_wakeups_per_receipt", wakeups / TRACED_SALES, "wakeups")
+                result("atol_syscalls_per_wakeup", sum(counts.values()) / max(wakeups, 1), "calls")
         log.info("receipts fiscalised: %d", len(emu.documents()))
     return 0
 
