@@ -11,6 +11,8 @@ big-endian two digits a byte (atol-protocol.md §2.1), integers of A4 replies li
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import logging
 from decimal import Decimal
 
 import pytest
@@ -152,3 +154,38 @@ def test_text_decodes_every_byte_without_error():
 def test_a_date_field_without_a_day_is_refused_cleanly():
     # A layout without Y/M/D would make day 0: a CodecError, not a KeyError from the decoder.
     assert error_text(codec.decode_bcd_datetime, b"\x12\x34", "hm") == "not a valid date: 12 34"
+
+
+def test_bcd_of_an_int_enum_is_its_number():
+    class Code(enum.IntEnum):
+        TWELVE = 12
+
+    assert codec.encode_bcd(Code.TWELVE, 2) == b"\x00\x12"
+    assert error_text(codec.encode_bcd, Code.TWELVE, 0) == "12 does not fit in 0 BCD bytes"
+
+
+def test_bcd_decode_names_the_first_bad_byte_after_good_nines():
+    # The nibble checks are "above 9": a 9 before the bad byte is a digit, not the culprit.
+    assert error_text(codec.decode_bcd, b"\x99\xa0") == "not a BCD byte: A0"
+    assert error_text(codec.decode_bcd, b"\x09\x0a") == "not a BCD byte: 0A"
+    assert codec.decode_bcd(b"\x00\x00\x00\x00\x00\x00\x01") == 1
+    assert codec.decode_bcd(bytearray(b"\x12\x34")) == 1234
+
+
+def test_bcd_date_parts_are_checked_one_by_one():
+    assert error_text(codec.decode_bcd_datetime, b"\x26\x1a\x01", "YMD") == "not a BCD byte: 1A"
+    assert codec.decode_bcd_datetime(b"\x99\x12\x31", "YMD") == dt.date(2099, 12, 31)
+
+
+def test_changed_text_is_logged_once_and_unchanged_text_never(caplog: pytest.LogCaptureFixture):
+    codec._note_changed.cache_clear()
+    with caplog.at_level(logging.INFO, logger=codec.__name__):
+        assert codec.encode_text("Молоко 2,5%?") == "Молоко 2,5%?".encode("cp866")
+        assert caplog.messages == []  # a question mark of its own is no replacement
+        assert codec.encode_text("«Сыр»") == b'"\x91\xeb\xe0"'
+        assert codec.encode_text("«Сыр»") == b'"\x91\xeb\xe0"'
+        assert codec.encode_text("中") == b"?"
+    assert caplog.messages == [
+        "текст для ККТ изменён (в её кодовой странице нет этих символов): '«Сыр»' → '\"Сыр\"'",
+        "текст для ККТ изменён (в её кодовой странице нет этих символов): '中' → '?'",
+    ]

@@ -348,3 +348,29 @@ def test_name_limits_by_layout():
     # A name that fits is passed as given (its typography is made plain by the text codec later).
     assert commands.position_name("«Хлеб»") == "«Хлеб»"
     assert commands.position_name("«" + "я" * 127) == "«" + "я" * 127
+
+
+def test_a_command_built_now_keeps_its_prefix_and_field_names():
+    # What a Command computes once when it is made (prefix, the names of its fields both ways),
+    # checked on commands made here, at test time.
+    plain = Command(0x4A, "close", "закрытие", request=(Field("flags", U8(), 0), Field("sum", BCD(5))),
+                    reply=(Field("change", BCD(5), 0),))
+    sub = Command(0x91, "reg", "регистр", sub=0x13)
+    assert plain.prefix == H("4A") and sub.prefix == H("91 13")
+    assert plain.encode(sum=12345) == H("4A 00 00 00 01 23 45")
+    assert sub.encode() == H("91 13")
+    with pytest.raises(TypeError, match=r"^close: unknown fields \['change'\]$"):
+        plain.encode(sum=1, change=2)
+    with pytest.raises(TypeError, match=r"^close reply: unknown fields \['sum'\]$"):
+        plain.encode_reply(sum=1)
+    assert plain.encode_reply() == H("55 00 00 00 00 00 00 00")
+    assert plain.encode_reply(change=99) == H("55 00 00 00 00 00 00 99")
+    assert plain.decode_request(H("4A 01 00 00 00 00 07")) == {"flags": 1, "sum": 7}
+
+
+def test_u8_takes_each_byte_value_and_nothing_else():
+    u8 = U8()
+    assert [u8.encode(n) for n in (0, 1, 0x7F, 0xFE, 0xFF)] == [H("00"), H("01"), H("7F"), H("FE"), H("FF")]
+    assert u8.encode(True) == H("01") and u8.encode(model.Mode.REGISTRATION) == bytes((model.Mode.REGISTRATION,))
+    assert codec_error(u8.encode, 256) == "256 does not fit in 1 unsigned bytes"
+    assert codec_error(u8.encode, -1) == "-1 does not fit in 1 unsigned bytes"

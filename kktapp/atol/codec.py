@@ -29,26 +29,40 @@ class CodecError(ValueError):
 
 def encode_bcd(value: int, width: int) -> bytes:
     """Non-negative integer as ``width`` bytes of big-endian BCD; overflow is an error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CodecError(f"BCD needs an int, got {value!r}")
+    if type(value) is not int:  # a bool, an IntEnum, or no integer at all
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CodecError(f"BCD needs an int, got {value!r}")
+        value = int(value)  # an IntEnum's str() is its name on Python 3.10
     if value < 0:
         raise CodecError(f"BCD cannot hold a negative number: {value}")
+    # BCD shows the decimal digits as hex digits: read the decimal text as hex, and those are the bytes.
     digits = str(value)
     if len(digits) > 2 * width:
         raise CodecError(f"{value} does not fit in {width} BCD bytes")
-    digits = digits.zfill(2 * width)
-    return bytes(int(digits[i]) << 4 | int(digits[i + 1]) for i in range(0, len(digits), 2))
+    return int(digits, 16).to_bytes(width, "big")
 
 
 def decode_bcd(data: bytes) -> int:
     """Big-endian BCD bytes to an integer; a nibble above 9 is an error."""
-    value = 0
+    # The inverse trick: the hex text of BCD bytes is the decimal number, unless a nibble is A–F.
+    digits = data.hex()
+    if digits.isdigit():
+        return int(digits)
     for byte in data:
-        hi, lo = byte >> 4, byte & 0x0F
-        if hi > 9 or lo > 9:
+        if byte >> 4 > 9 or byte & 0x0F > 9:
             raise CodecError(f"not a BCD byte: {byte:02X}")
-        value = value * 100 + hi * 10 + lo
-    return value
+    return 0  # no bytes at all
+
+
+def _bcd_byte(byte: int) -> int:
+    """One BCD byte (a date part) to its number."""
+    if byte not in _BCD_BYTE:
+        raise CodecError(f"not a BCD byte: {byte:02X}")
+    return _BCD_BYTE[byte]
+
+
+#: BCD byte → its number, 0x00..0x99.
+_BCD_BYTE = {(n // 10) << 4 | n % 10: n for n in range(100)}
 
 
 # --------------------------------------------------------------------------- little-endian
@@ -103,7 +117,7 @@ def encode_bcd_datetime(value: dt.datetime | dt.date | None, parts: str) -> byte
 
 def decode_bcd_datetime(data: bytes, parts: str) -> dt.datetime | dt.date | None:
     """Inverse of :func:`encode_bcd_datetime`: a date when only Y/M/D are given, else a datetime."""
-    return _build_datetime(data, parts, lambda byte: decode_bcd(bytes([byte])))
+    return _build_datetime(data, parts, _bcd_byte)
 
 
 def _build_datetime(data: bytes, parts: str, number: Callable[[int], int]) -> dt.datetime | dt.date | None:

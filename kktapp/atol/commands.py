@@ -24,7 +24,7 @@ from typing import Any
 
 from ..device import DeviceLimits
 from ..domain import MAX_NAME, PaymentType, SettlementType, TextLine
-from . import codec, framing, model, taskbuf
+from . import codec, model, taskbuf
 from .errors import device_error
 
 # --------------------------------------------------------------------------- field kinds
@@ -45,13 +45,20 @@ class Kind:
         raise NotImplementedError
 
 
+#: Each byte value's one-byte string, for the most frequent field kind.
+_BYTES = {n: bytes((n,)) for n in range(256)}
+
+
 class U8(Kind):
     """One unsigned byte."""
 
     default = 0
 
     def encode(self, value: int) -> bytes:
-        return codec.encode_le(int(value), 1)
+        value = int(value)
+        if value in _BYTES:
+            return _BYTES[value]
+        return codec.encode_le(value, 1)  # refuses it, with the integer field's error text
 
     def decode(self, data: bytes) -> int:
         return data[0]
@@ -240,18 +247,15 @@ class Field:
         return self.default is _REQUIRED
 
 
-def _fields_encode(fields: tuple[Field, ...], values: dict[str, Any], what: str) -> bytes:
-    unknown = set(values) - {f.name for f in fields}
-    if unknown:
-        raise TypeError(f"{what}: unknown fields {sorted(unknown)}")
+def _fields_encode(fields: tuple[Field, ...], values: dict[str, Any], what: str, names: frozenset[str]) -> bytes:
+    """``names``: the fields' names, kept by the command (not rebuilt per call)."""
+    if not names.issuperset(values):
+        raise TypeError(f"{what}: unknown fields {sorted(set(values) - names)}")
     out = []
     for f in fields:
-        if f.name in values:
-            value = values[f.name]
-        elif f.required:
+        value = values.get(f.name, f.default)
+        if value is _REQUIRED:
             raise TypeError(f"{what}: field {f.name!r} is required")
-        else:
-            value = f.default
         try:
             out.append(f.kind.encode(value))
         except (codec.CodecError, TypeError, ValueError) as exc:
@@ -310,14 +314,21 @@ class Command:
     #: comes back as A7, success is known when a later NeedResult task of the batch ends.
     wants_result: bool = True
 
+    def __post_init__(self) -> None:
+        # Computed once: a receipt encodes some thirty commands.
+        prefix = bytes((self.code,)) if self.sub is None else bytes((self.code, self.sub))
+        object.__setattr__(self, "_prefix", prefix)
+        object.__setattr__(self, "_request_names", frozenset(f.name for f in self.request))
+        object.__setattr__(self, "_reply_names", frozenset(f.name for f in self.reply))
+
     @property
     def prefix(self) -> bytes:
         """Code and sub-code bytes."""
-        return bytes((self.code,)) if self.sub is None else bytes((self.code, self.sub))
+        return self._prefix
 
     def encode(self, **params: Any) -> bytes:
         """Command bytes for these parameters (after the access password)."""
-        return self.prefix + _fields_encode(self.request, params, self.name)
+        return self._prefix + _fields_encode(self.request, params, self.name, self._request_names)
 
     def decode_request(self, data: bytes) -> dict[str, Any]:
         """Parse command bytes made by :meth:`encode` (the emulator's side)."""
@@ -327,7 +338,7 @@ class Command:
 
     def encode_reply(self, **fields: Any) -> bytes:
         """A successful reply with these fields (the emulator's side)."""
-        return self.reply_head + _fields_encode(self.reply, fields, self.name + " reply")
+        return self.reply_head + _fields_encode(self.reply, fields, self.name + " reply", self._reply_names)
 
     def decode_reply(self, data: bytes, *, step: str = "") -> dict[str, Any]:
         """Reply fields as a dict; ``55 err …`` with err ≠ 0 raises DeviceError."""
@@ -586,7 +597,7 @@ LIMITS = DeviceLimits(
     max_payment=_bcd_max(PAYMENT_SUM_BYTES),
     max_cash=_bcd_max(PAYMENT_SUM_BYTES),
     name_bytes=min(POSITION_NAME_MAX, MAX_NAME if model.LONG_NAME_BY_TAG1030 else E6_NAME_BYTES),
-    text_line_bytes=framing.MAX_DATA - 3 - taskbuf.PASSWORD_BYTES - 12,
+    text_line_bytes=taskbuf.MAX_TASK - taskbuf.PASSWORD_BYTES - 12,
     max_positions=model.MAX_POSITIONS,
     max_department=SECTION_MAX,
     encode=codec.encode_text,

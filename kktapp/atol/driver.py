@@ -28,7 +28,7 @@ from typing import Any
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, ShiftStatus, Totals
 from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, position_amount
 from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent
-from . import codec, commands, framing, model, taskbuf
+from . import codec, commands, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
 from .link import Link, LinkStats
@@ -289,7 +289,7 @@ class AtolDriver:
                 s.task = taskbuf.encode_task(self.access_password, s.command.encode(**s.params))
             except (codec.CodecError, TypeError, ValueError) as exc:
                 raise NotSent(f"{NotSent.message} (шаг «{s.name}»: {exc})") from exc
-            if len(taskbuf.encode_request(taskbuf.Add(0, s.task, RESULT_FLAGS))) > framing.MAX_DATA:
+            if len(s.task) > taskbuf.MAX_TASK:
                 raise NotSent(f"{NotSent.message} (шаг «{s.name}»: команда длиннее пакета)")
 
     def _run(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
@@ -315,7 +315,7 @@ class AtolDriver:
             # The last task always reports: its end proves the quiet ones before it ran.
             s.need_result = s.command.wants_result or i == len(steps) - 1
             flags = RESULT_FLAGS if s.need_result else QUIET_FLAGS
-            payloads.append(taskbuf.encode_request(taskbuf.Add(s.tid, s.task, flags)))
+            payloads.append(taskbuf.encode_add(s.tid, s.task, flags))
         ids = self._link.send(payloads)[acks:]
         self.stats.tasks += len(steps)
         by_pid = dict(zip(ids, steps, strict=True))
@@ -325,20 +325,28 @@ class AtolDriver:
         failed: Step | None = None
         stopped = False
 
-        def unresolved() -> list[Step]:
-            return [s for s in steps if s.need_result and (s.answer is None or not s.answer.final)]
+        first = 0
+
+        def unresolved() -> Step | None:
+            """The first step still waiting for its own result. A final answer is never replaced,
+            so this only moves forward: no rescan of the batch per packet."""
+            nonlocal first
+            while first < len(steps) and not (steps[first].need_result and (
+                    steps[first].answer is None or not steps[first].answer.final)):
+                first += 1
+            return steps[first] if first < len(steps) else None
 
         deadline = time.monotonic() + self.timeout + max(s.command.timeout for s in steps)
         wake = time.monotonic() + model.REQ_AFTER_SILENCE
-        while waiting_sync or (failed is None and not stopped and unresolved()):
+        while waiting_sync or (failed is None and not stopped and unresolved() is not None):
             packet = self._link.poll(wake, deadline)
             if packet is None:
                 # Silence: ask the first unfinished task that keeps its result (C's fallback).
                 wake = time.monotonic() + model.REQ_AFTER_SILENCE
                 pending = unresolved()
-                if pending and not waiting_sync:
-                    (pid,) = self._link.send([taskbuf.encode_request(taskbuf.Req(pending[0].tid))])
-                    reqs[pid] = pending[0]
+                if pending is not None and not waiting_sync:
+                    (pid,) = self._link.send([taskbuf.encode_request(taskbuf.Req(pending.tid))])
+                    reqs[pid] = pending
                 continue
             wake = time.monotonic() + model.REQ_AFTER_SILENCE
             answer = self._decode_answer(packet.data)
@@ -372,8 +380,8 @@ class AtolDriver:
                 stopped = True
             # Progress: the next unfinished task gets its own full timeout.
             pending = unresolved()
-            if pending:
-                deadline = time.monotonic() + self.timeout + pending[0].command.timeout
+            if pending is not None:
+                deadline = time.monotonic() + self.timeout + pending.command.timeout
 
         if failed is not None:
             error = self._step_error(failed)

@@ -1,4 +1,4 @@
-"""The packet layer over pyserial: one URL (socket://host:5555, /dev/ttyACM0, COM3, loop://).
+"""The packet layer over one URL (socket://host:5555, /dev/ttyACM0, COM3, loop://; see :mod:`.port`).
 
 :class:`Link` owns the port and the framing. It numbers outgoing packets (0x00..0xDF), keeps
 the packets it sent so that it can answer the device's retransmission request (an empty packet
@@ -25,6 +25,7 @@ from ..errors import DeviceBusy, LinkError
 from . import model
 from .commands import describe
 from .framing import BadPacket, Decoder, Packet, encode_packet
+from .port import Port, open_port
 from .taskbuf import Request, Status
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Link:
         self.url = url
         self.baudrate = baudrate
         self.stats = stats if stats is not None else LinkStats()
-        self._port: serial.SerialBase | None = None
+        self._port: Port | None = None
         self._decoder = Decoder()
         self._inbox: deque[Packet] = deque()
         self._next_id = model.ID_MIN
@@ -136,7 +137,7 @@ class Link:
         if self._port is not None:
             return
         try:
-            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=POLL, write_timeout=10)
+            self._port = open_port(self.url, baudrate=self.baudrate, write_timeout=10)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"нет связи с ККТ ({self.url}): {exc}") from exc
         self._decoder = Decoder()
@@ -176,13 +177,14 @@ class Link:
         """Send packets with fresh IDs in ONE write; returns their IDs."""
         ids: list[int] = []
         raw = bytearray()
+        trace = log.isEnabledFor(logging.DEBUG)
         for data in payloads:
             pid = self._take_id()
             packet = encode_packet(pid, data)
             self._sent[pid] = packet
             raw += packet
             ids.append(pid)
-            if log.isEnabledFor(logging.DEBUG):
+            if trace:
                 name = _request_name(data)
                 if data[0] == Request.ADD and len(data) >= 3:
                     self._task_names[data[2]] = describe(data[3:])
@@ -196,7 +198,6 @@ class Link:
             raise LinkError("нет связи с ККТ (порт закрыт)")
         try:
             self._port.write(raw)
-            self._port.flush()
         except (serial.SerialException, OSError) as exc:
             raise self._fail(exc, "запись") from exc
         self._wrote = True
@@ -252,23 +253,18 @@ class Link:
             self.close()
             raise LinkError("ККТ не ответила вовремя")
         try:
-            # Block for the first byte only, then take whatever else is already there:
-            # pyserial's socket:// reports at most 1 byte in in_waiting.
-            self._port.timeout = min(POLL, remaining)
-            chunk = self._port.read(1)
-            if chunk:
-                self._port.timeout = 0
-                chunk += self._port.read(65536)
+            chunk = self._port.read(min(POLL, remaining))
         except (serial.SerialException, OSError) as exc:
             raise self._fail(exc, "чтение") from exc
         if not chunk:
             return
         self.stats.bytes_received += len(chunk)
+        trace = log.isEnabledFor(logging.DEBUG)
         for event in self._decoder.feed(chunk):
             if isinstance(event, Packet):
                 self._heard = True
                 self.stats.packets_received += 1
-                if log.isEnabledFor(logging.DEBUG):
+                if trace:
                     if event.id == model.ASYNC_PACKET_ID and len(event.data) > 1:
                         about = self._task_names.get(event.data[1], "")
                     else:

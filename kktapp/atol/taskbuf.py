@@ -10,9 +10,11 @@ password, then the command bytes.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from .codec import CodecError, decode_bcd, encode_bcd
+from .framing import MAX_DATA
 
 
 class Request(enum.IntEnum):
@@ -42,6 +44,7 @@ class Status(enum.IntEnum):
     ILLEGAL_VALUE = 0xB4
 
 
+_STATUS = {int(s): s for s in Status}
 #: Statuses that end a task.
 FINAL = frozenset({Status.RESULT, Status.ERROR, Status.STOPPED, Status.ASYNC_RESULT, Status.ASYNC_ERROR})
 #: Statuses that refuse the request itself (the task never entered the buffer).
@@ -112,10 +115,21 @@ class AckAdd:
 Message = Add | Ack | Req | Abort | AckAdd
 
 
+#: ``C1 flags TId`` before the task of an Add.
+ADD_HEADER_BYTES = 3
+#: Longest task an Add carries in one packet.
+MAX_TASK = MAX_DATA - ADD_HEADER_BYTES
+
+
+def encode_add(tid: int, task: bytes, flags: Flags = Flags.NONE) -> bytes:
+    """Packet DATA of an Add (the driver's most frequent request, without building an :class:`Add`)."""
+    return bytes((Request.ADD, flags, tid)) + task
+
+
 def encode_request(msg: Message) -> bytes:
     """Packet DATA for a task-buffer request."""
     if isinstance(msg, Add):
-        return bytes((Request.ADD, int(msg.flags), msg.tid)) + msg.task
+        return encode_add(msg.tid, msg.task, msg.flags)
     if isinstance(msg, Ack):
         return bytes((Request.ACK, msg.tid))
     if isinstance(msg, Req):
@@ -176,10 +190,9 @@ def decode_answer(data: bytes) -> Answer:
     """Parse a device packet's DATA (the driver's side)."""
     if not data:
         raise TaskBufError("empty answer")
-    try:
-        status = Status(data[0])
-    except ValueError:
-        raise TaskBufError(f"unknown status byte {data[0]:02X}") from None
+    status = _STATUS.get(data[0])
+    if status is None:
+        raise TaskBufError(f"unknown status byte {data[0]:02X}")
     if status in WITH_TID:
         if len(data) < 2:
             if status == Status.STOPPED:
@@ -196,7 +209,13 @@ PASSWORD_BYTES = 2
 
 def encode_task(password: int | str, command: bytes) -> bytes:
     """Task body: access password (2 bytes BCD) then the command bytes."""
-    return encode_bcd(int(password), PASSWORD_BYTES) + command
+    return _password_bcd(int(password)) + command
+
+
+@functools.lru_cache(maxsize=64)
+def _password_bcd(password: int) -> bytes:
+    # Every task of every receipt carries the same password.
+    return encode_bcd(password, PASSWORD_BYTES)
 
 
 def decode_task(task: bytes) -> tuple[int, bytes]:
