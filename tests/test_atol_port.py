@@ -137,3 +137,9 @@ def test_write_to_a_peer_that_never_reads_times_out(server: socket.socket):
     with connected(server, write_timeout=0.2) as (pipe, _peer), pytest.raises(
             serial.SerialTimeoutException, match="Write timeout"):
         pipe.write(bytes(50_000_000))
+
+
+def test_socket_sends_small_writes_at_once(server: socket.socket):
+    """An Ack written while the device still owes a TCP ack must not wait for it (Nagle)."""
+    with connected(server) as (pipe, _peer):
+        assert pipe._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -59,6 +59,9 @@ class SocketPort:
         except OSError as exc:
             # pyserial's wording, which the link puts in its "нет связи" error.
             raise serial.SerialException(f"Could not open port {url}: {exc}") from exc
+        # Each write is a whole batch or an Ack: Nagle's algorithm would hold an Ack back until
+        # the device acknowledged the previous segment (~40 ms per round trip on Linux).
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.setblocking(False)
         self._write_timeout = write_timeout
         self._poll = _Waiter(self._sock)
