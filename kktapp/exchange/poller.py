@@ -54,6 +54,10 @@ class Exchange:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
+        # One round at a time in this process: a poll() called while the thread's round runs
+        # waits for it and then makes its own, instead of taking the held file lock for
+        # another process's and returning at once.
+        self._round_lock = threading.Lock()
         # Per-process memory (files seen, problems logged) starts afresh in a forked child.
         self.board = StatusBoard(self.db)
         self.loader = GoodsLoader(self.settings, self.catalogue, self.board)
@@ -130,6 +134,10 @@ class Exchange:
 
     def poll(self) -> None:
         """One round over every store and register, if this process holds the exchange lock."""
+        with self._round_lock:
+            self._poll_round()
+
+    def _poll_round(self) -> None:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
         try:
             try:
