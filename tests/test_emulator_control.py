@@ -75,8 +75,8 @@ def test_client_reports_a_refused_command(controlled):
 def test_client_without_an_emulator_says_what_to_do(tmp_path):
     unknown = client("paper", "out", cwd=tmp_path)
     assert unknown.returncode == 2 and "--port" in unknown.stderr and "make run" in unknown.stderr
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+    with socket.socket() as s:  # bound, not listening, for the whole call: refused, and ours
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    refused = client("--port", str(free), "state")
+        refused = client("--port", str(free), "state")
     assert refused.returncode == 2 and "не отвечает" in refused.stderr

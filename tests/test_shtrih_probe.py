@@ -33,9 +33,9 @@ def test_probe_reports_and_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_probe_without_a_device(tmp_path: Path) -> None:
-    with socket.socket() as s:
+    out = io.StringIO()
+    with socket.socket() as s:  # bound, not listening, for the whole call: refused, and ours
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = io.StringIO()
-    assert probe.main([f"socket://127.0.0.1:{port}", "--trace", str(tmp_path / "t.log")], out=out) == 2
+        assert probe.main([f"socket://127.0.0.1:{port}", "--trace", str(tmp_path / "t.log")], out=out) == 2
     assert "Нет связи с ККТ" in out.getvalue()

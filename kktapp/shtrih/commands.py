@@ -22,14 +22,18 @@ from decimal import Decimal
 from typing import Any
 
 from ..atol.codec import CodecError
-from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw
-from ..atol.commands import _fields_encode as _encode_fields
+from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
 from ..device import DeviceLimits
 from ..domain import TextLine
 from . import model
 from .errors import ErrorCode, device_error
 
 __all__ = ["COMMANDS", "Command", "CodecError", "lookup", "parse_request", "get"]
+
+
+def _encode_fields(fields: tuple[Field, ...], values: dict[str, Any], what: str) -> bytes:
+    """ATOL's field encoder; it takes the names of the fields, which an ATOL command keeps."""
+    return _fields_encode(fields, values, what, frozenset(f.name for f in fields))
 
 
 # --------------------------------------------------------------------------- field kinds
