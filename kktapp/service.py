@@ -303,6 +303,9 @@ class FiscalService:
             for owner in self._owners.values():
                 owner.start()
             self._started_pid = pid
+            # Listed before this process accepts any job: an owner elsewhere that finishes the
+            # job finds this process's entry and wakes its waiter.
+            self._wakeups.listen()
             if not self._atexit_registered:
                 # A weak reference: the exit hook must not keep every service object alive
                 # (tests create hundreds of them).

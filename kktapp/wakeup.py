@@ -20,15 +20,12 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 
 from .sockets import shut
 
 log = logging.getLogger(__name__)
 
-#: How long an owner trusts its list of listening processes before reading the directory again.
-LISTING_TTL = 0.2
 _instances = itertools.count(1)
 
 
@@ -46,7 +43,9 @@ class Wakeups:
         self._failed = False
         self._sender: socket.socket | None = None
         self._listing: list[str] = []
-        self._listed_at = -LISTING_TTL
+        # The directory's mtime when it was listed: an entry added or removed changes it, so the
+        # list is read again exactly when it changed (a stat per announce, no stale window).
+        self._listed_mtime: int | None = None
 
     # ------------------------------------------------------------------ waiting side
 
@@ -102,13 +101,12 @@ class Wakeups:
 
     def announce(self, job_id: str) -> None:
         """Tell every other listening process that ``job_id`` changed (never blocks, never raises)."""
-        now = time.monotonic()
-        if now - self._listed_at >= LISTING_TTL:
-            try:
-                self._listing = os.listdir(self.directory)
-            except OSError:
-                self._listing = []
-            self._listed_at = now
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+            if mtime != self._listed_mtime:
+                self._listing, self._listed_mtime = os.listdir(self.directory), mtime
+        except OSError:
+            self._listing, self._listed_mtime = [], None
         if not self._listing:
             return
         own = self._name if self._pid == os.getpid() else None
@@ -131,5 +129,5 @@ class Wakeups:
                         os.unlink(os.path.join(self.directory, name))
                     except OSError:
                         pass
-                    self._listed_at = -LISTING_TTL
+                    self._listed_mtime = None
                 # EAGAIN and the rest: the receiver is busy; its fallback poll finds the job.
