@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -1036,12 +1037,18 @@ def cli_emulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int, int |
             if found:
                 break
         assert found, f"emulator exited with {proc.poll()} before it was ready"
+        # Keep reading its log: a full pipe would block the emulator mid-test.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         port, ctl = int(found.group(1)), found.group(2)
         yield proc, port, None if ctl == "off" else int(ctl)
     finally:
         if proc.poll() is None:
             proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave an emulator behind, however slow the machine
+            proc.wait(10)
 
 
 def test_command_line(tmp_path: Any) -> None:
