@@ -122,3 +122,19 @@ def test_garbage_in_forwarded_for_falls_back_to_the_peer(tmp_path: Path, header:
     proxy = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
     res = proxy.get("/sell", headers={"X-Forwarded-For": header}, status=401)
     assert res.json["code"] == 1010
+
+
+def test_a_login_without_failures_writes_nothing(tmp_path):
+    """Every authenticated request forgets the login's failures: with none to forget it must
+    not take the write lock (a transaction and an fsync per request queued all requests)."""
+    throttle = SharedThrottle(str(tmp_path / "auth.sqlite3"), "address+login", 3)
+    conn = throttle._conn()
+    writes: list[str] = []
+    conn.set_trace_callback(writes.append)
+    throttle.success(("127.0.0.1", "kassa"))
+    conn.set_trace_callback(None)
+    assert not [sql for sql in writes if sql.split()[0].upper() in ("BEGIN", "DELETE", "INSERT", "COMMIT")], writes
+    throttle.failure(("127.0.0.1", "kassa"))
+    assert throttle.retry_after(("127.0.0.1", "kassa")) == 0
+    throttle.success(("127.0.0.1", "kassa"))
+    assert conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0

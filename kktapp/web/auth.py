@@ -42,6 +42,7 @@ from flask import current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..errors import KKTError, ResultCode
+from ..journal import BUSY_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,8 @@ class SharedThrottle(Throttle):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
@@ -270,6 +271,11 @@ class SharedThrottle(Throttle):
 
     def success(self, key: Any) -> None:
         """Forget the key's failures."""
+        # Every authenticated request comes here, and nearly always there is nothing to forget:
+        # a read (which never waits in WAL mode) instead of a write transaction and its fsync,
+        # which queued all requests behind one another and, under load, ran out of busy time.
+        if self._get(self._conn(), key) is None:
+            return
         with self._txn() as conn:
             conn.execute("DELETE FROM failures WHERE scope=? AND key=?", (self.scope, self._key(key)))
 
