@@ -122,7 +122,7 @@ class Recovery:
             return
         try:
             if self.counted(job):
-                if self._settle_counted(job):
+                if self._settle_counted(job, job.fd_before):
                     return
                 last = None
             else:
@@ -157,10 +157,9 @@ class Recovery:
         seat.journal.requeue(job)
         seat.notify(job.id, job)
 
-    def _settle_counted(self, job: Job) -> bool:
+    def _settle_counted(self, job: Job, before: int) -> bool:
         """Record a counted job whose document exists; True when it did (DeviceError passes up)."""
-        assert job.fd_before is not None
-        result = self.formed_since(job, job.fd_before)
+        result = self.formed_since(job, before)
         if result is None:
             return False
         log.info("ККТ %d: %s %s был пробит до сбоя (документ %d)", self.seat.number, kind_name(job.kind),
@@ -200,9 +199,7 @@ class Recovery:
         try:
             if self.counted(job):
                 # One command, no receipt to cancel: done exactly when the counter moved.
-                formed = self.formed_since(job, fd_before)
-                if formed is not None:
-                    self.outcomes.record_fiscalised(job, formed, False)
+                if self._settle_counted(job, fd_before):
                     return False
                 last = None
             else:
