@@ -14,6 +14,12 @@ registers, so the shifts stay open):
    times the unprofiled CPU per receipt, is its ``layer_<name>_ms_per_receipt``. Profiling
    inflates many small calls more than a few big ones, so the split is good to ±20 %.
 
+Pass 1 also splits the process CPU by thread, with no profiler: ``threads_requests_…`` (the
+client threads, which run the WSGI callable: the request's side), ``threads_owners_…`` (the
+``kkt-device-N`` threads: the device owner with its driver) and ``threads_rest_…`` (everything
+else). cProfile inflates call-heavy code (the ATOL packet loop, logging) more than C-heavy
+code (SQLite, JSON), so this split is the check on the layer shares.
+
 How a function's own time finds its layer (see :data:`CONTEXTS` and :func:`module_layer`):
 functions named in CONTEXTS claim everything they call (the innermost such function wins); else a
 function of a layer's modules is that layer; else library code (sqlite3, select, json …) belongs
@@ -37,6 +43,7 @@ import argparse
 import cProfile
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -333,22 +340,32 @@ class InProcess:
                 handler.close()
 
 
-def post_all(app: InProcess, bodies: list[bytes], clients: int, devices: list[int]) -> None:
-    """Post every body from ``clients`` threads at once (closed loop); client i posts to device i mod N."""
+def post_all(app: InProcess, bodies: list[bytes], clients: int, devices: list[int]) -> float:
+    """Post every body from ``clients`` threads at once (closed loop); client i posts to device i mod N.
+
+    Returns the CPU seconds of the client threads: each runs the app's WSGI callable, so this
+    is the requests' side (HTTP parsing aside) of the service's CPU.
+    """
     lock = threading.Lock()
+    request_cpu = [0.0]
     todo = iter(bodies)
     errors: list[str] = []
 
     def client(index: int) -> None:
         device = devices[index % len(devices)]
-        while True:
+        start = time.thread_time()
+        try:
+            while True:
+                with lock:
+                    body = next(todo, None)
+                if body is None or errors:
+                    return
+                status, data = app.post(body.replace(b'"Device": 0', f'"Device": {device}'.encode()))
+                if not status.startswith("200"):
+                    errors.append(f"receipt refused: {status} {data[:300]!r}")
+        finally:
             with lock:
-                body = next(todo, None)
-            if body is None or errors:
-                return
-            status, data = app.post(body.replace(b'"Device": 0', f'"Device": {device}'.encode()))
-            if not status.startswith("200"):
-                errors.append(f"receipt refused: {status} {data[:300]!r}")
+                request_cpu[0] += time.thread_time() - start
 
     threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(clients)]
     for t in threads:
@@ -357,6 +374,24 @@ def post_all(app: InProcess, bodies: list[bytes], clients: int, devices: list[in
         t.join()
     if errors:
         raise RuntimeError(errors[0])
+    return request_cpu[0]
+
+
+def owner_threads_cpu() -> float:
+    """CPU seconds so far of this process's device-owner threads (``kkt-device-N``), from /proc."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        if not names.get(int(tid), "").startswith("kkt-device-"):
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / tick
 
 
 def bodies(prefix: str, count: int) -> list[bytes]:
@@ -381,17 +416,23 @@ def main(argv: list[str] | None = None) -> int:
         devices = [e.number for e in fleet]
         warm = max(args.warm_up, len(devices))
 
+        split: dict[str, float] = {}
+
         def run(tag: str, profiles: ThreadProfiles | None) -> tuple[float, dict, dict]:
             app = InProcess(h, fleet, tag)
             try:
                 post_all(app, bodies(f"{prefix}-{tag}-warm", warm), min(args.clients, len(devices)), devices)
                 before = profiles.snapshot() if profiles else {}
+                owners0 = owner_threads_cpu()
                 t0 = time.process_time()
-                post_all(app, bodies(f"{prefix}-{tag}", n), args.clients, devices)
+                requests = post_all(app, bodies(f"{prefix}-{tag}", n), args.clients, devices)
                 cpu = time.process_time() - t0
+                owners = owner_threads_cpu() - owners0
                 after = profiles.snapshot() if profiles else {}
             finally:
                 app.close()
+            if profiles is None:
+                split.update(requests=requests, owners=owners, rest=cpu - requests - owners)
             return cpu, before, after
 
         # Pass 1: plain CPU of the process per receipt.
@@ -411,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     profiled_total = sum(layers.values())
     result("cpu_ms_per_receipt_in_process", cpu_ms, "ms", 2)
     result("profiled_cpu_ms_per_receipt", profiled_total * 1000 / n, "ms", 2)
+    # Without a profiler, by thread: no call-count inflation, so a check on the layer shares.
+    for name, seconds in split.items():
+        result(f"threads_{name}_cpu_ms_per_receipt", seconds * 1000 / n, "ms", 2)
     for name in LAYERS:
         share = layers.get(name, 0.0) / profiled_total if profiled_total else float("nan")
         result(f"layer_{name}_ms_per_receipt", share * cpu_ms, "ms", 2)
