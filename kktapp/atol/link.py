@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import serial
 
 from ..errors import DeviceBusy, LinkError
-from . import model
+from . import masking, model
 from .commands import describe
 from .framing import BadPacket, Decoder, Packet, encode_packet
 from .port import Port, open_port
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Longest single blocking read; the deadline is checked between reads.
 POLL = 0.2
-#: Mode password of 56 ``enter mode``: 4 BCD bytes after the code and the mode.
-_ENTER_MODE = 0x56
 
 
 @dataclass
@@ -64,21 +62,8 @@ class LinkStats:
 
 
 def mask_secrets(data: bytes) -> bytes:
-    """Packet DATA with the access password (and a 56 mode password) replaced by ``**``."""
-    if not data:
-        return data
-    if data[0] == Request.ADD:
-        start = 3
-    elif data[0] == Request.ACK_ADD:
-        start = 4
-    else:
-        return data
-    out = bytearray(data)
-    out[start:start + 2] = b"**"[: len(out[start:start + 2])]
-    if len(out) > start + 2 and out[start + 2] == _ENTER_MODE:
-        pwd = start + 4
-        out[pwd:pwd + 4] = b"****"[: len(out[pwd:pwd + 4])]
-    return bytes(out)
+    """Packet DATA with the access password (and any password field of the command) as ``*``."""
+    return masking.mask(data)
 
 
 def _dump(data: bytes) -> str:

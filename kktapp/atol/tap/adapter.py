@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from ...errors import DeviceError
-from .. import commands, errors, framing, taskbuf
+from .. import commands, errors, framing, masking, taskbuf
 
 STX = framing.STX
 ESC = framing.ESC
@@ -53,15 +53,6 @@ def wire_length(packet: Packet) -> int:
 # --------------------------------------------------------------------------- task buffer
 
 
-def _header_len(code: int) -> int | None:
-    """Bytes before the task body in an Add / Ack+Add request, from how taskbuf encodes them."""
-    if code == Request.ADD:
-        return len(taskbuf.encode_request(taskbuf.Add(0, b"")))
-    if code == Request.ACK_ADD:
-        return len(taskbuf.encode_request(taskbuf.AckAdd(0, 0, b"")))
-    return None
-
-
 def decode_request(data: bytes) -> taskbuf.Message:
     """A host packet's DATA as a task-buffer message (taskbuf.TaskBufError if it is none)."""
     return taskbuf.decode_request(data)
@@ -85,9 +76,7 @@ def carries_reply(status: Status) -> bool:
     return status in taskbuf.WITH_REPLY
 
 
-def task_start(data: bytes) -> int | None:
-    """Offset of the task body (access password, command) in a host request's DATA, if any."""
-    return _header_len(data[0]) if data else None
+task_start = masking.task_start
 
 
 # --------------------------------------------------------------------------- commands
@@ -107,16 +96,7 @@ def command_code(cmd: Command) -> str:
 
 
 def _spans(fields: tuple[Any, ...], start: int) -> list[Span]:
-    spans = []
-    pos: int | None = start
-    for f in fields:
-        size = f.kind.size
-        if pos is None:  # after a variable field nothing has a fixed place
-            break
-        end = None if size is None else pos + size
-        spans.append(Span(f.name, pos, end))
-        pos = end
-    return spans
+    return [Span(*placed) for placed in masking.field_layout(fields, start)]
 
 
 def request_spans(cmd: Command) -> list[Span]:
@@ -131,9 +111,7 @@ def reply_spans(cmd: Command) -> list[Span]:
     return spans + _spans(cmd.reply, len(head))
 
 
-def is_secret(field_name: str) -> bool:
-    """Fields that hold a password (the tap never shows them)."""
-    return "password" in field_name.lower()
+is_secret = masking.is_secret
 
 
 def decode_command(cmd: Command, command_bytes: bytes) -> dict[str, Any]:
@@ -175,21 +153,7 @@ def error_text(code: int, ext: int = 0) -> str:
 # --------------------------------------------------------------------------- secrets
 
 
-def secret_ranges(data: bytes) -> list[tuple[int, int]]:
-    """Byte ranges of passwords in a host packet's DATA (works on a truncated packet too):
-    the access password of every task and any command field named as a password (56)."""
-    start = task_start(data)
-    if start is None:
-        return []
-    ranges = [(start, start + PASSWORD_BYTES)]
-    cmd_start = start + PASSWORD_BYTES
-    cmd = find_command(data[cmd_start:])
-    if cmd is not None:
-        for span in request_spans(cmd):
-            if is_secret(span.label):
-                end = len(data) if span.end is None else cmd_start + span.end
-                ranges.append((cmd_start + span.start, end))
-    return [(a, min(b, len(data))) for a, b in ranges if a < len(data)]
+secret_ranges = masking.secret_ranges
 
 
 # --------------------------------------------------------------------------- JSON
