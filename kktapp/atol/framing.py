@@ -13,7 +13,7 @@ way back after garbage or a broken packet. No sockets, no clocks: the link feeds
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,18 @@ def encode_packet(packet_id: int, data: bytes) -> bytes:
     return bytes((STX, size & 0x7F, size >> 7, packet_id)) + escape(data + bytes((crc,)))
 
 
-@dataclass(frozen=True)
-class Packet:
-    """A packet whose length, escaping and CRC were right. Empty ``data`` = resend request."""
+class Packet(NamedTuple):
+    """A packet whose length, escaping and CRC were right. Empty ``data`` = resend request.
+
+    Immutable like the frozen dataclass it was, at half its cost to build: a receipt reads
+    about forty of these.
+    """
 
     id: int
     data: bytes
 
 
-@dataclass(frozen=True)
-class BadPacket:
+class BadPacket(NamedTuple):
     """Bytes that began a packet but did not make a valid one.
 
     ``id`` is the packet ID when it was read (the receiver asks for that packet again by

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .codec import CodecError, decode_bcd, encode_bcd
 from .framing import MAX_DATA
@@ -162,9 +163,11 @@ def decode_request(data: bytes) -> Message:
 # --------------------------------------------------------------------------- device → host
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A device status packet: ``status [TId] reply``; ``tid`` is set for A6/A7 and A5."""
+class Answer(NamedTuple):
+    """A device status packet: ``status [TId] reply``; ``tid`` is set for A6/A7 and A5.
+
+    A NamedTuple rather than a frozen dataclass: one per packet read, built at half the cost.
+    """
 
     status: Status
     reply: bytes = b""
