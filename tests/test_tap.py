@@ -282,6 +282,31 @@ def test_compare_lines_an_answer_up_with_the_same_answer_given_later():
     assert text.count("только в B") == 2 and "A1 в очереди" in text  # the row and the summary
 
 
+def test_compare_pairs_an_answer_the_device_sent_in_another_order():
+    """Two Adds in one write: whether task 1's result or task 2's Add answer comes first is up to
+    when the device got the bytes. The same answers in another order are no difference."""
+    position = commands.get("register_position").encode(name="Молоко", price=100, quantity=1, tax=1)
+    opened = commands.get("open_receipt").encode_reply()
+    registered = commands.get("register_position").encode_reply()
+    both = encode_packet(1, add(1, OPEN, flags=taskbuf.Flags.NEED_RESULT)) + encode_packet(2, add(2, position))
+    pending = (DEVICE, encode_packet(1, answer(taskbuf.Status.PENDING)))
+    second = (DEVICE, encode_packet(2, answer(taskbuf.Status.RESULT, registered)))
+    result = (DEVICE, encode_packet(0xF0, answer(taskbuf.Status.ASYNC_RESULT, opened, tid=1)))
+    a = run((HOST, both), pending, second, result)
+    b = run((HOST, both), pending, result, second)
+    out = io.StringIO()
+    assert compare(a, b, out.write) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "только в A 0, только в B 0." in text and "в другом порядке (↕): 1." in text, text
+    assert text.count(" ↕\n") == 1
+
+    # A packet that is really missing is still reported, moved or not.
+    c = run((HOST, both), pending, result)
+    out = io.StringIO()
+    assert compare(a, c, out.write) == 1
+    assert "только в A 1, только в B 0." in out.getvalue()
+
+
 def test_compare_shows_packets_only_one_trace_has():
     a = _sale(100)
     b = [r for r in a if r.get("name") != "register_position"]
