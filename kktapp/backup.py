@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .files import create_private_file, make_private_dirs
-from .journal import BUSY_TIMEOUT, SCHEMA_VERSION, schema_version
+from .journal import SCHEMA_VERSION, schema_version
+from .sqlitefiles import BUSY_TIMEOUT
 
 #: What kkt.wsgi reads when KKT_SETTINGS is not set.
 DEFAULT_SETTINGS = "/etc/kkt/site.py"

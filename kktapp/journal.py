@@ -88,6 +88,7 @@ from .domain import (
 )
 from .errors import Conflict, ResultCode
 from .files import create_private_file, make_private_dirs
+from .sqlitefiles import BUSY_TIMEOUT, connect_wal
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,6 @@ STATES = (QUEUED, SENDING, DONE, FAILED, UNKNOWN)
 FINISHED = (DONE, FAILED)
 
 RECEIPT = "receipt"
-
-#: Seconds a connection waits for another process's write lock before giving up.
-BUSY_TIMEOUT = 30.0
 
 # Release 0.1.0's schema, version 2. Frozen: changes are steps in _STEPS (module docstring).
 _SCHEMA = """
@@ -393,9 +391,7 @@ class Journal:
     # ------------------------------------------------------------------ connections
 
     def _connect(self, durable: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = connect_wal(self.path)
         # FULL: a committed state change (accepted job, fd_before, done) must survive a power
         # loss, or recovery would compare against a number that never reached the disk.
         # Snapshots are a cache, NORMAL is enough for them.

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..sqlitefiles import connect_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS goods (
     store       TEXT NOT NULL,
@@ -79,9 +81,6 @@ CREATE TABLE IF NOT EXISTS status (
 );
 """
 
-#: Seconds a connection waits for another process's write lock.
-BUSY_TIMEOUT = 30.0
-
 
 def exchange_path(journal_path: str) -> str:
     """The exchange's SQLite file for a journal file."""
@@ -104,9 +103,8 @@ class ExchangeDb:
         """This thread's connection (a forked child opens its own)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            conn = connect_wal(self.path)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             self._local.conn = conn
             self._local.pid = os.getpid()

@@ -42,7 +42,7 @@ from flask import current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..errors import KKTError, ResultCode
-from ..journal import BUSY_TIMEOUT
+from ..sqlitefiles import connect_wal
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,7 @@ class SharedThrottle(Throttle):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = connect_wal(self.path)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
