@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...sockets import peer_gone
 from .. import model, taskbuf
 from ..framing import BadPacket, Decoder, Packet, encode_packet
 from ..taskbuf import Flags, Status
@@ -182,12 +183,7 @@ class Connection:
 
     def peer_gone(self) -> bool:
         """True when the host has closed its side (end of stream waiting in the socket)."""
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        return peer_gone(self.sock)
 
     def start(self) -> None:
         """Start serving."""

@@ -15,7 +15,6 @@ Faults and timing are the ATOL emulator's (:class:`~kktapp.atol.emulator.server.
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from collections.abc import Callable
 
 from ...atol.emulator.listener import JOIN_TIMEOUT, Listener
 from ...atol.emulator.server import Faults, Timing
-from ...sockets import shut
+from ...sockets import peer_gone, shut
 from ..framing import ACK, ENQ, FILLER, NAK, BadFrame, Control, Decoder, Frame, encode_frame
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class Server(Listener):
 
     def _admit(self, sock: socket.socket) -> bool:
         with self._lock:
-            if self._conn is not None and not _peer_gone(self._conn):
+            if self._conn is not None and not peer_gone(self._conn):
                 return False
             if self._conn is not None:
                 shut(self._conn)
@@ -163,14 +162,3 @@ class Server(Listener):
             log.info("emulator: dropping the link after a command (answer kept, not sent)")
             return False
         return self._send_answer(sock, answer)
-
-
-def _peer_gone(sock: socket.socket) -> bool:
-    """The host closed its side (end of stream waiting) or the socket is dead."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except (BlockingIOError, TimeoutError):
-        return False
-    except (OSError, ValueError):
-        return True
