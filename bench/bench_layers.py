@@ -50,7 +50,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from common import Emulator, Harness, onec_request, result, run_id, setup_logging
+from common import Emulator, Harness, onec_request, read_stat, result, run_id, setup_logging
 from werkzeug.test import run_wsgi_app
 
 log = logging.getLogger("bench.layers")
@@ -379,19 +379,14 @@ def post_all(app: InProcess, bodies: list[bytes], clients: int, devices: list[in
 
 def owner_threads_cpu() -> float:
     """CPU seconds so far of this process's device-owner threads (``kkt-device-N``), from /proc."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for tid in os.listdir("/proc/self/task"):
-        if not names.get(int(tid), "").startswith("kkt-device-"):
-            continue
-        try:
-            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / tick
+    pid = os.getpid()
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith("kkt-device-") and thread.native_id is not None:
+            stat = read_stat(pid, thread.native_id)
+            if stat is not None:
+                total += stat[3]
+    return total
 
 
 def bodies(prefix: str, count: int) -> list[bytes]:

@@ -99,14 +99,18 @@ def percentile(values: Sequence[float], p: float) -> float:
 # --------------------------------------------------------------------------- /proc
 
 
-def read_stat(pid: int) -> tuple[int, int, int, float, float] | None:
-    """(ppid, pgrp, session, own CPU s, reaped children's CPU s) of a process, None if it is gone.
+def read_stat(pid: int, tid: int | None = None) -> tuple[int, int, int, float, float] | None:
+    """(ppid, pgrp, session, own CPU s, reaped children's CPU s) of a process, None if it is gone;
+    with ``tid``, own CPU is that one thread's.
 
     /proc/<pid>/stat: the command name in brackets may hold spaces, so split after the last ')'.
-    Fields after it start at field 3 (state); utime, stime, cutime, cstime are fields 14–17.
+    Fields after it start at field 3 (state); utime, stime, cutime, cstime are fields 14–17. A
+    thread's own figures are in /proc/<pid>/task/<tid>/stat: /proc/<tid>/stat, though it exists,
+    reports the whole process.
     """
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
