@@ -27,7 +27,7 @@ import pytest
 
 from kktapp.atol import framing, model, taskbuf
 from kktapp.atol.emulator import Emulator, control
-from kktapp.atol.emulator.server import corrupt
+from kktapp.atol.emulator.server import Pace, corrupt
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.taskbuf import Flags, Status
 
@@ -435,6 +435,21 @@ def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulat
     run("close_receipt", payment_type=1)
     assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
     assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
+
+
+def test_a_busy_device_keeps_its_own_pace_when_the_host_is_late() -> None:
+    # The emulated device's time must not stretch with the emulator's scheduling delays: a
+    # benchmark would charge them to the service. Three tasks sent at once, 0.1 s each, whose
+    # executor got the CPU late every time, still end 0.1 s apart from their common arrival.
+    pace = Pace()
+    assert [pace.end_of(10.0, 0.1) for _ in range(3)] == pytest.approx([10.1, 10.2, 10.3])
+    # After an idle spell the next task starts when it arrives, not when the last one ended.
+    assert pace.end_of(50.0, 0.1) == pytest.approx(50.1)
+    # A task that arrives while the device is still busy waits for it.
+    assert pace.end_of(50.05, 0.1) == pytest.approx(50.2)
+    # An abandoned task frees the device at once.
+    pace.stop(50.12)
+    assert pace.end_of(50.13, 0.1) == pytest.approx(50.23)
 
 
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:

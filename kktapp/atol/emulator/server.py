@@ -105,6 +105,24 @@ class Timing:
 
 
 @dataclass
+class Pace:
+    """The device's own clock for busy tasks: each starts when it arrived or when the one
+    before it ended, whichever is later (times from ``time.monotonic``)."""
+
+    #: When the work taken so far ends: the next task cannot start before.
+    free_at: float = 0.0
+
+    def end_of(self, arrived: float, busy: float) -> float:
+        """When a task that arrived at ``arrived`` and takes ``busy`` seconds ends."""
+        self.free_at = max(arrived, self.free_at) + busy
+        return self.free_at
+
+    def stop(self, now: float) -> None:
+        """The task in progress was abandoned at ``now``: the device is free from then."""
+        self.free_at = now
+
+
+@dataclass
 class Task:
     """One entry of the device's task buffer."""
 
@@ -117,6 +135,8 @@ class Task:
     add_answered: bool = False
     cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    #: When the device took the task (monotonic): its work starts then at the earliest.
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def final(self) -> bool:
@@ -170,6 +190,7 @@ class Connection:
         self._outbound_cv = threading.Condition()
         self._seq = itertools.count()
         self._abort = threading.Event()
+        self._pace = Pace()
         try:
             name = f"emu-{sock.getpeername()[1]}"
         except OSError:
@@ -447,13 +468,20 @@ class Connection:
                 self.running = task
                 self._abort.clear()
             busy = self.timing.device_time
-            if busy > 0 and self._abort.wait(busy):
-                # Abort or close while the device was "busy": the task never ran.
-                with self.work:
-                    self.running = None
-                    task.cancelled = True
-                    task.done.set()
-                continue
+            if busy > 0:
+                # A device keeps its own pace whatever the host's load: the task starts when it
+                # arrived or when the previous one ended, not when this thread got the CPU. A
+                # sleep counted from here would stretch every task by the emulator's own
+                # scheduling delays, and a benchmark would charge them to the service.
+                end = self._pace.end_of(task.arrived, busy)
+                if self._abort.wait(max(0.0, end - time.monotonic())):
+                    # Abort or close while the device was "busy": the task never ran.
+                    self._pace.stop(time.monotonic())
+                    with self.work:
+                        self.running = None
+                        task.cancelled = True
+                        task.done.set()
+                    continue
             try:
                 reply, failed = self.execute(task.body)
             except Exception:  # report as a device error, keep serving
