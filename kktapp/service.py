@@ -242,9 +242,9 @@ class FiscalService:
         # Waiters of this process by job id: the owner wakes exactly the ones concerned.
         self._waiters: dict[str, list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
-        # Owners in other processes wake this process's waiters through it (listening starts
-        # with the first wait for a device owned elsewhere).
-        self._wakeups = Wakeups(self.journal.path, self._woken)
+        # Owners in other processes wake this process's waiters through it, and processes that
+        # queue a job for a device owned here wake its owner (listening starts with start()).
+        self._wakeups = Wakeups(self.journal.path, self._woken, self._queued_elsewhere)
 
     @classmethod
     def from_config(cls, config: Mapping) -> FiscalService:
@@ -356,6 +356,18 @@ class FiscalService:
         if job is None or job.finished:
             self._wakeups.announce(job_id)
 
+    @property
+    def owners_woken(self) -> bool:
+        """Other processes that queue a job for a device owned here wake its owner (see
+        :class:`~kktapp.owner.seat.OwnerHost`)."""
+        return self._wakeups.listening
+
+    def _queued_elsewhere(self, device: int) -> None:
+        """Another process queued a job for ``device``: its owner here looks at the queue now."""
+        owner = self._owners.get(device)
+        if owner is not None:
+            owner.wake()
+
     def _woken(self, job_id: str) -> None:
         """Another process's owner changed ``job_id``: its waiters here read the journal now."""
         with self._waiters_lock:
@@ -452,6 +464,9 @@ class FiscalService:
                 owner = self._owners.get(job.device)
                 if owner is not None:
                     owner.wake()
+                if owner is None or not owner.is_owner:
+                    # The owner may be in another process: a hint, its slow poll is the fallback.
+                    self._wakeups.announce_queued(job.device)
             return self._wait(job, wait, waiter, fresh=created)
         finally:
             self._unlisten(waiter)

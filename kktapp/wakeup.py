@@ -4,7 +4,9 @@ A request waits for its job in whichever process received it, while the device's
 in another. Without a signal that waiter can only poll the journal, and with many registers busy
 the polls cost more CPU than the receipts. Each process that waits for a job owned elsewhere
 binds a Linux abstract-namespace datagram socket and leaves an empty file named after it in
-``<journal>.wake/``; an owner that finishes a job sends the job id to every such socket.
+``<journal>.wake/``; an owner that finishes a job sends the job id to every such socket. The
+other way round, a process that queues a job for a device it does not own sends the device's
+number, so the owner elsewhere takes the job at once instead of at its next look at the queue.
 
 A datagram is only a hint: the waiter still reads the state from the journal, so a lost, late or
 forged datagram costs at most one poll (the waiter keeps a slow poll as the fallback). Anything
@@ -28,14 +30,20 @@ log = logging.getLogger(__name__)
 
 _instances = itertools.count(1)
 
+#: A datagram that starts with this names a device with a new job; any other names a job.
+_QUEUED = "queued:"
+
 
 class Wakeups:
-    """The wake-up channel of one service instance: listen for job ids, announce finished ones."""
+    """The wake-up channel of one service instance: listen for job ids and devices with new
+    jobs, announce finished jobs and newly queued ones."""
 
-    def __init__(self, journal_path: str, on_wake: Callable[[str], None]) -> None:
+    def __init__(self, journal_path: str, on_wake: Callable[[str], None],
+                 on_queued: Callable[[int], None] | None = None) -> None:
         self.directory = os.path.abspath(journal_path) + ".wake"
         self._prefix = "kkt-wake-" + hashlib.sha1(self.directory.encode()).hexdigest()[:16] + "-"
         self._on_wake = on_wake
+        self._on_queued = on_queued
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._name = ""
@@ -76,14 +84,28 @@ class Wakeups:
             threading.Thread(target=self._receive, args=(sock,), name="kkt-wakeups", daemon=True).start()
             return True
 
+    @property
+    def listening(self) -> bool:
+        """This process is reachable: the other processes' announcements arrive here."""
+        return self._sock is not None and self._pid == os.getpid()
+
     def _receive(self, sock: socket.socket) -> None:
         while True:
             try:
                 data = sock.recv(256)
             except OSError:
                 return  # closed
-            if data:
-                self._on_wake(data.decode("ascii", "replace"))
+            if not data:
+                continue
+            text = data.decode("ascii", "replace")
+            if not text.startswith(_QUEUED):
+                self._on_wake(text)
+            elif self._on_queued is not None:
+                try:
+                    device = int(text[len(_QUEUED):])
+                except ValueError:
+                    continue  # not ours: a hint is never worth a crash of this thread
+                self._on_queued(device)
 
     def close(self) -> None:
         """Stop listening and remove this process's entry."""
@@ -101,6 +123,13 @@ class Wakeups:
 
     def announce(self, job_id: str) -> None:
         """Tell every other listening process that ``job_id`` changed (never blocks, never raises)."""
+        self._send(job_id)
+
+    def announce_queued(self, device: int) -> None:
+        """Tell every other listening process that ``device`` has a new job (never blocks, never raises)."""
+        self._send(f"{_QUEUED}{int(device)}")
+
+    def _send(self, text: str) -> None:
         try:
             mtime = os.stat(self.directory).st_mtime_ns
             if mtime != self._listed_mtime:
@@ -110,7 +139,7 @@ class Wakeups:
         if not self._listing:
             return
         own = self._name if self._pid == os.getpid() else None
-        data = job_id.encode("ascii", "replace")
+        data = text.encode("ascii", "replace")
         sender = self._sender
         if sender is None:
             try:

@@ -1,4 +1,5 @@
-"""Wake-ups between processes sharing a journal: an owner elsewhere wakes a waiter here.
+"""Wake-ups between processes sharing a journal: an owner elsewhere wakes a waiter here, and a
+job queued here wakes its device's owner elsewhere.
 
 Two service instances on one journal stand for two gunicorn workers (each instance has its own
 wake-up socket, as a process would). The waiting instance's fallback poll is set far beyond the
@@ -14,9 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_faults import make_receipt, rig  # noqa: F401 - the rig fixture
+from fakes import eventually
+from test_faults import make_receipt, quiet, rig  # noqa: F401 - the rig fixture
 
 from kktapp import service as service_mod
+from kktapp.owner import policy as owner_policy
 from kktapp.wakeup import Wakeups
 
 
@@ -73,3 +76,44 @@ def test_a_waiter_in_another_process_is_woken_by_the_owner(rig, monkeypatch: pyt
     job = waiting_side.submit_receipt(make_receipt(name="Кофе", price=2000), key=f"w-{uuid.uuid4().hex[:6]}", wait=60)
     assert job.finished and job.state == "done", job
     assert job.id in woken
+
+
+def test_a_queued_device_reaches_the_other_listener_as_a_number(tmp_path: Path) -> None:
+    queued: list[int] = []
+    arrived = threading.Event()
+
+    def on_queued(device: int) -> None:
+        queued.append(device)
+        arrived.set()
+
+    journal = str(tmp_path / "journal.sqlite3")
+    a, b = Wakeups(journal, lambda job_id: None), Wakeups(journal, lambda job_id: None, on_queued)
+    try:
+        assert a.listen() and b.listen() and b.listening
+        a._send("queued:nonsense")  # not a number: dropped, the receiving thread goes on
+        a.announce_queued(7)
+        assert arrived.wait(10)
+        assert queued == [7]
+    finally:
+        a.close()
+        b.close()
+    assert not b.listening
+
+
+def test_a_job_queued_in_another_process_wakes_the_idle_owner(rig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # The owner's idle poll is set far beyond the test's wait: only the wake-up the submitting
+    # process sends can get the receipt to the device in time.
+    monkeypatch.setattr(owner_policy, "WOKEN_POLL_INTERVAL", 120.0)
+    emu = rig.emulator()
+    owner_side = rig.service([emu])
+    owner_side.start()
+    assert owner_side.submit_receipt(make_receipt(name="Чай", price=1000), key="warm", wait=30).finished
+    quiet(owner_side, emu)
+    owner = owner_side._owners[1]
+    # The owner has published its status after the job: its next sleep is the long one.
+    assert eventually(lambda: owner.worker.status.dirty_at is None, 10, 0.01)
+    time.sleep(0.2)
+    submitting_side = rig.service([emu])  # its owner of device 1 loses the election
+    job = submitting_side.submit_receipt(make_receipt(name="Кофе", price=2000), key=f"q-{uuid.uuid4().hex[:6]}",
+                                         wait=20)
+    assert job.finished and job.state == "done", job

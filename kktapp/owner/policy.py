@@ -17,9 +17,13 @@ from ..shtrih import errors as shtrih
 
 #: Seconds between attempts to become the owner of a device.
 ELECTION_INTERVAL = 0.5
-#: Seconds the idle worker waits for an in-process wake-up before polling the journal again;
-#: jobs written by other processes are found at this pace.
+#: Seconds the idle worker waits for a wake-up before polling the journal again, when jobs
+#: queued by other processes do not wake it (no wake-up channel between processes here).
 POLL_INTERVAL = 0.025
+#: The same when they do: the poll only catches a lost wake-up or a change made by hand (an
+#: operator's decision on a held queue), and 64 idle registers polling every 25 ms cost a
+#: tenth of a core.
+WOKEN_POLL_INTERVAL = 0.25
 #: Reconnect back-off bounds, seconds.
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 3.0

@@ -29,6 +29,11 @@ class OwnerHost(Protocol):
     status_refresh: float
     auto_close_time: tuple[int, int] | None
 
+    @property
+    def owners_woken(self) -> bool:
+        """A job queued by another process wakes this process's owner of its device, so an
+        idle owner may look at the queue seldom (False: it polls at policy.POLL_INTERVAL)."""
+
     def job_changed(self, job_id: str, job: Job | None = None) -> None:
         """A job's state changed: wake this process's waiters (``job``: its new row, when known)."""
 

@@ -140,7 +140,12 @@ class Worker:
         if now - self._last_prune >= policy.PRUNE_INTERVAL:
             self._last_prune = now
             seat.journal.prune()
-        seat.sleep(policy.POLL_INTERVAL)
+        poll = policy.WOKEN_POLL_INTERVAL if seat.host.owners_woken else policy.POLL_INTERVAL
+        if status.dirty_at is not None:
+            # The snapshot after a job is due AFTER_JOB_REFRESH after it, not a slow poll later
+            # (never sooner than the fast poll: a snapshot that stayed due must not spin here).
+            poll = min(poll, max(policy.POLL_INTERVAL, status.dirty_at + policy.AFTER_JOB_REFRESH - now))
+        seat.sleep(poll)
 
     # ------------------------------------------------------------------ execution
 
@@ -223,7 +228,7 @@ class Worker:
         jobs skip this: the previous one just proved the link. The answer also checks memory: a
         receipt left open or a shift that differs makes the job read the device.
         """
-        status = self.seat.device().status()
+        status = self.seat.device().quick_status()
         state = self.seat.state
         state.clock = (status.datetime, time.monotonic())
         if status.receipt_open:
