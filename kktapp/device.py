@@ -88,6 +88,27 @@ class DeviceStatus:
         return self.receipt_state != 0
 
 
+@dataclass(frozen=True)
+class QuickStatus:
+    """The device in its cheapest round trip: it answers, its clock, its shift and whether a
+    receipt is open (the owner's look before a document after an idle spell)."""
+
+    datetime: dt.datetime
+    shift_open: bool
+    #: As in :class:`DeviceStatus`: 0 closed, otherwise the open receipt's type.
+    receipt_state: int
+
+    @property
+    def receipt_open(self) -> bool:
+        """A receipt (or other document) is open on the device."""
+        return self.receipt_state != 0
+
+    @classmethod
+    def of(cls, status: DeviceStatus) -> QuickStatus:
+        """The quick part of a full status (for a device whose status is one command anyway)."""
+        return cls(datetime=status.datetime, shift_open=status.shift_open, receipt_state=status.receipt_state)
+
+
 @dataclass
 class Totals:
     """Money counters for status reports (kopecks)."""
@@ -216,7 +237,10 @@ class Driver(Protocol):
         """True while the link is believed to be up."""
 
     def status(self) -> DeviceStatus:
-        """Quick status (3F + 45)."""
+        """Status: modes, flags, paper, shift and the open receipt."""
+
+    def quick_status(self) -> QuickStatus:
+        """Clock, shift and receipt state in as few device tasks as possible."""
 
     def device_info(self) -> DeviceInfo:
         """Model, firmware, serial number."""

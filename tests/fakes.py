@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from kktapp.device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, ShiftStatus, Totals
+from kktapp.device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
 from kktapp.domain import FiscalResult, Receipt, TextLine
 from kktapp.errors import DeviceBusy, DeviceError, KKTError, LinkError
 
@@ -195,6 +195,9 @@ class FakeDevice:
             paper_present=self.paper,
         )
 
+    def _quick_status(self, **kw: object) -> QuickStatus:
+        return QuickStatus.of(self._status(**kw))
+
     def _device_info(self, **_: object) -> DeviceInfo:
         return DeviceInfo(model_code=62, model_name="АТОЛ 55Ф (fake)", firmware="5.8.0", serial=self.serial)
 
@@ -336,6 +339,9 @@ class FakeDriver:
 
     def status(self) -> DeviceStatus:
         return self._do("status")  # type: ignore[return-value]
+
+    def quick_status(self) -> QuickStatus:
+        return self._do("quick_status")  # type: ignore[return-value]
 
     def device_info(self) -> DeviceInfo:
         return self._do("device_info")  # type: ignore[return-value]

@@ -101,6 +101,27 @@ def test_status_reads_the_serial_register_once_per_connection(driver: AtolDriver
     assert driver.status().serial == "00106201273705"
 
 
+def test_quick_status_is_one_task_and_agrees_with_the_full_status(driver: AtolDriver, emu: Emulator):
+    # The owner's look before a document after an idle spell: 3F alone, not 3F + 45 + A4 10.
+    def both() -> tuple:
+        full = driver.status()
+        before = driver.stats.tasks
+        quick = driver.quick_status()
+        assert driver.stats.tasks - before == 1
+        assert abs(quick.datetime - full.datetime) <= dt.timedelta(minutes=1)
+        return (full.shift_open, full.receipt_open), (quick.shift_open, quick.receipt_open)
+
+    full, quick = both()
+    assert full == quick == (False, False)
+    driver.open_shift()
+    full, quick = both()
+    assert full == quick == (True, False)
+    driver.execute([step("open_receipt", receipt_type=1)])
+    full, quick = both()
+    assert full == quick == (True, True)
+    driver.cancel_receipt()
+
+
 def test_serial_falls_back_to_status_digits_when_register_refused(
         emu: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
     # A device without register 22 answers it as an unknown command: 3F's 8 digits, as they are.

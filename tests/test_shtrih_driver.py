@@ -54,6 +54,8 @@ def receipt(kind: SettlementType = SettlementType.SELL, *, vat: VatRate = VatRat
 def test_status_and_identity(drv: ShtrihDriver, emu: Emulator) -> None:
     st = drv.status()
     assert (st.mode, st.submode, st.shift_open, st.receipt_open, st.paper_present) == (4, 0, False, False, True)
+    quick = drv.quick_status()
+    assert (quick.shift_open, quick.receipt_open) == (False, False) and quick.datetime.year >= 2024
     info = drv.device_info()
     assert info.model_name == "ШТРИХ-М-01Ф" and info.serial == "123456"
     fn = drv.fn_status()

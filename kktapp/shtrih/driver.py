@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..atol.link import LinkStats
-from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, ShiftStatus, Totals
+from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
 from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
 from ..errors import DeviceError, FrameError, KKTError, LinkError
 from . import commands, model
@@ -182,6 +182,10 @@ class ShtrihDriver:
             time.sleep(model.PRINT_POLL)
 
     # ------------------------------------------------------------------ queries
+
+    def quick_status(self) -> QuickStatus:
+        """The status itself: 0x11 is already one command."""
+        return QuickStatus.of(self.status())
 
     def status(self) -> DeviceStatus:
         """0x11 (and 0x89 for the sum while a receipt is open)."""
