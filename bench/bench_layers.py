@@ -34,7 +34,8 @@ spent there (C functions are not profiled separately: their time is their caller
 * ``logging_json`` — logging, the fingerprint and answer JSON, the payload's JSON round trip;
 * ``other`` — Flask/Werkzeug, the owner's and the service's own code, the rest.
 
-Run: ``.venv/bin/python bench/bench_layers.py [--receipts 300]``.
+Run: ``.venv/bin/python bench/bench_layers.py [--receipts 300]`` (``--no-profile``: the plain pass alone, for
+``py-spy record -f raw -- .venv/bin/python bench/bench_layers.py --no-profile``).
 """
 
 from __future__ import annotations
@@ -401,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=0, help="also log the N functions with the most own time")
     parser.add_argument("--devices", type=int, default=1, help="emulated registers (16 to a process)")
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients (client i posts to device i mod N)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="the plain pass only (for a sampling profiler from outside, e.g. py-spy)")
     parser.add_argument("--device-time", type=float, default=0.0, metavar="MS", help="emulator time per task")
     args = parser.parse_args(argv)
     setup_logging()
@@ -433,23 +436,28 @@ def main(argv: list[str] | None = None) -> int:
         # Pass 1: plain CPU of the process per receipt.
         cpu, _, _ = run("plain", None)
         cpu_ms = cpu * 1000 / n
-        # Pass 2: the same under per-thread profilers (every thread the app and the clients start).
-        profiles = ThreadProfiles()
-        profiles.install()
-        try:
-            _cpu, before, after = run("profiled", profiles)
-        finally:
-            profiles.uninstall()
-        own, edges = difference(before, after)
-        layers = attribute(own, edges)
-        layers.pop("harness", None)
+        own: dict[Key, float] = {}
+        layers: dict[str, float] = {}
+        if not args.no_profile:
+            # Pass 2: the same under per-thread profilers (every thread the app and the clients start).
+            profiles = ThreadProfiles()
+            profiles.install()
+            try:
+                _cpu, before, after = run("profiled", profiles)
+            finally:
+                profiles.uninstall()
+            own, edges = difference(before, after)
+            layers = attribute(own, edges)
+            layers.pop("harness", None)
 
     profiled_total = sum(layers.values())
     result("cpu_ms_per_receipt_in_process", cpu_ms, "ms", 2)
-    result("profiled_cpu_ms_per_receipt", profiled_total * 1000 / n, "ms", 2)
     # Without a profiler, by thread: no call-count inflation, so a check on the layer shares.
     for name, seconds in split.items():
         result(f"threads_{name}_cpu_ms_per_receipt", seconds * 1000 / n, "ms", 2)
+    if args.no_profile:
+        return 0
+    result("profiled_cpu_ms_per_receipt", profiled_total * 1000 / n, "ms", 2)
     for name in LAYERS:
         share = layers.get(name, 0.0) / profiled_total if profiled_total else float("nan")
         result(f"layer_{name}_ms_per_receipt", share * cpu_ms, "ms", 2)
