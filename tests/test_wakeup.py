@@ -61,12 +61,18 @@ def test_an_entry_nobody_listens_on_is_removed(tmp_path: Path) -> None:
         a.close()
 
 
-def test_a_waiter_in_another_process_is_woken_by_the_owner(rig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setattr(service_mod, "WAIT_WOKEN_POLL", 120.0)
+def owner_of_one_device(rig) -> tuple:  # noqa: ANN001, F811
+    """An emulated register and a service (a "process") that owns it, after one receipt."""
     emu = rig.emulator()
     owner_side = rig.service([emu])
     owner_side.start()
     assert owner_side.submit_receipt(make_receipt(name="Чай", price=1000), key="warm", wait=30).finished
+    return emu, owner_side
+
+
+def test_a_waiter_in_another_process_is_woken_by_the_owner(rig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setattr(service_mod, "WAIT_WOKEN_POLL", 120.0)
+    emu, _owner_side = owner_of_one_device(rig)
     waiting_side = rig.service([emu])  # its owner of device 1 loses the election
     woken: list[str] = []
     real = waiting_side._woken
@@ -104,10 +110,7 @@ def test_a_job_queued_in_another_process_wakes_the_idle_owner(rig, monkeypatch: 
     # The owner's idle poll is set far beyond the test's wait: only the wake-up the submitting
     # process sends can get the receipt to the device in time.
     monkeypatch.setattr(owner_policy, "WOKEN_POLL_INTERVAL", 120.0)
-    emu = rig.emulator()
-    owner_side = rig.service([emu])
-    owner_side.start()
-    assert owner_side.submit_receipt(make_receipt(name="Чай", price=1000), key="warm", wait=30).finished
+    emu, owner_side = owner_of_one_device(rig)
     quiet(owner_side, emu)
     owner = owner_side._owners[1]
     # The owner has published its status after the job: its next sleep is the long one.
