@@ -532,25 +532,25 @@ class AtolDriver:
         return self._serial or digits
 
     def status(self) -> DeviceStatus:
-        """Quick status: 3F + 45 + A4 10 (the current shift) in one round trip."""
+        """Full status: 3F + 45 + A4 10 (the current shift) in one round trip."""
         st, short, shift = self._with_serial([step("status"), step("short_status"), step("fn_shift")])
         mode, submode = commands.split_mode(st["mode"])
         self._mode = (mode, submode)
+        quick = self._quick_from(st)
         flags = StatusFlags(st["flags"])
         short_flags = ShortStatusFlags(short["flags"])
-        shift_open = bool(flags & StatusFlags.SHIFT_OPEN)
         return DeviceStatus(
-            datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0),
+            datetime=quick.datetime,
             serial=self._full_serial(st["serial"]),
             model_code=st["model"],
             mode=mode,
             submode=submode,
             fiscal=bool(flags & StatusFlags.FISCAL),
-            shift_open=shift_open,
+            shift_open=quick.shift_open,
             # 3F has the last CLOSED shift ([S K]); A4 10 the current one ([S A]; 0x35 too, K).
-            shift_number=shift["shift_number"] if shift_open else st["shift_number"],
+            shift_number=shift["shift_number"] if quick.shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
-            receipt_state=st["receipt_state"],
+            receipt_state=quick.receipt_state,
             receipt_sum=st["receipt_sum"],
             paper_present=bool(flags & StatusFlags.PAPER_PRESENT) and not short_flags & ShortStatusFlags.NO_PAPER,
             cover_open=bool(flags & StatusFlags.COVER_OPEN),
@@ -566,6 +566,11 @@ class AtolDriver:
         self._mode = commands.split_mode(st["mode"])
         # Another device on this address makes the next full status read its serial again.
         self._full_serial(st["serial"])
+        return self._quick_from(st)
+
+    @staticmethod
+    def _quick_from(st: dict[str, Any]) -> QuickStatus:
+        """Clock, shift and receipt state from a 3F reply, for the full and the quick status."""
         return QuickStatus(
             datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0),
             shift_open=bool(StatusFlags(st["flags"]) & StatusFlags.SHIFT_OPEN),
