@@ -59,10 +59,10 @@ class Wakeups:
 
     def listen(self) -> bool:
         """Be reachable from the other processes (idempotent per process); False when not."""
-        if self._sock is not None and self._pid == os.getpid():
+        if self.listening:
             return True
         with self._lock:
-            if self._sock is not None and self._pid == os.getpid():
+            if self.listening:
                 return True
             if self._failed:
                 return False
