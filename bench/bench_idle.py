@@ -17,13 +17,10 @@ Run: ``.venv/bin/python bench/bench_idle.py [--devices 64] [--duration 30]``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
 from common import CpuMeter, Harness, result, run_id, setup_logging, warm_up
-
-log = logging.getLogger("bench.idle")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with Harness("idle") as h:
         emulators = h.start_emulator_fleet(n, args.per_process)
-        service = h.start_service(emulators, workers=args.workers, threads=16)
+        service = h.start_service(emulators, workers=args.workers)
         warm_up(service.port, [e.number for e in emulators], run_id())
         time.sleep(args.settle)
         meters = {"service": CpuMeter([service.proc.pid]),
