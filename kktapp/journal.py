@@ -13,8 +13,10 @@ SQLite in WAL mode lets many processes (mod_wsgi, gunicorn workers) share one fi
 wait for the writer. Writers of one process queue on a per-process lock (:attr:`Journal._write_lock`)
 before they ask SQLite for its write lock: SQLite's busy handler makes a waiting writer sleep and
 retry, so with sixteen device owners and dozens of HTTP threads an unlucky one kept losing for
-seconds; with the lock, threads go in arrival order and only one writer per process ever waits
-in the busy handler (against the other processes).
+seconds; with the lock only one writer per process ever waits in the busy handler (against the
+other processes). The durable changes queued behind that lock are committed together
+(:mod:`kktapp.commits`): whoever gets the lock commits every change queued by then in one
+transaction, so dozens of registers do not wait for each other's commits one by one.
 
 Write transactions per receipt, each needed for exactly-once (all ``synchronous=FULL``):
 ``accept`` (the request exists before the device is touched; the key answers repeats),
@@ -73,6 +75,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
+from .commits import GroupCommit
 from .domain import (
     Correction,
     FiscalResult,
@@ -385,6 +388,7 @@ class Journal:
         self._all_lock = threading.Lock()
         #: Serialises this process's write transactions (see the module docstring).
         self._write_lock = threading.Lock()
+        self._commits = GroupCommit()
         self._pid = os.getpid()
         self._init_schema()
 
@@ -407,6 +411,7 @@ class Journal:
             # lock may have been held by a thread that does not exist here.
             self._all_lock = threading.Lock()
             self._write_lock = threading.Lock()
+            self._commits = GroupCommit()
             self._local = threading.local()
             self._all = []
             self._pid = os.getpid()
@@ -432,11 +437,12 @@ class Journal:
         self._local = threading.local()
 
     def _write(self, sql: str, args: tuple, *, durable: bool = True) -> int:
-        """One write statement in its own transaction, after this process's earlier writers."""
+        """One write statement, committed (durable: in the process's next group) before it returns."""
+        if durable:
+            return self._commits.run(self._write_lock, self._conn, lambda conn: conn.execute(sql, args).rowcount)
         conn = self._conn(durable)
         with self._write_lock:
-            cur = conn.execute(sql, args)
-            return cur.rowcount
+            return conn.execute(sql, args).rowcount
 
     def _one(self, sql: str, args: tuple) -> Job | None:
         row = self._conn().execute(sql, args).fetchone()
@@ -487,12 +493,12 @@ class Journal:
         a new document (a key never seen, or none) is refused with :class:`QueueLimit` when the
         device already has that many queued; a repeat is always answered.
         """
-        conn = self._conn()
         now = self.clock()
         job_id = job_id or str(uuid.uuid4())
-        with self._write_lock:
-            seq, existing = self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source,
-                                         queue_limit)
+        seq, existing = self._commits.run(
+            self._write_lock, self._conn,
+            lambda conn: self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source, queue_limit),
+        )
         if existing is not None:
             if existing.fingerprint != fingerprint or existing.device != device:
                 raise Conflict()
@@ -509,34 +515,27 @@ class Journal:
         self, conn: sqlite3.Connection, now: float, job_id: str, device: int, kind: str, key: str | None,
         fingerprint: str, payload: dict, source: str, queue_limit: int | None,
     ) -> tuple[int, Job | None]:
-        """The transaction of :meth:`accept`: (new seq, None) or (0, the live job with the key)."""
-        # IMMEDIATE takes the write lock first, so check-then-insert is atomic across processes.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            known = False
-            if key is not None:
-                # find_by_key's order: the live job first, else the latest failed attempt.
-                row = conn.execute(_FIND_BY_KEY, (kind, key, FAILED)).fetchone()
-                if row is not None and row["state"] != FAILED:
-                    conn.execute("COMMIT")
-                    return 0, self._job(row)
-                known = row is not None
-            if queue_limit is not None and not known:
-                waiting = conn.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE device=? AND state=?", (device, QUEUED)
-                ).fetchone()[0]
-                if waiting >= queue_limit:
-                    raise QueueLimit(waiting)
-            seq = conn.execute(
-                "INSERT INTO jobs (id, device, kind, key, fingerprint, source, payload, state, reason,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
-                (job_id, device, kind, key, fingerprint, source, _dumps(payload), QUEUED, now, now),
-            ).lastrowid
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        """The change of :meth:`accept`, inside a write transaction: (new seq, None) or (0, the
+        live job with the key). The transaction holds SQLite's write lock from its start
+        (IMMEDIATE), so check-then-insert is atomic across processes."""
+        known = False
+        if key is not None:
+            # find_by_key's order: the live job first, else the latest failed attempt.
+            row = conn.execute(_FIND_BY_KEY, (kind, key, FAILED)).fetchone()
+            if row is not None and row["state"] != FAILED:
+                return 0, self._job(row)
+            known = row is not None
+        if queue_limit is not None and not known:
+            waiting = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE device=? AND state=?", (device, QUEUED)
+            ).fetchone()[0]
+            if waiting >= queue_limit:
+                raise QueueLimit(waiting)
+        seq = conn.execute(
+            "INSERT INTO jobs (id, device, kind, key, fingerprint, source, payload, state, reason,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+            (job_id, device, kind, key, fingerprint, source, _dumps(payload), QUEUED, now, now),
+        ).lastrowid
         return int(seq or 0), None
 
     def get(self, job_id: str) -> Job | None:
