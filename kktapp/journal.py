@@ -405,16 +405,20 @@ class Journal:
             self._all.append(conn)
         return conn
 
-    def _conn(self, durable: bool = True) -> sqlite3.Connection:
+    def _forked(self) -> None:
+        """In a forked child, drop what belongs to the parent: its connections are not ours to
+        use or to close, and its locks and queue may have been held by threads that do not
+        exist here. Called before a lock or a connection is taken."""
         if os.getpid() != self._pid:
-            # Forked child: the parent's connections are not ours to use or to close, and its
-            # lock may have been held by a thread that does not exist here.
             self._all_lock = threading.Lock()
             self._write_lock = threading.Lock()
             self._commits = GroupCommit()
             self._local = threading.local()
             self._all = []
             self._pid = os.getpid()
+
+    def _conn(self, durable: bool = True) -> sqlite3.Connection:
+        self._forked()
         name = "durable" if durable else "cache"
         conn = getattr(self._local, name, None)
         if conn is None:
@@ -438,6 +442,7 @@ class Journal:
 
     def _write(self, sql: str, args: tuple, *, durable: bool = True) -> int:
         """One write statement, committed (durable: in the process's next group) before it returns."""
+        self._forked()
         if durable:
             return self._commits.run(self._write_lock, self._conn, lambda conn: conn.execute(sql, args).rowcount)
         conn = self._conn(durable)
@@ -495,6 +500,7 @@ class Journal:
         """
         now = self.clock()
         job_id = job_id or str(uuid.uuid4())
+        self._forked()
         seq, existing = self._commits.run(
             self._write_lock, self._conn,
             lambda conn: self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source, queue_limit),

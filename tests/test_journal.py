@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import threading
 from decimal import Decimal
 
@@ -209,6 +211,30 @@ def test_every_write_goes_through_the_process_write_lock(journal):
     journal.save_snapshot(1, {"link": "ok"})
     journal.prune()
     assert lock.acquired == 8
+
+
+def test_a_forked_child_writes_although_the_parent_held_the_write_lock_at_the_fork(journal):
+    """A lock held by a parent's thread at fork stays held forever in the child: the child must
+    take fresh ones before its first write (the write lock and the commit queue)."""
+    job, _ = accept(journal)
+    journal._write_lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            code = 1
+            try:
+                signal.alarm(10)  # a deadlock fails the test instead of hanging it
+                journal.mark_sending(job, 5)
+                accept(journal, key="K2")
+                journal.finish(job, DONE, result={"n": 1})
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        journal._write_lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert journal.get(job.id).state == DONE and journal.find_by_key("receipt", "K2") is not None
 
 
 def test_many_threads_write_one_journal_in_turn(journal):
