@@ -452,6 +452,24 @@ def test_a_busy_device_keeps_its_own_pace_when_the_host_is_late() -> None:
     assert pace.end_of(50.13, 0.1) == pytest.approx(50.23)
 
 
+def test_a_full_buffer_refuses_an_add_with_b1_until_its_tasks_end(emu: Emulator, client: RawClient,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The running task and the queued ones fill the buffer; finished ones kept for an Ack do not.
+    monkeypatch.setattr(model, "TASK_BUFFER_CAPACITY", 3)
+    kept, ans = client.add("status", task_flags=Flags.NEED_RESULT)  # ends at once, kept until Ack
+    client.wait_push()
+    emu.set_device_time(0.3)
+    busy = [client.add("status")[1] for _ in range(3)]
+    assert all(a.status in (Status.PENDING, Status.IN_PROGRESS) for a in busy)
+    assert client.add("status")[1].status == Status.OVERFLOW
+    emu.set_device_time(0)
+    deadline = time.monotonic() + READ_TIMEOUT
+    while client.add("status")[1].status == Status.OVERFLOW:
+        assert time.monotonic() < deadline, "the buffer never emptied"
+        time.sleep(0.05)
+    assert client.request(taskbuf.Req(kept)).status == Status.RESULT  # still kept meanwhile
+
+
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:
     emu.set_device_time(0.5)
     tids = [client.add("status")[0] for _ in range(3)]
