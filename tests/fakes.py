@@ -419,3 +419,21 @@ def eventually(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def in_threads(work, count: int, timeout: float = 60.0) -> list[BaseException]:  # noqa: ANN001
+    """Run ``work(0)`` … ``work(count - 1)`` at once, each in its own thread; what they raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from fakes import in_threads
 
 from kktapp.commits import GroupCommit
 from kktapp.sqlitefiles import connect_wal
@@ -131,19 +132,10 @@ def test_alone_a_change_returns_its_value_and_its_exception(db):
 def test_many_threads_every_change_lands(db):
     path, connection = db
     commits, lock = GroupCommit(), threading.Lock()
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            for i in range(40):
-                commits.run(lock, connection, insert(f"{n}-{i}", i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for i in range(40):
+            commits.run(lock, connection, insert(f"{n}-{i}", i))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    assert not in_threads(writer, 12)
     assert len(rows(path)) == 12 * 40 == commits.changes

@@ -9,7 +9,7 @@ import threading
 from decimal import Decimal
 
 import pytest
-from fakes import make_receipt
+from fakes import in_threads, make_receipt
 
 from kktapp.domain import (
     Correction,
@@ -241,26 +241,17 @@ def test_many_threads_write_one_journal_in_turn(journal):
     """Sixteen owners and their callers writing at once: every write lands, none starves."""
     lock = CountingLock()
     journal._write_lock = lock
-    errors: list[BaseException] = []
     ids: list[str] = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(15):
-                job, _ = accept(journal, key=f"W-{n}-{i}", device=n)
-                journal.mark_sending(job.id, i)
-                journal.finish(job.id, DONE, result={"n": i})
-                journal.save_snapshot(n, {"i": i})
-                ids.append(job.id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for i in range(15):
+            job, _ = accept(journal, key=f"W-{n}-{i}", device=n)
+            journal.mark_sending(job.id, i)
+            journal.finish(job.id, DONE, result={"n": i})
+            journal.save_snapshot(n, {"i": i})
+            ids.append(job.id)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors and len(ids) == 16 * 15
+    assert not in_threads(worker, 16) and len(ids) == 16 * 15
     assert all(journal.get(job_id).state == DONE for job_id in ids)
     assert lock.max_holders == 1 and lock.acquired == 16 * 15 * 4
 
