@@ -80,11 +80,15 @@ class GroupCommit:
                 # queued up behind the previous commit.
                 with self._queue_lock:
                     group, self._queue = self._queue, []
-                self._commit(connection(), group)
+                self._commit(connection, group)
         return item.outcome()
 
-    def _commit(self, conn: sqlite3.Connection, group: list[_Queued[Any]]) -> None:
+    def _commit(self, connection: Callable[[], sqlite3.Connection], group: list[_Queued[Any]]) -> None:
+        conn: sqlite3.Connection | None = None
         try:
+            # Inside: a connection that cannot be opened fails the group taken off the queue,
+            # rather than leaving its callers with neither a result nor an error.
+            conn = connection()
             conn.execute("BEGIN IMMEDIATE")
             if len(group) == 1:
                 group[0].value = group[0].change(conn)
@@ -101,7 +105,7 @@ class GroupCommit:
                 if item.error is None:
                     item.error = shared
             try:
-                if conn.in_transaction:
+                if conn is not None and conn.in_transaction:
                     conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # the connection is broken as well; SQLite undoes an unfinished transaction

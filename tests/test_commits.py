@@ -120,6 +120,27 @@ def test_a_failed_commit_fails_every_change_of_the_group_and_leaves_nothing(db):
     assert rows(path) == {"c": 3}
 
 
+def test_a_connection_that_cannot_be_opened_fails_the_group_and_leaves_nothing_queued(db):
+    path, connection = db
+    commits, lock = GroupCommit(), threading.Lock()
+
+    calls: list[int] = []
+
+    def unopenable_once() -> sqlite3.Connection:
+        # Whoever commits the group first cannot open the file; later attempts could.
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return connection()
+
+    outcomes = queued_while_locked(commits, lock, unopenable_once, [insert("a", 1), insert("b", 2)])
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+    # Nothing of the failed group runs later with someone else's commit.
+    assert commits.queued == 0
+    commits.run(lock, connection, insert("c", 3))
+    assert rows(path) == {"c": 3}
+
+
 def test_alone_a_change_returns_its_value_and_its_exception(db):
     path, connection = db
     commits, lock = GroupCommit(), threading.Lock()
