@@ -94,6 +94,7 @@ from .files import create_private_file, make_private_dirs
 from .sqlitefiles import BUSY_TIMEOUT, connect_wal
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -440,11 +441,16 @@ class Journal:
                 pass
         self._local = threading.local()
 
+    def _durably(self, change: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``change`` in the process's next group commit (FULL); its result once on disk."""
+        # Before the lock and the queue are read: a forked child must not use the parent's.
+        self._forked()
+        return self._commits.run(self._write_lock, self._conn, change)
+
     def _write(self, sql: str, args: tuple, *, durable: bool = True) -> int:
         """One write statement, committed (durable: in the process's next group) before it returns."""
-        self._forked()
         if durable:
-            return self._commits.run(self._write_lock, self._conn, lambda conn: conn.execute(sql, args).rowcount)
+            return self._durably(lambda conn: conn.execute(sql, args).rowcount)
         conn = self._conn(durable)
         with self._write_lock:
             return conn.execute(sql, args).rowcount
@@ -500,10 +506,8 @@ class Journal:
         """
         now = self.clock()
         job_id = job_id or str(uuid.uuid4())
-        self._forked()
-        seq, existing = self._commits.run(
-            self._write_lock, self._conn,
-            lambda conn: self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source, queue_limit),
+        seq, existing = self._durably(
+            lambda conn: self._accept(conn, now, job_id, device, kind, key, fingerprint, payload, source, queue_limit)
         )
         if existing is not None:
             if existing.fingerprint != fingerprint or existing.device != device:
