@@ -454,7 +454,8 @@ def test_a_busy_device_keeps_its_own_pace_when_the_host_is_late() -> None:
 
 def test_a_full_buffer_refuses_an_add_with_b1_until_its_tasks_end(emu: Emulator, client: RawClient,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # The running task and the queued ones fill the buffer; finished ones kept for an Ack do not.
+    # The emulator's model (model.TASK_BUFFER_CAPACITY is [U]): the running task and the queued
+    # ones fill the buffer; finished ones kept for an Ack do not.
     monkeypatch.setattr(model, "TASK_BUFFER_CAPACITY", 3)
     kept, ans = client.add("status", task_flags=Flags.NEED_RESULT)  # ends at once, kept until Ack
     client.wait_push()

@@ -24,6 +24,8 @@ ASYNC_PACKET_ID = 0xF0
 
 #: [U] How many unfinished tasks the device's buffer holds before it answers B1 (Overflow): the
 #: driver's write window. With EA + EB per position a 100-position receipt takes two writes.
+#: Also unknown: whether results kept until Ack (NeedResult) count against it; the emulator
+#: counts only tasks not yet ended, and the driver acks every kept result before its next batch.
 #: Settle with the manual or by filling the buffer of a real device.
 TASK_BUFFER_CAPACITY = 128
 
