@@ -30,6 +30,7 @@ from kktapp.atol.emulator import Emulator, control
 from kktapp.atol.emulator.server import Pace, corrupt
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.taskbuf import Flags, Status
+from kktapp.shtrih.emulator import Emulator as ShtrihEmulator
 
 READ_TIMEOUT = 5.0
 
@@ -469,6 +470,32 @@ def test_a_full_buffer_refuses_an_add_with_b1_until_its_tasks_end(emu: Emulator,
         assert time.monotonic() < deadline, "the buffer never emptied"
         time.sleep(0.05)
     assert client.request(taskbuf.Req(kept)).status == Status.RESULT  # still kept meanwhile
+
+
+@pytest.mark.parametrize("make", [Emulator, ShtrihEmulator], ids=["atol", "shtrih"])
+def test_a_client_accepted_as_the_power_goes_off_is_dropped_with_it(make, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The accept thread has taken a client but not yet admitted it when the power goes off
+    # (a host reconnecting at that moment): the device must not serve it once off.
+    with make() as emu:
+        admit = emu.server._admit
+        taken = threading.Event()
+
+        def late(sock: socket.socket) -> bool:
+            taken.set()
+            time.sleep(0.3)  # long enough for power_off to have dropped whatever it would
+            return admit(sock)
+
+        monkeypatch.setattr(emu.server, "_admit", late)
+        host = socket.create_connection(("127.0.0.1", emu.port), timeout=READ_TIMEOUT)
+        try:
+            assert taken.wait(READ_TIMEOUT)
+            emu.power_off()
+            try:
+                assert host.recv(16) == b""  # closed by the device, not left open and served
+            except ConnectionResetError:
+                pass
+        finally:
+            host.close()
 
 
 def test_abort_clears_the_buffer(emu: Emulator, client: RawClient) -> None:

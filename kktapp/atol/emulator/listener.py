@@ -70,6 +70,21 @@ class Listener:
             self._accept_thread.join(JOIN_TIMEOUT)
         self._accept_thread = None
 
+    def stop_serving(self) -> None:
+        """Stop accepting, then drop the connection (close and power off).
+
+        The accept thread ends before the drop: a client it took just as the listener closed is
+        admitted first and dropped with the rest. Dropped first, that late client outlived a
+        power-off and was served by a device that was off.
+        """
+        self.stop_listening()
+        self.join_accept()
+        self.drop()
+
+    def drop(self) -> None:
+        """Close the current connection, if any."""
+        raise NotImplementedError
+
     def _admit(self, sock: socket.socket) -> bool:
         """Take the accepted socket as the connection and start serving it; False when another
         client holds the device (the socket is then closed here)."""

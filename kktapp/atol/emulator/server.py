@@ -549,9 +549,7 @@ class Server(Listener):
 
     def close(self) -> None:
         """Stop accepting and drop the connection (used by stop and power off)."""
-        self.stop_listening()
-        self.drop()
-        self.join_accept()
+        self.stop_serving()
         for conn in self._old:
             conn.join()
         self._old.clear()

@@ -57,9 +57,7 @@ class Server(Listener):
 
     def close(self) -> None:
         """Stop accepting and drop the connection."""
-        self.stop_listening()
-        self.drop()
-        self.join_accept()
+        self.stop_serving()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(JOIN_TIMEOUT)
