@@ -53,6 +53,37 @@ def connected(listener: socket.socket, write_timeout: float = 1) -> Iterator[tup
         pipe.close()
 
 
+def _later(delay: float, send, data: bytes) -> threading.Thread:  # noqa: ANN001
+    """``send(data)`` after ``delay`` seconds, in a thread (joined by the caller)."""
+    thread = threading.Thread(target=lambda: (time.sleep(delay), send(data)))
+    thread.start()
+    return thread
+
+
+def test_a_lingering_read_takes_what_follows_the_first_bytes_and_a_plain_one_does_not(server: socket.socket):
+    with connected(server) as (pipe, peer):
+        peer.sendall(b"first")
+        later = _later(0.05, peer.sendall, b"second")
+        assert pipe.read(5, linger=0.5) == b"firstsecond"
+        later.join()
+        peer.sendall(b"third")
+        later = _later(0.3, peer.sendall, b"fourth")
+        assert pipe.read(5) == b"third"
+        later.join()
+        assert pipe.read(5) == b"fourth"
+
+
+def test_a_serial_port_lingers_after_its_first_byte_too():
+    pipe = SerialPort(serial.serial_for_url("loop://", timeout=0.2))
+    try:
+        pipe.write(b"ab")
+        later = _later(0.05, pipe.write, b"cd")
+        assert pipe.read(5, linger=0.5) == b"abcd"
+        later.join()
+    finally:
+        pipe.close()
+
+
 def test_socket_urls_get_their_own_socket_and_others_pyserial(server: socket.socket):
     pipe = open_port(_url(server), baudrate=115200, write_timeout=1)
     try:

@@ -42,6 +42,13 @@ RESULT_FLAGS = Flags.NEED_RESULT
 QUIET_FLAGS = Flags.NONE
 #: Most tasks in one write: the device's buffer must hold them all.
 WINDOW = model.TASK_BUFFER_CAPACITY
+#: Seconds to let the answers to a batch's Adds gather before reading them, while more than one
+#: is still to come. The device answers each Add as it takes it, one packet after another; read
+#: as they came, each answer cost the owner thread a wake-up, a poll and a recv (about 20 µs of
+#: CPU each): bench/bench_protocol.py, 10-position receipt, 22 reads and 1.14–1.18 ms of driver
+#: CPU before, 3–4 reads and 0.73–0.76 ms with this. Only reads before the last Add answer wait,
+#: and the device is busy with the tasks meanwhile, so the receipt ends at most a few ms later.
+GATHER_ANSWERS = 0.001
 #: Printer trouble in the 45 flags byte.
 _PRINTER_TROUBLE = (ShortStatusFlags.PRINTER_OFFLINE | ShortStatusFlags.MECHANICAL_ERROR
                     | ShortStatusFlags.CUTTER_ERROR | ShortStatusFlags.HEAD_OVERHEAT
@@ -339,7 +346,7 @@ class AtolDriver:
         deadline = time.monotonic() + self.timeout + max(s.command.timeout for s in steps)
         wake = time.monotonic() + model.REQ_AFTER_SILENCE
         while waiting_sync or (failed is None and not stopped and unresolved() is not None):
-            packet = self._link.poll(wake, deadline)
+            packet = self._link.poll(wake, deadline, GATHER_ANSWERS if len(waiting_sync) > 1 else 0.0)
             if packet is None:
                 # Silence: ask the first unfinished task that keeps its result (C's fallback).
                 wake = time.monotonic() + model.REQ_AFTER_SILENCE

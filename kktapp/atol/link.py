@@ -201,8 +201,12 @@ class Link:
         assert packet is not None
         return packet
 
-    def poll(self, wake: float, deadline: float) -> Packet | None:
-        """As :meth:`receive`, but None (link kept) when ``wake`` passes in silence first."""
+    def poll(self, wake: float, deadline: float, linger: float = 0.0) -> Packet | None:
+        """As :meth:`receive`, but None (link kept) when ``wake`` passes in silence first.
+
+        ``linger``: when the caller expects several packets in a row, read them together
+        (see :meth:`Port.read <kktapp.atol.port.Port.read>`).
+        """
         if self._wrote:
             self.stats.round_trips += 1
             self._wrote = False
@@ -214,7 +218,7 @@ class Link:
                 self._resend(packet.id)
             if wake < deadline and time.monotonic() >= wake:
                 return None
-            self._read_more(min(wake, deadline), deadline)
+            self._read_more(min(wake, deadline), deadline, linger)
 
     def _resend(self, pid: int) -> None:
         raw = self._sent.get(pid)
@@ -226,7 +230,7 @@ class Link:
         self._write(raw, 1)
         self._wrote = False  # part of the same wait, not a new round trip
 
-    def _read_more(self, until: float, deadline: float) -> None:
+    def _read_more(self, until: float, deadline: float, linger: float = 0.0) -> None:
         """Read what arrives before ``until``; LinkError (link closed) once ``deadline`` passed."""
         if self._port is None:
             raise LinkError("нет связи с ККТ (порт закрыт)")
@@ -238,7 +242,7 @@ class Link:
             self.close()
             raise LinkError("ККТ не ответила вовремя")
         try:
-            chunk = self._port.read(min(POLL, remaining))
+            chunk = self._port.read(min(POLL, remaining), min(linger, remaining))
         except (serial.SerialException, OSError) as exc:
             raise self._fail(exc, "чтение") from exc
         if not chunk:

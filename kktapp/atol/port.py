@@ -35,8 +35,12 @@ class Port(Protocol):
     def write(self, data: bytes) -> None:
         """Send all of ``data``."""
 
-    def read(self, timeout: float) -> bytes:
-        """What arrives within ``timeout`` seconds: all that is there once a byte is, b"" on silence."""
+    def read(self, timeout: float, linger: float = 0.0) -> bytes:
+        """What arrives within ``timeout`` seconds: all that is there once a byte is, b"" on silence.
+
+        ``linger``: once the first byte is there, wait that long before taking what has come, so
+        that answers the device sends one after another are read together.
+        """
 
     def close(self) -> None:
         """Close (best effort)."""
@@ -77,11 +81,13 @@ class SocketPort:
                 if not self._poll.wait(deadline - time.monotonic(), writing=True):
                     raise serial.SerialTimeoutException("Write timeout") from None
 
-    def read(self, timeout: float) -> bytes:
+    def read(self, timeout: float, linger: float = 0.0) -> bytes:
         # Wait first: the link reads when it expects an answer, and a recv tried before the
         # answer is there would be one more system call (measured: bench/bench_protocol.py).
         if not self._poll.wait(timeout):
             return b""
+        if linger > 0:
+            time.sleep(linger)
         try:
             data = self._sock.recv(READ_SIZE)
         except BlockingIOError:
@@ -127,11 +133,13 @@ class SerialPort:
         self.port.write(data)
         self.port.flush()
 
-    def read(self, timeout: float) -> bytes:
+    def read(self, timeout: float, linger: float = 0.0) -> bytes:
         port = self.port
         port.timeout = timeout
         chunk = port.read(1)
         if chunk:
+            if linger > 0:
+                time.sleep(linger)
             # pyserial's socket:// (with options) reports at most 1 byte in in_waiting: take
             # everything without blocking, as this link always did.
             port.timeout = 0
