@@ -314,6 +314,43 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Finish:
+    """A job's final state (done or failed) with its result or error, as :meth:`Journal.finish`
+    writes it: alone, or in the transaction of the next job's :meth:`Journal.mark_sending`."""
+
+    job: Job | str
+    state: str
+    result: dict | None = None
+    error: dict | None = None
+    reason: str = ""
+    reprint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.state not in FINISHED:
+            raise ValueError(f"not a final state: {self.state}")
+
+    def statement(self, now: float) -> tuple[str, tuple]:
+        """The UPDATE that writes it (SQL and arguments)."""
+        return (
+            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?",
+            (
+                self.state,
+                _dumps(self.result) if self.result is not None else None,
+                _dumps(self.error) if self.error is not None else None,
+                self.reason,
+                int(self.reprint),
+                now,
+                _ident(self.job),
+            ),
+        )
+
+    def mirror(self, now: float) -> None:
+        """Give the caller's Job the row's new values once written."""
+        _mirror(self.job, now, state=self.state, result=self.result, error=self.error, reason=self.reason,
+                reprint=bool(self.reprint))
+
+
 @dataclass
 class Job:
     """One device job as the journal knows it; what callers get from the service.
@@ -584,20 +621,29 @@ class Journal:
         ).fetchall()
         return [self._job(r) for r in rows]
 
-    def mark_sending(self, job: Job | str, fd_before: int | None) -> bool:
+    def mark_sending(self, job: Job | str, fd_before: int | None, *, finished: Finish | None = None) -> bool:
         """The job goes to the device now; ``fd_before`` is the FN's last document number.
 
         FULL and before the first byte of the document: after a crash or a lost answer, recovery
         decides "fiscalised or not" by comparing the FN with this number. False when the job is
         already finished (an operator cancelled it after the owner picked it): send nothing.
         A Job (rather than an id) is updated to match the row.
+
+        ``finished``: the previous job's final row, committed in the same transaction (one FULL
+        commit instead of two between documents; both are on disk before this one is sent).
         """
         now = self.clock()
-        sent = self._write(
-            "UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
-            " WHERE id=? AND state NOT IN (?, ?)",
-            (SENDING, fd_before, now, _ident(job), DONE, FAILED),
-        ) == 1
+        mark = ("UPDATE jobs SET state=?, fd_before=?, attempts=attempts+1, reason='', error=NULL, updated_at=?"
+                " WHERE id=? AND state NOT IN (?, ?)", (SENDING, fd_before, now, _ident(job), DONE, FAILED))
+
+        def change(conn: sqlite3.Connection) -> int:
+            if finished is not None:
+                conn.execute(*finished.statement(now))
+            return conn.execute(*mark).rowcount
+
+        sent = self._durably(change) == 1
+        if finished is not None:
+            finished.mirror(now)
         if sent and not isinstance(job, str):
             _mirror(job, now, state=SENDING, fd_before=fd_before, attempts=job.attempts + 1, reason="", error=None)
         return sent
@@ -619,22 +665,13 @@ class Journal:
         be on disk before the owner forms its next document (a shift report needs no journal
         write first): a row lost in ``sending`` would otherwise be settled with that document.
         """
-        if state not in FINISHED:
-            raise ValueError(f"not a final state: {state}")
+        self.write_finish(Finish(job, state, result=result, error=error, reason=reason, reprint=reprint))
+
+    def write_finish(self, finished: Finish) -> None:
+        """:meth:`finish` for a final row built beforehand (see :meth:`mark_sending`)."""
         now = self.clock()
-        self._write(
-            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?",
-            (
-                state,
-                _dumps(result) if result is not None else None,
-                _dumps(error) if error is not None else None,
-                reason,
-                int(reprint),
-                now,
-                _ident(job),
-            ),
-        )
-        _mirror(job, now, state=state, result=result, error=error, reason=reason, reprint=bool(reprint))
+        self._durably(lambda conn: conn.execute(*finished.statement(now)).rowcount)
+        finished.mirror(now)
 
     def mark_unknown(self, job: Job | str, reason: str, error: dict | None = None) -> None:
         """The outcome is unknown until the device owner settles it; the queue holds.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import sqlite3
 import threading
+from contextlib import closing
 
 import pytest
 from fakes import (
@@ -198,6 +200,51 @@ def test_fifo_order_per_device(make_service):
     gate.set()
     assert eventually(lambda: all(service.get_job(j.id).finished for j in jobs))
     assert [d["name"] for d in device.receipts()] == ["Товар first"] + [f"Товар F{i}" for i in range(8)]
+
+
+def test_back_to_back_jobs_share_a_commit_and_no_result_waits_in_memory_for_the_device(make_service, tmp_path):
+    # The owner writes a job's final row in the commit that marks the next one "sending" (one
+    # FULL commit between documents instead of two). What must hold: whenever the device is
+    # called, the rows on disk show every earlier job as it ended (at most the job in hand is
+    # "sending"), and a caller is answered only once its row is on disk.
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "first")
+    path = str(tmp_path / "journal.sqlite3")
+    on_disk: list[tuple[str, list[str]]] = []
+    call = device.call
+
+    def watched(driver: FakeDriver, method: str, *args: object) -> object:
+        with closing(sqlite3.connect(path)) as conn:  # another connection: committed rows only
+            rows = conn.execute("SELECT key FROM jobs WHERE state='sending'").fetchall()
+        on_disk.append((method, sorted(str(key) for (key,) in rows)))
+        return call(driver, method, *args)
+
+    device.call = watched  # type: ignore[method-assign]
+    carried: list[bool] = []
+    mark_sending = service.journal.mark_sending
+
+    def marking(job, fd_before, **kw):  # noqa: ANN001, ANN202
+        carried.append(kw.get("finished") is not None)
+        return mark_sending(job, fd_before, **kw)
+
+    service.journal.mark_sending = marking  # type: ignore[method-assign]
+    gate = device.gate("sell")
+    jobs = [sell(service, f"R{i}", wait=0) for i in range(3)]
+    assert device.entered["sell"].wait(10)
+    # A device read between two receipts: the receipt before it must be on disk first.
+    jobs.append(service.submit("x_report", key="X", wait=0))
+    jobs += [sell(service, f"R{i}", wait=0) for i in range(3, 6)]
+    gate.set()
+    for job in jobs:
+        answer = service.wait_for(job, 10)
+        assert answer.finished
+        assert Journal(path).get(job.id).state == answer.state == DONE  # answered from the disk's row
+    assert [d["name"] for d in device.receipts()][1:] == [f"Товар R{i}" for i in range(6)]
+    for method, sending in on_disk:
+        # Reads before a job's own mark_sending see nothing in flight; its own commands, itself.
+        assert len(sending) <= (0 if method in ("quick_status", "shift_status", "last_document") else 1), on_disk
+    assert sum(carried) >= 4  # R1, R2, R4, R5 at least: each carried the row of the job before
 
 
 def test_a_slow_device_does_not_block_another(make_service):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..domain import FiscalResult
 from ..errors import KKTError
-from ..journal import DONE, FAILED, RECEIPT, Job
+from ..journal import DONE, FAILED, RECEIPT, Finish, Job
 from .policy import Reasons, kind_name
 from .seat import Seat
 
@@ -44,15 +44,15 @@ class Outcomes:
         self.seat.host.shift_closed(self.seat.number, result, self.seat.driver)
 
     def done(self, job: Job, result: Any) -> None:
-        """The device answered: the result is the caller's answer."""
+        """The device answered: the result is the caller's answer (its row and its waiters'
+        wake-up at the latest with the next document's ``sending``, see :meth:`Seat.finish`)."""
         number = self.seat.number
         if isinstance(result, FiscalResult):
             owed = not result.printed and prints(job)
             if job.kind == "close_shift":
                 self.shift_closed(result)
-            self.seat.journal.finish(
-                job, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
-            )
+            self.seat.finish(Finish(job, DONE, result=result.to_dict(), reprint=owed,
+                                    reason=Reasons.REPRINT if owed else ""))
             self.seat.settled = not owed
             log.info(
                 "ККТ %d: %s %s: ФД %d, ФП %s, смена %d",
@@ -60,13 +60,14 @@ class Outcomes:
                 result.shift_number,
             )
         else:
-            self.seat.journal.finish(job, DONE, result=result if isinstance(result, dict) else {})
+            self.seat.finish(Finish(job, DONE, result=result if isinstance(result, dict) else {}))
             self.seat.settled = True
             log.info("ККТ %d: %s %s выполнено", number, kind_name(job.kind), job.key or job.id)
 
     def record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
         """Recovery found the job's document in the FN: done with the FN's data."""
         result = dataclasses.replace(result, printed=not owed)
+        self.seat.write_unwritten()
         if job.kind == "close_shift":
             self.shift_closed(result)
         self.seat.journal.finish(
@@ -78,6 +79,7 @@ class Outcomes:
         """Certainly not fiscalised: failed with the device's (or our) error."""
         # Any device error: the owner's memory of the device is not to be trusted.
         self.seat.state.forget()
+        self.seat.write_unwritten()
         self.seat.journal.finish(job, FAILED, error=exc.to_dict())
         self.seat.settled = True
         log.warning("ККТ %d: %s %s: ошибка %d %s",
@@ -87,6 +89,7 @@ class Outcomes:
         """The answer was lost mid-document: the queue holds until recovery settles it."""
         self.seat.state.forget()
         self.seat.settled = False
+        self.seat.write_unwritten()
         self.seat.journal.mark_unknown(job, reason, exc.to_dict() if exc is not None else None)
         self.seat.notify(job.id, job)
         log.warning("ККТ %d: %s %s: результат неизвестен (%s)", self.seat.number, kind_name(job.kind),

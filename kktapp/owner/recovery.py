@@ -92,6 +92,8 @@ class Recovery:
         """Settle what holds the queue; True when there was something (the loop re-checks)."""
         if self.seat.settled:
             return False
+        # The journal must show the last job as it ended, not still "sending".
+        self.seat.write_unwritten()
         pending = self.seat.journal.unsettled(self.seat.number)
         if not pending:
             self.seat.settled = True

@@ -14,7 +14,7 @@ from typing import Protocol
 from ..device import Driver
 from ..domain import FiscalResult
 from ..errors import LinkError
-from ..journal import Job, Journal
+from ..journal import Finish, Job, Journal
 from .memory import DeviceState
 
 
@@ -62,12 +62,57 @@ class Seat:
         self.stopping = threading.Event()
         self._wake = threading.Condition()
         self._woken = False
+        #: The last job's final row, not yet on disk (see :meth:`finish`).
+        self.unwritten: Finish | None = None
 
     def device(self) -> Driver:
-        """The connected driver; LinkError when there is none."""
+        """The connected driver; LinkError when there is none.
+
+        The last job's final row is written first: nothing reaches the device while a result
+        it gave is known only in memory.
+        """
+        self.write_unwritten()
         if self.driver is None:
             raise LinkError()
         return self.driver
+
+    def finish(self, finished: Finish) -> None:
+        """A job's final row, written with the next job's :meth:`mark_sending` when nothing
+        comes between: one FULL commit between two documents instead of two. Anything else
+        writes it first: the device touched again (:meth:`device`), the worker idle, stopping
+        or failing. Its waiters are woken once it is on disk.
+        """
+        self.write_unwritten()
+        self.unwritten = finished
+
+    def write_unwritten(self) -> None:
+        """Put the last job's final row on disk now (if one waits) and wake its waiters."""
+        finished = self.unwritten
+        if finished is None:
+            return
+        self.journal.write_finish(finished)
+        self.unwritten = None
+        self._finished(finished)
+
+    def mark_sending(self, job: Job, fd_before: int | None) -> bool:
+        """:meth:`Journal.mark_sending` with the last job's final row in the same commit."""
+        finished = self.unwritten
+        sent = self.journal.mark_sending(job, fd_before, finished=finished)
+        if finished is not None:
+            self.unwritten = None
+            self._finished(finished)
+        return sent
+
+    def holds(self, job: Job) -> bool:
+        """Whether ``job``'s final row waits here to be written (its waiters wait for that)."""
+        return self.unwritten is not None and self.unwritten.job is job
+
+    def _finished(self, finished: Finish) -> None:
+        job = finished.job
+        if isinstance(job, str):
+            self.notify(job)
+        else:
+            self.notify(job.id, job)
 
     def wake(self) -> None:
         """A job was queued in this process (or the owner should stop): stop sleeping now."""

@@ -13,6 +13,7 @@ import logging
 
 from ..device import Driver
 from ..domain import FiscalResult
+from ..errors import LinkError
 from ..journal import DONE, Job
 from .outcome import Outcomes
 from .seat import Seat
@@ -41,18 +42,22 @@ class ShiftPolicy:
         The remembered state is used while it is known and not near its 24 hours; the device
         clock may still run ahead of the estimate, which the retry on "shift over 24 h" covers.
         """
-        driver = self.seat.device()
-        host = self.seat.host
-        state = self.seat.state
-        number = self.seat.number
+        seat = self.seat
+        if seat.driver is None:
+            raise LinkError()
+        # The driver is asked for only when the device is used (Seat.device writes the last
+        # job's row first); a shift known to be open costs nothing here.
+        host = seat.host
+        state = seat.state
+        number = seat.number
         if state.shift_state is None or state.shift_expiring():
-            shift = driver.shift_status()
+            shift = seat.device().shift_status()
             state.note_shift(shift)
             if shift.state == "expired":
                 log.info("ККТ %d: смена %d старше 24 часов: Z-отчёт и новая смена", number, shift.number)
-                self.close(driver)
+                self.close(seat.device())
         if state.shift_state == "closed":
-            result = driver.open_shift(host.cashier_name, host.cashier_inn)
+            result = seat.device().open_shift(host.cashier_name, host.cashier_inn)
             state.note_document("open_shift", result)
             log.info("ККТ %d: открыта смена %d", number, result.shift_number)
 

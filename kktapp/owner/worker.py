@@ -50,10 +50,18 @@ class Worker:
 
     def serve(self) -> None:
         """Run until asked to stop (LostLock and bugs propagate to the election)."""
+        try:
+            self._serve()
+        finally:
+            # Stopping, or a failure on its way to the election: the last job's row goes first.
+            self.seat.write_unwritten()
+
+    def _serve(self) -> None:
         seat, status = self.seat, self.status
         backoff = policy.RECONNECT_MIN
         while not seat.stopping.is_set():
             if seat.driver is None:
+                seat.write_unwritten()  # before the device is touched again
                 try:
                     self._connect()
                 except Exception as exc:  # noqa: BLE001 - any failure means "no link yet"
@@ -81,6 +89,7 @@ class Worker:
                 self._idle()
             except LinkError as exc:
                 seat.settled = False
+                seat.write_unwritten()
                 status.link_down(exc)
                 self.disconnect()
             except DeviceError as exc:
@@ -88,6 +97,7 @@ class Worker:
                 log.warning("ККТ %d: %s", seat.number, exc.message)
                 seat.settled = False
                 seat.state.forget()
+                seat.write_unwritten()
                 seat.sleep(policy.HOLD_RETRY)
 
     def _connect(self) -> None:
@@ -127,6 +137,8 @@ class Worker:
 
     def _idle(self) -> None:
         seat, status = self.seat, self.status
+        # No next document to carry the last job's row: its caller must not wait for one.
+        seat.write_unwritten()
         self._was_idle = True
         now = time.monotonic()
         if status.refresh_due():
@@ -159,7 +171,8 @@ class Worker:
             else:
                 self._execute_plain(job)
         finally:
-            self.seat.notify(job.id, job)
+            if not self.seat.holds(job):  # else its waiters are woken once its row is written
+                self.seat.notify(job.id, job)
 
     def _execute_fiscal(self, job: Job) -> None:
         seat, outcomes = self.seat, self.outcomes
@@ -176,7 +189,7 @@ class Worker:
                 return
             # Durable (FULL) before anything of the document is sent: recovery compares with it.
             seat.settled = False
-            if not seat.journal.mark_sending(job, fd_before):
+            if not seat.mark_sending(job, fd_before):
                 outcomes.skip_cancelled(job)
                 return
             sent_before = self._bytes_sent()
@@ -260,7 +273,7 @@ class Worker:
             # they are rare, so the next job simply reads the device again.
             seat.state.forget()
         seat.settled = False
-        if not seat.journal.mark_sending(job, None):
+        if not seat.mark_sending(job, None):
             self.outcomes.skip_cancelled(job)
             return
         sent_before = self._bytes_sent()
