@@ -247,6 +247,46 @@ def test_back_to_back_jobs_share_a_commit_and_no_result_waits_in_memory_for_the_
     assert sum(carried) >= 4  # R1, R2, R4, R5 at least: each carried the row of the job before
 
 
+def test_a_failed_commit_between_two_documents_leaves_each_fiscalised_once(make_service, monkeypatch):
+    # The commit that carries the last job's row and marks the next one "sending" fails, and so
+    # does the row's last write on the worker's way out: the first job stays "sending" on disk,
+    # nothing of the second was sent. The owner gives the link up; recovery settles the first
+    # job from the FN, the second is fiscalised once, every caller gets its own document.
+    device = FakeDevice()
+    service = make_service(device)
+    sell(service, "first")
+    mark_sending = service.journal.mark_sending
+    failures: list[str] = []
+
+    def failing(job, fd_before, **kw):  # noqa: ANN001, ANN202
+        if kw.get("finished") is not None and not failures:
+            failures.append(job.key)
+            raise sqlite3.OperationalError("disk I/O error")
+        return mark_sending(job, fd_before, **kw)
+
+    write_finish = service.journal.write_finish
+
+    def failing_too(finished):  # noqa: ANN001, ANN202
+        if len(failures) == 1:  # the worker's last try on its way out: the journal still fails
+            failures.append(finished.job.key)
+            raise sqlite3.OperationalError("disk I/O error")
+        return write_finish(finished)
+
+    service.journal.mark_sending = failing  # type: ignore[method-assign]
+    service.journal.write_finish = failing_too  # type: ignore[method-assign]
+    monkeypatch.setattr(owner_mod, "ELECTION_INTERVAL", 0.05)
+    gate = device.gate("sell")
+    jobs = [sell(service, f"S{i}", wait=0) for i in range(3)]
+    assert device.entered["sell"].wait(10)
+    gate.set()
+    answers = [service.wait_for(job, 20) for job in jobs]
+    assert failures == ["S1", "S0"]
+    assert [a.state for a in answers] == [DONE] * 3
+    assert [d["name"] for d in device.receipts()] == ["Товар first"] + [f"Товар S{i}" for i in range(3)]
+    numbers = [a.result["fiscal_document_number"] for a in answers]
+    assert len(set(numbers)) == 3
+
+
 def test_a_slow_device_does_not_block_another(make_service):
     slow, fast = FakeDevice("slow"), FakeDevice("fast")
     service = make_service({1: slow, 2: fast})

@@ -54,7 +54,13 @@ class Worker:
             self._serve()
         finally:
             # Stopping, or a failure on its way to the election: the last job's row goes first.
-            self.seat.write_unwritten()
+            try:
+                self.seat.write_unwritten()
+            finally:
+                # If the journal refused it, recovery settles the job from the FN (the next
+                # owner, here or in another process); written after the link is given up, it
+                # could overwrite what that recovery found.
+                self.seat.unwritten = None
 
     def _serve(self) -> None:
         seat, status = self.seat, self.status
