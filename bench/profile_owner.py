@@ -47,7 +47,7 @@ for extra in (ROOT, ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(1, str(extra))
 
-from fakes import FakeDevice, FakeDriver, make_receipt  # noqa: E402
+from fakes import FakeDevice, FakeDriver, in_threads, make_receipt  # noqa: E402
 
 from kktapp.domain import Receipt  # noqa: E402
 from kktapp.journal import _COLUMNS, Journal  # noqa: E402
@@ -164,7 +164,7 @@ def submit_all(service: FiscalService, document: Receipt, receipts: int, clients
     lock = threading.Lock()
     failed: list[str] = []
 
-    def client() -> None:
+    def client(_n: int) -> None:
         while not failed:
             with lock:
                 i = next(keys, None)
@@ -174,11 +174,7 @@ def submit_all(service: FiscalService, document: Receipt, receipts: int, clients
             if job.state != "done":
                 failed.append(f"receipt {i} ended {job.state}")
 
-    threads = [threading.Thread(target=client, name=f"client-{n}") for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    failed += [f"a client failed: {exc!r}" for exc in in_threads(client, clients)]
     for message in failed[:1]:
         log.error("%s", message)
     return not failed

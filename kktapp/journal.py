@@ -21,10 +21,11 @@ transaction, so dozens of registers do not wait for each other's commits one by 
 Write transactions per receipt, each needed for exactly-once (all ``synchronous=FULL``):
 ``accept`` (the request exists before the device is touched; the key answers repeats),
 ``mark_sending`` (``fd_before`` on disk before the document goes out: recovery compares with
-it), ``finish`` (the answer given to the caller survives; a repeat returns it). ``accept`` also
-checks the key and the queue limit inside its transaction and builds the new Job from what it
-inserted; the other writes, given the Job rather than its id, bring the object up to date, so
-the owner hands its waiters the answer without a read. Status snapshots
+it), ``finish`` (the answer given to the caller survives; a repeat returns it; when the next
+job is already queued, it goes in that job's ``mark_sending`` transaction: :class:`Finish`).
+``accept`` also checks the key and the queue limit inside its transaction and builds the new
+Job from what it inserted; the other writes, given the Job rather than its id, bring the object
+up to date, so the owner hands its waiters the answer without a read. Status snapshots
 are not per receipt: the owner writes one when its refresh is due or the queue went idle, with
 ``synchronous=NORMAL``. All SQL lives in this module behind the
 narrow :class:`Journal` interface, so a PostgreSQL backend for several hosts can follow.

@@ -43,11 +43,12 @@ QUIET_FLAGS = Flags.NONE
 #: Most tasks in one write: the device's buffer must hold them all.
 WINDOW = model.TASK_BUFFER_CAPACITY
 #: Seconds to let the answers to a batch's Adds gather before reading them, while more than one
-#: is still to come. The device answers each Add as it takes it, one packet after another; read
-#: as they came, each answer cost the owner thread a wake-up, a poll and a recv (about 20 µs of
-#: CPU each): bench/bench_protocol.py, 10-position receipt, 22 reads and 1.14–1.18 ms of driver
-#: CPU before, 3–4 reads and 0.73–0.76 ms with this. Only reads before the last Add answer wait,
-#: and the device is busy with the tasks meanwhile, so the receipt ends at most a few ms later.
+#: is still to come. The device answers each Add on its own packet ID ([C Z,K] in model.py), one
+#: after another as it takes them; read as they came, each answer cost the owner thread a
+#: wake-up, a poll and a recv (about 20 µs of CPU each): bench/bench_protocol.py, 10-position
+#: receipt, 22 reads and 1.14–1.18 ms of driver CPU before, 3–4 reads and 0.73–0.76 ms with this.
+#: Only reads before the last Add answer wait, and the device is busy with the tasks meanwhile,
+#: so the receipt ends at most a few ms later.
 GATHER_ANSWERS = 0.001
 #: Printer trouble in the 45 flags byte.
 _PRINTER_TROUBLE = (ShortStatusFlags.PRINTER_OFFLINE | ShortStatusFlags.MECHANICAL_ERROR

@@ -95,7 +95,6 @@ class Worker:
                 self._idle()
             except LinkError as exc:
                 seat.settled = False
-                seat.write_unwritten()
                 status.link_down(exc)
                 self.disconnect()
             except DeviceError as exc:
