@@ -298,6 +298,39 @@ def test_wal_mode(journal):
     assert journal._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+@pytest.mark.parametrize("zone", [
+    "Europe/Berlin",  # DST both ways
+    "Europe/Moscow",  # 2011: summer time kept; 2014: back by an hour for good
+    "Asia/Kathmandu",  # +05:45
+    "AAA-1BBB,M3.5.0/2:07,M10.5.0/3:07",  # a POSIX rule switching off the quarter-hours
+])
+def test_timestamps_read_back_as_the_c_library_says(monkeypatch, zone):
+    """Journal times are aware datetimes in the server's zone, exactly as ``astimezone()``
+    gives them, across DST switches (the zone per quarter-hour is cached)."""
+    import time
+
+    from kktapp import journal as journal_module
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    journal_module._quarter_zone.cache_clear()
+    try:
+        switches = [dt.datetime(2011, 3, 27, 1, 0, tzinfo=dt.timezone.utc), dt.datetime(2014, 10, 25, 22, 0,
+                    tzinfo=dt.timezone.utc), dt.datetime(2026, 3, 29, 1, 0, tzinfo=dt.timezone.utc),
+                    dt.datetime(2026, 10, 25, 1, 0, tzinfo=dt.timezone.utc)]
+        for switch in switches:
+            base = switch.timestamp()
+            for delta in range(-3600, 3600, 53):
+                value = base + delta + 0.123456
+                expected = dt.datetime.fromtimestamp(value).astimezone()
+                got = journal_module._ts(value)
+                assert (got, got.utcoffset(), got.isoformat()) == (expected, expected.utcoffset(), expected.isoformat())
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+        journal_module._quarter_zone.cache_clear()
+
+
 def test_accept_returns_the_row_it_stored_and_writes_mirror_it(journal):
     job, created = accept(journal, "M1")
     assert created
