@@ -22,6 +22,12 @@ Figures (one ``name: value unit`` line each):
 * ``cpu_ratio_to_floor`` — service_cpu_ms_per_receipt_1_devices ÷ floor_cpu_ms_per_request
   (issue 15's targets: ≤ 2.0 ms and ≤ 3.0).
 
+The floor runs beside the smallest configuration, both servers up at once, in ``--rounds``
+(3) alternating windows: service, floor, service, floor … This host's speed drifts by tens of
+percent within minutes, so one window of each, minutes apart, gave ratios that did not repeat.
+That configuration's figures are the medians over its rounds, and the ratio is the median of
+the rounds' own ratios (each round's pair measured back to back); the rounds are logged.
+
 Run: ``.venv/bin/python bench/bench_service.py`` (``make bench`` runs every bench/bench_*.py).
 """
 
@@ -29,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from common import (
     CpuMeter,
@@ -79,67 +87,129 @@ def measure_window(port: int, meters: dict[str, CpuMeter], make_request: Callabl
     return probe, run, ok, failed, t_to - t_from
 
 
-def measure(devices: int, args: argparse.Namespace) -> tuple[bool, float]:
-    """One configuration; prints its figures, returns (no request failed, service CPU ms per receipt)."""
+class Target:
+    """A running server under measurement: its port, what each request posts (given the window's
+    own prefix, the client and the request's number), its CPU meters."""
+
+    def __init__(self, port: int, make_request: Callable[[str, int, int], Request], meters: dict[str, CpuMeter],
+                 log_path: Path | None = None) -> None:
+        self.port = port
+        self.make_request = make_request
+        self.meters = meters
+        #: The server's log, summarised after the run (the service's only).
+        self.log_path = log_path
+
+
+def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tuple[dict[str, float], LoadRun]:
+    """One measuring window of closed-loop load on ``target``: its figures by name, and the run."""
+    # A prefix of its own per window: a document number seen before is answered from the journal
+    # as a repeat, without the device (cheaper, and not what is measured).
+    prefix = run_id()
+    probe, run, ok, failed, span = measure_window(
+        target.port, target.meters, lambda client, seq: target.make_request(prefix, client, seq), clients, args)
+    n = max(1, len(ok))
+    latencies = [s.latency * 1000 for s in ok]
+    figures = {
+        "rps": len(ok) / span,
+        "cpu_ms": probe.delta("service") * 1000 / n,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "client_cpu_ms": probe.delta("self") * 1000 / n,
+        "machine": probe.delta("machine"),
+        "failed": len(failed),
+    }
+    if "emulators" in target.meters:
+        figures["emulator_cpu_ms"] = probe.delta("emulators") * 1000 / n
+    if failed:
+        log.error("%d of %d requests failed: %s", len(failed), len(run.samples), summarize_errors(failed))
+    return figures, run
+
+
+def typical(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (failures: their sum)."""
+    return {name: (sum(r[name] for r in rounds) if name == "failed" else statistics.median(r[name] for r in rounds))
+            for name in rounds[0]}
+
+
+def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[Target, list, int]:
+    """Emulators and the service in ``h``, warmed up: (target, emulators, clients)."""
     clients = max(args.min_clients, args.clients_per_device * devices)
     prefix = run_id()
-    with Harness(f"service{devices}") as h:
-        emulators = h.start_emulators(devices, device_time_ms=0, latency_ms=0)
-        service = h.start_service(emulators, workers=args.workers, threads=args.threads)
-        numbers = [e.number for e in emulators]
-        warm_up(service.port, numbers, prefix)
-
-        meters = {"service": CpuMeter([service.proc.pid]), "emulators": CpuMeter([e.proc.pid for e in emulators])}
-        probe, run, ok, failed, span = measure_window(
-            service.port, meters, lambda client, seq: onec_request(f"{prefix}-{seq}", numbers[client % devices]),
-            clients, args)
-        n = max(1, len(ok))
-        latencies = [s.latency * 1000 for s in ok]
-        documents = sum(len(e.documents()) for e in emulators)
-        answered = sum(1 for s in run.samples if s.ok) + devices  # + the warm-up receipts
-        cpu_ms = probe.delta("service") * 1000 / n
-
-        suffix = f"{devices}_devices"
-        result(f"service_rps_{suffix}", len(ok) / span, "receipts/s")
-        result(f"service_cpu_ms_per_receipt_{suffix}", cpu_ms, "ms", 2)
-        result(f"service_rps_per_core_{suffix}", 1000 / cpu_ms, "receipts/s")
-        result(f"latency_p50_{suffix}", percentile(latencies, 50), "ms")
-        result(f"latency_p99_{suffix}", percentile(latencies, 99), "ms")
-        result(f"emulator_cpu_ms_per_receipt_{suffix}", probe.delta("emulators") * 1000 / n, "ms")
-        result(f"client_cpu_ms_per_receipt_{suffix}", probe.delta("self") * 1000 / n, "ms")
-        result(f"machine_cpu_busy_{suffix}", probe.delta("machine"), "fraction", digits=2)
-        result(f"clients_{suffix}", clients, "clients")
-        result(f"failed_requests_{suffix}", len(failed), "requests")
-        result(f"documents_vs_answers_{suffix}", documents - answered, "receipts")
-        service_log_summary(service.log)
-        if failed:
-            log.error("%d of %d requests failed: %s", len(failed), len(run.samples), summarize_errors(failed))
-        if documents != answered:
-            log.error("the emulators logged %d receipts for %d successful answers", documents, answered)
-        return not failed and documents == answered, cpu_ms
+    emulators = h.start_emulators(devices, device_time_ms=0, latency_ms=0)
+    service = h.start_service(emulators, workers=args.workers, threads=args.threads)
+    numbers = [e.number for e in emulators]
+    warm_up(service.port, numbers, prefix)
+    meters = {"service": CpuMeter([service.proc.pid]), "emulators": CpuMeter([e.proc.pid for e in emulators])}
+    target = Target(service.port, lambda run, client, seq: onec_request(f"{run}-{seq}", numbers[client % devices]),
+                    meters, service.log)
+    return target, emulators, clients
 
 
-def measure_floor(args: argparse.Namespace) -> float:
-    """The floor app (bench/floor_app.py) under the same gunicorn, clients and window: CPU ms per request."""
-    clients = max(args.min_clients, args.clients_per_device)
+def start_floor(h: Harness, args: argparse.Namespace) -> Target:
+    """The floor app (bench/floor_app.py) under the same gunicorn options, warmed up."""
     prefix = run_id()
-    with Harness("floor") as h:
-        server = h.start_service([], workers=args.workers, threads=args.threads, app=FLOOR_APP,
-                                 JOURNAL_PATH=str(h.dir / "floor.sqlite3"))
-        for i in range(20):  # both workers open their database before the window
-            status, _body, raw = post_json(server.port, onec_request(f"{prefix}-warm-{i}"))
-            if status != 200:
-                raise RuntimeError(f"floor app answered {status}: {raw[:300]!r}")
-        probe, _run, ok, failed, span = measure_window(
-            server.port, {"service": CpuMeter([server.proc.pid])},
-            lambda client, seq: onec_request(f"{prefix}-{seq}"), clients, args)
-        cpu_ms = probe.delta("service") * 1000 / max(1, len(ok))
-        result("floor_rps", len(ok) / span, "requests/s")
-        result("floor_cpu_ms_per_request", cpu_ms, "ms", 2)
-        result("floor_failed_requests", len(failed), "requests")
-        if failed:
-            log.error("floor app: %d requests failed: %s", len(failed), summarize_errors(failed))
-        return cpu_ms
+    server = h.start_service([], workers=args.workers, threads=args.threads, app=FLOOR_APP,
+                             JOURNAL_PATH=str(h.dir / "floor.sqlite3"))
+    for i in range(20):  # both workers open their database before the window
+        status, _body, raw = post_json(server.port, onec_request(f"{prefix}-warm-{i}"))
+        if status != 200:
+            raise RuntimeError(f"floor app answered {status}: {raw[:300]!r}")
+    return Target(server.port, lambda run, client, seq: onec_request(f"{run}-{seq}"),
+                  {"service": CpuMeter([server.proc.pid])})
+
+
+def report_service(devices: int, clients: int, figures: dict[str, float], documents: int, answered: int) -> None:
+    """Print one configuration's figures."""
+    suffix = f"{devices}_devices"
+    result(f"service_rps_{suffix}", figures["rps"], "receipts/s")
+    result(f"service_cpu_ms_per_receipt_{suffix}", figures["cpu_ms"], "ms", 2)
+    result(f"service_rps_per_core_{suffix}", 1000 / figures["cpu_ms"], "receipts/s")
+    result(f"latency_p50_{suffix}", figures["p50"], "ms")
+    result(f"latency_p99_{suffix}", figures["p99"], "ms")
+    result(f"emulator_cpu_ms_per_receipt_{suffix}", figures["emulator_cpu_ms"], "ms")
+    result(f"client_cpu_ms_per_receipt_{suffix}", figures["client_cpu_ms"], "ms")
+    result(f"machine_cpu_busy_{suffix}", figures["machine"], "fraction", digits=2)
+    result(f"clients_{suffix}", clients, "clients")
+    result(f"failed_requests_{suffix}", int(figures["failed"]), "requests")
+    result(f"documents_vs_answers_{suffix}", documents - answered, "receipts")
+    if documents != answered:
+        log.error("the emulators logged %d receipts for %d successful answers", documents, answered)
+
+
+def measure(devices: int, args: argparse.Namespace, floor: bool) -> bool:
+    """One configuration (with the floor app, in alternating rounds, when ``floor``); prints its
+    figures, returns whether no request failed and every answer is a document."""
+    rounds = args.rounds if floor else 1
+    with Harness(f"service{devices}") as h:
+        service, emulators, clients = start_service(h, devices, args)
+        floor_target = start_floor(h, args) if floor else None
+        ours: list[dict[str, float]] = []
+        theirs: list[dict[str, float]] = []
+        answered = devices  # the warm-up receipts
+        for r in range(rounds):
+            # Side by side: the host's speed drifts by tens of percent within minutes, so the
+            # ratio is taken per round, from a window of each server run one after the other.
+            figures, run = window_figures(service, clients, args)
+            answered += sum(1 for s in run.samples if s.ok)
+            ours.append(figures)
+            if floor_target is not None:
+                theirs.append(window_figures(floor_target, max(args.min_clients, args.clients_per_device), args)[0])
+                log.info("round %d of %d: service %.2f ms, floor %.2f ms per request, ratio %.2f", r + 1, rounds,
+                         figures["cpu_ms"], theirs[-1]["cpu_ms"], figures["cpu_ms"] / theirs[-1]["cpu_ms"])
+        documents = sum(len(e.documents()) for e in emulators)
+        mine = typical(ours)
+        report_service(devices, clients, mine, documents, answered)
+        if service.log_path is not None:
+            service_log_summary(service.log_path)
+        if floor_target is not None:
+            base = typical(theirs)
+            result("floor_rps", base["rps"], "requests/s")
+            result("floor_cpu_ms_per_request", base["cpu_ms"], "ms", 2)
+            result("floor_failed_requests", int(base["failed"]), "requests")
+            result("cpu_ratio_to_floor", statistics.median(
+                o["cpu_ms"] / t["cpu_ms"] for o, t in zip(ours, theirs, strict=True)), "×", 2)
+            result("rounds_1_devices", rounds, "rounds")
+        return not mine["failed"] and documents == answered and not (floor_target and base["failed"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,20 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--no-floor", action="store_true", help="skip the floor app (bench/floor_app.py)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating windows of the service and the floor app (medians are printed)")
     args = parser.parse_args(argv)
     setup_logging()
     good = True
-    costs: dict[int, float] = {}
+    # The floor is measured beside the smallest configuration (the ratio's, 1 device by default).
+    base = None if args.no_floor else min(args.devices)
     for devices in args.devices:
-        log.info("%d device(s): %d workers × %d threads", devices, args.workers, args.threads)
-        fine, costs[devices] = measure(devices, args)
-        good = fine and good
-    if not args.no_floor:
-        log.info("floor app: %d workers × %d threads", args.workers, args.threads)
-        floor = measure_floor(args)
-        base = 1 if 1 in costs else min(costs, default=None)
-        if base is not None:
-            result("cpu_ratio_to_floor", costs[base] / floor if floor > 0 else float("nan"), "×", 2)
+        log.info("%d device(s): %d workers × %d threads%s", devices, args.workers, args.threads,
+                 f", beside the floor app in {args.rounds} rounds" if devices == base else "")
+        good = measure(devices, args, floor=devices == base) and good
     return 0 if good else 1
 
 
