@@ -38,10 +38,12 @@ import logging
 import statistics
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
     CpuMeter,
+    Emulator,
     Harness,
     LoadRun,
     Probe,
@@ -87,17 +89,16 @@ def measure_window(port: int, meters: dict[str, CpuMeter], make_request: Callabl
     return probe, run, ok, failed, t_to - t_from
 
 
+@dataclass
 class Target:
     """A running server under measurement: its port, what each request posts (given the window's
     own prefix, the client and the request's number), its CPU meters."""
 
-    def __init__(self, port: int, make_request: Callable[[str, int, int], Request], meters: dict[str, CpuMeter],
-                 log_path: Path | None = None) -> None:
-        self.port = port
-        self.make_request = make_request
-        self.meters = meters
-        #: The server's log, summarised after the run (the service's only).
-        self.log_path = log_path
+    port: int
+    make_request: Callable[[str, int, int], Request]
+    meters: dict[str, CpuMeter]
+    #: The server's log, summarised after the run (the service's only).
+    log_path: Path | None = None
 
 
 def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tuple[dict[str, float], LoadRun]:
@@ -131,7 +132,7 @@ def typical(rounds: list[dict[str, float]]) -> dict[str, float]:
             for name in rounds[0]}
 
 
-def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[Target, list, int]:
+def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[Target, list[Emulator], int]:
     """Emulators and the service in ``h``, warmed up: (target, emulators, clients)."""
     clients = max(args.min_clients, args.clients_per_device * devices)
     prefix = run_id()
@@ -185,6 +186,7 @@ def measure(devices: int, args: argparse.Namespace, floor: bool) -> bool:
         floor_target = start_floor(h, args) if floor else None
         ours: list[dict[str, float]] = []
         theirs: list[dict[str, float]] = []
+        floor_failed = 0
         answered = devices  # the warm-up receipts
         for r in range(rounds):
             # Side by side: the host's speed drifts by tens of percent within minutes, so the
@@ -205,11 +207,12 @@ def measure(devices: int, args: argparse.Namespace, floor: bool) -> bool:
             base = typical(theirs)
             result("floor_rps", base["rps"], "requests/s")
             result("floor_cpu_ms_per_request", base["cpu_ms"], "ms", 2)
-            result("floor_failed_requests", int(base["failed"]), "requests")
+            floor_failed = int(base["failed"])
+            result("floor_failed_requests", floor_failed, "requests")
             result("cpu_ratio_to_floor", statistics.median(
                 o["cpu_ms"] / t["cpu_ms"] for o, t in zip(ours, theirs, strict=True)), "×", 2)
-            result("rounds_1_devices", rounds, "rounds")
-        return not mine["failed"] and documents == answered and not (floor_target and base["failed"])
+            result(f"rounds_{devices}_devices", rounds, "rounds")
+        return not mine["failed"] and not floor_failed and documents == answered
 
 
 def main(argv: list[str] | None = None) -> int:
