@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import serial
@@ -53,7 +53,7 @@ def connected(listener: socket.socket, write_timeout: float = 1) -> Iterator[tup
         pipe.close()
 
 
-def _later(delay: float, send, data: bytes) -> threading.Thread:  # noqa: ANN001
+def _later(delay: float, send: Callable[[bytes], object], data: bytes) -> threading.Thread:
     """``send(data)`` after ``delay`` seconds, in a thread (joined by the caller)."""
     thread = threading.Thread(target=lambda: (time.sleep(delay), send(data)))
     thread.start()
