@@ -528,6 +528,18 @@ def test_latency_both_ways_keeps_order(emu: Emulator, client: RawClient) -> None
         assert client.answer_to(pid).status == Status.NOT_FOUND
 
 
+def test_an_answer_without_latency_does_not_overtake_a_delayed_one(emu: Emulator, client: RawClient) -> None:
+    # With no latency an answer goes out from the thread that made it; one made while an answer
+    # of the slower link is still on its way must queue behind it, as on a wire.
+    emu.set_latency(0.5)
+    first = client.send_packet(taskbuf.encode_request(taskbuf.Req(0x50)))
+    time.sleep(0.7)  # handled at 0.5 s; its answer leaves at 1.0 s
+    emu.set_latency(0)
+    second = client.send_packet(taskbuf.encode_request(taskbuf.Req(0x51)))
+    assert client.answer_to(first).status == Status.NOT_FOUND
+    assert client.answer_to(second).status == Status.NOT_FOUND
+
+
 # --------------------------------------------------------------------------- modes, passwords, errors
 
 
