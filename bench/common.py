@@ -17,7 +17,12 @@ What every benchmark needs and nothing more:
 
 Progress and diagnostics go to stderr through ``logging``; stdout carries only the result lines.
 Environment: BENCH_KEEP=1 keeps the temp directory (logs, journal, emulator document logs);
-BENCH_GUNICORN_ARGS adds gunicorn options (e.g. ``-c hooks.py`` with profiling hooks).
+BENCH_GUNICORN_ARGS adds gunicorn options (e.g. ``-c hooks.py`` with profiling hooks);
+BENCH_SERVER_VENV names the venv whose gunicorn runs the servers (service and floor app), e.g. one
+made from Debian's ``/usr/bin/python3`` as the README's deployment is, where this checkout's
+``.venv`` may come from a self-built interpreter (pyenv builds without PGO/LTO unless asked,
+Debian's is built with them): the interpreter changes every figure, so each server start logs
+which one it runs.
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 #: The venv's interpreter when there is one (``make`` creates it), else whoever runs us.
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-GUNICORN = str(Path(PYTHON).parent / "gunicorn")
+#: Where the servers' gunicorn and python are (BENCH_SERVER_VENV, see above).
+SERVER_BIN = Path(os.environ["BENCH_SERVER_VENV"], "bin") if os.environ.get("BENCH_SERVER_VENV") \
+    else Path(PYTHON).parent
+GUNICORN = str(SERVER_BIN / "gunicorn")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The scripts run as ``python bench/x.py``: make this checkout's kktapp importable for the
 # few figures that talk to a device without the service (calibration).
@@ -63,6 +71,17 @@ EMULATOR_READY = re.compile(r"emulator ready, .* on [\d.]+:(\d+);")
 GUNICORN_READY = re.compile(r"Listening at: http://[\d.]+:(\d+)")
 #: bench/multi_emulator.py's readiness line: every register's port, in register order.
 FLEET_READY = re.compile(r"multi-emulator ready: \d+ registers on [\d.]+ ports ([\d,]+)")
+
+
+def interpreter(python: str) -> str:
+    """Which Python ``python`` is, for the log: its version and installation prefix."""
+    probe = "import sys; print(sys.version.split()[0], sys.base_prefix, sep='|')"
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{python} ({exc})"
+    version, _, prefix = out.strip().partition("|")
+    return f"Python {version} from {prefix}"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -458,6 +477,7 @@ class Harness:
     ) -> Service:
         """gunicorn with the gthread worker on a free port, KKT_SETTINGS pointing at a temp file."""
         path = self.write_settings(emulators, **settings)
+        log.info("%s runs under %s", app, interpreter(str(SERVER_BIN / "python")))
         argv = [
             GUNICORN, app,
             # Port 0: gunicorn binds a free port itself and names it in "Listening at".
