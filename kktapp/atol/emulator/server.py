@@ -10,12 +10,6 @@ Threads per connection, so that timing behaves like a device on a network:
   busy), and pushes A6/A7 on packet ID 0xF0 for tasks that asked for it;
 * writer — sends packets when their latency has passed, applying the injected faults.
 
-With no latency nothing has to wait before it is handled or sent, so the reader handles its
-packets itself and answers go out from the thread that made them (faults applied the same way);
-the handler and the writer then only take over while packets delayed by a latency are still
-pending, which keeps the order. Four thread hand-offs per task made a fleet of 64 emulated
-registers cost the 2-core benchmark host nearly as much CPU as the service it measured.
-
 The command itself is executed by a callable ``execute(task) -> (reply, failed)`` so that this
 module knows the task buffer and nothing about commands.
 """
@@ -180,9 +174,7 @@ class Connection:
         self.timing = timing
         self.on_close = on_close
         self.closed = threading.Event()
-        # Re-entrant: an answer sent directly (no latency) may find the link gone and close
-        # the connection from a thread that holds this lock.
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.work = threading.Condition(self.lock)
         #: TId → task, in the order added.
         self.buffer: dict[int, Task] = {}
@@ -194,14 +186,8 @@ class Connection:
         self.sent: dict[int, bytes] = {}
         self._inbound: list[tuple[float, int, Packet | BadPacket]] = []
         self._inbound_cv = threading.Condition()
-        #: Packets given to the handler and not yet handled (``_inbound_cv``).
-        self._unhandled = 0
         self._outbound: collections.deque[tuple[float, bytes]] = collections.deque()
         self._outbound_cv = threading.Condition()
-        #: Packets given to the writer and not yet sent (``_outbound_cv``).
-        self._unsent = 0
-        #: One packet on the wire at a time, whichever thread sends it.
-        self._send_lock = threading.Lock()
         self._seq = itertools.count()
         self._abort = threading.Event()
         self._pace = Pace()
@@ -270,21 +256,13 @@ class Connection:
                     break
                 if not chunk:
                     break
-                latency = self.timing.latency
-                due = time.monotonic() + latency
+                due = time.monotonic() + self.timing.latency
                 events = decoder.feed(chunk)
-                if not events:
-                    continue
-                with self._inbound_cv:
-                    direct = latency <= 0 and not self._unhandled
-                    if not direct:
+                if events:
+                    with self._inbound_cv:
                         for ev in events:
                             heapq.heappush(self._inbound, (due, next(self._seq), ev))
-                        self._unhandled += len(events)
                         self._inbound_cv.notify()
-                if direct:
-                    for ev in events:
-                        self._handle_safely(ev)
         finally:
             self.close()
 
@@ -295,34 +273,9 @@ class Connection:
         self._send_raw(raw)
 
     def _send_raw(self, raw: bytes) -> None:
-        latency = self.timing.latency
         with self._outbound_cv:
-            if latency > 0 or self._unsent:
-                self._outbound.append((time.monotonic() + latency, raw))
-                self._unsent += 1
-                self._outbound_cv.notify()
-                return
-        if not self._transmit(raw):
-            self.close()
-
-    def _transmit(self, raw: bytes) -> bool:
-        """Put one packet on the wire, applying the armed faults; False when the link must close."""
-        with self._send_lock:
-            if self.closed.is_set():
-                return True
-            try:
-                if self.faults.take("drop_mid_frame"):
-                    log.info("emulator: dropping the link in the middle of a packet")
-                    self.sock.sendall(raw[: max(1, len(raw) // 2)])
-                    return False
-                if self.faults.take("corrupt_next"):
-                    log.info("emulator: corrupting an outgoing packet")
-                    raw = corrupt(raw)
-                log.debug("emulator >> %s", raw.hex(" "))
-                self.sock.sendall(raw)
-            except OSError:
-                return False
-        return True
+            self._outbound.append((time.monotonic() + self.timing.latency, raw))
+            self._outbound_cv.notify()
 
     def _writer(self) -> None:
         while True:
@@ -335,10 +288,18 @@ class Connection:
             delay = due - time.monotonic()
             if delay > 0 and self.closed.wait(delay):
                 return
-            sent = self._transmit(raw)
-            with self._outbound_cv:
-                self._unsent -= 1
-            if not sent:
+            try:
+                if self.faults.take("drop_mid_frame"):
+                    log.info("emulator: dropping the link in the middle of a packet")
+                    self.sock.sendall(raw[: max(1, len(raw) // 2)])
+                    self.close()
+                    return
+                if self.faults.take("corrupt_next"):
+                    log.info("emulator: corrupting an outgoing packet")
+                    raw = corrupt(raw)
+                log.debug("emulator >> %s", raw.hex(" "))
+                self.sock.sendall(raw)
+            except OSError:
                 self.close()
                 return
 
@@ -359,15 +320,10 @@ class Connection:
                 if self.closed.is_set():
                     return
                 _, _, event = heapq.heappop(self._inbound)
-            self._handle_safely(event)
-            with self._inbound_cv:
-                self._unhandled -= 1
-
-    def _handle_safely(self, event: Packet | BadPacket) -> None:
-        try:
-            self._handle(event)
-        except Exception:  # a bug must not kill the link silently
-            log.exception("emulator: error handling a packet")
+            try:
+                self._handle(event)
+            except Exception:  # a bug must not kill the link silently
+                log.exception("emulator: error handling a packet")
 
     def _handle(self, event: Packet | BadPacket) -> None:
         if isinstance(event, BadPacket):
