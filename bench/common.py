@@ -20,9 +20,9 @@ Environment: BENCH_KEEP=1 keeps the temp directory (logs, journal, emulator docu
 BENCH_GUNICORN_ARGS adds gunicorn options (e.g. ``-c hooks.py`` with profiling hooks);
 BENCH_SERVER_VENV names the venv whose gunicorn runs the servers (service and floor app), e.g. one
 made from Debian's ``/usr/bin/python3`` as the README's deployment is, where this checkout's
-``.venv`` may come from a self-built interpreter (pyenv builds without PGO/LTO unless asked,
-Debian's is built with them): the interpreter changes every figure, so each server start logs
-which one it runs.
+``.venv`` may come from another interpreter (here pyenv's: the service cost ~10 % more CPU under
+it than under Debian's): the interpreter changes every figure, so each server start logs which
+one it runs.
 """
 
 from __future__ import annotations

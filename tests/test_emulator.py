@@ -529,8 +529,8 @@ def test_latency_both_ways_keeps_order(emu: Emulator, client: RawClient) -> None
 
 
 def test_an_answer_without_latency_does_not_overtake_a_delayed_one(emu: Emulator, client: RawClient) -> None:
-    # With no latency an answer goes out from the thread that made it; one made while an answer
-    # of the slower link is still on its way must queue behind it, as on a wire.
+    # An answer made after the latency dropped must not leave before one made while it was
+    # still high and not yet sent: on a wire they go out in the order they were made.
     emu.set_latency(0.5)
     first = client.send_packet(taskbuf.encode_request(taskbuf.Req(0x50)))
     time.sleep(0.7)  # handled at 0.5 s; its answer leaves at 1.0 s
