@@ -126,6 +126,11 @@ def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tu
     return figures, run
 
 
+def ratio(ours: float, floor: float) -> float:
+    """Service cost over floor cost; nan when the floor measured nothing."""
+    return ours / floor if floor > 0 else float("nan")
+
+
 def typical(rounds: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the rounds (failures: their sum)."""
     return {name: (sum(r[name] for r in rounds) if name == "failed" else statistics.median(r[name] for r in rounds))
@@ -197,7 +202,7 @@ def measure(devices: int, args: argparse.Namespace, floor: bool) -> bool:
             if floor_target is not None:
                 theirs.append(window_figures(floor_target, max(args.min_clients, args.clients_per_device), args)[0])
                 log.info("round %d of %d: service %.2f ms, floor %.2f ms per request, ratio %.2f", r + 1, rounds,
-                         figures["cpu_ms"], theirs[-1]["cpu_ms"], figures["cpu_ms"] / theirs[-1]["cpu_ms"])
+                         figures["cpu_ms"], theirs[-1]["cpu_ms"], ratio(figures["cpu_ms"], theirs[-1]["cpu_ms"]))
         documents = sum(len(e.documents()) for e in emulators)
         mine = typical(ours)
         report_service(devices, clients, mine, documents, answered)
@@ -210,7 +215,7 @@ def measure(devices: int, args: argparse.Namespace, floor: bool) -> bool:
             floor_failed = int(base["failed"])
             result("floor_failed_requests", floor_failed, "requests")
             result("cpu_ratio_to_floor", statistics.median(
-                o["cpu_ms"] / t["cpu_ms"] for o, t in zip(ours, theirs, strict=True)), "×", 2)
+                ratio(o["cpu_ms"], t["cpu_ms"]) for o, t in zip(ours, theirs, strict=True)), "×", 2)
             result(f"rounds_{devices}_devices", rounds, "rounds")
         return not mine["failed"] and not floor_failed and documents == answered
 
