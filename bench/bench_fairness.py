@@ -113,7 +113,7 @@ def journal_order(journal_path: str, samples: list) -> list[tuple[int, int]] | N
             return pairs
         finally:
             journal.close()
-    except Exception:  # noqa: BLE001 — a secondary figure; the client-side ones stand alone
+    except Exception:  # a secondary figure; the client-side ones stand alone
         log.exception("could not read the journal %s", journal_path)
         return None
 

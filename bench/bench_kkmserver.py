@@ -29,6 +29,7 @@ from common import (
     Harness,
     Probe,
     Request,
+    Sample,
     onec_request,
     percentile,
     result,
@@ -63,7 +64,7 @@ def phase(name: str, port: int, make: Callable[[int, int], Request], meter: CpuM
     probe.join()
     t_from, t_to = run.started + window[0], probe.readings[1]["time"]
 
-    def good(sample) -> bool:
+    def good(sample: Sample) -> bool:
         # KKM Server answers HTTP 200 whatever happened: Status 0 is success.
         return sample.ok and (sample.body or {}).get("Status", 0) == 0
 

@@ -28,9 +28,9 @@ from common import result, setup_logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kktapp.journal import Journal  # noqa: E402
-from kktapp.metrics import render  # noqa: E402
-from kktapp.service import DeviceConfig, FiscalService  # noqa: E402
+from kktapp.journal import Journal
+from kktapp.metrics import render
+from kktapp.service import DeviceConfig, FiscalService
 
 
 def fill(path: str, receipts: int, devices: int) -> None:

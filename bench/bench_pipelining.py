@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, result, setup_logging  # noqa: E402
+from common import Harness, result, setup_logging
 
-from kktapp.atol.driver import AtolDriver  # noqa: E402
-from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate  # noqa: E402
+from kktapp.atol.driver import AtolDriver
+from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 
 log = logging.getLogger("bench.pipelining")
 

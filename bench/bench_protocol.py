@@ -39,11 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Harness, result, setup_logging  # noqa: E402
+from common import Harness, result, setup_logging
 
-from kktapp.atol import commands, framing, taskbuf  # noqa: E402
-from kktapp.atol.driver import AtolDriver, step  # noqa: E402
-from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate  # noqa: E402
+from kktapp.atol import commands, framing, taskbuf
+from kktapp.atol.driver import AtolDriver, step
+from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 
 log = logging.getLogger("bench.protocol")
 

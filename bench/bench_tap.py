@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, ROOT, percentile, result, setup_logging  # noqa: E402
+from common import PYTHON, ROOT, percentile, result, setup_logging
 
-from kktapp.atol import taskbuf  # noqa: E402
-from kktapp.atol.driver import AtolDriver  # noqa: E402
-from kktapp.atol.emulator import Emulator  # noqa: E402
-from kktapp.atol.framing import Decoder, Packet, encode_packet  # noqa: E402
-from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate  # noqa: E402
+from kktapp.atol import taskbuf
+from kktapp.atol.driver import AtolDriver
+from kktapp.atol.emulator import Emulator
+from kktapp.atol.framing import Decoder, Packet, encode_packet
+from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 
 log = logging.getLogger("bench.tap")
 

@@ -298,7 +298,7 @@ class Harness:
             self._old_term = signal.signal(signal.SIGTERM, _raise_exit)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt | SystemExit):
                 self.dump_logs()
@@ -355,7 +355,7 @@ class Harness:
         for _name, proc, _out in reversed(self.procs):
             try:
                 self.stop(proc)
-            except Exception:  # noqa: BLE001 — keep stopping the others
+            except Exception:  # keep stopping the others
                 log.exception("could not stop %s", proc.pid)
         self.procs.clear()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from profile_owner import SqlCounter  # noqa: E402
+from profile_owner import SqlCounter
 
 _counter = SqlCounter()
 _counter.by_statement = True

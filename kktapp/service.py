@@ -341,7 +341,7 @@ class FiscalService:
         for observer in list(self.shift_observers):
             try:
                 observer(device, result, driver)
-            except Exception:  # noqa: BLE001 - an observer must not break the device queue
+            except Exception:  # an observer must not break the device queue
                 log.exception("ККТ %d: сбой обработчика Z-отчёта", device)
 
     def job_changed(self, job_id: str, job: Job | None = None) -> None:

@@ -411,7 +411,7 @@ def make_receipt(name: str = "Товар", price: int = 10000, quantity: str = "
     return dataclasses.replace(receipt, **changes) if changes else receipt
 
 
-def eventually(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:  # noqa: ANN001
+def eventually(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds passed (bounds a test, never times it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -421,7 +421,7 @@ def eventually(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
     return bool(predicate())
 
 
-def in_threads(work, count: int, timeout: float = 60.0) -> list[BaseException]:  # noqa: ANN001
+def in_threads(work, count: int, timeout: float = 60.0) -> list[BaseException]:
     """Run ``work(0)`` … ``work(count - 1)`` at once, each in its own thread; what they raised."""
     errors: list[BaseException] = []
 

@@ -660,7 +660,7 @@ def test_a_lost_push_is_fetched_with_req(emu: Emulator, monkeypatch: pytest.Monk
     monkeypatch.setattr(model, "REQ_AFTER_SILENCE", 0.05)
     sent = server.Connection._send
 
-    def no_push(self, packet_id: int, data: bytes) -> None:  # noqa: ANN001
+    def no_push(self, packet_id: int, data: bytes) -> None:
         if packet_id != model.ASYNC_PACKET_ID:
             sent(self, packet_id, data)
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from common import Harness  # noqa: E402  (bench/common.py starts the launcher)
+from common import Harness  # bench/common.py starts the launcher
 
-from kktapp.atol.driver import AtolDriver  # noqa: E402
+from kktapp.atol.driver import AtolDriver
 
 
 def test_fleet_registers_are_separate_devices() -> None:

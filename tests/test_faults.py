@@ -301,7 +301,7 @@ def test_link_drop_at_every_step_of_a_receipt(rig: Rig) -> None:
 
     hits = InFlight()
 
-    def trial(key: str, inject) -> int:  # noqa: ANN001
+    def trial(key: str, inject) -> int:
         """One receipt with a fault armed; returns how many faults actually fired."""
         quiet(service, emu)
         fired_before, in_flight_before = emu.faults_fired, emu.faults_in_flight
@@ -764,7 +764,7 @@ class Proc:
     """tests/svc_proc.py in a subprocess: a FiscalService of its own on the shared journal."""
 
     def __init__(self, journal: Path, urls: list[str], log_path: Path) -> None:
-        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("svc_proc.py")), str(journal), *urls],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,

@@ -32,12 +32,12 @@ def make_app(journal: Path, **config: Any) -> Flask:
 
     @app.get("/sell")
     @require("cashier", anonymous_from="ONEC")
-    def sell():  # noqa: ANN202
+    def sell():
         user = auth.current_user()
         return jsonify(user=user.login, anonymous=user.anonymous)
 
     @app.errorhandler(AuthError)
-    def refused(exc: AuthError):  # noqa: ANN202
+    def refused(exc: AuthError):
         return jsonify(exc.to_dict()), exc.http_status, exc.headers
 
     return app

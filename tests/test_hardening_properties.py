@@ -22,7 +22,7 @@ from test_hardening import api_error, compat_error, onec_error
 from test_poison import DOCUMENT_COMMANDS, count_commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz import Generator, Raw, dumps  # noqa: E402  (bench/fuzz.py writes JSON with raw literals the same way)
+from fuzz import Generator, Raw, dumps  # bench/fuzz.py writes JSON with raw literals the same way
 
 FORM = "application/x-www-form-urlencoded;charset=utf-8"
 COMPAT = "/api/compat/atol-kkt-service"

@@ -229,7 +229,7 @@ def test_receipt_refused_for_a_shift_over_24_hours_gets_z_new_shift_and_one_docu
     assert doc["shift_number"] == warm.result["shift_number"] + 1
 
 
-def test_shift_closed_behind_the_owner_is_opened_by_the_receipt_itself(bench: Bench, caplog) -> None:  # noqa: ANN001
+def test_shift_closed_behind_the_owner_is_opened_by_the_receipt_itself(bench: Bench, caplog) -> None:
     """The owner's memory says open; a Z report at the device's keyboard closed the shift just
     before the receipt. The ATOL 92 opens a closed shift itself ([C K]): the receipt is
     fiscalised in the new shift, the FD number grew by two, and the owner stops trusting its
@@ -349,7 +349,7 @@ def test_document_without_data_is_recorded_with_what_is_certain(bench: Bench) ->
 
 
 def test_device_handed_over_after_its_lock_file_is_removed(bench: Bench, monkeypatch: pytest.MonkeyPatch,
-                                                           caplog) -> None:  # noqa: ANN001
+                                                           caplog) -> None:
     """Someone deletes the lock file while process A owns the device; process B, started after,
     locks a new file and becomes owner, but the device refuses its second connection. A notices
     its file is gone, gives the link up, and B connects and fiscalises what A's clients send."""

@@ -77,7 +77,7 @@ def poison_receipt() -> Receipt:
     )
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -224,7 +224,7 @@ def test_back_to_back_jobs_share_a_commit_and_no_result_waits_in_memory_for_the_
     carried: list[bool] = []
     mark_sending = service.journal.mark_sending
 
-    def marking(job, fd_before, **kw):  # noqa: ANN001, ANN202
+    def marking(job, fd_before, **kw):
         carried.append(kw.get("finished") is not None)
         return mark_sending(job, fd_before, **kw)
 
@@ -258,7 +258,7 @@ def test_a_failed_commit_between_two_documents_leaves_each_fiscalised_once(make_
     mark_sending = service.journal.mark_sending
     failures: list[str] = []
 
-    def failing(job, fd_before, **kw):  # noqa: ANN001, ANN202
+    def failing(job, fd_before, **kw):
         if kw.get("finished") is not None and not failures:
             failures.append(job.key)
             raise sqlite3.OperationalError("disk I/O error")
@@ -266,7 +266,7 @@ def test_a_failed_commit_between_two_documents_leaves_each_fiscalised_once(make_
 
     write_finish = service.journal.write_finish
 
-    def failing_too(finished):  # noqa: ANN001, ANN202
+    def failing_too(finished):
         if len(failures) == 1:  # the worker's last try on its way out: the journal still fails
             failures.append(finished.job.key)
             raise sqlite3.OperationalError("disk I/O error")
@@ -412,7 +412,7 @@ class _Clock(dt.datetime):
     instant = dt.datetime(2026, 3, 2, 23, 55, 30)
 
     @classmethod
-    def now(cls, tz=None):  # noqa: ANN001, ANN206
+    def now(cls, tz=None):
         return cls.instant
 
 
@@ -669,11 +669,11 @@ def test_back_to_back_receipts_use_the_remembered_fd_and_shift(make_service, mon
     assert len(device.receipts()) == 6
 
 
-def after_sell(device: FakeDevice, name: str, action) -> None:  # noqa: ANN001
+def after_sell(device: FakeDevice, name: str, action) -> None:
     """Run ``action`` on the device right after it fiscalised the receipt called ``name``."""
     original = device._sell
 
-    def sell_then(receipt, **kwargs):  # noqa: ANN001, ANN202
+    def sell_then(receipt, **kwargs):
         result = original(receipt, **kwargs)
         if receipt.positions[0].name == name:
             action()
@@ -800,7 +800,7 @@ def test_an_in_process_owner_hands_the_answer_to_the_waiter(make_service, monkey
     for name in ("get", "state_of"):
         original = getattr(service.journal, name)
 
-        def counted(job_id, _original=original, _name=name):  # noqa: ANN001, ANN202
+        def counted(job_id, _original=original, _name=name):
             reads.append(_name)
             return _original(job_id)
 
@@ -824,7 +824,7 @@ def test_the_owner_asks_what_holds_its_queue_only_after_an_uncertain_job(make_se
     asked: list[int] = []
     original = service.journal.unsettled
 
-    def counted(number=None):  # noqa: ANN001, ANN202
+    def counted(number=None):
         if threading.current_thread().name.startswith("kkt-device-"):
             asked.append(number)
         return original(number)

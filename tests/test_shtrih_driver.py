@@ -30,7 +30,7 @@ from kktapp.shtrih.errors import ErrorCode
 
 
 @pytest.fixture
-def emu(tmp_path) -> Iterator[Emulator]:  # noqa: ANN001
+def emu(tmp_path) -> Iterator[Emulator]:
     with Emulator(log_path=tmp_path / "fd.jsonl") as e:
         yield e
 
@@ -46,7 +46,7 @@ def drv(emu: Emulator) -> Iterator[ShtrihDriver]:
 
 
 def receipt(kind: SettlementType = SettlementType.SELL, *, vat: VatRate = VatRate.VAT22, amount: int = 10000,
-            pay: PaymentType = PaymentType.CASH, paid: int | None = None, **extra) -> Receipt:  # noqa: ANN003
+            pay: PaymentType = PaymentType.CASH, paid: int | None = None, **extra) -> Receipt:
     pos = Position("Товар", amount, Decimal(1), amount, vat)
     return Receipt(type=kind, positions=(pos,), payments=(Payment(pay, amount if paid is None else paid),), **extra)
 
@@ -286,7 +286,7 @@ def test_busy_answer_is_retried(drv: ShtrihDriver, emu: Emulator, monkeypatch: p
     calls = []
     real = emu_device.HANDLERS["short_status"]
 
-    def busy_once(dev, p):  # noqa: ANN001, ANN202
+    def busy_once(dev, p):
         calls.append(1)
         if len(calls) == 1:
             raise emu_device.Fault(ErrorCode.PRINTING_PREVIOUS)

@@ -61,7 +61,7 @@ def test_an_entry_nobody_listens_on_is_removed(tmp_path: Path) -> None:
         a.close()
 
 
-def owner_of_one_device(rig) -> tuple:  # noqa: ANN001, F811
+def owner_of_one_device(rig) -> tuple:  # noqa: F811 - the fixture imported above
     """An emulated register and a service (a "process") that owns it, after one receipt."""
     emu = rig.emulator()
     owner_side = rig.service([emu])

@@ -99,7 +99,7 @@ class Exchange:
         while not self._stop.is_set():
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - the poller must outlive any bad file or full disk
+            except Exception:  # the poller must outlive any bad file or full disk
                 log.exception("обмен с 1С: сбой")
             self._wake.wait(self.settings.poll_seconds)
             self._wake.clear()

@@ -124,7 +124,7 @@ class Worker:
         if driver is not None:
             try:
                 driver.close()
-            except Exception:  # noqa: BLE001 - closing a broken link may fail, nothing to do
+            except Exception:  # closing a broken link may fail, nothing to do
                 log.debug("ККТ %d: ошибка при закрытии связи", seat.number, exc_info=True)
 
     def _fail_waiting_operations(self, exc: BaseException) -> None:

@@ -96,7 +96,7 @@ class Link:
         if port is not None:
             try:
                 port.close()
-            except Exception:  # noqa: BLE001 - closing a dead port may fail in any way
+            except Exception:  # closing a dead port may fail in any way
                 log.debug("error closing %s", self.url, exc_info=True)
             log.info("link closed: %s", self.url)
 

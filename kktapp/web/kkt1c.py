@@ -37,6 +37,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -269,7 +270,7 @@ def _default_payment(config: Any) -> PaymentType:
         raise KKTError(f"ошибка в настройках сервиса: неизвестный тип оплаты DEFAULT_PAYMENT={name!r}") from None
 
 
-def _domain_field(keys: list[str]):
+def _domain_field(keys: list[str]) -> Callable[[str], str]:
     """Map domain field names (positions[2].name) back to the 1C names (Goods.Position_2.Name)."""
     names = {"name": "Name", "price": "Price", "amount": "PositionSumm", "quantity": "Quantity", "vat": "Tax"}
     simple = {"customer_contact": "CustomerContact", "payments": "DocSumm", "total": "DocSumm", "positions": "Goods"}

@@ -298,7 +298,7 @@ class Tracer:
         if seg.packet is not None:
             try:
                 rec.update(self._host(seg.packet) if side == HOST else self._device(seg.packet))
-            except Exception as exc:  # noqa: BLE001 - a decoding bug must not cost the record
+            except Exception as exc:  # a decoding bug must not cost the record
                 log.exception("cannot decode packet %s", seg.packet.id)
                 rec["decode_error"] = f"внутренняя ошибка разбора: {type(exc).__name__}"
             rec["data"] = data_hex

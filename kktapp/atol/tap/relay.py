@@ -52,7 +52,7 @@ class Recorder:
         if isinstance(out, (str, os.PathLike)):
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             # Append: a second run must not wipe an earlier capture nobody has sent yet.
-            self._file: TextIO = open(out, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._file: TextIO = open(out, "a", encoding="utf-8")  # closed in close()
             self._owned = True
         else:
             self._file, self._owned = out, False
@@ -101,7 +101,7 @@ class Recorder:
         while (item := self._queue.get()) is not None:
             try:
                 self._handle(item)
-            except Exception:  # noqa: BLE001 - the recorder must outlive any one bad record
+            except Exception:  # the recorder must outlive any one bad record
                 log.exception("tap recorder: cannot record %s", item[0])
 
     def _handle(self, item: tuple[Any, ...]) -> None:
@@ -117,7 +117,7 @@ class Recorder:
             tracer = self._tracers[session]
             try:
                 records = tracer.feed(side, ts, data)
-            except Exception as exc:  # noqa: BLE001 - keep the bytes even if the decoder fails
+            except Exception as exc:  # keep the bytes even if the decoder fails
                 log.exception("tap: cannot decode a chunk")
                 # The stream state is unknown now: start afresh, keep what is known.
                 tracer.splitters[side] = type(tracer.splitters[side])()
