@@ -28,6 +28,10 @@ percent within minutes, so one window of each, minutes apart, gave ratios that d
 That configuration's figures are the medians over its rounds, and the ratio is the median of
 the rounds' own ratios (each round's pair measured back to back); the rounds are logged.
 
+``--server asgi`` runs both the service and the floor as deploy/kkt-gunicorn.service runs the
+service: gunicorn's asyncio workers, each request read whole by the event loop and then run in
+one of ``--threads`` threads (kktapp/asgi.py); the default is gthread, as in every earlier figure.
+
 Run: ``.venv/bin/python bench/bench_service.py`` (``make bench`` runs every bench/bench_*.py).
 """
 
@@ -62,8 +66,9 @@ from common import (
 )
 
 log = logging.getLogger("bench.service")
-#: gunicorn's app spec of the floor (bench/ is importable as a namespace package from the checkout).
-FLOOR_APP = "bench.floor_app:create_app()"
+#: gunicorn's app spec of the floor per worker class (bench/ is importable as a namespace
+#: package from the checkout).
+FLOOR_APPS = {"gthread": "bench.floor_app:create_app()", "asgi": "bench.floor_app:asgi_app()"}
 
 
 def measure_window(port: int, meters: dict[str, CpuMeter], make_request: Callable[[int, int], Request], clients: int,
@@ -142,7 +147,7 @@ def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[T
     clients = max(args.min_clients, args.clients_per_device * devices)
     prefix = run_id()
     emulators = h.start_emulators(devices, device_time_ms=0, latency_ms=0)
-    service = h.start_service(emulators, workers=args.workers, threads=args.threads)
+    service = h.start_service(emulators, workers=args.workers, threads=args.threads, server=args.server)
     numbers = [e.number for e in emulators]
     warm_up(service.port, numbers, prefix)
     meters = {"service": CpuMeter([service.proc.pid]), "emulators": CpuMeter([e.proc.pid for e in emulators])}
@@ -154,7 +159,8 @@ def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[T
 def start_floor(h: Harness, args: argparse.Namespace) -> Target:
     """The floor app (bench/floor_app.py) under the same gunicorn options, warmed up."""
     prefix = run_id()
-    server = h.start_service([], workers=args.workers, threads=args.threads, app=FLOOR_APP,
+    server = h.start_service([], workers=args.workers, threads=args.threads, server=args.server,
+                             app=FLOOR_APPS[args.server],
                              JOURNAL_PATH=str(h.dir / "floor.sqlite3"))
     for i in range(20):  # both workers open their database before the window
         status, _body, raw = post_json(server.port, onec_request(f"{prefix}-warm-{i}"))
@@ -237,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--no-floor", action="store_true", help="skip the floor app (bench/floor_app.py)")
+    # gthread: the figures every earlier closing note compares with; asgi: the worker class the
+    # systemd unit runs (the event loop reads each request whole before a thread runs it).
+    parser.add_argument("--server", choices=sorted(FLOOR_APPS), default="gthread",
+                        help="gunicorn worker class of the service and the floor (default gthread)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating windows of the service and the floor app (medians are printed)")
     args = parser.parse_args(argv)
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     # The floor is measured beside the smallest configuration (the ratio's, 1 device by default).
     base = None if args.no_floor else min(args.devices)
     for devices in args.devices:
-        log.info("%d device(s): %d workers × %d threads%s", devices, args.workers, args.threads,
+        log.info("%d device(s): %d %s workers × %d threads%s", devices, args.workers, args.server, args.threads,
                  f", beside the floor app in {args.rounds} rounds" if devices == base else "")
         good = measure(devices, args, floor=devices == base) and good
     return 0 if good else 1

@@ -68,6 +68,8 @@ from kktapp.atol.emulator.state import read_document_lines  # noqa: E402
 log = logging.getLogger("bench")
 #: The emulator's readiness line (logged once every port listens) and gunicorn's bind line.
 EMULATOR_READY = re.compile(r"emulator ready, .* on [\d.]+:(\d+);")
+#: gunicorn worker classes the harness runs, with the service's application for each.
+SERVERS = {"gthread": "kktapp:create_app()", "asgi": "kktapp.asgi:application"}
 GUNICORN_READY = re.compile(r"Listening at: http://[\d.]+:(\d+)")
 #: bench/multi_emulator.py's readiness line: every register's port, in register order.
 FLEET_READY = re.compile(r"multi-emulator ready: \d+ registers on [\d.]+ ports ([\d,]+)")
@@ -470,19 +472,29 @@ class Harness:
         emulators: Sequence[Emulator],
         workers: int = 2,
         threads: int = 16,
-        app: str = "kktapp:create_app()",
+        app: str | None = None,
         ready_path: str = "/",
         extra_args: Sequence[str] = (),
+        server: str = "gthread",
         **settings: object,
     ) -> Service:
-        """gunicorn with the gthread worker on a free port, KKT_SETTINGS pointing at a temp file."""
+        """gunicorn on a free port, KKT_SETTINGS pointing at a temp file.
+
+        ``server``: ``gthread`` (threaded workers around the WSGI app, ``kktapp:create_app()``)
+        or ``asgi`` (as deploy/kkt-gunicorn.service runs it: asyncio workers around
+        ``kktapp.asgi:application``, ``threads`` request threads per process via KKT_THREADS).
+        ``app`` overrides the application for that worker class.
+        """
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
+        app = app or SERVERS[server]
         path = self.write_settings(emulators, **settings)
-        log.info("%s runs under %s", app, interpreter(str(SERVER_BIN / "python")))
+        log.info("%s (%s workers) runs under %s", app, server, interpreter(str(SERVER_BIN / "python")))
         argv = [
             GUNICORN, app,
             # Port 0: gunicorn binds a free port itself and names it in "Listening at".
             "--bind", f"{HOST}:0",
-            "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
+            "--workers", str(workers), "--threads", str(threads), "--worker-class", server,
             # A /kkt request waits for its device; the worker must not be killed meanwhile.
             "--timeout", "120", "--graceful-timeout", "5", "--keep-alive", "30",
             "--backlog", "1024",
@@ -493,7 +505,7 @@ class Harness:
             *shlex.split(os.environ.get("BENCH_GUNICORN_ARGS", "")),
         ]  # fmt: skip
         name = f"gunicorn-{len(self.procs)}"
-        proc = self.start(name, argv, env={"KKT_SETTINGS": str(path)})
+        proc = self.start(name, argv, env={"KKT_SETTINGS": str(path), "KKT_THREADS": str(threads)})
         port = self.port_from_output(name, proc, GUNICORN_READY)
         wait_http(port, ready_path, proc)
         return Service(port, proc, path, Path(str(settings.get("JOURNAL_PATH", self.dir / "journal.sqlite3"))),

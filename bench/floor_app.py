@@ -7,8 +7,9 @@ document. Nothing else: no validation, no device, no waiting. Whatever kkt spend
 per receipt is its own cost (bench/bench_service.py prints the ratio).
 
 Served by the same gunicorn as the service (bench/common.py ``Harness.start_service`` with
-``app="bench.floor_app:create_app()"``); the database path is the ``JOURNAL_PATH`` of the
-KKT_SETTINGS file the harness writes.
+``app="bench.floor_app:create_app()"``, or ``bench.floor_app:asgi_app()`` behind the service's
+own asyncio wrapper when the service runs as deployed); the database path is the
+``JOURNAL_PATH`` of the KKT_SETTINGS file the harness writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from decimal import Decimal
 
 from flask import Flask, Response, request
+
+from kktapp.asgi import DEFAULT_THREADS, BufferedWSGI
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS receipts (id INTEGER PRIMARY KEY, doc_number TEXT NOT NULL,"
@@ -72,3 +75,8 @@ def create_app() -> Flask:
         return Response(json.dumps(answer, ensure_ascii=False), mimetype="application/json")
 
     return app
+
+
+def asgi_app() -> BufferedWSGI:
+    """The floor app behind kktapp.asgi's wrapper, for gunicorn's asgi worker (KKT_THREADS threads)."""
+    return BufferedWSGI(create_app(), threads=int(os.environ.get("KKT_THREADS", DEFAULT_THREADS)))

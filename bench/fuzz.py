@@ -391,8 +391,7 @@ def main() -> int:
         with Harness("fuzz") as harness:
             device = type("Device", (), {"number": 1, "url": emu.url})()
             service = harness.start_service(
-                [device], workers=2, app="kktapp.asgi:application", ready_path="/kkt",
-                extra_args=["--worker-class", "asgi"],
+                [device], workers=2, server="asgi", ready_path="/kkt",
                 AUTH_REQUIRED=True,
                 USERS={USER: {"password_hash": generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000"),
                               "role": "admin"}},

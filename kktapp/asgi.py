@@ -69,7 +69,9 @@ class BufferedWSGI:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # Device owners finish their current job and release the devices.
-                await asyncio.get_running_loop().run_in_executor(None, self.app.extensions["kkt"].stop)
+                service = self.app.extensions.get("kkt")
+                if service is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, service.stop)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
