@@ -65,7 +65,7 @@ class ValidationFailed(KKTError):
     def __init__(self, field: str, message: str, value: object = None) -> None:
         self.field = field
         self.value = value
-        shown = f" (получено: {value!r})" if value is not None else ""
+        shown = f" (получено: {_shown(value)})" if value is not None else ""
         super().__init__(f"Ошибка в поле {field}: {message}{shown}")
 
     def to_dict(self) -> dict:
@@ -75,6 +75,14 @@ class ValidationFailed(KKTError):
         if self.value is not None:
             data["value"] = self.value if isinstance(self.value, (int, str)) else str(self.value)
         return data
+
+
+def _shown(value: object) -> str:
+    """A received value as a cashier reads it: text in «», without Python's escapes unless it
+    holds characters that cannot be shown (those are what the error is about)."""
+    if isinstance(value, str) and all(ch.isprintable() or ch.isspace() and ch not in "\r\n\t" for ch in value):
+        return f"«{value}»"
+    return repr(value)
 
 
 class Conflict(KKTError):

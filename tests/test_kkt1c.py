@@ -20,9 +20,10 @@ from werkzeug.security import generate_password_hash
 
 from kktapp import __version__, domain
 from kktapp.atol import codec, commands
-from kktapp.errors import LinkError, ResultCode
+from kktapp.errors import LinkError, ResultCode, ValidationFailed
 from kktapp.journal import Job
 from kktapp.owner import Reasons
+from kktapp.service import fingerprint
 from kktapp.web import kkt1c
 
 FORM = "application/x-www-form-urlencoded;charset=utf-8"
@@ -256,6 +257,57 @@ def test_same_doc_number_other_document_is_conflict(testapp, emulator):
     assert len(receipts(emulator)) == 1
 
 
+def test_same_number_on_another_date_is_another_document(testapp, emulator):
+    # 1C numbers documents within a period: next year's ТР00-003655 is a new payment.
+    first = post(testapp, document(), status=200).json
+    later = post(testapp, document(DocDate="06.10.2018"), status=200).json
+    assert later["fiscal_document_number"] != first["fiscal_document_number"]
+    assert later["doc_number"] == "ТР00-003655"
+    assert len(receipts(emulator)) == 2
+
+
+def test_numeric_doc_number_as_1c_writes_it(testapp, emulator):
+    # A document type numbered by digits only: 1C writes the number without quotes.
+    first = post(testapp, document(number=3655), status=200).json
+    assert first["result_code"] == 0 and first["doc_number"] == "3655"
+    again = post(testapp, document(number=3655), status=200).json
+    assert again == first
+    assert len(receipts(emulator)) == 1
+
+
+def test_doc_number_with_a_no_break_space(testapp, emulator):
+    data = post(testapp, document(number="ТР00\u00a0003655"), status=200).json
+    assert data["result_code"] == 0
+
+
+def test_control_character_in_doc_number_is_named(testapp, emulator):
+    data = post(testapp, document(number="ТР00\t003655"), status=422).json
+    assert "U+0009" in data["result_description"]
+
+
+def test_a_document_journalled_under_its_number_alone_is_answered_from_the_journal(app, testapp, emulator):
+    # Accepted by a version that keyed on DocNumber alone, sent again after the upgrade: the
+    # stored answer, not a second receipt.
+    service = app.extensions["kkt"]
+    body = document(DocDate="06.10.2016")
+    as_parsed = json.loads(to_1c_json(body), parse_float=Decimal)
+    with app.app_context():
+        receipt = kkt1c.parse_receipt(as_parsed, dt.date.today(), app.config)[1]
+    job = service.submit_receipt(receipt, key="ТР00-003655", fingerprint=fingerprint(as_parsed), source="1c", wait=10)
+    assert job.state == "done"
+    data = post(testapp, body, status=200).json
+    assert data["fiscal_document_number"] == job.result["fiscal_document_number"]
+    assert len(receipts(emulator)) == 1
+    # Another document under that bare number (the next period's) is not that one.
+    assert post(testapp, document(), status=200).json["result_code"] == 0
+    assert len(receipts(emulator)) == 2
+
+
+def test_address_with_a_trailing_slash(testapp, emulator):
+    assert post(testapp, document(), url="/kkt/", status=200).json["result_code"] == 0
+    assert testapp.get("/kkt/", headers={"Accept": "application/json"}, status=200).json["service"] == "kkt"
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -278,7 +330,8 @@ _DROP = object()
 INVALID = [
     ("DocNumber", _set("DocNumber", ""), "DocNumber"),
     ("DocNumber missing", _set("DocNumber", _DROP), "DocNumber"),
-    ("DocNumber not a string", _set("DocNumber", 3655), "DocNumber"),
+    ("DocNumber a fraction", _set("DocNumber", Decimal("36.55")), "DocNumber"),
+    ("DocNumber true", _set("DocNumber", True), "DocNumber"),
     ("DocDate format", _set("DocDate", "2017-10-06"), "DocDate"),
     ("DocDate impossible", _set("DocDate", "31.02.2017"), "DocDate"),
     ("DocSumm wrong", _set("DocSumm", Decimal("1950.00")), "DocSumm"),
@@ -659,6 +712,9 @@ class StubService:
     def snapshot(self, device):
         return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
 
+    def find_job(self, kind, key):
+        return None
+
     def cancelled_receipt(self, key, fp):
         return None
 
@@ -751,7 +807,7 @@ def test_submit_arguments():
     testapp = stub_app(make_job("done", result=RESULT), KKT_WAIT_TIMEOUT=7)
     post(testapp, document(Device=1), status=200)
     kw = testapp.app.extensions["kkt"].submitted[0]
-    assert kw["key"] == "ТР00-003655" and kw["source"] == "1c" and kw["device"] == 1 and kw["wait"] == 7
+    assert kw["key"] == "ТР00-003655 от 06.10.2017" and kw["source"] == "1c" and kw["device"] == 1 and kw["wait"] == 7
     assert len(kw["fingerprint"]) == 64
 
 
@@ -766,3 +822,9 @@ def test_unexpected_error_is_a_json_500():
     assert_answer_shape(data)
     assert data["result_code"] == ResultCode.INTERNAL
     assert "boom" not in data["result_description"]
+
+
+def test_the_received_value_is_shown_as_text():
+    err = ValidationFailed("DocNumber", "не так", "ТР00\u00a0003655")
+    assert "(получено: «ТР00\u00a0003655»)" in err.message
+    assert "'\\t'" in ValidationFailed("DocNumber", "не так", "\t").message

@@ -22,11 +22,13 @@ otherwise the device's code (1..255) or a service code from :class:`kktapp.error
 ``check_number`` is 0 unless a receipt was fiscalised, because the 1C code stores it as the
 document's receipt number and treats 0 as "not printed yet". The HTTP status tells the class:
 200 done, 401/403/429 access, 404/405 wrong URL or method, 409 DocNumber reused for another
-document, 422 bad input, 502 device error, 503 no link or outcome unknown (the receipt is kept
-and settled by the service), 504 the wait ran out (the receipt stays queued).
+document, 422 bad input, 502 device error, 503 outcome unknown (the link broke mid-receipt; the
+service settles it from the device), 202 queued (no link, held behind an unsettled document or
+the wait ran out: the receipt stays in the queue and prints by itself).
 
-A repeat of the same DocNumber with the same body gets the stored answer and never a second
-receipt: the service keys the journal on (source "1c", DocNumber).
+A repeat of the same document (DocNumber and DocDate) with the same body gets the stored answer
+and never a second receipt. 1C numbers documents within a period (a year, say), so the journal
+key is both: the same number on another date is another document.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -60,7 +63,7 @@ from kktapp.domain import (
 )
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.exchange import exchange_of
-from kktapp.journal import DONE, FAILED, UNKNOWN, Job
+from kktapp.journal import DONE, FAILED, RECEIPT, UNKNOWN, Job
 from kktapp.owner import Reasons
 from kktapp.service import fingerprint
 from kktapp.web import fields, present, statuspage
@@ -114,9 +117,24 @@ def _not_blank(value: str) -> None:
 
 
 def _printable_only(value: str) -> None:
-    # DocNumber is the idempotency key and goes into every log line about the receipt.
-    if not value.isprintable():
-        raise ValidationError("содержит управляющие символы (перевод строки, табуляцию)")
+    # DocNumber is the idempotency key and goes into every log line about the receipt. Spaces
+    # of any kind are text (1C may put a no-break space into a number's prefix).
+    for ch in value:
+        if not ch.isprintable() and unicodedata.category(ch) != "Zs":
+            raise ValidationError(f"содержит управляющий символ U+{ord(ch):04X} (перевод строки, табуляцию и т. п.)")
+
+
+class DocNumberField(fields.String):
+    """1C's document number: text, or a number when the document type is numbered by digits
+    only (1C then writes ``"DocNumber": 3655``, no quotes)."""
+
+    default_error_messages = {**fields.String.default_error_messages,
+                              "invalid": "ожидается номер документа: строка или целое число"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class PositionSchema(fields.BaseSchema):
@@ -216,7 +234,7 @@ class PaymentTypeField(fields.String):
 class ReceiptSchema(fields.BaseSchema):
     """The whole 1C document. Field order is the order errors are looked for."""
 
-    DocNumber = fields.String(
+    DocNumber = DocNumberField(
         required=True,
         validate=[
             _not_blank,
@@ -464,6 +482,8 @@ def _start_clock() -> None:
 
 
 @bp.route("/kkt", methods=["POST"], endpoint="receipt")
+# The original Apache alias took /kkt/ too; a 1C constant may hold "kkt/".
+@bp.route("/kkt/", methods=["POST"], endpoint="receipt_slash", strict_slashes=False)
 @bp.route("/", methods=["POST"], endpoint="receipt_root")
 @require("cashier", anonymous_from="ONEC_ALLOWED_ADDRESSES")
 def receipt_view() -> Response:
@@ -471,6 +491,8 @@ def receipt_view() -> Response:
     config = current_app.config
     body = read_json(request)
     doc_number = body.get("DocNumber") if isinstance(body, dict) else None
+    if isinstance(doc_number, int) and not isinstance(doc_number, bool):
+        doc_number = str(doc_number)
     g.kkt1c_doc = doc_number
     if not isinstance(doc_number, str):
         doc_number = None
@@ -480,23 +502,28 @@ def receipt_view() -> Response:
         return error_answer(exc, doc_number)
     g.kkt1c_amount = receipt.total
     service = current_app.extensions["kkt"]
-    key = data["DocNumber"].strip()
+    number = data["DocNumber"].strip()
+    key = journal_key(number, data["DocDate"])
+    legacy_key = number
     if receipt.test_mode:
         # Test runs must not occupy the real DocNumber: once TEST_MODE is off, the same
         # document has to be fiscalised for real, not answered from the test journal entry.
-        key = "test:" + key
+        key, legacy_key = "test:" + key, "test:" + legacy_key
     wait = float(config.get("KKT_WAIT_TIMEOUT", 60))
     if _link_known_down(service, data["Device"]):
         # The receipt is journalled and will print when the link is back; a cashier in 1C
         # should not sit through the whole wait to hear "нет связи".
         wait = min(wait, LINK_DOWN_WAIT)
     fp = fingerprint(body)
+    earlier = _stored_under_number(service, legacy_key, fp)
+    if earlier is not None:
+        return job_answer(service.wait_for(earlier, wait), doc_number or number, receipt)
     cancelled = service.cancelled_receipt(key, fp)
     if cancelled is not None:
         # 1C asks again with the same document while it waits: after an operator's cancel it
         # gets the cancellation, not a new receipt. A changed document under this DocNumber
         # is a new receipt (the key is free).
-        return job_answer(cancelled, doc_number or key, receipt)
+        return job_answer(cancelled, doc_number or number, receipt)
     try:
         job = service.submit_receipt(
             receipt,
@@ -509,7 +536,24 @@ def receipt_view() -> Response:
     except errors.NotFound as exc:
         # Only the device number can be unknown here; for 1C that is bad input, not a bad URL.
         raise ValidationFailed("Device", exc.message, data["Device"]) from None
-    return job_answer(job, doc_number or key, receipt)
+    return job_answer(job, doc_number or number, receipt)
+
+
+def journal_key(number: str, date: dt.date) -> str:
+    """The journal key of a 1C document: its number and date (1C numbers within a period)."""
+    return f"{number} от {date:%d.%m.%Y}"
+
+
+def _stored_under_number(service: Any, legacy_key: str, fp: str) -> Job | None:
+    """This very document journalled under its number alone (the key before DocDate joined it).
+
+    A document accepted by an earlier version and sent again after the upgrade must get its
+    stored answer, not a second receipt. Another body under the bare number is another
+    document (an earlier period's), which the new key keeps apart; a failed attempt freed its
+    key, so the document is tried again as any failed one is.
+    """
+    job = service.find_job(RECEIPT, legacy_key)
+    return job if job is not None and job.fingerprint == fp and job.state != FAILED else None
 
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
@@ -540,6 +584,7 @@ def _link_known_down(service: Any, device: int) -> bool:
 
 
 @bp.route("/kkt", methods=["GET"], endpoint="status")
+@bp.route("/kkt/", methods=["GET"], endpoint="status_slash", strict_slashes=False)
 @bp.route("/", methods=["GET"], endpoint="status_root")
 def status_view() -> Response | str:
     """Status of every configured device, HTML for people or JSON on ``Accept: application/json``.
