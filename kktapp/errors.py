@@ -109,6 +109,14 @@ class Disabled(KKTError):
     message = "операция отключена в настройках сервиса"
 
 
+class TestShiftClosed(Disabled):
+    """A TEST_MODE receipt met a closed shift: opening one is a fiscal document, which test mode
+    must not make."""
+
+    message = ("тестовый режим (TEST_MODE): смена на ККТ закрыта, а тестовый чек её не открывает — "
+               "открытие смены фискальный документ; откройте смену сами или выключите TEST_MODE")
+
+
 class LinkError(KKTError):
     """No link with the device: not connected, connection lost, or no answer in time."""
 

@@ -541,6 +541,12 @@ def test_device_off(app_config, emulator, request):
 def test_test_mode_fiscalises_nothing(app_config, emulator, request):
     app_config["TEST_MODE"] = True
     testapp = request.getfixturevalue("testapp")
+    # The emulator's shift is closed: opening it is a fiscal document, which test mode must not make.
+    refused = post(testapp, document(), status=403).json
+    assert refused["result_code"] == ResultCode.DISABLED and "TEST_MODE" in refused["result_description"]
+    assert emulator.documents() == []
+    app = request.getfixturevalue("app")
+    assert app.extensions["kkt"].submit("open_shift", wait=10).state == "done"
     data = post(testapp, document(), status=200).json
     assert_answer_shape(data)
     assert data["result_code"] == 0

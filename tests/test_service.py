@@ -22,7 +22,7 @@ from fakes import (
 )
 
 from kktapp.domain import Payment, PaymentType
-from kktapp.errors import Conflict, DeviceError, Disabled, LinkError, NotFound, ValidationFailed
+from kktapp.errors import Conflict, DeviceError, Disabled, LinkError, NotFound, ResultCode, ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, UNKNOWN, Journal
 from kktapp.owner import Reasons
 from kktapp.owner import policy as owner_mod
@@ -401,9 +401,15 @@ def test_device_refusing_with_shift_expired_gets_z_and_retry(make_service):
 def test_test_mode_fiscalises_nothing(make_service):
     device = FakeDevice()
     service = make_service(device, test_mode=True)
+    # A closed shift stays closed: opening it would be a fiscal document.
+    refused = sell(service, "T-0")
+    assert refused.state == FAILED and refused.error["code"] == ResultCode.DISABLED
+    assert device.documents == []
+    device.shift_open, device.shift_opened_at = True, dt.datetime.now()
     job = sell(service, "T-1")
     assert job.state == DONE and job.fiscal_result().test_mode
     assert device.receipts() == []
+    assert device.documents == []
 
 
 class _Clock(dt.datetime):

@@ -61,6 +61,17 @@ class ShiftPolicy:
             state.note_document("open_shift", result)
             log.info("ККТ %d: открыта смена %d", number, result.shift_number)
 
+    def is_open(self) -> bool:
+        """Whether the shift is open and inside its 24 hours, asking the device only when the
+        remembered state is unknown or near its end; opens nothing (test receipts)."""
+        seat = self.seat
+        if seat.driver is None:
+            raise LinkError()
+        state = seat.state
+        if state.shift_state is None or state.shift_expiring():
+            state.note_shift(seat.device().shift_status())
+        return state.shift_state == "open"
+
     def auto_close_done(self, job: Job) -> bool:
         """An automatic close_shift finds the shift already closed: done, nothing to send.
 

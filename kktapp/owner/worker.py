@@ -16,7 +16,7 @@ from typing import Any
 
 from ..device import to_json
 from ..domain import FiscalResult, Receipt, TextLine
-from ..errors import DeviceError, KKTError, LinkError, NotSent
+from ..errors import DeviceError, KKTError, LinkError, NotSent, TestShiftClosed
 from ..journal import FAILED, RECEIPT, Job, receipt_from_json
 from . import policy
 from .election import DeviceLock
@@ -184,6 +184,9 @@ class Worker:
         for attempt in (1, 2):
             try:
                 if job.kind in SHIFT_KINDS:
+                    if job.kind == RECEIPT and self._receipt(job).test_mode and not self.shift.is_open():
+                        outcomes.fail(job, TestShiftClosed())
+                        return
                     self.shift.ensure_open()
                 elif job.kind == "close_shift" and self.shift.auto_close_done(job):
                     return

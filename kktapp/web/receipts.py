@@ -84,7 +84,7 @@ def parse_filters(args: Mapping[str, str]) -> dict[str, Any]:
 
 
 def caller_key(job: Job) -> str | None:
-    """The key as its caller wrote it: DocNumber for 1C, without the contract's namespace."""
+    """The key as its caller wrote it (for 1C: DocNumber with DocDate), without the contract's namespace."""
     key = job.key
     if key is None:
         return None
