@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # Messages for what every field can report; marshmallow's own are English.
 BASE_MESSAGES = {
     "required": "обязательное поле не указано",
-    "null": "поле не может быть null",
+    "null": "значение не указано (null): поле обязательно",
     "validator_failed": "недопустимое значение",
 }
 

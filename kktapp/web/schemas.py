@@ -37,6 +37,7 @@ from kktapp.domain import (
     TextLine,
 )
 from kktapp.web.fields import (
+    BASE_MESSAGES,
     BaseSchema,
     Boolean,
     CustomerContact,
@@ -97,8 +98,7 @@ class NamedCode(fields.Field):
     """An FFD code given by its ATOL JSON name or by its number (tags 1212, 1214, 2108)."""
 
     default_error_messages = {
-        "required": "обязательное поле не указано",
-        "null": "поле не может быть null",
+        **BASE_MESSAGES,
         "invalid": "неизвестное значение; допустимо: {choices}",
     }
 
@@ -145,8 +145,7 @@ class TextLineField(fields.Field):
     """A line given as a plain string or as a :class:`TextLineSchema` object → TextLine."""
 
     default_error_messages = {
-        "required": "обязательное поле не указано",
-        "null": "поле не может быть null",
+        **BASE_MESSAGES,
         "invalid": "ожидается строка или объект с полем text (и bold, italic, align…)",
         "too_long": f"длина строки не больше {MAX_TEXT}",
     }
