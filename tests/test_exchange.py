@@ -3,7 +3,8 @@
 Files are shaped as 1C's "ККМ Offline" Кассир module writes them (file-exchange.md §2.2): ANSI
 (windows-1251), CRLF, ``##@@&&`` / ``#`` header, ``$$$CLR`` or ``$$$ADD``, 17-field goods and
 group lines, ``#``-lines with extra barcodes. Report files are read back by :class:`Report1C`,
-a reader written here from file-exchange.md §2.3 (1C's reader), not with the writer's code.
+a reader written here from 1C's own ImportReport (file-exchange.md §0 source 1), not with the
+writer's code.
 
 Two stores: "Ленина" with registers 1 (main) and 2, "Мира" with register 3 alone (its main by
 the seed's rule).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +70,18 @@ def marker(path: Path) -> str:
 
 @dataclass
 class Receipt1C:
-    """One receipt as 1C's "Отчет отдела" loads it (positions net of discounts)."""
+    """One receipt of the file: its positions as 1C's "Отчет отдела" loads them, its payments."""
 
     kkm: int
     number: int
     positions: list[dict] = field(default_factory=list)
     payments: list[tuple[str, Decimal]] = field(default_factory=list)
     closed: Decimal | None = None
-    receipt_discount: Decimal = Decimal(0)
 
     @property
     def net(self) -> Decimal:
-        return sum((p["amount"] for p in self.positions), Decimal(0)) - self.receipt_discount
+        """What 1C takes for the receipt: the sum of its positions after 1C applied 15/35 lines."""
+        return sum((p["amount"] for p in self.positions), Decimal(0))
 
 
 @dataclass
@@ -93,8 +94,27 @@ class Block1C:
     numbers: list[int] = field(default_factory=list)
 
 
+def _round_1c(value: Decimal) -> Decimal:
+    """1C's Round(x, 2): half away from zero."""
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 class Report1C:
-    """file-exchange.md §2.3: 3-line block headers (# or @, two lines skipped), 12 fields per line."""
+    """The report file read as 1C's BPO "ККМ Offline" Кассир module's ImportReport reads it.
+
+    Written here from that module's text (file-exchange.md §0 source 1), not from the writer:
+    3-line block headers (a mid-file ``#`` skips itself and two lines), 12 fields per line.
+    1C keeps ONE array of positions for the whole file (types 11, 13 add to it) and matches the
+    adjusting types in that array, whatever block they come from:
+
+    - 15/17 (position discount): the LAST position with the same code, section and receipt
+      number (fields 8, 9, 6); the absolute value of field 12 comes off its amount (is added
+      to a negative one);
+    - 35 (receipt discount by sum, field 11): every position with the same receipt number; each
+      but "the last" takes Round(amount / 100 × percent, 2), and "the last" is the position
+      whose index in the WHOLE array equals the count of matching positions minus one (1C's
+      test ``Product.IndexInArray = Products.Count() - 1``), which gets what is left.
+    """
 
     def __init__(self, data: bytes) -> None:
         assert b"\r\n" in data and data.count(b"\n") == data.count(b"\r\n"), "CRLF line ends"
@@ -102,6 +122,8 @@ class Report1C:
         assert lines[-1] == "" and "" not in lines[:-1], "no empty line inside (1C stops reading there)"
         lines = lines[:-1]
         self.blocks: list[Block1C] = []
+        #: 1C's array of positions (its "Receipts") over the whole file, in file order.
+        self.loaded: list[dict] = []
         i = 0
         while i < len(lines):
             assert lines[i] in ("#", "@"), f"line {i + 1}: a block starts with # or @, got {lines[i]!r}"
@@ -113,8 +135,7 @@ class Report1C:
                 self._transaction(block, receipts, lines[i].split(";"))
                 i += 1
 
-    @staticmethod
-    def _transaction(block: Block1C, receipts: dict, f: list[str]) -> None:
+    def _transaction(self, block: Block1C, receipts: dict, f: list[str]) -> None:
         assert len(f) == 12, f
         kind, kkm, doc = int(f[3]), int(f[4]), int(f[5])
         block.types.append(kind)
@@ -134,19 +155,36 @@ class Report1C:
             receipt = receipts[(kkm, doc)] = Receipt1C(kkm, doc)
             block.receipts.append(receipt)
         if kind in (11, 13):
-            receipt.positions.append({"code": f[7], "section": f[8], "price": Decimal(f[9]),
-                                      "quantity": Decimal(f[10]), "amount": Decimal(f[11])})
+            position = {"code": f[7], "section": f[8], "price": Decimal(f[9]), "quantity": Decimal(f[10]),
+                        "amount": Decimal(f[11]), "receipt": doc}
+            self.loaded.append(position)
+            receipt.positions.append(position)
         elif kind == 15:
-            last = [p for p in receipt.positions if p["code"] == f[7]][-1]
-            last["amount"] -= Decimal(f[11])
+            Decimal(f[10])  # 1C converts field 11 too: a non-number there fails the whole load
+            key = (int(f[7]), int(f[8]), doc)
+            found = [p for p in self.loaded if (int(p["code"]), int(p["section"]), p["receipt"]) == key]
+            assert found, f"1C: «Ошибка итоговой скидки на позицию» for {f}"
+            off = abs(Decimal(f[11]))
+            found[-1]["amount"] += -off if found[-1]["amount"] > 0 else off
         elif kind == 35:
-            receipt.receipt_discount += Decimal(f[11])
+            self._receipt_discount(doc, abs(Decimal(f[10])))
         elif kind == 40:
             receipt.payments.append((f[7], Decimal(f[11])))
         elif kind == 55:
             receipt.closed = Decimal(f[11])
         else:
             raise AssertionError(f"unexpected transaction type {kind}")
+
+    def _receipt_discount(self, doc: int, discount: Decimal) -> None:
+        matching = [(i, p) for i, p in enumerate(self.loaded) if p["receipt"] == doc]
+        percent = discount / sum(p["amount"] for _, p in matching) * 100
+        for index, position in matching:
+            if index == len(matching) - 1:
+                share = discount
+            else:
+                share = _round_1c(position["amount"] / 100 * percent)
+                discount -= share
+            position["amount"] -= share
 
     def totals(self, block: Block1C) -> tuple[Decimal, Decimal]:
         """(sales, returns) of a block as positive roubles."""
@@ -413,7 +451,9 @@ def test_sales_by_code_on_two_stores_and_the_report_files(client, folder, emulat
     assert [(p["code"], p["quantity"]) for p in first.positions] == [
         ("101", Decimal("2.000")), ("102", Decimal("0.350")), ("999999", Decimal("1.000"))]
     assert first.positions[0]["price"] == Decimal("89.90") and first.positions[1]["price"] == Decimal("650.00")
-    assert first.net == Decimal("399.30") and first.receipt_discount == Decimal("3.00")
+    # 1C loads each position at the sum the FN recorded (own discount and share of the receipt's).
+    assert [p["amount"] for p in first.positions] == [Decimal("168.53"), Decimal("225.80"), Decimal("4.97")]
+    assert first.net == Decimal("399.30")
     assert first.payments == [("1", Decimal("399.30"))]
     assert block.receipts[2].net == Decimal("-89.90")
     assert block.receipts[2].positions[0]["quantity"] == Decimal("-1.000")
@@ -475,6 +515,48 @@ def test_append_while_unread_overwrite_after_loaded(client, folder, emulator):
     close_shift(client, 1)
     assert eventually(path.exists)
     assert [b.header for b in read_report(path).blocks] == [("#", "1", "4")]
+
+
+def _fn_positions(emu: Emulator, shift: int) -> list[Decimal]:
+    """Each receipt position's sum as the FN recorded it (returns negative), in FN order."""
+    out = []
+    for doc in emulator_receipts(emu, shift):
+        sign = -1 if doc["receipt_type"] == "sell_return" else 1
+        out += [Decimal(sign * item["amount"]) / 100 for item in doc["items"]]
+    return out
+
+
+def test_receipt_discounts_load_in_1c_as_the_fn_recorded(one_register, folder, request, emulator):
+    """1C matches a receipt discount (35) by receipt number over the whole file and gives the rest
+    to the wrong position; receipt numbers start again each shift. What 1C loads must still be,
+    position by position, what the FN recorded: over one shift and over two in one file."""
+    _, client = _one_app(request, folder)
+    path = folder / "Pos1.rep"
+
+    def shift_of_receipts() -> None:
+        sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+        # 45.00 × 3 less 1.00: shares 0.34 / 0.33 / 0.33, none of them 1C's Round(…, 2) split.
+        sell(client, 1, [{"code": "103"}, {"code": "103"}, {"code": "103"}],
+             payments=[{"type": "cash", "amount": "134"}], discount="1.00")
+        # Own discounts, a repeated code, a receipt discount on top.
+        sell(client, 1, [{"code": "101", "discount": "0.90"}, {"code": "103"}, {"code": "101", "quantity": 2}],
+             payments=[{"type": "electronic", "amount": "311.79"}], discount="2.01")
+        sell(client, 1, [{"code": "101"}], payments=[{"type": "cash", "amount": "89.90"}], type="sell_return")
+
+    shift_of_receipts()
+    close_shift(client, 1)
+    one = report_done(folder, 1)
+    assert [p["amount"] for p in one.loaded] == _fn_positions(emulator, 1)
+
+    shift_of_receipts()  # the same receipt numbers again in shift 2
+    close_shift(client, 1)
+    two = report_done(folder, 1, blocks=2)
+    assert [b.header for b in two.blocks] == [("#", "1", "1"), ("#", "1", "2")]
+    assert [p["amount"] for p in two.loaded] == _fn_positions(emulator, 1) + _fn_positions(emulator, 2)
+    totals = [d["total"] * (-1 if d["receipt_type"] == "sell_return" else 1)
+              for shift in (1, 2) for d in emulator_receipts(emulator, shift)]
+    assert sum(p["amount"] for p in two.loaded) == Decimal(sum(totals)) / 100
+    assert path.read_bytes().count(b";35;") == 0
 
 
 def test_z_by_the_24_hour_rule_is_exported(client, folder, emulator):

@@ -227,7 +227,6 @@ class Ledger:
             extra = payload.get("extra") or {}
             out.docs.append(SaleDoc(
                 when=when, number=res.receipt_number, receipt=receipt, codes=extra.get("codes") or (),
-                item_discounts=extra.get("item_discounts"),
                 coefficients=extra.get("coefficients") or (),
             ))
             if income:

@@ -57,8 +57,7 @@ def fill_from_catalogue(items: list[dict[str, Any]], device: int, prefix: str, *
             item["unit"] = KILOGRAM
     if exchange is None:
         return None
-    # The report writes each item's own discount (type 15) apart from its share of the receipt's (35).
-    extra: dict[str, Any] = {"codes": codes, "item_discounts": [int(item.get("discount") or 0) for item in items]}
+    extra: dict[str, Any] = {"codes": codes}
     if any(c != "1" for c in coefficients):
         extra["coefficients"] = coefficients
     return extra
