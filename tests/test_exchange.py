@@ -702,6 +702,26 @@ def test_unknown_code_or_barcode_is_refused(one_register, folder, request, emula
     assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
 
 
+def test_goods_without_price_is_sold_only_at_a_given_price(one_register, folder, request, emulator):
+    app, client = _one_app(request, folder)
+    (folder / "Pos1.spr").write_bytes(spr("$$$ADD", "555;4600000005551;Пакет;Пакет;;;0;0;0;0;0;;0;0;0;0;1"))
+    assert eventually(lambda: marker(folder / "Pos1.spr") == "@")
+    assert app.extensions[EXTENSION].catalogue.get(STORE_A, "555").price == 0
+    res = client.post_json(f"{API}/receipts", {"items": [{"code": "103"}, {"code": "555"}],
+                                               "payments": [{"type": "cash", "amount": 100}]}, status=422)
+    assert res.json["error"]["field"] == "items.1.price" and "нет цены" in res.json["error"]["message"]
+    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
+              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
+                       "goods": [{"name": "", "barcode": "4600000005551", "kol": 1, "dep": 0, "discount": 0}]}}
+    res = client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
+                      status=422)
+    assert "data.goods.0.price" in res.json["error"] and "нет цены" in res.json["error"]
+    assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
+    # With the price in the request it sells: name, VAT and code still come from the catalogue.
+    done = sell(client, 1, [{"code": "555", "price": "3.00"}], payments=[{"type": "cash", "amount": 3}])
+    assert done["total"] == 300
+
+
 def test_reconciliation_mismatch_is_logged_and_shown(one_register, folder, request, caplog):
     app, client = _one_app(request, folder)
     exchange = app.extensions[EXTENSION]

@@ -64,7 +64,6 @@ def test_loaded_file_is_not_read():
     ("0;;Молоко;Молоко;89.90;1;0;0;0;0;0;;0;0;0;0;1", 4, "код товара «0»"),
     ("101;;;;89.90;1;0;0;0;0;0;;0;0;0;0;1", 4, "нет наименования"),
     ("101;;Молоко;Молоко;89,901;1;0;0;0;0;0;;0;0;0;0;1", 4, "больше двух знаков"),
-    ("101;;Молоко;Молоко;;1;0;0;0;0;0;;0;0;0;0;1", 4, "не указана цена"),
     ("101;;Молоко;Молоко;1;1;0;2;0;0;0;;0;0;0;0;1", 4, "весовой"),
     ("#101", 4, "нужны код товара и штрихкод"),
     ("$$$DELETEALLWARES", 4, "Frontol"),
@@ -74,6 +73,13 @@ def test_malformed_line_names_line_and_problem(line, where, text):
     with pytest.raises(GoodsFileError) as err:
         parse_goods_file(spr("$$$CLR", line))
     assert err.value.line == where and text in err.value.message
+
+
+def test_empty_price_is_zero_not_a_bad_file():
+    # 1C writes the price with Format(Price, "ND=15; NFD=2; NDS=.; NG=0"), which gives "" for 0:
+    # a goods item without a price in 1C must not keep the whole catalogue out.
+    parsed = parse_goods_file(spr("$$$CLR", GOODS, "555;;Пакет бесплатный;Пакет;;;0;0;0;0;0;;0;0;0;0;1"))
+    assert [(g.code, g.price) for g in parsed.goods] == [("101", 8990), ("555", 0)]
 
 
 def test_bad_header_and_encoding():

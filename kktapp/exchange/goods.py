@@ -54,6 +54,7 @@ class Goods:
     name: str
     short_name: str = ""
     barcode: str = ""
+    #: 0 = no price in 1C (an empty field 5).
     price: int = 0
     weighted: bool = False
     is_group: bool = False
@@ -205,9 +206,10 @@ def parse_goods_line(text: str, number: int) -> Goods:
     weighted = f[7]
     if weighted not in ("", "0", "1"):
         raise GoodsFileError(number, f"поле 8 (весовой товар) «{weighted}»: ожидается 1 или 0")
+    # An empty price is 0: 1C formats the price with "ND=15; NFD=2; NDS=.; NG=0", which gives ""
+    # for 0. Such an item is in the catalogue but is sold only at a price the request gives
+    # (kktapp.web.sale), never at 0.
     price = _price(f[4], number)
-    if not is_group and not f[4]:
-        raise GoodsFileError(number, f"у товара {code} не указана цена")
     parent = f[15]
     return Goods(
         code=code, name=name or short, short_name=short, barcode=_barcode(f[1], number), price=price,
