@@ -46,6 +46,29 @@ def test_goods_lines_groups_and_barcodes():
     assert parsed.skipped == 1
 
 
+def test_barcode_lines_as_1c_writes_them():
+    # 1C: "# " + code;barcode;TrimAll(full name);TrimAll(name);price;;;;;Factor: the names keep ";"
+    # and run past 100 characters, the factor is in 1C's default number format.
+    long = "Ж" * 150
+    parsed = parse_goods_file(spr(
+        "$$$CLR", GOODS,
+        "# 101;4600000000024;Молоко; 3,2% «Весёлый»;Молоко;89.90;;;;;1",
+        "# 101;4600000000031;Молоко;Молоко;89.90;;;;;1\u00a0000",
+        "# 101;4600000000048;Молоко;Молоко;89.90;;;;;0,5",
+        f"# 101;4600000000055;{long};{long};89.90;;;;;1",
+        "#101;4600000000062;Молоко упаковка;Молоко 6 шт;519.00;;;;;6",
+    ))
+    assert [(b.code, b.barcode, b.coefficient, b.price, b.name) for b in parsed.barcodes] == [
+        ("101", "4600000000024", Decimal(1), 8990, ""),  # names not split: the goods item's are used
+        ("101", "4600000000031", Decimal(1000), 8990, "Молоко"),
+        ("101", "4600000000048", Decimal("0.5"), 8990, "Молоко"),
+        ("101", "4600000000055", Decimal(1), 8990, ""),
+        ("101", "4600000000062", Decimal(6), 51900, "Молоко 6 шт"),
+    ]
+    with pytest.raises(GoodsFileError, match="коэффициент «шесть»"):
+        parse_goods_file(spr("$$$CLR", GOODS, "# 101;4600000000024;Молоко;Молоко;89.90;;;;;шесть"))
+
+
 def test_add_command_and_options():
     assert parse_goods_file(spr("$$$ADD", GOODS)).replace is False
     assert parse_goods_file(spr("$$$CLR{NO_TOV}{USR}", GOODS)).replace is False

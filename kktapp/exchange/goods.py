@@ -26,6 +26,8 @@ LOADED = "@"
 ENCODING = "cp1251"
 #: Fields of a goods or group line as 1C writes it.
 GOODS_FIELDS = 17
+#: Fields of a ``#`` (extra barcode) line as 1C writes it when its names hold no ``;``.
+BARCODE_FIELDS = 10
 #: Longest goods code: a number of up to 13 digits.
 MAX_CODE = 13
 #: Longest barcode kept (EAN-13 and the internal codes 1C generates fit).
@@ -219,25 +221,49 @@ def parse_goods_line(text: str, number: int) -> Goods:
     )
 
 
+def _coefficient(value: str, number: int) -> Decimal:
+    # 1C writes Factor with its default number format: "1 000" (a no-break space groups the
+    # digits), "0,5" (a decimal comma). Empty or 0 means one unit.
+    plain = "".join(value.split()).replace(",", ".")
+    if plain in ("", "0"):
+        return Decimal(1)
+    try:
+        coefficient = Decimal(plain)
+    except InvalidOperation:
+        raise GoodsFileError(number, f"коэффициент «{value}» не число") from None
+    if not coefficient.is_finite() or coefficient <= 0:
+        raise GoodsFileError(number, f"коэффициент «{value}» должен быть больше нуля")
+    return coefficient
+
+
 def parse_barcode_line(text: str, number: int) -> ExtraBarcode:
-    """``#code;barcode;name;short name;price;;;;;coefficient``: an extra barcode or a package."""
+    """``# code;barcode;full name;short name;price;;;;;coefficient``: an extra barcode or a package.
+
+    1C's Кассир module writes this line as ``"# " + code;barcode;TrimAll(full name);TrimAll(name);
+    price;;;;;Factor`` (file-exchange.md §0 source 1): unlike on the goods line, the names go
+    through TrimAll only, so they may hold ``;`` and run past 100 characters, and Factor has 1C's
+    default number format. What the line is for is its code, barcode and factor (ДЭНСИ reads just
+    those, fields 1, 2 and 10); the price (1C writes the goods item's own) sets what a package
+    sells at. So code and barcode are read from the front, price and factor from the end
+    (``price;;;;;factor``), and the names only when they cannot be mis-split (exactly 10 fields)
+    and fit a receipt; otherwise the goods item's own names are used (1C writes the same ones).
+    """
     f = _fields(text[1:])
     if len(f) < 2 or not f[1]:
         raise GoodsFileError(number, "в строке #штрихкода нужны код товара и штрихкод")
-    coefficient = Decimal(1)
-    if len(f) >= 10 and f[9] not in ("", "0"):
-        try:
-            coefficient = Decimal(f[9].replace(",", "."))
-        except InvalidOperation:
-            raise GoodsFileError(number, f"коэффициент «{f[9]}» не число") from None
-        if not coefficient.is_finite() or coefficient <= 0:
-            raise GoodsFileError(number, f"коэффициент «{f[9]}» должен быть больше нуля")
-    short = f[3] if len(f) > 3 else ""
-    return ExtraBarcode(
-        code=_code(f[0], number), barcode=_barcode(f[1], number),
-        name=_name(short or (f[2] if len(f) > 2 else ""), number, "наименование"),
-        price=_price(f[4], number) if len(f) > 4 else 0, coefficient=coefficient, line=number,
-    )
+    if len(f) >= BARCODE_FIELDS:
+        price, coefficient = _price(f[-6], number), _coefficient(f[-1], number)
+        names = f[2:-6]
+    else:
+        # A shorter line from another producer: code; barcode; full name; short name; price.
+        price, coefficient = (_price(f[4], number) if len(f) > 4 else 0), Decimal(1)
+        names = f[2:4]
+    name = ""
+    if len(names) <= 2:
+        name = names[-1] if len(names) == 2 and names[1] else (names[0] if names else "")
+        name = name if len(name) <= MAX_NAME else ""
+    return ExtraBarcode(code=_code(f[0], number), barcode=_barcode(f[1], number), name=name, price=price,
+                        coefficient=coefficient, line=number)
 
 
 def mark_loaded(data: bytes) -> int:
