@@ -114,6 +114,35 @@ def test_bad_header_and_encoding():
         parse_goods_file(b"##@@&&\r\n#\r\n\x98\r\n")
 
 
+#: Real goods names in windows-1251: capitals, ё/Ё, №, «», digits, short and long words.
+CP1251_NAMES = (
+    "Молоко «Весёлый молочник» 3,2% 1 л", "Сыр «Российский» весовой", "Хлеб «Бородинский» №1", "Кефир 1%",
+    "ВЕСЁЛЫЙ МОЛОЧНИК", "СЁМГА", "Ёрш", "ЁЖ", "Яйцо С0 №10", "Чай чёрный", "Мука в/с", "Сахар-песок",
+    "Гречка ядрица", "ЯБЛОКИ", "Щука", "Э", "Ю", "Ы", "Пакет-майка", "Колбаса «Докторская» ГОСТ",
+)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_utf8_goods_file_is_refused_naming_the_encoding(bom):
+    data = bom + spr("$$$CLR", GOODS).decode("cp1251").encode("utf-8")
+    with pytest.raises(GoodsFileError) as err:
+        parse_goods_file(data)
+    assert "UTF-8" in err.value.message and "windows-1251" in err.value.message and "ANSI" in err.value.message
+    assert ("BOM" in err.value.message) == bool(bom)
+
+
+def test_cp1251_russian_text_is_never_taken_for_utf8():
+    for name in CP1251_NAMES:
+        raw = name.encode("cp1251")
+        with pytest.raises(UnicodeDecodeError):
+            raw.decode("utf-8")  # each name alone is already invalid UTF-8
+    lines = [f"{100 + i};;{name};{name[:20]};1.00;1.000;0;0;0;0;0;;0;0;0;0;1" for i, name in enumerate(CP1251_NAMES)]
+    parsed = parse_goods_file(spr("$$$CLR", *lines))
+    assert [g.name for g in parsed.goods] == list(CP1251_NAMES)
+    # Latin-only UTF-8 is plain ASCII: nothing to tell apart, read as it is.
+    assert parse_goods_file(spr("$$$CLR", "101;;Milk;Milk;1.00;1;0;0;0;0;0;;0;0;0;0;1")).goods[0].name == "Milk"
+
+
 def test_catalogue_load_is_all_or_nothing(tmp_path):
     catalogue = Catalogue(ExchangeDb(str(tmp_path / "x.sqlite3")))
     catalogue.load("A", parse_goods_file(spr("$$$CLR", GOODS)), "Pos1.spr")

@@ -24,6 +24,12 @@ NOT_LOADED = "#"
 LOADED = "@"
 #: The file's encoding: 1C writes "ANSI", windows-1251 on a Russian Windows.
 ENCODING = "cp1251"
+#: What the operator changes in 1C when a goods file comes in another encoding.
+ENCODING_HINT = "в карточке ККМ в 1С выберите кодировку текста ANSI (windows-1251)"
+#: The byte order mark 1C (and most editors) put at the start of a UTF-8 text file.
+UTF8_BOM = b"\xef\xbb\xbf"
+#: Letters of Russian text: what a UTF-8 goods file from 1C is made of beyond ASCII.
+RUSSIAN_LETTERS = frozenset(chr(c) for c in range(0x410, 0x450)) | {"Ё", "ё"}
 #: Fields of a goods or group line as 1C writes it.
 GOODS_FIELDS = 17
 #: Fields of a ``#`` (extra barcode) line as 1C writes it when its names hold no ``;``.
@@ -98,6 +104,34 @@ class GoodsFile:
     lines: dict[str, int] = field(default_factory=dict)
 
 
+def _utf8_text(data: bytes) -> bool:
+    """Whether a file without a BOM is Russian text in UTF-8 rather than windows-1251.
+
+    windows-1251 Cyrillic is practically never valid UTF-8: its lowercase letters (0xE0-0xFF) are
+    UTF-8 lead bytes of 3 or 4 bytes that need two or three bytes 0x80-0xBF after them, which in
+    windows-1251 are rare signs (Ё, №, «»), and its capitals (0xC0-0xDF) need one. So the whole
+    file must decode strictly, and most of what is beyond ASCII must be Russian letters.
+    """
+    if data.isascii():
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    wide = [c for c in text if ord(c) > 0x7F]
+    return sum(c in RUSSIAN_LETTERS for c in wide) * 2 > len(wide)
+
+
+def check_encoding(data: bytes) -> None:
+    """Refuse a UTF-8 goods file: read as windows-1251 it would load garbled names without a word."""
+    if data.startswith(UTF8_BOM):
+        raise GoodsFileError(0, f"файл в кодировке UTF-8 (с меткой BOM), а нужна windows-1251 (ANSI): "
+                                f"{ENCODING_HINT}")
+    if _utf8_text(data):
+        raise GoodsFileError(0, f"файл в кодировке UTF-8 (русские буквы по два байта), а нужна windows-1251 "
+                                f"(ANSI): {ENCODING_HINT}")
+
+
 def split_lines(data: bytes) -> list[str]:
     """windows-1251 bytes → lines without CR/LF; an undecodable byte names its line."""
     raw = data.split(b"\n")
@@ -109,12 +143,13 @@ def split_lines(data: bytes) -> list[str]:
             lines.append(chunk.rstrip(b"\r").decode(ENCODING))
         except UnicodeDecodeError as exc:
             raise GoodsFileError(number, f"байт 0x{chunk[exc.start]:02X} не из кодировки windows-1251 (ANSI); "
-                                         "в карточке ККМ в 1С выберите кодировку ANSI") from None
+                                         f"{ENCODING_HINT}") from None
     return lines
 
 
 def parse_goods_file(data: bytes) -> GoodsFile:
     """Parse a whole goods file; the first bad line raises :class:`GoodsFileError`."""
+    check_encoding(data)
     lines = split_lines(data)
     if not lines or lines[0].strip() != SIGNATURE:
         raise GoodsFileError(1, f"первая строка должна быть {SIGNATURE} (файл не в формате «Штрих-М: Кассир 5»)")

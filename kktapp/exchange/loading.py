@@ -101,7 +101,7 @@ class GoodsLoader:
         except GoodsFileError as exc:
             self._bad[path] = version
             self.status.problem(f"goods:{store.name}",
-                                f"Файл товаров {path} не загружен: строка {exc.line}: {exc.message}. Каталог "
+                                f"Файл товаров {path} не загружен: {exc}. Каталог "
                                 "магазина не изменён; исправьте выгрузку в 1С и выгрузите товары снова.")
             return
         with open(path, "r+b") as f:
