@@ -13,6 +13,7 @@ the seed's rule).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -757,6 +758,40 @@ def test_goods_file_without_flag_waits_until_it_settles(one_register, folder, re
     assert marker(path) == "#"
     assert eventually(lambda: (exchange.poll(), marker(path) == "@")[1], timeout=10, interval=0.1)
     assert exchange.catalogue.count(STORE_A) == 3
+
+
+def test_goods_folder_missing_or_wrong_path_is_shown(one_register, folder, request):
+    missing = folder / "nope"
+    one_register["DEVICES"][0]["goods_file"] = str(missing / "Pos1.spr")
+    app = request.getfixturevalue("app")
+    exchange = app.extensions[EXTENSION]
+    request.addfinalizer(exchange.stop)
+
+    def load() -> dict:
+        exchange.poll()
+        return exchange.status()["stores"][0]["load"] or {}
+
+    assert load()["level"] == "error"
+    assert f"Папка {missing} не найдена" in load()["message"] and "Pos1.spr" in load()["message"]
+    missing.mkdir()
+    assert load()["level"] == "ok" and str(missing) in load()["message"]
+    (missing / "Pos1.spr").mkdir()  # a wrong path: a folder where the file should be
+    assert load()["level"] == "error"
+    assert "папка, а не файл (Is a directory)" in load()["message"]
+
+
+def test_report_write_error_reads_in_russian(one_register, folder, request, monkeypatch):
+    _, client = _one_app(request, folder)
+
+    def denied(path: str, content: bytes) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr("kktapp.exchange.export.write_atomically", denied)
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    close_shift(client, 1)
+    status = lambda: client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]  # noqa: E731
+    assert eventually(lambda: (status()["registers"][0]["report"] or {}).get("level") == "error")
+    assert "нет прав на запись (Permission denied)" in status()["registers"][0]["report"]["message"]
 
 
 def test_report_folder_missing_is_shown_and_retried(one_register, folder, request, emulator):

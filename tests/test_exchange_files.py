@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from kktapp.exchange.db import ExchangeDb
 from kktapp.exchange.goods import GoodsFileError, parse_goods_file
 from kktapp.exchange.report import CashDoc, SaleDoc, build_block, merged_content
 from kktapp.exchange.settings import load_settings
+from kktapp.exchange.status import os_error_text
 
 
 def spr(*lines: str, newline: str = "\r\n", marker: str = "#") -> bytes:
@@ -266,3 +268,17 @@ def test_new_fn_starts_shift_numbers_again_and_loses_nothing(tmp_path):
     assert ledger.exported(1, 7, "FN-A") and not ledger.exported(1, 1)
     ledger.close()
     journal.close()
+
+
+# --------------------------------------------------------------------------- what the operator reads
+
+
+def test_os_errors_read_in_russian_with_the_system_words_kept():
+    denied = PermissionError(errno.EACCES, "Permission denied", "/srv/exchange/Pos1.rep")
+    assert os_error_text(denied, writing=True) == "нет прав на запись (Permission denied): /srv/exchange/Pos1.rep"
+    assert os_error_text(denied).startswith("нет прав на чтение (Permission denied)")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert os_error_text(full, writing=True) == "нет места на диске (No space left on device)"
+    assert os_error_text(OSError(errno.ENOTDIR, "Not a directory", "/a/b")).startswith("часть пути — не папка")
+    # An error without a number keeps its own words.
+    assert os_error_text(OSError("power cut")) == "power cut"

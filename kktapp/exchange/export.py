@@ -16,7 +16,7 @@ from ..domain import FiscalResult, format_rub
 from .ledger import Ledger, ShiftDocs
 from .report import Block, build_block, header_present, merged_content, write_atomically
 from .settings import ExchangeSettings, Register
-from .status import StatusBoard
+from .status import StatusBoard, os_error_text
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ShiftExporter:
                 self.export(register, fn, shift)
             except OSError as exc:
                 self.status.problem(f"report:{register.number}", f"Отчёт о смене {shift} кассы {register.number} "
-                                    f"не записан в {register.report_file}: {exc.strerror or exc}. "
+                                    f"не записан в {register.report_file}: {os_error_text(exc, writing=True)}. "
                                     "Сервис повторит запись.")
                 return
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .catalogue import Catalogue
 from .goods import GoodsFileError, mark_loaded, parse_goods_file
 from .settings import ExchangeSettings, Register, Store
-from .status import StatusBoard
+from .status import StatusBoard, os_error_text
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +39,25 @@ class GoodsLoader:
         self._seen: dict[str, _Seen] = {}
         #: Goods files (size, mtime) known bad: not read again until they change.
         self._bad: dict[str, tuple[int, int]] = {}
+        #: Status keys of stores whose goods folder or file could not be reached last time.
+        self._unreachable: set[str] = set()
 
     def run(self, store: Store) -> None:
         """One look at the store's goods files; unreadable files are shown, not raised."""
+        key = f"goods:{store.name}"
         try:
-            self._run(store)
+            self._run(store, key)
         except OSError as exc:
             # Unreadable folder or file (rights, a share gone): say so, go on with the rest.
-            self.status.problem(f"goods:{store.name}", f"Файл товаров магазина «{store.name}» не прочитан: "
-                                f"{exc.strerror or exc} ({exc.filename or ''}). Сервис повторит попытку.")
+            self._unreachable.add(key)
+            self.status.problem(key, f"Файл товаров магазина «{store.name}» не прочитан: {os_error_text(exc)}. "
+                                "Сервис повторит попытку.")
 
-    def _run(self, store: Store) -> None:
+    def _run(self, store: Store, key: str) -> None:
         main = store.main
         if main is None:
             return
-        if main.goods_file:
+        if main.goods_file and self._folder_there(main, key):
             st = self._ready(main.goods_file, main)
             # A loaded file (line 2 "@") is only peeked at: a large catalogue is not re-read every poll.
             if (st is not None and self._bad.get(main.goods_file) != (st.st_size, st.st_mtime_ns)
@@ -66,6 +70,24 @@ class GoodsLoader:
                 _remove(other.goods_file)
                 log.info("обмен с 1С: удалён файл товаров %s (касса %d не основная в магазине «%s»)",
                          other.goods_file, other.number, store.name)
+
+    def _folder_there(self, main: Register, key: str) -> bool:
+        """Whether the goods file's folder exists; a missing one is an error on the status page.
+
+        Without this check a wrong path or an unmounted share looks like "no goods file yet" forever.
+        """
+        folder = os.path.dirname(os.path.abspath(main.goods_file))
+        if not os.path.isdir(folder):
+            self._unreachable.add(key)
+            self.status.problem(key, f"Папка {folder} не найдена: файл товаров {main.goods_file} кассы № "
+                                f"{main.number} в ней не появится. Проверьте goods_file в DEVICES и что общая "
+                                "папка подключена; товары не загружаются.")
+            return False
+        if key in self._unreachable:
+            self._unreachable.discard(key)
+            self._bad.pop(main.goods_file, None)  # a bad file seen before is read (and shown) again
+            self.status.ok(key, f"Папка {folder} доступна; нового файла товаров в ней нет.")
+        return True
 
     def _ready(self, path: str, register: Register) -> os.stat_result | None:
         """The goods file's stat when it may be read: complete by the flag file, or settled."""
