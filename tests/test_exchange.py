@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -386,10 +388,75 @@ def test_goods_file_waits_for_the_flag_file(app_config, emulator, folder, reques
         assert marker(folder / "Pos1.spr") == "#"
         (folder / "Pos1.spr").write_bytes(GOODS_A)
         flag.write_bytes(b"")
+        exchange.poll()  # the file changed since the last poll: not read yet, even with the flag
+        assert marker(folder / "Pos1.spr") == "#"
         exchange.poll()
         assert marker(folder / "Pos1.spr") == "@" and not flag.exists()
     finally:
         exchange.stop()
+
+
+def _stamp(path: Path, seconds: float) -> None:
+    """Set a file's modification time (1C's writes are seconds apart, the test's are not)."""
+    ns = int(seconds * 1e9)
+    os.utime(path, ns=(ns, ns))
+
+
+def test_flag_never_lets_a_changing_file_be_read(app_config, emulator, folder, request):
+    flag, goods = folder / "Pos1.flg", folder / "Pos1.spr"
+    app_config.update(
+        DEVICES=[{"number": 1, "url": emulator.url, "store": STORE_A, "goods_file": str(goods),
+                  "goods_flag_file": str(flag)}],
+        EXCHANGE_POLL_SECONDS=3600, EXCHANGE_SETTLE_SECONDS=2,
+    )
+    exchange = request.getfixturevalue("app").extensions[EXTENSION]
+    request.addfinalizer(exchange.stop)
+
+    def export(count: int) -> tuple[bytes, bytes]:
+        """A full export of ``count`` goods and the part of it 1C has written halfway."""
+        data = spr("$$$CLR", *[f"{100 + i};;Товар {i};Товар {i};1.00;1.000;0;0;0;0;0;;0;0;0;0;1" for i in range(count)])
+        return data[:data.index(b"\r\n", len(data) // 2) + 2], data
+
+    t = time.time() - 100
+    half, full = export(50)
+
+    # A file growing between polls under a flag 1C wrote after it: read only once it stops.
+    goods.write_bytes(half)
+    _stamp(goods, t)
+    flag.write_bytes(b"")
+    _stamp(flag, t)
+    exchange.poll()
+    goods.write_bytes(full)
+    _stamp(goods, t + 1)
+    _stamp(flag, t + 1)
+    exchange.poll()
+    assert marker(goods) == "#" and exchange.catalogue.count(STORE_A) == 0
+    exchange.poll()
+    assert marker(goods) == "@" and exchange.catalogue.count(STORE_A) == 50 and not flag.exists()
+
+    # A rejected file keeps its flag; the next export must not be read on that stale flag.
+    goods.write_bytes(spr("$$$CLR", "101;;Молоко;Молоко;сто;1;0;0;0;0;0;;0;0;0;0;1"))
+    _stamp(goods, t + 10)
+    flag.write_bytes(b"")
+    _stamp(flag, t + 10)
+    exchange.poll()
+    exchange.poll()
+    assert "не загружен" in exchange.status()["stores"][0]["load"]["message"] and flag.exists()
+    half, full = export(60)
+    goods.write_bytes(half)  # 1C is writing the next export
+    _stamp(goods, t + 20)
+    for _ in range(3):
+        exchange.poll()
+    assert marker(goods) == "#" and exchange.catalogue.count(STORE_A) == 50
+    goods.write_bytes(full)
+    _stamp(goods, t + 21)
+    exchange.poll()
+    exchange.poll()
+    assert marker(goods) == "#"  # complete, but 1C has not written its flag yet
+    flag.write_bytes(b"")
+    _stamp(flag, t + 22)
+    exchange.poll()
+    assert marker(goods) == "@" and exchange.catalogue.count(STORE_A) == 60
 
 
 # --------------------------------------------------------------------------- sales and reports

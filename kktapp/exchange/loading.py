@@ -1,15 +1,18 @@
 """Goods files → catalogue: when a file may be read, loading it, marking it, the other registers' files.
 
-Per store: the main register's goods file is loaded once it is complete (1C's flag file when
-configured, otherwise once its size and time have settled), then line 2 becomes ``@`` as a
+Per store: the main register's goods file is loaded once it is complete (its size and time
+unchanged since the previous poll, and then 1C's flag file written after it when one is
+configured, otherwise EXCHANGE_SETTLE_SECONDS of no change), then line 2 becomes ``@`` as a
 register marks it; the goods files of the store's other registers are deleted, as the seed's
 service does (1C refuses its next partial export while a previous file is still unloaded).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 
@@ -90,21 +93,29 @@ class GoodsLoader:
         return True
 
     def _ready(self, path: str, register: Register) -> os.stat_result | None:
-        """The goods file's stat when it may be read: complete by the flag file, or settled."""
+        """The goods file's stat when it may be read: unchanged since the previous poll, and then
+        complete by a fresh flag file (when one is configured) or settled for EXCHANGE_SETTLE_SECONDS.
+
+        The flag alone is not enough: one left from an earlier export (say, of a file that was
+        refused and never marked, so the flag stayed) would let a file 1C is still writing be
+        read. So a file is never read in the poll that first sees its size and time, and a flag
+        counts only when it is not older than the file, as 1C writes it after the file.
+        """
         try:
             st = os.stat(path)
         except FileNotFoundError:
             self._seen.pop(path, None)
             return None
-        if register.flag_file:
-            return st if os.path.exists(register.flag_file) else None
+        if stat.S_ISDIR(st.st_mode):
+            # A wrong goods_file (the folder's path): shown at once, not a file that never settles.
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         seen = self._seen.get(path)
         now = time.monotonic()
         if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
             self._seen[path] = _Seen(st.st_size, st.st_mtime_ns, now)
-            if self.settings.settle_seconds > 0:
-                return None
-            return st
+            return None
+        if register.flag_file:
+            return st if _flag_after(register.flag_file, st) else None
         return st if now - seen.since >= self.settings.settle_seconds else None
 
     def _load(self, store: Store, main: Register, st: os.stat_result) -> None:
@@ -142,6 +153,14 @@ class GoodsLoader:
         self.status.ok(f"goods:{store.name}",
                        f"Загружен {os.path.basename(path)}: {mode}, товаров {goods}, "
                        f"доп. штрихкодов {len(parsed.barcodes)}, {time.strftime('%d.%m.%Y %H:%M:%S')}")
+
+
+def _flag_after(flag: str, goods: os.stat_result) -> bool:
+    """The flag file exists and was written no earlier than the goods file."""
+    try:
+        return os.stat(flag).st_mtime_ns >= goods.st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def _loaded_already(path: str) -> bool:
