@@ -12,6 +12,7 @@ the seed's rule).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import errno
 import json
@@ -30,6 +31,7 @@ from kktapp import create_app
 from kktapp.atol.emulator import Emulator
 from kktapp.exchange import EXTENSION
 from kktapp.exchange.ledger import Ledger
+from kktapp.exchange.loading import GoodsLoader
 from kktapp.web.schemas import GoodsListSchema
 
 STORE_A = "Магазин на Ленина"
@@ -457,6 +459,44 @@ def test_flag_never_lets_a_changing_file_be_read(app_config, emulator, folder, r
     _stamp(flag, t + 22)
     exchange.poll()
     assert marker(goods) == "@" and exchange.catalogue.count(STORE_A) == 60
+
+
+def test_goods_file_that_cannot_be_marked_is_applied_once_and_said_so(one_register, folder, request, monkeypatch):
+    app, _ = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    path = folder / "Pos1.spr"
+
+    def loads() -> int:
+        return exchange.db.conn().execute("SELECT COUNT(*) FROM loads").fetchone()[0]
+
+    def read_only(name: str, mode: str = "r", *args: Any, **kwargs: Any):
+        # A goods file 1C shares read-only (chmod would not stop the tests: they may run as root).
+        if name == str(path) and ("+" in mode or "w" in mode):
+            raise PermissionError(errno.EACCES, "Permission denied", name)
+        return builtins.open(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr("kktapp.exchange.loading.open", read_only, raising=False)
+    before = loads()
+    path.write_bytes(spr("$$$CLR", "104;;Кефир;Кефир;65.00;5.000;0;0;0;0;0;;0;0;0;0;1"))
+    for _ in range(6):
+        exchange.poll()
+    assert loads() == before + 1 and marker(path) == "#"
+    assert [g.code for g in exchange.catalogue.search(STORE_A)[0]] == ["104"]
+    status = exchange.status()["stores"][0]["load"]
+    assert status["level"] == "error" and "не прочитан" not in status["message"]
+    assert "загружен" in status["message"] and "товаров 1" in status["message"]
+    assert "отметку @ записать не удалось: нет прав на запись (Permission denied)" in status["message"]
+
+    # A restart forgets what this process saw; the catalogue remembers what it applied.
+    exchange.loader = GoodsLoader(exchange.settings, exchange.catalogue, exchange.board)
+    for _ in range(4):
+        exchange.poll()
+    assert loads() == before + 1
+
+    # Rights fixed: the file is marked, nothing applied again.
+    monkeypatch.undo()
+    assert eventually(lambda: marker(path) == "@" and exchange.status()["stores"][0]["load"]["level"] == "ok")
+    assert loads() == before + 1
 
 
 # --------------------------------------------------------------------------- sales and reports

@@ -10,14 +10,15 @@ service does (1C refuses its next partial export while a previous file is still 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .catalogue import Catalogue
-from .goods import GoodsFileError, mark_loaded, parse_goods_file
+from .catalogue import AppliedFile, Catalogue
+from .goods import LOADED, GoodsFile, GoodsFileError, mark_loaded, parse_goods_file
 from .settings import ExchangeSettings, Register, Store
 from .status import StatusBoard, os_error_text
 
@@ -31,6 +32,14 @@ class _Seen:
     since: float
 
 
+@dataclass(frozen=True)
+class _Applied:
+    """A goods file taken into the catalogue whose "@" is not written yet."""
+
+    version: tuple[int, int]
+    summary: str
+
+
 class GoodsLoader:
     """Loads the stores' goods files; keeps per-process memory of what it has seen."""
 
@@ -42,6 +51,8 @@ class GoodsLoader:
         self._seen: dict[str, _Seen] = {}
         #: Goods files (size, mtime) known bad: not read again until they change.
         self._bad: dict[str, tuple[int, int]] = {}
+        #: Goods files taken in whose "@" could not be written yet, by path (size and time as read).
+        self._applied: dict[str, _Applied] = {}
         #: Status keys of stores whose goods folder or file could not be reached last time.
         self._unreachable: set[str] = set()
 
@@ -61,11 +72,17 @@ class GoodsLoader:
         if main is None:
             return
         if main.goods_file and self._folder_there(main, key):
-            st = self._ready(main.goods_file, main)
-            # A loaded file (line 2 "@") is only peeked at: a large catalogue is not re-read every poll.
-            if (st is not None and self._bad.get(main.goods_file) != (st.st_size, st.st_mtime_ns)
-                    and not _loaded_already(main.goods_file)):
-                self._load(store, main, st)
+            path = main.goods_file
+            applied = self._applied.get(path)
+            if applied is not None and _version(path) == applied.version:
+                # Taken in already, only its "@" could not be written: try that again, read nothing.
+                self._mark(store, main, applied)
+            else:
+                st = self._ready(path, main)
+                # A loaded file (line 2 "@") is only peeked at: a large catalogue is not re-read every poll.
+                if (st is not None and self._bad.get(path) != (st.st_size, st.st_mtime_ns)
+                        and not _loaded_already(path)):
+                    self._load(store, main, st)
         # Goods files of the other registers are never loaded; while one lies there, 1C refuses
         # the next partial export to that register ("товары предыдущей выгрузки ещё не получены").
         for other in store.registers:
@@ -130,29 +147,82 @@ class GoodsLoader:
             after = os.stat(path)
             if (after.st_size, after.st_mtime_ns) != version or len(data) != st.st_size:
                 return  # still being written: next round
-            self.catalogue.load(store.name, parsed, path)
+            this = AppliedFile(path, len(data), hashlib.sha256(data).hexdigest())
+            last = self.catalogue.applied(store.name)
+            if this.same_file(last):
+                # Taken in before the "@" was written (a read-only file, then a restart; or a crash
+                # between the two): applying it again would, with $$$CLR, empty and refill the
+                # catalogue at every poll.
+                summary = last.summary if last is not None else ""
+                log.info("обмен с 1С: магазин «%s»: %s уже загружен (тот же файл), повторно не загружается",
+                         store.name, path)
+            else:
+                summary = _summary(parsed)
+                self.catalogue.load(store.name, parsed, path, replace(this, summary=summary))
+                goods = sum(1 for g in parsed.goods if not g.is_group)
+                log.info("обмен с 1С: магазин «%s»: загружен %s, %s: товаров %d, групп %d, штрихкодов %d",
+                         store.name, path, _mode(parsed), goods, len(parsed.goods) - goods, len(parsed.barcodes))
         except GoodsFileError as exc:
             self._bad[path] = version
             self.status.problem(f"goods:{store.name}",
                                 f"Файл товаров {path} не загружен: {exc}. Каталог "
                                 "магазина не изменён; исправьте выгрузку в 1С и выгрузите товары снова.")
             return
-        with open(path, "r+b") as f:
-            f.seek(mark_loaded(data))
-            f.write(b"@")
-            f.flush()
-            os.fsync(f.fileno())
-        self._seen.pop(path, None)
         self._bad.pop(path, None)
         if main.flag_file:
             _remove(main.flag_file)
-        mode = "замена каталога ($$$CLR)" if parsed.replace else "добавление и изменение ($$$ADD)"
-        goods = sum(1 for g in parsed.goods if not g.is_group)
-        log.info("обмен с 1С: магазин «%s»: загружен %s, %s: товаров %d, групп %d, штрихкодов %d", store.name, path,
-                 mode, goods, len(parsed.goods) - goods, len(parsed.barcodes))
-        self.status.ok(f"goods:{store.name}",
-                       f"Загружен {os.path.basename(path)}: {mode}, товаров {goods}, "
-                       f"доп. штрихкодов {len(parsed.barcodes)}, {time.strftime('%d.%m.%Y %H:%M:%S')}")
+        self._mark(store, main, _Applied(version, summary))
+
+    def _mark(self, store: Store, main: Register, applied: _Applied) -> None:
+        """Write "@" into line 2 as a register does; a file that cannot be written is said so."""
+        path, key = main.goods_file, f"goods:{store.name}"
+        self._applied[path] = applied
+        try:
+            marked = write_mark(path, applied.version)
+        except OSError as exc:
+            self.status.problem(key, f"Файл товаров {path} загружен ({applied.summary}), но отметку @ записать "
+                                f"не удалось: {os_error_text(exc, writing=True)}. Второй раз этот файл не "
+                                "загружается; пока во второй строке файла #, 1С не разрешит следующую выгрузку "
+                                "изменений: дайте пользователю сервиса право на запись в файл.")
+            return
+        del self._applied[path]
+        if marked:
+            self.status.ok(key, f"Загружен {os.path.basename(path)}: {applied.summary}")
+
+
+def _mode(parsed: GoodsFile) -> str:
+    return "замена каталога ($$$CLR)" if parsed.replace else "добавление и изменение ($$$ADD)"
+
+
+def _summary(parsed: GoodsFile) -> str:
+    """What a load did, for the status page."""
+    goods = sum(1 for g in parsed.goods if not g.is_group)
+    return (f"{_mode(parsed)}, товаров {goods}, доп. штрихкодов {len(parsed.barcodes)}, "
+            f"{time.strftime('%d.%m.%Y %H:%M:%S')}")
+
+
+def write_mark(path: str, version: tuple[int, int]) -> bool:
+    """Line 2 of the goods file becomes "@"; False (nothing written) when the file is no longer
+    the version read: 1C may have written its next export meanwhile, and an "@" there would mark
+    an unread catalogue as loaded. The check and the write are on one open file.
+    """
+    with open(path, "r+b") as f:
+        st = os.fstat(f.fileno())
+        if (st.st_size, st.st_mtime_ns) != version:
+            return False
+        f.seek(mark_loaded(f.read(4096)))
+        f.write(LOADED.encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _flag_after(flag: str, goods: os.stat_result) -> bool:
