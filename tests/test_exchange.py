@@ -730,6 +730,56 @@ def test_crash_between_z_and_write_exports_once(exchange_config, folder, emulato
         again.extensions["kkt"].journal.close()
 
 
+def _fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list:
+    """Make ``target.name`` raise once, as if the process died right there; the calls that failed."""
+    real = getattr(target, name)
+    calls: list = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            calls.append(args)
+            raise OSError("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, failing)
+    return calls
+
+
+def test_crash_after_the_write_then_1c_deletes_the_file_sends_the_shift_once(one_register, folder, request,
+                                                                             monkeypatch):
+    app, client = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    exchange.stop()  # the test polls by hand
+    path = folder / "Pos1.rep"
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    calls = _fail_once(monkeypatch, exchange.ledger, "finish")  # the file is in place, "exported" is not recorded
+    close_shift(client, 1)
+    exchange.poll()
+    assert calls and len(read_report(path).blocks) == 1 and not exchange.ledger.exported(1, 1)
+    path.unlink()  # 1C (as the seed says) loads the file and deletes it
+    exchange.poll()
+    exchange.poll()
+    assert not path.exists() and exchange.ledger.exported(1, 1)
+    assert exchange.status()["registers"][0]["report"]["level"] == "ok"
+
+
+def test_crash_before_the_rename_loses_no_shift(one_register, folder, request, monkeypatch):
+    app, client = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    exchange.stop()
+    path = folder / "Pos1.rep"
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    calls = _fail_once(monkeypatch, os, "replace")  # the block is recorded as being written, the rename never came
+    close_shift(client, 1)
+    exchange.poll()
+    monkeypatch.undo()
+    assert calls and not path.exists() and not exchange.ledger.exported(1, 1)
+    exchange.poll()
+    exchange.poll()
+    assert [b.header for b in read_report(path).blocks] == [("#", "1", "1")] and exchange.ledger.exported(1, 1)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no staged file left
+
+
 # --------------------------------------------------------------------------- more triggers and settings
 
 
@@ -893,7 +943,7 @@ def test_report_write_error_reads_in_russian(one_register, folder, request, monk
     def denied(path: str, content: bytes) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", path)
 
-    monkeypatch.setattr("kktapp.exchange.export.write_atomically", denied)
+    monkeypatch.setattr("kktapp.exchange.export.write_staged", denied)
     sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
     close_shift(client, 1)
     status = lambda: client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]  # noqa: E731

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -242,23 +241,36 @@ def merged_content(old: bytes | None, block: Block) -> tuple[bytes, str]:
     return new, "replaced"
 
 
-def write_atomically(path: str, content: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it: 1C never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kkt-", suffix=".tmp", dir=folder)
+def staging_path(path: str) -> str:
+    """Where a report file's next content is written before it is renamed into place.
+
+    One fixed name per report file in the same folder (a rename is atomic only within a file
+    system), so an export interrupted before the rename is recognised after a restart.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.kkt-tmp")
+
+
+def write_staged(staged: str, content: bytes) -> None:
+    """Write the whole new content to the staging file, on disk before this returns."""
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(staged, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o664)
-        os.replace(tmp, path)
+        os.chmod(staged, 0o664)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(staged)
         except OSError:
             pass
         raise
+
+
+def publish(staged: str, path: str) -> None:
+    """Rename the staged file over the report file: 1C sees the old file or the new, never half."""
+    os.replace(staged, path)
+    folder = os.path.dirname(os.path.abspath(path))
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
