@@ -3,7 +3,8 @@
 Files are shaped as 1C's "ККМ Offline" Кассир module writes them (file-exchange.md §2.2): ANSI
 (windows-1251), CRLF, ``##@@&&`` / ``#`` header, ``$$$CLR`` or ``$$$ADD``, 17-field goods and
 group lines, ``#``-lines with extra barcodes. Report files are read back by :class:`Report1C`,
-a reader written here from file-exchange.md §2.3 (1C's reader), not with the writer's code.
+a reader written here from 1C's own ImportReport (file-exchange.md §0 source 1), not with the
+writer's code.
 
 Two stores: "Ленина" with registers 1 (main) and 2, "Мира" with register 3 alone (its main by
 the seed's rule).
@@ -11,10 +12,14 @@ the seed's rule).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
+import errno
 import json
+import os
+import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from kktapp import create_app
 from kktapp.atol.emulator import Emulator
 from kktapp.exchange import EXTENSION
 from kktapp.exchange.ledger import Ledger
+from kktapp.exchange.loading import GoodsLoader
 from kktapp.web.schemas import GoodsListSchema
 
 STORE_A = "Магазин на Ленина"
@@ -69,18 +75,18 @@ def marker(path: Path) -> str:
 
 @dataclass
 class Receipt1C:
-    """One receipt as 1C's "Отчет отдела" loads it (positions net of discounts)."""
+    """One receipt of the file: its positions as 1C's "Отчет отдела" loads them, its payments."""
 
     kkm: int
     number: int
     positions: list[dict] = field(default_factory=list)
     payments: list[tuple[str, Decimal]] = field(default_factory=list)
     closed: Decimal | None = None
-    receipt_discount: Decimal = Decimal(0)
 
     @property
     def net(self) -> Decimal:
-        return sum((p["amount"] for p in self.positions), Decimal(0)) - self.receipt_discount
+        """What 1C takes for the receipt: the sum of its positions after 1C applied 15/35 lines."""
+        return sum((p["amount"] for p in self.positions), Decimal(0))
 
 
 @dataclass
@@ -93,8 +99,27 @@ class Block1C:
     numbers: list[int] = field(default_factory=list)
 
 
+def _round_1c(value: Decimal) -> Decimal:
+    """1C's Round(x, 2): half away from zero."""
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 class Report1C:
-    """file-exchange.md §2.3: 3-line block headers (# or @, two lines skipped), 12 fields per line."""
+    """The report file read as 1C's BPO "ККМ Offline" Кассир module's ImportReport reads it.
+
+    Written here from that module's text (file-exchange.md §0 source 1), not from the writer:
+    3-line block headers (a mid-file ``#`` skips itself and two lines), 12 fields per line.
+    1C keeps ONE array of positions for the whole file (types 11, 13 add to it) and matches the
+    adjusting types in that array, whatever block they come from:
+
+    - 15/17 (position discount): the LAST position with the same code, section and receipt
+      number (fields 8, 9, 6); the absolute value of field 12 comes off its amount (is added
+      to a negative one);
+    - 35 (receipt discount by sum, field 11): every position with the same receipt number; each
+      but "the last" takes Round(amount / 100 × percent, 2), and "the last" is the position
+      whose index in the WHOLE array equals the count of matching positions minus one (1C's
+      test ``Product.IndexInArray = Products.Count() - 1``), which gets what is left.
+    """
 
     def __init__(self, data: bytes) -> None:
         assert b"\r\n" in data and data.count(b"\n") == data.count(b"\r\n"), "CRLF line ends"
@@ -102,6 +127,8 @@ class Report1C:
         assert lines[-1] == "" and "" not in lines[:-1], "no empty line inside (1C stops reading there)"
         lines = lines[:-1]
         self.blocks: list[Block1C] = []
+        #: 1C's array of positions (its "Receipts") over the whole file, in file order.
+        self.loaded: list[dict] = []
         i = 0
         while i < len(lines):
             assert lines[i] in ("#", "@"), f"line {i + 1}: a block starts with # or @, got {lines[i]!r}"
@@ -113,8 +140,7 @@ class Report1C:
                 self._transaction(block, receipts, lines[i].split(";"))
                 i += 1
 
-    @staticmethod
-    def _transaction(block: Block1C, receipts: dict, f: list[str]) -> None:
+    def _transaction(self, block: Block1C, receipts: dict, f: list[str]) -> None:
         assert len(f) == 12, f
         kind, kkm, doc = int(f[3]), int(f[4]), int(f[5])
         block.types.append(kind)
@@ -134,19 +160,36 @@ class Report1C:
             receipt = receipts[(kkm, doc)] = Receipt1C(kkm, doc)
             block.receipts.append(receipt)
         if kind in (11, 13):
-            receipt.positions.append({"code": f[7], "section": f[8], "price": Decimal(f[9]),
-                                      "quantity": Decimal(f[10]), "amount": Decimal(f[11])})
+            position = {"code": f[7], "section": f[8], "price": Decimal(f[9]), "quantity": Decimal(f[10]),
+                        "amount": Decimal(f[11]), "receipt": doc}
+            self.loaded.append(position)
+            receipt.positions.append(position)
         elif kind == 15:
-            last = [p for p in receipt.positions if p["code"] == f[7]][-1]
-            last["amount"] -= Decimal(f[11])
+            Decimal(f[10])  # 1C converts field 11 too: a non-number there fails the whole load
+            key = (int(f[7]), int(f[8]), doc)
+            found = [p for p in self.loaded if (int(p["code"]), int(p["section"]), p["receipt"]) == key]
+            assert found, f"1C: «Ошибка итоговой скидки на позицию» for {f}"
+            off = abs(Decimal(f[11]))
+            found[-1]["amount"] += -off if found[-1]["amount"] > 0 else off
         elif kind == 35:
-            receipt.receipt_discount += Decimal(f[11])
+            self._receipt_discount(doc, abs(Decimal(f[10])))
         elif kind == 40:
             receipt.payments.append((f[7], Decimal(f[11])))
         elif kind == 55:
             receipt.closed = Decimal(f[11])
         else:
             raise AssertionError(f"unexpected transaction type {kind}")
+
+    def _receipt_discount(self, doc: int, discount: Decimal) -> None:
+        matching = [(i, p) for i, p in enumerate(self.loaded) if p["receipt"] == doc]
+        percent = discount / sum(p["amount"] for _, p in matching) * 100
+        for index, position in matching:
+            if index == len(matching) - 1:
+                share = discount
+            else:
+                share = _round_1c(position["amount"] / 100 * percent)
+                discount -= share
+            position["amount"] -= share
 
     def totals(self, block: Block1C) -> tuple[Decimal, Decimal]:
         """(sales, returns) of a block as positive roubles."""
@@ -347,10 +390,113 @@ def test_goods_file_waits_for_the_flag_file(app_config, emulator, folder, reques
         assert marker(folder / "Pos1.spr") == "#"
         (folder / "Pos1.spr").write_bytes(GOODS_A)
         flag.write_bytes(b"")
+        exchange.poll()  # the file changed since the last poll: not read yet, even with the flag
+        assert marker(folder / "Pos1.spr") == "#"
         exchange.poll()
         assert marker(folder / "Pos1.spr") == "@" and not flag.exists()
     finally:
         exchange.stop()
+
+
+def _stamp(path: Path, seconds: float) -> None:
+    """Set a file's modification time (1C's writes are seconds apart, the test's are not)."""
+    ns = int(seconds * 1e9)
+    os.utime(path, ns=(ns, ns))
+
+
+def test_flag_never_lets_a_changing_file_be_read(app_config, emulator, folder, request):
+    flag, goods = folder / "Pos1.flg", folder / "Pos1.spr"
+    app_config.update(
+        DEVICES=[{"number": 1, "url": emulator.url, "store": STORE_A, "goods_file": str(goods),
+                  "goods_flag_file": str(flag)}],
+        EXCHANGE_POLL_SECONDS=3600, EXCHANGE_SETTLE_SECONDS=2,
+    )
+    exchange = request.getfixturevalue("app").extensions[EXTENSION]
+    request.addfinalizer(exchange.stop)
+
+    def export(count: int) -> tuple[bytes, bytes]:
+        """A full export of ``count`` goods and the part of it 1C has written halfway."""
+        data = spr("$$$CLR", *[f"{100 + i};;Товар {i};Товар {i};1.00;1.000;0;0;0;0;0;;0;0;0;0;1" for i in range(count)])
+        return data[:data.index(b"\r\n", len(data) // 2) + 2], data
+
+    t = time.time() - 100
+    half, full = export(50)
+
+    # A file growing between polls under a flag 1C wrote after it: read only once it stops.
+    goods.write_bytes(half)
+    _stamp(goods, t)
+    flag.write_bytes(b"")
+    _stamp(flag, t)
+    exchange.poll()
+    goods.write_bytes(full)
+    _stamp(goods, t + 1)
+    _stamp(flag, t + 1)
+    exchange.poll()
+    assert marker(goods) == "#" and exchange.catalogue.count(STORE_A) == 0
+    exchange.poll()
+    assert marker(goods) == "@" and exchange.catalogue.count(STORE_A) == 50 and not flag.exists()
+
+    # A rejected file keeps its flag; the next export must not be read on that stale flag.
+    goods.write_bytes(spr("$$$CLR", "101;;Молоко;Молоко;сто;1;0;0;0;0;0;;0;0;0;0;1"))
+    _stamp(goods, t + 10)
+    flag.write_bytes(b"")
+    _stamp(flag, t + 10)
+    exchange.poll()
+    exchange.poll()
+    assert "не загружен" in exchange.status()["stores"][0]["load"]["message"] and flag.exists()
+    half, full = export(60)
+    goods.write_bytes(half)  # 1C is writing the next export
+    _stamp(goods, t + 20)
+    for _ in range(3):
+        exchange.poll()
+    assert marker(goods) == "#" and exchange.catalogue.count(STORE_A) == 50
+    goods.write_bytes(full)
+    _stamp(goods, t + 21)
+    exchange.poll()
+    exchange.poll()
+    assert marker(goods) == "#"  # complete, but 1C has not written its flag yet
+    flag.write_bytes(b"")
+    _stamp(flag, t + 22)
+    exchange.poll()
+    assert marker(goods) == "@" and exchange.catalogue.count(STORE_A) == 60
+
+
+def test_goods_file_that_cannot_be_marked_is_applied_once_and_said_so(one_register, folder, request, monkeypatch):
+    app, _ = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    path = folder / "Pos1.spr"
+
+    def loads() -> int:
+        return exchange.db.conn().execute("SELECT COUNT(*) FROM loads").fetchone()[0]
+
+    def read_only(name: str, mode: str = "r", *args: Any, **kwargs: Any):
+        # A goods file 1C shares read-only (chmod would not stop the tests: they may run as root).
+        if name == str(path) and ("+" in mode or "w" in mode):
+            raise PermissionError(errno.EACCES, "Permission denied", name)
+        return builtins.open(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr("kktapp.exchange.loading.open", read_only, raising=False)
+    before = loads()
+    path.write_bytes(spr("$$$CLR", "104;;Кефир;Кефир;65.00;5.000;0;0;0;0;0;;0;0;0;0;1"))
+    for _ in range(6):
+        exchange.poll()
+    assert loads() == before + 1 and marker(path) == "#"
+    assert [g.code for g in exchange.catalogue.search(STORE_A)[0]] == ["104"]
+    status = exchange.status()["stores"][0]["load"]
+    assert status["level"] == "error" and "не прочитан" not in status["message"]
+    assert "загружен" in status["message"] and "товаров 1" in status["message"]
+    assert "отметку @ записать не удалось: нет прав на запись (Permission denied)" in status["message"]
+
+    # A restart forgets what this process saw; the catalogue remembers what it applied.
+    exchange.loader = GoodsLoader(exchange.settings, exchange.catalogue, exchange.board)
+    for _ in range(4):
+        exchange.poll()
+    assert loads() == before + 1
+
+    # Rights fixed: the file is marked, nothing applied again.
+    monkeypatch.undo()
+    assert eventually(lambda: marker(path) == "@" and exchange.status()["stores"][0]["load"]["level"] == "ok")
+    assert loads() == before + 1
 
 
 # --------------------------------------------------------------------------- sales and reports
@@ -413,7 +559,9 @@ def test_sales_by_code_on_two_stores_and_the_report_files(client, folder, emulat
     assert [(p["code"], p["quantity"]) for p in first.positions] == [
         ("101", Decimal("2.000")), ("102", Decimal("0.350")), ("999999", Decimal("1.000"))]
     assert first.positions[0]["price"] == Decimal("89.90") and first.positions[1]["price"] == Decimal("650.00")
-    assert first.net == Decimal("399.30") and first.receipt_discount == Decimal("3.00")
+    # 1C loads each position at the sum the FN recorded (own discount and share of the receipt's).
+    assert [p["amount"] for p in first.positions] == [Decimal("168.53"), Decimal("225.80"), Decimal("4.97")]
+    assert first.net == Decimal("399.30")
     assert first.payments == [("1", Decimal("399.30"))]
     assert block.receipts[2].net == Decimal("-89.90")
     assert block.receipts[2].positions[0]["quantity"] == Decimal("-1.000")
@@ -477,6 +625,48 @@ def test_append_while_unread_overwrite_after_loaded(client, folder, emulator):
     assert [b.header for b in read_report(path).blocks] == [("#", "1", "4")]
 
 
+def _fn_positions(emu: Emulator, shift: int) -> list[Decimal]:
+    """Each receipt position's sum as the FN recorded it (returns negative), in FN order."""
+    out = []
+    for doc in emulator_receipts(emu, shift):
+        sign = -1 if doc["receipt_type"] == "sell_return" else 1
+        out += [Decimal(sign * item["amount"]) / 100 for item in doc["items"]]
+    return out
+
+
+def test_receipt_discounts_load_in_1c_as_the_fn_recorded(one_register, folder, request, emulator):
+    """1C matches a receipt discount (35) by receipt number over the whole file and gives the rest
+    to the wrong position; receipt numbers start again each shift. What 1C loads must still be,
+    position by position, what the FN recorded: over one shift and over two in one file."""
+    _, client = _one_app(request, folder)
+    path = folder / "Pos1.rep"
+
+    def shift_of_receipts() -> None:
+        sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+        # 45.00 × 3 less 1.00: shares 0.34 / 0.33 / 0.33, none of them 1C's Round(…, 2) split.
+        sell(client, 1, [{"code": "103"}, {"code": "103"}, {"code": "103"}],
+             payments=[{"type": "cash", "amount": "134"}], discount="1.00")
+        # Own discounts, a repeated code, a receipt discount on top.
+        sell(client, 1, [{"code": "101", "discount": "0.90"}, {"code": "103"}, {"code": "101", "quantity": 2}],
+             payments=[{"type": "electronic", "amount": "311.79"}], discount="2.01")
+        sell(client, 1, [{"code": "101"}], payments=[{"type": "cash", "amount": "89.90"}], type="sell_return")
+
+    shift_of_receipts()
+    close_shift(client, 1)
+    one = report_done(folder, 1)
+    assert [p["amount"] for p in one.loaded] == _fn_positions(emulator, 1)
+
+    shift_of_receipts()  # the same receipt numbers again in shift 2
+    close_shift(client, 1)
+    two = report_done(folder, 1, blocks=2)
+    assert [b.header for b in two.blocks] == [("#", "1", "1"), ("#", "1", "2")]
+    assert [p["amount"] for p in two.loaded] == _fn_positions(emulator, 1) + _fn_positions(emulator, 2)
+    totals = [d["total"] * (-1 if d["receipt_type"] == "sell_return" else 1)
+              for shift in (1, 2) for d in emulator_receipts(emulator, shift)]
+    assert sum(p["amount"] for p in two.loaded) == Decimal(sum(totals)) / 100
+    assert path.read_bytes().count(b";35;") == 0
+
+
 def test_z_by_the_24_hour_rule_is_exported(client, folder, emulator):
     loaded(folder)
     first = sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
@@ -538,6 +728,56 @@ def test_crash_between_z_and_write_exports_once(exchange_config, folder, emulato
         again.extensions[EXTENSION].stop()
         again.extensions["kkt"].stop()
         again.extensions["kkt"].journal.close()
+
+
+def _fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list:
+    """Make ``target.name`` raise once, as if the process died right there; the calls that failed."""
+    real = getattr(target, name)
+    calls: list = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            calls.append(args)
+            raise OSError("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, failing)
+    return calls
+
+
+def test_crash_after_the_write_then_1c_deletes_the_file_sends_the_shift_once(one_register, folder, request,
+                                                                             monkeypatch):
+    app, client = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    exchange.stop()  # the test polls by hand
+    path = folder / "Pos1.rep"
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    calls = _fail_once(monkeypatch, exchange.ledger, "finish")  # the file is in place, "exported" is not recorded
+    close_shift(client, 1)
+    exchange.poll()
+    assert calls and len(read_report(path).blocks) == 1 and not exchange.ledger.exported(1, 1)
+    path.unlink()  # 1C (as the seed says) loads the file and deletes it
+    exchange.poll()
+    exchange.poll()
+    assert not path.exists() and exchange.ledger.exported(1, 1)
+    assert exchange.status()["registers"][0]["report"]["level"] == "ok"
+
+
+def test_crash_before_the_rename_loses_no_shift(one_register, folder, request, monkeypatch):
+    app, client = _one_app(request, folder)
+    exchange = app.extensions[EXTENSION]
+    exchange.stop()
+    path = folder / "Pos1.rep"
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    calls = _fail_once(monkeypatch, os, "replace")  # the block is recorded as being written, the rename never came
+    close_shift(client, 1)
+    exchange.poll()
+    monkeypatch.undo()
+    assert calls and not path.exists() and not exchange.ledger.exported(1, 1)
+    exchange.poll()
+    exchange.poll()
+    assert [b.header for b in read_report(path).blocks] == [("#", "1", "1")] and exchange.ledger.exported(1, 1)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no staged file left
 
 
 # --------------------------------------------------------------------------- more triggers and settings
@@ -620,6 +860,26 @@ def test_unknown_code_or_barcode_is_refused(one_register, folder, request, emula
     assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
 
 
+def test_goods_without_price_is_sold_only_at_a_given_price(one_register, folder, request, emulator):
+    app, client = _one_app(request, folder)
+    (folder / "Pos1.spr").write_bytes(spr("$$$ADD", "555;4600000005551;Пакет;Пакет;;;0;0;0;0;0;;0;0;0;0;1"))
+    assert eventually(lambda: marker(folder / "Pos1.spr") == "@")
+    assert app.extensions[EXTENSION].catalogue.get(STORE_A, "555").price == 0
+    res = client.post_json(f"{API}/receipts", {"items": [{"code": "103"}, {"code": "555"}],
+                                               "payments": [{"type": "cash", "amount": 100}]}, status=422)
+    assert res.json["error"]["field"] == "items.1.price" and "нет цены" in res.json["error"]["message"]
+    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
+              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
+                       "goods": [{"name": "", "barcode": "4600000005551", "kol": 1, "dep": 0, "discount": 0}]}}
+    res = client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
+                      status=422)
+    assert "data.goods.0.price" in res.json["error"] and "нет цены" in res.json["error"]
+    assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
+    # With the price in the request it sells: name, VAT and code still come from the catalogue.
+    done = sell(client, 1, [{"code": "555", "price": "3.00"}], payments=[{"type": "cash", "amount": 3}])
+    assert done["total"] == 300
+
+
 def test_reconciliation_mismatch_is_logged_and_shown(one_register, folder, request, caplog):
     app, client = _one_app(request, folder)
     exchange = app.extensions[EXTENSION]
@@ -655,6 +915,40 @@ def test_goods_file_without_flag_waits_until_it_settles(one_register, folder, re
     assert marker(path) == "#"
     assert eventually(lambda: (exchange.poll(), marker(path) == "@")[1], timeout=10, interval=0.1)
     assert exchange.catalogue.count(STORE_A) == 3
+
+
+def test_goods_folder_missing_or_wrong_path_is_shown(one_register, folder, request):
+    missing = folder / "nope"
+    one_register["DEVICES"][0]["goods_file"] = str(missing / "Pos1.spr")
+    app = request.getfixturevalue("app")
+    exchange = app.extensions[EXTENSION]
+    request.addfinalizer(exchange.stop)
+
+    def load() -> dict:
+        exchange.poll()
+        return exchange.status()["stores"][0]["load"] or {}
+
+    assert load()["level"] == "error"
+    assert f"Папка {missing} не найдена" in load()["message"] and "Pos1.spr" in load()["message"]
+    missing.mkdir()
+    assert load()["level"] == "ok" and str(missing) in load()["message"]
+    (missing / "Pos1.spr").mkdir()  # a wrong path: a folder where the file should be
+    assert load()["level"] == "error"
+    assert "папка, а не файл (Is a directory)" in load()["message"]
+
+
+def test_report_write_error_reads_in_russian(one_register, folder, request, monkeypatch):
+    _, client = _one_app(request, folder)
+
+    def denied(path: str, content: bytes) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr("kktapp.exchange.export.write_staged", denied)
+    sell(client, 1, [{"code": "103"}], payments=[{"type": "cash", "amount": "45"}])
+    close_shift(client, 1)
+    status = lambda: client.get("/kkt", headers={"Accept": "application/json"}).json["exchange"]  # noqa: E731
+    assert eventually(lambda: (status()["registers"][0]["report"] or {}).get("level") == "error")
+    assert "нет прав на запись (Permission denied)" in status()["registers"][0]["report"]["message"]
 
 
 def test_report_folder_missing_is_shown_and_retried(one_register, folder, request, emulator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from kktapp.exchange.db import ExchangeDb
 from kktapp.exchange.goods import GoodsFileError, parse_goods_file
 from kktapp.exchange.report import CashDoc, SaleDoc, build_block, merged_content
 from kktapp.exchange.settings import load_settings
+from kktapp.exchange.status import os_error_text
 
 
 def spr(*lines: str, newline: str = "\r\n", marker: str = "#") -> bytes:
@@ -46,6 +48,29 @@ def test_goods_lines_groups_and_barcodes():
     assert parsed.skipped == 1
 
 
+def test_barcode_lines_as_1c_writes_them():
+    # 1C: "# " + code;barcode;TrimAll(full name);TrimAll(name);price;;;;;Factor: the names keep ";"
+    # and run past 100 characters, the factor is in 1C's default number format.
+    long = "Ж" * 150
+    parsed = parse_goods_file(spr(
+        "$$$CLR", GOODS,
+        "# 101;4600000000024;Молоко; 3,2% «Весёлый»;Молоко;89.90;;;;;1",
+        "# 101;4600000000031;Молоко;Молоко;89.90;;;;;1\u00a0000",
+        "# 101;4600000000048;Молоко;Молоко;89.90;;;;;0,5",
+        f"# 101;4600000000055;{long};{long};89.90;;;;;1",
+        "#101;4600000000062;Молоко упаковка;Молоко 6 шт;519.00;;;;;6",
+    ))
+    assert [(b.code, b.barcode, b.coefficient, b.price, b.name) for b in parsed.barcodes] == [
+        ("101", "4600000000024", Decimal(1), 8990, ""),  # names not split: the goods item's are used
+        ("101", "4600000000031", Decimal(1000), 8990, "Молоко"),
+        ("101", "4600000000048", Decimal("0.5"), 8990, "Молоко"),
+        ("101", "4600000000055", Decimal(1), 8990, ""),
+        ("101", "4600000000062", Decimal(6), 51900, "Молоко 6 шт"),
+    ]
+    with pytest.raises(GoodsFileError, match="коэффициент «шесть»"):
+        parse_goods_file(spr("$$$CLR", GOODS, "# 101;4600000000024;Молоко;Молоко;89.90;;;;;шесть"))
+
+
 def test_add_command_and_options():
     assert parse_goods_file(spr("$$$ADD", GOODS)).replace is False
     assert parse_goods_file(spr("$$$CLR{NO_TOV}{USR}", GOODS)).replace is False
@@ -64,7 +89,6 @@ def test_loaded_file_is_not_read():
     ("0;;Молоко;Молоко;89.90;1;0;0;0;0;0;;0;0;0;0;1", 4, "код товара «0»"),
     ("101;;;;89.90;1;0;0;0;0;0;;0;0;0;0;1", 4, "нет наименования"),
     ("101;;Молоко;Молоко;89,901;1;0;0;0;0;0;;0;0;0;0;1", 4, "больше двух знаков"),
-    ("101;;Молоко;Молоко;;1;0;0;0;0;0;;0;0;0;0;1", 4, "не указана цена"),
     ("101;;Молоко;Молоко;1;1;0;2;0;0;0;;0;0;0;0;1", 4, "весовой"),
     ("#101", 4, "нужны код товара и штрихкод"),
     ("$$$DELETEALLWARES", 4, "Frontol"),
@@ -76,6 +100,13 @@ def test_malformed_line_names_line_and_problem(line, where, text):
     assert err.value.line == where and text in err.value.message
 
 
+def test_empty_price_is_zero_not_a_bad_file():
+    # 1C writes the price with Format(Price, "ND=15; NFD=2; NDS=.; NG=0"), which gives "" for 0:
+    # a goods item without a price in 1C must not keep the whole catalogue out.
+    parsed = parse_goods_file(spr("$$$CLR", GOODS, "555;;Пакет бесплатный;Пакет;;;0;0;0;0;0;;0;0;0;0;1"))
+    assert [(g.code, g.price) for g in parsed.goods] == [("101", 8990), ("555", 0)]
+
+
 def test_bad_header_and_encoding():
     with pytest.raises(GoodsFileError, match="строка 1"):
         parse_goods_file(b"hello\r\n#\r\n")
@@ -83,6 +114,35 @@ def test_bad_header_and_encoding():
         parse_goods_file(b"##@@&&\r\nX\r\n")
     with pytest.raises(GoodsFileError, match="строка 3: байт 0x98"):
         parse_goods_file(b"##@@&&\r\n#\r\n\x98\r\n")
+
+
+#: Real goods names in windows-1251: capitals, ё/Ё, №, «», digits, short and long words.
+CP1251_NAMES = (
+    "Молоко «Весёлый молочник» 3,2% 1 л", "Сыр «Российский» весовой", "Хлеб «Бородинский» №1", "Кефир 1%",
+    "ВЕСЁЛЫЙ МОЛОЧНИК", "СЁМГА", "Ёрш", "ЁЖ", "Яйцо С0 №10", "Чай чёрный", "Мука в/с", "Сахар-песок",
+    "Гречка ядрица", "ЯБЛОКИ", "Щука", "Э", "Ю", "Ы", "Пакет-майка", "Колбаса «Докторская» ГОСТ",
+)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_utf8_goods_file_is_refused_naming_the_encoding(bom):
+    data = bom + spr("$$$CLR", GOODS).decode("cp1251").encode("utf-8")
+    with pytest.raises(GoodsFileError) as err:
+        parse_goods_file(data)
+    assert "UTF-8" in err.value.message and "windows-1251" in err.value.message and "ANSI" in err.value.message
+    assert ("BOM" in err.value.message) == bool(bom)
+
+
+def test_cp1251_russian_text_is_never_taken_for_utf8():
+    for name in CP1251_NAMES:
+        raw = name.encode("cp1251")
+        with pytest.raises(UnicodeDecodeError):
+            raw.decode("utf-8")  # each name alone is already invalid UTF-8
+    lines = [f"{100 + i};;{name};{name[:20]};1.00;1.000;0;0;0;0;0;;0;0;0;0;1" for i, name in enumerate(CP1251_NAMES)]
+    parsed = parse_goods_file(spr("$$$CLR", *lines))
+    assert [g.name for g in parsed.goods] == list(CP1251_NAMES)
+    # Latin-only UTF-8 is plain ASCII: nothing to tell apart, read as it is.
+    assert parse_goods_file(spr("$$$CLR", "101;;Milk;Milk;1.00;1;0;0;0;0;0;;0;0;0;0;1")).goods[0].name == "Milk"
 
 
 def test_catalogue_load_is_all_or_nothing(tmp_path):
@@ -208,3 +268,17 @@ def test_new_fn_starts_shift_numbers_again_and_loses_nothing(tmp_path):
     assert ledger.exported(1, 7, "FN-A") and not ledger.exported(1, 1)
     ledger.close()
     journal.close()
+
+
+# --------------------------------------------------------------------------- what the operator reads
+
+
+def test_os_errors_read_in_russian_with_the_system_words_kept():
+    denied = PermissionError(errno.EACCES, "Permission denied", "/srv/exchange/Pos1.rep")
+    assert os_error_text(denied, writing=True) == "нет прав на запись (Permission denied): /srv/exchange/Pos1.rep"
+    assert os_error_text(denied).startswith("нет прав на чтение (Permission denied)")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert os_error_text(full, writing=True) == "нет места на диске (No space left on device)"
+    assert os_error_text(OSError(errno.ENOTDIR, "Not a directory", "/a/b")).startswith("часть пути — не папка")
+    # An error without a number keeps its own words.
+    assert os_error_text(OSError("power cut")) == "power cut"

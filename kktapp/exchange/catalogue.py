@@ -31,6 +31,21 @@ class SaleItem:
     coefficient: Decimal = Decimal(1)
 
 
+@dataclass(frozen=True)
+class AppliedFile:
+    """A goods file by content: the same path, size and SHA-256 is the same file."""
+
+    path: str
+    size: int
+    sha256: str
+    #: What loading it did, as the status page says it (Russian).
+    summary: str = ""
+
+    def same_file(self, other: AppliedFile | None) -> bool:
+        """Whether ``other`` is this file (the summary does not count)."""
+        return other is not None and (self.path, self.size, self.sha256) == (other.path, other.size, other.sha256)
+
+
 def _goods(row: object) -> Goods:
     return Goods(
         code=row["code"], name=row["name"], short_name=row["short_name"], barcode=row["barcode"],  # type: ignore[index]
@@ -45,11 +60,13 @@ class Catalogue:
     def __init__(self, db: ExchangeDb) -> None:
         self.db = db
 
-    def load(self, store: str, parsed: GoodsFile, path: str) -> None:
+    def load(self, store: str, parsed: GoodsFile, path: str, applied: AppliedFile | None = None) -> None:
         """Apply a parsed goods file: ``$$$CLR`` replaces the store's goods, ``$$$ADD`` merges.
 
         An extra barcode of a code that is neither in the file nor (for ``$$$ADD``) in the
-        catalogue raises :class:`GoodsFileError` and nothing is changed.
+        catalogue raises :class:`GoodsFileError` and nothing is changed. ``applied`` (the file's
+        identity) is recorded in the same transaction: the catalogue has taken the file in if
+        and only if :meth:`applied` says so.
         """
         with self.db.transaction() as conn:
             if parsed.replace:
@@ -80,6 +97,20 @@ class Catalogue:
                 "INSERT INTO loads (store, path, command, goods, barcodes, loaded_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (store, path, parsed.command or "$$$ADD", len(parsed.goods), len(parsed.barcodes), time.time()),
             )
+            if applied is not None:
+                conn.execute(
+                    "INSERT INTO applied (store, path, size, sha256, summary, applied_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(store) DO UPDATE SET path=excluded.path, size=excluded.size,"
+                    " sha256=excluded.sha256, summary=excluded.summary, applied_at=excluded.applied_at",
+                    (store, path, applied.size, applied.sha256, applied.summary, time.time()),
+                )
+
+    def applied(self, store: str) -> AppliedFile | None:
+        """The goods file the store's catalogue last took in (None before the first)."""
+        row = self.db.conn().execute(
+            "SELECT path, size, sha256, summary FROM applied WHERE store=?", (store,)
+        ).fetchone()
+        return AppliedFile(row["path"], row["size"], row["sha256"], row["summary"]) if row else None
 
     def get(self, store: str, code: str) -> Goods | None:
         """A goods item (not a group) by code."""

@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS loads (
     barcodes    INTEGER NOT NULL,
     loaded_at   REAL NOT NULL
 );
+-- The goods file each store's catalogue last took in, by content: the same file is never
+-- applied twice (a file whose line 2 cannot be marked "@" is seen again at every poll).
+CREATE TABLE IF NOT EXISTS applied (
+    store       TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    summary     TEXT NOT NULL,                       -- what the load did, for the status page
+    applied_at  REAL NOT NULL
+);
 -- Shifts of each register the exchange knows of; a shift is exported once (exported_at set).
 -- Shift numbers start again at 1 with a new FN, so the FN number is part of the key.
 CREATE TABLE IF NOT EXISTS shifts (

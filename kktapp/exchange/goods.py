@@ -24,8 +24,16 @@ NOT_LOADED = "#"
 LOADED = "@"
 #: The file's encoding: 1C writes "ANSI", windows-1251 on a Russian Windows.
 ENCODING = "cp1251"
+#: What the operator changes in 1C when a goods file comes in another encoding.
+ENCODING_HINT = "в карточке ККМ в 1С выберите кодировку текста ANSI (windows-1251)"
+#: The byte order mark 1C (and most editors) put at the start of a UTF-8 text file.
+UTF8_BOM = b"\xef\xbb\xbf"
+#: Letters of Russian text: what a UTF-8 goods file from 1C is made of beyond ASCII.
+RUSSIAN_LETTERS = frozenset(chr(c) for c in range(0x410, 0x450)) | {"Ё", "ё"}
 #: Fields of a goods or group line as 1C writes it.
 GOODS_FIELDS = 17
+#: Fields of a ``#`` (extra barcode) line as 1C writes it when its names hold no ``;``.
+BARCODE_FIELDS = 10
 #: Longest goods code: a number of up to 13 digits.
 MAX_CODE = 13
 #: Longest barcode kept (EAN-13 and the internal codes 1C generates fit).
@@ -54,6 +62,7 @@ class Goods:
     name: str
     short_name: str = ""
     barcode: str = ""
+    #: 0 = no price in 1C (an empty field 5).
     price: int = 0
     weighted: bool = False
     is_group: bool = False
@@ -95,6 +104,34 @@ class GoodsFile:
     lines: dict[str, int] = field(default_factory=dict)
 
 
+def _utf8_text(data: bytes) -> bool:
+    """Whether a file without a BOM is Russian text in UTF-8 rather than windows-1251.
+
+    windows-1251 Cyrillic is practically never valid UTF-8: its lowercase letters (0xE0-0xFF) are
+    UTF-8 lead bytes of 3 or 4 bytes that need two or three bytes 0x80-0xBF after them, which in
+    windows-1251 are rare signs (Ё, №, «»), and its capitals (0xC0-0xDF) need one. So the whole
+    file must decode strictly, and most of what is beyond ASCII must be Russian letters.
+    """
+    if data.isascii():
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    wide = [c for c in text if ord(c) > 0x7F]
+    return sum(c in RUSSIAN_LETTERS for c in wide) * 2 > len(wide)
+
+
+def check_encoding(data: bytes) -> None:
+    """Refuse a UTF-8 goods file: read as windows-1251 it would load garbled names without a word."""
+    if data.startswith(UTF8_BOM):
+        raise GoodsFileError(0, f"файл в кодировке UTF-8 (с меткой BOM), а нужна windows-1251 (ANSI): "
+                                f"{ENCODING_HINT}")
+    if _utf8_text(data):
+        raise GoodsFileError(0, f"файл в кодировке UTF-8 (русские буквы по два байта), а нужна windows-1251 "
+                                f"(ANSI): {ENCODING_HINT}")
+
+
 def split_lines(data: bytes) -> list[str]:
     """windows-1251 bytes → lines without CR/LF; an undecodable byte names its line."""
     raw = data.split(b"\n")
@@ -106,12 +143,13 @@ def split_lines(data: bytes) -> list[str]:
             lines.append(chunk.rstrip(b"\r").decode(ENCODING))
         except UnicodeDecodeError as exc:
             raise GoodsFileError(number, f"байт 0x{chunk[exc.start]:02X} не из кодировки windows-1251 (ANSI); "
-                                         "в карточке ККМ в 1С выберите кодировку ANSI") from None
+                                         f"{ENCODING_HINT}") from None
     return lines
 
 
 def parse_goods_file(data: bytes) -> GoodsFile:
     """Parse a whole goods file; the first bad line raises :class:`GoodsFileError`."""
+    check_encoding(data)
     lines = split_lines(data)
     if not lines or lines[0].strip() != SIGNATURE:
         raise GoodsFileError(1, f"первая строка должна быть {SIGNATURE} (файл не в формате «Штрих-М: Кассир 5»)")
@@ -205,9 +243,10 @@ def parse_goods_line(text: str, number: int) -> Goods:
     weighted = f[7]
     if weighted not in ("", "0", "1"):
         raise GoodsFileError(number, f"поле 8 (весовой товар) «{weighted}»: ожидается 1 или 0")
+    # An empty price is 0: 1C formats the price with "ND=15; NFD=2; NDS=.; NG=0", which gives ""
+    # for 0. Such an item is in the catalogue but is sold only at a price the request gives
+    # (kktapp.web.sale), never at 0.
     price = _price(f[4], number)
-    if not is_group and not f[4]:
-        raise GoodsFileError(number, f"у товара {code} не указана цена")
     parent = f[15]
     return Goods(
         code=code, name=name or short, short_name=short, barcode=_barcode(f[1], number), price=price,
@@ -217,25 +256,49 @@ def parse_goods_line(text: str, number: int) -> Goods:
     )
 
 
+def _coefficient(value: str, number: int) -> Decimal:
+    # 1C writes Factor with its default number format: "1 000" (a no-break space groups the
+    # digits), "0,5" (a decimal comma). Empty or 0 means one unit.
+    plain = "".join(value.split()).replace(",", ".")
+    if plain in ("", "0"):
+        return Decimal(1)
+    try:
+        coefficient = Decimal(plain)
+    except InvalidOperation:
+        raise GoodsFileError(number, f"коэффициент «{value}» не число") from None
+    if not coefficient.is_finite() or coefficient <= 0:
+        raise GoodsFileError(number, f"коэффициент «{value}» должен быть больше нуля")
+    return coefficient
+
+
 def parse_barcode_line(text: str, number: int) -> ExtraBarcode:
-    """``#code;barcode;name;short name;price;;;;;coefficient``: an extra barcode or a package."""
+    """``# code;barcode;full name;short name;price;;;;;coefficient``: an extra barcode or a package.
+
+    1C's Кассир module writes this line as ``"# " + code;barcode;TrimAll(full name);TrimAll(name);
+    price;;;;;Factor`` (file-exchange.md §0 source 1): unlike on the goods line, the names go
+    through TrimAll only, so they may hold ``;`` and run past 100 characters, and Factor has 1C's
+    default number format. What the line is for is its code, barcode and factor (ДЭНСИ reads just
+    those, fields 1, 2 and 10); the price (1C writes the goods item's own) sets what a package
+    sells at. So code and barcode are read from the front, price and factor from the end
+    (``price;;;;;factor``), and the names only when they cannot be mis-split (exactly 10 fields)
+    and fit a receipt; otherwise the goods item's own names are used (1C writes the same ones).
+    """
     f = _fields(text[1:])
     if len(f) < 2 or not f[1]:
         raise GoodsFileError(number, "в строке #штрихкода нужны код товара и штрихкод")
-    coefficient = Decimal(1)
-    if len(f) >= 10 and f[9] not in ("", "0"):
-        try:
-            coefficient = Decimal(f[9].replace(",", "."))
-        except InvalidOperation:
-            raise GoodsFileError(number, f"коэффициент «{f[9]}» не число") from None
-        if not coefficient.is_finite() or coefficient <= 0:
-            raise GoodsFileError(number, f"коэффициент «{f[9]}» должен быть больше нуля")
-    short = f[3] if len(f) > 3 else ""
-    return ExtraBarcode(
-        code=_code(f[0], number), barcode=_barcode(f[1], number),
-        name=_name(short or (f[2] if len(f) > 2 else ""), number, "наименование"),
-        price=_price(f[4], number) if len(f) > 4 else 0, coefficient=coefficient, line=number,
-    )
+    if len(f) >= BARCODE_FIELDS:
+        price, coefficient = _price(f[-6], number), _coefficient(f[-1], number)
+        names = f[2:-6]
+    else:
+        # A shorter line from another producer: code; barcode; full name; short name; price.
+        price, coefficient = (_price(f[4], number) if len(f) > 4 else 0), Decimal(1)
+        names = f[2:4]
+    name = ""
+    if len(names) <= 2:
+        name = names[-1] if len(names) == 2 and names[1] else (names[0] if names else "")
+        name = name if len(name) <= MAX_NAME else ""
+    return ExtraBarcode(code=_code(f[0], number), barcode=_barcode(f[1], number), name=name, price=price,
+                        coefficient=coefficient, line=number)
 
 
 def mark_loaded(data: bytes) -> int:

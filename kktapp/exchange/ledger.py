@@ -10,8 +10,9 @@ A shift counts as closed when a Z report for it was seen (the owner's hook, or a
 ``close_shift`` job), when a later shift of the register has documents, or when the device's
 status snapshot says the shift is closed. So a crash between a Z report and the file write loses
 nothing: after the restart the next scan finds the shift closed and not exported. A block is
-recorded as *pending* before the file is written and as *exported* after the rename; a pending
-block found after a crash is looked for in the file before anything is written again.
+written to a staging file, then recorded as *pending*, renamed into place and recorded as
+*exported*; a pending block found after a crash counts as written unless its staging file is
+still there (:mod:`.export` says why).
 
 Reads of the journal's ``jobs`` table are plain SELECTs on a connection of this module's own:
 the journal's interface has no "documents of a shift" query, and its schema stays its own.
@@ -227,7 +228,6 @@ class Ledger:
             extra = payload.get("extra") or {}
             out.docs.append(SaleDoc(
                 when=when, number=res.receipt_number, receipt=receipt, codes=extra.get("codes") or (),
-                item_discounts=extra.get("item_discounts"),
                 coefficients=extra.get("coefficients") or (),
             ))
             if income:
@@ -255,6 +255,11 @@ class Ledger:
         with self.db.transaction() as conn:
             conn.execute("UPDATE shifts SET pending=? WHERE device=? AND fn=? AND shift=?",
                          (json.dumps(pending, sort_keys=True), device, fn, shift))
+
+    def abandon(self, device: int, fn: str, shift: int) -> None:
+        """Durably: the block recorded by :meth:`begin` never reached the file; write it afresh."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE shifts SET pending=NULL WHERE device=? AND fn=? AND shift=?", (device, fn, shift))
 
     def finish(self, device: int, fn: str, shift: int, export: dict, last_txn: int) -> None:
         """Durably: the shift is in its report file; it is never written again."""

@@ -7,10 +7,12 @@ number, receipt number, cashier code, goods code, section, price, quantity, amou
 CRLF, no empty line inside (1C's reader stops at the first empty line).
 
 Types written: 11 sale by code, 13 return by code (quantity and amount negative), 15 discount
-on a position (by sum), 35 receipt discount (by sum), 40 payment, 55 receipt closed, 50 cash in,
-51 cash out, and the shift's report lines 61 (shift closed) and 63 (Z report), which 1C's reader
-skips. Several blocks may follow each other in one file while it is unread; a file 1C marked
-``@`` (loaded) is replaced, never appended to (an ``@`` header mid-file would break 1C's reader).
+on a position (by sum: the position's own discount and its share of the receipt's, so 1C loads
+each position at the sum the FN recorded), 40 payment, 55 receipt closed, 50 cash in, 51 cash
+out, and the shift's report lines 61 (shift closed) and 63 (Z report), which 1C's reader skips.
+No 35 (receipt discount): see :func:`_receipt_lines`. Several blocks may follow each other in
+one file while it is unread; a file 1C marked ``@`` (loaded) is replaced, never appended to (an
+``@`` header mid-file would break 1C's reader).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,7 +35,6 @@ NEWLINE = "\r\n"
 SALE = 11
 RETURN = 13
 POSITION_DISCOUNT = 15
-RECEIPT_DISCOUNT = 35
 PAYMENT = 40
 CASH_IN = 50
 CASH_OUT = 51
@@ -65,9 +65,6 @@ class SaleDoc:
     receipt: Receipt
     #: Catalogue code of each position ("" = none: the fallback code is written).
     codes: Sequence[str] = ()
-    #: Each position's own discount (kopecks); the rest of Position.discount is its share of
-    #: the receipt discount. None = all of it is the position's own.
-    item_discounts: Sequence[int] | None = None
     #: Base units per unit sold (package barcodes); empty = all 1.
     coefficients: Sequence[str] = ()
 
@@ -168,7 +165,6 @@ def _receipt_lines(out: _Lines, totals: BlockTotals, doc: SaleDoc, fallback_code
     sign = -1 if receipt.type in RETURN_TYPES else 1
     positions = receipt.positions
     codes = list(doc.codes) + [""] * (len(positions) - len(doc.codes))
-    spread = 0
     coefficients = list(doc.coefficients) + ["1"] * (len(positions) - len(doc.coefficients))
     for i, pos in enumerate(positions):
         code = codes[i] or fallback_code
@@ -178,17 +174,26 @@ def _receipt_lines(out: _Lines, totals: BlockTotals, doc: SaleDoc, fallback_code
             out.add(doc.when, RETURN, doc.number, code, pos.department, money(_unit_price(pos.amount, qty)),
                     quantity(-qty), money(-pos.amount))
             continue
-        # The receipt discount's share of this position goes on the 35 line, not here.
-        own = pos.discount if doc.item_discounts is None else min(pos.discount, doc.item_discounts[i])
-        spread += pos.discount - own
         gross = pos.amount + pos.discount
         out.add(doc.when, SALE, doc.number, code, pos.department, money(_unit_price(gross, qty)), quantity(qty),
                 money(gross))
-        if own:
-            out.add(doc.when, POSITION_DISCOUNT, doc.number, code, pos.department, "", money(own), money(own))
-    if spread:
-        # Line sums then add up to the receipt total to the kopeck, whatever the rounding was.
-        out.add(doc.when, RECEIPT_DISCOUNT, doc.number, qty=money(spread), amount=money(spread))
+        if pos.discount:
+            # The whole discount of the position (its own and its share of the receipt's, as the
+            # FN recorded it), right after the position's line, never a 35 line. 1C's ImportReport
+            # (BPO "ККМ Offline", Кассир module, file-exchange.md §0 source 1) applies a 35 to
+            # every position in its array for the whole file with the same receipt number
+            # (FindRows by ReceiptNumber only), so receipts of earlier shifts with the same number
+            # take part, and it gives the remainder to the position whose index in the WHOLE
+            # array equals the count of matches minus one (``Product.IndexInArray =
+            # Products.Count() - 1``), usually none or the wrong one: 1C then loads a total the
+            # Z report never had. A 15 is matched by code, section and receipt number (fields 8,
+            # 9, 6), takes the LAST match (``Product[Product.Count() - 1]``) and subtracts
+            # |field 12| from its amount: written right after its 11 line, the last match is
+            # that position whatever came before, so field 6 may stay the receipt number within
+            # the shift (what the paper receipt shows); kkt writes no other type that 1C matches
+            # by receipt number (12, 35-38, 56, 80). 1C converts field 11 to a number too.
+            out.add(doc.when, POSITION_DISCOUNT, doc.number, code, pos.department, "", money(pos.discount),
+                    money(pos.discount))
     change = receipt.change
     for pay in receipt.payments:
         amount = pay.amount
@@ -236,23 +241,36 @@ def merged_content(old: bytes | None, block: Block) -> tuple[bytes, str]:
     return new, "replaced"
 
 
-def write_atomically(path: str, content: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it: 1C never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kkt-", suffix=".tmp", dir=folder)
+def staging_path(path: str) -> str:
+    """Where a report file's next content is written before it is renamed into place.
+
+    One fixed name per report file in the same folder (a rename is atomic only within a file
+    system), so an export interrupted before the rename is recognised after a restart.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.kkt-tmp")
+
+
+def write_staged(staged: str, content: bytes) -> None:
+    """Write the whole new content to the staging file, on disk before this returns."""
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(staged, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o664)
-        os.replace(tmp, path)
+        os.chmod(staged, 0o664)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(staged)
         except OSError:
             pass
         raise
+
+
+def publish(staged: str, path: str) -> None:
+    """Rename the staged file over the report file: 1C sees the old file or the new, never half."""
+    os.replace(staged, path)
+    folder = os.path.dirname(os.path.abspath(path))
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:

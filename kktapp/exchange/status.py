@@ -6,6 +6,7 @@ holding the exchange lock) is not always the one that renders the status page.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 
@@ -14,6 +15,38 @@ from .db import ExchangeDb
 log = logging.getLogger(__name__)
 
 OK, ERROR = "ok", "error"
+
+#: OS error numbers of a file or folder → what the operator reads (the system's own words, in
+#: English, follow in brackets for the sysadmin). EACCES and EPERM depend on the action.
+_OS_ERRORS = {
+    errno.ENOENT: "нет такого файла или папки",
+    errno.ENOTDIR: "часть пути — не папка",
+    errno.EISDIR: "по этому пути папка, а не файл",
+    errno.ENOSPC: "нет места на диске",
+    errno.EDQUOT: "превышена дисковая квота",
+    errno.EROFS: "диск или общая папка открыты только для чтения",
+    errno.EIO: "ошибка ввода-вывода (диск или сетевая папка)",
+    errno.ESTALE: "сетевая папка отключилась",
+    errno.ETIMEDOUT: "сетевая папка не отвечает",
+    errno.EHOSTDOWN: "сервер с общей папкой недоступен",
+    errno.EHOSTUNREACH: "сервер с общей папкой недоступен",
+    errno.EBUSY: "файл занят другой программой",
+    errno.ETXTBSY: "файл занят другой программой",
+    errno.ENAMETOOLONG: "слишком длинное имя файла",
+    errno.EMFILE: "у сервиса слишком много открытых файлов",
+}
+
+
+def os_error_text(exc: OSError, *, writing: bool = False) -> str:
+    """A file error for the operator: Russian first, the system's words and the path kept."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        text = "нет прав на запись" if writing else "нет прав на чтение"
+    else:
+        text = _OS_ERRORS.get(exc.errno or 0, "")
+    if not exc.strerror:
+        return text or str(exc)
+    out = f"{text} ({exc.strerror})" if text else exc.strerror
+    return f"{out}: {exc.filename}" if exc.filename else out
 
 
 class StatusBoard:

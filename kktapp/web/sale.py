@@ -24,7 +24,8 @@ def fill_from_catalogue(items: list[dict[str, Any]], device: int, prefix: str, *
 
     JSON API items with ``code``, and (``by_barcode``) compat items with an empty name and a
     ``barcode``, take name, price, VAT and the weighed unit from the catalogue; values the
-    caller gave explicitly stay. An unknown code or barcode is a 422 naming the item. Items
+    caller gave explicitly stay. An unknown code or barcode is a 422 naming the item, and so is
+    an item without a catalogue price (0) when the caller gave none. Items
     sold by name keep their catalogue code in the report when their barcode is known. None
     when the exchange is not configured (nothing for the report to know).
     """
@@ -50,6 +51,10 @@ def fill_from_catalogue(items: list[dict[str, Any]], device: int, prefix: str, *
         if not item.get("name"):
             item["name"] = sale.name
         if item.get("price") is None:
+            if not sale.price:
+                # 1C left the price empty (0): selling at 0 would be a fiscal document for nothing.
+                raise ValidationFailed(f"{prefix}.{i}.price", f"у товара {sale.code} в каталоге нет цены (в 1С "
+                                       "цена не задана): укажите цену в запросе или задайте её в 1С", wanted)
             item["price"] = sale.price
         if item.get(tax_key) is None:
             item[tax_key] = vat
@@ -57,8 +62,7 @@ def fill_from_catalogue(items: list[dict[str, Any]], device: int, prefix: str, *
             item["unit"] = KILOGRAM
     if exchange is None:
         return None
-    # The report writes each item's own discount (type 15) apart from its share of the receipt's (35).
-    extra: dict[str, Any] = {"codes": codes, "item_discounts": [int(item.get("discount") or 0) for item in items]}
+    extra: dict[str, Any] = {"codes": codes}
     if any(c != "1" for c in coefficients):
         extra["coefficients"] = coefficients
     return extra

@@ -680,7 +680,8 @@ class GoodsItemSchema(BaseSchema):
     receipt_name = String(required=True, metadata={"description": "наименование для чека (краткое)"})
     barcode = String(required=True, metadata={"description": "основной штрихкод"})
     barcodes = List(Nested(GoodsBarcodeSchema), required=True)
-    price = Integer(required=True, metadata={"description": "цена, копейки"})
+    price = Integer(required=True, metadata={"description": "цена, копейки; 0 — в 1С цена не задана: товар "
+                                                            "продаётся только с ценой из запроса"})
     weighted = Boolean(required=True, metadata={"description": "весовой товар (единица — килограмм)"})
     group = Boolean(required=True, metadata={"description": "группа, а не товар"})
     parent = String(allow_none=True, metadata={"description": "код группы"})
