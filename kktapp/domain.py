@@ -206,6 +206,10 @@ _VAT_ALIASES = {
 # general rate is on the receipt date.
 _LEGACY_GENERAL = {"18", "20"}
 _LEGACY_CALCULATED = {"18/118", "118", "20/120", "120"}
+# On a return 20 % and 20/120 are not old names for today's rate: a 2026 return of a settlement
+# made before 2026 is made at that settlement's rate (FNS letter АБ-4-20/11248@, fiscal-rules.md
+# §1), and the caller who sends 20 on a return means it. 18 stays an old name everywhere.
+_KEPT_ON_RETURNS = {"20": VatRate.VAT20, "20/120": VatRate.VAT120, "120": VatRate.VAT120}
 
 
 class LegacyRateRejected(DomainError):
@@ -224,11 +228,20 @@ def _vat_key(value: object) -> str:
     return text
 
 
-def is_legacy_vat(value: object) -> bool:
-    """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …)."""
+def _kept_as_given(key: str, settlement: SettlementType | None) -> bool:
+    return settlement is not None and settlement.is_return and key in _KEPT_ON_RETURNS
+
+
+def is_legacy_vat(value: object, settlement: SettlementType | None = None) -> bool:
+    """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …).
+
+    On a return (``settlement``) 20 and 20/120 are the returned settlement's rate, not old names.
+    """
     if isinstance(value, (bool, float)) or value is None:
         return False
     key = _vat_key(value)
+    if _kept_as_given(key, settlement):
+        return False
     return key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED
 
 
@@ -239,12 +252,15 @@ def general_rate(on: dt.date, calculated: bool = False) -> VatRate:
     return VatRate.VAT120 if calculated else VatRate.VAT20
 
 
-def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax") -> VatRate:
+def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax",
+              settlement: SettlementType | None = None) -> VatRate:
     """Map a caller's VAT name to a rate allowed on ``on`` (the receipt date).
 
     Canonical names (``vat22``) and numbers (22, "22/122", "без НДС") map directly. Legacy general
     rates (18, 20, "НДС18", "nds18", "vat20", with /118 and /120 forms) become the general rate on
-    ``on`` unless ``accept_legacy`` is false, in which case they are refused.
+    ``on`` unless ``accept_legacy`` is false, in which case they are refused. On a return
+    (``settlement`` with :attr:`SettlementType.is_return`) 20 and 20/120 are kept as given,
+    whatever ``on`` and ``accept_legacy`` say: they are the rate of the settlement returned.
     """
     if isinstance(value, bool) or value is None:
         raise DomainError(field, "ставка НДС не указана", value)
@@ -255,6 +271,8 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
     key = _vat_key(value)
     if key in _VAT_ALIASES:
         return _VAT_ALIASES[key]
+    if _kept_as_given(key, settlement):
+        return _KEPT_ON_RETURNS[key]
     if key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED:
         if not accept_legacy:
             raise LegacyRateRejected(
@@ -284,6 +302,11 @@ class SettlementType(StrEnum):
     def is_correction(self) -> bool:
         """True for the four correction types."""
         return self.value.endswith("_correction")
+
+    @property
+    def is_return(self) -> bool:
+        """True for returns (1054 = 2 or 4) and their corrections: they give back an earlier settlement."""
+        return self.tag1054 in (_TAG1054["sell_return"], _TAG1054["buy_return"])
 
     @property
     def title(self) -> str:

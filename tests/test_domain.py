@@ -76,6 +76,28 @@ def test_legacy_calculated_rate_follows_the_date():
     assert domain.parse_vat("20/120", Y2025) is VatRate.VAT120
 
 
+@pytest.mark.parametrize("kind", [SettlementType.SELL_RETURN, SettlementType.BUY_RETURN,
+                                  SettlementType.SELL_RETURN_CORRECTION, SettlementType.BUY_RETURN_CORRECTION])
+def test_returns_keep_20_and_20_120_as_given(kind):
+    """A 2026 return of a pre-2026 sale is made at 20 % (FNS letter АБ-4-20/11248@)."""
+    for accept in (True, False):
+        assert domain.parse_vat(20, Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT20
+        assert domain.parse_vat("vat120", Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT120
+        assert domain.parse_vat("20/120", Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT120
+    assert not domain.is_legacy_vat(20, kind) and domain.is_legacy_vat(18, kind)
+    assert domain.parse_vat(18, Y2026, settlement=kind) is VatRate.VAT22  # 18 stays an old name
+    with pytest.raises(LegacyRateRejected):
+        domain.parse_vat(18, Y2026, accept_legacy=False, settlement=kind)
+
+
+@pytest.mark.parametrize("kind", [None, SettlementType.SELL, SettlementType.BUY, SettlementType.SELL_CORRECTION])
+def test_sales_keep_the_legacy_mapping(kind):
+    assert domain.parse_vat(20, Y2026, settlement=kind) is VatRate.VAT22
+    assert domain.is_legacy_vat(20, kind)
+    with pytest.raises(LegacyRateRejected):
+        domain.parse_vat(20, Y2026, accept_legacy=False, settlement=kind)
+
+
 def test_legacy_rate_can_be_refused():
     with pytest.raises(LegacyRateRejected) as err:
         domain.parse_vat("nds18", Y2026, accept_legacy=False, field="Goods.Position_1.Tax")

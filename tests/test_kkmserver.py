@@ -384,11 +384,35 @@ def test_old_rates_on_a_correction_of_2025(km, emulator2):
     assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat20"]
 
 
+#: A 2026 return of a 2025 sale is made at 20 % (fiscal-rules.md §1): on returns and their
+#: corrections 20 and 120 are kept as given; 18/118 stay old names for the general rate.
+RETURN_TAXES = {20: "vat20", 120: "vat120", 22: "vat22", 122: "vat122", 18: "vat22", 118: "vat122"}
+
+
+@pytest.mark.parametrize("accept_legacy", [True, False])
+@pytest.mark.parametrize("type_check", [1, 11, 3, 13])
+def test_returns_keep_20_and_120(type_check, accept_legacy, km_config, emulator, request):
+    km_config["ACCEPT_LEGACY_VAT"] = accept_legacy
+    km = ApiClients(request.getfixturevalue("app"))
+    taxes = RETURN_TAXES if accept_legacy else {t: r for t, r in RETURN_TAXES.items() if t not in (18, 118)}
+    strings = [{"Register": {"Name": f"Товар НДС {tax}", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": tax}}
+               for tax in taxes]
+    body = af_check(ident(f"r{type_check}"), CheckStrings=strings, NumDevice=1, TypeCheck=type_check,
+                    ElectronicPayment=10 * len(taxes))
+    if type_check in (3, 13):  # the correction of a return made in 2026
+        body.update(CorrectionType=0, CorrectionBaseDate="2026-01-20T12:00:00")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 0, answer
+    assert [item["tax"] for item in receipts_of(emulator)[-1]["items"]] == list(taxes.values())
+
+
 def test_legacy_rates_refused_when_switched_off(km_config, emulator, request):
     km_config["ACCEPT_LEGACY_VAT"] = False
     km = ApiClients(request.getfixturevalue("app"))
     answer = post(km.cashier, af_check(ident(12), tax=20, NumDevice=1))
     assert answer["Status"] == 2 and "CheckStrings.0.Register.Tax" in answer["Error"]
+    refund = post(km.cashier, af_check(ident(121), tax=18, NumDevice=1, TypeCheck=1))
+    assert refund["Status"] == 2 and "CheckStrings.0.Register.Tax" in refund["Error"]  # 18 is old on returns too
     assert receipts_of(emulator) == []
 
 

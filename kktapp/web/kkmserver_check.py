@@ -11,9 +11,11 @@ receipt through :func:`kktapp.domain.check_receipt`, exactly as for the other co
 Decisions where the clients leave room:
 
 * ``Tax`` is KKM Server's percentage-style number (−1, 0, 5, 7, 10, 22, 105, 107, 110, 122; old
-  20, 120, 18, 118) and goes to :func:`kktapp.domain.parse_vat` as it is, so 20/120/18 mean the
-  general rate on the receipt date (the corrected settlement's date for corrections), exactly as
-  the 1C endpoint maps them, and ACCEPT_LEGACY_VAT = False refuses them the same way.
+  20, 120, 18, 118) and goes to :func:`kktapp.domain.parse_vat` as it is, with the receipt type,
+  so 20/120/18 mean the general rate on the receipt date (the corrected settlement's date for
+  corrections), exactly as the 1C endpoint maps them, and ACCEPT_LEGACY_VAT = False refuses them
+  the same way; on returns (TypeCheck 1, 3, 11, 13) 20 and 120 are kept as given in either
+  setting: a 2026 return of a 2025 sale is made at 20 % (kkmserver-api.md §7, fiscal-rules.md §1).
 * ``Amount`` is the line's final sum: below price × quantity the difference is the line's
   discount; above it (a markup) is refused, because the FN would see a sum that is not
   price × quantity.
@@ -374,16 +376,24 @@ class ParsedCheck:
     copies: int = 0
 
 
-def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
-    """The date whose VAT rates apply: the corrected settlement's date for corrections, else today.
+def receipt_type(body: Mapping[str, Any]) -> SettlementType | None:
+    """The receipt type the raw body's TypeCheck names (None when absent or not one).
 
     Read from the raw body first, because the Tax fields need it while they load.
     """
     type_check = body.get("TypeCheck")
     try:
-        settlement = TYPE_CHECK.get(int(type_check)) if type_check not in (None, "") else None
+        return TYPE_CHECK.get(int(type_check)) if type_check not in (None, "") else None
     except (TypeError, ValueError):
-        settlement = None
+        return None
+
+
+def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
+    """The date whose VAT rates apply: the corrected settlement's date for corrections, else today.
+
+    Read from the raw body first, because the Tax fields need it while they load.
+    """
+    settlement = receipt_type(body)
     if settlement is not None and settlement.is_correction and body.get("CorrectionBaseDate"):
         try:
             return dt.datetime.fromisoformat(str(body["CorrectionBaseDate"]).strip()).date()
@@ -393,7 +403,8 @@ def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
 
 
 def _load(schema: Schema, body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date) -> dict:
-    ctx = {"on_date": receipt_date(body, today), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
+    ctx = {"on_date": receipt_date(body, today), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True)),
+           "settlement": receipt_type(body)}
     try:
         with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
             return schema.load(body)  # type: ignore[return-value]
