@@ -253,6 +253,25 @@ def test_routing_num_device_zero_kkt_number_inn(km, emulator, emulator2):
     assert post(km.cashier, {"Command": "GetDataKKT", "KktNumber": "123"})["Status"] == 3
 
 
+def test_routing_by_id_device(km, app, emulator, emulator2):
+    """ST OpenShift.ts/CloseShift.ts: IdDevice picks the register, as List names it; "" is not given."""
+    ids = {u["NumDevice"]: u["IdDevice"] for u in post(km.cashier, {"Command": "List"})["ListUnit"]}
+    x = post(km.admin, {"Command": "XReport", "IdDevice": ids[2], "IdCommand": ident("idx")})
+    assert x["Status"] == 0 and x["NumDevice"] == 2, x
+    assert app.extensions["kkt"].journal.find_by_key("x_report", "kkms:" + ident("idx")).device == 2
+    opened = post(km.cashier, {"Command": "OpenShift", "IdDevice": ids[2], "NotPrint": False,
+                               "CashierName": "Иванов И.И.", "CashierVATIN": ""})  # kkmserver-js's shape
+    assert opened["Status"] == 0 and opened["NumDevice"] == 2
+    assert [d["type"] for d in emulator2.documents()] == ["open_shift"]
+    assert post(km.cashier, {"Command": "GetLineLength", "IdDevice": ""})["NumDevice"] == 1  # not given: any
+    assert post(km.cashier, {"Command": "GetLineLength", "IdDevice": ids[2], "NumDevice": 2})["NumDevice"] == 2
+    unknown = post(km.cashier, {"Command": "OpenShift", "IdDevice": "kkt-9"})
+    assert unknown["Status"] == 3 and "IdDevice" in unknown["Error"] and "не найдена" in unknown["Error"]
+    other = post(km.cashier, {"Command": "OpenShift", "IdDevice": ids[2], "NumDevice": 1})
+    assert other["Status"] == 3 and "NumDevice" in other["Error"]
+    assert emulator.documents() == [] and len(emulator2.documents()) == 1
+
+
 def test_num_device_zero_skips_a_register_that_is_down(km, app, emulator, emulator2):
     svc = app.extensions["kkt"]
     emulator.power_off()

@@ -42,6 +42,7 @@ from kktapp.web.kkmserver_units import (
     KEY_PREFIX,
     NO_DATE,
     ROUTING_WAIT,
+    id_device,
     kkm_date,
     kkt_info,
     line_length,
@@ -210,7 +211,7 @@ def list_devices(call: Call) -> dict:
         reg = registration(number, wait=0) if snap.get("link") == "ok" else {}
         info = kkt_info(number, snap, reg, link_ok=snap.get("link") == "ok")
         unit = {
-            "NumDevice": number, "IdDevice": f"kkt-{number}",
+            "NumDevice": number, "IdDevice": id_device(number),
             # ST spells it OnOf, AF reads OnOff: both are given.
             "OnOff": True, "OnOf": True, "Active": info["Active"],
             "TypeDevice": TYPE_DEVICE, "IdTypeDevice": ID_TYPE_DEVICE,
