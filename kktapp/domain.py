@@ -46,13 +46,25 @@ class DomainError(ValueError):
 # --------------------------------------------------------------------------- money
 
 
-def to_kopecks(value: object, field: str = "sum") -> int:
+def to_kopecks(value: object, field: str = "sum", *, round_half_up: bool = False) -> int:
     """Parse roubles (int, Decimal or numeric string; never float) into integer kopecks.
 
     More than two decimals is an error, not a rounding: a caller who sends 1.005 ₽ has a bug.
+    ``round_half_up`` is for a contract whose known clients write sums with more decimals (KKM
+    Server's): there 1.005 ₽ becomes 1.01 ₽, and the contract says so to the caller.
     """
     if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
         return value * 100  # whole roubles, within _check_magnitude's limit: nothing else to check
+    kop = parse_roubles(value, field) * 100
+    if kop != kop.to_integral_value():
+        if not round_half_up:
+            raise DomainError(field, "больше двух знаков после запятой", value)
+        kop = kop.to_integral_value(rounding=ROUND_HALF_UP)
+    return int(kop)
+
+
+def parse_roubles(value: object, field: str = "sum") -> Decimal:
+    """Roubles (int, Decimal or numeric string; never float) as an exact Decimal, any number of decimals."""
     if isinstance(value, bool) or isinstance(value, float):
         # JSON is parsed with parse_float=Decimal; a float here means a caller bypassed that.
         raise DomainError(field, "сумма должна быть числом в рублях с копейками", value)
@@ -63,10 +75,7 @@ def to_kopecks(value: object, field: str = "sum") -> int:
     if not amount.is_finite():
         raise DomainError(field, "не число", value)
     _check_magnitude(amount, field, value)
-    kop = amount * 100
-    if kop != kop.to_integral_value():
-        raise DomainError(field, "больше двух знаков после запятой", value)
-    return int(kop)
+    return amount
 
 
 def _check_magnitude(number: Decimal, field: str, value: object) -> None:

@@ -33,6 +33,21 @@ def test_to_kopecks(value, kop):
     assert domain.to_kopecks(value) == kop
 
 
+@pytest.mark.parametrize("value, kop", [("33.29667", 3330), (Decimal("1.005"), 101), ("1,004", 100),
+                                        (Decimal("99.99000000000001"), 9999), (Decimal("-1.005"), -101), (7, 700)])
+def test_to_kopecks_rounds_half_up_only_when_asked(value, kop):
+    assert domain.to_kopecks(value, round_half_up=True) == kop
+    if domain.parse_roubles(value) * 100 != kop:
+        with pytest.raises(DomainError):
+            domain.to_kopecks(value)
+
+
+@pytest.mark.parametrize("value", [1.5, True, "abc", None, Decimal("NaN"), "1e999999"])
+def test_rounding_never_takes_what_is_not_a_sum(value):
+    with pytest.raises(DomainError):
+        domain.to_kopecks(value, round_half_up=True)
+
+
 @pytest.mark.parametrize("value", [1.5, True, Decimal("1.005"), "abc", None, Decimal("NaN")])
 def test_to_kopecks_refuses(value):
     with pytest.raises(DomainError) as err:

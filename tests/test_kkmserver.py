@@ -320,10 +320,21 @@ def test_depositing_and_payment_cash(km, emulator, emulator2):
     assert out["Status"] == 0 and out["CheckNumber"] == emulator.documents()[-1]["fd_number"]
     assert [(d["type"], d["total"]) for d in emulator.documents() if d["type"].startswith("cash")] == [
         ("cash_in", 100000), ("cash_out", 25050)]
-    bad = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": Decimal("1.005")})
-    assert bad["Status"] == 2 and "Amount" in bad["Error"]
     assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": 0})["Status"] == 2
+    assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": "много"})["Status"] == 2
     assert emulator2.documents() == []
+
+
+def test_cash_amount_rounded_to_kopecks(km, emulator2):
+    """DJ writes sums with five decimals, AF's Doubles carry binary noise: rounded half-up, and the Warning says so."""
+    five = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": "100.00500"})
+    assert five["Status"] == 0 and "Amount 100.00500 → 100.01" in five["Warning"], five
+    noise = post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": Decimal("0.30000000000000004")})
+    assert noise["Status"] == 0 and "Amount" in noise["Warning"] and "0.30" in noise["Warning"]
+    exact = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": "5.00000"})
+    assert exact["Status"] == 0 and exact["Warning"] == ""
+    assert [(d["type"], d["total"]) for d in emulator2.documents() if d["type"].startswith("cash")] == [
+        ("cash_in", 10001), ("cash_out", 30), ("cash_in", 500)]
 
 
 # --------------------------------------------------------------------------- RegisterCheck
@@ -450,6 +461,57 @@ def test_every_payment_field(km, emulator):
         Decimal("150.00"), Decimal("100.00"), Decimal("100.00"), Decimal("100.00"))
     short = post(km.cashier, af_check(ident(14), NumDevice=1, ElectronicPayment=Decimal("199.99")))
     assert short["Status"] == 2 and "меньше суммы чека" in short["Error"]
+
+
+def dj_position(name: str, price_kopecks: int, thousandths: int, tax: int = 22) -> dict:
+    """DJ's Position::toArray: Quantity and Price as strings of 3 and 2 decimals, Amount = price × quantity with 5."""
+    return {"Register": {"Name": name, "Quantity": f"{thousandths / 1000:.3f}", "Price": f"{price_kopecks / 100:.2f}",
+                         "Amount": f"{price_kopecks * thousandths / 100000:.5f}", "Department": 0, "Tax": tax,
+                         "SignMethodCalculation": 4, "SignCalculationObject": 1, "MeasureOfQuantity": 11,
+                         "internalPaymentType": 1}}
+
+
+def test_dj_sums_with_five_decimals_rounded(km, emulator):
+    """DJ's Cheque::toArray: Amount and Cash with five decimals ("33.29667"): kopecks half-up, named in the Warning."""
+    body = dj_check(ident("dj5"), CheckStrings=[dj_position("Сыр", 41107, 81)], Cash="33.29667",
+                    ElectronicPayment="0.00000", AdvancePayment="0.00000", Credit="0.00000", CashProvision="0.00000")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 0, answer
+    assert "CheckStrings.0.Register.Amount 33.29667 → 33.30" in answer["Warning"]
+    assert "Cash 33.29667 → 33.30" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert doc["items"][0]["amount"] == 3330 and doc["items"][0]["quantity"] == "0.081"
+    assert doc["payments"] == [{"type": "cash", "amount": 3330}] and answer["Cash"] == Decimal("33.30")
+
+
+def test_rounded_lines_still_paid_exactly(km, emulator):
+    """Two lines of 1.115 ₽ round to 2.24 ₽, DJ's Cash (their exact sum) to 2.23 ₽: the payment takes the kopeck."""
+    lines = [dj_position("Гвозди", 100, 1115), dj_position("Шурупы", 100, 1115)]
+    answer = post(km.cashier, dj_check(ident("dj6"), CheckStrings=lines, Cash="2.23000"))
+    assert answer["Status"] == 0, answer
+    assert "Cash = 2.24" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert [i["amount"] for i in doc["items"]] == [112, 112] and doc["payments"] == [{"type": "cash", "amount": 224}]
+    card = post(km.cashier, dj_check(ident("dj7"), CheckStrings=lines, Cash=0, ElectronicPayment="2.23000"))
+    assert card["Status"] == 0 and receipts_of(emulator)[-1]["payments"] == [{"type": "electronic", "amount": 224}]
+    short = post(km.cashier, dj_check(ident("dj8"), CheckStrings=lines, Cash="2.22000"))  # really underpaid
+    assert short["Status"] == 2 and "меньше суммы чека" in short["Error"]
+
+
+def test_af_double_noise_rounded(km, emulator):
+    """AF's play-json writes Doubles: 99.99000000000001 is 99.99 ₽."""
+    noise = Decimal("99.99000000000001")
+    strings = [{"Register": {"Name": "Товар", "Quantity": Decimal("1.0"), "Price": noise, "Amount": noise,
+                             "Department": 0, "Tax": 22}}]
+    answer = post(km.cashier, af_check(ident("af1"), CheckStrings=strings, NumDevice=1, ElectronicPayment=noise))
+    assert answer["Status"] == 0, answer
+    for name in ("CheckStrings.0.Register.Price", "CheckStrings.0.Register.Amount", "ElectronicPayment"):
+        assert f"{name} 99.99000000000001 → 99.99" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert (doc["items"][0]["price"], doc["items"][0]["amount"], doc["payments"][0]["amount"]) == (9999, 9999, 9999)
+    qty = post(km.cashier, af_check(ident("af2"), NumDevice=1, CheckStrings=[{"Register": {
+        "Name": "Товар", "Quantity": Decimal("0.30000000000000004"), "Price": 100, "Amount": 30, "Tax": 22}}]))
+    assert qty["Status"] == 2 and "Quantity" in qty["Error"]  # the device takes three decimals: not rounded
 
 
 def test_line_fields_discount_and_taxation(km, app, emulator):

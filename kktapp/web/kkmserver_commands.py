@@ -33,10 +33,12 @@ from kktapp.web.kkmserver_check import (
     TAX_VARIANT,
     ParsedCheck,
     cashier_params,
+    kkm_kopecks,
     kkm_tax,
     parse_print_document,
     parse_register_check,
     roubles,
+    rounded_warning,
 )
 from kktapp.web.kkmserver_units import (
     KEY_PREFIX,
@@ -297,15 +299,17 @@ def _cash(op: str) -> Callable[[Call], dict]:
         cashier_params(call.body, current_app.config, dt.date.today())
         amount = call.body.get("Amount")
         try:
-            kopecks = domain.to_kopecks(amount, "Amount")
+            kopecks, rounded = kkm_kopecks(amount, "Amount")
         except domain.DomainError as exc:
             raise ValidationFailed("Amount", exc.message, amount if isinstance(amount, int | str) else None) from None
         if kopecks <= 0 or kopecks > domain.MAX_MONEY:
             raise ValidationFailed("Amount", "сумма должна быть больше нуля и не больше 99 999 999,99 ₽",
                                    amount if isinstance(amount, int | str) else str(amount))
+        if rounded is not None:
+            call.warnings.append(rounded_warning([rounded]))
         return _fiscal_answer(call, run_op(call, op, {"amount": kopecks}))
 
-    handler.__doc__ = f"{op}: Amount in roubles (two decimals at most)."
+    handler.__doc__ = f"{op}: Amount in roubles, rounded half-up to kopecks (the Warning says so)."
     return handler
 
 
