@@ -134,10 +134,12 @@ def post(client: webtest.TestApp, body: dict, path: str = EXECUTE, **kw: Any) ->
 # --------------------------------------------------------------------------- envelope, access, CORS
 
 
-def test_unknown_command_is_status_2_naming_it(km):
+def test_unknown_command_is_status_3_naming_it(km):
+    """kkmserver-api.md §3: Status 3 is "command or device not found"."""
     answer = post(km.cashier, {"Command": "ValidationMarkingCode", "IdCommand": ident(1)})
-    assert answer["Status"] == 2 and "ValidationMarkingCode" in answer["Error"]
+    assert answer["Status"] == 3 and "ValidationMarkingCode" in answer["Error"]
     assert answer["Command"] == "ValidationMarkingCode"
+    assert post(km.anon, {"Command": "ValidationMarkingCode"})["Status"] == 2  # no password: refused first
 
 
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b'{"NumDevice": 1}'])

@@ -91,7 +91,7 @@ def envelope(command: str, id_command: str, device: int, fields: dict, warnings:
 
 
 def error_fields(exc: KKTError) -> dict:
-    """Status 3 for an unknown register, Status 2 for everything else; ErrorCode for the programmer."""
+    """Status 3 for an unknown register or command, Status 2 for everything else; ErrorCode for the programmer."""
     status = NOT_FOUND if isinstance(exc, errors.NotFound) else ERROR
     return {"Status": status, "Error": exc.message, "ErrorCode": int(exc.code)}
 
@@ -210,8 +210,10 @@ def execute(body: object) -> dict:
     command = BY_LOWER.get(name.strip().lower())
     if command is None:
         log.warning("KKM Server: неподдерживаемая команда %r", name[:64])
-        raise KKTError(UNKNOWN_COMMAND.format(name=name.strip()[:64], names=", ".join([*COMMANDS, GET_REZULT])),
-                       code=errors.ResultCode.VALIDATION)
+        # Status 3 "command or device not found" [C: ST status.ts, AF], not 2: a client may try
+        # another command (or server) on 3, while 2 says this one failed.
+        raise errors.NotFound(UNKNOWN_COMMAND.format(name=name.strip()[:64],
+                                                     names=", ".join([*COMMANDS, GET_REZULT])))
     spec = COMMANDS[command]
     check_role(spec.role)
     wait = wait_seconds(body)
