@@ -191,6 +191,22 @@ def test_execute_sync_path_and_get(km):
                       "IdCommand": ident(3), "NumDevice": 2, "UnitName": "Касса сайта", "LineLength": 48}
 
 
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+@pytest.mark.parametrize("path", [EXECUTE, "/Execute/sync"])
+def test_other_methods_answer_json(method, path, km, emulator):
+    """Only POST runs a command; another method gets the contract's JSON (HTTP 200, Status 2), not an HTML 405."""
+    res = getattr(km.cashier, method)(path, status=200)
+    assert res.content_type == "application/json"
+    assert res.json["Status"] == 2 and "POST" in res.json["Error"] and method.upper() in res.json["Error"]
+    assert emulator.documents() == []
+
+
+def test_unknown_path_under_execute_answers_json(km):
+    res = km.cashier.post("/Execute/async", b'{"Command": "List"}', status=200)
+    assert res.content_type == "application/json"
+    assert res.json["Status"] == 2 and "/Execute/async" in res.json["Error"] and "POST" in res.json["Error"]
+
+
 # --------------------------------------------------------------------------- List, GetDataKKT, routing
 
 

@@ -35,7 +35,7 @@ from kktapp import errors
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.service import fingerprint
 from kktapp.web.auth import authenticate, check_role, current_user
-from kktapp.web.common import read_json
+from kktapp.web.common import http_headers, read_json
 from kktapp.web.compat import dumps
 from kktapp.web.kkmserver_commands import (
     BY_LOWER,
@@ -65,6 +65,9 @@ FINAL = (OK, ERROR)
 UNKNOWN_COMMAND = "команда «{name}» не поддерживается сервисом kkt; поддерживаются: {names}"
 KEY_REUSED = "IdCommand {id} уже использован для другой команды (другое содержимое запроса)"
 NOT_FOUND_ID = "команда с IdCommand {id} не найдена (не поступала или уже удалена из журнала)"
+WRONG_METHOD = ("запрос {method} не поддерживается: команды KKM Server отправляются запросом POST на /Execute "
+                "(или /Execute/sync), тело — команда JSON")
+WRONG_PATH = "адрес {path} не найден: команды KKM Server отправляются запросом POST на /Execute или /Execute/sync"
 CORS_METHODS = "POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE = "600"
@@ -277,10 +280,20 @@ def execute_view() -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    err = KKTError(f"ошибка запроса: {exc.name} ({request.method} {request.path}); команды KKM Server — "
-                   "POST /Execute", code=errors.ResultCode.VALIDATION)
-    return answer_response(envelope("", "", 0, error_fields(err)))
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (405, 404, 413…) in the contract's JSON with HTTP 200 (also for /Execute/… paths).
+
+    The clients read only Status and Error; AF's takes any other HTTP status for a broken link.
+    """
+    if exc.code == 405:
+        text = WRONG_METHOD.format(method=request.method)
+    elif exc.code == 404:
+        text = WRONG_PATH.format(path=request.path[:200])
+    else:
+        text = f"ошибка запроса: {exc.name} ({request.method} {request.path[:200]}); команды KKM Server — POST /Execute"
+    log.info("KKM Server: отказ: %s", text)
+    err = KKTError(text, code=errors.ResultCode.VALIDATION)
+    return http_headers(answer_response(envelope("", "", 0, error_fields(err))), exc)
 
 
 @bp.errorhandler(Exception)
