@@ -630,6 +630,7 @@ def test_timeout_1_then_get_rezult(km, emulator2):
             break
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert rez["NumDevice"] == 2 and rez["UnitName"] == "Касса сайта"  # the command's register
     inner = rez["Rezult"]
     doc = receipts_of(emulator2)[-1]
     assert inner["Status"] == 0 and inner["Command"] == "RegisterCheck" and inner["IdCommand"] == ident(22)
@@ -637,7 +638,10 @@ def test_timeout_1_then_get_rezult(km, emulator2):
     assert post(km.cashier, body) == inner  # the command itself repeated: the stored answer
     assert len(receipts_of(emulator2)) == 1
     unknown = post(km.cashier, {"Command": "GetRezult", "IdCommand": ident("nope")})
-    assert unknown["Status"] == 3 and "Rezult" not in unknown
+    assert unknown["Status"] == 3 and "Rezult" not in unknown and unknown["NumDevice"] == 0
+    for missing in ({}, {"IdCommand": ""}, {"IdCommand": None}):
+        answer = post(km.cashier, {"Command": "GetRezult", **missing})
+        assert answer["Status"] == 2 and "IdCommand" in answer["Error"] and "не указано" in answer["Error"], answer
 
 
 def test_get_rezult_after_a_restart(km_config, emulator, emulator2, tmp_path):

@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 from kktapp import errors
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.service import fingerprint
+from kktapp.web import fields as kfields
 from kktapp.web.auth import authenticate, check_role, current_user
 from kktapp.web.common import http_headers, read_json
 from kktapp.web.compat import dumps
@@ -207,9 +208,12 @@ def execute(body: object) -> dict:
     if not isinstance(name, str) or not name.strip():
         raise ValidationFailed("Command", "не указана команда", name if isinstance(name, str | int) else None)
     g.kkt_user = authenticate("cashier")
-    ident = id_command(body)
     if name.strip().lower() == GET_REZULT.lower():
-        return get_rezult(name, ident)
+        # A fresh id (as other commands get) would only be reported "not found": say what is missing.
+        if body.get("IdCommand") in (None, ""):
+            raise ValidationFailed("IdCommand", kfields.BASE_MESSAGES["required"])
+        return get_rezult(name, id_command(body))
+    ident = id_command(body)
     command = BY_LOWER.get(name.strip().lower())
     if command is None:
         log.warning("KKM Server: неподдерживаемая команда %r", name[:64])
@@ -246,19 +250,20 @@ def _keep(ident: str, answer: dict) -> dict:
 
 
 def get_rezult(name: str, ident: str) -> dict:
-    """GetRezult: ``{"Rezult": <the command's answer now>}`` [S: AF GetRezultResponse; ST GetRezult.ts]."""
+    """GetRezult: ``{"Rezult": <the command's answer now>}`` [S: AF GetRezultResponse; ST GetRezult.ts].
+
+    The envelope carries the command's register (NumDevice, UnitName), as every answer does.
+    """
     record = store().get(ident)
     if record is None:
-        return {"Command": name, "Status": NOT_FOUND, "Error": NOT_FOUND_ID.format(id=ident), "Warning": "",
-                "Message": "", "IdCommand": ident}
+        return envelope(name, ident, 0, {"Status": NOT_FOUND, "Error": NOT_FOUND_ID.format(id=ident)})
     inner = record.answer
     if inner is None:
         # Not final when last asked: look again without waiting. The handler finds its job under
         # the IdCommand key, so this never starts the command a second time.
         check_role(COMMANDS[record.command].role)
         inner = _keep(ident, run(record.command, record.body, ident, record.device, 0.0))
-    return {"Command": name, "Status": OK, "Error": "", "Warning": "", "Message": "", "IdCommand": ident,
-            "Rezult": inner}
+    return envelope(name, ident, record.device, {"Status": OK, "Rezult": inner})
 
 
 @bp.route("/Execute", methods=["POST", "OPTIONS"])
