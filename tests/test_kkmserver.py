@@ -340,6 +340,9 @@ def test_depositing_and_payment_cash(km, emulator, emulator2):
         ("cash_in", 100000), ("cash_out", 25050)]
     assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": 0})["Status"] == 2
     assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": "много"})["Status"] == 2
+    for missing in ({}, {"Amount": None}, {"Amount": ""}):
+        answer = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, **missing})
+        assert answer["Status"] == 2 and "Amount" in answer["Error"] and "не указано" in answer["Error"], answer
     assert emulator2.documents() == []
 
 

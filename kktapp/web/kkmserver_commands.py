@@ -28,6 +28,7 @@ from kktapp.domain import FiscalResult, SettlementType
 from kktapp.errors import ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, RECEIPT, Job, receipt_from_json
 from kktapp.web.api import normalize_status
+from kktapp.web.fields import BASE_MESSAGES
 from kktapp.web.kkmserver_check import (
     PAYMENT_FIELDS,
     TAX_VARIANT,
@@ -298,6 +299,8 @@ def _cash(op: str) -> Callable[[Call], dict]:
     def handler(call: Call) -> dict:
         cashier_params(call.body, current_app.config, dt.date.today())
         amount = call.body.get("Amount")
+        if amount in (None, ""):
+            raise ValidationFailed("Amount", BASE_MESSAGES["required"])
         try:
             kopecks, rounded = kkm_kopecks(amount, "Amount")
         except domain.DomainError as exc:
