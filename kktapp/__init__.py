@@ -81,7 +81,7 @@ def register_blueprints(app: Flask) -> None:
     from .web.common import route_errors_by_prefix
 
     route_errors_by_prefix(app, [("/api/compat/", compat.http_error), ("/api/", api.http_error),
-                                 ("/kkt/", kkt1c.http_error)])
+                                 ("/kkt/", kkt1c.http_error), ("/Execute/", kkmserver.http_error)])
     # The same pages under /kkt/: the shipped Apache config passes /kkt/... to the app as is.
     app.register_blueprint(monitoring.bp, url_prefix="/kkt", name="monitoring_kkt")
     app.register_blueprint(operator.bp, url_prefix="/kkt", name="operator_kkt")

@@ -46,13 +46,25 @@ class DomainError(ValueError):
 # --------------------------------------------------------------------------- money
 
 
-def to_kopecks(value: object, field: str = "sum") -> int:
+def to_kopecks(value: object, field: str = "sum", *, round_half_up: bool = False) -> int:
     """Parse roubles (int, Decimal or numeric string; never float) into integer kopecks.
 
     More than two decimals is an error, not a rounding: a caller who sends 1.005 ₽ has a bug.
+    ``round_half_up`` is for a contract whose known clients write sums with more decimals (KKM
+    Server's): there 1.005 ₽ becomes 1.01 ₽, and the contract says so to the caller.
     """
     if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
         return value * 100  # whole roubles, within _check_magnitude's limit: nothing else to check
+    kop = parse_roubles(value, field) * 100
+    if kop != kop.to_integral_value():
+        if not round_half_up:
+            raise DomainError(field, "больше двух знаков после запятой", value)
+        kop = kop.to_integral_value(rounding=ROUND_HALF_UP)
+    return int(kop)
+
+
+def parse_roubles(value: object, field: str = "sum") -> Decimal:
+    """Roubles (int, Decimal or numeric string; never float) as an exact Decimal, any number of decimals."""
     if isinstance(value, bool) or isinstance(value, float):
         # JSON is parsed with parse_float=Decimal; a float here means a caller bypassed that.
         raise DomainError(field, "сумма должна быть числом в рублях с копейками", value)
@@ -63,10 +75,7 @@ def to_kopecks(value: object, field: str = "sum") -> int:
     if not amount.is_finite():
         raise DomainError(field, "не число", value)
     _check_magnitude(amount, field, value)
-    kop = amount * 100
-    if kop != kop.to_integral_value():
-        raise DomainError(field, "больше двух знаков после запятой", value)
-    return int(kop)
+    return amount
 
 
 def _check_magnitude(number: Decimal, field: str, value: object) -> None:
@@ -206,6 +215,10 @@ _VAT_ALIASES = {
 # general rate is on the receipt date.
 _LEGACY_GENERAL = {"18", "20"}
 _LEGACY_CALCULATED = {"18/118", "118", "20/120", "120"}
+# On a return 20 % and 20/120 are not old names for today's rate: a 2026 return of a settlement
+# made before 2026 is made at that settlement's rate (FNS letter АБ-4-20/11248@, fiscal-rules.md
+# §1), and the caller who sends 20 on a return means it. 18 stays an old name everywhere.
+_KEPT_ON_RETURNS = {"20": VatRate.VAT20, "20/120": VatRate.VAT120, "120": VatRate.VAT120}
 
 
 class LegacyRateRejected(DomainError):
@@ -224,11 +237,20 @@ def _vat_key(value: object) -> str:
     return text
 
 
-def is_legacy_vat(value: object) -> bool:
-    """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …)."""
+def _kept_as_given(key: str, settlement: SettlementType | None) -> bool:
+    return settlement is not None and settlement.is_return and key in _KEPT_ON_RETURNS
+
+
+def is_legacy_vat(value: object, settlement: SettlementType | None = None) -> bool:
+    """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …).
+
+    On a return (``settlement``) 20 and 20/120 are the returned settlement's rate, not old names.
+    """
     if isinstance(value, (bool, float)) or value is None:
         return False
     key = _vat_key(value)
+    if _kept_as_given(key, settlement):
+        return False
     return key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED
 
 
@@ -239,12 +261,15 @@ def general_rate(on: dt.date, calculated: bool = False) -> VatRate:
     return VatRate.VAT120 if calculated else VatRate.VAT20
 
 
-def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax") -> VatRate:
+def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax",
+              settlement: SettlementType | None = None) -> VatRate:
     """Map a caller's VAT name to a rate allowed on ``on`` (the receipt date).
 
     Canonical names (``vat22``) and numbers (22, "22/122", "без НДС") map directly. Legacy general
     rates (18, 20, "НДС18", "nds18", "vat20", with /118 and /120 forms) become the general rate on
-    ``on`` unless ``accept_legacy`` is false, in which case they are refused.
+    ``on`` unless ``accept_legacy`` is false, in which case they are refused. On a return
+    (``settlement`` with :attr:`SettlementType.is_return`) 20 and 20/120 are kept as given,
+    whatever ``on`` and ``accept_legacy`` say: they are the rate of the settlement returned.
     """
     if isinstance(value, bool) or value is None:
         raise DomainError(field, "ставка НДС не указана", value)
@@ -255,6 +280,8 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
     key = _vat_key(value)
     if key in _VAT_ALIASES:
         return _VAT_ALIASES[key]
+    if _kept_as_given(key, settlement):
+        return _KEPT_ON_RETURNS[key]
     if key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED:
         if not accept_legacy:
             raise LegacyRateRejected(
@@ -284,6 +311,11 @@ class SettlementType(StrEnum):
     def is_correction(self) -> bool:
         """True for the four correction types."""
         return self.value.endswith("_correction")
+
+    @property
+    def is_return(self) -> bool:
+        """True for returns (1054 = 2 or 4) and their corrections: they give back an earlier settlement."""
+        return self.tag1054 in (_TAG1054["sell_return"], _TAG1054["buy_return"])
 
     @property
     def title(self) -> str:

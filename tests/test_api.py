@@ -229,6 +229,27 @@ def test_correction_receipts(kind, clients, emulator):
     assert doc["items"][0]["tax"] == "vat20"
 
 
+@pytest.mark.parametrize("accept_legacy", [True, False])
+def test_returns_keep_vat20_and_vat120(accept_legacy, api_config, emulator, request):
+    """A 2026 return of a 2025 sale is made at 20 % (fiscal-rules.md §1); a sale maps vat20 to today's rate."""
+    from tests.conftest import ApiClients
+
+    api_config["ACCEPT_LEGACY_VAT"] = accept_legacy
+    clients = ApiClients(request.getfixturevalue("app"))
+    items = [{"name": "Чай", "price": 100, "tax": "vat20"}, {"name": "Аванс", "price": 100, "tax": "vat120"}]
+    for kind in ("sell_return", "buy_return"):
+        res = clients.cashier.post_json(f"{API}/receipts", receipt(type=kind, items=items,
+                                                                 payments=[{"type": "electronic", "amount": 200}]))
+        assert res.json["state"] == "done", res.json
+        assert [i["tax"] for i in receipts_of(emulator)[-1]["items"]] == ["vat20", "vat120"]
+    sale = clients.cashier.post_json(f"{API}/receipts", receipt(items=items[:1], payments=[
+        {"type": "electronic", "amount": 100}]), expect_errors=True)
+    if accept_legacy:
+        assert receipts_of(emulator)[-1]["items"][0]["tax"] == "vat22"
+    else:
+        assert sale.status_int == 422 and len(receipts_of(emulator)) == 2
+
+
 def test_position_attributes_header_footer_cashier(clients, emulator):
     body = receipt(
         items=[{"name": "Гречка", "price": 100, "quantity": "1.5", "tax": 10, "payment_method": "advance",

@@ -33,6 +33,21 @@ def test_to_kopecks(value, kop):
     assert domain.to_kopecks(value) == kop
 
 
+@pytest.mark.parametrize("value, kop", [("33.29667", 3330), (Decimal("1.005"), 101), ("1,004", 100),
+                                        (Decimal("99.99000000000001"), 9999), (Decimal("-1.005"), -101), (7, 700)])
+def test_to_kopecks_rounds_half_up_only_when_asked(value, kop):
+    assert domain.to_kopecks(value, round_half_up=True) == kop
+    if domain.parse_roubles(value) * 100 != kop:
+        with pytest.raises(DomainError):
+            domain.to_kopecks(value)
+
+
+@pytest.mark.parametrize("value", [1.5, True, "abc", None, Decimal("NaN"), "1e999999"])
+def test_rounding_never_takes_what_is_not_a_sum(value):
+    with pytest.raises(DomainError):
+        domain.to_kopecks(value, round_half_up=True)
+
+
 @pytest.mark.parametrize("value", [1.5, True, Decimal("1.005"), "abc", None, Decimal("NaN")])
 def test_to_kopecks_refuses(value):
     with pytest.raises(DomainError) as err:
@@ -74,6 +89,28 @@ def test_legacy_general_rate_follows_the_date(name):
 def test_legacy_calculated_rate_follows_the_date():
     assert domain.parse_vat("18/118", Y2026) is VatRate.VAT122
     assert domain.parse_vat("20/120", Y2025) is VatRate.VAT120
+
+
+@pytest.mark.parametrize("kind", [SettlementType.SELL_RETURN, SettlementType.BUY_RETURN,
+                                  SettlementType.SELL_RETURN_CORRECTION, SettlementType.BUY_RETURN_CORRECTION])
+def test_returns_keep_20_and_20_120_as_given(kind):
+    """A 2026 return of a pre-2026 sale is made at 20 % (FNS letter АБ-4-20/11248@)."""
+    for accept in (True, False):
+        assert domain.parse_vat(20, Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT20
+        assert domain.parse_vat("vat120", Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT120
+        assert domain.parse_vat("20/120", Y2026, accept_legacy=accept, settlement=kind) is VatRate.VAT120
+    assert not domain.is_legacy_vat(20, kind) and domain.is_legacy_vat(18, kind)
+    assert domain.parse_vat(18, Y2026, settlement=kind) is VatRate.VAT22  # 18 stays an old name
+    with pytest.raises(LegacyRateRejected):
+        domain.parse_vat(18, Y2026, accept_legacy=False, settlement=kind)
+
+
+@pytest.mark.parametrize("kind", [None, SettlementType.SELL, SettlementType.BUY, SettlementType.SELL_CORRECTION])
+def test_sales_keep_the_legacy_mapping(kind):
+    assert domain.parse_vat(20, Y2026, settlement=kind) is VatRate.VAT22
+    assert domain.is_legacy_vat(20, kind)
+    with pytest.raises(LegacyRateRejected):
+        domain.parse_vat(20, Y2026, accept_legacy=False, settlement=kind)
 
 
 def test_legacy_rate_can_be_refused():

@@ -134,10 +134,12 @@ def post(client: webtest.TestApp, body: dict, path: str = EXECUTE, **kw: Any) ->
 # --------------------------------------------------------------------------- envelope, access, CORS
 
 
-def test_unknown_command_is_status_2_naming_it(km):
+def test_unknown_command_is_status_3_naming_it(km):
+    """kkmserver-api.md §3: Status 3 is "command or device not found"."""
     answer = post(km.cashier, {"Command": "ValidationMarkingCode", "IdCommand": ident(1)})
-    assert answer["Status"] == 2 and "ValidationMarkingCode" in answer["Error"]
+    assert answer["Status"] == 3 and "ValidationMarkingCode" in answer["Error"]
     assert answer["Command"] == "ValidationMarkingCode"
+    assert post(km.anon, {"Command": "ValidationMarkingCode"})["Status"] == 2  # no password: refused first
 
 
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b'{"NumDevice": 1}'])
@@ -187,6 +189,22 @@ def test_execute_sync_path_and_get(km):
                   path="/Execute/sync")
     assert answer == {"Command": "GetLineLength", "Status": 0, "Error": "", "Warning": "", "Message": "",
                       "IdCommand": ident(3), "NumDevice": 2, "UnitName": "Касса сайта", "LineLength": 48}
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+@pytest.mark.parametrize("path", [EXECUTE, "/Execute/sync"])
+def test_other_methods_answer_json(method, path, km, emulator):
+    """Only POST runs a command; another method gets the contract's JSON (HTTP 200, Status 2), not an HTML 405."""
+    res = getattr(km.cashier, method)(path, status=200)
+    assert res.content_type == "application/json"
+    assert res.json["Status"] == 2 and "POST" in res.json["Error"] and method.upper() in res.json["Error"]
+    assert emulator.documents() == []
+
+
+def test_unknown_path_under_execute_answers_json(km):
+    res = km.cashier.post("/Execute/async", b'{"Command": "List"}', status=200)
+    assert res.content_type == "application/json"
+    assert res.json["Status"] == 2 and "/Execute/async" in res.json["Error"] and "POST" in res.json["Error"]
 
 
 # --------------------------------------------------------------------------- List, GetDataKKT, routing
@@ -253,6 +271,25 @@ def test_routing_num_device_zero_kkt_number_inn(km, emulator, emulator2):
     assert post(km.cashier, {"Command": "GetDataKKT", "KktNumber": "123"})["Status"] == 3
 
 
+def test_routing_by_id_device(km, app, emulator, emulator2):
+    """ST OpenShift.ts/CloseShift.ts: IdDevice picks the register, as List names it; "" is not given."""
+    ids = {u["NumDevice"]: u["IdDevice"] for u in post(km.cashier, {"Command": "List"})["ListUnit"]}
+    x = post(km.admin, {"Command": "XReport", "IdDevice": ids[2], "IdCommand": ident("idx")})
+    assert x["Status"] == 0 and x["NumDevice"] == 2, x
+    assert app.extensions["kkt"].journal.find_by_key("x_report", "kkms:" + ident("idx")).device == 2
+    opened = post(km.cashier, {"Command": "OpenShift", "IdDevice": ids[2], "NotPrint": False,
+                               "CashierName": "Иванов И.И.", "CashierVATIN": ""})  # kkmserver-js's shape
+    assert opened["Status"] == 0 and opened["NumDevice"] == 2
+    assert [d["type"] for d in emulator2.documents()] == ["open_shift"]
+    assert post(km.cashier, {"Command": "GetLineLength", "IdDevice": ""})["NumDevice"] == 1  # not given: any
+    assert post(km.cashier, {"Command": "GetLineLength", "IdDevice": ids[2], "NumDevice": 2})["NumDevice"] == 2
+    unknown = post(km.cashier, {"Command": "OpenShift", "IdDevice": "kkt-9"})
+    assert unknown["Status"] == 3 and "IdDevice" in unknown["Error"] and "не найдена" in unknown["Error"]
+    other = post(km.cashier, {"Command": "OpenShift", "IdDevice": ids[2], "NumDevice": 1})
+    assert other["Status"] == 3 and "NumDevice" in other["Error"]
+    assert emulator.documents() == [] and len(emulator2.documents()) == 1
+
+
 def test_num_device_zero_skips_a_register_that_is_down(km, app, emulator, emulator2):
     svc = app.extensions["kkt"]
     emulator.power_off()
@@ -301,10 +338,24 @@ def test_depositing_and_payment_cash(km, emulator, emulator2):
     assert out["Status"] == 0 and out["CheckNumber"] == emulator.documents()[-1]["fd_number"]
     assert [(d["type"], d["total"]) for d in emulator.documents() if d["type"].startswith("cash")] == [
         ("cash_in", 100000), ("cash_out", 25050)]
-    bad = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": Decimal("1.005")})
-    assert bad["Status"] == 2 and "Amount" in bad["Error"]
     assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": 0})["Status"] == 2
+    assert post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": "много"})["Status"] == 2
+    for missing in ({}, {"Amount": None}, {"Amount": ""}):
+        answer = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, **missing})
+        assert answer["Status"] == 2 and "Amount" in answer["Error"] and "не указано" in answer["Error"], answer
     assert emulator2.documents() == []
+
+
+def test_cash_amount_rounded_to_kopecks(km, emulator2):
+    """DJ writes sums with five decimals, AF's Doubles carry binary noise: rounded half-up, and the Warning says so."""
+    five = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": "100.00500"})
+    assert five["Status"] == 0 and "Amount 100.00500 → 100.01" in five["Warning"], five
+    noise = post(km.cashier, {"Command": "PaymentCash", "NumDevice": 2, "Amount": Decimal("0.30000000000000004")})
+    assert noise["Status"] == 0 and "Amount" in noise["Warning"] and "0.30" in noise["Warning"]
+    exact = post(km.cashier, {"Command": "DepositingCash", "NumDevice": 2, "Amount": "5.00000"})
+    assert exact["Status"] == 0 and exact["Warning"] == ""
+    assert [(d["type"], d["total"]) for d in emulator2.documents() if d["type"].startswith("cash")] == [
+        ("cash_in", 10001), ("cash_out", 30), ("cash_in", 500)]
 
 
 # --------------------------------------------------------------------------- RegisterCheck
@@ -384,11 +435,35 @@ def test_old_rates_on_a_correction_of_2025(km, emulator2):
     assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat20"]
 
 
+#: A 2026 return of a 2025 sale is made at 20 % (fiscal-rules.md §1): on returns and their
+#: corrections 20 and 120 are kept as given; 18/118 stay old names for the general rate.
+RETURN_TAXES = {20: "vat20", 120: "vat120", 22: "vat22", 122: "vat122", 18: "vat22", 118: "vat122"}
+
+
+@pytest.mark.parametrize("accept_legacy", [True, False])
+@pytest.mark.parametrize("type_check", [1, 11, 3, 13])
+def test_returns_keep_20_and_120(type_check, accept_legacy, km_config, emulator, request):
+    km_config["ACCEPT_LEGACY_VAT"] = accept_legacy
+    km = ApiClients(request.getfixturevalue("app"))
+    taxes = RETURN_TAXES if accept_legacy else {t: r for t, r in RETURN_TAXES.items() if t not in (18, 118)}
+    strings = [{"Register": {"Name": f"Товар НДС {tax}", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": tax}}
+               for tax in taxes]
+    body = af_check(ident(f"r{type_check}"), CheckStrings=strings, NumDevice=1, TypeCheck=type_check,
+                    ElectronicPayment=10 * len(taxes))
+    if type_check in (3, 13):  # the correction of a return made in 2026
+        body.update(CorrectionType=0, CorrectionBaseDate="2026-01-20T12:00:00")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 0, answer
+    assert [item["tax"] for item in receipts_of(emulator)[-1]["items"]] == list(taxes.values())
+
+
 def test_legacy_rates_refused_when_switched_off(km_config, emulator, request):
     km_config["ACCEPT_LEGACY_VAT"] = False
     km = ApiClients(request.getfixturevalue("app"))
     answer = post(km.cashier, af_check(ident(12), tax=20, NumDevice=1))
     assert answer["Status"] == 2 and "CheckStrings.0.Register.Tax" in answer["Error"]
+    refund = post(km.cashier, af_check(ident(121), tax=18, NumDevice=1, TypeCheck=1))
+    assert refund["Status"] == 2 and "CheckStrings.0.Register.Tax" in refund["Error"]  # 18 is old on returns too
     assert receipts_of(emulator) == []
 
 
@@ -407,6 +482,57 @@ def test_every_payment_field(km, emulator):
         Decimal("150.00"), Decimal("100.00"), Decimal("100.00"), Decimal("100.00"))
     short = post(km.cashier, af_check(ident(14), NumDevice=1, ElectronicPayment=Decimal("199.99")))
     assert short["Status"] == 2 and "меньше суммы чека" in short["Error"]
+
+
+def dj_position(name: str, price_kopecks: int, thousandths: int, tax: int = 22) -> dict:
+    """DJ's Position::toArray: Quantity and Price as strings of 3 and 2 decimals, Amount = price × quantity with 5."""
+    return {"Register": {"Name": name, "Quantity": f"{thousandths / 1000:.3f}", "Price": f"{price_kopecks / 100:.2f}",
+                         "Amount": f"{price_kopecks * thousandths / 100000:.5f}", "Department": 0, "Tax": tax,
+                         "SignMethodCalculation": 4, "SignCalculationObject": 1, "MeasureOfQuantity": 11,
+                         "internalPaymentType": 1}}
+
+
+def test_dj_sums_with_five_decimals_rounded(km, emulator):
+    """DJ's Cheque::toArray: Amount and Cash with five decimals ("33.29667"): kopecks half-up, named in the Warning."""
+    body = dj_check(ident("dj5"), CheckStrings=[dj_position("Сыр", 41107, 81)], Cash="33.29667",
+                    ElectronicPayment="0.00000", AdvancePayment="0.00000", Credit="0.00000", CashProvision="0.00000")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 0, answer
+    assert "CheckStrings.0.Register.Amount 33.29667 → 33.30" in answer["Warning"]
+    assert "Cash 33.29667 → 33.30" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert doc["items"][0]["amount"] == 3330 and doc["items"][0]["quantity"] == "0.081"
+    assert doc["payments"] == [{"type": "cash", "amount": 3330}] and answer["Cash"] == Decimal("33.30")
+
+
+def test_rounded_lines_still_paid_exactly(km, emulator):
+    """Two lines of 1.115 ₽ round to 2.24 ₽, DJ's Cash (their exact sum) to 2.23 ₽: the payment takes the kopeck."""
+    lines = [dj_position("Гвозди", 100, 1115), dj_position("Шурупы", 100, 1115)]
+    answer = post(km.cashier, dj_check(ident("dj6"), CheckStrings=lines, Cash="2.23000"))
+    assert answer["Status"] == 0, answer
+    assert "Cash = 2.24" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert [i["amount"] for i in doc["items"]] == [112, 112] and doc["payments"] == [{"type": "cash", "amount": 224}]
+    card = post(km.cashier, dj_check(ident("dj7"), CheckStrings=lines, Cash=0, ElectronicPayment="2.23000"))
+    assert card["Status"] == 0 and receipts_of(emulator)[-1]["payments"] == [{"type": "electronic", "amount": 224}]
+    short = post(km.cashier, dj_check(ident("dj8"), CheckStrings=lines, Cash="2.22000"))  # really underpaid
+    assert short["Status"] == 2 and "меньше суммы чека" in short["Error"]
+
+
+def test_af_double_noise_rounded(km, emulator):
+    """AF's play-json writes Doubles: 99.99000000000001 is 99.99 ₽."""
+    noise = Decimal("99.99000000000001")
+    strings = [{"Register": {"Name": "Товар", "Quantity": Decimal("1.0"), "Price": noise, "Amount": noise,
+                             "Department": 0, "Tax": 22}}]
+    answer = post(km.cashier, af_check(ident("af1"), CheckStrings=strings, NumDevice=1, ElectronicPayment=noise))
+    assert answer["Status"] == 0, answer
+    for name in ("CheckStrings.0.Register.Price", "CheckStrings.0.Register.Amount", "ElectronicPayment"):
+        assert f"{name} 99.99000000000001 → 99.99" in answer["Warning"]
+    doc = receipts_of(emulator)[-1]
+    assert (doc["items"][0]["price"], doc["items"][0]["amount"], doc["payments"][0]["amount"]) == (9999, 9999, 9999)
+    qty = post(km.cashier, af_check(ident("af2"), NumDevice=1, CheckStrings=[{"Register": {
+        "Name": "Товар", "Quantity": Decimal("0.30000000000000004"), "Price": 100, "Amount": 30, "Tax": 22}}]))
+    assert qty["Status"] == 2 and "Quantity" in qty["Error"]  # the device takes three decimals: not rounded
 
 
 def test_line_fields_discount_and_taxation(km, app, emulator):
@@ -507,6 +633,7 @@ def test_timeout_1_then_get_rezult(km, emulator2):
             break
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert rez["NumDevice"] == 2 and rez["UnitName"] == "Касса сайта"  # the command's register
     inner = rez["Rezult"]
     doc = receipts_of(emulator2)[-1]
     assert inner["Status"] == 0 and inner["Command"] == "RegisterCheck" and inner["IdCommand"] == ident(22)
@@ -514,7 +641,10 @@ def test_timeout_1_then_get_rezult(km, emulator2):
     assert post(km.cashier, body) == inner  # the command itself repeated: the stored answer
     assert len(receipts_of(emulator2)) == 1
     unknown = post(km.cashier, {"Command": "GetRezult", "IdCommand": ident("nope")})
-    assert unknown["Status"] == 3 and "Rezult" not in unknown
+    assert unknown["Status"] == 3 and "Rezult" not in unknown and unknown["NumDevice"] == 0
+    for missing in ({}, {"IdCommand": ""}, {"IdCommand": None}):
+        answer = post(km.cashier, {"Command": "GetRezult", **missing})
+        assert answer["Status"] == 2 and "IdCommand" in answer["Error"] and "не указано" in answer["Error"], answer
 
 
 def test_get_rezult_after_a_restart(km_config, emulator, emulator2, tmp_path):

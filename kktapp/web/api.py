@@ -48,6 +48,7 @@ from kktapp.web.schemas import (
     line_params,
     receipt_date,
     receipt_fingerprint,
+    receipt_type,
 )
 
 log = logging.getLogger(__name__)
@@ -425,7 +426,8 @@ def tech_reset(device: int) -> Response:
 def parse_receipt_request(body: object) -> tuple[dict, Any]:
     """Validate a receipt request and build the domain receipt; raises ValidationFailed."""
     config = current_app.config
-    ctx = {"on_date": receipt_date(body), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
+    ctx = {"on_date": receipt_date(body), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True)),
+           "settlement": receipt_type(body)}
     with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
         data = load(_RECEIPT, body)
     data["extra"] = fill_from_catalogue(data["items"], data["device"], "items")

@@ -28,7 +28,7 @@ from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCH
 from marshmallow.experimental.context import Context
 
 from kktapp import domain
-from kktapp.domain import DomainError, VatRate
+from kktapp.domain import DomainError, SettlementType, VatRate
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class FiscalContextData(typing.TypedDict, total=False):
     on_date: dt.date
     #: conf ACCEPT_LEGACY_VAT: old names 18/20 mean today's general rate, or are refused.
     accept_legacy: bool
+    #: Receipt type: on returns 20 and 20/120 are the returned settlement's rate, kept as given
+    #: (:func:`kktapp.domain.parse_vat`). Absent: a sale.
+    settlement: SettlementType | None
     #: conf ONEC_LINE_DISCOUNTS: a 1C line sum below price × quantity is a discount on that line.
     line_discounts: bool
     #: Most positions a receipt may have on the device (DeviceLimits.max_positions): a schema
@@ -277,7 +280,8 @@ class Vat(ValidatorsIfAny, fields.Field):
     """A VAT name or number → :class:`~kktapp.domain.VatRate` allowed on the receipt date.
 
     Legacy general rates (18, 20, "НДС18", "nds18") become the general rate on that date unless
-    legacy names are switched off (see the module docstring for where the date comes from).
+    legacy names are switched off (see the module docstring for where the date comes from); on a
+    return (context ``settlement``) 20 and 20/120 are kept as given.
     """
 
     default_error_messages = BASE_MESSAGES
@@ -291,12 +295,13 @@ class Vat(ValidatorsIfAny, fields.Field):
         ctx = _context()
         on = self.on_date or ctx.get("on_date") or dt.date.today()
         accept = self.accept_legacy if self.accept_legacy is not None else ctx.get("accept_legacy", True)
+        settlement = ctx.get("settlement")
         try:
-            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax")
+            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax", settlement=settlement)
         except DomainError as exc:
             raise ValidationError(exc.message) from None
         logged = ctx.setdefault("legacy_logged", set()) if ctx else set()
-        if domain.is_legacy_vat(value) and str(value) not in logged:
+        if domain.is_legacy_vat(value, settlement) and str(value) not in logged:
             # The rate on the receipt is not the number the caller sent: the log says so, once a
             # receipt per name (a 1C document with Tax 18 has it on every line).
             logged.add(str(value))

@@ -34,8 +34,9 @@ from werkzeug.exceptions import HTTPException
 from kktapp import errors
 from kktapp.errors import KKTError, ValidationFailed
 from kktapp.service import fingerprint
+from kktapp.web import fields as kfields
 from kktapp.web.auth import authenticate, check_role, current_user
-from kktapp.web.common import read_json
+from kktapp.web.common import http_headers, read_json
 from kktapp.web.compat import dumps
 from kktapp.web.kkmserver_commands import (
     BY_LOWER,
@@ -65,6 +66,9 @@ FINAL = (OK, ERROR)
 UNKNOWN_COMMAND = "команда «{name}» не поддерживается сервисом kkt; поддерживаются: {names}"
 KEY_REUSED = "IdCommand {id} уже использован для другой команды (другое содержимое запроса)"
 NOT_FOUND_ID = "команда с IdCommand {id} не найдена (не поступала или уже удалена из журнала)"
+WRONG_METHOD = ("запрос {method} не поддерживается: команды KKM Server отправляются запросом POST на /Execute "
+                "(или /Execute/sync), тело — команда JSON")
+WRONG_PATH = "адрес {path} не найден: команды KKM Server отправляются запросом POST на /Execute или /Execute/sync"
 CORS_METHODS = "POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE = "600"
@@ -91,7 +95,7 @@ def envelope(command: str, id_command: str, device: int, fields: dict, warnings:
 
 
 def error_fields(exc: KKTError) -> dict:
-    """Status 3 for an unknown register, Status 2 for everything else; ErrorCode for the programmer."""
+    """Status 3 for an unknown register or command, Status 2 for everything else; ErrorCode for the programmer."""
     status = NOT_FOUND if isinstance(exc, errors.NotFound) else ERROR
     return {"Status": status, "Error": exc.message, "ErrorCode": int(exc.code)}
 
@@ -204,14 +208,19 @@ def execute(body: object) -> dict:
     if not isinstance(name, str) or not name.strip():
         raise ValidationFailed("Command", "не указана команда", name if isinstance(name, str | int) else None)
     g.kkt_user = authenticate("cashier")
-    ident = id_command(body)
     if name.strip().lower() == GET_REZULT.lower():
-        return get_rezult(name, ident)
+        # A fresh id (as other commands get) would only be reported "not found": say what is missing.
+        if body.get("IdCommand") in (None, ""):
+            raise ValidationFailed("IdCommand", kfields.BASE_MESSAGES["required"])
+        return get_rezult(name, id_command(body))
+    ident = id_command(body)
     command = BY_LOWER.get(name.strip().lower())
     if command is None:
         log.warning("KKM Server: неподдерживаемая команда %r", name[:64])
-        raise KKTError(UNKNOWN_COMMAND.format(name=name.strip()[:64], names=", ".join([*COMMANDS, GET_REZULT])),
-                       code=errors.ResultCode.VALIDATION)
+        # Status 3 "command or device not found" [C: ST status.ts, AF], not 2: a client may try
+        # another command (or server) on 3, while 2 says this one failed.
+        raise errors.NotFound(UNKNOWN_COMMAND.format(name=name.strip()[:64],
+                                                     names=", ".join([*COMMANDS, GET_REZULT])))
     spec = COMMANDS[command]
     check_role(spec.role)
     wait = wait_seconds(body)
@@ -241,19 +250,20 @@ def _keep(ident: str, answer: dict) -> dict:
 
 
 def get_rezult(name: str, ident: str) -> dict:
-    """GetRezult: ``{"Rezult": <the command's answer now>}`` [S: AF GetRezultResponse; ST GetRezult.ts]."""
+    """GetRezult: ``{"Rezult": <the command's answer now>}`` [S: AF GetRezultResponse; ST GetRezult.ts].
+
+    The envelope carries the command's register (NumDevice, UnitName), as every answer does.
+    """
     record = store().get(ident)
     if record is None:
-        return {"Command": name, "Status": NOT_FOUND, "Error": NOT_FOUND_ID.format(id=ident), "Warning": "",
-                "Message": "", "IdCommand": ident}
+        return envelope(name, ident, 0, {"Status": NOT_FOUND, "Error": NOT_FOUND_ID.format(id=ident)})
     inner = record.answer
     if inner is None:
         # Not final when last asked: look again without waiting. The handler finds its job under
         # the IdCommand key, so this never starts the command a second time.
         check_role(COMMANDS[record.command].role)
         inner = _keep(ident, run(record.command, record.body, ident, record.device, 0.0))
-    return {"Command": name, "Status": OK, "Error": "", "Warning": "", "Message": "", "IdCommand": ident,
-            "Rezult": inner}
+    return envelope(name, ident, record.device, {"Status": OK, "Rezult": inner})
 
 
 @bp.route("/Execute", methods=["POST", "OPTIONS"])
@@ -275,10 +285,20 @@ def execute_view() -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    err = KKTError(f"ошибка запроса: {exc.name} ({request.method} {request.path}); команды KKM Server — "
-                   "POST /Execute", code=errors.ResultCode.VALIDATION)
-    return answer_response(envelope("", "", 0, error_fields(err)))
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's errors (405, 404, 413…) in the contract's JSON with HTTP 200 (also for /Execute/… paths).
+
+    The clients read only Status and Error; AF's takes any other HTTP status for a broken link.
+    """
+    if exc.code == 405:
+        text = WRONG_METHOD.format(method=request.method)
+    elif exc.code == 404:
+        text = WRONG_PATH.format(path=request.path[:200])
+    else:
+        text = f"ошибка запроса: {exc.name} ({request.method} {request.path[:200]}); команды KKM Server — POST /Execute"
+    log.info("KKM Server: отказ: %s", text)
+    err = KKTError(text, code=errors.ResultCode.VALIDATION)
+    return http_headers(answer_response(envelope("", "", 0, error_fields(err))), exc)
 
 
 @bp.errorhandler(Exception)

@@ -11,9 +11,17 @@ receipt through :func:`kktapp.domain.check_receipt`, exactly as for the other co
 Decisions where the clients leave room:
 
 * ``Tax`` is KKM Server's percentage-style number (−1, 0, 5, 7, 10, 22, 105, 107, 110, 122; old
-  20, 120, 18, 118) and goes to :func:`kktapp.domain.parse_vat` as it is, so 20/120/18 mean the
-  general rate on the receipt date (the corrected settlement's date for corrections), exactly as
-  the 1C endpoint maps them, and ACCEPT_LEGACY_VAT = False refuses them the same way.
+  20, 120, 18, 118) and goes to :func:`kktapp.domain.parse_vat` as it is, with the receipt type,
+  so 20/120/18 mean the general rate on the receipt date (the corrected settlement's date for
+  corrections), exactly as the 1C endpoint maps them, and ACCEPT_LEGACY_VAT = False refuses them
+  the same way; on returns (TypeCheck 1, 3, 11, 13) 20 and 120 are kept as given in either
+  setting: a 2026 return of a 2025 sale is made at 20 % (kkmserver-api.md §7, fiscal-rules.md §1).
+* Money (Price, Amount, the payments; DepositingCash's Amount) is rounded half-up to kopecks and
+  the Warning names each rounded field: DJ writes Amount and the payments with five decimals, AF's
+  Doubles carry binary noise (:func:`kkm_kopecks`). kkt's other contracts refuse such sums. When
+  the payments as sent equal the lines as sent, the largest payment absorbs what rounding each
+  line on its own adds (:func:`settle_rounding`). Quantities are not rounded: the device takes
+  three decimals and DJ sends three.
 * ``Amount`` is the line's final sum: below price × quantity the difference is the line's
   discount; above it (a markup) is refused, because the FN would see a sum that is not
   price × quantity.
@@ -110,6 +118,11 @@ UNSUPPORTED_TEXT = "не поддерживается сервисом kkt (ре
 BARCODE_WARNING = "штрих-коды печатаются текстом: печать штрих-кода сервисом kkt пока не поддерживается"
 IMAGE_WARNING = "картинки (PrintImage) не печатаются сервисом kkt и пропущены"
 ACQUIRING_WARNING = "оплата картой через терминал (PayByProcessing) сервисом kkt не выполняется"
+ROUNDED_WARNING = "суммы с долями копейки округлены до копеек: {fields}"
+#: Rounded fields named in full in the Warning; the rest are counted.
+ROUNDED_SHOWN = 5
+PAYMENT_SETTLED_WARNING = ("оплата {name} = {amount}: оплаты равны сумме строк до долей копейки, а округлённые "
+                           "строки дают {total}")
 
 
 class Schema(kfields.BaseSchema):
@@ -374,16 +387,24 @@ class ParsedCheck:
     copies: int = 0
 
 
-def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
-    """The date whose VAT rates apply: the corrected settlement's date for corrections, else today.
+def receipt_type(body: Mapping[str, Any]) -> SettlementType | None:
+    """The receipt type the raw body's TypeCheck names (None when absent or not one).
 
     Read from the raw body first, because the Tax fields need it while they load.
     """
     type_check = body.get("TypeCheck")
     try:
-        settlement = TYPE_CHECK.get(int(type_check)) if type_check not in (None, "") else None
+        return TYPE_CHECK.get(int(type_check)) if type_check not in (None, "") else None
     except (TypeError, ValueError):
-        settlement = None
+        return None
+
+
+def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
+    """The date whose VAT rates apply: the corrected settlement's date for corrections, else today.
+
+    Read from the raw body first, because the Tax fields need it while they load.
+    """
+    settlement = receipt_type(body)
     if settlement is not None and settlement.is_correction and body.get("CorrectionBaseDate"):
         try:
             return dt.datetime.fromisoformat(str(body["CorrectionBaseDate"]).strip()).date()
@@ -392,8 +413,84 @@ def receipt_date(body: Mapping[str, Any], today: dt.date) -> dt.date:
     return today
 
 
-def _load(schema: Schema, body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date) -> dict:
-    ctx = {"on_date": receipt_date(body, today), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True))}
+@dataclass(frozen=True)
+class Rounded:
+    """A money field sent with fractions of a kopeck: where, as sent (exactly), and as kopecks."""
+
+    path: str
+    exact: Decimal
+    kopecks: int
+
+
+def kkm_kopecks(value: Any, path: str) -> tuple[int, Rounded | None]:
+    """A KKM Server money value → kopecks rounded half-up, and what was rounded (None: nothing).
+
+    The clients send sub-kopeck sums: DJ writes Amount and the payments with five decimals
+    (``Helper::toFloat($amount, 5)`` of price × thousandths of a unit: "33.29667"), AF writes Doubles
+    (99.99000000000001). Raises DomainError for what is not a sum at all.
+    """
+    kopecks = domain.to_kopecks(value, path, round_half_up=True)
+    if type(value) is int:
+        return kopecks, None
+    exact = domain.parse_roubles(value, path)
+    return kopecks, (Rounded(path, exact, kopecks) if exact * 100 != kopecks else None)
+
+
+def round_money(schema: Schema, data: Any, path: str = "") -> tuple[Any, list[Rounded]]:
+    """A copy of the raw body with every Money field of ``schema`` rounded half-up to kopecks.
+
+    Only this contract rounds (:func:`kkm_kopecks` says why); the money fields are the schema's own
+    (nested ones included), so a field added to a schema is rounded too. A value that is not a
+    sum is left for the field to refuse in its own words.
+    """
+    if not isinstance(data, Mapping):
+        return data, []
+    out = dict(data)
+    rounded: list[Rounded] = []
+    for name, fld in schema.fields.items():
+        value = out.get(name)
+        if value is None:
+            continue
+        where = f"{path}{name}"
+        if isinstance(fld, kfields.Money):
+            try:
+                kopecks, change = kkm_kopecks(value, where)
+            except DomainError:
+                continue
+            if change is not None:
+                out[name] = Decimal(kopecks).scaleb(-2)
+                rounded.append(change)
+        elif isinstance(fld, fields.Nested) and isinstance(fld.schema, Schema):
+            out[name], inner = round_money(fld.schema, value, f"{where}.")
+            rounded.extend(inner)
+        elif isinstance(fld, fields.List) and isinstance(fld.inner, fields.Nested) and isinstance(value, list):
+            items = []
+            for i, item in enumerate(value):
+                item, inner = round_money(fld.inner.schema, item, f"{where}.{i}.")  # type: ignore[arg-type]
+                items.append(item)
+                rounded.extend(inner)
+            out[name] = items
+    return out, rounded
+
+
+def rounded_warning(rounded: list[Rounded]) -> str:
+    """The Warning naming the rounded fields ("" when none was)."""
+    if not rounded:
+        return ""
+    shown = [f"{r.path} {r.exact} → {domain.format_rub(r.kopecks)}" for r in rounded[:ROUNDED_SHOWN]]
+    if len(rounded) > ROUNDED_SHOWN:
+        shown.append(f"и ещё {len(rounded) - ROUNDED_SHOWN}")
+    return ROUNDED_WARNING.format(fields="; ".join(shown))
+
+
+def _load(schema: Schema, body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date,
+          rounded: list[Rounded] | None = None) -> dict:
+    """Load a body with the fiscal context; money rounded to kopecks first, each rounding added to ``rounded``."""
+    ctx = {"on_date": receipt_date(body, today), "accept_legacy": bool(config.get("ACCEPT_LEGACY_VAT", True)),
+           "settlement": receipt_type(body)}
+    body, changes = round_money(schema, body)
+    if rounded is not None:
+        rounded.extend(changes)
     try:
         with kfields.FiscalContext(ctx):  # type: ignore[arg-type]
             return schema.load(body)  # type: ignore[return-value]
@@ -468,6 +565,39 @@ def _rename(string_index: list[int], field_name: str) -> str:
             "correction": "CorrectionBaseDate"}.get(field_name, field_name)
 
 
+def settle_rounding(data: dict, string_index: list[int], rounded: list[Rounded]) -> str:
+    """Make the payments cover the rounded lines when the client's exact sums agreed.
+
+    Each line is rounded on its own (its sum must stay price × quantity to the kopeck), so two
+    lines of 1.115 ₽ make 2.24 ₽ while DJ's Cash, their exact sum 2.23 ₽, rounds to 2.23 ₽: the
+    receipt would be refused as underpaid (or, by card, overpaid). When the payments as sent equal
+    the lines as sent, the largest payment takes the difference (half a kopeck per rounded field
+    at most). Returns the Warning, "" when nothing changed.
+    """
+    if not rounded:
+        return ""
+    exact = {r.path: r.exact for r in rounded}
+    lines = [(f"CheckStrings.{i}.Register.Amount", data["CheckStrings"][i]["Register"]["Amount"])
+             for i in string_index]
+    paid = [(name, data[name]) for name in (*PAYMENT_FIELDS, *LEGACY_PAYMENT_FIELDS) if data.get(name)]
+    if not paid:
+        return ""
+
+    def sent(path: str, kopecks: int) -> Decimal:
+        return exact.get(path, Decimal(kopecks).scaleb(-2))
+
+    total = sum(kopecks for _, kopecks in lines)
+    difference = total - sum(kopecks for _, kopecks in paid)
+    if not difference or sum(sent(p, k) for p, k in paid) != sum(sent(p, k) for p, k in lines):
+        return ""
+    name, amount = max(paid, key=lambda pair: pair[1])
+    if amount + difference <= 0:
+        return ""
+    data[name] = amount + difference
+    return PAYMENT_SETTLED_WARNING.format(name=name, amount=domain.format_rub(data[name]),
+                                          total=domain.format_rub(total))
+
+
 def payments(data: Mapping[str, Any]) -> tuple[Payment, ...]:
     """The receipt's payments by type (kopecks), the legacy cashless types added to theirs."""
     paid: dict[PaymentType, int] = {}
@@ -481,8 +611,9 @@ def payments(data: Mapping[str, Any]) -> tuple[Payment, ...]:
 def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date,
                          width: int = 48) -> ParsedCheck:
     """Validate a RegisterCheck body and build the receipt (or the non-fiscal lines); raises ValidationFailed."""
-    data = _load(RegisterCheckSchema(), body, config, today)
-    warnings: list[str] = []
+    rounded: list[Rounded] = []
+    data = _load(RegisterCheckSchema(), body, config, today, rounded)
+    warnings: list[str] = [w for w in [rounded_warning(rounded)] if w]
     header: list[TextLine] = []
     footer: list[TextLine] = []
     items: list[dict] = []
@@ -528,6 +659,9 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
         return ParsedCheck(None, lines, warnings, data.get("NumberCopies") or 0)
     if not items:
         raise ValidationFailed("CheckStrings", "в чеке нет ни одной строки Register")
+    settled = settle_rounding(data, string_index, rounded)
+    if settled:
+        warnings.append(settled)
     try:
         positions = build_positions(items, 0, prefix="register")
         settlement = TYPE_CHECK[data["TypeCheck"]]

@@ -28,20 +28,24 @@ from kktapp.domain import FiscalResult, SettlementType
 from kktapp.errors import ValidationFailed
 from kktapp.journal import DONE, FAILED, QUEUED, RECEIPT, Job, receipt_from_json
 from kktapp.web.api import normalize_status
+from kktapp.web.fields import BASE_MESSAGES
 from kktapp.web.kkmserver_check import (
     PAYMENT_FIELDS,
     TAX_VARIANT,
     ParsedCheck,
     cashier_params,
+    kkm_kopecks,
     kkm_tax,
     parse_print_document,
     parse_register_check,
     roubles,
+    rounded_warning,
 )
 from kktapp.web.kkmserver_units import (
     KEY_PREFIX,
     NO_DATE,
     ROUTING_WAIT,
+    id_device,
     kkm_date,
     kkt_info,
     line_length,
@@ -210,7 +214,7 @@ def list_devices(call: Call) -> dict:
         reg = registration(number, wait=0) if snap.get("link") == "ok" else {}
         info = kkt_info(number, snap, reg, link_ok=snap.get("link") == "ok")
         unit = {
-            "NumDevice": number, "IdDevice": f"kkt-{number}",
+            "NumDevice": number, "IdDevice": id_device(number),
             # ST spells it OnOf, AF reads OnOff: both are given.
             "OnOff": True, "OnOf": True, "Active": info["Active"],
             "TypeDevice": TYPE_DEVICE, "IdTypeDevice": ID_TYPE_DEVICE,
@@ -295,16 +299,20 @@ def _cash(op: str) -> Callable[[Call], dict]:
     def handler(call: Call) -> dict:
         cashier_params(call.body, current_app.config, dt.date.today())
         amount = call.body.get("Amount")
+        if amount in (None, ""):
+            raise ValidationFailed("Amount", BASE_MESSAGES["required"])
         try:
-            kopecks = domain.to_kopecks(amount, "Amount")
+            kopecks, rounded = kkm_kopecks(amount, "Amount")
         except domain.DomainError as exc:
             raise ValidationFailed("Amount", exc.message, amount if isinstance(amount, int | str) else None) from None
         if kopecks <= 0 or kopecks > domain.MAX_MONEY:
             raise ValidationFailed("Amount", "сумма должна быть больше нуля и не больше 99 999 999,99 ₽",
                                    amount if isinstance(amount, int | str) else str(amount))
+        if rounded is not None:
+            call.warnings.append(rounded_warning([rounded]))
         return _fiscal_answer(call, run_op(call, op, {"amount": kopecks}))
 
-    handler.__doc__ = f"{op}: Amount in roubles (two decimals at most)."
+    handler.__doc__ = f"{op}: Amount in roubles, rounded half-up to kopecks (the Warning says so)."
     return handler
 
 

@@ -55,6 +55,11 @@ def device_entry(number: int) -> dict:
     return {}
 
 
+def id_device(number: int) -> str:
+    """The register's IdDevice, as List gives it and commands name a register with it [ST List.ts, OpenShift.ts]."""
+    return f"kkt-{number}"
+
+
 def unit_name(number: int) -> str:
     """The register's name as conf gives it."""
     cfg = service().devices.get(number)
@@ -217,8 +222,11 @@ def _serial(number: int) -> str:
 
 
 def route(body: Mapping[str, Any]) -> int:
-    """The register for a command: NumDevice; else KktNumber / InnKkm; else the first up and least busy.
+    """The register for a command: IdDevice or NumDevice; else KktNumber / InnKkm; else the first up and least busy.
 
+    IdDevice ("" or absent: not given) is the register's id from List [ST OpenShift.ts: "Id
+    устройства. Строка. Если = "" то первое не блокированное на сервере"]; an unknown one, or
+    one that names another register than a non-zero NumDevice, is "not found" (Status 3).
     NumDevice 0 (or absent) means "any": among the registers that match KktNumber (factory
     number), InnKkm (organisation INN) and TaxVariant (a registered tax system), the one with the
     fewest jobs waiting, the first of equals, passing over registers known to be down [ST
@@ -235,6 +243,17 @@ def route(body: Mapping[str, Any]) -> int:
         raise ValidationFailed("NumDevice", "номер устройства — целое число (0 — любое)", body.get("NumDevice"))
     kkt_number = str(body.get("KktNumber") or "").strip()
     inn = str(body.get("InnKkm") or "").strip()
+    wanted = str(body.get("IdDevice") if body.get("IdDevice") is not None else "").strip()
+    if wanted:
+        by_id = {id_device(n): n for n in sorted(svc.devices)}
+        found = by_id.get(wanted)
+        if found is None:
+            raise errors.NotFound(f"ККТ с IdDevice «{wanted[:64]}» не найдена; IdDevice касс сервиса kkt (команда "
+                                  f"List): {', '.join(by_id) or 'нет ни одной'}")
+        if number and number != found:
+            raise errors.NotFound(f"IdDevice «{wanted}» — это ККТ № {found}, а NumDevice = {number}: укажите "
+                                  "одно из двух")
+        number = found
     if number:
         if number not in svc.devices:
             raise errors.NotFound(f"ККТ № {number} не настроена в сервисе kkt")

@@ -200,7 +200,8 @@ class ItemSchema(BaseSchema):
     quantity = Quantity(load_default=Decimal(1), metadata={"description": "количество, до 3 знаков (1023)"})
     amount = Money(metadata={"description": "сумма позиции до скидки, рубли; проверяется: цена × количество ± 1 коп."})
     tax = Vat(metadata={"description": "ставка НДС (без code обязательно): vat22, vat10, vat0, none, vat122, "
-                                       "vat110, vat5, vat7, vat105, vat107 или 22, 10, \"без НДС\"…"})
+                                       "vat110, vat5, vat7, vat105, vat107 или 22, 10, \"без НДС\"…; в чеках "
+                                       "возврата — также vat20 и vat120 (возврат продажи до 2026 г.)"})
     payment_method = NamedCode(PAYMENT_METHOD_NAMES, load_default=int(PaymentMethod.FULL_PAYMENT),
                                metadata={"description": "способ расчёта (1214): имя или код",
                                          "enum": list(PAYMENT_METHOD_NAMES)})
@@ -287,6 +288,21 @@ class ReceiptSchema(BaseSchema):
             raise ValidationError("для чека коррекции нужен объект correction {type, date}", "correction")
         if data.get("correction") and not is_correction:
             raise ValidationError("correction допустим только для чеков коррекции (*_correction)", "correction")
+
+
+def receipt_type(data: object) -> SettlementType | None:
+    """The receipt type the raw body names (None when it names none: the schema says why).
+
+    Read from the raw body before loading, because the Vat fields need it while loading (on
+    returns 20 and 20/120 are kept as given, :func:`kktapp.domain.parse_vat`).
+    """
+    if not isinstance(data, Mapping):
+        return None
+    value = data.get("type", SettlementType.SELL.value)
+    try:
+        return SettlementType(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def receipt_date(data: object, today: dt.date | None = None) -> dt.date:
