@@ -308,6 +308,21 @@ def test_several_payments_and_change(shift: AtolDriver, emu: Emulator):
     assert doc["change"] == 4000
 
 
+@pytest.mark.parametrize("answer", [
+    lambda reply: b"\x55\x00\x00" + reply[2:],  # atol-real-device.md §3's 13-byte form
+    lambda reply: reply[:4],  # fits no known form: logged, not used (model.py, "99 reply")
+], ids=["doc-form", "unreadable"])
+def test_the_payment_reply_never_fails_a_receipt(shift: AtolDriver, emu: Emulator,
+                                                 monkeypatch: pytest.MonkeyPatch, answer):
+    # 99 is read after 4A closed the receipt: a reply-decoding nicety must not report a
+    # fiscalised receipt as a link error. The emulator answers C's 12 bytes ([C C,A]).
+    original = handlers.HANDLERS["payment"]
+    monkeypatch.setitem(handlers.HANDLERS, "payment", lambda device, cmd, p: answer(original(device, cmd, p)))
+    r = receipt(pos("A", 10000), payments=(Payment(PaymentType.ELECTRONIC, 4000), Payment(PaymentType.CASH, 6000)))
+    result = shift.sell(r)
+    assert result.fiscal_document_number == emu.documents()[-1]["fd_number"] and result.total == 10000
+
+
 def test_test_mode_fiscalises_nothing(shift: AtolDriver, emu: Emulator):
     before = len(emu.documents())
     result = shift.sell(receipt(test_mode=True))

@@ -81,8 +81,9 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
     ("write_attribute", {"tag": 1008, "value": b"a@b.ru"}, H("E8 01 01 00 F0 03 06 00 61 40 62 2E 72 75"),
      H("55 00 00"), {}, "[C C,K] E8 flags=1 (print) blocks=1 block=0 tag(2 LE) len(2 LE) value"),
     ("payment", {"payment_type": 1, "amount": 10000}, H("99 00 01 00 00 01 00 00"),
-     H("55 00 00 00 00 00 00 00 00 00 00 01 50"), {"remainder": 0, "change": 150},
-     "[C C,K] 99 flags type sum(5); [S A] remainder at 3..7, change at 8..12"),
+     H("55 00  00 00 00 00 00  00 00 00 01 50"), {"remainder": 0, "change": 150},
+     "[C C,K] 99 flags type sum(5); [C C,A] 55 err remainder(5) change(5): C's AddPaymentResult reads"
+     " from 2 bytes after the 55, A takes only 12-byte replies"),
     ("close_receipt", {"payment_type": 1, "amount": 17980}, H("4A 00 01 00 00 01 79 80"), H("55 00 00"), {},
      "[C C,K,Z] 4A flags payType sum(5 BCD)"),
     ("cancel_receipt", {}, H("59"), H("55 00 00"), {}, "[C Z,K,C] 59"),
@@ -178,6 +179,16 @@ def test_e6_is_the_ffd_1_0_position() -> None:
     assert len(raw) == 104 and raw[:2] == H("E6 00") and raw[2:8] == MILK and raw[8:66] == bytes(58)
     assert raw[66:72] == H("00 00 00 00 89 90") and raw[72:77] == H("00 00 00 15 00")
     assert raw[77:85] == H("01 00 00 00 00 00 00 00") and raw[85] == 11
+
+
+def test_payment_reply_with_the_doc_s_third_head_byte() -> None:
+    # atol-real-device.md §3: 55 err 00 remainder(5) change(5), 13 bytes; told apart from C's
+    # 12-byte form by its length (model.py, "99 reply").
+    payment = commands.get("payment")
+    assert payment.decode_reply(H("55 00 00  00 00 00 20 00  00 00 00 01 50")) == {"remainder": 2000, "change": 150}
+    assert payment.decode_reply(H("55 00  00 00 00 20 00  00 00 00 01 50")) == {"remainder": 2000, "change": 150}
+    with pytest.raises(DeviceError):
+        payment.decode_reply(H("55 72 00"))
 
 
 def test_error_replies() -> None:

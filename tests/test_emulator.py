@@ -104,7 +104,7 @@ DECODE: dict[str, Any] = {
                          "receipt_state": r[22], "receipt_sum": unbcd(r[23:28])},
     "short_status": lambda r: {"mode": r[1], "flags": r[2]},  # [C Z,K] 55 mode flags
     "device_type": lambda r: {"model": r[3], "name": r[11:].decode("cp866")},  # [C A,Z]
-    "payment": lambda r: {"remainder": unbcd(r[3:8]), "change": unbcd(r[8:13])},  # [S A] 55 00 00 …
+    "payment": lambda r: {"remainder": unbcd(r[2:7]), "change": unbcd(r[7:12])},  # [C C,A] 55 err …
     "cash_in_drawer": lambda r: {"amount": unbcd(r[1:8])},
     "last_shift_totals": lambda r: {"income": unbcd(r[2:9]), "outcome": unbcd(r[9:16])},  # [S A] 55 err …
     "non_resettable_total": lambda r: {"total": unbcd(r[2:9])},  # [S K] 55 err value
@@ -432,7 +432,8 @@ def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulat
     run("open_receipt", receipt_type=1)  # opens the shift too
     run("begin_position")
     run("end_position", name="Хлеб", price=5000, quantity=Decimal(2), tax=11)
-    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00 00")
+    # [C C,A] 55 err remainder(5) change(5): 12 bytes
+    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00")
     run("close_receipt", payment_type=1)
     assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
     assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]

@@ -313,6 +313,12 @@ class Command:
     #: with flags 0, as C sends its fire-and-forget tasks (E8, EA, 4C, 56): a failure still
     #: comes back as A7, success is known when a later NeedResult task of the batch ends.
     wants_result: bool = True
+    #: Further heads a successful reply may start with, each taken only when the data after it
+    #: has exactly the reply's fixed size (99, where the sources differ by one byte: model.py).
+    other_heads: tuple[bytes, ...] = ()
+    #: The service reads something from the reply. When False (99: remainder and change are
+    #: never used), the driver logs a success reply it cannot decode instead of failing on it.
+    reply_needed: bool = True
 
     def __post_init__(self) -> None:
         # Computed once: a receipt encodes some thirty commands.
@@ -320,6 +326,8 @@ class Command:
         object.__setattr__(self, "_prefix", prefix)
         object.__setattr__(self, "_request_names", frozenset(f.name for f in self.request))
         object.__setattr__(self, "_reply_names", frozenset(f.name for f in self.reply))
+        sizes = [f.kind.size for f in self.reply]
+        object.__setattr__(self, "_reply_size", None if None in sizes else sum(sizes))
 
     @property
     def prefix(self) -> bytes:
@@ -342,6 +350,10 @@ class Command:
 
     def decode_reply(self, data: bytes, *, step: str = "") -> dict[str, Any]:
         """Reply fields as a dict; ``55 err …`` with err ≠ 0 raises DeviceError."""
+        if self.other_heads and len(data) - len(self.reply_head) != self._reply_size:
+            for head in self.other_heads:
+                if data.startswith(head) and len(data) - len(head) == self._reply_size:
+                    return _fields_decode(self.reply, data[len(head):], self.name + " reply", strict=True)
         if data.startswith(self.reply_head):
             # Later firmware may append fields: ignore what we do not know.
             return _fields_decode(self.reply, data[len(self.reply_head):], self.name + " reply", strict=False)
@@ -479,10 +491,12 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("flags", U8()), _opt("area", U8()), _f("discount_type", U8(), 1), _opt("sign", U8()),
         _f("amount", BCD(PAYMENT_SUM_BYTES)),
     ), mode=_M.REGISTRATION),
-    # [C C,K,A] 99 flags type sum(5); reply 55 00 00 remainder(5) change(5) (A: bytes 3..7, 8..12).
+    # [C C,K] 99 flags type sum(5); [C C,A] reply 55 err remainder(5) change(5), also taken with
+    # the doc's third head byte (model.py, "99 reply"); its data is not needed.
     Command(0x99, "payment", "оплата", request=(
         _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES)),
-    ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), mode=_M.REGISTRATION),
+    ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), reply_head=DATA_HEAD,
+            other_heads=(PLAIN_HEAD,), reply_needed=False, mode=_M.REGISTRATION),
     # [C C,K,Z] 4A flags payType sum(5 BCD)
     Command(0x4A, "close_receipt", "закрытие чека", request=(
         _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(PAYMENT_SUM_BYTES)),

@@ -413,6 +413,12 @@ class AtolDriver:
         try:
             return s.command.decode_reply(s.answer.reply, step=s.name)
         except codec.CodecError as exc:
+            if not s.command.reply_needed:
+                # The task succeeded and nothing in its reply is used (model.py, "99 reply"):
+                # failing here would report a receipt that 4A already closed as a lost link.
+                log.warning("%s: unreadable reply to %s (%s), not used: %s", self.url, s.command.name,
+                            s.answer.reply.hex(" "), exc)
+                return {}
             raise FrameError(f"непонятный ответ ККТ на «{s.name}»: {exc}") from exc
 
     def _step_error(self, s: Step) -> DeviceError:

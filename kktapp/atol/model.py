@@ -150,6 +150,18 @@ TAX_IS_TAG1199 = True
 #: position total = sum -/+ discount. Settle: one EB with a discount on a real device.
 E6_DISCOUNT_ADJUSTS_SUM = True
 
+# --------------------------------------------------------------------------- 99 reply
+#
+# [C C,A] 99 (payment) answers ``55 err remainder(5 BCD) change(5 BCD)``, 12 bytes. C's
+# AddPaymentResult reads the remainder two bytes after the 55 (its taskbuffer.Response data
+# offset points at the 55); A's RemittanceResult decodes only replies of exactly 12 bytes (its
+# offsets 3..7 and 8..12 are one byte off for that length: A's bug). atol-real-device.md §3 took
+# A's offsets for a third head byte (``55 err 00 …``, 13 bytes), and a device emulator written
+# from the doc may answer that: both are accepted, told apart by length (commands.py,
+# ``other_heads``); the emulator answers C's form. The service uses neither field, so a success
+# reply that fits neither form is logged and the receipt goes on: 99 is often read after 4A has
+# already closed the receipt, where a decoding error would report a fiscalised receipt as lost.
+
 # --------------------------------------------------------------------------- FFD attributes (E8)
 #
 # [C C,K] ``E8 flags blockCount blockNumber tag(2 LE) len(2 LE) value``: flags 1 = print the
