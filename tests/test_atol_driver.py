@@ -207,6 +207,13 @@ def test_cash_out_beyond_the_drawer(shift: AtolDriver):
     assert info.value.code == ErrorCode.NO_CASH
 
 
+def test_a_card_refund_does_not_depend_on_the_drawer(shift: AtolDriver, emu: Emulator):
+    # [S C] EB flag 0x02: the device does not check the drawer for the position (model.py).
+    assert emu.state.cash == 100_000
+    r = receipt(pos("A", 500_000), type=SettlementType.SELL_RETURN, pay=PaymentType.ELECTRONIC)
+    assert shift.sell(r).total == 500_000 and emu.documents()[-1]["receipt_type"] == "sell_return"
+
+
 # --------------------------------------------------------------------------- receipts
 
 

@@ -68,14 +68,14 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
     ("begin_position", {}, H("EA 00 01 00"), H("55 00 00"), {}, "[C Z,C,K] EA 00 01 00"),
     ("end_position",
      {"price": 8990, "quantity": Decimal(2), "sum": 17980, "tax": 11, "name": "Молоко"},
-     H("EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
+     H("EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
        " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK, H("55 00 00"), {},
      "[C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 sign disc(7) res(2) name;"
-     " [U] tax 11 = 22 %"),
+     " [S C] flags 0x02 = no cash check, set by C's AddPositionCommand on every position; [U] tax 11 = 22 %"),
     ("end_position",
      {"price": 100, "quantity": Decimal("0.5"), "sum": 50, "tax": 6, "section": 12, "payment_object": 13,
       "payment_method": 7, "discount_sign": 1, "discount": 3, "name": "Молоко"},
-     H("EB 00  00 00 00 00 00 01 00  00 00 00 05 00  00 00 00 00 00 00 50  06  00 00 00 00 00 00 00"
+     H("EB 02  00 00 00 00 00 01 00  00 00 00 05 00  00 00 00 00 00 00 50  06  00 00 00 00 00 00 00"
        " 12 13 07 01  00 00 00 00 00 00 03  00 00") + MILK, H("55 00 00"), {},
      "[C Z,K] 1212 = 13 and 1214 = 7 as BCD bytes (13 is 13h, not 0Dh); section BCD; markup sign 1"),
     ("write_attribute", {"tag": 1008, "value": b"a@b.ru"}, H("E8 01 01 00 F0 03 06 00 61 40 62 2E 72 75"),
@@ -264,7 +264,7 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     assert [p[0] for p in wire[:3]] == [0xC2] * 3 and all(p[0] != 0xC2 for p in wire[3:])
     flags = [f for f, _ in adds]
     bodies = [b for _, b in adds]
-    eb = (H("00 00 EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
+    eb = (H("00 00 EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
             " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK)
     assert bodies == [
         H("00 00 A4 30"),  # [C K,U] last FD before

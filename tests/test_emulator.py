@@ -54,10 +54,12 @@ def _e8(tag: int, value: bytes, **_: Any) -> bytes:
     return b"\xe8\x01\x01\x00" + tag.to_bytes(2, "little") + len(value).to_bytes(2, "little") + value
 
 
-def _eb(name: str, price: int, quantity: Decimal, tax: int, sum: int | None = None, **_: Any) -> bytes:
-    # [C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 disc_sign disc(7) res(2) name
+def _eb(name: str, price: int, quantity: Decimal, tax: int, sum: int | None = None, flags: int = 0x02,
+        **_: Any) -> bytes:
+    # [C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 disc_sign disc(7) res(2) name;
+    # [S C] flags 0x02 (no cash check) on every position
     total = sum if sum is not None else int(price * quantity)
-    return (b"\xeb\x00" + bcd(price, 7) + bcd(int(quantity * 1000), 5) + bcd(total, 7) + bytes((tax,))
+    return (bytes((0xEB, flags)) + bcd(price, 7) + bcd(int(quantity * 1000), 5) + bcd(total, 7) + bytes((tax,))
             + bcd(0, 7) + b"\x00\x01\x04\x00" + bcd(0, 7) + b"\x00\x00" + cp866(name))
 
 
@@ -594,6 +596,18 @@ def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
     assert client.error("leave_mode") == ErrorCode.RECEIPT_OPEN
     assert client.error("cancel_receipt") is None
     assert client.call("status")["receipt_state"] == 0
+
+
+def test_eb_without_flag_0x02_checks_the_drawer_even_for_a_card_refund(client: RawClient) -> None:
+    # [S C] AddPositionCommand: without 0x02 the device refuses even a refund paid by card when
+    # the drawer cannot cover it; with 0x02 (what C always sends) the position goes through.
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=2) is None
+    assert client.error("begin_position") is None
+    assert client.error("end_position", name="x", price=1000, quantity=Decimal(1), tax=11, flags=0) == \
+        ErrorCode.NO_CASH
+    assert client.error("end_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=2) is None
 
 
 def test_cash_out_and_cash_returns_need_cash(client: RawClient, emu: Emulator) -> None:

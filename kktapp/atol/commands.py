@@ -474,7 +474,7 @@ COMMANDS_LIST: tuple[Command, ...] = (
     ), mode=_M.REGISTRATION, wants_result=False),
     # [C Z,C,K] EB: the position (FFD 1.05+), layout of atol-real-device.md §5.
     Command(0xEB, "end_position", "регистрация позиции", request=(
-        _opt("flags", U8()), _money("price"), _f("quantity", Quantity()), _money("sum"),
+        _f("flags", U8(), model.POSITION_NO_CASH_CHECK), _money("price"), _f("quantity", Quantity()), _money("sum"),
         _f("tax", U8()), _f("tax_sum", BCD(POSITION_MONEY_BYTES), 0), _f("section", BCD(1), 0),
         _f("payment_object", BCD(1), 1), _f("payment_method", BCD(1), 4),
         _opt("discount_sign", U8()), _f("discount", BCD(POSITION_MONEY_BYTES), 0),

@@ -143,6 +143,14 @@ FIRST_EA_EB_FFD = FFD_1_05
 #: (one user report, fiscal-rules.md S12); older firmware answers 0xEE with extended code 0x0104
 #: ("недопустимый номер ставки налога"). Settle with one EB of each rate on a 5.17+ device.
 TAX_IS_TAG1199 = True
+#: [S C] EB flags: bit 0 clear = execute (set = check only; C and K leave it clear); 0x02 = do
+#: not check the cash in the drawer. C's AddPositionCommand sets 0x02 on every position, with
+#: the comment that the device otherwise answers an error even for a refund paid by card (the
+#: POS checks cash itself); bits 2..7 must be 0 (C refuses to send them). K sends 0. kkt sends
+#: 0x02 like C: whether a card refund goes through must not depend on the drawer. The emulator
+#: checks the position against the drawer on a receipt that pays out only without it; the cash
+#: a receipt really pays out is checked at 4A either way ([U], the emulator's own rule).
+POSITION_NO_CASH_CHECK = 0x02
 #: [U] E6 (FFD 1.0) position sum = round_half_up(price x quantity) -/+ discSum (discType 1 =
 #: sum in kopecks). EB has the sum itself ("стоимость", [C]) and C requires sum = price x
 #: quantity when a discount is given, so the driver sends sum = price x quantity and any

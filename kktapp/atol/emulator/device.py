@@ -470,17 +470,21 @@ class Device:
 
     def end_position(self, name: str, price: int, quantity: Decimal, total: int, tax: str, *,
                      discount: int = 0, markup: bool = False, section: int = 0,
-                     payment_object: int = 1, payment_method: int = 4) -> int:
+                     payment_object: int = 1, payment_method: int = 4, check_cash: bool = False) -> int:
         """Command EB (FFD 1.05+): the position begun with EA; returns its amount.
 
         [U] sum must be price x quantity (C: required with a discount) within 1 kopeck; the
-        position total is sum -/+ discount.
+        position total is sum -/+ discount. ``check_cash`` (EB without flag 0x02, [S C]): on a
+        receipt that pays out, the receipt with this position may not exceed the drawer.
         """
         if self.position_tags is None:
             raise self.refuse_extended(0xEB, model.EXT_NO_POSITION_STARTED)
         tags = self.position_tags
         if abs(total - position_amount(price, quantity)) > 1:
             raise DeviceFault(ErrorCode.BAD_PRICE)
+        r = self._receipt()
+        if check_cash and RECEIPT_TYPES[r.type] not in CASH_INCOMING and r.total + total > self.state.cash:
+            raise DeviceFault(ErrorCode.NO_CASH)
         amount = self.add_position(name, total, Decimal(1), tax, discount=discount, markup=markup,
                                    section=section, **tags)
         item = self._receipt().items[-1]
