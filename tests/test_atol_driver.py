@@ -30,7 +30,7 @@ from kktapp.domain import (
     TextLine,
     VatRate,
 )
-from kktapp.errors import DeviceBusy, DeviceError, LinkError
+from kktapp.errors import DeviceBusy, DeviceError, LinkError, NotSent
 
 
 @pytest.fixture
@@ -289,7 +289,10 @@ def test_position_amount_differs_from_price_times_quantity(shift: AtolDriver, em
     # A receipt discount spread into positions: amount below price × quantity, and one above.
     r = receipt(pos("A", 1000, "3", amount=2900), pos("B", 333, "1", amount=334))
     assert shift.sell(r).total == 3234
-    assert [i["amount"] for i in emu.documents()[-1]["items"]] == [2900, 334]
+    items = emu.documents()[-1]["items"]
+    assert [i["amount"] for i in items] == [2900, 334]
+    # [C C] the device takes price × quantity − sum for a discount and prints it; [U] a markup.
+    assert (items[0]["discount"], items[1]["markup"]) == (100, 1)
 
 
 @pytest.mark.parametrize("kind", list(SettlementType))
@@ -453,13 +456,30 @@ def test_payment_less_than_total(shift: AtolDriver, emu: Emulator):
     assert shift.sell(receipt()).total == 8990
 
 
-def test_failing_position_is_named_and_stops_the_rest(shift: AtolDriver, emu: Emulator):
+def test_failing_position_is_named_and_stops_the_rest(shift: AtolDriver, emu: Emulator,
+                                                       monkeypatch: pytest.MonkeyPatch):
     before = len(emu.documents())
-    # A discount larger than the position: the device refuses the position itself.
-    r = receipt(pos("A", 100), pos("Кефир", 100, "1", amount=-50), pos("C", 100), paid=150)
+    original = handlers.HANDLERS["end_position"]
+
+    def refuse_kefir(device, cmd, p):
+        if p["name"] == "Кефир":
+            raise DeviceFault(ErrorCode.BAD_PRICE)
+        return original(device, cmd, p)
+
+    monkeypatch.setitem(handlers.HANDLERS, "end_position", refuse_kefir)
+    r = receipt(pos("A", 100), pos("Кефир", 100), pos("C", 100), paid=300)
     with pytest.raises(DeviceError) as info:
         shift.sell(r)
     assert info.value.step == "позиция 2: «Кефир»" and info.value.code == ErrorCode.BAD_PRICE
+    assert emu.state.receipt is None and len(emu.documents()) == before
+
+
+def test_a_position_below_zero_is_refused_before_anything_is_sent(shift: AtolDriver, emu: Emulator):
+    # EB's sum is the position total (model.EB_SUM_IS_POSITION_TOTAL): BCD cannot carry it.
+    before = len(emu.documents())
+    with pytest.raises(NotSent) as info:
+        shift.sell(receipt(pos("A", 100), pos("Кефир", 100, "1", amount=-50), paid=50))
+    assert "позиция 2: «Кефир»" in str(info.value)
     assert emu.state.receipt is None and len(emu.documents()) == before
 
 

@@ -284,6 +284,21 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     assert wire[0] == H("C4")  # [C Z,K,A] Abort right after connecting
 
 
+def test_a_discounted_position_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
+    # [C C,K,Z] EB's sum is the final amount with discount 0: C's fiscalizeSum ("when price ×
+    # quantity differs from it, the device takes the difference for a discount and prints it").
+    milk = Position(name="Молоко", price=8990, quantity=Decimal(2), amount=16000, vat=VatRate.VAT22)
+    r = Receipt(type=SettlementType.SELL, positions=(milk,), payments=(Payment(PaymentType.CASH, 16000),))
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        assert d.sell(r).total == 16000
+    eb = [p[3:] for p in wire if p[0] == 0xC1 and p[5] == 0xEB]
+    assert eb == [H("00 00 EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 60 00  0B  00 00 00 00 00 00 00"
+                    " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK]
+    assert emu.documents()[-1]["items"][0]["discount"] == 1980
+
+
 def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:
     # EA/EB is the path of every current firmware ([C Z,C,K]); E6 only when the device says 1.0.
     from kktapp.atol.emulator import handlers

@@ -910,23 +910,26 @@ class AtolDriver:
 
     @staticmethod
     def _position_steps(i: int, pos: Position) -> list[Step]:
-        """FFD 1.05/1.2: EA, the position's E8 tags, EB with 1212/1214 in it ([C Z,C,K])."""
+        """FFD 1.05/1.2: EA, the position's E8 tags, EB with 1212/1214 in it ([C Z,C,K]).
+
+        EB's sum is the position's final amount, discount fields 0: the device prints the
+        difference to price x quantity as a discount (model.EB_SUM_IS_POSITION_TOTAL).
+        """
         where = f"позиция {i}: «{pos.name}»"
-        gross = position_amount(pos.price, pos.quantity)
-        diff = gross - pos.amount  # a spread discount: EB's discount (or markup), model.py
         steps = [step("begin_position", where)]
         if pos.unit != model.POSITION_TAG_DEFAULTS[model.TAG_UNIT]:
             steps.append(step("write_attribute", f"{where}, реквизит {model.TAG_UNIT}", tag=model.TAG_UNIT,
                               value=commands.attribute_value(model.TAG_UNIT, pos.unit)))
-        steps.append(step("end_position", where, price=pos.price, quantity=pos.quantity, sum=gross,
+        steps.append(step("end_position", where, price=pos.price, quantity=pos.quantity, sum=pos.amount,
                           tax=pos.vat.tag1199, section=pos.department, payment_object=pos.payment_object,
-                          payment_method=int(pos.payment_method), discount_sign=0 if diff >= 0 else 1,
-                          discount=abs(diff), name=commands.position_name(pos.name)))
+                          payment_method=int(pos.payment_method), name=commands.position_name(pos.name)))
         return steps
 
     @staticmethod
     def _e6_position_steps(i: int, pos: Position) -> list[Step]:
-        """FFD 1.0: E6, then the position tags that differ from the defaults (model.py)."""
+        """FFD 1.0: E6 (price x quantity and the difference to the amount as a discount or
+        markup, model.E6_DISCOUNT_ADJUSTS_SUM), then the position tags that differ from the
+        defaults (model.py)."""
         where = f"позиция {i}: «{pos.name}»"
         diff = position_amount(pos.price, pos.quantity) - pos.amount
         steps = [step("register_position", where, name=pos.name, price=pos.price, quantity=pos.quantity,

@@ -151,11 +151,25 @@ TAX_IS_TAG1199 = True
 #: checks the position against the drawer on a receipt that pays out only without it; the cash
 #: a receipt really pays out is checked at 4A either way ([U], the emulator's own rule).
 POSITION_NO_CASH_CHECK = 0x02
-#: [U] E6 (FFD 1.0) position sum = round_half_up(price x quantity) -/+ discSum (discType 1 =
-#: sum in kopecks). EB has the sum itself ("стоимость", [C]) and C requires sum = price x
-#: quantity when a discount is given, so the driver sends sum = price x quantity and any
-#: difference to the position amount as EB's discount (sign 0) or markup (sign 1); the device's
-#: position total = sum -/+ discount. Settle: one EB with a discount on a real device.
+#: [C C,K,Z] EB's sum ("стоимость позиции") is the position's final amount, and the discount
+#: fields stay 0: C's fiscalizeSum sends EndPositionPrice there with discount 0 (its comment:
+#: when price x quantity differs from it, the device takes the difference for a discount and
+#: prints it on the receipt); K sends the sum with discount 0, Z labels the field "фактическая
+#: цена" and sends discount 0. EB's discount field is "информация о скидке": C sends it only with
+#: sum = price x quantity (its AddPositionCommand refuses otherwise), so it is not how a
+#: position's total is set, and kkt never uses it.
+#: [U] A markup (amount above price x quantity, e.g. a spread receipt discount rounded up by a
+#: kopeck) goes the same way, sum = amount: no source shows a device taking or refusing a sum
+#: above price x quantity; a refusal is a clean device error at that position (nothing
+#: formed). The emulator takes it and prints the difference as a markup. Settle: one EB with
+#: sum > price x quantity on a real device.
+EB_SUM_IS_POSITION_TOTAL = True
+#: [C Z,C] E6 (FFD 1.0) has no sum field: ``discType discSign disc(6 BCD)`` after the quantity
+#: (Z: type "процент/число", sign "скидка/наценка"; C: sign 1 for a negative discount). kkt
+#: sends price x quantity and the difference to the amount as a discount (sign 0) or markup
+#: (sign 1), so the position total is round_half_up(price x quantity) -/+ disc. [U] discType 1
+#: = a sum in kopecks (0 = percent); the values are not found. Settle: one E6 with a discount on
+#: an FFD 1.0 device.
 E6_DISCOUNT_ADJUSTS_SUM = True
 
 # --------------------------------------------------------------------------- 99 reply

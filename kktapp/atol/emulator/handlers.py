@@ -236,11 +236,8 @@ def _end_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
         raise DeviceFault(ErrorCode.BAD_QUANTITY)
     if not p["name"]:
         raise DeviceFault(ErrorCode.BAD_FORMAT)
-    if not p["discount_sign"] and p["discount"] > p["sum"]:
-        raise DeviceFault(ErrorCode.BAD_PRICE)
     device.end_position(p["name"], p["price"], p["quantity"], p["sum"], rate, discount=p["discount"],
-                        markup=bool(p["discount_sign"]), section=p["section"],
-                        payment_object=p["payment_object"], payment_method=p["payment_method"],
+                        section=p["section"], payment_object=p["payment_object"], payment_method=p["payment_method"],
                         check_cash=not p["flags"] & model.POSITION_NO_CASH_CHECK)
     return cmd.encode_reply()
 
