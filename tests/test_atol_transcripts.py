@@ -175,10 +175,14 @@ def test_every_command_the_driver_sends_has_a_transcript() -> None:
 
 def test_e6_is_the_ffd_1_0_position() -> None:
     # [C Z,C] E6 flags name[64] price(6 BCD) qty(5 BCD) discType discSign disc(6 BCD) tax section text[16] res
-    raw = commands.get("register_position").encode(name="Молоко", price=8990, quantity=Decimal("1.5"), tax=11)
+    raw = commands.get("register_position").encode(name="Молоко", price=8990, quantity=Decimal("1.5"), tax=11,
+                                                   section=12)
     assert len(raw) == 104 and raw[:2] == H("E6 00") and raw[2:8] == MILK and raw[8:66] == bytes(58)
     assert raw[66:72] == H("00 00 00 00 89 90") and raw[72:77] == H("00 00 00 15 00")
     assert raw[77:85] == H("01 00 00 00 00 00 00 00") and raw[85] == 11
+    # [C Z,C] section one BCD byte: Z's Ubcd1, C's RegisterPositionCommand encode(section, 1).
+    assert raw[86] == 0x12 and raw[87:] == bytes(17)
+    assert commands.parse_request(raw)[1]["section"] == 12
 
 
 def test_payment_reply_with_the_doc_s_third_head_byte() -> None:

@@ -480,11 +480,12 @@ COMMANDS_LIST: tuple[Command, ...] = (
         _opt("discount_sign", U8()), _f("discount", BCD(POSITION_MONEY_BYTES), 0),
         _opt("reserved", Raw(2)), _f("name", Text()),
     ), mode=_M.REGISTRATION, timeout=_T[0xEB], wants_result=False),
-    # [C Z,C] E6: the FFD 1.0 position.
+    # [C Z,C] E6: the FFD 1.0 position; section one BCD byte (Z's CheckAddRequest Ubcd1, C's
+    # RegisterPositionCommand through its BCD encoder).
     Command(0xE6, "register_position", "регистрация позиции (ФФД 1.0)", request=(
         _opt("flags", U8()), _f("name", Text(E6_NAME_BYTES)), _f("price", BCD(E6_MONEY_BYTES)),
         _f("quantity", Quantity()), _f("discount_type", U8(), 1), _opt("discount_sign", U8()),
-        _opt("discount_sum", BCD(E6_MONEY_BYTES)), _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
+        _opt("discount_sum", BCD(E6_MONEY_BYTES)), _f("tax", U8()), _f("section", BCD(1), 0), _opt("reserve", Raw(17)),
     ), mode=_M.REGISTRATION, timeout=_T[0xE6], wants_result=False),
     # [S C] 43 flags area type sign value(5 BCD)
     Command(0x43, "receipt_discount", "скидка на чек", request=(
