@@ -139,9 +139,10 @@ def test_domain_mappings_cover_every_enum():
 @pytest.mark.parametrize("line", [
     TextLine("x"), TextLine("x", double_width=True), TextLine("x", double_height=True, align="center"),
 ])
-def test_print_field_keeps_size_and_text(line):
+def test_print_field_keeps_height_and_text(line):
+    # Double width has no value in any source and is printed normal (model.py, 87).
     back = commands.text_line(commands.print_field_params(line))
-    assert (back.text, back.double_width, back.double_height) == ("x", line.double_width, line.double_height)
+    assert (back.text, back.double_width, back.double_height) == ("x", False, line.double_height)
 
 
 def test_attribute_values():

@@ -95,9 +95,11 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
      {"income": 12345, "outcome": 99}, "[S A] 55 err, income at 2..8, outcome at 9..15 (no third byte)"),
     # ---- printing
     ("print_string", {"text": "x"}, H("4C 78"), H("55 00 00"), {}, "[C A,K,C] 4C text only, no flags byte"),
-    ("print_field", {"multipliers": 0x11, "text": "x"}, H("87 00 01 00 11 00 00 00 00 00 00 00 78"),
-     H("55 00 00"), {},
-     "[S C] 87 flags printer font multipliers linespacing brightness modeCL modeKL format res(2) text"),
+    ("print_field", {"text": "x"}, H("87 00 01 00 00 00 00 01 01 00 00 00 78"), H("55 00 00"), {},
+     "[S C] 87 flags printer font multipliers linespacing brightness modeCL modeKL format res(2) text;"
+     " C's addPrintString: PrintFieldCommand(0, 1, 0, doubleHeight ? 1 : 0, 0, 0, 1, 1, text)"),
+    ("print_field", {"multipliers": 1, "text": "x"}, H("87 00 01 00 01 00 00 01 01 00 00 00 78"), H("55 00 00"), {},
+     "[S C] double height: multiplier 1"),
     ("reprint_last", {}, H("95"), H("55 00 00"), {}, "[C K] 95"),
     # ---- registers: 55 err value, no third byte [C A,K,Z]
     ("shift_state", {}, H("91 12 00 00"), H("55 00 01 30 11 26 08 00 00"),

@@ -524,11 +524,12 @@ COMMANDS_LIST: tuple[Command, ...] = (
     # ---- printing
     # [C A,K,C] 4C text: no flags byte.
     Command(0x4C, "print_string", "печать строки", request=(_opt("text", Text()),), wants_result=False),
-    # [S C] 87 print field (model.py for the values).
+    # [S C] 87 print field with C's values (model.py).
     Command(0x87, "print_field", "печать поля", request=(
         _opt("flags", U8()), _f("printer", U8(), model.PRINT_FIELD_PRINTER), _opt("font", U8()),
-        _f("multipliers", U8(), model.PRINT_NORMAL_SIZE), _opt("linespacing", U8()), _opt("brightness", U8()),
-        _opt("mode_cl", U8()), _opt("mode_kl", U8()), _opt("format", U8()), _opt("reserved", Raw(2)),
+        _f("multipliers", U8(), model.PRINT_NORMAL), _opt("linespacing", U8()), _opt("brightness", U8()),
+        _f("mode_cl", U8(), model.PRINT_MODE_ON), _f("mode_kl", U8(), model.PRINT_MODE_ON), _opt("format", U8()),
+        _opt("reserved", Raw(2)),
         _opt("text", Text()),
     ), wants_result=False),
     # [U] 75 cut type (A names the command; the type byte's values are not found)
@@ -715,23 +716,21 @@ PAYMENT_TYPE_BY_CODE = {v: k for k, v in PAYMENT_TYPES.items()}
 
 
 def print_field_params(line: TextLine) -> dict[str, Any]:
-    """[U] 87 parameters for a text line (model.py: size by multipliers, alignment by spaces)."""
-    width = model.PRINT_DOUBLE if line.double_width else 1
-    height = model.PRINT_DOUBLE if line.double_height else 1
-    columns = model.PRINT_LINE_WIDTH // width
+    """87 parameters for a text line, as C sends them (model.py: multiplier 1 for double height,
+    double width printed normal [U], alignment with spaces on a 48-character line)."""
+    columns = model.PRINT_LINE_WIDTH
     text = line.text
     if line.align == "center":
         text = text.center(columns).rstrip()
     elif line.align == "right":
         text = text.rjust(columns)
-    return {"multipliers": width << 4 | height, "text": text}
+    return {"multipliers": model.PRINT_DOUBLE_HEIGHT if line.double_height else model.PRINT_NORMAL, "text": text}
 
 
 def text_line(params: dict[str, Any]) -> TextLine:
     """Inverse of :func:`print_field_params` as far as the wire keeps it (the emulator's side)."""
-    mult = params.get("multipliers", model.PRINT_NORMAL_SIZE)
-    return TextLine(text=params.get("text", "").strip(), double_width=mult >> 4 == model.PRINT_DOUBLE,
-                    double_height=mult & 0x0F == model.PRINT_DOUBLE)
+    mult = params.get("multipliers", model.PRINT_NORMAL)
+    return TextLine(text=params.get("text", "").strip(), double_height=mult == model.PRINT_DOUBLE_HEIGHT)
 
 
 def name_fits_position(name: str) -> bool:

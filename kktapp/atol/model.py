@@ -251,13 +251,18 @@ EXT_BAD_TAX = 0x0104
 
 #: [C A,K,C] 4C prints one line: ``4C text``, no flags byte.
 #: [S C] 87 "print field": ``87 flags printer font multipliers linespacing brightness modeCL
-#: modeKL format reserved(2) text``. C's values are used; [U] what each font and multiplier value
-#: does. This model: font 0 = the device default; multipliers = width << 4 | height, 1 normal,
-#: 2 double; alignment is done with spaces on a line of PRINT_LINE_WIDTH characters; bold,
-#: italic, underline and inverse have no field and are dropped. Settle with the manual.
+#: modeKL format reserved(2) text``. kkt sends exactly what C's FiscalDevice.addPrintString
+#: sends (PrintFieldCommand(0, 1, 0, doubleHeight ? 1 : 0, 0, 0, 1, 1, text)): flags 0, printer
+#: 1, font 0, multiplier 0 (normal) or 1 (double height), line spacing 0, brightness 0, both
+#: print modes 1 (receipt tape, control tape), format 0, reserved 0. [U] Double width: C has
+#: the text size but sends multiplier 0 for it and gives it the same 48 characters
+#: (getMaxLenthForText ignores the size), so no source shows its value: it is printed normal.
+#: Alignment is done with spaces on a line of PRINT_LINE_WIDTH characters (C's default text
+#: length); bold, italic, underline and inverse have no field and are dropped.
 PRINT_FIELD_PRINTER = 1
-PRINT_NORMAL_SIZE = 0x11
-PRINT_DOUBLE = 2
+PRINT_NORMAL = 0
+PRINT_DOUBLE_HEIGHT = 1
+PRINT_MODE_ON = 1
 PRINT_LINE_WIDTH = 48
 
 # --------------------------------------------------------------------------- registers (91)
