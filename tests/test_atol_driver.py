@@ -160,6 +160,37 @@ def test_shift_cash_and_reports(driver: AtolDriver, emu: Emulator):
     assert emu.documents()[-1]["type"] == "close_shift"
 
 
+def test_report_waits_are_at_least_k_s():
+    # [S K] AtolFRConstants.h Timeouts: ZReportNoAnswer 120000 ms, XReportNoAnswer 30000 ms;
+    # C and K poll every 500 ms (model.REPORT_POLL may be shorter, never longer).
+    assert model.REPORT_WAIT[0x5A] >= 120 and model.REPORT_WAIT[0x67] >= 30
+    assert model.TIMEOUTS[0x5A] >= 120 and model.TIMEOUTS[0x67] >= 30
+    assert 0 < model.REPORT_POLL <= 0.5
+
+
+@pytest.mark.parametrize("report", ["x_report", "close_shift"])
+def test_an_unanswered_poll_during_a_report_is_not_a_link_error(driver: AtolDriver, emu: Emulator,
+                                                                monkeypatch: pytest.MonkeyPatch, report: str):
+    # [S K] K polls on through 45 queries the device leaves unanswered while it makes the report.
+    driver.open_shift()
+    original = handlers.HANDLERS["short_status"]
+    unanswered = []
+
+    def drop_while_busy(device, cmd, p):
+        if device.busy() and not unanswered:
+            unanswered.append(True)
+            emu.drop_after_tasks(1)  # this 45 runs, its answer is not sent, the link closes
+        return original(device, cmd, p)
+
+    monkeypatch.setitem(handlers.HANDLERS, "short_status", drop_while_busy)
+    emu.device.z_print_seconds = emu.device.x_print_seconds = 0.5
+    result = getattr(driver, report)()
+    assert unanswered
+    if report == "close_shift":
+        assert result.fiscal_document_number == emu.documents()[-1]["fd_number"]
+        assert emu.documents()[-1]["type"] == "close_shift"
+
+
 CASHIER = {str(model.TAG_CASHIER_NAME): "Иванова И.И.", str(model.TAG_CASHIER_INN): "500100732259"}
 
 

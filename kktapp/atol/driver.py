@@ -494,16 +494,31 @@ class AtolDriver:
         self._mode = (target, 0)
         return replies[len(prefix):]
 
-    def _wait_report(self) -> None:
-        """Poll 45 while a report prints or works in the FN ([C C,Z]; model.REPORT_PROGRESS_MODES)."""
-        deadline = time.monotonic() + model.REPORT_WAIT
+    def _wait_report(self, command: str) -> None:
+        """Poll 45 while the report ``command`` made prints or works in the FN ([C C,Z];
+        model.REPORT_PROGRESS_MODES), for up to its model.REPORT_WAIT.
+
+        A poll the device leaves unanswered does not end the wait: K polls on through them until
+        its limit, so the link is opened again (Abort first, as on connecting) and polling goes
+        on. Only a report still running at the limit is given up as a link error.
+        """
+        deadline = time.monotonic() + model.REPORT_WAIT[COMMANDS[command].code]
         while True:
-            mode = self.command("short_status")["mode"]
-            if mode not in model.REPORT_PROGRESS_MODES:
-                self._mode = commands.split_mode(mode)
-                return
-            if time.monotonic() > deadline:
-                raise LinkError("ККТ слишком долго печатает отчёт")
+            try:
+                if not self._link.is_open:
+                    self._link.open()
+                    self._abort()
+                mode = self.command("short_status")["mode"]
+            except LinkError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: no answer while the report is made (%s); polling again", self.url, exc.message)
+            else:
+                if mode not in model.REPORT_PROGRESS_MODES:
+                    self._mode = commands.split_mode(mode)
+                    return
+                if time.monotonic() > deadline:
+                    raise LinkError("ККТ слишком долго печатает отчёт")
             time.sleep(model.REPORT_POLL)
 
     # ------------------------------------------------------------------ queries
@@ -802,7 +817,7 @@ class AtolDriver:
         """Run a document-forming command, then read the document it formed (A4 45/46)."""
         if report:
             self._in_mode(mode, steps)
-            self._wait_report()
+            self._wait_report(steps[-1].command.name)
             fn = self.command("fn_status")
         else:
             fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
@@ -840,7 +855,7 @@ class AtolDriver:
     def x_report(self) -> None:
         """X report (67 in mode 2); waits until it is printed."""
         self._in_mode(Mode.REPORT_X, [step("x_report", report_type=1)])
-        self._wait_report()
+        self._wait_report("x_report")
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (49); opens a closed shift itself ([C K])."""

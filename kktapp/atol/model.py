@@ -369,7 +369,7 @@ CASH_DRAWER_SUM_BYTES = 7
 #: waits 15 s for an async answer ([C K,Z] device timeouts).
 DEFAULT_TIMEOUT = 10.0
 TIMEOUTS = {
-    0x5A: 40.0,  # Z report: prints the report and closes the FN shift
+    0x5A: 120.0,  # Z report: prints the report and closes the FN shift; K's Z limit (REPORT_WAIT)
     0x4A: 20.0,  # close receipt: FN signs the document, printer finishes the receipt
     0xE6: 20.0, 0xEB: 20.0,
     0x92: 20.0,  # open receipt: may open the shift (an FN document) first
@@ -384,6 +384,12 @@ TIMEOUTS = {
 ANSWER_TIMEOUT = 5.0
 #: [U] How often the host re-sends a packet whose answer did not arrive (retransmission).
 RETRIES = 2
-#: [U] How long the driver polls 45 for a report in progress, and how often.
-REPORT_WAIT = 60.0
-REPORT_POLL = 0.05
+#: [C K,C] Seconds the driver polls 45 for a report in progress, by the report's command: K
+#: waits up to 120 s for a Z report and 30 s for an X report (its Timeouts ZReportNoAnswer and
+#: XReportNoAnswer), and keeps polling through polls the device leaves unanswered (its loop
+#: retries a failed 45 until the limit); C polls until the mode changes, with no limit.
+REPORT_WAIT = {0x5A: 120.0, 0x67: 30.0}
+#: [U] Seconds between polls: 0.1, where C and K wait 0.5 s. Each poll is one 45 query, which
+#: the device answers while it prints (C and Z poll it then); polling more often only shortens
+#: the time between the report's end and the next command, and queries leave the report alone.
+REPORT_POLL = 0.1
