@@ -337,8 +337,8 @@ def test_every_settlement_type(shift: AtolDriver, emu: Emulator, kind: Settlemen
     if correction:
         attrs = doc["attributes"]
         assert attrs[str(model.TAG_CORRECTION_TYPE)] == 1
-        assert attrs[str(model.TAG_CORRECTION_DATE)] == "2026-02-03"
-        assert attrs[str(model.TAG_CORRECTION_ORDER)] == "№ 12"
+        # 1178 and 1179 inside the composite 1174 (model.py, correction receipts).
+        assert attrs[str(model.TAG_CORRECTION_BASIS)] == {"1178": "2026-02-03", "1179": "№ 12"}
 
 
 def test_several_payments_and_change(shift: AtolDriver, emu: Emulator):

@@ -26,7 +26,7 @@ from kktapp.atol import commands, framing, taskbuf
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.link import Link
-from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
+from kktapp.domain import Correction, Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 from kktapp.errors import DeviceError, LinkError
 
 H = bytes.fromhex
@@ -303,6 +303,29 @@ def test_a_discounted_position_on_the_wire(emu: Emulator, wire: list[bytes]) -> 
     assert eb == [H("00 00 EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 60 00  0B  00 00 00 00 00 00 00"
                     " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK]
     assert emu.documents()[-1]["items"][0]["discount"] == 1980
+
+
+def test_receipt_tags_follow_92_and_1174_holds_1178_and_1179(emu: Emulator, wire: list[bytes]) -> None:
+    # [C C,K] receipt tags right after 92, before the first EA (C: 92, E8 1008, E8 1021);
+    # [C] 1173 on its own, 1174 an STLV of 1178 (UnixTime, 4 LE) and 1179 (libfptr utilFormTlv).
+    milk = Position(name="Молоко", price=8990, quantity=Decimal(2), amount=17980, vat=VatRate.VAT22)
+    r = Receipt(type=SettlementType.SELL_CORRECTION, positions=(milk,), payments=(Payment(PaymentType.CASH, 17980),),
+                cashier_name="Ии", customer_contact="a@b.ru",
+                correction=Correction(by_order=True, date=dt.date(2026, 2, 3), order_number="№ 12"))
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        d.sell(r)
+    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    assert bodies[1:7] == [
+        H("92 00 07"),
+        H("E8 01 01 00  FD 03 02 00  88 A8"),  # 1021 "Ии"
+        H("E8 01 01 00  F0 03 06 00") + b"a@b.ru",  # 1008
+        H("E8 01 01 00  95 04 01 00  01"),  # 1173 = 1, by order
+        H("E8 01 01 00  96 04 10 00  9A 04 04 00 80 3A 81 69  9B 04 04 00 24 20 31 32"),  # 1174 {1178, 1179}
+        H("EA 00 01 00"),
+    ]
+    assert emu.documents()[-1]["attributes"]["1174"] == {"1178": "2026-02-03", "1179": "№ 12"}
 
 
 def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -244,6 +244,10 @@ class RawClient:
              flags: int = 0, contact: str = "") -> int | None:
         """Open, register, pay, close; returns the first error code or None."""
         steps: list[tuple[str, dict[str, Any]]] = [("open_receipt", {"receipt_type": receipt_type, "flags": flags})]
+        if receipt_type in (7, 8, 9, 10):
+            # [C] a correction: 1173 (own initiative), 1174 = STLV of 1178 (2026-02-03, UnixTime 4 LE).
+            steps.append(("write_attribute", {"tag": 1173, "value": b"\x00"}))
+            steps.append(("write_attribute", {"tag": 1174, "value": bytes.fromhex("9A 04 04 00 80 3A 81 69")}))
         for name, price, qty, tax in items:
             steps.append(("position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
         if contact:
@@ -724,6 +728,32 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
                                        "fiscal_sign": int(receipt["fiscal_sign"])}
         assert c.call("fn_status")["last_fd_number"] == 4
         c.close()
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return tag.to_bytes(2, "little") + len(value).to_bytes(2, "little") + value
+
+
+def test_correction_basis_is_an_stlv_the_emulator_checks(client: RawClient, emu: Emulator) -> None:
+    # [C] 1174 is composite: the TLVs of 1178 (UnixTime 4 LE) and 1179; 1173 on its own.
+    # [U] 1178/1179 alone, a malformed 1174, or a correction closed without 1173/1174: 0x13.
+    day = bytes.fromhex("80 3A 81 69")  # 2026-02-03 00:00 UTC
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=7) is None
+    assert client.error("write_attribute", tag=1178, value=day) == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1179, value=b"12") == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day)[:-1]) == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1174, value=_tlv(1179, b"12")) == ErrorCode.BAD_FORMAT  # no 1178
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day) + _tlv(1021, b"x")) == ErrorCode.BAD_FORMAT
+    assert client.error("position", name="x", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=1) == ErrorCode.BAD_FORMAT  # no 1173, 1174
+    assert client.error("cancel_receipt") is None
+    assert client.error("open_receipt", receipt_type=7) is None
+    assert client.error("write_attribute", tag=1173, value=b"\x01") is None
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day) + _tlv(1179, b"12")) is None
+    assert client.error("position", name="x", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=1) is None
+    assert emu.documents()[-1]["attributes"] == {"1173": 1, "1174": {"1178": "2026-02-03", "1179": "12"}}
 
 
 def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emulator) -> None:

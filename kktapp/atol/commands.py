@@ -16,6 +16,7 @@ enums to ATOL codes live here too, once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
@@ -744,8 +745,50 @@ def position_name(name: str) -> str:
     return name if len(raw) <= POSITION_NAME_MAX else codec.decode_text(raw[:POSITION_NAME_MAX])
 
 
-def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
-    """[U] E8 value bytes for a tag: text in the device codec, one byte, or UnixTime."""
+def tlv(tag: int, value: bytes) -> bytes:
+    """One FFD TLV record: ``tag(2 LE) len(2 LE) value`` (an STLV's parts, A4 46's data)."""
+    return codec.encode_le(tag, 2) + codec.encode_le(len(value), 2) + bytes(value)
+
+
+def parse_tlv(data: bytes, *, strict: bool = False) -> dict[int, bytes]:
+    """TLV records → {tag: value}. ``strict``: every record must fit and fill ``data`` exactly
+    (an STLV written to the device); else a cut-off tail is dropped (A4 46 document data)."""
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 4 <= len(data):
+        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
+        if strict and (pos + 4 + size > len(data) or tag in out):
+            raise codec.CodecError(f"TLV {tag} does not fit or repeats")
+        out[tag] = bytes(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    if strict and pos != len(data):
+        raise codec.CodecError(f"{len(data) - pos} bytes after the last TLV")
+    return out
+
+
+def correction_basis(date: dt.date, order_number: str = "") -> bytes:
+    """Tag 1174's value: the STLV of 1178 and, when given, 1179 (model.py, correction receipts)."""
+    value = tlv(model.TAG_CORRECTION_DATE, attribute_value(model.TAG_CORRECTION_DATE, date))
+    if order_number:
+        value += tlv(model.TAG_CORRECTION_ORDER, attribute_value(model.TAG_CORRECTION_ORDER, order_number))
+    return value
+
+
+def decode_correction_basis(raw: bytes) -> dict[str, str | int | dt.date]:
+    """Inverse of :func:`correction_basis` (the emulator's side): {"1178": date, "1179": text}.
+    CodecError unless it is well-formed STLV of 1174's tags with a 4-byte 1178 in it."""
+    parts = parse_tlv(raw, strict=True)
+    if not set(parts) <= model.CORRECTION_BASIS_TAGS or len(parts.get(model.TAG_CORRECTION_DATE, b"")) != 4:
+        raise codec.CodecError(f"tag {model.TAG_CORRECTION_BASIS} needs 1178 (4 bytes) and only tags "
+                               f"{sorted(model.CORRECTION_BASIS_TAGS)}")
+    return {str(tag): decode_attribute_value(tag, value) for tag, value in parts.items()}
+
+
+def attribute_value(tag: int, value: str | int | dt.date | bytes) -> bytes:
+    """[U] E8 value bytes for a tag: text in the device codec, one byte, or UnixTime; bytes (an
+    STLV such as :func:`correction_basis`) go as they are."""
+    if isinstance(value, bytes):
+        return value
     if tag in model.UNIXTIME_TAGS:
         if not isinstance(value, dt.date):
             raise codec.CodecError(f"tag {tag} needs a date")
@@ -756,8 +799,12 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
     return codec.encode_text(str(value))
 
 
-def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date:
-    """Inverse of :func:`attribute_value` (the emulator's side); unknown tags stay text."""
+def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date | dict[str, str | int | dt.date]:
+    """Inverse of :func:`attribute_value` (the emulator's side, wire traces); unknown tags and
+    values that do not read as their tag's type stay text."""
+    if tag == model.TAG_CORRECTION_BASIS:
+        with contextlib.suppress(codec.CodecError):
+            return decode_correction_basis(raw)
     if tag in model.UNIXTIME_TAGS and len(raw) == 4:
         return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.timezone.utc).date()
     if tag in model.BYTE_TAGS and len(raw) == 1:

@@ -144,17 +144,6 @@ def ffd_version(reply: dict[str, Any]) -> int:
     return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
 
 
-def parse_tlv(data: bytes) -> dict[int, bytes]:
-    """``tag(2 LE) len(2 LE) value`` records → {tag: value} (A4 46 document data)."""
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
-        out[tag] = bytes(data[pos + 4:pos + 4 + size])
-        pos += 4 + size
-    return out
-
-
 class AtolDriver:
     """A connected ATOL cash register (protocol v3). Not thread-safe: one owner at a time."""
 
@@ -742,7 +731,7 @@ class AtolDriver:
             if not more:
                 break
             data += more
-        return opened["doc_type"], parse_tlv(data[:opened["size"]])
+        return opened["doc_type"], commands.parse_tlv(data[:opened["size"]])
 
     def _document_result(self, fd_number: int, fn_number: str) -> tuple[int, FiscalResult]:
         doc_type, tlv = self.read_document(fd_number)
@@ -879,21 +868,21 @@ class AtolDriver:
         flags = (commands.FLAG_TEST if receipt.test_mode else 0) | (
             commands.FLAG_NO_PRINT if receipt.electronic_only else 0)
         steps = [step("open_receipt", flags=flags, receipt_type=commands.RECEIPT_TYPES[receipt.type])]
-        steps += self._text_steps(receipt.header, "заголовок чека")
-        position_steps = self._position_steps if self.ffd >= model.FIRST_EA_EB_FFD else self._e6_position_steps
-        for i, pos in enumerate(receipt.positions, 1):
-            steps += position_steps(i, pos)
-        # Receipt tags after the last EB: never between EA and EB ([S K] ext 0x0208).
+        # Receipt tags right after 92, before the first EA ([C C,K], model.py), so never
+        # between EA and EB ([S K] ext 0x0208).
         attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
         if receipt.correction is not None:
             corr = receipt.correction
             attrs.append((model.TAG_CORRECTION_TYPE, 1 if corr.by_order else 0, "тип коррекции"))
-            attrs.append((model.TAG_CORRECTION_DATE, corr.date, "дата исправляемого расчёта"))
-            if corr.order_number:
-                attrs.append((model.TAG_CORRECTION_ORDER, corr.order_number, "номер предписания"))
+            attrs.append((model.TAG_CORRECTION_BASIS, commands.correction_basis(corr.date, corr.order_number),
+                          "основание для коррекции"))
         steps += self._attribute_steps(attrs)
+        steps += self._text_steps(receipt.header, "заголовок чека")
+        position_steps = self._position_steps if self.ffd >= model.FIRST_EA_EB_FFD else self._e6_position_steps
+        for i, pos in enumerate(receipt.positions, 1):
+            steps += position_steps(i, pos)
         # The last payment travels with the close command. Its sum is never 0: 4A with sum 0
         # would let the device pay "the rest" by itself, hiding a receipt that is underpaid.
         *payments, last = receipt.payments or (None,)

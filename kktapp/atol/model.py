@@ -191,8 +191,21 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # 0x0208 inside), position tags only between EA and EB (ext 0x0207 outside); both as error 0xEE
 # with the extended code in register 0x37 (55). [S K] A repeated receipt tag: ext 0x0201.
 # [C Z,K] 1212 and 1214 travel in EB as BCD bytes, not as E8.
+# [C C,K] Receipt tags go right after 92, before the first EA: C writes 1008 and 1021 just
+# after 92 (AtolServiceImpl.openDocument), K writes 1008 before EA; libfptr users set every
+# receipt tag (1008, 1173, 1174, 1192, ...) before openReceipt. kkt writes them all there.
 # [U] Values: strings in the device text codec (:func:`kktapp.atol.codec.encode_text`);
 # integer tags one byte; 1178 (a date) 4 bytes LE unix time at 00:00 UTC (FFD UnixTime).
+#
+# [C] Correction receipts: 1173 (type, one byte) is a receipt tag of its own, and 1174 (the
+# correction basis) is a composite (STLV) tag whose value is the TLVs of 1178 (date of the
+# corrected settlement) and, by an FNS order, 1179 (order number): libfptr users build 1174
+# with utilFormTlv from 1178 and 1179 and set 1173 and 1174 before openReceipt (several
+# independent clients, e.g. pbardov/node-atol-rpc correction.task.ts correctionBaseDate /
+# correctionBaseNumber; fiscal-rules.md §2 for the tags). FFD 1.05 also knows 1177 (a
+# description) in 1174; FFD 1.2 dropped it and kkt does not send it. [U] The emulator refuses
+# 1178 or 1179 written on their own, a malformed 1174, and a correction receipt closed without
+# 1173 and 1174 (0x13); what a real device answers to them is not found.
 # [U] 2108 (unit, FFD 1.2) as an E8 position tag: not found in any source.
 # [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
@@ -201,8 +214,12 @@ TAG_ITEM_NAME = 1030
 TAG_CASHIER_NAME = 1021
 TAG_CASHIER_INN = 1203
 TAG_CORRECTION_TYPE = 1173
+TAG_CORRECTION_BASIS = 1174
+TAG_CORRECTION_DESCRIPTION = 1177
 TAG_CORRECTION_DATE = 1178
 TAG_CORRECTION_ORDER = 1179
+#: The tags 1174 may hold (1177: FFD 1.05 only).
+CORRECTION_BASIS_TAGS = frozenset({TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_DATE, TAG_CORRECTION_ORDER})
 TAG_PAYMENT_OBJECT = 1212
 TAG_PAYMENT_METHOD = 1214
 TAG_UNIT = 2108
@@ -225,11 +242,10 @@ LONG_NAME_BY_TAG1030 = True
 MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
-    TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-    TAG_CORRECTION_TYPE, TAG_CORRECTION_DATE, TAG_CORRECTION_ORDER,
+    TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_TYPE, TAG_CORRECTION_BASIS,
 })
 STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-                         TAG_CORRECTION_ORDER})
+                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER})
 BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 

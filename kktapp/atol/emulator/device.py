@@ -444,6 +444,9 @@ class Device:
                 raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
             self.pending_attributes[str(tag)] = value
             return
+        if tag in model.CORRECTION_BASIS_TAGS:
+            # [U] 1177..1179 exist only inside 1174 (model.py, correction receipts).
+            raise DeviceFault(ErrorCode.BAD_FORMAT)
         position = tag in model.POSITION_TAGS
         if self.ffd >= model.FIRST_EA_EB_FFD:
             if position and self.position_tags is None:
@@ -550,6 +553,10 @@ class Device:
         self._shift_usable()
         if pay_type not in PAYMENT_TYPES:
             raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
+        if r.type in commands.CORRECTION_RECEIPT_TYPES and not {
+                str(model.TAG_CORRECTION_TYPE), str(model.TAG_CORRECTION_BASIS)} <= set(r.attributes):
+            # [U] a correction receipt needs its type (1173) and basis (1174), model.py.
+            raise DeviceFault(ErrorCode.BAD_FORMAT)
         total = r.total
         payments = [dict(p) for p in r.payments]
         if amount:
