@@ -92,6 +92,16 @@ def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
     assert driver.last_document().fd_number == 0
 
 
+def test_an_odd_byte_in_3f_does_not_stop_status(driver: AtolDriver, monkeypatch: pytest.MonkeyPatch):
+    # The receipt sum is BCD for K and binary for Z: a value that is not BCD reads as 0.
+    original = handlers.HANDLERS["status"]
+    monkeypatch.setitem(handlers.HANDLERS, "status",
+                        lambda device, cmd, p: original(device, cmd, p)[:23] + bytes.fromhex("00 00 00 01 2A") +
+                        original(device, cmd, p)[28:])
+    st = driver.status()
+    assert st.receipt_sum == 0 and not st.receipt_open
+
+
 def test_status_reads_the_serial_register_once_per_connection(driver: AtolDriver, emu: Emulator):
     # connect() read register 22 with its status; later status reads are 3F + 45 + 0x35 only.
     before = driver.stats.tasks

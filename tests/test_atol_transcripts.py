@@ -187,6 +187,15 @@ def test_e6_is_the_ffd_1_0_position() -> None:
     assert commands.parse_request(raw)[1]["section"] == 12
 
 
+def test_status_reads_disputed_bytes_leniently() -> None:
+    # 3F bytes 15..16 (C: characters, Z: BCD) and 23..27 (K: BCD, Z: binary, C: skipped) are
+    # not BCD here: read as unknown, never an error (model.py, 3F).
+    reply = H("44 01 01 26 11 30 12 34 56 0B 01 27 37 05 3E 35 3A 01 00 01 00 02 01 00 00 01 2A 45 02 06")
+    st = commands.get("status").decode_reply(reply)
+    assert (st["fw_major"], st["fw_minor"], st["receipt_sum"]) == (35, None, None)
+    assert (st["mode"], st["receipt_state"], st["shift_number"]) == (1, 1, 2)
+
+
 def test_payment_reply_with_the_doc_s_third_head_byte() -> None:
     # atol-real-device.md §3: 55 err 00 remainder(5) change(5), 13 bytes; told apart from C's
     # 12-byte form by its length (model.py, "99 reply").

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,8 @@ from ..device import DeviceLimits
 from ..domain import MAX_NAME, PaymentType, SettlementType, TextLine
 from . import codec, model, taskbuf
 from .errors import device_error
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- field kinds
 
@@ -108,6 +111,18 @@ class BCD(Kind):
 
     def decode(self, data: bytes) -> int:
         return codec.decode_bcd(data)
+
+
+class LenientBCD(BCD):
+    """BCD read leniently: a byte that is not BCD gives None instead of an error (3F fields the
+    sources read differently and the service does not decide on, model.py)."""
+
+    def decode(self, data: bytes) -> int | None:
+        try:
+            return codec.decode_bcd(data)
+        except codec.CodecError:
+            log.info("not BCD, read as unknown: %s", data.hex(" "))
+            return None
 
 
 class BcdDigits(Kind):
@@ -428,13 +443,14 @@ def _fn(name: str, title: str, sub: int, reply: tuple[Field, ...], request: tupl
 
 COMMANDS_LIST: tuple[Command, ...] = (
     # ---- status and identity
-    # [C A,K,Z,U] 3F offsets; shift_number is the last CLOSED shift (model.py).
+    # [C A,K,Z,U] 3F offsets; shift_number is the last CLOSED shift; firmware and receipt sum read
+    # leniently (model.py).
     Command(0x3F, "status", "запрос состояния", reply_head=b"\x44", reply=(
         _opt("cashier", BCD(1)), _opt("hall", U8()), _f("datetime", BcdDateTime("YMDhms"), None),
         _opt("flags", U8()), _opt("serial", BCD(4)), _opt("model", U8()),
-        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("mode", U8()),
+        _opt("fw_major", LenientBCD(1)), _opt("fw_minor", LenientBCD(1)), _opt("mode", U8()),
         _opt("receipt_number", BCD(2)), _opt("shift_number", BCD(2)), _opt("receipt_state", U8()),
-        _opt("receipt_sum", BCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
+        _opt("receipt_sum", LenientBCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
     )),
     # [C Z,K] 45 answers ``55 mode flags``; [U] it never fails (its head is an error reply's).
     Command(0x45, "short_status", "короткий запрос состояния", reply_head=b"\x55", reply=(

@@ -569,7 +569,7 @@ class AtolDriver:
             shift_number=shift["shift_number"] if quick.shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
             receipt_state=quick.receipt_state,
-            receipt_sum=st["receipt_sum"],
+            receipt_sum=st["receipt_sum"] or 0,  # None: not BCD (model.py, 3F)
             paper_present=bool(flags & StatusFlags.PAPER_PRESENT) and not short_flags & ShortStatusFlags.NO_PAPER,
             cover_open=bool(flags & StatusFlags.COVER_OPEN),
             drawer_open=bool(flags & StatusFlags.DRAWER_OPEN),

@@ -307,7 +307,11 @@ INCOME_SIGNS = frozenset({1, 4})
 INCOME_RECEIPT_TYPES = (1, 5)
 
 #: [S Z] Register 0x33, the last sale: ``fd(5 BCD) type(1) total(7 BCD) datetime(DD MM YY hh mm,
-#: BCD) fiscalSign(5 BCD) reserved(3)``. [U] type: the 92 receipt type.
+#: BCD) fiscalSign(5 BCD) reserved(3)``. The date order is Z's own decoding, not a guess: its
+#: RegisterReadResponse declares the field as 5 BCD bytes, and CommandLayer::stateLastSaleResponse
+#: reads byte 0 as the day, 1 the month, 2 the year, 3 the hour and 4 the minute, each byte's
+#: hex digits as decimal (BCD). Register 0x12's date is in the same day-first order (K).
+#: [U] type: the 92 receipt type.
 REGISTER_LAST_SALE = 0x33
 #: [S C] Register 0x34 (52): the last fiscal document number, 5 bytes; [U] BCD like 0x33's.
 REGISTER_LAST_FD = 0x34
@@ -323,6 +327,15 @@ REGISTER_EXT_ERROR = 0x37
 #: [S K] 3F's shift number is the LAST CLOSED shift (K computes the Z-report number as it + 1
 #: before 5A); the current one comes from register 0x35 or A4 10. Receipt and shift numbers in
 #: 3F are BCD big-endian ([C A,K,Z]; U reads them reversed).
+#: 3F fields the sources read differently, which kkt uses for no decision, are read leniently
+#: (a byte that is not BCD gives None, never an error), so one odd byte cannot make status()
+#: and with it connect() fail: the firmware bytes 15..16 (C reads them as characters, Z's struct
+#: says BCD) and the receipt sum 23..27 (K reads BCD, Z a binary integer, C skips it). [U] Which
+#: encoding the sum has; settle with 3F during an open receipt on a real device.
+#: [U] Byte 22 (receipt state): K masks it with 0x07 (0 closed, 1 open, 3 annulment, other
+#: values "other"); C and Z take any value but 0 as "a receipt is open", and so does kkt: an
+#: open receipt is never taken for closed because of bits K drops. (The emulator answers the 92
+#: receipt type there.) Settle: 3F with a sale return and a correction receipt open.
 
 #: [U] Command 58 (last shift totals): ``55 err income(7 BCD) outcome(7 BCD)`` (A reads income at
 #: bytes 2..8, outcome at 9..15). "Last shift" is the open one, else the last closed; income =
