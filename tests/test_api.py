@@ -223,8 +223,9 @@ def test_correction_receipts(kind, clients, emulator):
     clients.cashier.post_json(f"{API}/receipts", body)
     doc = receipts_of(emulator)[-1]
     assert doc["receipt_type"] == kind
-    assert doc["attributes"]["1173"] == 1 and doc["attributes"]["1178"] == "2025-12-20"
-    assert doc["attributes"]["1179"] == "ЕД-7-1"
+    # 1178 and 1179 travel inside the composite tag 1174 (kktapp/atol/model.py).
+    assert doc["attributes"]["1173"] == 1
+    assert doc["attributes"]["1174"] == {"1178": "2025-12-20", "1179": "ЕД-7-1"}
     # 20 % is right for a 2025 settlement even in 2026.
     assert doc["items"][0]["tax"] == "vat20"
 

@@ -139,9 +139,19 @@ def test_domain_mappings_cover_every_enum():
 @pytest.mark.parametrize("line", [
     TextLine("x"), TextLine("x", double_width=True), TextLine("x", double_height=True, align="center"),
 ])
-def test_print_field_keeps_size_and_text(line):
+def test_print_field_keeps_height_and_text(line):
+    # Double width has no value in any source and is printed normal (model.py, 87).
     back = commands.text_line(commands.print_field_params(line))
-    assert (back.text, back.double_width, back.double_height) == ("x", line.double_width, line.double_height)
+    assert (back.text, back.double_width, back.double_height) == ("x", False, line.double_height)
+
+
+def test_correction_basis_stlv():
+    # [C] 1174 = TLV(1178, UnixTime 4 LE) + TLV(1179, text), tag(2 LE) len(2 LE) each.
+    raw = commands.correction_basis(dt.date(2026, 2, 3), "12")
+    assert raw == bytes.fromhex("9A 04 04 00 80 3A 81 69  9B 04 02 00 31 32")
+    assert commands.decode_attribute_value(model.TAG_CORRECTION_BASIS, raw) == {"1178": dt.date(2026, 2, 3),
+                                                                                "1179": "12"}
+    assert commands.correction_basis(dt.date(2026, 2, 3)) == bytes.fromhex("9A 04 04 00 80 3A 81 69")
 
 
 def test_attribute_values():

@@ -30,7 +30,7 @@ from kktapp.domain import (
     TextLine,
     VatRate,
 )
-from kktapp.errors import DeviceBusy, DeviceError, LinkError
+from kktapp.errors import DeviceBusy, DeviceError, LinkError, NotSent
 
 
 @pytest.fixture
@@ -90,6 +90,16 @@ def test_connect_status_and_info(driver: AtolDriver, emu: Emulator):
     assert fn.fn_number == emu.state.fn_number and fn.last_fd_number == 0 and fn.valid_until is not None
     assert driver.totals().cash_in_drawer == 0
     assert driver.last_document().fd_number == 0
+
+
+def test_an_odd_byte_in_3f_does_not_stop_status(driver: AtolDriver, monkeypatch: pytest.MonkeyPatch):
+    # The receipt sum is BCD for K and binary for Z: a value that is not BCD reads as 0.
+    original = handlers.HANDLERS["status"]
+    monkeypatch.setitem(handlers.HANDLERS, "status",
+                        lambda device, cmd, p: original(device, cmd, p)[:23] + bytes.fromhex("00 00 00 01 2A") +
+                        original(device, cmd, p)[28:])
+    st = driver.status()
+    assert st.receipt_sum == 0 and not st.receipt_open
 
 
 def test_status_reads_the_serial_register_once_per_connection(driver: AtolDriver, emu: Emulator):
@@ -160,6 +170,37 @@ def test_shift_cash_and_reports(driver: AtolDriver, emu: Emulator):
     assert emu.documents()[-1]["type"] == "close_shift"
 
 
+def test_report_waits_are_at_least_k_s():
+    # [S K] AtolFRConstants.h Timeouts: ZReportNoAnswer 120000 ms, XReportNoAnswer 30000 ms;
+    # C and K poll every 500 ms (model.REPORT_POLL may be shorter, never longer).
+    assert model.REPORT_WAIT[0x5A] >= 120 and model.REPORT_WAIT[0x67] >= 30
+    assert model.TIMEOUTS[0x5A] >= 120 and model.TIMEOUTS[0x67] >= 30
+    assert 0 < model.REPORT_POLL <= 0.5
+
+
+@pytest.mark.parametrize("report", ["x_report", "close_shift"])
+def test_an_unanswered_poll_during_a_report_is_not_a_link_error(driver: AtolDriver, emu: Emulator,
+                                                                monkeypatch: pytest.MonkeyPatch, report: str):
+    # [S K] K polls on through 45 queries the device leaves unanswered while it makes the report.
+    driver.open_shift()
+    original = handlers.HANDLERS["short_status"]
+    unanswered = []
+
+    def drop_while_busy(device, cmd, p):
+        if device.busy() and not unanswered:
+            unanswered.append(True)
+            emu.drop_after_tasks(1)  # this 45 runs, its answer is not sent, the link closes
+        return original(device, cmd, p)
+
+    monkeypatch.setitem(handlers.HANDLERS, "short_status", drop_while_busy)
+    emu.device.z_print_seconds = emu.device.x_print_seconds = 0.5
+    result = getattr(driver, report)()
+    assert unanswered
+    if report == "close_shift":
+        assert result.fiscal_document_number == emu.documents()[-1]["fd_number"]
+        assert emu.documents()[-1]["type"] == "close_shift"
+
+
 CASHIER = {str(model.TAG_CASHIER_NAME): "Иванова И.И.", str(model.TAG_CASHIER_INN): "500100732259"}
 
 
@@ -205,6 +246,13 @@ def test_cash_out_beyond_the_drawer(shift: AtolDriver):
     with pytest.raises(DeviceError) as info:
         shift.cash_out(10_000_000)
     assert info.value.code == ErrorCode.NO_CASH
+
+
+def test_a_card_refund_does_not_depend_on_the_drawer(shift: AtolDriver, emu: Emulator):
+    # [S C] EB flag 0x02: the device does not check the drawer for the position (model.py).
+    assert emu.state.cash == 100_000
+    r = receipt(pos("A", 500_000), type=SettlementType.SELL_RETURN, pay=PaymentType.ELECTRONIC)
+    assert shift.sell(r).total == 500_000 and emu.documents()[-1]["receipt_type"] == "sell_return"
 
 
 # --------------------------------------------------------------------------- receipts
@@ -282,7 +330,10 @@ def test_position_amount_differs_from_price_times_quantity(shift: AtolDriver, em
     # A receipt discount spread into positions: amount below price × quantity, and one above.
     r = receipt(pos("A", 1000, "3", amount=2900), pos("B", 333, "1", amount=334))
     assert shift.sell(r).total == 3234
-    assert [i["amount"] for i in emu.documents()[-1]["items"]] == [2900, 334]
+    items = emu.documents()[-1]["items"]
+    assert [i["amount"] for i in items] == [2900, 334]
+    # [C C] the device takes price × quantity − sum for a discount and prints it; [U] a markup.
+    assert (items[0]["discount"], items[1]["markup"]) == (100, 1)
 
 
 @pytest.mark.parametrize("kind", list(SettlementType))
@@ -296,8 +347,8 @@ def test_every_settlement_type(shift: AtolDriver, emu: Emulator, kind: Settlemen
     if correction:
         attrs = doc["attributes"]
         assert attrs[str(model.TAG_CORRECTION_TYPE)] == 1
-        assert attrs[str(model.TAG_CORRECTION_DATE)] == "2026-02-03"
-        assert attrs[str(model.TAG_CORRECTION_ORDER)] == "№ 12"
+        # 1178 and 1179 inside the composite 1174 (model.py, correction receipts).
+        assert attrs[str(model.TAG_CORRECTION_BASIS)] == {"1178": "2026-02-03", "1179": "№ 12"}
 
 
 def test_several_payments_and_change(shift: AtolDriver, emu: Emulator):
@@ -306,6 +357,21 @@ def test_several_payments_and_change(shift: AtolDriver, emu: Emulator):
     doc = emu.documents()[-1]
     assert {p["type"]: p["amount"] for p in doc["payments"]} == {"electronic": 4000, "cash": 10000}
     assert doc["change"] == 4000
+
+
+@pytest.mark.parametrize("answer", [
+    lambda reply: b"\x55\x00\x00" + reply[2:],  # atol-real-device.md §3's 13-byte form
+    lambda reply: reply[:4],  # fits no known form: logged, not used (model.py, "99 reply")
+], ids=["doc-form", "unreadable"])
+def test_the_payment_reply_never_fails_a_receipt(shift: AtolDriver, emu: Emulator,
+                                                 monkeypatch: pytest.MonkeyPatch, answer):
+    # 99 is read after 4A closed the receipt: a reply-decoding nicety must not report a
+    # fiscalised receipt as a link error. The emulator answers C's 12 bytes ([C C,A]).
+    original = handlers.HANDLERS["payment"]
+    monkeypatch.setitem(handlers.HANDLERS, "payment", lambda device, cmd, p: answer(original(device, cmd, p)))
+    r = receipt(pos("A", 10000), payments=(Payment(PaymentType.ELECTRONIC, 4000), Payment(PaymentType.CASH, 6000)))
+    result = shift.sell(r)
+    assert result.fiscal_document_number == emu.documents()[-1]["fd_number"] and result.total == 10000
 
 
 def test_test_mode_fiscalises_nothing(shift: AtolDriver, emu: Emulator):
@@ -431,13 +497,30 @@ def test_payment_less_than_total(shift: AtolDriver, emu: Emulator):
     assert shift.sell(receipt()).total == 8990
 
 
-def test_failing_position_is_named_and_stops_the_rest(shift: AtolDriver, emu: Emulator):
+def test_failing_position_is_named_and_stops_the_rest(shift: AtolDriver, emu: Emulator,
+                                                       monkeypatch: pytest.MonkeyPatch):
     before = len(emu.documents())
-    # A discount larger than the position: the device refuses the position itself.
-    r = receipt(pos("A", 100), pos("Кефир", 100, "1", amount=-50), pos("C", 100), paid=150)
+    original = handlers.HANDLERS["end_position"]
+
+    def refuse_kefir(device, cmd, p):
+        if p["name"] == "Кефир":
+            raise DeviceFault(ErrorCode.BAD_PRICE)
+        return original(device, cmd, p)
+
+    monkeypatch.setitem(handlers.HANDLERS, "end_position", refuse_kefir)
+    r = receipt(pos("A", 100), pos("Кефир", 100), pos("C", 100), paid=300)
     with pytest.raises(DeviceError) as info:
         shift.sell(r)
     assert info.value.step == "позиция 2: «Кефир»" and info.value.code == ErrorCode.BAD_PRICE
+    assert emu.state.receipt is None and len(emu.documents()) == before
+
+
+def test_a_position_below_zero_is_refused_before_anything_is_sent(shift: AtolDriver, emu: Emulator):
+    # EB's sum is the position total (model.EB_SUM_IS_POSITION_TOTAL): BCD cannot carry it.
+    before = len(emu.documents())
+    with pytest.raises(NotSent) as info:
+        shift.sell(receipt(pos("A", 100), pos("Кефир", 100, "1", amount=-50), paid=50))
+    assert "позиция 2: «Кефир»" in str(info.value)
     assert emu.state.receipt is None and len(emu.documents()) == before
 
 

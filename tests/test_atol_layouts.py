@@ -291,23 +291,23 @@ def test_split_mode():
 
 
 def test_print_field_params_size_and_alignment():
-    # [U] 87: multipliers width<<4 | height; alignment with spaces on a 48-character line.
-    assert commands.print_field_params(TextLine("Итог")) == {"multipliers": 0x11, "text": "Итог"}
+    # [S C] 87: multiplier 0 normal, 1 double height (FiscalDevice.addPrintString); [U] double
+    # width printed normal; alignment with spaces on a 48-character line.
+    assert commands.print_field_params(TextLine("Итог")) == {"multipliers": 0, "text": "Итог"}
     assert commands.print_field_params(TextLine("ab", align="center")) == {
-        "multipliers": 0x11, "text": " " * 23 + "ab"}
-    assert commands.print_field_params(TextLine("ab", align="right")) == {"multipliers": 0x11, "text": " " * 46 + "ab"}
+        "multipliers": 0, "text": " " * 23 + "ab"}
+    assert commands.print_field_params(TextLine("ab", align="right")) == {"multipliers": 0, "text": " " * 46 + "ab"}
     assert commands.print_field_params(TextLine("ab", align="right", double_width=True)) == {
-        "multipliers": 0x21, "text": " " * 22 + "ab"}
+        "multipliers": 0, "text": " " * 46 + "ab"}
     assert commands.print_field_params(TextLine("abc", align="center", double_height=True)) == {
-        "multipliers": 0x12, "text": " " * 22 + "abc"}
+        "multipliers": 1, "text": " " * 22 + "abc"}
     assert commands.print_field_params(TextLine("x", align="left", double_width=True, double_height=True)) == {
-        "multipliers": 0x22, "text": "x"}
+        "multipliers": 1, "text": "x"}
 
 
 def test_text_line_reads_back_sizes():
-    assert commands.text_line({"multipliers": 0x21, "text": "  ab  "}) == TextLine("ab", double_width=True)
-    assert commands.text_line({"multipliers": 0x12, "text": "ab"}) == TextLine("ab", double_height=True)
-    assert commands.text_line({"multipliers": 0x22}) == TextLine("", double_width=True, double_height=True)
+    assert commands.text_line({"multipliers": 1, "text": "  ab  "}) == TextLine("ab", double_height=True)
+    assert commands.text_line({"multipliers": 0, "text": "ab"}) == TextLine("ab")
     assert commands.text_line({"text": "x"}) == TextLine("x")
 
 

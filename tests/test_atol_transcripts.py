@@ -26,7 +26,7 @@ from kktapp.atol import commands, framing, taskbuf
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.link import Link
-from kktapp.domain import Payment, PaymentType, Position, Receipt, SettlementType, VatRate
+from kktapp.domain import Correction, Payment, PaymentType, Position, Receipt, SettlementType, VatRate
 from kktapp.errors import DeviceError, LinkError
 
 H = bytes.fromhex
@@ -68,21 +68,22 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
     ("begin_position", {}, H("EA 00 01 00"), H("55 00 00"), {}, "[C Z,C,K] EA 00 01 00"),
     ("end_position",
      {"price": 8990, "quantity": Decimal(2), "sum": 17980, "tax": 11, "name": "Молоко"},
-     H("EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
+     H("EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
        " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK, H("55 00 00"), {},
      "[C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 sign disc(7) res(2) name;"
-     " [U] tax 11 = 22 %"),
+     " [S C] flags 0x02 = no cash check, set by C's AddPositionCommand on every position; [U] tax 11 = 22 %"),
     ("end_position",
      {"price": 100, "quantity": Decimal("0.5"), "sum": 50, "tax": 6, "section": 12, "payment_object": 13,
       "payment_method": 7, "discount_sign": 1, "discount": 3, "name": "Молоко"},
-     H("EB 00  00 00 00 00 00 01 00  00 00 00 05 00  00 00 00 00 00 00 50  06  00 00 00 00 00 00 00"
+     H("EB 02  00 00 00 00 00 01 00  00 00 00 05 00  00 00 00 00 00 00 50  06  00 00 00 00 00 00 00"
        " 12 13 07 01  00 00 00 00 00 00 03  00 00") + MILK, H("55 00 00"), {},
      "[C Z,K] 1212 = 13 and 1214 = 7 as BCD bytes (13 is 13h, not 0Dh); section BCD; markup sign 1"),
     ("write_attribute", {"tag": 1008, "value": b"a@b.ru"}, H("E8 01 01 00 F0 03 06 00 61 40 62 2E 72 75"),
      H("55 00 00"), {}, "[C C,K] E8 flags=1 (print) blocks=1 block=0 tag(2 LE) len(2 LE) value"),
     ("payment", {"payment_type": 1, "amount": 10000}, H("99 00 01 00 00 01 00 00"),
-     H("55 00 00 00 00 00 00 00 00 00 00 01 50"), {"remainder": 0, "change": 150},
-     "[C C,K] 99 flags type sum(5); [S A] remainder at 3..7, change at 8..12"),
+     H("55 00  00 00 00 00 00  00 00 00 01 50"), {"remainder": 0, "change": 150},
+     "[C C,K] 99 flags type sum(5); [C C,A] 55 err remainder(5) change(5): C's AddPaymentResult reads"
+     " from 2 bytes after the 55, A takes only 12-byte replies"),
     ("close_receipt", {"payment_type": 1, "amount": 17980}, H("4A 00 01 00 00 01 79 80"), H("55 00 00"), {},
      "[C C,K,Z] 4A flags payType sum(5 BCD)"),
     ("cancel_receipt", {}, H("59"), H("55 00 00"), {}, "[C Z,K,C] 59"),
@@ -94,9 +95,11 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
      {"income": 12345, "outcome": 99}, "[S A] 55 err, income at 2..8, outcome at 9..15 (no third byte)"),
     # ---- printing
     ("print_string", {"text": "x"}, H("4C 78"), H("55 00 00"), {}, "[C A,K,C] 4C text only, no flags byte"),
-    ("print_field", {"multipliers": 0x11, "text": "x"}, H("87 00 01 00 11 00 00 00 00 00 00 00 78"),
-     H("55 00 00"), {},
-     "[S C] 87 flags printer font multipliers linespacing brightness modeCL modeKL format res(2) text"),
+    ("print_field", {"text": "x"}, H("87 00 01 00 00 00 00 01 01 00 00 00 78"), H("55 00 00"), {},
+     "[S C] 87 flags printer font multipliers linespacing brightness modeCL modeKL format res(2) text;"
+     " C's addPrintString: PrintFieldCommand(0, 1, 0, doubleHeight ? 1 : 0, 0, 0, 1, 1, text)"),
+    ("print_field", {"multipliers": 1, "text": "x"}, H("87 00 01 00 01 00 00 01 01 00 00 00 78"), H("55 00 00"), {},
+     "[S C] double height: multiplier 1"),
     ("reprint_last", {}, H("95"), H("55 00 00"), {}, "[C K] 95"),
     # ---- registers: 55 err value, no third byte [C A,K,Z]
     ("shift_state", {}, H("91 12 00 00"), H("55 00 01 30 11 26 08 00 00"),
@@ -174,10 +177,33 @@ def test_every_command_the_driver_sends_has_a_transcript() -> None:
 
 def test_e6_is_the_ffd_1_0_position() -> None:
     # [C Z,C] E6 flags name[64] price(6 BCD) qty(5 BCD) discType discSign disc(6 BCD) tax section text[16] res
-    raw = commands.get("register_position").encode(name="Молоко", price=8990, quantity=Decimal("1.5"), tax=11)
+    raw = commands.get("register_position").encode(name="Молоко", price=8990, quantity=Decimal("1.5"), tax=11,
+                                                   section=12)
     assert len(raw) == 104 and raw[:2] == H("E6 00") and raw[2:8] == MILK and raw[8:66] == bytes(58)
     assert raw[66:72] == H("00 00 00 00 89 90") and raw[72:77] == H("00 00 00 15 00")
     assert raw[77:85] == H("01 00 00 00 00 00 00 00") and raw[85] == 11
+    # [C Z,C] section one BCD byte: Z's Ubcd1, C's RegisterPositionCommand encode(section, 1).
+    assert raw[86] == 0x12 and raw[87:] == bytes(17)
+    assert commands.parse_request(raw)[1]["section"] == 12
+
+
+def test_status_reads_disputed_bytes_leniently() -> None:
+    # 3F bytes 15..16 (C: characters, Z: BCD) and 23..27 (K: BCD, Z: binary, C: skipped) are
+    # not BCD here: read as unknown, never an error (model.py, 3F).
+    reply = H("44 01 01 26 11 30 12 34 56 0B 01 27 37 05 3E 35 3A 01 00 01 00 02 01 00 00 01 2A 45 02 06")
+    st = commands.get("status").decode_reply(reply)
+    assert (st["fw_major"], st["fw_minor"], st["receipt_sum"]) == (35, None, None)
+    assert (st["mode"], st["receipt_state"], st["shift_number"]) == (1, 1, 2)
+
+
+def test_payment_reply_with_the_doc_s_third_head_byte() -> None:
+    # atol-real-device.md §3: 55 err 00 remainder(5) change(5), 13 bytes; told apart from C's
+    # 12-byte form by its length (model.py, "99 reply").
+    payment = commands.get("payment")
+    assert payment.decode_reply(H("55 00 00  00 00 00 20 00  00 00 00 01 50")) == {"remainder": 2000, "change": 150}
+    assert payment.decode_reply(H("55 00  00 00 00 20 00  00 00 00 01 50")) == {"remainder": 2000, "change": 150}
+    with pytest.raises(DeviceError):
+        payment.decode_reply(H("55 72 00"))
 
 
 def test_error_replies() -> None:
@@ -253,7 +279,7 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     assert [p[0] for p in wire[:3]] == [0xC2] * 3 and all(p[0] != 0xC2 for p in wire[3:])
     flags = [f for f, _ in adds]
     bodies = [b for _, b in adds]
-    eb = (H("00 00 EB 00  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
+    eb = (H("00 00 EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 79 80  0B  00 00 00 00 00 00 00"
             " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK)
     assert bodies == [
         H("00 00 A4 30"),  # [C K,U] last FD before
@@ -271,6 +297,44 @@ def test_a_receipt_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
     with AtolDriver(emu.url):
         pass
     assert wire[0] == H("C4")  # [C Z,K,A] Abort right after connecting
+
+
+def test_a_discounted_position_on_the_wire(emu: Emulator, wire: list[bytes]) -> None:
+    # [C C,K,Z] EB's sum is the final amount with discount 0: C's fiscalizeSum ("when price ×
+    # quantity differs from it, the device takes the difference for a discount and prints it").
+    milk = Position(name="Молоко", price=8990, quantity=Decimal(2), amount=16000, vat=VatRate.VAT22)
+    r = Receipt(type=SettlementType.SELL, positions=(milk,), payments=(Payment(PaymentType.CASH, 16000),))
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        assert d.sell(r).total == 16000
+    eb = [p[3:] for p in wire if p[0] == 0xC1 and p[5] == 0xEB]
+    assert eb == [H("00 00 EB 02  00 00 00 00 00 89 90  00 00 00 20 00  00 00 00 00 01 60 00  0B  00 00 00 00 00 00 00"
+                    " 00 01 04 00  00 00 00 00 00 00 00  00 00") + MILK]
+    assert emu.documents()[-1]["items"][0]["discount"] == 1980
+
+
+def test_receipt_tags_follow_92_and_1174_holds_1178_and_1179(emu: Emulator, wire: list[bytes]) -> None:
+    # [C C,K] receipt tags right after 92, before the first EA (C: 92, E8 1008, E8 1021);
+    # [C] 1173 on its own, 1174 an STLV of 1178 (UnixTime, 4 LE) and 1179 (libfptr utilFormTlv).
+    milk = Position(name="Молоко", price=8990, quantity=Decimal(2), amount=17980, vat=VatRate.VAT22)
+    r = Receipt(type=SettlementType.SELL_CORRECTION, positions=(milk,), payments=(Payment(PaymentType.CASH, 17980),),
+                cashier_name="Ии", customer_contact="a@b.ru",
+                correction=Correction(by_order=True, date=dt.date(2026, 2, 3), order_number="№ 12"))
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        d.sell(r)
+    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    assert bodies[1:7] == [
+        H("92 00 07"),
+        H("E8 01 01 00  FD 03 02 00  88 A8"),  # 1021 "Ии"
+        H("E8 01 01 00  F0 03 06 00") + b"a@b.ru",  # 1008
+        H("E8 01 01 00  95 04 01 00  01"),  # 1173 = 1, by order
+        H("E8 01 01 00  96 04 10 00  9A 04 04 00 80 3A 81 69  9B 04 04 00 24 20 31 32"),  # 1174 {1178, 1179}
+        H("EA 00 01 00"),
+    ]
+    assert emu.documents()[-1]["attributes"]["1174"] == {"1178": "2026-02-03", "1179": "№ 12"}
 
 
 def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,10 +54,12 @@ def _e8(tag: int, value: bytes, **_: Any) -> bytes:
     return b"\xe8\x01\x01\x00" + tag.to_bytes(2, "little") + len(value).to_bytes(2, "little") + value
 
 
-def _eb(name: str, price: int, quantity: Decimal, tax: int, sum: int | None = None, **_: Any) -> bytes:
-    # [C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 disc_sign disc(7) res(2) name
+def _eb(name: str, price: int, quantity: Decimal, tax: int, sum: int | None = None, flags: int = 0x02,
+        **_: Any) -> bytes:
+    # [C Z,C,K] EB flags price(7) qty(5) sum(7) tax tax_sum(7) section 1212 1214 disc_sign disc(7) res(2) name;
+    # [S C] flags 0x02 (no cash check) on every position
     total = sum if sum is not None else int(price * quantity)
-    return (b"\xeb\x00" + bcd(price, 7) + bcd(int(quantity * 1000), 5) + bcd(total, 7) + bytes((tax,))
+    return (bytes((0xEB, flags)) + bcd(price, 7) + bcd(int(quantity * 1000), 5) + bcd(total, 7) + bytes((tax,))
             + bcd(0, 7) + b"\x00\x01\x04\x00" + bcd(0, 7) + b"\x00\x00" + cp866(name))
 
 
@@ -104,7 +106,7 @@ DECODE: dict[str, Any] = {
                          "receipt_state": r[22], "receipt_sum": unbcd(r[23:28])},
     "short_status": lambda r: {"mode": r[1], "flags": r[2]},  # [C Z,K] 55 mode flags
     "device_type": lambda r: {"model": r[3], "name": r[11:].decode("cp866")},  # [C A,Z]
-    "payment": lambda r: {"remainder": unbcd(r[3:8]), "change": unbcd(r[8:13])},  # [S A] 55 00 00 …
+    "payment": lambda r: {"remainder": unbcd(r[2:7]), "change": unbcd(r[7:12])},  # [C C,A] 55 err …
     "cash_in_drawer": lambda r: {"amount": unbcd(r[1:8])},
     "last_shift_totals": lambda r: {"income": unbcd(r[2:9]), "outcome": unbcd(r[9:16])},  # [S A] 55 err …
     "non_resettable_total": lambda r: {"total": unbcd(r[2:9])},  # [S K] 55 err value
@@ -242,6 +244,10 @@ class RawClient:
              flags: int = 0, contact: str = "") -> int | None:
         """Open, register, pay, close; returns the first error code or None."""
         steps: list[tuple[str, dict[str, Any]]] = [("open_receipt", {"receipt_type": receipt_type, "flags": flags})]
+        if receipt_type in (7, 8, 9, 10):
+            # [C] a correction: 1173 (own initiative), 1174 = STLV of 1178 (2026-02-03, UnixTime 4 LE).
+            steps.append(("write_attribute", {"tag": 1173, "value": b"\x00"}))
+            steps.append(("write_attribute", {"tag": 1174, "value": bytes.fromhex("9A 04 04 00 80 3A 81 69")}))
         for name, price, qty, tax in items:
             steps.append(("position", {"name": name, "price": price, "quantity": Decimal(qty), "tax": tax}))
         if contact:
@@ -432,7 +438,8 @@ def test_a_client_that_reads_results_only_from_f0(client: RawClient, emu: Emulat
     run("open_receipt", receipt_type=1)  # opens the shift too
     run("begin_position")
     run("end_position", name="Хлеб", price=5000, quantity=Decimal(2), tax=11)
-    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00 00")
+    # [C C,A] 55 err remainder(5) change(5): 12 bytes
+    assert run("payment", payment_type=1, amount=10000) == bytes.fromhex("55 00 00 00 00 00 00 00 00 00 00 00")
     run("close_receipt", payment_type=1)
     assert DECODE["last_sale"](run("last_sale"))["total"] == 10000
     assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
@@ -595,6 +602,18 @@ def test_receipt_errors(client: RawClient, emu: Emulator) -> None:
     assert client.call("status")["receipt_state"] == 0
 
 
+def test_eb_without_flag_0x02_checks_the_drawer_even_for_a_card_refund(client: RawClient) -> None:
+    # [S C] AddPositionCommand: without 0x02 the device refuses even a refund paid by card when
+    # the drawer cannot cover it; with 0x02 (what C always sends) the position goes through.
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=2) is None
+    assert client.error("begin_position") is None
+    assert client.error("end_position", name="x", price=1000, quantity=Decimal(1), tax=11, flags=0) == \
+        ErrorCode.NO_CASH
+    assert client.error("end_position", name="x", price=1000, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=2) is None
+
+
 def test_cash_out_and_cash_returns_need_cash(client: RawClient, emu: Emulator) -> None:
     client.open_shift()
     assert client.error("cash_out", amount=100) == ErrorCode.NO_CASH
@@ -709,6 +728,32 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
                                        "fiscal_sign": int(receipt["fiscal_sign"])}
         assert c.call("fn_status")["last_fd_number"] == 4
         c.close()
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return tag.to_bytes(2, "little") + len(value).to_bytes(2, "little") + value
+
+
+def test_correction_basis_is_an_stlv_the_emulator_checks(client: RawClient, emu: Emulator) -> None:
+    # [C] 1174 is composite: the TLVs of 1178 (UnixTime 4 LE) and 1179; 1173 on its own.
+    # [U] 1178/1179 alone, a malformed 1174, or a correction closed without 1173/1174: 0x13.
+    day = bytes.fromhex("80 3A 81 69")  # 2026-02-03 00:00 UTC
+    client.open_shift()
+    assert client.error("open_receipt", receipt_type=7) is None
+    assert client.error("write_attribute", tag=1178, value=day) == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1179, value=b"12") == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day)[:-1]) == ErrorCode.BAD_FORMAT
+    assert client.error("write_attribute", tag=1174, value=_tlv(1179, b"12")) == ErrorCode.BAD_FORMAT  # no 1178
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day) + _tlv(1021, b"x")) == ErrorCode.BAD_FORMAT
+    assert client.error("position", name="x", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=1) == ErrorCode.BAD_FORMAT  # no 1173, 1174
+    assert client.error("cancel_receipt") is None
+    assert client.error("open_receipt", receipt_type=7) is None
+    assert client.error("write_attribute", tag=1173, value=b"\x01") is None
+    assert client.error("write_attribute", tag=1174, value=_tlv(1178, day) + _tlv(1179, b"12")) is None
+    assert client.error("position", name="x", price=100, quantity=Decimal(1), tax=11) is None
+    assert client.error("close_receipt", payment_type=1) is None
+    assert emu.documents()[-1]["attributes"] == {"1173": 1, "1174": {"1178": "2026-02-03", "1179": "12"}}
 
 
 def test_position_attributes_go_to_the_last_position(client: RawClient, emu: Emulator) -> None:

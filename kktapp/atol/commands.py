@@ -16,8 +16,10 @@ enums to ATOL codes live here too, once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
+import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -26,6 +28,8 @@ from ..device import DeviceLimits
 from ..domain import MAX_NAME, PaymentType, SettlementType, TextLine
 from . import codec, model, taskbuf
 from .errors import device_error
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- field kinds
 
@@ -107,6 +111,18 @@ class BCD(Kind):
 
     def decode(self, data: bytes) -> int:
         return codec.decode_bcd(data)
+
+
+class LenientBCD(BCD):
+    """BCD read leniently: a byte that is not BCD gives None instead of an error (3F fields the
+    sources read differently and the service does not decide on, model.py)."""
+
+    def decode(self, data: bytes) -> int | None:
+        try:
+            return codec.decode_bcd(data)
+        except codec.CodecError:
+            log.info("not BCD, read as unknown: %s", data.hex(" "))
+            return None
 
 
 class BcdDigits(Kind):
@@ -313,6 +329,12 @@ class Command:
     #: with flags 0, as C sends its fire-and-forget tasks (E8, EA, 4C, 56): a failure still
     #: comes back as A7, success is known when a later NeedResult task of the batch ends.
     wants_result: bool = True
+    #: Further heads a successful reply may start with, each taken only when the data after it
+    #: has exactly the reply's fixed size (99, where the sources differ by one byte: model.py).
+    other_heads: tuple[bytes, ...] = ()
+    #: The service reads something from the reply. When False (99: remainder and change are
+    #: never used), the driver logs a success reply it cannot decode instead of failing on it.
+    reply_needed: bool = True
 
     def __post_init__(self) -> None:
         # Computed once: a receipt encodes some thirty commands.
@@ -320,6 +342,8 @@ class Command:
         object.__setattr__(self, "_prefix", prefix)
         object.__setattr__(self, "_request_names", frozenset(f.name for f in self.request))
         object.__setattr__(self, "_reply_names", frozenset(f.name for f in self.reply))
+        sizes = [f.kind.size for f in self.reply]
+        object.__setattr__(self, "_reply_size", None if None in sizes else sum(sizes))
 
     @property
     def prefix(self) -> bytes:
@@ -342,6 +366,10 @@ class Command:
 
     def decode_reply(self, data: bytes, *, step: str = "") -> dict[str, Any]:
         """Reply fields as a dict; ``55 err …`` with err ≠ 0 raises DeviceError."""
+        if self.other_heads and len(data) - len(self.reply_head) != self._reply_size:
+            for head in self.other_heads:
+                if data.startswith(head) and len(data) - len(head) == self._reply_size:
+                    return _fields_decode(self.reply, data[len(head):], self.name + " reply", strict=True)
         if data.startswith(self.reply_head):
             # Later firmware may append fields: ignore what we do not know.
             return _fields_decode(self.reply, data[len(self.reply_head):], self.name + " reply", strict=False)
@@ -415,13 +443,14 @@ def _fn(name: str, title: str, sub: int, reply: tuple[Field, ...], request: tupl
 
 COMMANDS_LIST: tuple[Command, ...] = (
     # ---- status and identity
-    # [C A,K,Z,U] 3F offsets; shift_number is the last CLOSED shift (model.py).
+    # [C A,K,Z,U] 3F offsets; shift_number is the last CLOSED shift; firmware and receipt sum read
+    # leniently (model.py).
     Command(0x3F, "status", "запрос состояния", reply_head=b"\x44", reply=(
         _opt("cashier", BCD(1)), _opt("hall", U8()), _f("datetime", BcdDateTime("YMDhms"), None),
         _opt("flags", U8()), _opt("serial", BCD(4)), _opt("model", U8()),
-        _opt("fw_major", BCD(1)), _opt("fw_minor", BCD(1)), _opt("mode", U8()),
+        _opt("fw_major", LenientBCD(1)), _opt("fw_minor", LenientBCD(1)), _opt("mode", U8()),
         _opt("receipt_number", BCD(2)), _opt("shift_number", BCD(2)), _opt("receipt_state", U8()),
-        _opt("receipt_sum", BCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
+        _opt("receipt_sum", LenientBCD(5)), _opt("decimal_point", U8()), _opt("port_type", U8()),
     )),
     # [C Z,K] 45 answers ``55 mode flags``; [U] it never fails (its head is an error reply's).
     Command(0x45, "short_status", "короткий запрос состояния", reply_head=b"\x55", reply=(
@@ -462,27 +491,30 @@ COMMANDS_LIST: tuple[Command, ...] = (
     ), mode=_M.REGISTRATION, wants_result=False),
     # [C Z,C,K] EB: the position (FFD 1.05+), layout of atol-real-device.md §5.
     Command(0xEB, "end_position", "регистрация позиции", request=(
-        _opt("flags", U8()), _money("price"), _f("quantity", Quantity()), _money("sum"),
+        _f("flags", U8(), model.POSITION_NO_CASH_CHECK), _money("price"), _f("quantity", Quantity()), _money("sum"),
         _f("tax", U8()), _f("tax_sum", BCD(POSITION_MONEY_BYTES), 0), _f("section", BCD(1), 0),
         _f("payment_object", BCD(1), 1), _f("payment_method", BCD(1), 4),
         _opt("discount_sign", U8()), _f("discount", BCD(POSITION_MONEY_BYTES), 0),
         _opt("reserved", Raw(2)), _f("name", Text()),
     ), mode=_M.REGISTRATION, timeout=_T[0xEB], wants_result=False),
-    # [C Z,C] E6: the FFD 1.0 position.
+    # [C Z,C] E6: the FFD 1.0 position; section one BCD byte (Z's CheckAddRequest Ubcd1, C's
+    # RegisterPositionCommand through its BCD encoder).
     Command(0xE6, "register_position", "регистрация позиции (ФФД 1.0)", request=(
         _opt("flags", U8()), _f("name", Text(E6_NAME_BYTES)), _f("price", BCD(E6_MONEY_BYTES)),
         _f("quantity", Quantity()), _f("discount_type", U8(), 1), _opt("discount_sign", U8()),
-        _opt("discount_sum", BCD(E6_MONEY_BYTES)), _f("tax", U8()), _opt("section", U8()), _opt("reserve", Raw(17)),
+        _opt("discount_sum", BCD(E6_MONEY_BYTES)), _f("tax", U8()), _f("section", BCD(1), 0), _opt("reserve", Raw(17)),
     ), mode=_M.REGISTRATION, timeout=_T[0xE6], wants_result=False),
     # [S C] 43 flags area type sign value(5 BCD)
     Command(0x43, "receipt_discount", "скидка на чек", request=(
         _opt("flags", U8()), _opt("area", U8()), _f("discount_type", U8(), 1), _opt("sign", U8()),
         _f("amount", BCD(PAYMENT_SUM_BYTES)),
     ), mode=_M.REGISTRATION),
-    # [C C,K,A] 99 flags type sum(5); reply 55 00 00 remainder(5) change(5) (A: bytes 3..7, 8..12).
+    # [C C,K] 99 flags type sum(5); [C C,A] reply 55 err remainder(5) change(5), also taken with
+    # the doc's third head byte (model.py, "99 reply"); its data is not needed.
     Command(0x99, "payment", "оплата", request=(
         _opt("flags", U8()), _f("payment_type", U8()), _f("amount", BCD(PAYMENT_SUM_BYTES)),
-    ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), mode=_M.REGISTRATION),
+    ), reply=(_opt("remainder", BCD(5)), _opt("change", BCD(5))), reply_head=DATA_HEAD,
+            other_heads=(PLAIN_HEAD,), reply_needed=False, mode=_M.REGISTRATION),
     # [C C,K,Z] 4A flags payType sum(5 BCD)
     Command(0x4A, "close_receipt", "закрытие чека", request=(
         _opt("flags", U8()), _f("payment_type", U8(), 1), _opt("amount", BCD(PAYMENT_SUM_BYTES)),
@@ -509,11 +541,12 @@ COMMANDS_LIST: tuple[Command, ...] = (
     # ---- printing
     # [C A,K,C] 4C text: no flags byte.
     Command(0x4C, "print_string", "печать строки", request=(_opt("text", Text()),), wants_result=False),
-    # [S C] 87 print field (model.py for the values).
+    # [S C] 87 print field with C's values (model.py).
     Command(0x87, "print_field", "печать поля", request=(
         _opt("flags", U8()), _f("printer", U8(), model.PRINT_FIELD_PRINTER), _opt("font", U8()),
-        _f("multipliers", U8(), model.PRINT_NORMAL_SIZE), _opt("linespacing", U8()), _opt("brightness", U8()),
-        _opt("mode_cl", U8()), _opt("mode_kl", U8()), _opt("format", U8()), _opt("reserved", Raw(2)),
+        _f("multipliers", U8(), model.PRINT_NORMAL), _opt("linespacing", U8()), _opt("brightness", U8()),
+        _f("mode_cl", U8(), model.PRINT_MODE_ON), _f("mode_kl", U8(), model.PRINT_MODE_ON), _opt("format", U8()),
+        _opt("reserved", Raw(2)),
         _opt("text", Text()),
     ), wants_result=False),
     # [U] 75 cut type (A names the command; the type byte's values are not found)
@@ -700,23 +733,21 @@ PAYMENT_TYPE_BY_CODE = {v: k for k, v in PAYMENT_TYPES.items()}
 
 
 def print_field_params(line: TextLine) -> dict[str, Any]:
-    """[U] 87 parameters for a text line (model.py: size by multipliers, alignment by spaces)."""
-    width = model.PRINT_DOUBLE if line.double_width else 1
-    height = model.PRINT_DOUBLE if line.double_height else 1
-    columns = model.PRINT_LINE_WIDTH // width
+    """87 parameters for a text line, as C sends them (model.py: multiplier 1 for double height,
+    double width printed normal [U], alignment with spaces on a 48-character line)."""
+    columns = model.PRINT_LINE_WIDTH
     text = line.text
     if line.align == "center":
         text = text.center(columns).rstrip()
     elif line.align == "right":
         text = text.rjust(columns)
-    return {"multipliers": width << 4 | height, "text": text}
+    return {"multipliers": model.PRINT_DOUBLE_HEIGHT if line.double_height else model.PRINT_NORMAL, "text": text}
 
 
 def text_line(params: dict[str, Any]) -> TextLine:
     """Inverse of :func:`print_field_params` as far as the wire keeps it (the emulator's side)."""
-    mult = params.get("multipliers", model.PRINT_NORMAL_SIZE)
-    return TextLine(text=params.get("text", "").strip(), double_width=mult >> 4 == model.PRINT_DOUBLE,
-                    double_height=mult & 0x0F == model.PRINT_DOUBLE)
+    mult = params.get("multipliers", model.PRINT_NORMAL)
+    return TextLine(text=params.get("text", "").strip(), double_height=mult == model.PRINT_DOUBLE_HEIGHT)
 
 
 def name_fits_position(name: str) -> bool:
@@ -730,8 +761,50 @@ def position_name(name: str) -> str:
     return name if len(raw) <= POSITION_NAME_MAX else codec.decode_text(raw[:POSITION_NAME_MAX])
 
 
-def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
-    """[U] E8 value bytes for a tag: text in the device codec, one byte, or UnixTime."""
+def tlv(tag: int, value: bytes) -> bytes:
+    """One FFD TLV record: ``tag(2 LE) len(2 LE) value`` (an STLV's parts, A4 46's data)."""
+    return codec.encode_le(tag, 2) + codec.encode_le(len(value), 2) + bytes(value)
+
+
+def parse_tlv(data: bytes, *, strict: bool = False) -> dict[int, bytes]:
+    """TLV records → {tag: value}. ``strict``: every record must fit and fill ``data`` exactly
+    (an STLV written to the device); else a cut-off tail is dropped (A4 46 document data)."""
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos + 4 <= len(data):
+        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
+        if strict and (pos + 4 + size > len(data) or tag in out):
+            raise codec.CodecError(f"TLV {tag} does not fit or repeats")
+        out[tag] = bytes(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    if strict and pos != len(data):
+        raise codec.CodecError(f"{len(data) - pos} bytes after the last TLV")
+    return out
+
+
+def correction_basis(date: dt.date, order_number: str = "") -> bytes:
+    """Tag 1174's value: the STLV of 1178 and, when given, 1179 (model.py, correction receipts)."""
+    value = tlv(model.TAG_CORRECTION_DATE, attribute_value(model.TAG_CORRECTION_DATE, date))
+    if order_number:
+        value += tlv(model.TAG_CORRECTION_ORDER, attribute_value(model.TAG_CORRECTION_ORDER, order_number))
+    return value
+
+
+def decode_correction_basis(raw: bytes) -> dict[str, str | int | dt.date]:
+    """Inverse of :func:`correction_basis` (the emulator's side): {"1178": date, "1179": text}.
+    CodecError unless it is well-formed STLV of 1174's tags with a 4-byte 1178 in it."""
+    parts = parse_tlv(raw, strict=True)
+    if not set(parts) <= model.CORRECTION_BASIS_TAGS or len(parts.get(model.TAG_CORRECTION_DATE, b"")) != 4:
+        raise codec.CodecError(f"tag {model.TAG_CORRECTION_BASIS} needs 1178 (4 bytes) and only tags "
+                               f"{sorted(model.CORRECTION_BASIS_TAGS)}")
+    return {str(tag): decode_attribute_value(tag, value) for tag, value in parts.items()}
+
+
+def attribute_value(tag: int, value: str | int | dt.date | bytes) -> bytes:
+    """[U] E8 value bytes for a tag: text in the device codec, one byte, or UnixTime; bytes (an
+    STLV such as :func:`correction_basis`) go as they are."""
+    if isinstance(value, bytes):
+        return value
     if tag in model.UNIXTIME_TAGS:
         if not isinstance(value, dt.date):
             raise codec.CodecError(f"tag {tag} needs a date")
@@ -742,8 +815,12 @@ def attribute_value(tag: int, value: str | int | dt.date) -> bytes:
     return codec.encode_text(str(value))
 
 
-def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date:
-    """Inverse of :func:`attribute_value` (the emulator's side); unknown tags stay text."""
+def decode_attribute_value(tag: int, raw: bytes) -> str | int | dt.date | dict[str, str | int | dt.date]:
+    """Inverse of :func:`attribute_value` (the emulator's side, wire traces); unknown tags and
+    values that do not read as their tag's type stay text."""
+    if tag == model.TAG_CORRECTION_BASIS:
+        with contextlib.suppress(codec.CodecError):
+            return decode_correction_basis(raw)
     if tag in model.UNIXTIME_TAGS and len(raw) == 4:
         return dt.datetime.fromtimestamp(codec.decode_le(raw), dt.timezone.utc).date()
     if tag in model.BYTE_TAGS and len(raw) == 1:

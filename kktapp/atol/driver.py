@@ -144,17 +144,6 @@ def ffd_version(reply: dict[str, Any]) -> int:
     return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
 
 
-def parse_tlv(data: bytes) -> dict[int, bytes]:
-    """``tag(2 LE) len(2 LE) value`` records → {tag: value} (A4 46 document data)."""
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
-        out[tag] = bytes(data[pos + 4:pos + 4 + size])
-        pos += 4 + size
-    return out
-
-
 class AtolDriver:
     """A connected ATOL cash register (protocol v3). Not thread-safe: one owner at a time."""
 
@@ -413,6 +402,12 @@ class AtolDriver:
         try:
             return s.command.decode_reply(s.answer.reply, step=s.name)
         except codec.CodecError as exc:
+            if not s.command.reply_needed:
+                # The task succeeded and nothing in its reply is used (model.py, "99 reply"):
+                # failing here would report a receipt that 4A already closed as a lost link.
+                log.warning("%s: unreadable reply to %s (%s), not used: %s", self.url, s.command.name,
+                            s.answer.reply.hex(" "), exc)
+                return {}
             raise FrameError(f"непонятный ответ ККТ на «{s.name}»: {exc}") from exc
 
     def _step_error(self, s: Step) -> DeviceError:
@@ -488,16 +483,31 @@ class AtolDriver:
         self._mode = (target, 0)
         return replies[len(prefix):]
 
-    def _wait_report(self) -> None:
-        """Poll 45 while a report prints or works in the FN ([C C,Z]; model.REPORT_PROGRESS_MODES)."""
-        deadline = time.monotonic() + model.REPORT_WAIT
+    def _wait_report(self, command: str) -> None:
+        """Poll 45 while the report ``command`` made prints or works in the FN ([C C,Z];
+        model.REPORT_PROGRESS_MODES), for up to its model.REPORT_WAIT.
+
+        A poll the device leaves unanswered does not end the wait: K polls on through them until
+        its limit, so the link is opened again (Abort first, as on connecting) and polling goes
+        on. Only a report still running at the limit is given up as a link error.
+        """
+        deadline = time.monotonic() + model.REPORT_WAIT[COMMANDS[command].code]
         while True:
-            mode = self.command("short_status")["mode"]
-            if mode not in model.REPORT_PROGRESS_MODES:
-                self._mode = commands.split_mode(mode)
-                return
-            if time.monotonic() > deadline:
-                raise LinkError("ККТ слишком долго печатает отчёт")
+            try:
+                if not self._link.is_open:
+                    self._link.open()
+                    self._abort()
+                mode = self.command("short_status")["mode"]
+            except LinkError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: no answer while the report is made (%s); polling again", self.url, exc.message)
+            else:
+                if mode not in model.REPORT_PROGRESS_MODES:
+                    self._mode = commands.split_mode(mode)
+                    return
+                if time.monotonic() > deadline:
+                    raise LinkError("ККТ слишком долго печатает отчёт")
             time.sleep(model.REPORT_POLL)
 
     # ------------------------------------------------------------------ queries
@@ -559,7 +569,7 @@ class AtolDriver:
             shift_number=shift["shift_number"] if quick.shift_open else st["shift_number"],
             receipt_number=st["receipt_number"],
             receipt_state=quick.receipt_state,
-            receipt_sum=st["receipt_sum"],
+            receipt_sum=st["receipt_sum"] or 0,  # None: not BCD (model.py, 3F)
             paper_present=bool(flags & StatusFlags.PAPER_PRESENT) and not short_flags & ShortStatusFlags.NO_PAPER,
             cover_open=bool(flags & StatusFlags.COVER_OPEN),
             drawer_open=bool(flags & StatusFlags.DRAWER_OPEN),
@@ -721,7 +731,7 @@ class AtolDriver:
             if not more:
                 break
             data += more
-        return opened["doc_type"], parse_tlv(data[:opened["size"]])
+        return opened["doc_type"], commands.parse_tlv(data[:opened["size"]])
 
     def _document_result(self, fd_number: int, fn_number: str) -> tuple[int, FiscalResult]:
         doc_type, tlv = self.read_document(fd_number)
@@ -796,7 +806,7 @@ class AtolDriver:
         """Run a document-forming command, then read the document it formed (A4 45/46)."""
         if report:
             self._in_mode(mode, steps)
-            self._wait_report()
+            self._wait_report(steps[-1].command.name)
             fn = self.command("fn_status")
         else:
             fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
@@ -834,7 +844,7 @@ class AtolDriver:
     def x_report(self) -> None:
         """X report (67 in mode 2); waits until it is printed."""
         self._in_mode(Mode.REPORT_X, [step("x_report", report_type=1)])
-        self._wait_report()
+        self._wait_report("x_report")
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (49); opens a closed shift itself ([C K])."""
@@ -858,21 +868,21 @@ class AtolDriver:
         flags = (commands.FLAG_TEST if receipt.test_mode else 0) | (
             commands.FLAG_NO_PRINT if receipt.electronic_only else 0)
         steps = [step("open_receipt", flags=flags, receipt_type=commands.RECEIPT_TYPES[receipt.type])]
-        steps += self._text_steps(receipt.header, "заголовок чека")
-        position_steps = self._position_steps if self.ffd >= model.FIRST_EA_EB_FFD else self._e6_position_steps
-        for i, pos in enumerate(receipt.positions, 1):
-            steps += position_steps(i, pos)
-        # Receipt tags after the last EB: never between EA and EB ([S K] ext 0x0208).
+        # Receipt tags right after 92, before the first EA ([C C,K], model.py), so never
+        # between EA and EB ([S K] ext 0x0208).
         attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
         if receipt.correction is not None:
             corr = receipt.correction
             attrs.append((model.TAG_CORRECTION_TYPE, 1 if corr.by_order else 0, "тип коррекции"))
-            attrs.append((model.TAG_CORRECTION_DATE, corr.date, "дата исправляемого расчёта"))
-            if corr.order_number:
-                attrs.append((model.TAG_CORRECTION_ORDER, corr.order_number, "номер предписания"))
+            attrs.append((model.TAG_CORRECTION_BASIS, commands.correction_basis(corr.date, corr.order_number),
+                          "основание для коррекции"))
         steps += self._attribute_steps(attrs)
+        steps += self._text_steps(receipt.header, "заголовок чека")
+        position_steps = self._position_steps if self.ffd >= model.FIRST_EA_EB_FFD else self._e6_position_steps
+        for i, pos in enumerate(receipt.positions, 1):
+            steps += position_steps(i, pos)
         # The last payment travels with the close command. Its sum is never 0: 4A with sum 0
         # would let the device pay "the rest" by itself, hiding a receipt that is underpaid.
         *payments, last = receipt.payments or (None,)
@@ -904,23 +914,26 @@ class AtolDriver:
 
     @staticmethod
     def _position_steps(i: int, pos: Position) -> list[Step]:
-        """FFD 1.05/1.2: EA, the position's E8 tags, EB with 1212/1214 in it ([C Z,C,K])."""
+        """FFD 1.05/1.2: EA, the position's E8 tags, EB with 1212/1214 in it ([C Z,C,K]).
+
+        EB's sum is the position's final amount, discount fields 0: the device prints the
+        difference to price x quantity as a discount (model.EB_SUM_IS_POSITION_TOTAL).
+        """
         where = f"позиция {i}: «{pos.name}»"
-        gross = position_amount(pos.price, pos.quantity)
-        diff = gross - pos.amount  # a spread discount: EB's discount (or markup), model.py
         steps = [step("begin_position", where)]
         if pos.unit != model.POSITION_TAG_DEFAULTS[model.TAG_UNIT]:
             steps.append(step("write_attribute", f"{where}, реквизит {model.TAG_UNIT}", tag=model.TAG_UNIT,
                               value=commands.attribute_value(model.TAG_UNIT, pos.unit)))
-        steps.append(step("end_position", where, price=pos.price, quantity=pos.quantity, sum=gross,
+        steps.append(step("end_position", where, price=pos.price, quantity=pos.quantity, sum=pos.amount,
                           tax=pos.vat.tag1199, section=pos.department, payment_object=pos.payment_object,
-                          payment_method=int(pos.payment_method), discount_sign=0 if diff >= 0 else 1,
-                          discount=abs(diff), name=commands.position_name(pos.name)))
+                          payment_method=int(pos.payment_method), name=commands.position_name(pos.name)))
         return steps
 
     @staticmethod
     def _e6_position_steps(i: int, pos: Position) -> list[Step]:
-        """FFD 1.0: E6, then the position tags that differ from the defaults (model.py)."""
+        """FFD 1.0: E6 (price x quantity and the difference to the amount as a discount or
+        markup, model.E6_DISCOUNT_ADJUSTS_SUM), then the position tags that differ from the
+        defaults (model.py)."""
         where = f"позиция {i}: «{pos.name}»"
         diff = position_amount(pos.price, pos.quantity) - pos.amount
         steps = [step("register_position", where, name=pos.name, price=pos.price, quantity=pos.quantity,

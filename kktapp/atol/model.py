@@ -143,12 +143,46 @@ FIRST_EA_EB_FFD = FFD_1_05
 #: (one user report, fiscal-rules.md S12); older firmware answers 0xEE with extended code 0x0104
 #: ("недопустимый номер ставки налога"). Settle with one EB of each rate on a 5.17+ device.
 TAX_IS_TAG1199 = True
-#: [U] E6 (FFD 1.0) position sum = round_half_up(price x quantity) -/+ discSum (discType 1 =
-#: sum in kopecks). EB has the sum itself ("стоимость", [C]) and C requires sum = price x
-#: quantity when a discount is given, so the driver sends sum = price x quantity and any
-#: difference to the position amount as EB's discount (sign 0) or markup (sign 1); the device's
-#: position total = sum -/+ discount. Settle: one EB with a discount on a real device.
+#: [S C] EB flags: bit 0 clear = execute (set = check only; C and K leave it clear); 0x02 = do
+#: not check the cash in the drawer. C's AddPositionCommand sets 0x02 on every position, with
+#: the comment that the device otherwise answers an error even for a refund paid by card (the
+#: POS checks cash itself); bits 2..7 must be 0 (C refuses to send them). K sends 0. kkt sends
+#: 0x02 like C: whether a card refund goes through must not depend on the drawer. The emulator
+#: checks the position against the drawer on a receipt that pays out only without it; the cash
+#: a receipt really pays out is checked at 4A either way ([U], the emulator's own rule).
+POSITION_NO_CASH_CHECK = 0x02
+#: [C C,K,Z] EB's sum ("стоимость позиции") is the position's final amount, and the discount
+#: fields stay 0: C's fiscalizeSum sends EndPositionPrice there with discount 0 (its comment:
+#: when price x quantity differs from it, the device takes the difference for a discount and
+#: prints it on the receipt); K sends the sum with discount 0, Z labels the field "фактическая
+#: цена" and sends discount 0. EB's discount field is "информация о скидке": C sends it only with
+#: sum = price x quantity (its AddPositionCommand refuses otherwise), so it is not how a
+#: position's total is set, and kkt never uses it.
+#: [U] A markup (amount above price x quantity, e.g. a spread receipt discount rounded up by a
+#: kopeck) goes the same way, sum = amount: no source shows a device taking or refusing a sum
+#: above price x quantity; a refusal is a clean device error at that position (nothing
+#: formed). The emulator takes it and prints the difference as a markup. Settle: one EB with
+#: sum > price x quantity on a real device.
+EB_SUM_IS_POSITION_TOTAL = True
+#: [C Z,C] E6 (FFD 1.0) has no sum field: ``discType discSign disc(6 BCD)`` after the quantity
+#: (Z: type "процент/число", sign "скидка/наценка"; C: sign 1 for a negative discount). kkt
+#: sends price x quantity and the difference to the amount as a discount (sign 0) or markup
+#: (sign 1), so the position total is round_half_up(price x quantity) -/+ disc. [U] discType 1
+#: = a sum in kopecks (0 = percent); the values are not found. Settle: one E6 with a discount on
+#: an FFD 1.0 device.
 E6_DISCOUNT_ADJUSTS_SUM = True
+
+# --------------------------------------------------------------------------- 99 reply
+#
+# [C C,A] 99 (payment) answers ``55 err remainder(5 BCD) change(5 BCD)``, 12 bytes. C's
+# AddPaymentResult reads the remainder two bytes after the 55 (its taskbuffer.Response data
+# offset points at the 55); A's RemittanceResult decodes only replies of exactly 12 bytes (its
+# offsets 3..7 and 8..12 are one byte off for that length: A's bug). atol-real-device.md §3 took
+# A's offsets for a third head byte (``55 err 00 …``, 13 bytes), and a device emulator written
+# from the doc may answer that: both are accepted, told apart by length (commands.py,
+# ``other_heads``); the emulator answers C's form. The service uses neither field, so a success
+# reply that fits neither form is logged and the receipt goes on: 99 is often read after 4A has
+# already closed the receipt, where a decoding error would report a fiscalised receipt as lost.
 
 # --------------------------------------------------------------------------- FFD attributes (E8)
 #
@@ -157,8 +191,21 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # 0x0208 inside), position tags only between EA and EB (ext 0x0207 outside); both as error 0xEE
 # with the extended code in register 0x37 (55). [S K] A repeated receipt tag: ext 0x0201.
 # [C Z,K] 1212 and 1214 travel in EB as BCD bytes, not as E8.
+# [C C,K] Receipt tags go right after 92, before the first EA: C writes 1008 and 1021 just
+# after 92 (AtolServiceImpl.openDocument), K writes 1008 before EA; libfptr users set every
+# receipt tag (1008, 1173, 1174, 1192, ...) before openReceipt. kkt writes them all there.
 # [U] Values: strings in the device text codec (:func:`kktapp.atol.codec.encode_text`);
 # integer tags one byte; 1178 (a date) 4 bytes LE unix time at 00:00 UTC (FFD UnixTime).
+#
+# [C] Correction receipts: 1173 (type, one byte) is a receipt tag of its own, and 1174 (the
+# correction basis) is a composite (STLV) tag whose value is the TLVs of 1178 (date of the
+# corrected settlement) and, by an FNS order, 1179 (order number): libfptr users build 1174
+# with utilFormTlv from 1178 and 1179 and set 1173 and 1174 before openReceipt (several
+# independent clients, e.g. pbardov/node-atol-rpc correction.task.ts correctionBaseDate /
+# correctionBaseNumber; fiscal-rules.md §2 for the tags). FFD 1.05 also knows 1177 (a
+# description) in 1174; FFD 1.2 dropped it and kkt does not send it. [U] The emulator refuses
+# 1178 or 1179 written on their own, a malformed 1174, and a correction receipt closed without
+# 1173 and 1174 (0x13); what a real device answers to them is not found.
 # [U] 2108 (unit, FFD 1.2) as an E8 position tag: not found in any source.
 # [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
@@ -167,8 +214,12 @@ TAG_ITEM_NAME = 1030
 TAG_CASHIER_NAME = 1021
 TAG_CASHIER_INN = 1203
 TAG_CORRECTION_TYPE = 1173
+TAG_CORRECTION_BASIS = 1174
+TAG_CORRECTION_DESCRIPTION = 1177
 TAG_CORRECTION_DATE = 1178
 TAG_CORRECTION_ORDER = 1179
+#: The tags 1174 may hold (1177: FFD 1.05 only).
+CORRECTION_BASIS_TAGS = frozenset({TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_DATE, TAG_CORRECTION_ORDER})
 TAG_PAYMENT_OBJECT = 1212
 TAG_PAYMENT_METHOD = 1214
 TAG_UNIT = 2108
@@ -191,11 +242,10 @@ LONG_NAME_BY_TAG1030 = True
 MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
-    TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-    TAG_CORRECTION_TYPE, TAG_CORRECTION_DATE, TAG_CORRECTION_ORDER,
+    TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_TYPE, TAG_CORRECTION_BASIS,
 })
 STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-                         TAG_CORRECTION_ORDER})
+                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER})
 BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
@@ -217,13 +267,18 @@ EXT_BAD_TAX = 0x0104
 
 #: [C A,K,C] 4C prints one line: ``4C text``, no flags byte.
 #: [S C] 87 "print field": ``87 flags printer font multipliers linespacing brightness modeCL
-#: modeKL format reserved(2) text``. C's values are used; [U] what each font and multiplier value
-#: does. This model: font 0 = the device default; multipliers = width << 4 | height, 1 normal,
-#: 2 double; alignment is done with spaces on a line of PRINT_LINE_WIDTH characters; bold,
-#: italic, underline and inverse have no field and are dropped. Settle with the manual.
+#: modeKL format reserved(2) text``. kkt sends exactly what C's FiscalDevice.addPrintString
+#: sends (PrintFieldCommand(0, 1, 0, doubleHeight ? 1 : 0, 0, 0, 1, 1, text)): flags 0, printer
+#: 1, font 0, multiplier 0 (normal) or 1 (double height), line spacing 0, brightness 0, both
+#: print modes 1 (receipt tape, control tape), format 0, reserved 0. [U] Double width: C has
+#: the text size but sends multiplier 0 for it and gives it the same 48 characters
+#: (getMaxLenthForText ignores the size), so no source shows its value: it is printed normal.
+#: Alignment is done with spaces on a line of PRINT_LINE_WIDTH characters (C's default text
+#: length); bold, italic, underline and inverse have no field and are dropped.
 PRINT_FIELD_PRINTER = 1
-PRINT_NORMAL_SIZE = 0x11
-PRINT_DOUBLE = 2
+PRINT_NORMAL = 0
+PRINT_DOUBLE_HEIGHT = 1
+PRINT_MODE_ON = 1
 PRINT_LINE_WIDTH = 48
 
 # --------------------------------------------------------------------------- registers (91)
@@ -252,7 +307,11 @@ INCOME_SIGNS = frozenset({1, 4})
 INCOME_RECEIPT_TYPES = (1, 5)
 
 #: [S Z] Register 0x33, the last sale: ``fd(5 BCD) type(1) total(7 BCD) datetime(DD MM YY hh mm,
-#: BCD) fiscalSign(5 BCD) reserved(3)``. [U] type: the 92 receipt type.
+#: BCD) fiscalSign(5 BCD) reserved(3)``. The date order is Z's own decoding, not a guess: its
+#: RegisterReadResponse declares the field as 5 BCD bytes, and CommandLayer::stateLastSaleResponse
+#: reads byte 0 as the day, 1 the month, 2 the year, 3 the hour and 4 the minute, each byte's
+#: hex digits as decimal (BCD). Register 0x12's date is in the same day-first order (K).
+#: [U] type: the 92 receipt type.
 REGISTER_LAST_SALE = 0x33
 #: [S C] Register 0x34 (52): the last fiscal document number, 5 bytes; [U] BCD like 0x33's.
 REGISTER_LAST_FD = 0x34
@@ -268,6 +327,15 @@ REGISTER_EXT_ERROR = 0x37
 #: [S K] 3F's shift number is the LAST CLOSED shift (K computes the Z-report number as it + 1
 #: before 5A); the current one comes from register 0x35 or A4 10. Receipt and shift numbers in
 #: 3F are BCD big-endian ([C A,K,Z]; U reads them reversed).
+#: 3F fields the sources read differently, which kkt uses for no decision, are read leniently
+#: (a byte that is not BCD gives None, never an error), so one odd byte cannot make status()
+#: and with it connect() fail: the firmware bytes 15..16 (C reads them as characters, Z's struct
+#: says BCD) and the receipt sum 23..27 (K reads BCD, Z a binary integer, C skips it). [U] Which
+#: encoding the sum has; settle with 3F during an open receipt on a real device.
+#: [U] Byte 22 (receipt state): K masks it with 0x07 (0 closed, 1 open, 3 annulment, other
+#: values "other"); C and Z take any value but 0 as "a receipt is open", and so does kkt: an
+#: open receipt is never taken for closed because of bits K drops. (The emulator answers the 92
+#: receipt type there.) Settle: 3F with a sale return and a correction receipt open.
 
 #: [U] Command 58 (last shift totals): ``55 err income(7 BCD) outcome(7 BCD)`` (A reads income at
 #: bytes 2..8, outcome at 9..15). "Last shift" is the open one, else the last closed; income =
@@ -330,7 +398,7 @@ CASH_DRAWER_SUM_BYTES = 7
 #: waits 15 s for an async answer ([C K,Z] device timeouts).
 DEFAULT_TIMEOUT = 10.0
 TIMEOUTS = {
-    0x5A: 40.0,  # Z report: prints the report and closes the FN shift
+    0x5A: 120.0,  # Z report: prints the report and closes the FN shift; K's Z limit (REPORT_WAIT)
     0x4A: 20.0,  # close receipt: FN signs the document, printer finishes the receipt
     0xE6: 20.0, 0xEB: 20.0,
     0x92: 20.0,  # open receipt: may open the shift (an FN document) first
@@ -345,6 +413,12 @@ TIMEOUTS = {
 ANSWER_TIMEOUT = 5.0
 #: [U] How often the host re-sends a packet whose answer did not arrive (retransmission).
 RETRIES = 2
-#: [U] How long the driver polls 45 for a report in progress, and how often.
-REPORT_WAIT = 60.0
-REPORT_POLL = 0.05
+#: [C K,C] Seconds the driver polls 45 for a report in progress, by the report's command: K
+#: waits up to 120 s for a Z report and 30 s for an X report (its Timeouts ZReportNoAnswer and
+#: XReportNoAnswer), and keeps polling through polls the device leaves unanswered (its loop
+#: retries a failed 45 until the limit); C polls until the mode changes, with no limit.
+REPORT_WAIT = {0x5A: 120.0, 0x67: 30.0}
+#: [U] Seconds between polls: 0.1, where C and K wait 0.5 s. Each poll is one 45 query, which
+#: the device answers while it prints (C and Z poll it then); polling more often only shortens
+#: the time between the report's end and the next command, and queries leave the report alone.
+REPORT_POLL = 0.1

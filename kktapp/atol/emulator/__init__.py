@@ -29,7 +29,11 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
   checkpointed per fiscal document, not per position, so the open receipt is lost and the
   device comes back as after its last document, receipt closed (see Device.save);
 * cash control: cash out (4F) and cash paid out by a return or purchase receipt cannot exceed
-  the cash in the drawer (0x98), as with the device's cash control on;
+  the cash in the drawer (0x98), as with the device's cash control on; an EB without flag 0x02
+  on such a receipt is checked against the drawer too, whatever the payment ([S C]);
+* EB's sum is the position total, its difference to price × quantity logged as the printed
+  discount (or markup); correction receipts need 1173 and the composite 1174 (1178, 1179), whose
+  STLV is checked; 1178/1179 on their own are refused (model.py);
 * the task buffer lives with the connection: a dropped link discards tasks not yet started;
 * ``ffd`` ("1.0", "1.05", "1.2"; ``--ffd``): register 0x36 answers it; 1.05+ take positions as
   EA → E8 → EB and refuse E6, 1.0 takes E6 and refuses EA/EB (model.FIRST_EA_EB_FFD);

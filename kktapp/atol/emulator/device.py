@@ -394,9 +394,11 @@ class Device:
         discount: int = 0,
         markup: bool = False,
         section: int = 0,
+        total: int | None = None,
         **attributes: Any,
     ) -> int:
-        """Command E6: one position; returns its amount (price × quantity ± discount, kopecks).
+        """Command E6: one position; returns its amount, kopecks: price × quantity ± discount
+        (model.E6_DISCOUNT_ADJUSTS_SUM), or ``total`` when given (EB's sum).
 
         Paper running out here leaves the receipt open and the position unregistered. Like
         every command that builds the open receipt, it does not save (see :meth:`save`).
@@ -410,7 +412,10 @@ class Device:
         if not r.no_print:
             self._paper()
         amount = position_amount(price, quantity)
-        amount = amount + discount if markup else amount - discount
+        if total is None:
+            amount = amount + discount if markup else amount - discount
+        else:
+            amount = total
         item: dict[str, Any] = {
             "name": name,
             "price": price,
@@ -439,6 +444,9 @@ class Device:
                 raise DeviceFault(ErrorCode.RECEIPT_CLOSED)
             self.pending_attributes[str(tag)] = value
             return
+        if tag in model.CORRECTION_BASIS_TAGS:
+            # [U] 1177..1179 exist only inside 1174 (model.py, correction receipts).
+            raise DeviceFault(ErrorCode.BAD_FORMAT)
         position = tag in model.POSITION_TAGS
         if self.ffd >= model.FIRST_EA_EB_FFD:
             if position and self.position_tags is None:
@@ -469,22 +477,29 @@ class Device:
         self.position_tags = {}
 
     def end_position(self, name: str, price: int, quantity: Decimal, total: int, tax: str, *,
-                     discount: int = 0, markup: bool = False, section: int = 0,
-                     payment_object: int = 1, payment_method: int = 4) -> int:
+                     discount: int = 0, section: int = 0, payment_object: int = 1, payment_method: int = 4,
+                     check_cash: bool = False) -> int:
         """Command EB (FFD 1.05+): the position begun with EA; returns its amount.
 
-        [U] sum must be price x quantity (C: required with a discount) within 1 kopeck; the
-        position total is sum -/+ discount.
+        The position total is ``total``, EB's sum ([C C,K,Z], model.EB_SUM_IS_POSITION_TOTAL);
+        its difference to price × quantity is printed as a discount (below) or a markup
+        (above, [U]). ``discount`` is EB's "информация о скидке", print-only, and taken only with
+        sum = price × quantity, as C sends it. ``check_cash`` (EB without flag 0x02, [S C]): on
+        a receipt that pays out, the receipt with this position may not exceed the drawer.
         """
         if self.position_tags is None:
             raise self.refuse_extended(0xEB, model.EXT_NO_POSITION_STARTED)
         tags = self.position_tags
-        if abs(total - position_amount(price, quantity)) > 1:
+        gross = position_amount(price, quantity)
+        if discount and total != gross:
             raise DeviceFault(ErrorCode.BAD_PRICE)
-        amount = self.add_position(name, total, Decimal(1), tax, discount=discount, markup=markup,
-                                   section=section, **tags)
+        r = self._receipt()
+        if check_cash and RECEIPT_TYPES[r.type] not in CASH_INCOMING and r.total + total > self.state.cash:
+            raise DeviceFault(ErrorCode.NO_CASH)
+        printed = {"discount": gross - total} if total < gross else {"markup": total - gross} if total > gross else {}
+        amount = self.add_position(name, price, quantity, tax, section=section, total=total, **tags)
         item = self._receipt().items[-1]
-        item.update(price=price, quantity=_quantity_text(quantity))
+        item.update(printed)
         if payment_object != model.POSITION_TAG_DEFAULTS[model.TAG_PAYMENT_OBJECT]:
             item["payment_object"] = payment_object
         if payment_method != model.POSITION_TAG_DEFAULTS[model.TAG_PAYMENT_METHOD]:
@@ -538,6 +553,10 @@ class Device:
         self._shift_usable()
         if pay_type not in PAYMENT_TYPES:
             raise DeviceFault(ErrorCode.BAD_PAYMENT_TYPE)
+        if r.type in commands.CORRECTION_RECEIPT_TYPES and not {
+                str(model.TAG_CORRECTION_TYPE), str(model.TAG_CORRECTION_BASIS)} <= set(r.attributes):
+            # [U] a correction receipt needs its type (1173) and basis (1174), model.py.
+            raise DeviceFault(ErrorCode.BAD_FORMAT)
         total = r.total
         payments = [dict(p) for p in r.payments]
         if amount:

@@ -236,11 +236,9 @@ def _end_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
         raise DeviceFault(ErrorCode.BAD_QUANTITY)
     if not p["name"]:
         raise DeviceFault(ErrorCode.BAD_FORMAT)
-    if not p["discount_sign"] and p["discount"] > p["sum"]:
-        raise DeviceFault(ErrorCode.BAD_PRICE)
     device.end_position(p["name"], p["price"], p["quantity"], p["sum"], rate, discount=p["discount"],
-                        markup=bool(p["discount_sign"]), section=p["section"],
-                        payment_object=p["payment_object"], payment_method=p["payment_method"])
+                        section=p["section"], payment_object=p["payment_object"], payment_method=p["payment_method"],
+                        check_cash=not p["flags"] & model.POSITION_NO_CASH_CHECK)
     return cmd.encode_reply()
 
 
@@ -272,9 +270,18 @@ def _register_position(device: Device, cmd: Command, p: dict[str, Any]) -> bytes
 @handles("write_attribute")
 def _write_attribute(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     tag = p["tag"]
-    value = commands.decode_attribute_value(tag, p["value"])
-    if isinstance(value, dt.date):
-        value = value.isoformat()  # kept as JSON in the state and the log
+    if tag == model.TAG_CORRECTION_BASIS:
+        # An STLV of 1178 (+ 1179), model.py: parsed and checked, kept as its parts.
+        try:
+            parts = commands.decode_correction_basis(p["value"])
+        except codec.CodecError as exc:
+            log.info("emulator: bad tag %d: %s", tag, exc)
+            raise DeviceFault(ErrorCode.BAD_FORMAT) from exc
+        value: Any = {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in parts.items()}
+    else:
+        value = commands.decode_attribute_value(tag, p["value"])
+        if isinstance(value, dt.date):
+            value = value.isoformat()  # kept as JSON in the state and the log
     device.write_attribute(tag, value)
     return cmd.encode_reply()
 
@@ -503,7 +510,7 @@ def document_tlv(doc: dict[str, Any]) -> bytes:
             (model.TLV_SIGN, bytes((sign,))),
         ]
     items.append((model.TLV_TOTAL, total.to_bytes(max(1, (total.bit_length() + 7) // 8), "little")))
-    return b"".join(codec.encode_le(tag, 2) + codec.encode_le(len(v), 2) + v for tag, v in items)
+    return b"".join(commands.tlv(tag, v) for tag, v in items)
 
 
 @handles("document_open")
