@@ -127,7 +127,7 @@ def test_1c_refuses_the_poison_quantity_before_the_journal(testapp: webtest.Test
                        status=422)
     assert res.json["field"] == "Goods.Position_1.Quantity"
     assert app.extensions["kkt"].journal.queue_counts(1) == {"queued": 0, "sending": 0, "unknown": 0}
-    assert app.extensions["kkt"].journal.find_by_key(RECEIPT, "ЯД-1") is None
+    assert app.extensions["kkt"].journal.find_by_key(RECEIPT, "ЯД-1 от 06.10.2017") is None
     assert not DOCUMENT_COMMANDS.intersection(seen)
     assert fiscal_receipts(emulator) == []
 
@@ -245,7 +245,7 @@ def test_an_unexpected_error_before_sending_is_a_failed_job_not_unknown(
         res = client.post("/kkt", params=onec(name="сломано", qty="1", price="1.00", number="Б-1"),
                           content_type=FORM, status=422)
         assert res.json["result_code"] == ResultCode.VALIDATION, res.json
-        assert service.journal.find_by_key(RECEIPT, "Б-1").state == FAILED
+        assert service.journal.find_by_key(RECEIPT, "Б-1 от 06.10.2017").state == FAILED
         res = client.post("/kkt", params=onec(name="целое", qty="1", price="1.00", number="Б-2"), content_type=FORM)
         assert res.json["result_code"] == 0, res.json
     finally:
