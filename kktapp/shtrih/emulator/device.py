@@ -400,8 +400,9 @@ def _write_tlvs(dev: ShtrihDevice, data: bytes, *, operation: bool) -> None:
     r = dev.state.receipt
     for tag, value in items:
         if isinstance(value, dict):
-            for inner, inner_value in value.items():
-                core.write_attribute(inner, _jsonable(inner_value))
+            # An STLV (1174) is kept whole, as its parts: the shared device core takes 1178/1179
+            # only inside their 1174, as the ATOL emulator writes it.
+            core.write_attribute(tag, {str(k): _jsonable(v) for k, v in value.items()})
             continue
         if tag == model.TAG_CORRECTION_TYPE and r is not None and r.type in CORRECTION_OF:
             r.type = CORRECTION_OF[r.type]
