@@ -41,9 +41,11 @@ def stop(app) -> None:
 
 
 def jobs_in(path: Path) -> dict[str, tuple[str, str | None]]:
+    """DocNumber → (state, result) of every job (the journal keys 1C documents as "N от date")."""
     conn = sqlite3.connect(path)
     try:
-        return {key: (state, result) for key, state, result in conn.execute("SELECT key, state, result FROM jobs")}
+        return {key.split(" от ")[0]: (state, result)
+                for key, state, result in conn.execute("SELECT key, state, result FROM jobs")}
     finally:
         conn.close()
 

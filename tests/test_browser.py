@@ -12,6 +12,7 @@ them the test is skipped, except under CI where that is a failure.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import shutil
 import threading
@@ -140,7 +141,8 @@ def test_operator_and_status_pages_in_chromium(server, browser, clients, emulato
     rows[0].find_element(By.CSS_SELECTOR, "button[data-action=cancel]").click()
     wait.until(ec.alert_is_present())
     browser.switch_to.alert.accept()
-    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.alert"), "Чек ТР00-003 отменён"))
+    cancelled = f"Чек ТР00-003 от {dt.date.today():%d.%m.%Y} отменён"
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "p.alert"), cancelled))
     row = browser.find_element(By.CSS_SELECTOR, "#receipt-list tbody tr")
     assert "отменён" in row.text and not row.find_elements(By.CSS_SELECTOR, "button[data-action=cancel]")
     assert clients.app.extensions["kkt"].list_receipts(text="ТР00-003")[0][0].state == "failed"

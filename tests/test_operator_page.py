@@ -59,7 +59,7 @@ def test_operator_lists_searches_and_cancels(clients, emulator):
     form = found.forms[len(found.forms) - 1]  # the cancel form of the one row
     assert form.action.endswith("/cancel?q=%D1%82%D1%8000-2")
     done = form.submit().follow()
-    assert "Чек ТР00-2 отменён" in done.text
+    assert f"Чек ТР00-2 от {dt.date.today():%d.%m.%Y} отменён" in done.text
     assert "отменён" in done.html.select("#receipt-list tbody tr")[0].text
     assert clients.app.extensions["kkt"].list_receipts(states=("queued",))[1] == 1
     # 1C asking again for the cancelled document hears so.
@@ -155,7 +155,7 @@ def test_status_page_waiting_receipts_and_warnings(clients, emulator):
     assert "bad" in badge["class"] and badge.text == "нет связи с ККТ"
     row = section.select_one("table.waiting tbody tr")
     cells = {td["data-label"]: td.text for td in row.select("td")}
-    assert cells["Документ"] == "ТР00-21" and cells["Сумма"] == "1\u202f950,72\u00a0₽"
+    assert cells["Документ"] == f"ТР00-21 от {dt.date.today():%d.%m.%Y}" and cells["Сумма"] == "1\u202f950,72\u00a0₽"
     assert cells["Состояние"] == "в очереди" and re.fullmatch(r"\d+ с", cells["Ждёт"])
     assert "нет связи" in cells["Причина"]
     alerts = [a.text for a in page.html.select("#summary .alert")]
