@@ -102,7 +102,7 @@ def test_text_cyrillic_layout():
 
 
 def test_text_unencodable_becomes_question_mark():
-    assert codec.encode_text("a€b😀") == b"a?b?"
+    assert codec.encode_text("a\u0fb2b😀") == b"a?b?"  # Tibetan and an emoji have no plain form
 
 
 def test_text_typography_is_made_plain():
@@ -120,3 +120,20 @@ def test_fixed_text_field():
     assert raw == "Молоко".encode("cp866") + b"\x00" * 4
     assert codec.decode_text_field(raw) == "Молоко"
     assert codec.encode_text_field("x" * 70, 64) == b"x" * 64
+
+
+@pytest.mark.parametrize(("text", "printed"), [
+    ("Crème brûlée", "Creme brulee"),
+    ("Скидка 10 ₽", "Скидка 10 руб."),
+    ("Коробка 2×3", "Коробка 2x3"),
+    ("Сыр 1½ кг", "Сыр 1 1/2 кг"),
+    ("½ арбуза", "1/2 арбуза"),
+    ("日本", "??"),
+])
+def test_text_the_code_page_lacks_is_printed_plain_not_as_question_marks(text: str, printed: str) -> None:
+    assert codec.decode_text(codec.encode_text(text)) == printed
+
+
+def test_text_a_code_page_carries_is_left_as_it_is() -> None:
+    # cp1251 (Shtrih) has «», — and €: only what the device's own page lacks is replaced.
+    assert codec.plain_text("«Кофе» — 5 €, 10 ₽", "cp1251") == "«Кофе» — 5 €, 10 руб."

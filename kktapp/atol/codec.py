@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -171,12 +172,53 @@ _SWAP = bytes.maketrans(b"\x24\xfc", b"\xfc\x24")
 _PLAIN = str.maketrans({
     "«": '"', "»": '"', "„": '"', "“": '"', "”": '"', "‘": "'", "’": "'",
     "—": "-", "–": "-", "\u2212": "-", "\u00a0": " ", "…": "...",
+    # Signs a shop writes into names and lines, which neither CP866 nor cp1251 has whole.
+    "₽": "руб.", "€": "EUR", "×": "x", "\u2044": "/",
 })
 
 
+def plain_text(text: str, encoding: str) -> str:
+    """``text`` as the device's code page can carry it: each character the code page lacks
+    becomes its plain equivalent (quotes, dashes, ₽), an accented letter loses its accent
+    (é → e), a vulgar fraction is spelt out (1½ → 1 1/2); what is still unknown stays for the
+    encoder to turn into '?'. Text the code page carries whole comes back as it is, but for the
+    no-break space: both code pages have one (CP866 at 0xFF), and a printer's is not ours to trust."""
+    text = text.replace("\u00a0", " ")
+    try:
+        text.encode(encoding)
+        return text
+    except UnicodeEncodeError:
+        pass
+    out: list[str] = []
+    for ch in text:
+        plain = _plain_char(ch, encoding)
+        if "/" in plain and plain != ch and out and out[-1][-1:].isdigit() and unicodedata.numeric(ch, None):
+            plain = " " + plain  # 1½ is one and a half, not eleven halves
+        out.append(plain)
+    return "".join(out)
+
+
+def _plain_char(ch: str, encoding: str) -> str:
+    try:
+        ch.encode(encoding)
+        return ch
+    except UnicodeEncodeError:
+        pass
+    mapped = ch.translate(_PLAIN)
+    if mapped != ch:
+        return mapped
+    decomposed = unicodedata.normalize("NFKD", ch)
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_PLAIN)
+    try:
+        kept.encode(encoding)
+    except UnicodeEncodeError:
+        return ch
+    return kept or ch
+
+
 def encode_text(text: str) -> bytes:
-    """Text in the device code page; quotes and dashes made plain, anything else unknown → '?'."""
-    plain = text.translate(_PLAIN)
+    """Text in the device code page (:func:`plain_text`), anything else unknown → '?'."""
+    plain = plain_text(text, "cp866")
     data = plain.encode("cp866", errors="replace")
     if plain != text or data.count(b"?") != plain.count("?"):
         _note_changed(text, data.decode("cp866"))

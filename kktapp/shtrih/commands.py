@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..atol.codec import CodecError
+from ..atol.codec import CodecError, plain_text
 from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
 from ..device import DeviceLimits
 from ..domain import TextLine
@@ -139,8 +139,8 @@ class Date(Kind):
 
 
 def encode_text(text: str) -> bytes:
-    """Text in the device codec; characters cp1251 lacks become '?'."""
-    return text.encode(model.ENCODING, errors="replace")
+    """Text in the device codec (made plain as for ATOL); characters cp1251 still lacks become '?'."""
+    return plain_text(text, model.ENCODING).encode(model.ENCODING, errors="replace")
 
 
 def _f(name: str, kind: Kind, default: Any = _REQUIRED) -> Field:
