@@ -400,8 +400,9 @@ def _write_tlvs(dev: ShtrihDevice, data: bytes, *, operation: bool) -> None:
     r = dev.state.receipt
     for tag, value in items:
         if isinstance(value, dict):
-            for inner, inner_value in value.items():
-                core.write_attribute(inner, _jsonable(inner_value))
+            # A composite tag (1174: 1178 + 1179) is kept whole, as the shared core keeps the
+            # ATOL E8 1174 (kktapp/atol/model.py): the core refuses its parts written alone.
+            core.write_attribute(tag, {str(inner): _jsonable(v) for inner, v in value.items()})
             continue
         if tag == model.TAG_CORRECTION_TYPE and r is not None and r.type in CORRECTION_OF:
             r.type = CORRECTION_OF[r.type]
