@@ -392,8 +392,12 @@ MEASUREMENT_UNITS = {
 }
 
 
+#: Tag 1055, применяемая система налогообложения: one :class:`TaxationSystem` bit per receipt.
+TAG_TAXATION = 1055
+
+
 class TaxationSystem(enum.IntEnum):
-    """Tag 1055 bit values."""
+    """Tag 1055 bit values (fiscal-rules.md §2; the same bits as the registration's 1062)."""
 
     OSN = 1
     USN_INCOME = 2
@@ -407,6 +411,27 @@ TAXATION_NAMES = {
     "usnIncomeOutcome": TaxationSystem.USN_INCOME_OUTCOME, "esn": TaxationSystem.ESN,
     "patent": TaxationSystem.PATENT,
 }
+#: How a taxation system is written for people (error messages, logs).
+TAXATION_TITLES = {
+    TaxationSystem.OSN: "ОСН", TaxationSystem.USN_INCOME: "УСН доход",
+    TaxationSystem.USN_INCOME_OUTCOME: "УСН доход − расход", TaxationSystem.ESN: "ЕСХН",
+    TaxationSystem.PATENT: "патент",
+}
+
+
+#: ЕНВД's bit: abolished in 2021, so no receipt carries it, but an old registration may.
+_ENVD_BIT = 0x08
+
+
+def taxation_titles(bits: int) -> str:
+    """The systems of a 1055/1062 bit mask in words ("ОСН, патент"); unknown bits as hex."""
+    names = [title for system, title in TAXATION_TITLES.items() if bits & system]
+    if bits & _ENVD_BIT:
+        names.append("ЕНВД")
+    rest = bits & ~(sum(TAXATION_TITLES) | _ENVD_BIT)
+    if rest:
+        names.append(f"0x{rest:02X}")
+    return ", ".join(names) or "нет"
 
 
 # --------------------------------------------------------------------------- documents

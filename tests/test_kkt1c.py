@@ -230,6 +230,14 @@ def test_default_payment_from_config(app_config, emulator, request):
     assert receipts(emulator)[0]["payments"][0]["type"] == "cash"
 
 
+def test_taxation_from_config_reaches_the_device(app_config, emulator, request):
+    # Tag 1055 was never written: a register registered for several systems used its default.
+    app_config["TAXATION"] = "usnIncome"
+    testapp = request.getfixturevalue("testapp")
+    post(testapp, document(), status=200)
+    assert receipts(emulator)[0]["attributes"]["1055"] == int(domain.TaxationSystem.USN_INCOME)
+
+
 def test_posting_to_root_for_apache_mount(testapp, emulator):
     """Under ``WSGIScriptAlias /kkt /var/www/kkt/kkt.wsgi`` the app sees PATH_INFO "/"."""
     data = post(testapp, document(), url="/", extra_environ={"SCRIPT_NAME": "/kkt"}, status=200).json

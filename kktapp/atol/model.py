@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import enum
 
+# Tag numbers the domain decides on are defined there once and re-exported here.
+from ..domain import TAG_TAXATION as TAG_TAXATION
+
 # --------------------------------------------------------------------------- identifiers
 
 #: [C A,C,K] Host packet IDs and task IDs cycle through 0x00..0xDF (Z uses 0x01..0xDE); C's
@@ -207,6 +210,28 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # 1178 or 1179 written on their own, a malformed 1174, and a correction receipt closed without
 # 1173 and 1174 (0x13); what a real device answers to them is not found.
 # [U] 2108 (unit, FFD 1.2) as an E8 position tag: not found in any source.
+#
+# Tag 1055 (the receipt's taxation system, :data:`kktapp.domain.TAG_TAXATION`):
+# [C] 92 has no field for it: its request is ``flags type`` (Z's CheckOpenRequest, A's
+#   OpenBillCommand, K's AtolFRBase::openDocument, C's OpenDocumentCommand), so it travels as a tag.
+# [S K] K writes it with E8 like its other fiscal fields (AtolOnlineFRBase::setTLV, flags 01,
+#   one block): its field TaxSystem is declared type Byte (FiscalFieldDescriptions.h), the value
+#   being the 1055 bit (ETaxSystems: 0x01 ОСН .. 0x20 патент). K sends it only when the receipt
+#   names a system, and refuses, before the receipt, a system that the registration (A4 43 byte
+#   39) lacks (FFEngine::checkTaxSystem_OnPayment); so does kkt (driver.py, _check_taxation).
+# [C] The value is the bit itself: libfptr's LIBFPTR_TT_* (OSN 0x01, USN_INCOME 0x02,
+#   USN_INCOME_OUTCOME 0x04, ESN 0x10, PATENT 0x20; U's libfptr10.h, fiscal-rules.md S10) are
+#   what its clients pass to setParam(1055, ...), and javapos TLVTags declares 1055 a one-byte
+#   bit mask.
+# [U] Where: K writes it after the last EB, just before 4A; kkt writes it right after 92 with the
+#   other receipt tags. libfptr clients set 1055 before openReceipt, and K's extended code
+#   0x010A ("registration with a taxation system other than the one the receipt was opened
+#   with") says the device ties the system to the open receipt, so it is given before the first
+#   position. Settle: one receipt with 1055 on a device registered for two systems, or a
+#   capture of libfptr's openReceipt with 1055 set.
+# [U] The emulator refuses a 1055 that is not exactly one bit of its registration with 0xEE and
+#   K's extended code 0x0103 "Некорректная СНО" (EXT_BAD_TAXATION); what a device answers is not
+#   found.
 # [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
 TAG_CUSTOMER_CONTACT = 1008
@@ -243,10 +268,11 @@ MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_TYPE, TAG_CORRECTION_BASIS,
+    TAG_TAXATION,
 })
 STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
                          TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER})
-BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
+BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE, TAG_TAXATION})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
 #: [U] Cashier tags outside a receipt (not found in any source): E8 is also accepted with no
@@ -262,6 +288,7 @@ EXT_ATTRIBUTE_REPEATED = 0x0201
 EXT_NO_POSITION_STARTED = 0x0207
 EXT_POSITION_STARTED = 0x0208
 EXT_BAD_TAX = 0x0104
+EXT_BAD_TAXATION = 0x0103
 
 # --------------------------------------------------------------------------- printing (4C, 87)
 
