@@ -889,6 +889,11 @@ class AtolDriver:
             attrs.append((model.TAG_TAXATION, int(receipt.taxation), "система налогообложения"))
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
+        if receipt.settlement_place:
+            attrs.append((model.TAG_SETTLEMENT_PLACE, receipt.settlement_place, "место расчётов"))
+        if receipt.internet:
+            # Only when set: firmware older than the tag may refuse it (model.py, 1125).
+            attrs.append((model.TAG_INTERNET, model.INTERNET_SETTLEMENT, "признак расчёта в интернете"))
         if receipt.correction is not None:
             corr = receipt.correction
             attrs.append((model.TAG_CORRECTION_TYPE, 1 if corr.by_order else 0, "тип коррекции"))

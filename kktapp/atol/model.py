@@ -14,6 +14,9 @@ from __future__ import annotations
 import enum
 
 # Tag numbers the domain decides on are defined there once and re-exported here.
+from ..domain import INTERNET_SETTLEMENT as INTERNET_SETTLEMENT
+from ..domain import TAG_INTERNET as TAG_INTERNET
+from ..domain import TAG_SETTLEMENT_PLACE as TAG_SETTLEMENT_PLACE
 from ..domain import TAG_TAXATION as TAG_TAXATION
 
 # --------------------------------------------------------------------------- identifiers
@@ -232,6 +235,26 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # [U] The emulator refuses a 1055 that is not exactly one bit of its registration with 0xEE and
 #   K's extended code 0x0103 "Некорректная СНО" (EXT_BAD_TAXATION); what a device answers is not
 #   found.
+#
+# Internet settlements (fiscal-rules.md §5: from 01.09.2025 1008, 1187 = the site, and 1125):
+# [C] 1187 (place of settlement) is a string tag set per receipt: libfptr clients set it before
+#   openReceipt (pbardov/node-atol-rpc from the JSON task's paymentsPlace; a 1C hotel
+#   configuration with the hotel's site for an internet payment), KKM Server's PlaceMarket is
+#   "место расчетов, тег ОФД 1187 (если не задано — берется из регистрационных данных ККТ)"
+#   (salesduck/kkmserver-types RegisterCheck.ts), javapos TLVTags declares it ASCII.
+#   [U] On the wire: E8 with the text in the device codec like 1008 and 1021, which C and K
+#   write so; no protocol-level source writes 1187 itself. Settle: one receipt with 1187.
+# [C] 1125 (признак расчёта в сети «Интернет») is 1 for an internet settlement: FNS letter
+#   АБ-4-20/8172@ of 08.09.2025 on order ЕД-7-20/236@, as quoted by buhgalter-vlg.ru/?p=3478 and
+#   20pravo25.ru ("Как заполнять в чеке ... тег 1125"). [S] libfptr takes it as a boolean:
+#   setParam(1125, True) for an internet payment, False otherwise, from driver 10.10.7 (the 1C
+#   hotel configuration above).
+#   [U] Its FFD type and length are not found: kkt sends one byte 01, as libfptr's booleans and
+#   every FFD "признак" tag are one byte (javapos TLVTags: 1108 "признак ККТ для расчетов только
+#   в Интернет", 1109, 1110, 1126 all one-byte). It is written only for a receipt that says it
+#   is an internet settlement (opt-in: firmware older than the tag may refuse it, and then only
+#   those receipts fail, cleanly, before any position). Settle: the FFD table of 1125 in order
+#   ЕД-7-20/236@, or a capture of libfptr 10.10.7+ with setParam(1125, true).
 # [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
 TAG_CUSTOMER_CONTACT = 1008
@@ -268,11 +291,12 @@ MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_TYPE, TAG_CORRECTION_BASIS,
-    TAG_TAXATION,
+    TAG_TAXATION, TAG_SETTLEMENT_PLACE, TAG_INTERNET,
 })
 STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER})
-BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE, TAG_TAXATION})
+                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER, TAG_SETTLEMENT_PLACE})
+BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE, TAG_TAXATION,
+                       TAG_INTERNET})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
 #: [U] Cashier tags outside a receipt (not found in any source): E8 is also accepted with no
