@@ -237,18 +237,20 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 #   found.
 #
 # Internet settlements (fiscal-rules.md §5: from 01.09.2025 1008, 1187 = the site, and 1125):
-# [C] 1187 (place of settlement) is a string tag set per receipt: libfptr clients set it before
-#   openReceipt (pbardov/node-atol-rpc from the JSON task's paymentsPlace; a 1C hotel
-#   configuration with the hotel's site for an internet payment), KKM Server's PlaceMarket is
-#   "место расчетов, тег ОФД 1187 (если не задано — берется из регистрационных данных ККТ)"
-#   (salesduck/kkmserver-types RegisterCheck.ts), javapos TLVTags declares it ASCII.
+# [C] 1187 (place of settlement) is a string tag set per receipt: ATOL's JSON tasks carry it as
+#   paymentsPlace (pbardov/node-atol-rpc src/types/fiscal.task.ts), and libfptr clients set it
+#   before openReceipt (a libfptr wrapper: setParam(1187, task.paymentsPlace); a 1C hotel
+#   configuration: the hotel's site for an internet payment; neither repository identified, found
+#   in the tool library by their setParam calls); KKM Server's PlaceMarket is "место расчетов,
+#   тег ОФД 1187 (если не задано — берется из регистрационных данных ККТ)" (salesduck/
+#   kkmserver-types RegisterCheck.ts); javapos TLVTags declares it ASCII.
 #   [U] On the wire: E8 with the text in the device codec like 1008 and 1021, which C and K
 #   write so; no protocol-level source writes 1187 itself. Settle: one receipt with 1187.
 # [C] 1125 (признак расчёта в сети «Интернет») is 1 for an internet settlement: FNS letter
 #   АБ-4-20/8172@ of 08.09.2025 on order ЕД-7-20/236@, as quoted by buhgalter-vlg.ru/?p=3478 and
 #   20pravo25.ru ("Как заполнять в чеке ... тег 1125"). [S] libfptr takes it as a boolean:
-#   setParam(1125, True) for an internet payment, False otherwise, from driver 10.10.7 (the 1C
-#   hotel configuration above).
+#   setParam(1125, True) for an internet payment, False otherwise, with driver 10.10.7.0 or newer
+#   (the 1C hotel configuration above).
 #   [U] Its FFD type and length are not found: kkt sends one byte 01, as libfptr's booleans and
 #   every FFD "признак" tag are one byte (javapos TLVTags: 1108 "признак ККТ для расчетов только
 #   в Интернет", 1109, 1110, 1126 all one-byte). It is written only for a receipt that says it
