@@ -15,6 +15,10 @@ OPERATOR_PASSWORD = "30"
 # Интернет-продажи: оплата картой, кассир не указывается.
 DEFAULT_PAYMENT = "electronic"
 TAXATION = None  # как зарегистрирована ККТ; или "osn", "usnIncome", "usnIncomeOutcome", "patent"
+# Оплата с сайта — расчёт в интернете (с 01.09.2025 теги 1125, 1187 и 1008): адрес сайта и
+# признак; 1С тогда обязана присылать CustomerContact.
+# ONEC_INTERNET = True
+# ONEC_SETTLEMENT_PLACE = "https://shop.example.ru"
 
 # Журнал чеков и лог — в каталогах, куда может писать www-data.
 JOURNAL_PATH = "/var/lib/kkt/journal.sqlite3"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 #: Largest price, position sum or receipt total the FN formats carry (99 999 999.99 ₽).
@@ -392,8 +392,20 @@ MEASUREMENT_UNITS = {
 }
 
 
+#: Tag 1055, применяемая система налогообложения: one :class:`TaxationSystem` bit per receipt.
+TAG_TAXATION = 1055
+#: Tag 1187, место расчётов: for an internet settlement the site's address (fiscal-rules.md §5).
+TAG_SETTLEMENT_PLACE = 1187
+#: Longest place of settlement, characters (fiscal-rules.md §2, S13).
+MAX_SETTLEMENT_PLACE = 243
+#: Tag 1125, признак расчёта в сети «Интернет» (from 01.09.2025, fiscal-rules.md §5); its value
+#: for an internet settlement is 1 (FNS letter АБ-4-20/8172@ of 08.09.2025).
+TAG_INTERNET = 1125
+INTERNET_SETTLEMENT = 1
+
+
 class TaxationSystem(enum.IntEnum):
-    """Tag 1055 bit values."""
+    """Tag 1055 bit values (fiscal-rules.md §2; the same bits as the registration's 1062)."""
 
     OSN = 1
     USN_INCOME = 2
@@ -407,6 +419,27 @@ TAXATION_NAMES = {
     "usnIncomeOutcome": TaxationSystem.USN_INCOME_OUTCOME, "esn": TaxationSystem.ESN,
     "patent": TaxationSystem.PATENT,
 }
+#: How a taxation system is written for people (error messages, logs).
+TAXATION_TITLES = {
+    TaxationSystem.OSN: "ОСН", TaxationSystem.USN_INCOME: "УСН доход",
+    TaxationSystem.USN_INCOME_OUTCOME: "УСН доход − расход", TaxationSystem.ESN: "ЕСХН",
+    TaxationSystem.PATENT: "патент",
+}
+
+
+#: ЕНВД's bit: abolished in 2021, so no receipt carries it, but an old registration may.
+_ENVD_BIT = 0x08
+
+
+def taxation_titles(bits: int) -> str:
+    """The systems of a 1055/1062 bit mask in words ("ОСН, патент"); unknown bits as hex."""
+    names = [title for system, title in TAXATION_TITLES.items() if bits & system]
+    if bits & _ENVD_BIT:
+        names.append("ЕНВД")
+    rest = bits & ~(sum(TAXATION_TITLES) | _ENVD_BIT)
+    if rest:
+        names.append(f"0x{rest:02X}")
+    return ", ".join(names) or "нет"
 
 
 # --------------------------------------------------------------------------- documents
@@ -478,6 +511,14 @@ class Receipt:
     correction: Correction | None = None
     #: Run on the device in test mode: checked, nothing fiscalised.
     test_mode: bool = False
+    # Fields added after receipts were first fingerprinted: at their defaults they stay out of
+    # the fingerprint (kktapp.service.fingerprint), so a retry of a receipt accepted before
+    # they existed is still the same document.
+    #: Place of settlement, tag 1187 (an internet sale: the site's address); "" — the one
+    #: the register was registered with.
+    settlement_place: str = field(default="", metadata={"fingerprint": "omit_default"})
+    #: Settlement in the internet, tag 1125 = 1: needs 1008 and 1187 (fiscal-rules.md §5).
+    internet: bool = field(default=False, metadata={"fingerprint": "omit_default"})
 
     @property
     def total(self) -> int:
@@ -583,6 +624,16 @@ def check_receipt(receipt: Receipt) -> None:
         raise DomainError("customer_contact", "для чека без печати нужен телефон или e-mail покупателя")
     if receipt.customer_contact:
         check_customer_contact(receipt.customer_contact)
+    if receipt.settlement_place:
+        check_settlement_place(receipt.settlement_place)
+    if receipt.internet:
+        # From 01.09.2025 an internet settlement carries 1125, 1008 and 1187 (fiscal-rules.md §5).
+        if not receipt.customer_contact:
+            raise DomainError("customer_contact", "для расчёта в интернете (тег 1125) нужен телефон или e-mail "
+                                                  "покупателя (тег 1008)")
+        if not receipt.settlement_place:
+            raise DomainError("settlement_place", "для расчёта в интернете (тег 1125) нужно место расчётов — "
+                                                  "адрес сайта (тег 1187)")
     if receipt.type.is_correction and receipt.correction is None:
         raise DomainError("correction", "для чека коррекции нужны основание и дата исправляемого расчёта")
     if receipt.cashier_inn and not (receipt.cashier_inn.isdigit() and len(receipt.cashier_inn) == 12):
@@ -599,6 +650,15 @@ def check_customer_contact(value: str, field: str = "customer_contact") -> str:
             raise DomainError(field, "телефон покупателя в виде +79991234567", value)
     elif "@" not in value.strip("@") or " " in value:
         raise DomainError(field, "нужен телефон (+79991234567) или e-mail покупателя", value)
+    return value
+
+
+def check_settlement_place(value: str, field: str = "settlement_place") -> str:
+    """Tag 1187: 1..243 characters a device can print (for an internet sale, the site's address)."""
+    value = value.strip()
+    if not 1 <= len(value) <= MAX_SETTLEMENT_PLACE:
+        raise DomainError(field, f"место расчётов: от 1 до {MAX_SETTLEMENT_PLACE} символов", value)
+    check_device_text(value, field)
     return value
 
 

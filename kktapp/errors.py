@@ -159,6 +159,28 @@ class NotSent(KKTError):
     message = "документ не отправлен в ККТ: данные не помещаются в команды ККТ"
 
 
+class TaxationNotRegistered(NotSent):
+    """The receipt names a taxation system (tag 1055) the register is not registered for.
+
+    Found from the registration before the receipt is opened, so the device never refuses it
+    halfway through the receipt. The field is named for every contract: ``taxation`` in the
+    JSON API, ``TaxVariant`` in KKM Server's, the TAXATION setting where the caller names none.
+    """
+
+    field = "taxation"
+
+    def __init__(self, taxation: str, registered: str) -> None:
+        super().__init__(
+            f"Ошибка в поле {self.field}: ККТ не зарегистрирована на систему налогообложения «{taxation}» "
+            f"(тег 1055; в протоколе KKM Server — TaxVariant, по умолчанию — настройка TAXATION); "
+            f"в регистрации ККТ: {registered}. Чек не отправлен в ККТ"
+        )
+
+    def to_dict(self) -> dict:
+        """Adds the field, as a validation error does."""
+        return {**super().to_dict(), "field": self.field}
+
+
 class GaveUp(KKTError):
     """Recovery found the same document unformed after every one of several attempts.
 

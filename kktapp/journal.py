@@ -996,7 +996,7 @@ def text_line_from_json(data: dict) -> TextLine:
 
 def receipt_to_json(receipt: Receipt) -> dict:
     """JSON form of a receipt for the journal: money in kopecks, quantities as strings."""
-    return {
+    data = {
         "type": receipt.type.value,
         "positions": [
             {
@@ -1025,6 +1025,13 @@ def receipt_to_json(receipt: Receipt) -> dict:
         ),
         "test_mode": receipt.test_mode,
     }
+    # Keys added later only when set: a payload is also fingerprinted (service.submit_receipt
+    # without a contract's fingerprint), and older receipts keep theirs.
+    if receipt.settlement_place:
+        data["settlement_place"] = receipt.settlement_place
+    if receipt.internet:
+        data["internet"] = True
+    return data
 
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -1082,4 +1089,6 @@ def receipt_from_json(data: dict) -> Receipt:
             else None
         ),
         test_mode=bool(data.get("test_mode", False)),
+        settlement_place=data.get("settlement_place", ""),
+        internet=bool(data.get("internet", False)),
     )

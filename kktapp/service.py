@@ -111,7 +111,10 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, enum.Enum):
         return obj.value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        # A field added later marks itself so: at its default it is left out, and what was
+        # fingerprinted before it existed keeps its fingerprint (a retry is not a conflict).
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("fingerprint") == "omit_default" and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=repr)
     raise TypeError(f"cannot fingerprint {type(obj).__name__}")

@@ -276,6 +276,15 @@ def test_electronic_only_receipt(clients, emulator):
     assert doc["electronic"] is True and doc["customer_contact"] == "buyer@example.ru"
 
 
+def test_internet_sale_carries_the_site_and_the_flag(clients, emulator):
+    # From 01.09.2025 an internet settlement carries 1008, 1187 = the site and 1125 (fiscal-rules.md §5).
+    clients.cashier.post_json(f"{API}/receipts", receipt(
+        customer_contact="buyer@example.ru", settlement_place="https://shop.example.ru", internet=True))
+    doc = receipts_of(emulator)[-1]
+    assert doc["customer_contact"] == "buyer@example.ru"
+    assert doc["attributes"] == {"1187": "https://shop.example.ru", "1125": 1}
+
+
 def test_credit_and_other_payments(clients, emulator):
     clients.cashier.post_json(f"{API}/receipts", receipt(
         payments=[{"type": "credit", "amount": 300}, {"type": "other", "amount": 200}]))
@@ -303,6 +312,10 @@ def test_credit_and_other_payments(clients, emulator):
         ({"correction": {"type": "self", "date": "2025-01-01"}}, "correction"),
         ({"electronic_only": True}, "customer_contact"),
         ({"customer_contact": "не почта"}, "customer_contact"),
+        # fiscal-rules.md §5: an internet settlement carries 1008 and 1187 (the site).
+        ({"internet": True, "settlement_place": "shop.ru"}, "customer_contact"),
+        ({"internet": True, "customer_contact": "a@b.ru"}, "settlement_place"),
+        ({"settlement_place": "я" * 244}, "settlement_place"),
         ({"cashier": {"name": "Иванов", "inn": "123"}}, "cashier.inn"),
         ({"taxation": "envd"}, "taxation"),
         ({"device": 0}, "device"),

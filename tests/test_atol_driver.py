@@ -27,10 +27,11 @@ from kktapp.domain import (
     Position,
     Receipt,
     SettlementType,
+    TaxationSystem,
     TextLine,
     VatRate,
 )
-from kktapp.errors import DeviceBusy, DeviceError, LinkError, NotSent
+from kktapp.errors import DeviceBusy, DeviceError, LinkError, NotSent, TaxationNotRegistered
 
 
 @pytest.fixture
@@ -49,6 +50,20 @@ def driver(emu: Emulator) -> Iterator[AtolDriver]:
         yield d
     finally:
         d.close()
+
+
+@pytest.fixture
+def wire_adds(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The command bytes (code first) of every task the driver's link Adds, in order."""
+    sent: list[bytes] = []
+    original = Link.send
+
+    def record(self: Link, payloads: list[bytes]) -> list[int]:
+        sent.extend(p[5:] for p in payloads if p[0] == 0xC1)
+        return original(self, payloads)
+
+    monkeypatch.setattr(Link, "send", record)
+    return sent
 
 
 @pytest.fixture
@@ -722,7 +737,44 @@ def test_registration_data(driver: AtolDriver, emu: Emulator):
     # [S K] A4 43: the organisation's INN and the RNM (for the KKM Server API's INN).
     reg = driver.registration()
     assert reg.inn == handlers.ORGANISATION_INN and reg.rnm == emu.state.reg_number
-    assert reg.tax_systems == handlers.TAX_SYSTEMS
+    assert reg.tax_systems == emu.device.tax_systems == 0x37  # every current system
+
+
+def test_the_receipt_carries_its_taxation_system(shift: AtolDriver, emu: Emulator):
+    # Tag 1055 was never written: a register registered for several systems used its default.
+    shift.sell(receipt(taxation=TaxationSystem.PATENT))
+    assert emu.documents()[-1]["attributes"] == {"1055": 32}
+
+
+def test_a_taxation_system_outside_the_registration_is_refused_before_the_receipt(
+        shift: AtolDriver, emu: Emulator, wire_adds: list[bytes]):
+    # [S K] K refuses a system the registration (A4 43 byte 39) lacks before the receipt; so
+    # does kkt, with the field named: nothing of the receipt reaches the device.
+    emu.device.tax_systems = int(TaxationSystem.OSN | TaxationSystem.USN_INCOME)
+    documents = len(emu.documents())
+    with pytest.raises(TaxationNotRegistered) as info:
+        shift.sell(receipt(taxation=TaxationSystem.PATENT))
+    err = info.value
+    assert isinstance(err, NotSent) and err.to_dict()["field"] == "taxation"
+    assert "«патент»" in err.message and "ОСН, УСН доход" in err.message and "TaxVariant" in err.message
+    assert 0x92 not in [b[0] for b in wire_adds] and len(emu.documents()) == documents
+    # Registered anew for the patent while connected: the refusal reads the registration again.
+    emu.device.tax_systems |= int(TaxationSystem.PATENT)
+    shift.sell(receipt(taxation=TaxationSystem.PATENT))
+    assert emu.documents()[-1]["attributes"] == {"1055": 32}
+
+
+def test_without_the_registration_the_device_has_the_last_word_on_1055(
+        shift: AtolDriver, emu: Emulator, monkeypatch: pytest.MonkeyPatch):
+    # A device that does not answer A4 43: 1055 is sent unchecked, and the emulator refuses a
+    # system outside its registration ([U] K's ext 0x0103) at the tag, before any position.
+    monkeypatch.delitem(handlers.HANDLERS, "registration")
+    emu.device.tax_systems = int(TaxationSystem.OSN)
+    with pytest.raises(DeviceError) as info:
+        shift.sell(receipt(taxation=TaxationSystem.USN_INCOME))
+    err = info.value
+    assert err.ext == model.EXT_BAD_TAXATION and "налогообложения" in err.message and "1055" in err.step
+    assert not emu.state.receipt_open and emu.documents()[-1]["type"] != "receipt"
 
 
 def test_extended_error_is_read_from_register_0x37(shift: AtolDriver, emu: Emulator):

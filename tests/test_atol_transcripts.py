@@ -26,7 +26,16 @@ from kktapp.atol import commands, framing, taskbuf
 from kktapp.atol.driver import AtolDriver
 from kktapp.atol.emulator import Emulator
 from kktapp.atol.link import Link
-from kktapp.domain import Correction, Payment, PaymentType, Position, Receipt, SettlementType, VatRate
+from kktapp.domain import (
+    Correction,
+    Payment,
+    PaymentType,
+    Position,
+    Receipt,
+    SettlementType,
+    TaxationSystem,
+    VatRate,
+)
 from kktapp.errors import DeviceError, LinkError
 
 H = bytes.fromhex
@@ -80,6 +89,10 @@ TRANSCRIPTS: list[tuple[str, dict[str, Any], bytes, bytes, dict[str, Any], str]]
      "[C Z,K] 1212 = 13 and 1214 = 7 as BCD bytes (13 is 13h, not 0Dh); section BCD; markup sign 1"),
     ("write_attribute", {"tag": 1008, "value": b"a@b.ru"}, H("E8 01 01 00 F0 03 06 00 61 40 62 2E 72 75"),
      H("55 00 00"), {}, "[C C,K] E8 flags=1 (print) blocks=1 block=0 tag(2 LE) len(2 LE) value"),
+    ("write_attribute", {"tag": 1055, "value": b"\x02"}, H("E8 01 01 00 1F 04 01 00 02"), H("55 00 00"), {},
+     "[S K] 1055 as K's TaxSystem field: type Byte, the 1055 bit (02 = УСН доход; libfptr LIBFPTR_TT_*)"),
+    ("write_attribute", {"tag": 1125, "value": b"\x01"}, H("E8 01 01 00 65 04 01 00 01"), H("55 00 00"), {},
+     "[C] 1125 = 1 for an internet settlement (FNS АБ-4-20/8172@); [U] one byte, as libfptr's boolean"),
     ("payment", {"payment_type": 1, "amount": 10000}, H("99 00 01 00 00 01 00 00"),
      H("55 00  00 00 00 00 00  00 00 00 01 50"), {"remainder": 0, "change": 150},
      "[C C,K] 99 flags type sum(5); [C C,A] 55 err remainder(5) change(5): C's AddPaymentResult reads"
@@ -335,6 +348,42 @@ def test_receipt_tags_follow_92_and_1174_holds_1178_and_1179(emu: Emulator, wire
         H("EA 00 01 00"),
     ]
     assert emu.documents()[-1]["attributes"]["1174"] == {"1178": "2026-02-03", "1179": "№ 12"}
+
+
+def test_the_taxation_system_follows_92_as_one_byte(emu: Emulator, wire: list[bytes]) -> None:
+    # 92 has no field for 1055 (Z's CheckOpenRequest: flags, type); [S K] E8 of one byte, the
+    # bit; [U] right after 92 with the other receipt tags, before the first position (model.py).
+    r = milk_receipt(taxation=TaxationSystem.USN_INCOME_OUTCOME)
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        d.sell(r)
+    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    at = bodies.index(H("92 00 01"))
+    assert bodies[at:at + 3] == [H("92 00 01"), H("E8 01 01 00  1F 04 01 00  04"), H("EA 00 01 00")]
+    assert H("A4 43") in bodies[:at]  # the registration is read (once) before anything of the receipt
+    assert emu.documents()[-1]["attributes"] == {"1055": 4}
+
+
+def test_an_internet_sale_carries_1008_1187_and_1125_after_92(emu: Emulator, wire: list[bytes]) -> None:
+    # fiscal-rules.md §5: from 01.09.2025 an internet settlement carries 1008, 1187 (the site)
+    # and 1125. E8 as for 1008 ([C C,K]); 1187 text in the device codec; [U] 1125 one byte 01.
+    r = milk_receipt(customer_contact="a@b.ru", settlement_place="shop.ru", internet=True, electronic_only=True)
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        del wire[:]
+        d.sell(r)
+    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    at = bodies.index(H("92 04 01"))
+    assert bodies[at:at + 5] == [
+        H("92 04 01"),
+        H("E8 01 01 00  F0 03 06 00") + b"a@b.ru",  # 1008
+        H("E8 01 01 00  A3 04 07 00") + b"shop.ru",  # 1187
+        H("E8 01 01 00  65 04 01 00  01"),  # 1125 = 1
+        H("EA 00 01 00"),
+    ]
+    doc = emu.documents()[-1]
+    assert doc["customer_contact"] == "a@b.ru" and doc["attributes"] == {"1187": "shop.ru", "1125": 1}
 
 
 def test_without_register_0x36_positions_go_as_ea_eb(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -153,12 +153,36 @@ def test_receipt_totals_and_change():
         ({"customer_contact": "not a contact"}, "customer_contact"),
         ({"type": SettlementType.SELL_CORRECTION}, "correction"),
         ({"cashier_inn": "123"}, "cashier_inn"),
+        # fiscal-rules.md §5: an internet settlement (1125) carries 1008 and 1187 (the site).
+        ({"internet": True, "settlement_place": "shop.ru"}, "customer_contact"),
+        ({"internet": True, "customer_contact": "a@b.ru"}, "settlement_place"),
+        ({"settlement_place": "я" * (domain.MAX_SETTLEMENT_PLACE + 1)}, "settlement_place"),
+        ({"settlement_place": "shop.ru\x1b"}, "settlement_place"),
     ],
 )
 def test_check_receipt_names_the_field(kw, field):
     with pytest.raises(DomainError) as err:
         domain.check_receipt(_receipt(**kw))
     assert err.value.field == field
+
+
+def test_an_internet_sale_with_contact_and_site_passes():
+    domain.check_receipt(_receipt(internet=True, customer_contact="a@b.ru", settlement_place="https://shop.ru"))
+    domain.check_receipt(_receipt(settlement_place="я" * domain.MAX_SETTLEMENT_PLACE))
+
+
+def test_fields_added_later_leave_old_fingerprints_alone():
+    # A retry of a receipt fingerprinted before settlement_place and internet existed is still the
+    # same document; set, they change the fingerprint.
+    from kktapp.service import fingerprint
+
+    plain = _receipt()
+    before = {f: getattr(plain, f) for f in (
+        "type", "positions", "payments", "taxation", "customer_contact", "electronic_only", "cashier_name",
+        "cashier_inn", "header", "footer", "correction", "test_mode")}
+    assert fingerprint(plain) == fingerprint(before)
+    assert fingerprint(_receipt(settlement_place="shop.ru")) != fingerprint(plain)
+    assert fingerprint(_receipt(internet=True)) != fingerprint(plain)
 
 
 def test_customer_contact_forms():

@@ -55,6 +55,8 @@ def test_receipt_json_round_trip_is_exact():
         footer=(TextLine("Спасибо!", double_height=True),),
         correction=Correction(by_order=True, date=dt.date(2025, 12, 30), order_number="ФНС-1"),
         test_mode=True,
+        settlement_place="https://shop.example.ru",
+        internet=True,
     )
     again = receipt_from_json(receipt_to_json(receipt))
     assert again == receipt

@@ -548,8 +548,26 @@ def test_line_fields_discount_and_taxation(km, app, emulator):
     assert (position["payment_method"], position["payment_object"], position["unit"], position["department"]) == (
         1, 4, 11, 3)
     assert position["discount"] == 1000 and job.payload["receipt"]["taxation"] == 4  # УСН доход − расход
+    assert receipts_of(emulator)[-1]["attributes"]["1055"] == 4  # and the device got it as tag 1055
     envd = post(km.cashier, af_check(ident(16), NumDevice=1, TaxVariant=3))
     assert envd["Status"] == 2 and "ЕНВД" in envd["Error"]
+
+
+def test_place_market_is_tag_1187(km, emulator):
+    # ST RegisterCheck.ts: PlaceMarket is "место расчетов, тег ОФД 1187"; it was dropped with a Warning.
+    answer = post(km.cashier, dj_check(ident(19), PlaceMarket="kkmserver.ru", NumDevice=1))
+    assert answer["Status"] == 0 and "PlaceMarket" not in answer["Warning"], answer
+    assert receipts_of(emulator)[-1]["attributes"]["1187"] == "kkmserver.ru"
+    too_long = post(km.cashier, dj_check(ident(20), PlaceMarket="я" * 244, NumDevice=1))
+    assert too_long["Status"] == 2 and "PlaceMarket" in too_long["Error"]
+
+
+def test_a_tax_variant_the_register_is_not_registered_for_is_refused_naming_the_field(km, emulator):
+    # The driver reads the registration (A4 43) and refuses before the receipt is opened.
+    emulator.device.tax_systems = 0x01  # ОСН only
+    answer = post(km.cashier, af_check(ident(18), NumDevice=1, TaxVariant="5"))
+    assert answer["Status"] == 2 and "TaxVariant" in answer["Error"] and "«патент»" in answer["Error"], answer
+    assert receipts_of(emulator) == []
 
 
 def test_acquiring_fields_accepted_and_ignored(km, emulator):

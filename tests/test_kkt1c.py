@@ -230,6 +230,36 @@ def test_default_payment_from_config(app_config, emulator, request):
     assert receipts(emulator)[0]["payments"][0]["type"] == "cash"
 
 
+def test_taxation_from_config_reaches_the_device(app_config, emulator, request):
+    # Tag 1055 was never written: a register registered for several systems used its default.
+    app_config["TAXATION"] = "usnIncome"
+    testapp = request.getfixturevalue("testapp")
+    post(testapp, document(), status=200)
+    assert receipts(emulator)[0]["attributes"]["1055"] == int(domain.TaxationSystem.USN_INCOME)
+
+
+def test_internet_sales_from_the_site_carry_1008_1187_and_1125(app_config, emulator, request):
+    # fiscal-rules.md §5: from 01.09.2025 an internet sale carries 1008, 1187 = the site, and 1125.
+    app_config.update(ONEC_INTERNET=True, ONEC_SETTLEMENT_PLACE="https://shop.example.ru")
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(), status=422).json
+    assert (data["result_code"], data["field"]) == (ResultCode.VALIDATION, "CustomerContact")
+    assert "ONEC_INTERNET" in data["result_description"] and "1008" in data["result_description"]
+    assert emulator.documents() == []
+    post(testapp, document(CustomerContact="buyer@example.ru"), status=200)
+    doc = receipts(emulator)[0]
+    assert doc["customer_contact"] == "buyer@example.ru"
+    assert doc["attributes"] == {"1187": "https://shop.example.ru", "1125": 1}
+
+
+def test_internet_sales_without_the_site_name_the_setting(app_config, emulator, request):
+    app_config["ONEC_INTERNET"] = True
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(CustomerContact="buyer@example.ru")).json
+    assert data["result_code"] != 0 and "ONEC_SETTLEMENT_PLACE" in data["result_description"]
+    assert emulator.documents() == []
+
+
 def test_posting_to_root_for_apache_mount(testapp, emulator):
     """Under ``WSGIScriptAlias /kkt /var/www/kkt/kkt.wsgi`` the app sees PATH_INFO "/"."""
     data = post(testapp, document(), url="/", extra_environ={"SCRIPT_NAME": "/kkt"}, status=200).json

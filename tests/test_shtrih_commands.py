@@ -193,6 +193,10 @@ def test_tax_codes_2026() -> None:
 def test_tlv_encoding() -> None:
     # Tag 1008 (LE 0x03F0), length 5, cp1251 text.
     assert commands.tlv(1008, "a@b.c") == H("F0 03 05 00 61 40 62 2E 63")
+    # Tag 1187 (LE 0x04A3), cp1251 text; [U] 1125 (LE 0x0465) one byte 01 (kktapp/atol/model.py).
+    assert commands.tlv(1187, "сайт.рф") == H("A3 04 07 00 F1 E0 E9 F2 2E F0 F4")
+    assert commands.tlv(1125, 1) == H("65 04 01 00 01")
+    assert commands.parse_tlv(H("65 04 01 00 01")) == [(1125, 1)]
     # Tag 1178 is UnixTime: 2026-01-15 00:00 UTC = 0x69682E00.
     assert commands.tlv(1178, dt.date(2026, 1, 15)) == H("9A 04 04 00 00 2E 68 69")
     assert commands.parse_tlv(H("9A 04 04 00 00 2E 68 69")) == [(1178, dt.date(2026, 1, 15))]

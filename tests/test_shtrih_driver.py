@@ -28,6 +28,8 @@ from kktapp.shtrih.emulator import Emulator
 from kktapp.shtrih.emulator import device as emu_device
 from kktapp.shtrih.errors import ErrorCode
 
+H = bytes.fromhex
+
 
 @pytest.fixture
 def emu(tmp_path) -> Iterator[Emulator]:
@@ -91,6 +93,7 @@ def test_every_settlement_type(drv: ShtrihDriver, emu: Emulator, kind: Settlemen
     assert (res.fiscal_document_number, res.fiscal_sign, res.total) == (doc["fd_number"], doc["fiscal_sign"], 10000)
     assert res.receipt_number == doc["receipt_number"] == 1 and res.shift_number == 1
     if corr:
+        # 1178 and 1179 travel inside the composite 1174, kept whole as the ATOL core keeps it.
         assert doc["attributes"] == {"1173": 1, "1174": {"1178": "2026-01-15", "1179": "12-34"}}
 
 
@@ -123,6 +126,25 @@ def test_positions_taxes_tags_payments(drv: ShtrihDriver, emu: Emulator) -> None
         "cash": 10000, "electronic": 5000, "prepaid": 1000, "credit": 1000, "other": total - 17000}
     assert doc["customer_contact"] == "+79001234567"
     assert doc["attributes"]["1055"] == TaxationSystem.USN_INCOME and doc["attributes"]["1021"] == "Петров"
+
+
+def test_an_internet_sale_writes_1187_and_1125_by_ff0c(drv: ShtrihDriver, emu: Emulator,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # fiscal-rules.md §5: 1008, 1187 (the site) and 1125; receipt tags go by FF0C before FF45 (§4.6).
+    sent: list[bytes] = []
+    command = ShtrihDriver.command
+
+    def record(self: ShtrihDriver, name: str, /, **kw: object) -> dict:
+        if name == "write_tlv":
+            sent.append(kw["tlv"])  # type: ignore[arg-type]
+        return command(self, name, **kw)
+
+    monkeypatch.setattr(ShtrihDriver, "command", record)
+    drv.open_shift()
+    drv.sell(receipt(customer_contact="a@b.ru", settlement_place="сайт.рф", internet=True))
+    assert sent == [H("F0 03 06 00") + b"a@b.ru", H("A3 04 07 00 F1 E0 E9 F2 2E F0 F4"), H("65 04 01 00 01")]
+    doc = emu.documents()[-1]
+    assert doc["customer_contact"] == "a@b.ru" and doc["attributes"] == {"1187": "сайт.рф", "1125": 1}
 
 
 def test_test_mode_forms_nothing(drv: ShtrihDriver, emu: Emulator) -> None:

@@ -26,8 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, position_amount
-from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent
+from ..domain import (
+    TAXATION_TITLES,
+    FiscalResult,
+    PaymentType,
+    Position,
+    Receipt,
+    TextLine,
+    position_amount,
+    taxation_titles,
+)
+from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent, TaxationNotRegistered
 from . import codec, commands, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
@@ -172,6 +181,9 @@ class AtolDriver:
         self._acks: list[int] = []
         #: Serial of the FN (A4 31), read when connecting: the key of what is known about its documents.
         self._fn = ""
+        #: The registration's taxation systems (A4 43, tag 1055 bits), read at the first receipt
+        #: that names one; 0 when the device would not say (then nothing is checked).
+        self._tax_systems: int | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -238,6 +250,7 @@ class AtolDriver:
         self._link.close()
         self._mode = None
         self._serial = None  # the next connection may reach another device
+        self._tax_systems = None  # ... or a register registered anew
         self._acks.clear()
 
     def __enter__(self) -> AtolDriver:
@@ -871,8 +884,16 @@ class AtolDriver:
         # Receipt tags right after 92, before the first EA ([C C,K], model.py), so never
         # between EA and EB ([S K] ext 0x0208).
         attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
+        if receipt.taxation is not None:
+            # [S K] one byte, the 1055 bit; before the first position (model.py, tag 1055).
+            attrs.append((model.TAG_TAXATION, int(receipt.taxation), "система налогообложения"))
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
+        if receipt.settlement_place:
+            attrs.append((model.TAG_SETTLEMENT_PLACE, receipt.settlement_place, "место расчётов"))
+        if receipt.internet:
+            # Only when set: firmware older than the tag may refuse it (model.py, 1125).
+            attrs.append((model.TAG_INTERNET, model.INTERNET_SETTLEMENT, "признак расчёта в интернете"))
         if receipt.correction is not None:
             corr = receipt.correction
             attrs.append((model.TAG_CORRECTION_TYPE, 1 if corr.by_order else 0, "тип коррекции"))
@@ -969,6 +990,7 @@ class AtolDriver:
             body = self.receipt_steps(receipt)
         except (codec.CodecError, TypeError, ValueError) as exc:
             raise NotSent(f"{NotSent.message} ({exc})") from exc
+        self._check_taxation(receipt)
         prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
         if not receipt.test_mode and self._key in _SEEN_FD:
@@ -1006,6 +1028,33 @@ class AtolDriver:
             log.error("device total %d differs from receipt total %d (FD %d)", result.total, receipt.total,
                       result.fiscal_document_number)
         return result
+
+    def _registered_tax_systems(self, *, refresh: bool = False) -> int:
+        """The registration's taxation systems as 1055 bits (A4 43 byte 39, [S K]); 0 when the
+        device does not say. Read once per connection: a register is registered anew rarely,
+        and a refusal reads it again before it stands (_check_taxation)."""
+        if self._tax_systems is None or refresh:
+            try:
+                self._tax_systems = int(self.command("registration")["tax_systems"] or 0)
+            except DeviceError as exc:
+                log.warning("%s: registration not readable (%s); the receipt's taxation system goes unchecked",
+                            self.url, exc.message)
+                self._tax_systems = 0
+        return self._tax_systems
+
+    def _check_taxation(self, receipt: Receipt) -> None:
+        """Refuse a taxation system the registration lacks before anything of the receipt is
+        sent, as K does (model.py, tag 1055): otherwise the device refuses 1055 in the middle of
+        the receipt, or a device that does not check forms it under a system the FN was never
+        registered for."""
+        if receipt.taxation is None:
+            return
+        bit = int(receipt.taxation)
+        registered = self._registered_tax_systems()
+        if registered and not registered & bit:
+            registered = self._registered_tax_systems(refresh=True)
+        if registered and not registered & bit:
+            raise TaxationNotRegistered(TAXATION_TITLES[receipt.taxation], taxation_titles(registered))
 
     def _note_before(self, receipt: Receipt, last_fd: Step) -> None:
         """The FD number before a receipt whose outcome is not settled, for last_document."""

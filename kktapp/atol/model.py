@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import enum
 
+# Tag numbers the domain decides on are defined there once and re-exported here.
+from ..domain import INTERNET_SETTLEMENT as INTERNET_SETTLEMENT
+from ..domain import TAG_INTERNET as TAG_INTERNET
+from ..domain import TAG_SETTLEMENT_PLACE as TAG_SETTLEMENT_PLACE
+from ..domain import TAG_TAXATION as TAG_TAXATION
+
 # --------------------------------------------------------------------------- identifiers
 
 #: [C A,C,K] Host packet IDs and task IDs cycle through 0x00..0xDF (Z uses 0x01..0xDE); C's
@@ -207,6 +213,50 @@ E6_DISCOUNT_ADJUSTS_SUM = True
 # 1178 or 1179 written on their own, a malformed 1174, and a correction receipt closed without
 # 1173 and 1174 (0x13); what a real device answers to them is not found.
 # [U] 2108 (unit, FFD 1.2) as an E8 position tag: not found in any source.
+#
+# Tag 1055 (the receipt's taxation system, :data:`kktapp.domain.TAG_TAXATION`):
+# [C] 92 has no field for it: its request is ``flags type`` (Z's CheckOpenRequest, A's
+#   OpenBillCommand, K's AtolFRBase::openDocument, C's OpenDocumentCommand), so it travels as a tag.
+# [S K] K writes it with E8 like its other fiscal fields (AtolOnlineFRBase::setTLV, flags 01,
+#   one block): its field TaxSystem is declared type Byte (FiscalFieldDescriptions.h), the value
+#   being the 1055 bit (ETaxSystems: 0x01 ОСН .. 0x20 патент). K sends it only when the receipt
+#   names a system, and refuses, before the receipt, a system that the registration (A4 43 byte
+#   39) lacks (FFEngine::checkTaxSystem_OnPayment); so does kkt (driver.py, _check_taxation).
+# [C] The value is the bit itself: libfptr's LIBFPTR_TT_* (OSN 0x01, USN_INCOME 0x02,
+#   USN_INCOME_OUTCOME 0x04, ESN 0x10, PATENT 0x20; U's libfptr10.h, fiscal-rules.md S10) are
+#   what its clients pass to setParam(1055, ...), and javapos TLVTags declares 1055 a one-byte
+#   bit mask.
+# [U] Where: K writes it after the last EB, just before 4A; kkt writes it right after 92 with the
+#   other receipt tags. libfptr clients set 1055 before openReceipt, and K's extended code
+#   0x010A ("registration with a taxation system other than the one the receipt was opened
+#   with") says the device ties the system to the open receipt, so it is given before the first
+#   position. Settle: one receipt with 1055 on a device registered for two systems, or a
+#   capture of libfptr's openReceipt with 1055 set.
+# [U] The emulator refuses a 1055 that is not exactly one bit of its registration with 0xEE and
+#   K's extended code 0x0103 "Некорректная СНО" (EXT_BAD_TAXATION); what a device answers is not
+#   found.
+#
+# Internet settlements (fiscal-rules.md §5: from 01.09.2025 1008, 1187 = the site, and 1125):
+# [C] 1187 (place of settlement) is a string tag set per receipt: ATOL's JSON tasks carry it as
+#   paymentsPlace (pbardov/node-atol-rpc src/types/fiscal.task.ts), and libfptr clients set it
+#   before openReceipt (a libfptr wrapper: setParam(1187, task.paymentsPlace); a 1C hotel
+#   configuration: the hotel's site for an internet payment; neither repository identified, found
+#   in the tool library by their setParam calls); KKM Server's PlaceMarket is "место расчетов,
+#   тег ОФД 1187 (если не задано — берется из регистрационных данных ККТ)" (salesduck/
+#   kkmserver-types RegisterCheck.ts); javapos TLVTags declares it ASCII.
+#   [U] On the wire: E8 with the text in the device codec like 1008 and 1021, which C and K
+#   write so; no protocol-level source writes 1187 itself. Settle: one receipt with 1187.
+# [C] 1125 (признак расчёта в сети «Интернет») is 1 for an internet settlement: FNS letter
+#   АБ-4-20/8172@ of 08.09.2025 on order ЕД-7-20/236@, as quoted by buhgalter-vlg.ru/?p=3478 and
+#   20pravo25.ru ("Как заполнять в чеке ... тег 1125"). [S] libfptr takes it as a boolean:
+#   setParam(1125, True) for an internet payment, False otherwise, with driver 10.10.7.0 or newer
+#   (the 1C hotel configuration above).
+#   [U] Its FFD type and length are not found: kkt sends one byte 01, as libfptr's booleans and
+#   every FFD "признак" tag are one byte (javapos TLVTags: 1108 "признак ККТ для расчетов только
+#   в Интернет", 1109, 1110, 1126 all one-byte). It is written only for a receipt that says it
+#   is an internet settlement (opt-in: firmware older than the tag may refuse it, and then only
+#   those receipts fail, cleanly, before any position). Settle: the FFD table of 1125 in order
+#   ЕД-7-20/236@, or a capture of libfptr 10.10.7+ with setParam(1125, true).
 # [U] FFD 1.0 (E6 path): position tags follow E6 and apply to the position just registered.
 
 TAG_CUSTOMER_CONTACT = 1008
@@ -243,10 +293,12 @@ MAX_POSITIONS = 250
 #: Receipt-level tags.
 RECEIPT_TAGS = frozenset({
     TAG_CUSTOMER_CONTACT, TAG_CASHIER_NAME, TAG_CASHIER_INN, TAG_CORRECTION_TYPE, TAG_CORRECTION_BASIS,
+    TAG_TAXATION, TAG_SETTLEMENT_PLACE, TAG_INTERNET,
 })
 STRING_TAGS = frozenset({TAG_CUSTOMER_CONTACT, TAG_ITEM_NAME, TAG_CASHIER_NAME, TAG_CASHIER_INN,
-                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER})
-BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE})
+                         TAG_CORRECTION_DESCRIPTION, TAG_CORRECTION_ORDER, TAG_SETTLEMENT_PLACE})
+BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_CORRECTION_TYPE, TAG_TAXATION,
+                       TAG_INTERNET})
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
 #: [U] Cashier tags outside a receipt (not found in any source): E8 is also accepted with no
@@ -262,6 +314,7 @@ EXT_ATTRIBUTE_REPEATED = 0x0201
 EXT_NO_POSITION_STARTED = 0x0207
 EXT_POSITION_STARTED = 0x0208
 EXT_BAD_TAX = 0x0104
+EXT_BAD_TAXATION = 0x0103
 
 # --------------------------------------------------------------------------- printing (4C, 87)
 

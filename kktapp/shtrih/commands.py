@@ -470,8 +470,8 @@ def parse_request(payload: bytes) -> tuple[Command, int | None, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- TLV (FF0C, FF4D)
 
-#: Tags whose value is a 1-byte integer (1173 correction type, 2108 unit).
-BYTE_TAGS = frozenset({model.TAG_CORRECTION_TYPE, model.TAG_UNIT})
+#: Tags whose value is a 1-byte integer (1173 correction type, 2108 unit, [U] 1125 internet).
+BYTE_TAGS = frozenset({model.TAG_CORRECTION_TYPE, model.TAG_UNIT, model.TAG_INTERNET})
 #: Tags whose value is UnixTime (1178 correction date).
 UNIXTIME_TAGS = frozenset({model.TAG_CORRECTION_DATE})
 #: Tags holding other TLVs (1174 correction basis).

@@ -527,6 +527,11 @@ class ShtrihDriver:
         attrs = self._cashier(receipt.cashier_name, receipt.cashier_inn)
         if receipt.customer_contact:
             attrs.append((model.TAG_CUSTOMER_CONTACT, receipt.customer_contact, "телефон или e-mail покупателя"))
+        if receipt.settlement_place:
+            attrs.append((model.TAG_SETTLEMENT_PLACE, receipt.settlement_place, "место расчётов"))
+        if receipt.internet:
+            # Only when set: firmware older than the tag may refuse it (model.py).
+            attrs.append((model.TAG_INTERNET, model.INTERNET_SETTLEMENT, "признак расчёта в интернете"))
         if receipt.correction is not None:
             corr = receipt.correction
             # [U] FFD 1.2 correction: 1173 and 1174 (1178 date, 1179 order) mark the receipt.

@@ -7,6 +7,9 @@ here, in one place, so that a device log changes one line.
 
 from __future__ import annotations
 
+from ..domain import INTERNET_SETTLEMENT as INTERNET_SETTLEMENT
+from ..domain import TAG_INTERNET as TAG_INTERNET
+from ..domain import TAG_SETTLEMENT_PLACE as TAG_SETTLEMENT_PLACE
 from ..domain import PaymentType, SettlementType, VatRate
 
 #: [C] Default TCP port of the device (opos DefRemotePort, e-kiosk ShtrihTCPFRBase.h).
@@ -168,6 +171,12 @@ TAG_CORRECTION_BASIS = 1174
 TAG_CORRECTION_DATE = 1178
 TAG_CORRECTION_ORDER = 1179
 TAG_UNIT = 2108
+# Internet settlements (fiscal-rules.md §5): 1187 (the site) and 1125 (= 1), numbers defined in
+# the domain and imported above. [C] Receipt tags go by FF0C before FF45 like 1008 (§4.6: opos,
+# pyshtrih; ≤ 250 bytes of TLV a call, so 1187's 243 characters fit). [S] javapos TLVTags
+# declares 1187 ASCII. [U] 1125 as one byte 01: its FFD type is not found (the reasoning and what
+# settles it: kktapp/atol/model.py, internet settlements); sent only for a receipt that says it
+# is an internet settlement, so a firmware that refuses the tag fails only those receipts.
 
 #: [C] FF0A document types this layer decodes: 2 shift open, 3 receipt, 4 BSO, 5 shift close,
 #: 31 correction receipt (§4.6; 4 and 31 decode as 3).

@@ -52,6 +52,8 @@ class FiscalContextData(typing.TypedDict, total=False):
     settlement: SettlementType | None
     #: conf ONEC_LINE_DISCOUNTS: a 1C line sum below price × quantity is a discount on that line.
     line_discounts: bool
+    #: conf ONEC_INTERNET: 1C receipts are internet settlements (1125), so 1008 is required.
+    internet: bool
     #: Most positions a receipt may have on the device (DeviceLimits.max_positions): a schema
     #: refuses more before it loads them one by one.
     max_positions: int

@@ -41,9 +41,10 @@ Decisions where the clients leave room:
   tape, ``left<#N#>>right`` puts both at the right edge N characters from it.
 * Card acquiring and sub-licensing fields are accepted and ignored (no terminal is driven);
   ``ClientInfo``/``ClientINN`` (1227/1228), ``UserAttribute``, ``AdditionalAttribute``,
-  ``SenderEmail``, ``AddressSettle``, ``PlaceMarket`` are checked and reported in the Warning
-  as not transmitted (the driver writes 1008, 1021 and 1203 only). ``AdditionalProps`` with
-  ``Print`` (alexanderfefelov's client) are printed above or below the receipt.
+  ``SenderEmail``, ``AddressSettle`` are checked and reported in the Warning as not transmitted
+  (the drivers write 1008, 1021, 1203, 1055 and 1187). ``PlaceMarket`` is tag 1187, the place of
+  settlement (an internet sale: the site). ``AdditionalProps`` with ``Print`` (alexanderfefelov's
+  client) are printed above or below the receipt.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ IGNORED_FIELDS = (
     "PayByProcessing", "NumDeviceByProcessing", "ReceiptNumber", "PrintSlipAfterCheck", "PrintSlipForCashier",
     "RRNCode", "AuthorizationCode", "KeySubLicensing",
 )
-#: Checked but not written to the device (the driver writes 1008, 1021, 1203 only).
-NOT_TRANSMITTED = ("ClientInfo", "ClientINN", "SenderEmail", "AddressSettle", "PlaceMarket", "UserAttribute",
+#: Checked but not written to the device (the drivers write 1008, 1021, 1203, 1055 and 1187).
+NOT_TRANSMITTED = ("ClientInfo", "ClientINN", "SenderEmail", "AddressSettle", "UserAttribute",
                    "AdditionalAttribute", "CheckProps")
 MARKING_TEXT = "коды маркировки пока не поддерживаются сервисом kkt; пробейте этот товар без кода или на другой кассе"
 EGAIS_TEXT = "продажа алкоголя с передачей в ЕГАИС сервисом kkt не поддерживается"
@@ -326,7 +327,8 @@ class RegisterCheckSchema(Cashier):
     ClientINN = OptionalText(12)
     SenderEmail = OptionalText(64)
     AddressSettle = OptionalText(256)
-    PlaceMarket = OptionalText(256)
+    #: Tag 1187, "место расчетов … если не задано — из регистрационных данных ККТ" [S: ST].
+    PlaceMarket = OptionalText(domain.MAX_SETTLEMENT_PLACE)
     TaxVariant = TaxVariantField(load_default=None, allow_none=True)
     CorrectionType = KkmInteger(load_default=0, allow_none=True, validate=_one_of([0, 1], "CorrectionType"))
     CorrectionBaseDate = CorrectionDate(load_default=None, allow_none=True)
@@ -562,7 +564,7 @@ def _rename(string_index: list[int], field_name: str) -> str:
         return f"{where}.{attr}" if attr else where
     return {"payments": "Cash", "customer_contact": "ClientAddress", "cashier_inn": "CashierVATIN",
             "cashier_name": "CashierName", "positions": "CheckStrings", "total": "CheckStrings",
-            "correction": "CorrectionBaseDate"}.get(field_name, field_name)
+            "correction": "CorrectionBaseDate", "settlement_place": "PlaceMarket"}.get(field_name, field_name)
 
 
 def settle_rounding(data: dict, string_index: list[int], rounded: list[Rounded]) -> str:
@@ -686,6 +688,7 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
             footer=tuple(footer),
             correction=correction,
             test_mode=bool(config.get("TEST_MODE", False)),
+            settlement_place=data.get("PlaceMarket") or "",
         )
         domain.check_receipt(receipt)
     except DomainError as exc:

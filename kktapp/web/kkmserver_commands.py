@@ -424,7 +424,7 @@ def _check_data(receipt: domain.Receipt, result: FiscalResult) -> dict:
         "TaxVariant": "" if variant is None else variant,
         "ClientAddress": receipt.customer_contact,
         "SenderEmail": "",
-        "PlaceMarket": "",
+        "PlaceMarket": receipt.settlement_place,
         "Register": [{"Name": p.name, "Quantity": p.quantity, "Price": roubles(p.price), "Amount": roubles(p.amount),
                       "Tax": kkm_tax(p.vat)} for p in receipt.positions],
         **payment_fields(receipt),

@@ -9,7 +9,10 @@ raw UTF-8 JSON, tab-indented, sent with ``Content-Type: application/x-www-form-u
 
 Our optional additions: ``PaymentType`` (cash, electronic, prepaid, credit, other; default
 conf DEFAULT_PAYMENT), ``CustomerContact`` (tag 1008), ``ElectronicOnly`` (do not print; needs
-CustomerContact) and ``Device`` (number, default 1).
+CustomerContact) and ``Device`` (number, default 1). The site's payments are internet
+settlements (fiscal-rules.md §5): with conf ONEC_INTERNET every receipt carries 1125 and the
+place of settlement ONEC_SETTLEMENT_PLACE (1187, the site's address), and CustomerContact
+becomes required.
 
 The answer is always JSON, even for a body that is not JSON or a wrong URL::
 
@@ -261,6 +264,12 @@ class ReceiptSchema(fields.BaseSchema):
             raise ValidationError(
                 "для чека без печати (ElectronicOnly) нужен телефон или e-mail покупателя", "CustomerContact"
             )
+        if fields.fiscal_context().get("internet") and not data.get("CustomerContact"):
+            # From 01.09.2025 an internet settlement carries 1008 (fiscal-rules.md §5).
+            raise ValidationError(
+                "для расчёта в интернете (ONEC_INTERNET = True) нужен телефон или e-mail покупателя (тег 1008)",
+                "CustomerContact",
+            )
 
 
 #: See _LOAD_POSITION.
@@ -278,6 +287,17 @@ def _taxation(config: Any) -> TaxationSystem | None:
         return domain.TAXATION_NAMES[name]
     except KeyError:
         raise KKTError(f"ошибка в настройках сервиса: неизвестная система налогообложения TAXATION={name!r}") from None
+
+
+def _internet(config: Any) -> tuple[bool, str]:
+    """conf ONEC_INTERNET and ONEC_SETTLEMENT_PLACE: whether 1C receipts are internet settlements
+    (1125) and their place of settlement (1187, the site's address)."""
+    internet = bool(config.get("ONEC_INTERNET", False))
+    place = str(config.get("ONEC_SETTLEMENT_PLACE") or "").strip()
+    if internet and not place:
+        raise KKTError("ошибка в настройках сервиса: для расчётов в интернете (ONEC_INTERNET = True) укажите "
+                       "адрес сайта в ONEC_SETTLEMENT_PLACE (место расчётов, тег 1187)")
+    return internet, place
 
 
 def _default_payment(config: Any) -> PaymentType:
@@ -302,6 +322,8 @@ def _domain_field(keys: list[str]) -> Callable[[str], str]:
             return f"Goods.{keys[int(match.group(1)) - 1]}.{attr}"
         if field in ("cashier_inn", "cashier_name"):
             return f"CASHIER_{field.split('_')[1].upper()} (настройки сервиса)"
+        if field == "settlement_place":
+            return "ONEC_SETTLEMENT_PLACE (настройки сервиса)"
         return simple.get(field, field)
 
     return rename
@@ -315,11 +337,13 @@ def parse_receipt(body: object, today: dt.date, config: Any,
     """
     accept_legacy = bool(config.get("ACCEPT_LEGACY_VAT", True))
     limits = limits or device_limits()
+    internet, place = _internet(config)
     try:
         context = {
             "on_date": today,
             "accept_legacy": accept_legacy,
             "line_discounts": bool(config.get("ONEC_LINE_DISCOUNTS", True)),
+            "internet": internet,
             "max_positions": limits.max_positions,
         }
         with fields.FiscalContext(context):
@@ -346,6 +370,8 @@ def parse_receipt(body: object, today: dt.date, config: Any,
         cashier_name=str(config.get("CASHIER_NAME") or ""),
         cashier_inn=str(config.get("CASHIER_INN") or ""),
         test_mode=bool(config.get("TEST_MODE", False)),
+        settlement_place=place,
+        internet=internet,
     )
     try:
         domain.check_receipt(receipt)

@@ -279,6 +279,13 @@ class ReceiptSchema(BaseSchema):
     cashier = Nested(CashierSchema, metadata={"description": "кассир; по умолчанию из настроек"})
     customer_contact = CustomerContact(metadata={"description": "телефон +7… или e-mail покупателя (1008)"})
     electronic_only = Boolean(load_default=False, metadata={"description": "не печатать (нужен customer_contact)"})
+    settlement_place = DeviceText(validate=_length(1, domain.MAX_SETTLEMENT_PLACE),
+                                  metadata={"description": "место расчётов (1187), для продажи на сайте — адрес "
+                                                           "сайта; по умолчанию — из регистрации ККТ",
+                                            "example": "https://shop.example.ru"})
+    internet = Boolean(load_default=False,
+                       metadata={"description": "расчёт в интернете (1125 = 1): нужны customer_contact и "
+                                                "settlement_place"})
     correction = Nested(CorrectionSchema, metadata={"description": "основание коррекции (для *_correction)"})
 
     @validates_schema
@@ -394,6 +401,8 @@ def build_receipt(data: dict, config: Mapping[str, Any]) -> Receipt:
         footer=tuple(data.get("footer", ())),
         correction=correction,
         test_mode=bool(config.get("TEST_MODE", False)),
+        settlement_place=data.get("settlement_place", "").strip(),
+        internet=data.get("internet", False),
     )
     domain.check_receipt(receipt)
     return receipt

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from ...domain import PaymentType, SettlementType, position_amount
+from ...domain import PaymentType, SettlementType, TaxationSystem, position_amount
 from .. import commands, model
 from ..errors import ErrorCode
 from ..model import Mode
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: ATOL model code of the 55Ф (libfptr10 model list).
 MODEL_CODE = 62
+#: [U] The systems the emulated register is registered for (A4 43, 1055 bits): every current
+#: one (ОСН, УСН доход, УСН доход − расход, ЕСХН, патент), as a registration may hold several,
+#: so that any receipt's 1055 is taken unless a test narrows Device.tax_systems.
+REGISTERED_TAX_SYSTEMS = sum(int(system) for system in TaxationSystem)
 SHIFT_HOURS = 24
 #: Operator number the system administrator works as (3F "cashier" byte); cashiers are 1..28.
 ADMIN_OPERATOR = 29
@@ -114,6 +118,8 @@ class Device:
         self.paper_near_end = False
         #: Cashier tags written with no receipt open, for the next document (model.DOCUMENT_TAGS).
         self.pending_attributes: dict[str, Any] = {}
+        #: The registration's taxation systems (A4 43); a receipt's 1055 must be one of them.
+        self.tax_systems = REGISTERED_TAX_SYSTEMS
         #: Called with every fiscal document (the --log file and the in-memory list).
         self.on_document: Callable[[dict[str, Any]], None] | None = None
         self.power_cycle()
@@ -447,6 +453,9 @@ class Device:
         if tag in model.CORRECTION_BASIS_TAGS:
             # [U] 1177..1179 exist only inside 1174 (model.py, correction receipts).
             raise DeviceFault(ErrorCode.BAD_FORMAT)
+        if tag == model.TAG_TAXATION and not self._registered_taxation(value):
+            # [U] K's "Некорректная СНО" for a system outside the registration (model.py).
+            raise self.refuse_extended(0xE8, model.EXT_BAD_TAXATION)
         position = tag in model.POSITION_TAGS
         if self.ffd >= model.FIRST_EA_EB_FFD:
             if position and self.position_tags is None:
@@ -467,6 +476,10 @@ class Device:
             r.items[-1][POSITION_TAG_KEYS[tag]] = value
         else:
             r.attributes[str(tag)] = value
+
+    def _registered_taxation(self, value: Any) -> bool:
+        """1055 is one bit, and a bit of the registration (A4 43)."""
+        return isinstance(value, int) and value > 0 and value & (value - 1) == 0 and bool(value & self.tax_systems)
 
     def begin_position(self) -> None:
         """Command EA (FFD 1.05+): start a position; its tags follow, EB ends it."""

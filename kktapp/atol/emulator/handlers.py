@@ -36,9 +36,8 @@ FLAG_NO_PRINT = commands.FLAG_NO_PRINT
 #: Commands a device answers while a report is in progress (model.REPORT_PROGRESS_MODES) [U].
 QUERIES = frozenset({0x3F, 0x45, 0xA5, 0x91, 0xA4, 0x4D, 0x58, 0x9D})
 #: [U] Registration data the emulator answers in A4 43: organisation INN (10 digits, padded
-#: with spaces to 12 as C pads 1203), tax systems (tag 1055 bits: ОСН | УСН доход).
+#: with spaces to 12 as C pads 1203); its tax systems are Device.tax_systems.
 ORGANISATION_INN = "7700000001"
-TAX_SYSTEMS = 0x03
 #: E6 discount type "sum in kopecks" (the only one the model uses).
 DISCOUNT_SUM = 1
 
@@ -483,7 +482,7 @@ def _registration(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     s = device.state
     first = device.documents[0] if device.documents else None
     return cmd.encode_reply(datetime=_doc_datetime(first), inn=ORGANISATION_INN.ljust(12),
-                            rnm=s.reg_number.ljust(20), tax_systems=TAX_SYSTEMS, modes=0)
+                            rnm=s.reg_number.ljust(20), tax_systems=device.tax_systems, modes=0)
 
 
 def _receipt_type(doc: dict[str, Any]) -> int:

@@ -400,9 +400,9 @@ def _write_tlvs(dev: ShtrihDevice, data: bytes, *, operation: bool) -> None:
     r = dev.state.receipt
     for tag, value in items:
         if isinstance(value, dict):
-            # An STLV (1174) is kept whole, as its parts: the shared device core takes 1178/1179
-            # only inside their 1174, as the ATOL emulator writes it.
-            core.write_attribute(tag, {str(k): _jsonable(v) for k, v in value.items()})
+            # A composite tag (1174: 1178 + 1179) is kept whole, as the shared core keeps the
+            # ATOL E8 1174 (kktapp/atol/model.py): the core refuses its parts written alone.
+            core.write_attribute(tag, {str(inner): _jsonable(v) for inner, v in value.items()})
             continue
         if tag == model.TAG_CORRECTION_TYPE and r is not None and r.type in CORRECTION_OF:
             r.type = CORRECTION_OF[r.type]
