@@ -848,6 +848,84 @@ def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) ->
     assert refusals["n"] == 0, "a second connection was attempted while the device was owned"
 
 
+# ---------------------------------------------------------------------- a new process settles the receipt
+
+
+@pytest.mark.parametrize("crash_at", ["open_receipt", "close_receipt"])
+def test_process_killed_in_a_receipt_whose_92_opened_the_shift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               crash_at: str) -> None:
+    """Process A sends a receipt whose 92 opens the shift itself (a Z report was made at the
+    device's keyboard just before: the FN gains a shift-open report, [C K]) and is killed -9 at
+    92, the link dropping right after it so that 4A never runs, or at 4A, the receipt formed and
+    its answer lost. Process B (this one: a new owner and driver on the same journal, nothing of
+    A's memory) settles it from the journal's number and the FN alone: exactly one receipt, and
+    the answer is that receipt's document, never the shift report."""
+    monkeypatch.setattr(owner_mod, "RECONNECT_MIN", 0.02)
+    monkeypatch.setattr(owner_mod, "HOLD_RETRY", 0.1)
+    monkeypatch.setattr(owner_mod, "ELECTION_INTERVAL", 0.1)
+    emu = Emulator(log_path=tmp_path / "fd.jsonl", serial="00106203000001")
+    emu.start("127.0.0.1", 0)
+    journal = tmp_path / "journal.sqlite3"
+    a = Proc(journal, [emu.url], tmp_path / "proc-a.log")
+    b: FiscalService | None = None
+    key = f"crash-{crash_at}-{uuid.uuid4().hex[:6]}"
+    sent, answers = {"warm", key}, {}
+    killed: list[str] = []
+    own = emu._before_command
+
+    def crash(name: str) -> None:
+        # Device lock held, just before the command runs.
+        own(name)
+        if killed:
+            return
+        if name == "open_receipt":
+            s = emu.device.state
+            saved = (s.mode, s.submode, s.operator)
+            s.mode = Mode.REPORT_Z
+            emu.device.close_shift()
+            s.mode, s.submode, s.operator = saved
+            emu.device.progress = []
+            if crash_at == "open_receipt":
+                emu.drop_after_tasks(1)  # 92 runs, nothing after it
+        if name == crash_at:
+            killed.append(name)
+            os.kill(a.pid, signal.SIGKILL)
+
+    try:
+        assert a.ask({"op": "start"})["pid"] == a.pid
+        warm = a.ask({"op": "sell", "key": "warm", "wait": SETTLE})
+        assert warm["state"] == DONE, warm
+        answers["warm"] = warm["result"]
+        emu._before_command = crash  # type: ignore[method-assign]
+        assert a.proc.stdin is not None
+        a.proc.stdin.write((json.dumps({"op": "sell", "key": key, "wait": SETTLE}) + "\n").encode())
+        a.proc.stdin.flush()
+        a.proc.wait(SETTLE)
+        assert killed == [crash_at]
+        emu._before_command = own  # type: ignore[method-assign]
+        kinds = [d["type"] for d in read_log(tmp_path / "fd.jsonl")]
+        formed = ["receipt"] if crash_at == "close_receipt" else []
+        assert kinds == ["open_shift", "receipt", "close_shift", "open_shift", *formed]
+        b = FiscalService(str(journal), [DeviceConfig(number=1, name="Касса 1", url=emu.url)], status_refresh=3600,
+                          driver_factory=lambda cfg: AtolDriver(cfg.url, timeout=2.0))
+        job = b.find_job("receipt", key)
+        assert job is not None and job.state == "sending"
+        job = settle(b, job.id)
+        assert job.state == DONE, job
+        answers[key] = job.result
+    finally:
+        if b is not None:
+            b.stop()
+            b.journal.close()
+        a.stop()
+        emu.stop()
+    docs = read_log(tmp_path / "fd.jsonl")
+    assert_exactly_once(docs, sent, answers)
+    assert [d["type"] for d in docs] == ["open_shift", "receipt", "close_shift", "open_shift", "receipt"]
+    SUMMARY["trials"] += 1
+    InFlight().add(1, 1)
+
+
 # ---------------------------------------------------------------------- the counter itself
 
 

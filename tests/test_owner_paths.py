@@ -31,6 +31,7 @@ from kktapp.atol.emulator import Emulator
 from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.model import Mode
+from kktapp.errors import ResultCode
 from kktapp.journal import DONE, Job
 from kktapp.owner import policy as owner_mod
 from kktapp.owner import shift as owner_shift
@@ -255,6 +256,45 @@ def test_shift_closed_behind_the_owner_is_opened_by_the_receipt_itself(bench: Be
     nxt = sell(service, "next")
     assert nxt.state == DONE and bench.kinds()[-1] == "receipt" and len(bench.docs("open_shift")) == 2
     assert nxt.result["shift_number"] == doc["shift_number"]
+
+
+# ---------------------------------------------------------------------- the FN cannot tell
+
+
+def test_a_receipt_in_the_fn_that_is_not_the_job_leaves_it_to_the_operator(bench: Bench,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to 4A is lost, and the receipt the FN holds after the journal's number is not
+    the job's (another total): the FN cannot say whether the job's receipt exists. The job stays
+    unknown with the reason for the operator, the queue holds, and nothing is sent again, however
+    often the owner looks."""
+    monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
+    service = bench.service()
+    assert sell(service, "warm").state == DONE
+    device = bench.emu.device
+    close = device.close_receipt
+
+    def close_as_another(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        doc = close(*args, **kwargs)
+        if doc is not None and doc["items"][0]["name"] == "Товар other":
+            doc["total"] += 100
+            bench.emu.drop_after_tasks(1)  # this 4A's answer is lost
+        return doc
+
+    device.close_receipt = close_as_another  # type: ignore[method-assign]
+    job = sell(service, "other", wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and "решает оператор" in got.reason
+
+    assert eventually(waits_for_operator, SETTLE, 0.02)
+    reads: list[str] = []
+    bench.before_command(lambda name: reads.append(name) if name == "document_open" else None)
+    assert eventually(lambda: len(reads) >= 3, SETTLE, 0.02), "the owner stopped looking at the FN"
+    job = service.get_job(job.id)
+    assert job is not None and job.state == "unknown" and job.error["code"] == ResultCode.UNKNOWN_OUTCOME, job
+    assert service.unsettled(1) and len(bench.receipts_named("Товар other")) == 1
+    assert bench.kinds() == ["open_shift", "receipt", "receipt"]
 
 
 # ---------------------------------------------------------------------- formed despite an error

@@ -295,6 +295,13 @@ TLV_RECEIPT_NUMBER = 1042
 TLV_SIGN = 1054
 TLV_TOTAL = 1020
 TLV_FISCAL_SIGN = 1077
+#: Recovery of a receipt whose answer was lost (AtolDriver.receipt_since) reads every document
+#: after the FD number the journal kept before sending: a receipt is the job's when its A4 45
+#: docType is a receipt's (3, or 31 for a correction: FFD), and its 1054 and 1020 are the job's
+#: settlement sign and total ([C] FFD receipt tags, fiscal-rules.md §2-3; their encodings above
+#: are [U]). A 92 that opened the shift formed a shift-open report first ([C K]): never taken
+#: for the receipt. Register 0x33 ([S Z]) stands in only for a document the FN does not give
+#: back. Settle the [U] parts with an A4 45/46 capture of a receipt on a real device.
 
 
 class DocType(enum.IntEnum):

@@ -29,6 +29,10 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 3.0
 #: Seconds between checks while the queue holds for paper or a failing recovery step.
 HOLD_RETRY = 1.0
+#: Seconds between looks at the device while a job's outcome waits for the operator (the device
+#: could not tell whether its document exists): the look is cheap, but nothing is expected to
+#: change by itself.
+UNDECIDED_RECHECK = 60.0
 #: Quiet seconds after a job before the status snapshot gets the job's document (from the
 #: owner's memory, no device read): a client sending receipt after receipt should not wait for
 #: a snapshot write between them.
