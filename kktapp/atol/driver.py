@@ -869,11 +869,30 @@ class AtolDriver:
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (49); opens a closed shift itself ([C K])."""
-        return self._fiscal(Mode.REGISTRATION, [step("cash_in", amount=amount)])
+        return self._cash("cash_in", amount)
 
     def cash_out(self, amount: int) -> FiscalResult:
         """Выплата (4F); opens a closed shift itself ([C K])."""
-        return self._fiscal(Mode.REGISTRATION, [step("cash_out", amount=amount)])
+        return self._cash("cash_out", amount)
+
+    def _cash(self, command: str, amount: int) -> FiscalResult:
+        """49 or 4F, then 3F (the device's clock) and A4 10 (the shift) in the same batch.
+
+        The FN's last document is never read for it: 49/4F form no FN document
+        (model.DocType.CASH_IN), so that document would be an earlier receipt or shift report.
+        """
+        st, shift = self._in_mode(Mode.REGISTRATION, [
+            step(command, amount=amount), step("status"), step("fn_shift"),
+        ])[1:]
+        return self._cash_result(amount, st, shift)
+
+    def _cash_result(self, amount: int, st: dict[str, Any], shift: dict[str, Any]) -> FiscalResult:
+        """A cash operation's result: no FN document (FD 0, no fiscal sign), its amount, the
+        shift it fell into (A4 10) and the device's clock (3F)."""
+        return FiscalResult(
+            fiscal_document_number=0, fiscal_sign="", receipt_number=0, shift_number=shift["shift_number"],
+            datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0), total=amount, fn_number=self._fn,
+        )
 
     # ------------------------------------------------------------------ receipts
 

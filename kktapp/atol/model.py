@@ -314,8 +314,14 @@ class DocType(enum.IntEnum):
     CLOSE_ARCHIVE = 6
     CALCULATION_STATE = 21
     CORRECTION = 31
-    #: [U] In this model cash in and cash out are numbered FN documents (the emulator logs
-    #: them as documents). Real FNs do not register them; settle with a real device.
+    #: [C] Cash in (49) and cash out (4F) form NO FN document on a real device: the FN's
+    #: document types (the FFD list above; javapos FSDocType and pyshtrih, cited in
+    #: kktapp/shtrih/model.py DOC_CASH) have none for them, and no ATOL host reads a document
+    #: number after them (K processPayout sends 4F and reads nothing back; C addMoneyInOut waits
+    #: for 49/4F's own result only). These two codes are this project's, for the emulator,
+    #: which still logs 49/4F as numbered documents: the driver never reports an FN document as
+    #: a cash operation's result, and recovery decides a lost one by the cash in the drawer
+    #: (CASH_DRAWER_SUM_BYTES), never by the FD number.
     CASH_IN = 101
     CASH_OUT = 102
 
