@@ -848,6 +848,80 @@ def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) ->
     assert refusals["n"] == 0, "a second connection was attempted while the device was owned"
 
 
+# ---------------------------------------------------------------------- cash in and out, answer lost
+
+
+def cash_without_fn_document(emu: Emulator, monkeypatch: pytest.MonkeyPatch, *, extra_cash: int = 0) -> None:
+    """49/4F as a real device does them: no FN document (model.DocType.CASH_IN), the drawer moves.
+    ``extra_cash``: someone puts that much more cash in at the device's keyboard meanwhile."""
+    device = emu.device
+    for name in ("cash_in", "cash_out"):
+        run = getattr(device, name)
+
+        def without_document(amount: int, run: Callable[..., Any] = run) -> None:
+            run(amount, document=False)
+            device.state.cash += extra_cash
+
+        monkeypatch.setattr(device, name, without_document)
+
+
+@pytest.mark.parametrize("kind", ["cash_in", "cash_out"])
+def test_cash_operation_whose_answer_is_lost_is_settled_by_the_drawer(rig: Rig, monkeypatch: pytest.MonkeyPatch,
+                                                                      kind: str) -> None:
+    """49/4F run, the link drops before their answer. The FD number does not move (no FN
+    document), so it cannot tell; the cash in the drawer, kept in the journal before sending,
+    does: the job is done once, never sent again."""
+    emu = rig.emulator()
+    cash_without_fn_document(emu, monkeypatch)
+    service = rig.service([emu])
+    assert settle(service, sell(service, "warm").id).state == DONE
+    assert settle(service, service.submit("cash_in", {"amount": 100_000}, wait=0).id).state == DONE
+    drawer = emu.state.cash
+    fired = emu.faults_fired
+    arm_at(emu, kind, lambda: emu.drop_after_tasks(1))  # the command runs, its answer is lost
+    job = settle(service, service.submit(kind, {"amount": 12_345}, wait=0).id)
+    assert emu.faults_fired == fired + 1, "the link never dropped"
+    assert job.state == DONE, job
+    assert emu.state.cash == drawer + (12_345 if kind == "cash_in" else -12_345)
+    assert (job.result["fiscal_document_number"], job.result["fiscal_sign"], job.result["total"]) == (0, "", 12_345)
+    SUMMARY["trials"] += 1
+    InFlight().add(1, 1)
+
+
+def test_cash_operation_the_drawer_cannot_settle_is_left_to_the_operator(rig: Rig,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to 49 is lost and the drawer moved by something besides it (cash put in at the
+    device meanwhile): the device cannot tell whether 49 ran. The job stays unknown with the
+    reason for the operator and is never sent again."""
+    monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
+    emu = rig.emulator()
+    service = rig.service([emu])
+    assert settle(service, sell(service, "warm").id).state == DONE
+    cash_without_fn_document(emu, monkeypatch, extra_cash=500)
+    drawer = emu.state.cash
+    arm_at(emu, "cash_in", lambda: emu.drop_after_tasks(1))
+    job = service.submit("cash_in", {"amount": 12_345}, wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and "решите сами" in got.reason
+
+    assert eventually(waits_for_operator, SETTLE, 0.02), service.get_job(job.id)
+    looks = [0]
+    own = emu._before_command
+
+    def count(name: str) -> None:
+        own(name)
+        looks[0] += name == "cash_in_drawer"
+
+    emu._before_command = count  # type: ignore[method-assign]
+    assert eventually(lambda: looks[0] >= 3, SETTLE, 0.02), "the owner stopped looking at the drawer"
+    assert emu.state.cash == drawer + 12_345 + 500, "sent again"
+    assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
+    SUMMARY["trials"] += 1
+    InFlight().add(1, 1)
+
+
 # ---------------------------------------------------------------------- a new process settles the receipt
 
 

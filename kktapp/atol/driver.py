@@ -886,6 +886,39 @@ class AtolDriver:
         ])[1:]
         return self._cash_result(amount, st, shift)
 
+    #: Jobs whose document the FN does not number (model.DocType.CASH_IN): the owner settles a
+    #: lost answer of these by :meth:`document_counter` and :meth:`counted_result`, not by A4 30.
+    counted_kinds = frozenset({"cash_in", "cash_out"})
+
+    def document_counter(self) -> int:
+        """The cash in the drawer, kopecks (4D, model.CASH_DRAWER_SUM_BYTES): a cash job's
+        "before", which the owner writes to the journal before 49/4F goes out."""
+        return int(self.command("cash_in_drawer")["amount"])
+
+    def counted_result(self, before: int, amount: int, *, kind: str) -> FiscalResult | None:
+        """Whether the cash job ``kind`` of ``amount`` ran since the drawer held ``before``: its
+        result when the drawer moved by exactly the amount (49 adds, 4F takes), None when it did
+        not move (certainly not done). The owner sent nothing else meanwhile (its queue held).
+
+        Raises OutcomeUnknown when it moved otherwise (something at the device changed the cash
+        too, or a Z report cleared it): then nobody can say from the device, and the operator
+        decides; the operation is never sent again on a guess.
+        """
+        drawer, st, shift = self.execute([step("cash_in_drawer"), step("status"), step("fn_shift")])
+        self._mode = commands.split_mode(st["mode"])
+        now = int(drawer["amount"])
+        expected = before + amount if kind == "cash_in" else before - amount
+        if now == before:
+            return None
+        if now == expected:
+            return self._cash_result(amount, st, shift)
+        what = "внесение" if kind == "cash_in" else "выплата"
+        raise OutcomeUnknown(
+            f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: наличных в ККТ было "
+            f"{format_rub(before)} ₽, после неё было бы {format_rub(expected)} ₽, а сейчас {format_rub(now)} ₽ "
+            "(наличные меняли и другие операции). Сервис её не повторяет: сверьте наличные и документы ККТ "
+            "и решите сами")
+
     def _cash_result(self, amount: int, st: dict[str, Any], shift: dict[str, Any]) -> FiscalResult:
         """A cash operation's result: no FN document (FD 0, no fiscal sign), its amount, the
         shift it fell into (A4 10) and the device's clock (3F)."""

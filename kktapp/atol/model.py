@@ -326,7 +326,15 @@ class DocType(enum.IntEnum):
     CASH_OUT = 102
 
 
-#: [U] 4D (cash in drawer) answers ``4D sum(7 BCD)``; errors as ``55 err ext``.
+#: [C A,K] The device keeps the cash in its drawer: A reads it with 4D (``4D sum``, BCD up to
+#: the end of the reply; ``55 err`` on an error), K with register 0x0A (7 bytes BCD, kopecks; K's
+#: payout checks its amount against it first). [U] 4D's width: 7 BCD bytes like 0x0A's. [S K] A
+#: Z report may clear it (K's table setting "обнулять сумму в кассе при закрытии смены").
+#: No source has counters or sums of cash in/out operations (K reads 0x03/0x06, payments of
+#: receipts, only), so the drawer is what tells a lost 49/4F: the owner writes it to the journal
+#: before sending, and recovery finds it moved by exactly the amount (done), not at all (not
+#: done), or otherwise (unknown, for the operator; AtolDriver.counted_result). [U] that 49 adds
+#: and 4F takes exactly its amount: settle with 4D before and after each on a real device.
 CASH_DRAWER_SUM_BYTES = 7
 
 #: [S Z] A5 (device type) answers ``err(1) proto type model mode(2) major minor build(3 BCD)

@@ -58,8 +58,9 @@ class Recovery:
         self.status = status
 
     def counted(self, job: Job) -> bool:
-        """True for a job whose document the FN may not number (Shtrih-M cash in/out): its
-        "before" is the driver's own document counter, and only that counter settles it."""
+        """True for a job whose document the FN may not number (cash in/out: Shtrih-M's and
+        ATOL's): its "before" is the driver's own counter (Shtrih-M its document number, ATOL
+        the cash in the drawer), and only that counter settles it."""
         return job.kind in getattr(self.seat.driver, "counted_kinds", ())
 
     def before(self, job: Job) -> int:
@@ -70,9 +71,10 @@ class Recovery:
         return self.fd_before()
 
     def formed_since(self, job: Job, before: int) -> FiscalResult | None:
-        """The result of the counted job's document formed since ``before``; None when none was."""
+        """The result of the counted job's document formed since ``before``; None when none was.
+        OutcomeUnknown when the counter cannot tell (the driver says why)."""
         amount = int(job.payload.get("params", {}).get("amount", 0))
-        return self.seat.device().counted_result(before, amount)  # type: ignore[attr-defined]
+        return self.seat.device().counted_result(before, amount, kind=job.kind)  # type: ignore[attr-defined]
 
     def formed(self, job: Job, before: int, last: LastDocument) -> FiscalResult | None:
         """The job's document formed after FD ``before`` as the FN tells it (``last`` is its last
@@ -187,14 +189,14 @@ class Recovery:
         seat.journal.requeue(job)
         seat.notify(job.id, job)
 
-    def _settle_counted(self, job: Job, before: int) -> bool:
-        """Record a counted job whose document exists; True when it did (DeviceError passes up)."""
+    def _settle_counted(self, job: Job, before: int, *, owed: bool = False) -> bool:
+        """Record a counted job whose document exists; True when it did (DeviceError and
+        OutcomeUnknown pass up). ``owed``: the device said its paper copy failed."""
         result = self.formed_since(job, before)
         if result is None:
             return False
-        log.info("ККТ %d: %s %s был пробит до сбоя (документ %d)", self.seat.number, kind_name(job.kind),
-                 job.key or job.id, result.receipt_number)
-        self.outcomes.record_fiscalised(job, result, False)
+        log.info("ККТ %d: %s %s был выполнен до сбоя", self.seat.number, kind_name(job.kind), job.key or job.id)
+        self.outcomes.record_fiscalised(job, result, owed)
         return True
 
     def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
@@ -229,7 +231,7 @@ class Recovery:
         try:
             if self.counted(job):
                 # One command, no receipt to cancel: done exactly when the counter moved.
-                if self._settle_counted(job, fd_before):
+                if self._settle_counted(job, fd_before, owed=exc.code in PRINTER_CODES and prints(job)):
                     return False
                 last = None
             else:
