@@ -35,6 +35,7 @@ from kktapp.errors import ResultCode
 from kktapp.journal import DONE, Job
 from kktapp.owner import policy as owner_mod
 from kktapp.owner import shift as owner_shift
+from kktapp.owner.policy import Reasons
 from kktapp.service import DeviceConfig, FiscalService
 
 #: Bound of every wait for the owner (a loaded 2-core CI machine; never an expectation).
@@ -326,6 +327,48 @@ def test_cash_in_done_although_the_paper_ran_out(bench: Bench) -> None:
     assert (result["fiscal_document_number"], result["fiscal_sign"], result["total"]) == (0, "", 50000)
     assert result["printed"] is False and result["shift_number"] == bench.emu.state.shift_number
     assert device.state.cash == drawer + 50000 and len(bench.docs("cash_in")) == 1
+    # No copy from the service (model.REPRINT_OWED_COPY): the operator is told, nothing holds.
+    assert job.reason == Reasons.NO_COPY and not service.unsettled(1)
+
+
+def test_receipt_printed_without_paper_tells_the_operator_instead_of_sending_95(bench: Bench) -> None:
+    """Paper runs out at 4A: the receipt is fiscalised, its paper is not. What 95 prints on an FN
+    device is not settled (model.REPRINT_OWED_COPY: A "the last document again", K "the deferred
+    Z reports"), so the service never sends it on its own: the job is done with the operator
+    told so, the queue does not wait for paper, and no 95 goes out when paper is back."""
+    service = bench.service()
+    assert sell(service, "warm").state == DONE
+    sent: list[str] = []
+    bench.before_command(lambda name: sent.append(name))
+    bench.emu.paper_out(before="close_receipt")
+    job = sell(service, "no-paper")
+    assert job.state == DONE, job
+    (doc,) = bench.receipts_named("Товар no-paper")
+    assert_answer_is_document(job, doc)
+    assert job.result["printed"] is False and job.reason == Reasons.NO_COPY
+    assert not service.unsettled(1), "nothing may wait for a copy the service will not print"
+    bench.emu.paper_in()
+    assert sell(service, "after-paper").state == DONE
+    assert "reprint_last" not in sent
+
+
+def test_copy_owed_in_the_journal_is_told_to_the_operator_not_printed(bench: Bench) -> None:
+    """A copy a previous run of the service left owed (journal reprint flag) on this device: the
+    owner does not send 95 for it, it tells the operator and the queue moves on."""
+    first = bench.service()
+    job = sell(first, "owed")
+    assert job.state == DONE
+    first.stop()
+    first.journal.finish(job.id, DONE, result={**job.result, "printed": False}, reprint=True,
+                         reason=Reasons.REPRINT)
+    sent: list[str] = []
+    bench.before_command(lambda name: sent.append(name))
+    service = bench.service()
+    assert eventually(lambda: not service.unsettled(1), SETTLE, 0.02)
+    job = service.get_job(job.id)
+    assert job is not None and not job.reprint and job.reason == Reasons.NO_COPY
+    assert job.result["printed"] is False and job.result["fiscal_document_number"] == 2
+    assert sell(service, "next").state == DONE and "reprint_last" not in sent
 
 
 def test_z_report_whose_read_back_fails_is_recorded_from_the_fn(bench: Bench) -> None:

@@ -1103,8 +1103,13 @@ class AtolDriver:
             return
         self.execute([*self._text_steps(lines, "печать текста"), step("cut")])
 
+    #: Whether the owner may print a copy owed after paper ran out by itself (reprint_last, 95):
+    #: no, what 95 prints is not settled (model.REPRINT_OWED_COPY); the operator is told instead.
+    prints_owed_copy = model.REPRINT_OWED_COPY
+
     def reprint_last(self) -> None:
-        """Print the last document again (95)."""
+        """95, sent only when an operator asks for it: A names it "print the last document
+        again", K "print the deferred Z reports" on FN models ([U] model.REPRINT_OWED_COPY)."""
         self.execute([step("reprint_last")])
 
     def open_drawer(self) -> None:

@@ -345,6 +345,18 @@ CASH_DRAWER_SUM_BYTES = 7
 #: [U] Admin service commands and the mode they need: 6B technological reset in select mode,
 #: 71 table initialisation and 77 general clearing in mode 3, all with the shift closed.
 
+#: [U] 95, in conflict: A (atol4j, written to the vendor's protocol manual 3.1 of 2019) names it
+#: "повторная печать последнего документа", answered 0xAA when the last document did not close
+#: properly; K names 95 "распечатать отложенные Z-отчёты" on its FN models (AtolOnlineFRConstants.h,
+#: next to 97 "очистить буфер Z-отчётов"; 0xB5 on older models); C has no copy command at all.
+#: So what 95 prints on a current FN device is not settled, and a receipt cut short by paper-out
+#: may be the very document A says it refuses (a refusal would hold the queue for ever). The
+#: driver sends 95 only when an operator asks for it (AtolDriver.reprint_last); a copy owed after
+#: paper ran out is never printed by the service on its own, the operator is told instead
+#: (AtolDriver.prints_owed_copy). Settle with the manual's page on 95h, or captures of 95 after a
+#: receipt, after a receipt cut short by paper-out, and with Z reports in the device's buffer.
+REPRINT_OWED_COPY = False
+
 # --------------------------------------------------------------------------- timeouts
 
 #: [U] Seconds to wait for a task's result. K allows 20 s for 4A and 30 s for a Z report; Z
@@ -358,7 +370,7 @@ TIMEOUTS = {
     0x9A: 20.0,  # open shift: an FN document
     0x49: 20.0, 0x4F: 20.0,  # cash in / out: printed document, may open the shift first
     0x67: 30.0,  # X report printing
-    0x95: 20.0,  # reprint
+    0x95: 20.0,  # reprint (REPRINT_OWED_COPY)
     0x6B: 20.0, 0x71: 20.0, 0x77: 20.0,  # service commands
     0x91: 10.0,
 }

@@ -30,7 +30,7 @@ from ..domain import FiscalResult, format_rub
 from ..errors import DeviceError, GaveUp, LinkError, OutcomeUnknown
 from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
 from . import policy
-from .outcome import Outcomes, prints
+from .outcome import Outcomes, prints, prints_owed_copy
 from .policy import (
     FISCAL_KINDS,
     PRINTER_CODES,
@@ -280,9 +280,18 @@ class Recovery:
         return False
 
     def _reprint(self, job: Job) -> None:
-        """Print the owed copy once the printer is ready; until then the queue holds."""
+        """Print the owed copy once the printer is ready; until then the queue holds. A driver
+        whose copy command is not trusted (a copy owed since before this service knew that):
+        the operator is told instead, and the queue moves on."""
         seat = self.seat
         driver = seat.device()
+        if not prints_owed_copy(driver):
+            result = dict(job.result or {}, printed=False)
+            seat.journal.finish(job, DONE, result=result, reprint=False, reason=Reasons.NO_COPY)
+            log.warning("ККТ %d: копия документа %s не будет напечатана сервисом: %s", seat.number,
+                        job.key or job.id, Reasons.NO_COPY)
+            seat.notify(job.id, job)
+            return
         status = driver.status()
         if status.paper_present and not status.printer_error:
             try:
