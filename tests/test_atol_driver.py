@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -175,7 +176,8 @@ def test_shift_cash_and_reports(driver: AtolDriver, emu: Emulator):
     assert shift.state == "open" and shift.number == 1 and shift.opened_at is not None
     assert driver.cash_in(5000).total == 5000
     out = driver.cash_out(2000)
-    assert out.fiscal_document_number == 3 and out.total == 2000
+    # No FN document (model.DocType.CASH_IN): the emulator's log is not taken for one.
+    assert out.fiscal_document_number == 0 and out.fiscal_sign == "" and out.total == 2000
     assert driver.totals().cash_in_drawer == 3000
     assert [d["type"] for d in emu.documents()] == ["open_shift", "cash_in", "cash_out"]
     driver.x_report()
@@ -255,6 +257,21 @@ def test_open_shift_twice_is_a_device_error(shift: AtolDriver):
     with pytest.raises(DeviceError) as info:
         shift.open_shift()
     assert info.value.code == ErrorCode.SHIFT_OPEN and info.value.step == "открытие смены"
+
+
+def test_cash_is_not_reported_as_the_last_fn_document(shift: AtolDriver, emu: Emulator,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """49/4F form no FN document on a real device (model.DocType.CASH_IN): the FD number stays
+    at the last receipt, and that receipt must not come back as the cash operation's result."""
+    for name in ("cash_in", "cash_out"):
+        monkeypatch.setattr(emu.device, name, functools.partial(getattr(emu.device, name), document=False))
+    sale = shift.sell(receipt())
+    for cash in (shift.cash_in(5000), shift.cash_out(3000)):
+        assert (cash.fiscal_document_number, cash.fiscal_sign, cash.receipt_number) == (0, "", 0)
+        assert cash.shift_number == sale.shift_number and cash.fn_number == sale.fn_number
+    assert (shift.cash_in(5000).total, shift.cash_out(3000).total) == (5000, 3000)
+    assert emu.state.fd_number == sale.fiscal_document_number
+    assert shift.totals().cash_in_drawer == 100_000 + 8990 + 2 * (5000 - 3000)
 
 
 def test_cash_out_beyond_the_drawer(shift: AtolDriver):

@@ -28,6 +28,7 @@ from kktapp.atol.emulator import Emulator
 from kktapp.atol.link import Link
 from kktapp.domain import (
     Correction,
+    FiscalResult,
     Payment,
     PaymentType,
     Position,
@@ -36,7 +37,7 @@ from kktapp.domain import (
     TaxationSystem,
     VatRate,
 )
-from kktapp.errors import DeviceError, LinkError
+from kktapp.errors import DeviceError, LinkError, OutcomeUnknown, ResultCode
 
 H = bytes.fromhex
 MILK = H("8C AE AB AE AA AE")  # "Молоко" in CP866
@@ -409,28 +410,65 @@ def test_ffd_1_0_gets_e6(wire: list[bytes]) -> None:
 # --------------------------------------------------------------------------- recovery
 
 
+def same_document(a: FiscalResult | None, b: FiscalResult) -> bool:
+    """The same FN document (0x33 has the time to the minute, the document's TLVs to the second)."""
+    keys = ("fiscal_document_number", "fiscal_sign", "total", "shift_number", "receipt_number", "fn_number")
+    return a is not None and all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
 def test_recovery_sees_a_receipt_whose_92_opened_the_shift(emu: Emulator) -> None:
-    # [C K] 92 opens a closed shift: the FD number grows by the shift report alone; the receipt
-    # is still open, so "the number grew" must not take that report for the receipt.
+    # [C K] 92 opens a closed shift: the FD number grows by the shift report alone while the
+    # receipt is still open. A driver that never saw the receipt (a new process) is told the
+    # number kept before sending, and must not take that report for the receipt.
     with AtolDriver(emu.url) as d:
         before = d.last_document().fd_number
         assert before == 0
         emu.drop_after_tasks(3)  # A4 30, 56 (mode 1), 92: the link drops with the receipt open
         with pytest.raises(LinkError):
             d.sell(milk_receipt())
-        assert [doc["type"] for doc in emu.documents()] == ["open_shift"]
-        d.connect()
-        last = d.last_document()
-        assert last.receipt_open and last.fd_number == before and last.result is None
-        assert last.extra["skipped_documents"] == 1 and last.extra["last_fd_number"] == 1
-        d.cancel_receipt()
-        # The shift report stays "none of ours" until a new document: a job sent next compares
-        # with the same number. Sent again, the receipt is FD 2, found from register 0x33.
-        last = d.last_document()
-        assert last.fd_number == 0 and not last.receipt_open
-        result = d.sell(milk_receipt())
+    assert [doc["type"] for doc in emu.documents()] == ["open_shift"]
+    with AtolDriver(emu.url) as fresh:
+        last = fresh.last_document()
+        assert last.receipt_open and last.fd_number == before + 1 and last.extra["doc_type"] == 2
+        assert fresh.receipt_since(before, milk_receipt()) is None
+        fresh.cancel_receipt()
+        result = fresh.sell(milk_receipt())
         assert result.fiscal_document_number == 2
-        assert d.last_document().result == result
+    with AtolDriver(emu.url) as fresh:
+        assert same_document(fresh.receipt_since(before, milk_receipt()), result)
+        assert fresh.receipt_since(result.fiscal_document_number, milk_receipt()) is None
+
+
+def test_recovery_finds_the_receipt_behind_a_z_report_made_at_the_device(emu: Emulator) -> None:
+    # A Z report (made at the device) and the shift its 92 opened come after the number kept for
+    # the receipt, and a Z report after it: it is still found, by its sign and total.
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        before = d.last_document().fd_number
+        d.close_shift()
+        result = d.sell(milk_receipt())  # its 92 opens the shift: FD before + 2 is the shift report
+        d.close_shift()  # the receipt is not the last document any more
+    with AtolDriver(emu.url) as fresh:
+        assert same_document(fresh.receipt_since(before, milk_receipt()), result)
+
+
+def test_a_receipt_that_is_not_this_one_leaves_the_outcome_to_the_operator(emu: Emulator) -> None:
+    # A receipt after the kept number whose total (or settlement sign) is not the job's: the FN
+    # cannot say whether the job's receipt exists, and nothing is guessed.
+    with AtolDriver(emu.url) as d:
+        d.open_shift()
+        before = d.last_document().fd_number
+        d.sell(milk_receipt())
+        other = Receipt(type=SettlementType.SELL_RETURN, positions=milk_receipt().positions,
+                        payments=milk_receipt().payments)
+        with pytest.raises(OutcomeUnknown) as info:
+            d.receipt_since(before, other)
+        assert "решает оператор" in info.value.message and info.value.code == ResultCode.UNKNOWN_OUTCOME
+        cheaper = Receipt(type=SettlementType.SELL, positions=(Position(
+            name="Молоко", price=8990, quantity=Decimal(1), amount=8990, vat=VatRate.VAT22),),
+            payments=(Payment(PaymentType.CASH, 8990),))
+        with pytest.raises(OutcomeUnknown):
+            d.receipt_since(before, cheaper)
 
 
 def test_recovery_of_a_receipt_formed_after_its_92_opened_the_shift(emu: Emulator) -> None:

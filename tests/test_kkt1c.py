@@ -524,14 +524,15 @@ def test_no_paper(testapp, emulator):
 
 
 def test_paper_runs_out_after_fiscalisation(testapp, emulator):
-    """Fiscalised, but the paper copy failed: 1C must record the receipt (result_code 0)."""
+    """Fiscalised, but the paper copy failed: 1C must record the receipt (result_code 0), and is
+    told that the service prints no copy on this device (atol model.REPRINT_OWED_COPY)."""
     post(testapp, document(number="ТР00-1"), status=200)
     emulator.paper_out(before="close_receipt")
     res = post(testapp, document(number="ТР00-2"), status=200)
     data = res.json
     assert data["result_code"] == 0
     assert data["check_number"] == 2
-    assert data["result_description"] == Reasons.REPRINT
+    assert data["result_description"] == Reasons.NO_COPY
     assert len(receipts(emulator)) == 2
 
 

@@ -31,9 +31,11 @@ from kktapp.atol.emulator import Emulator
 from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.model import Mode
+from kktapp.errors import ResultCode
 from kktapp.journal import DONE, Job
 from kktapp.owner import policy as owner_mod
 from kktapp.owner import shift as owner_shift
+from kktapp.owner.policy import Reasons
 from kktapp.service import DeviceConfig, FiscalService
 
 #: Bound of every wait for the owner (a loaded 2-core CI machine; never an expectation).
@@ -257,17 +259,58 @@ def test_shift_closed_behind_the_owner_is_opened_by_the_receipt_itself(bench: Be
     assert nxt.result["shift_number"] == doc["shift_number"]
 
 
+# ---------------------------------------------------------------------- the FN cannot tell
+
+
+def test_a_receipt_in_the_fn_that_is_not_the_job_leaves_it_to_the_operator(bench: Bench,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to 4A is lost, and the receipt the FN holds after the journal's number is not
+    the job's (another total): the FN cannot say whether the job's receipt exists. The job stays
+    unknown with the reason for the operator, the queue holds, and nothing is sent again, however
+    often the owner looks."""
+    monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
+    service = bench.service()
+    assert sell(service, "warm").state == DONE
+    device = bench.emu.device
+    close = device.close_receipt
+
+    def close_as_another(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        doc = close(*args, **kwargs)
+        if doc is not None and doc["items"][0]["name"] == "Товар other":
+            doc["total"] += 100
+            bench.emu.drop_after_tasks(1)  # this 4A's answer is lost
+        return doc
+
+    device.close_receipt = close_as_another  # type: ignore[method-assign]
+    job = sell(service, "other", wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and "решает оператор" in got.reason
+
+    assert eventually(waits_for_operator, SETTLE, 0.02)
+    reads: list[str] = []
+    bench.before_command(lambda name: reads.append(name) if name == "document_open" else None)
+    assert eventually(lambda: len(reads) >= 3, SETTLE, 0.02), "the owner stopped looking at the FN"
+    job = service.get_job(job.id)
+    assert job is not None and job.state == "unknown" and job.error["code"] == ResultCode.UNKNOWN_OUTCOME, job
+    assert service.unsettled(1) and len(bench.receipts_named("Товар other")) == 1
+    assert bench.kinds() == ["open_shift", "receipt", "receipt"]
+
+
 # ---------------------------------------------------------------------- formed despite an error
 
 
-def test_cash_in_fiscalised_although_the_paper_ran_out_owes_its_copy(bench: Bench) -> None:
-    """Paper runs out while 49 prints: the FN has the document, the reply is 0x67 (the device's
-    paper model of 4A applied to 49). The job is done with the FN's data, not failed and not sent
-    again; its copy is printed once paper is back."""
+def test_cash_in_done_although_the_paper_ran_out(bench: Bench) -> None:
+    """Paper runs out while 49 prints: the cash is in the drawer, the reply is 0x67 (the device's
+    paper model of 4A applied to 49). The job is done, not failed and not sent again, and its
+    result is the cash operation's, not the FN's last document: 49 forms none
+    (model.DocType.CASH_IN), the drawer (4D) tells that it ran."""
     service = bench.service()
     assert sell(service, "warm").state == DONE
     device = bench.emu.device
     cash_in = device.cash_in
+    drawer = device.state.cash
 
     def paper_ends_while_printing(amount: int) -> NoReturn:
         cash_in(amount)
@@ -280,15 +323,52 @@ def test_cash_in_fiscalised_although_the_paper_ran_out_owes_its_copy(bench: Benc
     assert eventually(lambda: service.get_job(job.id).finished, SETTLE, 0.02)
     job = service.get_job(job.id)
     assert job.state == DONE, job
-    (doc,) = bench.docs("cash_in")
-    assert job.result["fiscal_document_number"] == doc["fd_number"] and job.result["total"] == 50000
-    assert job.result["fiscal_sign"] == str(doc["fiscal_sign"]) and job.result["printed"] is False
-    assert service.unsettled(1), "the owed copy must hold the queue"
-    device.cash_in = cash_in  # type: ignore[method-assign]
+    result = job.result
+    assert (result["fiscal_document_number"], result["fiscal_sign"], result["total"]) == (0, "", 50000)
+    assert result["printed"] is False and result["shift_number"] == bench.emu.state.shift_number
+    assert device.state.cash == drawer + 50000 and len(bench.docs("cash_in")) == 1
+    # No copy from the service (model.REPRINT_OWED_COPY): the operator is told, nothing holds.
+    assert job.reason == Reasons.NO_COPY and not service.unsettled(1)
+
+
+def test_receipt_printed_without_paper_tells_the_operator_instead_of_sending_95(bench: Bench) -> None:
+    """Paper runs out at 4A: the receipt is fiscalised, its paper is not. What 95 prints on an FN
+    device is not settled (model.REPRINT_OWED_COPY: A "the last document again", K "the deferred
+    Z reports"), so the service never sends it on its own: the job is done with the operator
+    told so, the queue does not wait for paper, and no 95 goes out when paper is back."""
+    service = bench.service()
+    assert sell(service, "warm").state == DONE
+    sent: list[str] = []
+    bench.before_command(lambda name: sent.append(name))
+    bench.emu.paper_out(before="close_receipt")
+    job = sell(service, "no-paper")
+    assert job.state == DONE, job
+    (doc,) = bench.receipts_named("Товар no-paper")
+    assert_answer_is_document(job, doc)
+    assert job.result["printed"] is False and job.reason == Reasons.NO_COPY
+    assert not service.unsettled(1), "nothing may wait for a copy the service will not print"
     bench.emu.paper_in()
-    job = finished(service, job.id)
-    assert job.result["printed"] is True and not device.state.print_pending
-    assert len(bench.docs("cash_in")) == 1
+    assert sell(service, "after-paper").state == DONE
+    assert "reprint_last" not in sent
+
+
+def test_copy_owed_in_the_journal_is_told_to_the_operator_not_printed(bench: Bench) -> None:
+    """A copy a previous run of the service left owed (journal reprint flag) on this device: the
+    owner does not send 95 for it, it tells the operator and the queue moves on."""
+    first = bench.service()
+    job = sell(first, "owed")
+    assert job.state == DONE
+    first.stop()
+    first.journal.finish(job.id, DONE, result={**job.result, "printed": False}, reprint=True,
+                         reason=Reasons.REPRINT)
+    sent: list[str] = []
+    bench.before_command(lambda name: sent.append(name))
+    service = bench.service()
+    assert eventually(lambda: not service.unsettled(1), SETTLE, 0.02)
+    job = service.get_job(job.id)
+    assert job is not None and not job.reprint and job.reason == Reasons.NO_COPY
+    assert job.result["printed"] is False and job.result["fiscal_document_number"] == 2
+    assert sell(service, "next").state == DONE and "reprint_last" not in sent
 
 
 def test_z_report_whose_read_back_fails_is_recorded_from_the_fn(bench: Bench) -> None:
@@ -324,8 +404,8 @@ def test_z_report_whose_read_back_fails_is_recorded_from_the_fn(bench: Bench) ->
 
 def test_document_without_data_is_recorded_with_what_is_certain(bench: Bench) -> None:
     """The FN's last document number grew, but the FN cannot give the document back (0xDA on
-    every read): the job is done with the number, the shift and its own amount, an empty fiscal
-    sign, and the document is never formed a second time."""
+    every read): the Z report is done with the number and the shift, an empty fiscal sign, and
+    is never made a second time. (A cash operation is no FN document: model.DocType.CASH_IN.)"""
     service = bench.service()
     assert sell(service, "warm").state == DONE
     device = bench.emu.device
@@ -334,15 +414,14 @@ def test_document_without_data_is_recorded_with_what_is_certain(bench: Bench) ->
         raise DeviceFault(ErrorCode.FN_NO_DATA)
 
     device.document = no_data  # type: ignore[method-assign]
-    job = service.submit("cash_in", {"amount": 12345}, wait=0)
+    job = service.submit("close_shift", wait=0)
     job = finished(service, job.id)
     assert job.state == DONE, job
-    (doc,) = bench.docs("cash_in")
+    (doc,) = bench.docs("close_shift")
     result = job.result
     assert result["fiscal_document_number"] == doc["fd_number"] == bench.emu.state.fd_number
-    assert result["fiscal_sign"] == "" and result["total"] == 12345
-    assert result["shift_number"] == doc["shift_number"]
-    assert len(bench.docs("cash_in")) == 1
+    assert result["fiscal_sign"] == "" and result["shift_number"] == doc["shift_number"]
+    assert len(bench.docs("close_shift")) == 1
 
 
 # ---------------------------------------------------------------------- lock file removed

@@ -8,8 +8,9 @@ Silence makes the driver ask with Req (C3). The device stops the rest of a batch
 failing task, so a receipt never closes with a position missing; after any device error the
 driver clears the buffer with Abort (C4), cancels the receipt it opened, and raises DeviceError
 naming the failing step (with the extended code of register 0x37 behind 0xEE). A lost link in
-the middle is raised as LinkError: the outcome is unknown, and the service settles it with
-:meth:`AtolDriver.last_document` (registers 0x33/0x34, A4 30, A4 45/46).
+the middle is raised as LinkError: the outcome is unknown, and the service settles it from the
+FN and the number it kept before sending: :meth:`AtolDriver.receipt_since` for a receipt,
+:meth:`AtolDriver.last_document` for a shift report (A4 30, register 0x33, A4 45/46).
 
 Positions go as EA → position tags (E8) → EB on FFD 1.05/1.2 firmware and as E6 on FFD 1.0,
 chosen from register 0x36 when connecting. Every layout comes from :mod:`.commands`; every
@@ -33,10 +34,11 @@ from ..domain import (
     Position,
     Receipt,
     TextLine,
+    format_rub,
     position_amount,
     taxation_titles,
 )
-from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent, TaxationNotRegistered
+from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent, OutcomeUnknown, TaxationNotRegistered
 from . import codec, commands, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
@@ -132,20 +134,18 @@ class Registration:
     registered_at: dt.datetime | None = None
 
 
-#: What this process knows about one FN's documents, by URL and FN serial (the owner makes a new driver
-#: per connection, so a driver instance would forget it at the reconnect that recovery follows):
-#: the FD number before a receipt whose outcome is not settled yet ...
-_PENDING_RECEIPT: dict[str, int] = {}
-#: ... the last FD number seen ...
-_SEEN_FD: dict[str, int] = {}
-#: ... and a document number to report as another: (real R, reported X) says that the documents
-#: after X up to R are none of ours (a shift that a receipt's 92 opened, a Z report made at the
-#: keyboard while our receipt was open), so R is reported as X (see last_document).
-_SKIPPED: dict[str, tuple[int, int]] = {}
-#: ... and whether its device refused register 0x33 (Z alone has it): then the FN documents tell.
+#: Devices (by URL and FN serial) that refused register 0x33 (Z alone has it): their receipts are
+#: read from the FN documents. Only which reads to send hangs on it, never what a document is:
+#: a new process asks the register once more and learns it again.
 _NO_LAST_SALE: set[str] = set()
 #: How many documents back a device without register 0x33 is searched for its last receipt.
 DOCUMENTS_BACK = 5
+#: Most documents :meth:`AtolDriver.receipt_since` reads after a receipt's "before" number. The
+#: receipt is the first or, when its 92 opened the shift ([C K]), the second; more documents were
+#: made at the device itself meanwhile, and the operator looks at them.
+DOCUMENTS_AFTER = 10
+#: FFD document types of a receipt (A4 45's docType): a receipt, a correction receipt.
+RECEIPT_DOCUMENTS = frozenset({model.DocType.RECEIPT, model.DocType.CORRECTION})
 
 
 def ffd_version(reply: dict[str, Any]) -> int:
@@ -236,14 +236,6 @@ class AtolDriver:
         # The FN serial is unique per FN; the URL keeps two devices (or two emulators) with the
         # same serial apart.
         return f"{self.url}|{self._fn}"
-
-    def _saw(self, real: int) -> None:
-        _SEEN_FD[self._key] = real
-
-    def _reported(self, real: int) -> int:
-        """The FD number recovery is told for the FN's real last number (see _SKIPPED)."""
-        skipped = _SKIPPED.get(self._key)
-        return skipped[1] if skipped and skipped[0] == real else real
 
     def close(self) -> None:
         """Close the link (idempotent)."""
@@ -748,10 +740,15 @@ class AtolDriver:
 
     def _document_result(self, fd_number: int, fn_number: str) -> tuple[int, FiscalResult]:
         doc_type, tlv = self.read_document(fd_number)
+        return doc_type, self._tlv_result(fd_number, tlv, fn_number)
+
+    @staticmethod
+    def _tlv_result(fd_number: int, tlv: dict[int, bytes], fn_number: str) -> FiscalResult:
+        """A document's FiscalResult from its TLVs (model.py: the tags and their forms)."""
         unix = codec.decode_le(tlv.get(model.TLV_DATETIME, b""))
         when = dt.datetime.fromtimestamp(unix, dt.timezone.utc).replace(tzinfo=None) if unix else None
         sign = tlv.get(model.TLV_FISCAL_SIGN, b"")
-        return doc_type, FiscalResult(
+        return FiscalResult(
             fiscal_document_number=codec.decode_le(tlv.get(model.TLV_FD_NUMBER, b"")) or fd_number,
             fiscal_sign=str(int.from_bytes(sign[-4:], "big")) if sign else "",
             receipt_number=codec.decode_le(tlv.get(model.TLV_RECEIPT_NUMBER, b"")),
@@ -771,34 +768,19 @@ class AtolDriver:
         return shift["income"], shift["outcome"]
 
     def last_document(self) -> LastDocument:
-        """What the FN's last document is, for recovery (A4 30, 3F, register 0x33, A4 10, A4 45/46).
+        """What the FN's last document is (A4 30, 3F, register 0x33, A4 10, A4 45/46): its real
+        number, its data, and whether a receipt is open.
 
-        A receipt's 92 opens a closed shift itself ([C K]), so the FD number may grow around a
-        receipt that never became a document: by that shift-open report, or by a Z report made
-        at the keyboard while it was open. When this process sent a receipt whose outcome was
-        not settled, and the last sale (register 0x33) is not newer than the number before it,
-        the receipt did not become a document, and the documents after that number are none of
-        ours: from then on the FN's last number is reported as the number before the receipt,
-        until a new document changes it (_SKIPPED). So "the number grew" never takes one of
-        them for the receipt, and a job sent next compares with the same number.
+        It knows nothing of jobs, and nothing from memory: whether a document is a given
+        receipt's is :meth:`receipt_since`'s question, asked with the number the journal kept.
         """
         sale, shift, fn, (st,) = self._read_sales(step("status"))
         self._mode = commands.split_mode(st["mode"])
-        real = fn["last_fd_number"]
-        self._saw(real)
-        before = _PENDING_RECEIPT.pop(self._key, None)
-        if before is not None and sale["fd_number"] <= before < real:
-            _SKIPPED[self._key] = (real, self._reported(before))
-            log.warning("%s: documents %d..%d followed a receipt that did not become a document; "
-                        "none of them is that receipt", self.url, before + 1, real)
-        fd = self._reported(real)
-        extra: dict[str, Any] = {"receipt_state": st["receipt_state"], "receipt_sum": st["receipt_sum"],
-                                 "last_fd_number": real}
+        fd = fn["last_fd_number"]
+        extra: dict[str, Any] = {"receipt_state": st["receipt_state"], "receipt_sum": st["receipt_sum"]}
         receipt_open = st["receipt_state"] != 0
         result = None
-        if fd != real:
-            extra["skipped_documents"] = real - fd
-        elif fd and sale["fd_number"] == fd:
+        if fd and sale["fd_number"] == fd:
             result = self._sale_result(sale, shift, fn)
             extra["doc_type"] = model.DocType.RECEIPT
             extra["receipt_type"] = sale["receipt_type"]
@@ -813,6 +795,57 @@ class AtolDriver:
                 extra["doc_type"] = doc_type
         return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
 
+    def receipt_since(self, before: int, receipt: Receipt) -> FiscalResult | None:
+        """The FN's document of ``receipt`` formed after FD ``before``; None when the FN has no
+        receipt after that number, so the receipt certainly was not fiscalised.
+
+        Durable facts only: ``before`` is the number the journal kept before the receipt was
+        sent, the rest is read from the FN now, so a new process decides as the one that sent it.
+        Every document after ``before`` is read (A4 45/46, [C Z,K]): a shift-open report that 92
+        formed ([C K]) or a Z report made at the device is no receipt; a receipt is this one only
+        when its type is a receipt's and its settlement sign (1054) and total (1020) are this
+        receipt's. Should the FN not give a document back, register 0x33 (the last sale, [S Z])
+        may still say it: its number, total and [U] 92 receipt type.
+
+        Raises OutcomeUnknown when the FN cannot tell: a receipt after ``before`` that is not
+        this one, a document it does not give back, more than DOCUMENTS_AFTER documents. The
+        operator decides those; the receipt is never sent again on a guess.
+        """
+        sale, shift, fn, _ = self._read_sales()
+        real = fn["last_fd_number"]
+        if real <= before:
+            return None
+        what = f"чек на {format_rub(receipt.total)} ₽"
+        if real - before > DOCUMENTS_AFTER:
+            raise OutcomeUnknown(
+                f"{what}: после ФД {before} в ФН уже {real - before} документов (сервис просматривает не больше "
+                f"{DOCUMENTS_AFTER}); пробит ли этот чек, решает оператор по документам ФН, сервис его не повторяет")
+        receipt_type = commands.RECEIPT_TYPES[receipt.type]
+        sign = commands.TAG1054_BY_RECEIPT_TYPE[receipt_type]
+        unsure: list[int] = []
+        for number in range(before + 1, real + 1):
+            try:
+                doc_type, tlv = self.read_document(number)
+            except DeviceError as exc:
+                if exc.code != ErrorCode.FN_NO_DATA:
+                    raise
+                if (sale["fd_number"], sale["total"], sale["receipt_type"]) == (number, receipt.total, receipt_type):
+                    return self._sale_result(sale, shift, fn)
+                unsure.append(number)
+                continue
+            if doc_type not in RECEIPT_DOCUMENTS:
+                continue
+            found = self._tlv_result(number, tlv, fn["fn_serial"])
+            if codec.decode_le(tlv.get(model.TLV_SIGN, b"")) == sign and found.total == receipt.total:
+                return found
+            unsure.append(number)
+        if unsure:
+            raise OutcomeUnknown(
+                f"{what}: после ФД {before} в ФН есть чек или документ без данных (ФД "
+                f"{', '.join(map(str, unsure))}), но ни один не совпадает с этим чеком по признаку расчёта и "
+                "сумме; пробит ли этот чек, решает оператор по документам ФН, сервис его не повторяет")
+        return None
+
     # ------------------------------------------------------------------ shift and cash
 
     def _fiscal(self, mode: int, steps: list[Step], *, report: bool = False) -> FiscalResult:
@@ -823,7 +856,6 @@ class AtolDriver:
             fn = self.command("fn_status")
         else:
             fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
-        self._saw(fn["last_fd_number"])
         return self._document_result(fn["last_fd_number"], fn["fn_serial"])[1]
 
     def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
@@ -861,11 +893,63 @@ class AtolDriver:
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (49); opens a closed shift itself ([C K])."""
-        return self._fiscal(Mode.REGISTRATION, [step("cash_in", amount=amount)])
+        return self._cash("cash_in", amount)
 
     def cash_out(self, amount: int) -> FiscalResult:
         """Выплата (4F); opens a closed shift itself ([C K])."""
-        return self._fiscal(Mode.REGISTRATION, [step("cash_out", amount=amount)])
+        return self._cash("cash_out", amount)
+
+    def _cash(self, command: str, amount: int) -> FiscalResult:
+        """49 or 4F, then 3F (the device's clock) and A4 10 (the shift) in the same batch.
+
+        The FN's last document is never read for it: 49/4F form no FN document
+        (model.DocType.CASH_IN), so that document would be an earlier receipt or shift report.
+        """
+        st, shift = self._in_mode(Mode.REGISTRATION, [
+            step(command, amount=amount), step("status"), step("fn_shift"),
+        ])[1:]
+        return self._cash_result(amount, st, shift)
+
+    #: Jobs whose document the FN does not number (model.DocType.CASH_IN): the owner settles a
+    #: lost answer of these by :meth:`document_counter` and :meth:`counted_result`, not by A4 30.
+    counted_kinds = frozenset({"cash_in", "cash_out"})
+
+    def document_counter(self) -> int:
+        """The cash in the drawer, kopecks (4D, model.CASH_DRAWER_SUM_BYTES): a cash job's
+        "before", which the owner writes to the journal before 49/4F goes out."""
+        return int(self.command("cash_in_drawer")["amount"])
+
+    def counted_result(self, before: int, amount: int, *, kind: str) -> FiscalResult | None:
+        """Whether the cash job ``kind`` of ``amount`` ran since the drawer held ``before``: its
+        result when the drawer moved by exactly the amount (49 adds, 4F takes), None when it did
+        not move (certainly not done). The owner sent nothing else meanwhile (its queue held).
+
+        Raises OutcomeUnknown when it moved otherwise (something at the device changed the cash
+        too, or a Z report cleared it): then nobody can say from the device, and the operator
+        decides; the operation is never sent again on a guess.
+        """
+        drawer, st, shift = self.execute([step("cash_in_drawer"), step("status"), step("fn_shift")])
+        self._mode = commands.split_mode(st["mode"])
+        now = int(drawer["amount"])
+        expected = before + amount if kind == "cash_in" else before - amount
+        if now == before:
+            return None
+        if now == expected:
+            return self._cash_result(amount, st, shift)
+        what = "внесение" if kind == "cash_in" else "выплата"
+        raise OutcomeUnknown(
+            f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: наличных в ККТ было "
+            f"{format_rub(before)} ₽, после неё было бы {format_rub(expected)} ₽, а сейчас {format_rub(now)} ₽ "
+            "(наличные меняли и другие операции). Сервис её не повторяет: сверьте наличные и документы ККТ "
+            "и решите сами")
+
+    def _cash_result(self, amount: int, st: dict[str, Any], shift: dict[str, Any]) -> FiscalResult:
+        """A cash operation's result: no FN document (FD 0, no fiscal sign), its amount, the
+        shift it fell into (A4 10) and the device's clock (3F)."""
+        return FiscalResult(
+            fiscal_document_number=0, fiscal_sign="", receipt_number=0, shift_number=shift["shift_number"],
+            datetime=st["datetime"] or dt.datetime.now().replace(microsecond=0), total=amount, fn_number=self._fn,
+        )
 
     # ------------------------------------------------------------------ receipts
 
@@ -993,14 +1077,11 @@ class AtolDriver:
         self._check_taxation(receipt)
         prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
-        if not receipt.test_mode and self._key in _SEEN_FD:
-            _PENDING_RECEIPT[self._key] = _SEEN_FD[self._key]
         suffix = len(self._sale_steps())
         try:
             replies = self._run(steps)
         except BatchFailed as exc:
             self._mode = None
-            self._note_before(receipt, prefix[0])
             if exc.failed is not steps[-1] or exc.failed.command.name != "last_sale":
                 return self._after_failed_receipt(receipt, exc, prefix, body)
             # Everything else went through: only register 0x33 is missing on this device.
@@ -1008,13 +1089,10 @@ class AtolDriver:
             replies = [self._decode_reply(x) if x.ok else {} for x in steps[:-1]]
         except LinkError:
             self._mode = None
-            self._note_before(receipt, prefix[0])
             raise
         self._mode = (Mode.REGISTRATION, 0)
-        _PENDING_RECEIPT.pop(self._key, None)
         before = replies[0]["last_fd_number"]
         sale, shift, fn = self._sale_replies(replies[len(steps) - suffix:], before)
-        self._saw(fn["last_fd_number"])
         if receipt.test_mode:
             return FiscalResult(
                 fiscal_document_number=0, fiscal_sign="", receipt_number=0, shift_number=0,
@@ -1056,14 +1134,6 @@ class AtolDriver:
         if registered and not registered & bit:
             raise TaxationNotRegistered(TAXATION_TITLES[receipt.taxation], taxation_titles(registered))
 
-    def _note_before(self, receipt: Receipt, last_fd: Step) -> None:
-        """The FD number before a receipt whose outcome is not settled, for last_document."""
-        if receipt.test_mode:
-            return
-        if last_fd.ok:
-            assert last_fd.answer is not None
-            _PENDING_RECEIPT[self._key] = last_fd.command.decode_reply(last_fd.answer.reply)["last_fd_number"]
-
     def _after_failed_receipt(self, receipt: Receipt, exc: BatchFailed, prefix: list[Step],
                               body: list[Step]) -> FiscalResult:
         """A task of the receipt failed: was the document formed anyway? If not, clean up.
@@ -1080,7 +1150,6 @@ class AtolDriver:
             # The document was fiscalised and then something (paper) failed: it counts.
             log.warning("receipt fiscalised as FD %d but %s: %s", sale["fd_number"], exc.failed.name,
                         exc.error.message)
-            _PENDING_RECEIPT.pop(self._key, None)
             return self._sale_result(sale, shift, fn, printed=False)
         if st["receipt_state"]:
             try:
@@ -1097,8 +1166,13 @@ class AtolDriver:
             return
         self.execute([*self._text_steps(lines, "печать текста"), step("cut")])
 
+    #: Whether the owner may print a copy owed after paper ran out by itself (reprint_last, 95):
+    #: no, what 95 prints is not settled (model.REPRINT_OWED_COPY); the operator is told instead.
+    prints_owed_copy = model.REPRINT_OWED_COPY
+
     def reprint_last(self) -> None:
-        """Print the last document again (95)."""
+        """95, sent only when an operator asks for it: A names it "print the last document
+        again", K "print the deferred Z reports" on FN models ([U] model.REPRINT_OWED_COPY)."""
         self.execute([step("reprint_last")])
 
     def open_drawer(self) -> None:

@@ -416,6 +416,13 @@ TLV_RECEIPT_NUMBER = 1042
 TLV_SIGN = 1054
 TLV_TOTAL = 1020
 TLV_FISCAL_SIGN = 1077
+#: Recovery of a receipt whose answer was lost (AtolDriver.receipt_since) reads every document
+#: after the FD number the journal kept before sending: a receipt is the job's when its A4 45
+#: docType is a receipt's (3, or 31 for a correction: FFD), and its 1054 and 1020 are the job's
+#: settlement sign and total ([C] FFD receipt tags, fiscal-rules.md §2-3; their encodings above
+#: are [U]). A 92 that opened the shift formed a shift-open report first ([C K]): never taken
+#: for the receipt. Register 0x33 ([S Z]) stands in only for a document the FN does not give
+#: back. Settle the [U] parts with an A4 45/46 capture of a receipt on a real device.
 
 
 class DocType(enum.IntEnum):
@@ -428,13 +435,27 @@ class DocType(enum.IntEnum):
     CLOSE_ARCHIVE = 6
     CALCULATION_STATE = 21
     CORRECTION = 31
-    #: [U] In this model cash in and cash out are numbered FN documents (the emulator logs
-    #: them as documents). Real FNs do not register them; settle with a real device.
+    #: [C] Cash in (49) and cash out (4F) form NO FN document on a real device: the FN's
+    #: document types (the FFD list above; javapos FSDocType and pyshtrih, cited in
+    #: kktapp/shtrih/model.py DOC_CASH) have none for them, and no ATOL host reads a document
+    #: number after them (K processPayout sends 4F and reads nothing back; C addMoneyInOut waits
+    #: for 49/4F's own result only). These two codes are this project's, for the emulator,
+    #: which still logs 49/4F as numbered documents: the driver never reports an FN document as
+    #: a cash operation's result, and recovery decides a lost one by the cash in the drawer
+    #: (CASH_DRAWER_SUM_BYTES), never by the FD number.
     CASH_IN = 101
     CASH_OUT = 102
 
 
-#: [U] 4D (cash in drawer) answers ``4D sum(7 BCD)``; errors as ``55 err ext``.
+#: [C A,K] The device keeps the cash in its drawer: A reads it with 4D (``4D sum``, BCD up to
+#: the end of the reply; ``55 err`` on an error), K with register 0x0A (7 bytes BCD, kopecks; K's
+#: payout checks its amount against it first). [U] 4D's width: 7 BCD bytes like 0x0A's. [S K] A
+#: Z report may clear it (K's table setting "обнулять сумму в кассе при закрытии смены").
+#: No source has counters or sums of cash in/out operations (K reads 0x03/0x06, payments of
+#: receipts, only), so the drawer is what tells a lost 49/4F: the owner writes it to the journal
+#: before sending, and recovery finds it moved by exactly the amount (done), not at all (not
+#: done), or otherwise (unknown, for the operator; AtolDriver.counted_result). [U] that 49 adds
+#: and 4F takes exactly its amount: settle with 4D before and after each on a real device.
 CASH_DRAWER_SUM_BYTES = 7
 
 #: [S Z] A5 (device type) answers ``err(1) proto type model mode(2) major minor build(3 BCD)
@@ -444,6 +465,18 @@ CASH_DRAWER_SUM_BYTES = 7
 
 #: [U] Admin service commands and the mode they need: 6B technological reset in select mode,
 #: 71 table initialisation and 77 general clearing in mode 3, all with the shift closed.
+
+#: [U] 95, in conflict: A (atol4j, written to the vendor's protocol manual 3.1 of 2019) names it
+#: "повторная печать последнего документа", answered 0xAA when the last document did not close
+#: properly; K names 95 "распечатать отложенные Z-отчёты" on its FN models (AtolOnlineFRConstants.h,
+#: next to 97 "очистить буфер Z-отчётов"; 0xB5 on older models); C has no copy command at all.
+#: So what 95 prints on a current FN device is not settled, and a receipt cut short by paper-out
+#: may be the very document A says it refuses (a refusal would hold the queue for ever). The
+#: driver sends 95 only when an operator asks for it (AtolDriver.reprint_last); a copy owed after
+#: paper ran out is never printed by the service on its own, the operator is told instead
+#: (AtolDriver.prints_owed_copy). Settle with the manual's page on 95h, or captures of 95 after a
+#: receipt, after a receipt cut short by paper-out, and with Z reports in the device's buffer.
+REPRINT_OWED_COPY = False
 
 # --------------------------------------------------------------------------- timeouts
 
@@ -458,7 +491,7 @@ TIMEOUTS = {
     0x9A: 20.0,  # open shift: an FN document
     0x49: 20.0, 0x4F: 20.0,  # cash in / out: printed document, may open the shift first
     0x67: 30.0,  # X report printing
-    0x95: 20.0,  # reprint
+    0x95: 20.0,  # reprint (REPRINT_OWED_COPY)
     0x6B: 20.0, 0x71: 20.0, 0x77: 20.0,  # service commands
     0x91: 10.0,
 }

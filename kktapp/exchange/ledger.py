@@ -66,7 +66,10 @@ def _result(row: sqlite3.Row) -> dict | None:
     if row["state"] != DONE or not row["result"]:
         return None
     res = json.loads(row["result"])
-    if res.get("test_mode") or not res.get("fiscal_document_number") or "shift_number" not in res:
+    # A receipt without an FD number formed nothing (test mode); a cash in/out has none at all:
+    # 49/4F form no FN document (kktapp.atol.model.DocType.CASH_IN).
+    if res.get("test_mode") or "shift_number" not in res or (
+            row["kind"] == RECEIPT and not res.get("fiscal_document_number")):
         return None
     return res
 
@@ -203,10 +206,14 @@ class Ledger:
             (device, DONE, *DOC_KINDS, shift, fn),
         ).fetchall()
         found = []
-        for row in rows:
+        fd = 0
+        for row in sorted(rows, key=lambda r: r["seq"]):
             res = _result(row)
             if res is not None:
-                found.append((int(res["fiscal_document_number"]), row, FiscalResult.from_dict(res)))
+                # In FN order; a cash operation without an FD number goes after the document the
+                # owner formed before it (one device's jobs run in journal order).
+                fd = int(res["fiscal_document_number"]) or fd
+                found.append((fd, row, FiscalResult.from_dict(res)))
         for _, row, res in sorted(found, key=lambda x: (x[0], x[1]["seq"])):
             payload = json.loads(row["payload"])
             when = res.datetime.replace(tzinfo=None)

@@ -25,6 +25,12 @@ def prints(job: Job) -> bool:
     return True
 
 
+def prints_owed_copy(driver: object) -> bool:
+    """Whether the owner prints a copy owed after paper ran out by itself (``reprint_last``), or
+    the driver's command for it is not to be trusted unattended (ATOL: model.REPRINT_OWED_COPY)."""
+    return bool(getattr(driver, "prints_owed_copy", True))
+
+
 class Outcomes:
     """Writes what became of a job; every final or held state goes through here.
 
@@ -34,6 +40,16 @@ class Outcomes:
 
     def __init__(self, seat: Seat) -> None:
         self.seat = seat
+
+    def copy_owed(self, job: Job, printed: bool) -> tuple[bool, str]:
+        """(copy owed, reason) of a document formed with its paper ``printed`` or not: the owner
+        prints the copy later (the queue holds until it has), or, with a driver whose copy
+        command is not trusted, the operator is told and nothing holds."""
+        if printed or not prints(job):
+            return False, ""
+        if prints_owed_copy(self.seat.driver):
+            return True, Reasons.REPRINT
+        return False, Reasons.NO_COPY
 
     def shift_closed(self, result: FiscalResult) -> None:
         """Every Z report, whatever triggered it, goes to the service's observers (the 1C exchange).
@@ -48,11 +64,10 @@ class Outcomes:
         wake-up at the latest with the next document's ``sending``, see :meth:`Seat.finish`)."""
         number = self.seat.number
         if isinstance(result, FiscalResult):
-            owed = not result.printed and prints(job)
+            owed, reason = self.copy_owed(job, result.printed)
             if job.kind == "close_shift":
                 self.shift_closed(result)
-            self.seat.finish(Finish(job, DONE, result=result.to_dict(), reprint=owed,
-                                    reason=Reasons.REPRINT if owed else ""))
+            self.seat.finish(Finish(job, DONE, result=result.to_dict(), reprint=owed, reason=reason))
             self.seat.settled = not owed
             log.info(
                 "ККТ %d: %s %s: ФД %d, ФП %s, смена %d",
@@ -67,12 +82,11 @@ class Outcomes:
     def record_fiscalised(self, job: Job, result: FiscalResult, owed: bool) -> None:
         """Recovery found the job's document in the FN: done with the FN's data."""
         result = dataclasses.replace(result, printed=not owed)
+        owed, reason = self.copy_owed(job, result.printed)
         self.seat.write_unwritten()
         if job.kind == "close_shift":
             self.shift_closed(result)
-        self.seat.journal.finish(
-            job, DONE, result=result.to_dict(), reprint=owed, reason=Reasons.REPRINT if owed else ""
-        )
+        self.seat.journal.finish(job, DONE, result=result.to_dict(), reprint=owed, reason=reason)
         self.seat.notify(job.id, job)
 
     def fail(self, job: Job, exc: KKTError) -> None:

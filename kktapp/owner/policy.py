@@ -29,6 +29,10 @@ RECONNECT_MIN = 0.2
 RECONNECT_MAX = 3.0
 #: Seconds between checks while the queue holds for paper or a failing recovery step.
 HOLD_RETRY = 1.0
+#: Seconds between looks at the device while a job's outcome waits for the operator (the device
+#: could not tell whether its document exists): the look is cheap, but nothing is expected to
+#: change by itself.
+UNDECIDED_RECHECK = 60.0
 #: Quiet seconds after a job before the status snapshot gets the job's document (from the
 #: owner's memory, no device read): a client sending receipt after receipt should not wait for
 #: a snapshot write between them.
@@ -107,6 +111,11 @@ class Reasons:
     REPRINT = (
         "чек пробит, но не напечатан (нет бумаги или ошибка принтера): "
         "копия будет напечатана, когда принтер будет готов"
+    )
+    NO_COPY = (
+        "документ оформлен в ККТ, но не напечатан (нет бумаги или ошибка принтера). Копию сервис сам не "
+        "печатает: команда повтора печати для этой ККТ не подтверждена и может напечатать не тот документ. "
+        "Данные документа — в ответе; если нужна бумажная копия, напечатайте её на ККТ вручную"
     )
     LINK_DOWN = "нет связи с ККТ: документ в очереди и будет отправлен, когда связь восстановится"
     HELD = "очередь ККТ ждёт выяснения результата предыдущего документа"

@@ -5,9 +5,14 @@ Exactly-once rests on three rules:
 1. Before a fiscal document goes out, the FN's last document number is stored with the job
    (``fd_before``, state ``sending``) durably (:meth:`Recovery.fd_before` gives it).
 2. If the answer is lost (link error, crash, power cut), the job becomes ``unknown`` and the
-   device's queue holds. After reconnecting, a larger last document number means the document
+   device's queue holds. After reconnecting, the job's own document after that number means it
    was fiscalised: it is recorded as done with the device's own data (and reprinted if its paper
-   copy is owed). Otherwise an open receipt is cancelled and the job runs again.
+   copy is owed). A receipt's document is found by the driver's ``receipt_since`` where it has
+   one (its type, sign and total must be the receipt's: a shift report that the receipt's own
+   open formed is not it), otherwise any larger last number counts. With no document an open
+   receipt is cancelled and the job runs again. Nothing here comes from memory: a new process
+   decides as the one that sent the job. When the device cannot tell (OutcomeUnknown), the job
+   stays ``unknown`` with the device's explanation for the operator and is never sent again.
 3. ``failed`` is recorded only when the device certainly did not fiscalise the document.
 
 A device error answer is settled the same way (:meth:`Recovery.after_device_error`): the FN is
@@ -22,10 +27,10 @@ import logging
 
 from ..device import LastDocument
 from ..domain import FiscalResult, format_rub
-from ..errors import DeviceError, GaveUp, LinkError
+from ..errors import DeviceError, GaveUp, LinkError, OutcomeUnknown
 from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
 from . import policy
-from .outcome import Outcomes, prints
+from .outcome import Outcomes, prints, prints_owed_copy
 from .policy import (
     FISCAL_KINDS,
     PRINTER_CODES,
@@ -53,8 +58,9 @@ class Recovery:
         self.status = status
 
     def counted(self, job: Job) -> bool:
-        """True for a job whose document the FN may not number (Shtrih-M cash in/out): its
-        "before" is the driver's own document counter, and only that counter settles it."""
+        """True for a job whose document the FN may not number (cash in/out: Shtrih-M's and
+        ATOL's): its "before" is the driver's own counter (Shtrih-M its document number, ATOL
+        the cash in the drawer), and only that counter settles it."""
         return job.kind in getattr(self.seat.driver, "counted_kinds", ())
 
     def before(self, job: Job) -> int:
@@ -65,9 +71,29 @@ class Recovery:
         return self.fd_before()
 
     def formed_since(self, job: Job, before: int) -> FiscalResult | None:
-        """The result of the counted job's document formed since ``before``; None when none was."""
+        """The result of the counted job's document formed since ``before``; None when none was.
+        OutcomeUnknown when the counter cannot tell (the driver says why)."""
         amount = int(job.payload.get("params", {}).get("amount", 0))
-        return self.seat.device().counted_result(before, amount)  # type: ignore[attr-defined]
+        return self.seat.device().counted_result(before, amount, kind=job.kind)  # type: ignore[attr-defined]
+
+    def formed(self, job: Job, before: int, last: LastDocument) -> FiscalResult | None:
+        """The job's document formed after FD ``before`` as the FN tells it (``last`` is its last
+        document); None when there is none. A receipt is looked for by the driver's
+        ``receipt_since`` where it has one; OutcomeUnknown when the device cannot tell."""
+        if last.fd_number <= before:
+            return None
+        find = getattr(self.seat.driver, "receipt_since", None)
+        if job.kind == RECEIPT and find is not None:
+            return find(before, receipt_from_json(job.payload["receipt"]))
+        return self.result_from_device(job, last)
+
+    def undecided(self, job: Job, exc: OutcomeUnknown) -> None:
+        """The device cannot tell whether the job's document exists: the job stays unknown with
+        the reason for the operator, and the queue holds; it is never sent again on a guess."""
+        if job.reason != exc.message:
+            self.outcomes.mark_unknown(job, exc.message, exc)
+            log.error("ККТ %d: %s %s: результат нельзя установить по ККТ, нужно решение оператора",
+                      self.seat.number, kind_name(job.kind), job.key or job.id)
 
     def fd_before(self) -> int:
         """The FN's last document number before the job's document: remembered, else read.
@@ -129,15 +155,15 @@ class Recovery:
                 last = None
             else:
                 last = driver.last_document()
-            if last is not None and last.fd_number > job.fd_before:
-                result = self.result_from_device(job, last)
-                status = driver.status()
-                owed = prints(job) and (not result.printed or not status.paper_present or status.printer_error)
-                log.info("ККТ %d: %s %s был пробит до сбоя (ФД %d)",
-                         seat.number, kind_name(job.kind), job.key or job.id,
-                         last.fd_number)
-                self.outcomes.record_fiscalised(job, result, owed)
-                return
+                result = self.formed(job, job.fd_before, last)
+                if result is not None:
+                    status = driver.status()
+                    owed = prints(job) and (not result.printed or not status.paper_present or status.printer_error)
+                    log.info("ККТ %d: %s %s был пробит до сбоя (ФД %d)",
+                             seat.number, kind_name(job.kind), job.key or job.id,
+                             result.fiscal_document_number)
+                    self.outcomes.record_fiscalised(job, result, owed)
+                    return
             if last is not None and last.receipt_open:
                 driver.cancel_receipt()
         except DeviceError as exc:
@@ -145,6 +171,10 @@ class Recovery:
             seat.journal.set_reason(job, f"{Reasons.CHECK_FAILED} ({exc.message})")
             seat.notify(job.id, job)
             seat.sleep(policy.HOLD_RETRY)
+            return
+        except OutcomeUnknown as exc:
+            self.undecided(job, exc)
+            seat.sleep(policy.UNDECIDED_RECHECK)
             return
         if job.attempts >= policy.MAX_SEND_ATTEMPTS:
             # Certainly not fiscalised, and every send ended the same way: stop retrying it.
@@ -159,14 +189,14 @@ class Recovery:
         seat.journal.requeue(job)
         seat.notify(job.id, job)
 
-    def _settle_counted(self, job: Job, before: int) -> bool:
-        """Record a counted job whose document exists; True when it did (DeviceError passes up)."""
+    def _settle_counted(self, job: Job, before: int, *, owed: bool = False) -> bool:
+        """Record a counted job whose document exists; True when it did (DeviceError and
+        OutcomeUnknown pass up). ``owed``: the device said its paper copy failed."""
         result = self.formed_since(job, before)
         if result is None:
             return False
-        log.info("ККТ %d: %s %s был пробит до сбоя (документ %d)", self.seat.number, kind_name(job.kind),
-                 job.key or job.id, result.receipt_number)
-        self.outcomes.record_fiscalised(job, result, False)
+        log.info("ККТ %d: %s %s был выполнен до сбоя", self.seat.number, kind_name(job.kind), job.key or job.id)
+        self.outcomes.record_fiscalised(job, result, owed)
         return True
 
     def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
@@ -201,23 +231,26 @@ class Recovery:
         try:
             if self.counted(job):
                 # One command, no receipt to cancel: done exactly when the counter moved.
-                if self._settle_counted(job, fd_before):
+                if self._settle_counted(job, fd_before, owed=exc.code in PRINTER_CODES and prints(job)):
                     return False
                 last = None
             else:
                 last = driver.last_document()
-            if last is not None and last.fd_number > fd_before:
-                # Fiscalised although the device complained (paper ran out while printing).
-                result = self.result_from_device(job, last)
-                owed = exc.code in PRINTER_CODES and prints(job)
-                self.outcomes.record_fiscalised(job, result, owed)
-                return False
+                result = self.formed(job, fd_before, last)
+                if result is not None:
+                    # Fiscalised although the device complained (paper ran out while printing).
+                    owed = exc.code in PRINTER_CODES and prints(job)
+                    self.outcomes.record_fiscalised(job, result, owed)
+                    return False
             if last is not None and last.receipt_open:
                 driver.cancel_receipt()
                 cancelled = True
         except LinkError as link:
             self.outcomes.mark_unknown(job, Reasons.INTERRUPTED, link)
             raise
+        except OutcomeUnknown as unknown:
+            self.undecided(job, unknown)
+            return False
         if retry_allowed and exc.code in SHIFT_EXPIRED_CODES and job.kind in SHIFT_KINDS:
             # The device's clock says the shift is over 24 h although the owner thought it open
             # (the clocks differ, or the device clock was moved): Z report now, the next attempt
@@ -247,9 +280,18 @@ class Recovery:
         return False
 
     def _reprint(self, job: Job) -> None:
-        """Print the owed copy once the printer is ready; until then the queue holds."""
+        """Print the owed copy once the printer is ready; until then the queue holds. A driver
+        whose copy command is not trusted (a copy owed since before this service knew that):
+        the operator is told instead, and the queue moves on."""
         seat = self.seat
         driver = seat.device()
+        if not prints_owed_copy(driver):
+            result = dict(job.result or {}, printed=False)
+            seat.journal.finish(job, DONE, result=result, reprint=False, reason=Reasons.NO_COPY)
+            log.warning("ККТ %d: копия документа %s не будет напечатана сервисом: %s", seat.number,
+                        job.key or job.id, Reasons.NO_COPY)
+            seat.notify(job.id, job)
+            return
         status = driver.status()
         if status.paper_present and not status.printer_error:
             try:

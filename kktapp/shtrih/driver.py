@@ -437,11 +437,12 @@ class ShtrihDriver:
         too; a job's "before" for :meth:`counted_result`."""
         return self.command("full_status")["document_number"]
 
-    def counted_result(self, before: int, amount: int) -> FiscalResult | None:
+    def counted_result(self, before: int, amount: int, *, kind: str = "") -> FiscalResult | None:
         """The result of the cash document formed since ``before`` (:meth:`document_counter`),
         None when none was. The caller held the link since ``before`` and sent only that job,
         so a moved number is its document [S: 0x50 answers that number]; an FN that holds a
-        cash document as its last one (the emulator's core) gives its FD."""
+        cash document as its last one (the emulator's core) gives its FD. ``kind`` (cash in or
+        out) is not needed here: 0x11's number moves for either."""
         number = self.document_counter()
         if (number - before) % 0x10000 == 0:
             return None
