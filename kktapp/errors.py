@@ -32,6 +32,8 @@ class ResultCode:
     QUEUE_FULL = 1015
     #: The operator cancelled the receipt while it was still queued.
     CANCELLED = 1016
+    #: The operator checked the FN (or the OFD) and found an unknown document not fiscalised.
+    SETTLED_NOT_FISCALISED = 1017
     INTERNAL = 1099
 
 
@@ -247,6 +249,24 @@ class NotCancellable(Conflict):
     """Only a queued receipt can be cancelled; the message says why this one cannot."""
 
     message = "чек нельзя отменить"
+
+
+class SettledNotFiscalised(KKTError):
+    """An operator settled an unknown document as not fiscalised; its key is free again.
+
+    Not the cancel code (1016): a cancelled document answers a repeat with the cancellation,
+    while this one was meant to be fiscalised, so a repeat is a new attempt.
+    """
+
+    code = ResultCode.SETTLED_NOT_FISCALISED
+    http_status = 409
+    message = "снят оператором: документ не пробит"
+
+
+class NotSettleable(Conflict):
+    """Only a job whose outcome is unknown can be settled by hand; the message says why not."""
+
+    message = "результат задания нельзя установить вручную"
 
 
 class DeviceError(KKTError):

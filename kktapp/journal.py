@@ -339,6 +339,12 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+#: SQL condition of a row the owner may still change: not finished (see :meth:`Journal.settle_by_hand`).
+_UNFINISHED = "state NOT IN ('done', 'failed')"
+#: ... or a done row owing its paper copy, which only its owner changes.
+_UNFINISHED_OR_OWED = f"({_UNFINISHED} OR reprint=1)"
+
+
 @dataclass(frozen=True)
 class Finish:
     """A job's final state (done or failed) with its result or error, as :meth:`Journal.finish`
@@ -350,6 +356,9 @@ class Finish:
     error: dict | None = None
     reason: str = ""
     reprint: bool = False
+    #: Recovery's verdict on an unknown job: written only while the row is not finished, since an
+    #: operator may have settled it by hand while the owner read the FN (only one result lands).
+    unsettled_only: bool = False
 
     def __post_init__(self) -> None:
         if self.state not in FINISHED:
@@ -358,7 +367,8 @@ class Finish:
     def statement(self, now: float) -> tuple[str, tuple]:
         """The UPDATE that writes it (SQL and arguments)."""
         return (
-            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?",
+            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=?, updated_at=? WHERE id=?"
+            + (f" AND {_UNFINISHED}" if self.unsettled_only else ""),
             (
                 self.state,
                 _dumps(self.result) if self.result is not None else None,
@@ -429,6 +439,15 @@ class Job:
             "created_at": self.created_at.isoformat(timespec="seconds"),
             "updated_at": self.updated_at.isoformat(timespec="seconds"),
         }
+
+
+def document_total(job: Job) -> int:
+    """The money of a job's document in kopecks: a receipt's total, a cash in/out's amount, else 0."""
+    if job.kind == RECEIPT:
+        return receipt_from_json(job.payload["receipt"]).total
+    if job.kind in ("cash_in", "cash_out"):
+        return int(job.payload.get("params", {}).get("amount", 0))
+    return 0
 
 
 class Journal:
@@ -662,13 +681,17 @@ class Journal:
                 " WHERE id=? AND state NOT IN (?, ?)", (SENDING, fd_before, now, _ident(job), DONE, FAILED))
 
         def change(conn: sqlite3.Connection) -> int:
-            if finished is not None:
-                conn.execute(*finished.statement(now))
+            if finished is not None and conn.execute(*finished.statement(now)).rowcount != 1:
+                lost.append(finished)
             return conn.execute(*mark).rowcount
 
+        lost: list[Finish] = []
         sent = self._durably(change) == 1
         if finished is not None:
-            finished.mirror(now)
+            if lost:
+                self._lost(finished.job)
+            else:
+                finished.mirror(now)
         if sent and not isinstance(job, str):
             _mirror(job, now, state=SENDING, fd_before=fd_before, attempts=job.attempts + 1, reason="", error=None)
         return sent
@@ -682,6 +705,7 @@ class Journal:
         error: dict | None = None,
         reason: str = "",
         reprint: bool = False,
+        unsettled_only: bool = False,
     ) -> None:
         """Record the final state (done or failed) with its result or error.
 
@@ -690,13 +714,26 @@ class Journal:
         be on disk before the owner forms its next document (a shift report needs no journal
         write first): a row lost in ``sending`` would otherwise be settled with that document.
         """
-        self.write_finish(Finish(job, state, result=result, error=error, reason=reason, reprint=reprint))
+        self.write_finish(Finish(job, state, result=result, error=error, reason=reason, reprint=reprint,
+                                 unsettled_only=unsettled_only))
 
     def write_finish(self, finished: Finish) -> None:
         """:meth:`finish` for a final row built beforehand (see :meth:`mark_sending`)."""
         now = self.clock()
-        self._durably(lambda conn: conn.execute(*finished.statement(now)).rowcount)
-        finished.mirror(now)
+        if self._durably(lambda conn: conn.execute(*finished.statement(now)).rowcount) == 1:
+            finished.mirror(now)
+        else:
+            self._lost(finished.job)
+
+    def _lost(self, job: Job | str) -> None:
+        """The owner's change did not land: the row was finished meanwhile (an operator settled
+        it by hand). The caller's Job gets the row as it is, so its waiters hear the real answer."""
+        row = self.get(_ident(job))
+        log.warning("журнал: задание %s уже завершено (%s), результат владельца ККТ не записан",
+                    _ident(job), row.state if row else "удалено")
+        if row is not None and not isinstance(job, str):
+            for name in ("state", "result", "error", "reason", "reprint", "updated_at"):
+                setattr(job, name, getattr(row, name))
 
     def mark_unknown(self, job: Job | str, reason: str, error: dict | None = None) -> None:
         """The outcome is unknown until the device owner settles it; the queue holds.
@@ -705,11 +742,13 @@ class Journal:
         itself would also settle the row left in ``sending``).
         """
         now = self.clock()
-        self._write(
-            "UPDATE jobs SET state=?, reason=?, error=?, updated_at=? WHERE id=?",
+        if self._write(
+            f"UPDATE jobs SET state=?, reason=?, error=?, updated_at=? WHERE id=? AND {_UNFINISHED}",
             (UNKNOWN, reason, _dumps(error) if error is not None else None, now, _ident(job)),
-        )
-        _mirror(job, now, state=UNKNOWN, reason=reason, error=error)
+        ) == 1:
+            _mirror(job, now, state=UNKNOWN, reason=reason, error=error)
+        else:
+            self._lost(job)
 
     def requeue(self, job: Job | str) -> None:
         """Back to the queue: the device certainly did not fiscalise it; it keeps its place.
@@ -718,17 +757,24 @@ class Journal:
         must not find this job in ``sending`` and mistake the new document for it.
         """
         now = self.clock()
-        self._write(
-            "UPDATE jobs SET state=?, fd_before=NULL, reason='', error=NULL, updated_at=? WHERE id=?",
+        # Never back to the queue once settled by hand: "fiscalised" would be fiscalised twice.
+        if self._write(
+            "UPDATE jobs SET state=?, fd_before=NULL, reason='', error=NULL, updated_at=?"
+            f" WHERE id=? AND {_UNFINISHED}",
             (QUEUED, now, _ident(job)),
-        )
-        _mirror(job, now, state=QUEUED, fd_before=None, reason="", error=None)
+        ) == 1:
+            _mirror(job, now, state=QUEUED, fd_before=None, reason="", error=None)
+        else:
+            self._lost(job)
 
     def set_reason(self, job: Job | str, reason: str) -> None:
         """Update the Russian explanation of a held job without changing its state."""
         now = self.clock()
-        self._write("UPDATE jobs SET reason=?, updated_at=? WHERE id=?", (reason, now, _ident(job)))
-        _mirror(job, now, reason=reason)
+        if self._write(f"UPDATE jobs SET reason=?, updated_at=? WHERE id=? AND {_UNFINISHED_OR_OWED}",
+                       (reason, now, _ident(job))) == 1:
+            _mirror(job, now, reason=reason)
+        else:
+            self._lost(job)
 
     def reprinted(self, job: Job | str, result: dict | None) -> None:
         """The owed paper copy is printed: clear the flag and store the updated result."""
@@ -882,6 +928,24 @@ class Journal:
         n = self._write(
             "UPDATE jobs SET state=?, error=?, reason='', updated_at=? WHERE id=? AND state=?",
             (FAILED, _dumps(error), self.clock(), job_id, QUEUED),
+        )
+        return n == 1, self.get(job_id)
+
+    def settle_by_hand(self, job_id: str, *, result: dict | None = None, error: dict | None = None,
+                       reason: str = "") -> tuple[bool, Job | None]:
+        """An operator's verdict on a job whose outcome is unknown: done with ``result``, else
+        failed with ``error`` (which frees its key); ``(False, job)`` when it is not unknown any more.
+
+        One conditional UPDATE (compare-and-set on ``unknown``): the owner may be settling the
+        same job from the FN at this moment, and its writes skip a finished row in turn
+        (:class:`Finish`, :meth:`requeue`, :meth:`mark_unknown`), so only one result lands.
+        FULL: the caller is answered from this row.
+        """
+        state = DONE if result is not None else FAILED
+        n = self._write(
+            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=0, updated_at=? WHERE id=? AND state=?",
+            (state, _dumps(result) if result is not None else None, _dumps(error) if error is not None else None,
+             reason, self.clock(), job_id, UNKNOWN),
         )
         return n == 1, self.get(job_id)
 

@@ -41,20 +41,32 @@ from typing import Any
 
 from .device import DeviceLimits, Driver
 from .domain import DomainError, FiscalResult, Receipt, TextLine, check_receipt, format_rub
-from .errors import Cancelled, Disabled, NotCancellable, NotFound, QueueFull, ResultCode, ValidationFailed
+from .errors import (
+    Cancelled,
+    Disabled,
+    NotCancellable,
+    NotFound,
+    NotSettleable,
+    QueueFull,
+    ResultCode,
+    SettledNotFiscalised,
+    ValidationFailed,
+)
 from .journal import (
     CANCELLED_CODE,
     FAILED,
     FINISHED,
     QUEUED,
     RECEIPT,
+    UNKNOWN,
     Job,
     Journal,
     QueueLimit,
+    document_total,
     receipt_from_json,
     receipt_to_json,
 )
-from .owner import OPERATIONS, DeviceOwner, Reasons
+from .owner import OPERATIONS, DeviceOwner, Reasons, kind_name
 from .wakeup import Wakeups
 
 __all__ = [
@@ -79,10 +91,20 @@ ATTENTION_HOURS = 24
 #: Why a receipt in this state cannot be cancelled (409), for the operator.
 CANCEL_REFUSALS = {
     "sending": "чек уже отправляется в ККТ: отменить нельзя, дождитесь результата",
-    "unknown": "результат чека выясняется (он мог быть пробит): отменить нельзя, сервис завершит его сам",
+    "unknown": ("результат чека выясняется (он мог быть пробит): отменить нельзя; сервис завершит его сам, "
+                "а если не может — проверьте ФН или кабинет ОФД и нажмите «Пробит» или «Не пробит»"),
     "done": "чек уже пробит: отменить нельзя, при необходимости оформите чек возврата",
     "failed": "чек не пробит (ошибка или уже отменён): отменять нечего",
 }
+#: Why a job cannot be settled by hand (409): only an unknown outcome is the operator's to decide.
+SETTLE_REFUSALS = {
+    "queued": "документ ещё в очереди и не отправлялся в ККТ: решать нечего (его можно отменить)",
+    "sending": "документ сейчас отправляется в ККТ: дождитесь результата",
+    "done": "результат уже установлен: документ пробит",
+    "failed": "результат уже установлен: документ не пробит",
+}
+#: Largest fiscal document number and fiscal sign (both 32-bit in the FN).
+MAX_FN_NUMBER = 0xFFFFFFFF
 #: Seconds a client is told to wait (Retry-After) when a device's queue is full.
 QUEUE_RETRY_AFTER = 30
 #: Operations that wipe device data; refused unless ALLOW_DEVICE_RESET.
@@ -599,6 +621,56 @@ class FiscalService:
         self.job_changed(job_id)
         return job
 
+    def settle_by_hand(self, job_id: str, *, fiscalised: bool, fd_number: object = None, fiscal_sign: object = "",
+                       who: str = "") -> Job:
+        """The operator's verdict on a job whose outcome the device cannot tell; its queue moves on.
+
+        ``fiscalised``: the operator found the document in the FN or the OFD cabinet under FD
+        ``fd_number`` (ФП ``fiscal_sign`` if given): the job is done with that result. The rest
+        of the result is what is certain without the device: the document's total; the receipt
+        and shift numbers are 0 (unknown), the time is when the service accepted the document,
+        and ``settled_by_hand`` says who settled it, when, with which FD. Otherwise the job is
+        failed with :class:`SettledNotFiscalised`, which frees its key for a new attempt.
+
+        Raises NotFound, ValidationFailed (the numbers) and NotSettleable (409) for a job that is
+        not ``unknown`` (the owner may have settled it a moment ago: one compare-and-set decides).
+        """
+        job = self.journal.get(job_id)
+        if job is None:
+            raise NotFound(f"задание {job_id} не найдено (или уже удалено из журнала)")
+        if job.state != UNKNOWN:
+            raise NotSettleable(SETTLE_REFUSALS.get(job.state, NotSettleable.message))
+        now = dt.datetime.now().astimezone().replace(microsecond=0)
+        mark: dict[str, Any] = {"who": who, "at": now.isoformat()}
+        result = error = None
+        if fiscalised:
+            fd = _fn_number("fiscal_document_number", fd_number, required=True)
+            sign = _fn_number("fiscal_sign", fiscal_sign, required=False)
+            mark["fiscal_document_number"] = fd
+            result = FiscalResult(
+                fiscal_document_number=fd, fiscal_sign=str(sign or ""), receipt_number=0, shift_number=0,
+                datetime=job.created_at.replace(tzinfo=None, microsecond=0), total=document_total(job),
+            ).to_dict() | {"settled_by_hand": mark}
+            reason = f"пробит (ФД {fd}) — установил оператор {who or '-'} вручную"
+        else:
+            error = SettledNotFiscalised().to_dict() | {"settled_by_hand": mark}
+            reason = ""
+        ok, settled = self.journal.settle_by_hand(job_id, result=result, error=error, reason=reason)
+        assert settled is not None
+        if not ok:
+            raise NotSettleable(SETTLE_REFUSALS.get(settled.state, NotSettleable.message))
+        log.warning("ККТ %d: %s %s: оператор %s установил результат вручную — %s", settled.device,
+                    kind_name(settled.kind), settled.key or settled.id, who or "-",
+                    f"пробит, ФД {mark['fiscal_document_number']}" if fiscalised else "не пробит, ключ свободен")
+        self.job_changed(job_id)
+        # The owner sleeps while the job holds its queue: the queue is free now.
+        owner = self._owners.get(settled.device)
+        if owner is not None:
+            owner.wake()
+        if owner is None or not owner.is_owner:
+            self._wakeups.announce_queued(settled.device)
+        return settled
+
     def cancelled_receipt(self, key: str, fp: str) -> Job | None:
         """The cancelled receipt last stored under ``key`` with this fingerprint, if that is the latest."""
         job = self.journal.find_by_key(RECEIPT, key)
@@ -668,6 +740,18 @@ class _Waiter:
         self.event = threading.Event()
         #: The job as the owner last handed it over (None: read the journal).
         self.job: Job | None = None
+
+
+def _fn_number(field: str, value: object, *, required: bool) -> int | None:
+    """A fiscal document number or fiscal sign as the operator typed it (digits, 1..2³²−1)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValidationFailed(field, "укажите номер (ФД из отчёта ФН или кабинета ОФД)")
+        return None
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if not text.isdecimal() or not text.isascii() or not 1 <= int(text) <= MAX_FN_NUMBER:
+        raise ValidationFailed(field, f"ожидается целое число от 1 до {MAX_FN_NUMBER}", value)
+    return int(text)
 
 
 def _fingerprint(payload: dict) -> str:

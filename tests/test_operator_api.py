@@ -189,3 +189,68 @@ def test_1c_queued_answer_then_cancel_then_repeat(clients, emulator):
     new = client.post("/kkt", onec("ТР00-77", "800.00"), content_type="application/x-www-form-urlencoded").json
     assert new["result_code"] == 0 and new["check_number"] > 0
     assert len(receipts_of(emulator)) == 1
+
+
+# ---------------------------------------------------------------------- settle an unknown job by hand
+
+
+def unknown_api_receipt(clients, emulator, key: str) -> str:
+    """An API receipt whose outcome the device could not tell (the device is off: the owner
+    leaves it alone); its job id."""
+    (job_id,) = queue_while_off(clients, emulator, [key])
+    journal: Journal = clients.app.extensions["kkt"].journal
+    journal.mark_sending(job_id, 5)
+    journal.mark_unknown(job_id, "решает оператор")
+    return job_id
+
+
+def test_settle_needs_admin_and_an_unknown_job(clients, emulator):
+    job_id = unknown_api_receipt(clients, emulator, "set-1")
+    clients.anon.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": False}, status=401)
+    err = clients.cashier.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": False}, status=403).json["error"]
+    assert err["code"] == ResultCode.FORBIDDEN
+    clients.admin.post_json(f"{API}/jobs/nope/settle", {"fiscalised": False}, status=404)
+    err = clients.admin.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": True}, status=422).json["error"]
+    assert err["field"] == "fiscal_document_number"
+    err = clients.admin.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": True, "fiscal_document_number": 0},
+                                  status=422).json["error"]
+    assert err["field"] == "fiscal_document_number"
+    (queued,) = queue_while_off(clients, emulator, ["set-2"])
+    err = clients.admin.post_json(f"{API}/jobs/{queued}/settle", {"fiscalised": False}, status=409).json["error"]
+    assert "ещё в очереди" in err["message"] and err["code"] == ResultCode.CONFLICT
+    assert clients.app.extensions["kkt"].get_job(job_id).state == "unknown"
+
+
+def test_settle_through_the_api_answers_repeats_and_refuses_a_second_verdict(clients, emulator):
+    svc = clients.app.extensions["kkt"]
+    job_id = unknown_api_receipt(clients, emulator, "set-3")
+    body = clients.admin.post_json(f"{API}/jobs/{job_id}/settle",
+                                   {"fiscalised": True, "fiscal_document_number": 77, "fiscal_sign": "123"}).json
+    assert body["state"] == "done" and body["result"]["fiscal_document_number"] == 77
+    assert body["result"]["fiscal_sign"] == "123" and body["result"]["settled_by_hand"]["who"] == "admin"
+    assert body["result"]["total"] == 50000 and body["result"]["shift_number"] == 0
+    assert not svc.unsettled(1)
+    err = clients.admin.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": False}, status=409).json["error"]
+    assert "уже установлен" in err["message"]
+    emulator.power_on()
+    again = clients.cashier.post_json(f"{API}/receipts", sale(name="Товар set-3"),
+                                      headers={"Idempotency-Key": "set-3"}).json
+    assert again["id"] == job_id and again["result"]["fiscal_document_number"] == 77
+    assert receipts_of(emulator) == []
+
+
+def test_the_owner_and_the_operator_never_both_land(tmp_path):
+    """Compare-and-set both ways: the operator only moves an unknown row, and recovery's
+    verdicts only an unfinished one."""
+    journal = Journal(str(tmp_path / "j.sqlite3"))
+    job, _ = journal.accept(device=1, kind="cash_in", key="k", fingerprint="f", payload={"params": {"amount": 1}})
+    journal.mark_sending(job, 3)
+    journal.mark_unknown(job, "решает оператор")
+    ok, settled = journal.settle_by_hand(job.id, error={"code": ResultCode.SETTLED_NOT_FISCALISED, "message": "x"})
+    assert ok and settled.state == "failed"
+    # The owner had read the job before and now finds the document: its result does not land.
+    journal.finish(job, "done", result={"fiscal_document_number": 4}, unsettled_only=True)
+    journal.requeue(job)
+    journal.mark_unknown(job, "снова")
+    assert job.state == "failed" and journal.get(job.id).state == "failed"
+    assert journal.settle_by_hand(job.id, result={"fiscal_document_number": 4})[0] is False

@@ -271,3 +271,102 @@ def test_status_page_lists_an_unsettled_receipt(clients, emulator):
     assert cells["Причина"].text == "связь прервалась посреди чека"
     alerts = " ".join(a.text for a in page.html.select("#device-1 .alert"))
     assert "неподтверждённых чеков: 1" in alerts
+
+
+# --------------------------------------------------------------------------- settle an unknown receipt by hand
+
+
+def unknown_1c_receipt(clients, emulator, number: str) -> str:
+    """A 1C receipt whose outcome the device could not tell (the device is off, so the owner
+    leaves it alone), and a second one queued behind it; the unknown job's id."""
+    device_off(clients, emulator)
+    job_id = post_1c(clients.cashier, number, status=202).json["job_id"]
+    journal = clients.app.extensions["kkt"].journal
+    journal.mark_sending(job_id, 7)
+    journal.mark_unknown(job_id, "в ФН после ФД 7 чек с другой суммой: решает оператор")
+    held = post_1c(clients.cashier, number + "-за-ним", status=202).json
+    assert held["state"] == "queued"
+    return job_id
+
+
+def settle_form(page, job_id: str, verdict: str):
+    for form in page.forms.values():
+        if f"/receipts/{job_id}/settle" in form.action and form["verdict"].value == verdict:
+            return form
+    raise AssertionError(f"no {verdict} form for {job_id}")
+
+
+def receipts_named(emulator, text: str) -> list[dict]:
+    return [d for d in emulator.documents() if d["type"] == "receipt" and d["items"][0]["name"] == text]
+
+
+def test_settle_buttons_only_for_unknown_receipts(clients, emulator):
+    assert post_1c(clients.cashier, "ТР00-40", status=200).json["result_code"] == 0
+    job_id = unknown_1c_receipt(clients, emulator, "ТР00-41")
+    rows = clients.admin.get("/operator").html.select("#receipt-list tbody tr")
+    assert [r["data-state"] for r in rows] == ["queued", "unknown", "done"]
+    assert [bool(r.select("button[data-action=settle-fiscalised]")) for r in rows] == [False, True, False]
+    assert [bool(r.select("button[data-action=settle-not-fiscalised]")) for r in rows] == [False, True, False]
+    assert rows[1]["data-id"] == job_id and rows[1].select_one("input[name=fd]") is not None
+
+
+def test_settled_as_fiscalised_answers_1c_with_the_fd_and_frees_the_queue(clients, emulator):
+    svc = clients.app.extensions["kkt"]
+    job_id = unknown_1c_receipt(clients, emulator, "ТР00-42")
+    form = settle_form(clients.admin.get("/operator"), job_id, "fiscalised")
+    form["fd"] = "4321"
+    form["fp"] = "3512874106"
+    page = form.submit().follow()
+    assert "записан как пробитый, ФД 4321" in page.text
+    job = svc.get_job(job_id)
+    assert job.state == "done" and job.result["settled_by_hand"]["who"] == "admin"
+    assert job.result["settled_by_hand"]["fiscal_document_number"] == 4321
+    assert not svc.unsettled(1)
+    emulator.power_on()
+    # The receipt behind it prints; the settled one is not sent.
+    wait_for(lambda: receipts_named(emulator, "Кофе в зёрнах, 1 кг"))
+    wait_for(lambda: svc.list_receipts(states=("queued",))[1] == 0)
+    assert len(receipts_named(emulator, "Кофе в зёрнах, 1 кг")) == 1
+    again = post_1c(clients.cashier, "ТР00-42", status=200).json
+    assert again["result_code"] == 0 and again["fiscal_document_number"] == 4321
+    assert again["fiscal_sign"] == "3512874106" and again["check_number"] == 0
+    assert len(receipts_named(emulator, "Кофе в зёрнах, 1 кг")) == 1
+
+
+def test_settled_as_not_fiscalised_frees_the_key_and_the_queue(clients, emulator):
+    svc = clients.app.extensions["kkt"]
+    job_id = unknown_1c_receipt(clients, emulator, "ТР00-43")
+    page = settle_form(clients.admin.get("/operator"), job_id, "not-fiscalised").submit().follow()
+    assert "записан как не пробитый" in page.text
+    job = svc.get_job(job_id)
+    assert job.state == "failed" and job.error["code"] == ResultCode.SETTLED_NOT_FISCALISED
+    assert job.error["message"] == "снят оператором: документ не пробит"
+    assert not svc.unsettled(1)
+    emulator.power_on()
+    wait_for(lambda: svc.list_receipts(states=("queued",))[1] == 0)
+    assert len(receipts_named(emulator, "Кофе в зёрнах, 1 кг")) == 1  # the one behind it
+    # The key is free: the same document is a new receipt.
+    again = post_1c(clients.cashier, "ТР00-43", status=200).json
+    assert again["result_code"] == 0 and again["job_id"] != job_id
+    assert len(receipts_named(emulator, "Кофе в зёрнах, 1 кг")) == 2
+
+
+def test_a_receipt_settled_by_hand_cannot_be_settled_again(clients, emulator):
+    job_id = unknown_1c_receipt(clients, emulator, "ТР00-44")
+    page = clients.admin.get("/operator")
+    form = settle_form(page, job_id, "fiscalised")
+    form["fd"] = "12"
+    form.submit().follow()
+    res = settle_form(page, job_id, "not-fiscalised").submit(status=409)
+    assert "Результат не установлен: результат уже установлен: документ пробит" in res.text
+    assert clients.app.extensions["kkt"].get_job(job_id).state == "done"
+
+
+def test_settle_refused_without_the_token_and_without_an_fd(clients, emulator):
+    job_id = unknown_1c_receipt(clients, emulator, "ТР00-45")
+    page = clients.admin.get("/operator")
+    res = clients.admin.post(f"/operator/receipts/{job_id}/settle", {"verdict": "not-fiscalised"}, status=403)
+    assert "запрос отклонён" in res.text
+    res = settle_form(page, job_id, "fiscalised").submit(status=422)
+    assert "fiscal_document_number" in res.text
+    assert clients.app.extensions["kkt"].get_job(job_id).state == "unknown"

@@ -86,7 +86,9 @@ class Outcomes:
         self.seat.write_unwritten()
         if job.kind == "close_shift":
             self.shift_closed(result)
-        self.seat.journal.finish(job, DONE, result=result.to_dict(), reprint=owed, reason=reason)
+        # Only onto an unsettled row: an operator may have settled it by hand meanwhile.
+        self.seat.journal.finish(job, DONE, result=result.to_dict(), reprint=owed, reason=reason,
+                                 unsettled_only=True)
         self.seat.notify(job.id, job)
 
     def fail(self, job: Job, exc: KKTError) -> None:

@@ -28,7 +28,7 @@ import logging
 from ..device import LastDocument
 from ..domain import FiscalResult, format_rub
 from ..errors import DeviceError, GaveUp, LinkError, OutcomeUnknown
-from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, receipt_from_json
+from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, document_total, receipt_from_json
 from . import policy
 from .outcome import Outcomes, prints, prints_owed_copy
 from .policy import (
@@ -129,7 +129,7 @@ class Recovery:
             self._reprint(job)
         elif job.kind not in FISCAL_KINDS:
             # A non-fiscal operation was cut off by a crash: report it, do not repeat it.
-            self.seat.journal.finish(job, FAILED, error=LinkError().to_dict())
+            self.seat.journal.finish(job, FAILED, error=LinkError().to_dict(), unsettled_only=True)
             self.seat.notify(job.id, job)
         else:
             self._recover(job)
@@ -179,7 +179,7 @@ class Recovery:
         if job.attempts >= policy.MAX_SEND_ATTEMPTS:
             # Certainly not fiscalised, and every send ended the same way: stop retrying it.
             exc = GaveUp(job.attempts)
-            seat.journal.finish(job, FAILED, error=exc.to_dict(), reason=exc.message)
+            seat.journal.finish(job, FAILED, error=exc.to_dict(), reason=exc.message, unsettled_only=True)
             seat.notify(job.id, job)
             log.error("ККТ %d: %s %s снят с очереди после %d попыток: документ не пробит (номер %d не изменился)",
                       seat.number, job.kind, job.key or job.id, job.attempts, job.fd_before)
@@ -205,14 +205,10 @@ class Recovery:
         if result is None:
             # The driver could not read the document back; record what is certain.
             shift = self.seat.device().shift_status()
-            total = 0
-            if job.kind == RECEIPT:
-                total = receipt_from_json(job.payload["receipt"]).total
-            elif job.kind in ("cash_in", "cash_out"):
-                total = int(job.payload.get("params", {}).get("amount", 0))
             result = FiscalResult(
                 fiscal_document_number=last.fd_number, fiscal_sign="", receipt_number=0,
-                shift_number=shift.number, datetime=dt.datetime.now().replace(microsecond=0), total=total,
+                shift_number=shift.number, datetime=dt.datetime.now().replace(microsecond=0),
+                total=document_total(job),
             )
         elif job.kind == RECEIPT:
             expected = receipt_from_json(job.payload["receipt"]).total

@@ -43,6 +43,7 @@ from kktapp.web.schemas import (
     CashSchema,
     PrintSchema,
     ReceiptSchema,
+    SettleSchema,
     api_field_name,
     build_receipt,
     line_params,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 _CASH = CashSchema()
 _PRINT = PrintSchema()
 _RECEIPT = ReceiptSchema()
+_SETTLE = SettleSchema()
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -490,6 +492,17 @@ def get_job(job_id: str) -> Response:
     job = service().get_job(job_id)
     if job is None:
         raise errors.NotFound(f"задание {job_id} не найдено (или уже удалено из журнала)")
+    return json_response(job_body(job))
+
+
+@bp.post("/jobs/<job_id>/settle")
+@require("admin")
+def settle_job(job_id: str) -> Response:
+    """The operator's verdict on a job whose outcome the device cannot tell (409 unless unknown)."""
+    data = load(_SETTLE, read_json(request))
+    user = current_user()
+    job = service().settle_by_hand(job_id, fiscalised=data["fiscalised"], fd_number=data["fiscal_document_number"],
+                                   fiscal_sign=data["fiscal_sign"] or "", who=(user.login if user else "") or "")
     return json_response(job_body(job))
 
 

@@ -39,7 +39,8 @@ JSON API сервиса фискализации kkt (ККТ АТОЛ, 54-ФЗ).
 ключ с другим содержимым — 409. Без ключа повторы не распознаются.
 
 **Доступ.** HTTP Basic. Роль «кассир» (cashier): чеки, печать, внесение и выплата, открытие
-смены, состояние. Роль «администратор» (admin): ещё X- и Z-отчёты, отмена чека и сбросы ККТ.
+смены, состояние. Роль «администратор» (admin): ещё X- и Z-отчёты, отмена чека, ручное
+установление результата документа и сбросы ККТ.
 Пять неудачных входов подряд — 429 с Retry-After.
 """
 
@@ -105,6 +106,11 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
      s.JobSchema, False),
     ("get", "/jobs/<job_id>", "cashier", "getJob", "Состояние и результат любого задания", None, None,
      s.JobSchema, False),
+    ("post", "/jobs/<job_id>/settle", "admin", "settleJob",
+     "Установить вручную результат документа, который ККТ не может подтвердить (только state=unknown; "
+     "409 иначе): fiscalised=true с номером ФД из ФН или кабинета ОФД, или false — документ не пробит",
+     s.SettleSchema, {"fiscalised": True, "fiscal_document_number": 1234, "fiscal_sign": "3512874106"},
+     s.JobSchema, False),
     ("get", "/goods", "cashier", "listGoods", "Каталог товаров магазина (из файлов товаров 1С)", None, None,
      s.GoodsListSchema, False),
     ("get", "/openapi.json", None, "openapi", "Это описание API (OpenAPI 3)", None, None, None, False),  # type: ignore
@@ -143,6 +149,7 @@ QUERY_PARAMS: dict[str, list[dict]] = {
 
 #: Extra request examples (validated by the tests like the main ones).
 EXTRA_EXAMPLES: dict[str, dict[str, dict]] = {
+    "settleJob": {"not_fiscalised": {"fiscalised": False}},
     "createReceipt": {
         "return": {"id": "return-77", "type": "sell_return",
                    "items": [{"name": "Кофе", "price": 350, "quantity": "0.5", "amount": 175, "tax": 10}],
@@ -346,7 +353,7 @@ def _build() -> dict:
                 codes.append("422")
             if req is not None:
                 codes.append("413")
-            if is_job or op_id == "cancelQueuedReceipt":
+            if is_job or op_id in ("cancelQueuedReceipt", "settleJob"):
                 codes.append("409")
             if op_id == "deviceStatus":
                 codes += ["502", "503", "504"]

@@ -2,7 +2,8 @@
 
 For the administrator (HTTP Basic, role admin): the receipts list with search and filters (the
 same as ``GET /api/v1/receipts``), cancel for receipts still in the queue, and per device the X
-report, Z report, reprint of the last document and a test print. Plain HTML forms, no script
+report, Z report, reprint of the last document and a test print; for a receipt whose outcome the
+device cannot tell, the operator's verdict «Пробит» (with the FD) or «Не пробит». Plain HTML forms, no script
 needed; every form that changes something is a POST protected against cross-site requests:
 
 * a random token in a cookie (``SameSite=Strict``, ``HttpOnly``) that must equal the token in
@@ -223,6 +224,15 @@ def page() -> Response:
         if job is not None:
             messages.append(("ok", f"Чек {job.key or job.id} отменён: он не будет пробит; "
                                    "номер документа свободен для нового чека"))
+    settled = request.args.get("settled")
+    if settled:
+        job = _service().get_job(settled)
+        if job is not None and job.state == "done":
+            messages.append(("ok", f"Чек {job.key or job.id}: записан как пробитый, "
+                                   f"ФД {(job.result or {}).get('fiscal_document_number')}; очередь кассы свободна"))
+        elif job is not None and job.state == "failed":
+            messages.append(("ok", f"Чек {job.key or job.id}: записан как не пробитый; очередь кассы свободна, "
+                                   "тот же документ можно отправить снова"))
     return _page(messages)
 
 
@@ -237,6 +247,28 @@ def cancel(job_id: str) -> Response:
     except KKTError as exc:
         return _page([("bad", f"Чек не отменён: {exc.message}")], status=http_status(exc))
     return redirect(url_for(_endpoint("page"), cancelled=job_id, **_filters_query()), code=303)
+
+
+#: Form value of the settle buttons → the verdict: fiscalised or not.
+VERDICTS = {"fiscalised": True, "not-fiscalised": False}
+
+
+@bp.post("/operator/receipts/<job_id>/settle")
+@require("admin")
+def settle(job_id: str) -> Response:
+    """«Пробит» (with the FD the operator found in the FN or OFD) or «Не пробит» for a receipt
+    whose outcome the device cannot tell; refused (shown on the page) unless it is unknown."""
+    _check_same_site()
+    verdict = request.form.get("verdict", "")
+    if verdict not in VERDICTS:
+        return _page([("bad", "Результат не установлен: выберите «Пробит» или «Не пробит»")], status=422)
+    user = current_user()
+    try:
+        _service().settle_by_hand(job_id, fiscalised=VERDICTS[verdict], fd_number=request.form.get("fd"),
+                                  fiscal_sign=request.form.get("fp", ""), who=(user.login if user else "") or "")
+    except KKTError as exc:
+        return _page([("bad", f"Результат не установлен: {exc.message}")], status=http_status(exc))
+    return redirect(url_for(_endpoint("page"), settled=job_id, **_filters_query()), code=303)
 
 
 @bp.post("/operator/devices/<int:device>/<action>")

@@ -189,6 +189,22 @@ class CashSchema(BaseSchema):
                    metadata={"description": "сумма в рублях (число или строка, до двух знаков после точки)"})
 
 
+class SettleSchema(BaseSchema):
+    """POST /api/v1/jobs/<id>/settle: the operator's verdict on a job whose outcome is unknown.
+
+    The numbers' ranges are checked by the service (FiscalService.settle_by_hand), which the
+    operator page calls too.
+    """
+
+    fiscalised = Boolean(required=True, metadata={
+        "description": "true — документ найден в ФН или в кабинете ОФД (нужен fiscal_document_number); "
+                       "false — документа нет: задание завершится ошибкой 1017, ключ освободится"})
+    fiscal_document_number = Integer(allow_none=True, load_default=None,
+                                     metadata={"description": "номер ФД найденного документа (для fiscalised=true)"})
+    fiscal_sign = String(allow_none=True, load_default="", validate=_length(0, 10),
+                         metadata={"description": "фискальный признак (ФП), если известен"})
+
+
 class ItemSchema(BaseSchema):
     """A receipt position."""
 
