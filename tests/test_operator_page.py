@@ -67,6 +67,17 @@ def test_operator_lists_searches_and_cancels(clients, emulator):
     assert answer["result_code"] == ResultCode.CANCELLED
 
 
+def test_a_document_number_cannot_put_script_into_the_page(clients, emulator):
+    # The key is the caller's text: it goes into the confirm dialog as data, never as JavaScript.
+    device_off(clients, emulator)
+    evil = "Q');document.title='pwned';('"
+    post_1c(clients.cashier, evil, status=202)
+    page = clients.admin.get("/operator")
+    forms = page.html.select("form[onsubmit]")
+    assert forms and {f["onsubmit"] for f in forms} == {"return confirm(this.dataset.confirm)"}
+    assert any(evil in f["data-confirm"] for f in forms)
+
+
 def test_operator_cancel_refused_for_a_receipt_being_sent(clients, emulator):
     emulator.set_latency(0.4)
     job = clients.cashier.post_json(f"{API}/receipts?wait=0", {
