@@ -105,9 +105,9 @@ def test_cash_in_and_out_in_roubles(clients, emulator, emulator2):
     res = clients.cashier.post_json(f"{API}/devices/1/cash-out", {"amount": "250.50"})
     assert res.json["result"]["total"] == 25050
     clients.cashier.post_json(f"{API}/devices/2/cash-in", {"amount": 1.01})
-    assert [(d["type"], d["total"]) for d in emulator.documents() if d["type"].startswith("cash")] == [
+    assert [(d["type"], d["total"]) for d in emulator.cash_operations()] == [
         ("cash_in", 100000), ("cash_out", 25050)]
-    assert [(d["type"], d["total"]) for d in emulator2.documents() if d["type"].startswith("cash")] == [
+    assert [(d["type"], d["total"]) for d in emulator2.cash_operations()] == [
         ("cash_in", 101)]
 
 
@@ -129,7 +129,7 @@ def test_cash_in_idempotency_key(clients, emulator):
     first = clients.cashier.post_json(f"{API}/devices/1/cash-in", {"amount": 100}, headers=headers)
     again = clients.cashier.post_json(f"{API}/devices/1/cash-in", {"amount": "100.00"}, headers=headers)
     assert first.json["id"] == again.json["id"] and again.json["key"] == "cash-2026-1"
-    assert len([d for d in emulator.documents() if d["type"] == "cash_in"]) == 1
+    assert len([d for d in emulator.cash_operations() if d["type"] == "cash_in"]) == 1
     res = clients.cashier.post_json(f"{API}/devices/1/cash-in", {"amount": 200}, headers=headers, status=409)
     assert error_of(res)["code"] == 1009
 
