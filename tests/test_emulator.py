@@ -87,6 +87,7 @@ ENCODE: dict[str, Any] = {
     "shift_state": lambda: b"\x91\x12\x00\x00",  # [S K]
     "serial_number": lambda: b"\x91\x16\x00\x00",  # [C K,U]
     "last_sale": lambda: b"\x91\x33\x00\x00",  # [S Z]
+    "cash_register": lambda: b"\x91\x0a\x00\x00",  # [S K] the drawer
     "extended_error": lambda: b"\x91\x37\x00\x00",  # [S K]
     "fn_status": lambda: b"\xa4\x30",  # [C K,U]
     "document_open": lambda fd_number: b"\xa4\x45" + fd_number.to_bytes(4, "little"),  # [C Z,K]
@@ -108,6 +109,7 @@ DECODE: dict[str, Any] = {
     "device_type": lambda r: {"model": r[3], "name": r[11:].decode("cp866")},  # [C A,Z]
     "payment": lambda r: {"remainder": unbcd(r[2:7]), "change": unbcd(r[7:12])},  # [C C,A] 55 err …
     "cash_in_drawer": lambda r: {"amount": unbcd(r[1:8])},
+    "cash_register": lambda r: {"amount": unbcd(r[2:9])},  # [S K] 55 err value(7 BCD)
     "last_shift_totals": lambda r: {"income": unbcd(r[2:9]), "outcome": unbcd(r[9:16])},  # [S A] 55 err …
     "non_resettable_total": lambda r: {"total": unbcd(r[2:9])},  # [S K] 55 err value
     "shift_state": lambda r: {"state": r[2]},
@@ -626,6 +628,44 @@ def test_cash_out_and_cash_returns_need_cash(client: RawClient, emu: Emulator) -
     assert emu.state.cash == 0
 
 
+def test_cash_in_and_out_move_the_drawer_and_form_no_fn_document(client: RawClient, emu: Emulator) -> None:
+    """[C] 49/4F form no FN document (model.DocType.CASH_IN): the drawer (register 0x0A, 4D)
+    moves, the FD number (A4 30) does not, and A4 45 and 0x33 know nothing of them."""
+    client.open_shift()
+    assert client.sell(BREAD, pay_type=1) is None
+    fd = client.call("fn_status")["last_fd_number"]
+    sale = client.call("last_sale")
+    drawer = client.call("cash_register")["amount"]
+    assert drawer == client.call("cash_in_drawer")["amount"] == 10_000
+    assert client.error("cash_in", amount=50_000) is None
+    assert client.call("cash_register")["amount"] == drawer + 50_000
+    assert client.error("cash_out", amount=20_000) is None
+    assert client.call("cash_register")["amount"] == client.call("cash_in_drawer")["amount"] == drawer + 30_000
+    assert client.call("fn_status")["last_fd_number"] == fd == emu.state.fd_number
+    assert client.call("last_sale") == sale
+    assert client.error("document_open", fd_number=fd + 1) == ErrorCode.FN_NO_DATA
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
+    assert [(d["type"], d["total"]) for d in emu.cash_operations()] == [("cash_in", 50_000), ("cash_out", 20_000)]
+    # Not settlements: the shift's receipt counters (58) do not count them.
+    assert client.call("last_shift_totals") == {"income": 10_000, "outcome": 0}
+
+
+def test_cash_out_with_the_shift_closed_opens_it(client: RawClient, emu: Emulator) -> None:
+    """[S K] 4F is an "operation that opens a shift": the FN forms the shift-open report, the
+    cash-out itself forms nothing (atol-real-device.md §6)."""
+    client.open_shift()
+    assert client.error("cash_in", amount=50_000) is None
+    client.mode(3)
+    assert client.error("close_shift") is None
+    client.wait_ready()
+    client.mode(1)
+    assert client.error("cash_out", amount=20_000) is None
+    assert client.call("status")["flags"] & 0x02
+    assert [d["type"] for d in emu.documents()] == ["open_shift", "close_shift", "open_shift"]
+    assert client.call("fn_status")["last_fd_number"] == 3
+    assert emu.state.cash == 30_000
+
+
 def test_shift_and_non_resettable_totals(tmp_path: Any) -> None:
     state = tmp_path / "kkt.json"
     with Emulator(state_path=state) as emu:
@@ -692,8 +732,9 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
         assert c.error("close_shift") is None
         lines = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
         assert lines == emu.documents()
-        assert [d["type"] for d in lines] == ["open_shift", "receipt", "cash_in", "close_shift"]
-        assert [d["fd_number"] for d in lines] == [1, 2, 3, 4]
+        # 49 forms no FN document (model.DocType.CASH_IN): not in the log, no FD number.
+        assert [d["type"] for d in lines] == ["open_shift", "receipt", "close_shift"]
+        assert [d["fd_number"] for d in lines] == [1, 2, 3]
         receipt = lines[1]
         assert receipt["receipt_type"] == "sell"
         assert receipt["shift_number"] == 1 and receipt["receipt_number"] == 1
@@ -705,7 +746,7 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
         assert receipt["payments"] == [{"type": "electronic", "amount": 23_485}]
         assert receipt["customer_contact"] == "buyer@example.ru"
         assert receipt["fiscal_sign"].isdigit()
-        assert lines[2]["total"] == 1_000
+        assert [(d["type"], d["total"]) for d in emu.cash_operations()] == [("cash_in", 1_000)]
         # [C Z,K] A4 45 + A4 46 give back any past document as TLVs (tags: model.py [U]).
         head = c.call("document_open", fd_number=2)
         assert head["doc_type"] == 3  # FFD: receipt
@@ -726,7 +767,7 @@ def test_fiscal_documents_and_log_lines(tmp_path: Any) -> None:
         # [S Z] register 0x33: the last sale
         assert c.call("last_sale") == {"fd_number": 2, "receipt_type": 1, "total": 23_485,
                                        "fiscal_sign": int(receipt["fiscal_sign"])}
-        assert c.call("fn_status")["last_fd_number"] == 4
+        assert c.call("fn_status")["last_fd_number"] == 3  # the Z report; 49 took no number
         c.close()
 
 
@@ -911,7 +952,7 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
     with Emulator(state_path=state) as emu:
         after = emu.state
         assert (after.fd_number, after.shift_number, after.receipt_number, after.cash, after.shift_open) == \
-            (3, 1, 1, 17_000, True)
+            (2, 1, 1, 17_000, True)  # shift report and sale; 49 formed no FN document
         assert after.clock_offset == before["clock_offset"]
         assert emu.documents() == docs
         # The open receipt survived the restart: finish it.
@@ -919,8 +960,8 @@ def test_state_survives_a_restart(tmp_path: Any) -> None:
         st = c.call("status")
         assert st["receipt_state"] == 1 and st["mode"] & 0x0F == 1
         assert c.error("close_receipt", payment_type=1) is None
-        assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
-        assert c.call("last_sale")["fd_number"] == 4
+        assert emu.state.fd_number == 3 and emu.state.receipt_number == 2
+        assert c.call("last_sale")["fd_number"] == 3
         c.close()
 
 
@@ -962,16 +1003,17 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
     with Emulator(state_path=state) as emu:
         s = emu.state
         # The counters of the last document (the sale), the open receipt gone, select mode.
-        assert (s.fd_number, s.shift_number, s.receipt_number, s.cash, s.shift_open) == (3, 1, 1, 17_000, True)
+        # 49 formed no FN document: the shift report and the sale only.
+        assert (s.fd_number, s.shift_number, s.receipt_number, s.cash, s.shift_open) == (2, 1, 1, 17_000, True)
         assert not s.receipt_open and (s.mode, s.submode) == (0, 0)
-        assert [d["type"] for d in emu.documents()] == ["open_shift", "cash_in", "receipt"]
+        assert [d["type"] for d in emu.documents()] == ["open_shift", "receipt"]
         c = reconnect(emu)
         st = c.call("status")
         assert st["receipt_state"] == 0 and st["mode"] == 0 and st["receipt_number"] == 1
-        assert c.call("fn_status")["last_fd_number"] == 3
+        assert c.call("fn_status")["last_fd_number"] == 2
         c.mode(1)
         assert c.sell(MILK, pay_type=2) is None
-        assert emu.state.fd_number == 4 and emu.state.receipt_number == 2
+        assert emu.state.fd_number == 3 and emu.state.receipt_number == 2
         # A receipt open at a clean stop survives it ...
         assert c.error("open_receipt", receipt_type=1) is None
         assert c.error("position", name="kept", price=300, quantity=Decimal(1), tax=11) is None
@@ -986,8 +1028,8 @@ def test_a_killed_emulator_loses_only_the_open_receipt(tmp_path: Any) -> None:
         proc.wait(10)
         c.close()
     with Emulator(state_path=state) as emu:
-        assert not emu.state.receipt_open and emu.state.fd_number == 4
-        assert [d["fd_number"] for d in emu.documents()] == [1, 2, 3, 4]
+        assert not emu.state.receipt_open and emu.state.fd_number == 3
+        assert [d["fd_number"] for d in emu.documents()] == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------- faults

@@ -862,28 +862,25 @@ def test_processes_share_one_link_and_hand_it_over_after_kill(tmp_path: Path) ->
 # ---------------------------------------------------------------------- cash in and out, answer lost
 
 
-def cash_without_fn_document(emu: Emulator, monkeypatch: pytest.MonkeyPatch, *, extra_cash: int = 0) -> None:
-    """49/4F as a real device does them: no FN document (model.DocType.CASH_IN), the drawer moves.
-    ``extra_cash``: someone puts that much more cash in at the device's keyboard meanwhile."""
+def cash_also_put_in_at_the_keyboard(emu: Emulator, monkeypatch: pytest.MonkeyPatch, extra_cash: int) -> None:
+    """Someone puts ``extra_cash`` into the drawer at the device's keyboard with every 49/4F."""
     device = emu.device
     for name in ("cash_in", "cash_out"):
         run = getattr(device, name)
 
-        def without_document(amount: int, run: Callable[..., Any] = run) -> None:
-            run(amount, document=False)
+        def and_keyboard(amount: int, run: Callable[..., Any] = run) -> None:
+            run(amount)
             device.state.cash += extra_cash
 
-        monkeypatch.setattr(device, name, without_document)
+        monkeypatch.setattr(device, name, and_keyboard)
 
 
 @pytest.mark.parametrize("kind", ["cash_in", "cash_out"])
-def test_cash_operation_whose_answer_is_lost_is_settled_by_the_drawer(rig: Rig, monkeypatch: pytest.MonkeyPatch,
-                                                                      kind: str) -> None:
+def test_cash_operation_whose_answer_is_lost_is_settled_by_the_drawer(rig: Rig, kind: str) -> None:
     """49/4F run, the link drops before their answer. The FD number does not move (no FN
     document), so it cannot tell; the cash in the drawer, kept in the journal before sending,
     does: the job is done once, never sent again."""
-    emu = rig.emulator()
-    cash_without_fn_document(emu, monkeypatch)
+    emu = rig.emulator()  # 49/4F form no FN document there, as on a device
     service = rig.service([emu])
     assert settle(service, sell(service, "warm").id).state == DONE
     assert settle(service, service.submit("cash_in", {"amount": 100_000}, wait=0).id).state == DONE
@@ -908,7 +905,7 @@ def test_cash_operation_the_drawer_cannot_settle_is_left_to_the_operator(rig: Ri
     emu = rig.emulator()
     service = rig.service([emu])
     assert settle(service, sell(service, "warm").id).state == DONE
-    cash_without_fn_document(emu, monkeypatch, extra_cash=500)
+    cash_also_put_in_at_the_keyboard(emu, monkeypatch, 500)
     drawer = emu.state.cash
     arm_at(emu, "cash_in", lambda: emu.drop_after_tasks(1))
     job = service.submit("cash_in", {"amount": 12_345}, wait=0)

@@ -326,7 +326,7 @@ def test_cash_in_done_although_the_paper_ran_out(bench: Bench) -> None:
     result = job.result
     assert (result["fiscal_document_number"], result["fiscal_sign"], result["total"]) == (0, "", 50000)
     assert result["printed"] is False and result["shift_number"] == bench.emu.state.shift_number
-    assert device.state.cash == drawer + 50000 and len(bench.docs("cash_in")) == 1
+    assert device.state.cash == drawer + 50000 and len(bench.emu.cash_operations()) == 1
     # No copy from the service (model.REPRINT_OWED_COPY): the operator is told, nothing holds.
     assert job.reason == Reasons.NO_COPY and not service.unsettled(1)
 

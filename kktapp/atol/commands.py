@@ -568,6 +568,8 @@ COMMANDS_LIST: tuple[Command, ...] = (
     _register("last_sale", "запрос последнего чека", model.REGISTER_LAST_SALE, (
         _opt("fd_number", BCD(5)), _opt("receipt_type", U8()), _opt("total", BCD(7)),
         _f("datetime", BcdDateTime("DMYhm"), None), _opt("fiscal_sign", BCD(5)), _opt("reserved", Raw(3)))),
+    _register("cash_register", "запрос суммы в кассе", model.REGISTER_CASH, (
+        _opt("amount", BCD(model.CASH_DRAWER_SUM_BYTES)),)),
     _register("last_fd", "запрос номера последнего ФД", model.REGISTER_LAST_FD, (_opt("fd_number", BCD(5)),)),
     _register("shift_data", "запрос текущей смены", model.REGISTER_SHIFT_DATA, (
         _opt("receipt_number", BCD(3)), _opt("shift_number", BCD(3)))),

@@ -112,9 +112,10 @@ REPORT_PROGRESS_MODES = frozenset({Z_PRINTING_MODE, Z_FN_MODE, X_PRINTING_MODE})
 # --------------------------------------------------------------------------- error codes
 
 #: [U] No source has a "shift closed" error: 0x9D is absent from K's full table and A's list,
-#: and a real device opens the shift itself on 92, 49 and 4F (K's "operations that open a
-#: shift"). The emulator never answers it; the code stays named only because the service's
-#: retry policy (owner.py) lists it. Settle: the manual's error list.
+#: and a real device opens the shift itself on 92 and 4F ([S K] AtolFRBase: "operations that
+#: open a shift"; K never sends 49, which the emulator lets open it too [U]). The emulator
+#: never answers it; the code stays named only because the service's retry policy (owner.py)
+#: lists it. Settle: the manual's error list.
 SHIFT_CLOSED_ERROR = 0x9D
 #: [C K,A] Answer to a command code the device does not know (0x7A "model cannot execute").
 UNKNOWN_COMMAND_ERROR = 0x7A
@@ -439,8 +440,9 @@ class DocType(enum.IntEnum):
     #: document types (the FFD list above; javapos FSDocType and pyshtrih, cited in
     #: kktapp/shtrih/model.py DOC_CASH) have none for them, and no ATOL host reads a document
     #: number after them (K processPayout sends 4F and reads nothing back; C addMoneyInOut waits
-    #: for 49/4F's own result only). These two codes are this project's, for the emulator,
-    #: which still logs 49/4F as numbered documents: the driver never reports an FN document as
+    #: for 49/4F's own result only). The ATOL emulator forms none either; these two codes are
+    #: this project's, for the shared emulator core run with cash documents on (the Shtrih
+    #: emulator's setting, Device.cash_documents). The driver never reports an FN document as
     #: a cash operation's result, and recovery decides a lost one by the cash in the drawer
     #: (CASH_DRAWER_SUM_BYTES), never by the FD number.
     CASH_IN = 101
@@ -457,6 +459,9 @@ class DocType(enum.IntEnum):
 #: done), or otherwise (unknown, for the operator; AtolDriver.counted_result). [U] that 49 adds
 #: and 4F takes exactly its amount: settle with 4D before and after each on a real device.
 CASH_DRAWER_SUM_BYTES = 7
+#: [S K] Register 0x0A: the cash in the drawer, CASH_DRAWER_SUM_BYTES BCD, kopecks (K reads it
+#: before a payout). The driver reads the drawer with 4D; the emulator answers both.
+REGISTER_CASH = 0x0A
 
 #: [S Z] A5 (device type) answers ``err(1) proto type model mode(2) major minor build(3 BCD)
 #: name…`` (Z's dump ``03 00 00 21 95`` = 3.0.2195). [U] mode(2) is little-endian.

@@ -37,6 +37,10 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
 * the task buffer lives with the connection: a dropped link discards tasks not yet started;
 * ``ffd`` ("1.0", "1.05", "1.2"; ``--ffd``): register 0x36 answers it; 1.05+ take positions as
   EA → E8 → EB and refuse E6, 1.0 takes E6 and refuses EA/EB (model.FIRST_EA_EB_FFD);
+* cash in/out (49/4F) move the drawer and form no FN document, as the device ([C]
+  model.DocType.CASH_IN): no FD number, nothing in A4 45/46, 0x33 or the document log;
+  Emulator.cash_operations() lists them for tests. 4F with the shift closed opens it (a
+  shift-open report, [S K]); 49 does too [U];
 * a test-mode receipt (92 flag 0x01) opens no shift; a Z report shows modes 0x23 then 0x17,
   an X report 0x22, for a fraction of a second (Device.z_print_seconds …), answering only
   queries meanwhile (0x66 to anything else).
@@ -56,7 +60,9 @@ from .state import DEFAULT_SERIAL, DeviceState, Store
 
 __all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
 
-#: Commands that open or form a fiscal document (a receipt's own commands run with it open).
+#: Commands that open or form a fiscal document (a receipt's own commands run with it open),
+#: and 49/4F: they form none (model.DocType.CASH_IN) but move the drawer, and 4F may open the
+#: shift, so a fault while one runs tests exactly-once all the same.
 DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "open_shift", "close_shift", "cash_in", "cash_out"})
 
 log = logging.getLogger(__name__)

@@ -206,6 +206,11 @@ class CoreControls:
         with self.device.lock:
             return [json.loads(json.dumps(d)) for d in self.device.documents]
 
+    def cash_operations(self) -> list[dict[str, Any]]:
+        """Cash in/out that formed no FN document, oldest first (Device.cash_operations)."""
+        with self.device.lock:
+            return [dict(d) for d in self.device.cash_operations]
+
     @property
     def state(self) -> Any:
         """The device state (shift_open, shift_number, fd_number, receipt, cash, …); read-only use."""

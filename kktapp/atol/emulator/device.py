@@ -86,8 +86,15 @@ class Device:
     """One ATOL 55Ф: state, paper, clock. Thread-safe only under :attr:`lock`."""
 
     def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None,
-                 ffd: int = model.FFD_1_2) -> None:
+                 ffd: int = model.FFD_1_2, cash_documents: bool = False) -> None:
         self.lock = threading.RLock()
+        #: Cash in/out (49/4F) form an FN document. Off as on an ATOL: the FN has no document type
+        #: for them ([C] model.DocType.CASH_IN), so they move the drawer only. The Shtrih emulator,
+        #: which shares this core, turns it on (kktapp/shtrih/emulator/device.py).
+        self.cash_documents = cash_documents
+        #: Cash in/out run without an FN document, oldest first: what the device printed on its
+        #: slip, kept in memory only so that tests can count them (documents() holds no such).
+        self.cash_operations: list[dict[str, Any]] = []
         #: FFD version of the firmware and the FN (register 0x36): decides E6 or EA/EB.
         self.ffd = ffd
         #: A position begun with EA and not yet ended with EB: its E8 tags (model.py).
@@ -227,7 +234,10 @@ class Device:
             raise DeviceFault(ErrorCode.SHIFT_EXPIRED)
 
     def _open_shift_if_closed(self) -> None:
-        """[C K] 92, 49 and 4F open a closed shift themselves (an FN shift-open document)."""
+        """92 and 4F open a closed shift themselves, forming the FN's shift-open report first
+        ([S K] AtolFRBase names 92 and 4F "operations that open a shift";
+        atol-real-device.md §6). [U] 49 does the same: K never sends 49 and no other source
+        says; an ATOL host that opened no shift still gets its cash in."""
         if self.shift_state() == "closed":
             self._paper()
             self._start_shift()
@@ -641,18 +651,18 @@ class Device:
         """Register 12: (income, outcome) over the device's life; nothing clears them."""
         return self._income_outcome(self.state.grand_totals)
 
-    def cash_in(self, amount: int, *, document: bool = True) -> dict[str, Any] | None:
-        """Command 49 (registration mode): внесение. ``document=False``: the drawer changes and
-        no FN document is formed (None), as a Shtrih-M device does (kktapp.shtrih.model.DOC_CASH)."""
+    def cash_in(self, amount: int) -> dict[str, Any] | None:
+        """Command 49 (registration mode): внесение. Returns the FN document, or None when cash
+        operations form none (:attr:`cash_documents`, off on an ATOL)."""
         self._mode(Mode.REGISTRATION)
         self._no_receipt()
         self._shift_usable()
         self._paper()
         self._open_shift_if_closed()
         self.state.cash += amount
-        return self._commit("cash_in", amount) if document else self._saved()
+        return self._cash_operation("cash_in", amount)
 
-    def cash_out(self, amount: int, *, document: bool = True) -> dict[str, Any] | None:
+    def cash_out(self, amount: int) -> dict[str, Any] | None:
         """Command 4F (registration mode): выплата; refused beyond the cash in the drawer."""
         self._mode(Mode.REGISTRATION)
         self._no_receipt()
@@ -662,10 +672,23 @@ class Device:
         self._paper()
         self._open_shift_if_closed()
         self.state.cash -= amount
-        return self._commit("cash_out", amount) if document else self._saved()
+        return self._cash_operation("cash_out", amount)
 
-    def _saved(self) -> None:
+    def _cash_operation(self, kind: str, amount: int) -> dict[str, Any] | None:
+        """After the drawer moved: the FN document when this device forms one, else only the
+        drawer, saved, with no FD number, no entry in the FN's documents (A4 45/46, 0x33) and
+        none in the document log ([C] model.DocType.CASH_IN)."""
+        if self.cash_documents:
+            return self._commit(kind, amount)
+        s = self.state
+        # [U] The cashier written before 49/4F (model.DOCUMENT_TAGS) belongs to this operation's
+        # slip; it must not land on a later shift report.
+        self.pending_attributes = {}
+        self.cash_operations.append({"type": kind, "total": amount, "shift_number": s.shift_number,
+                                     "datetime": self.now().isoformat()})
         self.save()
+        log.info("emulator %s: %s %d, no FN document, drawer %d", s.serial, kind, amount, s.cash)
+        return None
 
     def last_sale(self) -> dict[str, Any] | None:
         """The last receipt document in the FN (register 0x33), None before the first."""

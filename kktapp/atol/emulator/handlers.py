@@ -330,6 +330,12 @@ def _cash_in_drawer(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     return cmd.encode_reply(amount=max(0, device.state.cash))
 
 
+@handles("cash_register")
+def _cash_register(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
+    # [S K] Register 0x0A: the same drawer as 4D.
+    return cmd.encode_reply(amount=max(0, device.state.cash))
+
+
 @handles("last_shift_totals")
 def _last_shift_totals(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
     income, outcome = device.last_shift_totals()

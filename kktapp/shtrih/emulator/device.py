@@ -117,11 +117,10 @@ class ShtrihDevice:
 
     def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None,
                  cash_documents: bool = True) -> None:
-        self.core = FiscalCore(store, serial, clock_offset_hours=clock_offset_hours)
+        # Cash in/out form an FN document here, unlike on the ATOL emulator that shares the core
+        # (see cash_documents).
+        self.core = FiscalCore(store, serial, clock_offset_hours=clock_offset_hours, cash_documents=cash_documents)
         self.lock = self.core.lock
-        #: Cash in/out form an FN document (the shared core's way); False: they form none and move
-        #: only the operating document number, as a device does [S] (model.DOC_CASH).
-        self.cash_documents = cash_documents
         #: Cash documents that formed no FN document, for the operating document number (0x11,
         #: 0x50): that number counts every document. Kept in memory only [U: a restart of the
         #: emulator process forgets them].
@@ -135,6 +134,17 @@ class ShtrihDevice:
     def state(self) -> Any:
         """The core's persistent state (fd_number, shift_number, receipt, cash, …)."""
         return self.core.state
+
+    @property
+    def cash_documents(self) -> bool:
+        """Cash in/out (0x50/0x51) form an FN document: on by default, as this emulator always
+        did; False: they form none and move only the operating document number, as model.DOC_CASH
+        says a device does [S]. The core keeps the setting (Device.cash_documents)."""
+        return self.core.cash_documents
+
+    @cash_documents.setter
+    def cash_documents(self, value: bool) -> None:
+        self.core.cash_documents = bool(value)
 
     def document_number(self) -> int:
         """The operating document number (0x11, 0x50): FN documents and cash-only ones."""
@@ -332,7 +342,7 @@ def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     dev.shift_needed()
     core = dev.in_mode(_REG)
     cash = core.cash_in if dev.operation == "cash_in" else core.cash_out
-    if cash(p["amount"], document=dev.cash_documents) is None:
+    if cash(p["amount"]) is None:
         dev.cash_only += 1
     return {"operator": dev.operator, "document_number": dev.document_number()}
 
