@@ -335,11 +335,7 @@ def test_receipt_tags_follow_92_and_1174_holds_1178_and_1179(emu: Emulator, wire
     r = Receipt(type=SettlementType.SELL_CORRECTION, positions=(milk,), payments=(Payment(PaymentType.CASH, 17980),),
                 cashier_name="Ии", customer_contact="a@b.ru",
                 correction=Correction(by_order=True, date=dt.date(2026, 2, 3), order_number="№ 12"))
-    with AtolDriver(emu.url) as d:
-        d.open_shift()
-        del wire[:]
-        d.sell(r)
-    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    bodies = _sale_on_the_wire(emu, wire, r)
     assert bodies[1:7] == [
         H("92 00 07"),
         H("E8 01 01 00  FD 03 02 00  88 A8"),  # 1021 "Ии"
@@ -351,15 +347,20 @@ def test_receipt_tags_follow_92_and_1174_holds_1178_and_1179(emu: Emulator, wire
     assert emu.documents()[-1]["attributes"]["1174"] == {"1178": "2026-02-03", "1179": "№ 12"}
 
 
-def test_the_taxation_system_follows_92_as_one_byte(emu: Emulator, wire: list[bytes]) -> None:
-    # 92 has no field for 1055 (Z's CheckOpenRequest: flags, type); [S K] E8 of one byte, the
-    # bit; [U] right after 92 with the other receipt tags, before the first position (model.py).
-    r = milk_receipt(taxation=TaxationSystem.USN_INCOME_OUTCOME)
+def _sale_on_the_wire(emu: Emulator, wire: list[bytes], r: Receipt) -> list[bytes]:
+    """The bodies of the Adds (C1) the driver sends for one sale in an open shift."""
     with AtolDriver(emu.url) as d:
         d.open_shift()
         del wire[:]
         d.sell(r)
-    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    return [p[5:] for p in wire if p[0] == 0xC1]
+
+
+def test_the_taxation_system_follows_92_as_one_byte(emu: Emulator, wire: list[bytes]) -> None:
+    # 92 has no field for 1055 (Z's CheckOpenRequest: flags, type); [S K] E8 of one byte, the
+    # bit; [U] right after 92 with the other receipt tags, before the first position (model.py).
+    r = milk_receipt(taxation=TaxationSystem.USN_INCOME_OUTCOME)
+    bodies = _sale_on_the_wire(emu, wire, r)
     at = bodies.index(H("92 00 01"))
     assert bodies[at:at + 3] == [H("92 00 01"), H("E8 01 01 00  1F 04 01 00  04"), H("EA 00 01 00")]
     assert H("A4 43") in bodies[:at]  # the registration is read (once) before anything of the receipt
@@ -370,11 +371,7 @@ def test_an_internet_sale_carries_1008_1187_and_1125_after_92(emu: Emulator, wir
     # fiscal-rules.md §5: from 01.09.2025 an internet settlement carries 1008, 1187 (the site)
     # and 1125. E8 as for 1008 ([C C,K]); 1187 text in the device codec; [U] 1125 one byte 01.
     r = milk_receipt(customer_contact="a@b.ru", settlement_place="shop.ru", internet=True, electronic_only=True)
-    with AtolDriver(emu.url) as d:
-        d.open_shift()
-        del wire[:]
-        d.sell(r)
-    bodies = [p[5:] for p in wire if p[0] == 0xC1]
+    bodies = _sale_on_the_wire(emu, wire, r)
     at = bodies.index(H("92 04 01"))
     assert bodies[at:at + 5] == [
         H("92 04 01"),

@@ -843,6 +843,15 @@ def test_post_kkt_receipts_included_when_set(one_register, folder, request):
         ("555", Decimal("100.00"))]
 
 
+def _compat_income_by_barcode(client, barcode: str, status: int):
+    """An atol-kkt-service INCOME of one item named only by its barcode (seed 002's shape)."""
+    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
+              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
+                       "goods": [{"name": "", "barcode": barcode, "kol": 1, "dep": 0, "discount": 0}]}}
+    return client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
+                       status=status)
+
+
 def test_unknown_code_or_barcode_is_refused(one_register, folder, request, emulator):
     _, client = _one_app(request, folder)
     res = client.post_json(f"{API}/receipts", {"items": [{"code": "103"}, {"code": "999"}],
@@ -851,11 +860,7 @@ def test_unknown_code_or_barcode_is_refused(one_register, folder, request, emula
     res = client.post_json(f"{API}/receipts", {"items": [{"quantity": 1}],
                                                "payments": [{"type": "cash", "amount": 100}]}, status=422)
     assert res.json["error"]["field"].startswith("items.0.")
-    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
-              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
-                       "goods": [{"name": "", "barcode": "123", "kol": 1, "dep": 0, "discount": 0}]}}
-    res = client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
-                      status=422)
+    res = _compat_income_by_barcode(client, "123", status=422)
     assert "data.goods.0.barcode" in res.json["error"] and "123" in res.json["error"]
     assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
 
@@ -868,11 +873,7 @@ def test_goods_without_price_is_sold_only_at_a_given_price(one_register, folder,
     res = client.post_json(f"{API}/receipts", {"items": [{"code": "103"}, {"code": "555"}],
                                                "payments": [{"type": "cash", "amount": 100}]}, status=422)
     assert res.json["error"]["field"] == "items.1.price" and "нет цены" in res.json["error"]["message"]
-    income = {"atol_device_data": {"atol_device_number": 1, "atol_operator_password": "30"}, "comand": "INCOME",
-              "data": {"header_text": [], "footer_text": [], "check_sm": 10, "type_close": "tcCash", "tr_id": 0,
-                       "goods": [{"name": "", "barcode": "4600000005551", "kol": 1, "dep": 0, "discount": 0}]}}
-    res = client.post("/api/compat/atol-kkt-service", json.dumps(income).encode(), content_type="application/json",
-                      status=422)
+    res = _compat_income_by_barcode(client, "4600000005551", status=422)
     assert "data.goods.0.price" in res.json["error"] and "нет цены" in res.json["error"]
     assert [d for d in emulator.documents() if d["type"] == "receipt"] == []
     # With the price in the request it sells: name, VAT and code still come from the catalogue.
