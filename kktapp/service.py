@@ -393,6 +393,15 @@ class FiscalService:
         if owner is not None:
             owner.wake()
 
+    def _wake_owner(self, device: int) -> None:
+        """The device's queue changed: its owner looks now, here or in another process."""
+        owner = self._owners.get(device)
+        if owner is not None:
+            owner.wake()
+        if owner is None or not owner.is_owner:
+            # The owner may be in another process: a hint, its slow poll is the fallback.
+            self._wakeups.announce_queued(device)
+
     def _woken(self, job_id: str) -> None:
         """Another process's owner changed ``job_id``: its waiters here read the journal now."""
         with self._waiters_lock:
@@ -486,12 +495,7 @@ class FiscalService:
                 waiter = self._listen(job.id)
             self.start()
             if created:
-                owner = self._owners.get(job.device)
-                if owner is not None:
-                    owner.wake()
-                if owner is None or not owner.is_owner:
-                    # The owner may be in another process: a hint, its slow poll is the fallback.
-                    self._wakeups.announce_queued(job.device)
+                self._wake_owner(job.device)
             return self._wait(job, wait, waiter, fresh=created)
         finally:
             self._unlisten(waiter)
@@ -664,11 +668,7 @@ class FiscalService:
                     f"пробит, ФД {mark['fiscal_document_number']}" if fiscalised else "не пробит, ключ свободен")
         self.job_changed(job_id)
         # The owner sleeps while the job holds its queue: the queue is free now.
-        owner = self._owners.get(settled.device)
-        if owner is not None:
-            owner.wake()
-        if owner is None or not owner.is_owner:
-            self._wakeups.announce_queued(settled.device)
+        self._wake_owner(settled.device)
         return settled
 
     def cancelled_receipt(self, key: str, fp: str) -> Job | None:
