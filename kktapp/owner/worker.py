@@ -184,7 +184,7 @@ class Worker:
         for attempt in (1, 2):
             try:
                 if job.kind in SHIFT_KINDS:
-                    if job.kind == RECEIPT and self._receipt(job).test_mode and not self.shift.is_open():
+                    if self._test_receipt(job) and not self.shift.is_open():
                         outcomes.fail(job, TestShiftClosed())
                         return
                     self.shift.ensure_open()
@@ -344,11 +344,16 @@ class Worker:
             raise KKTError(f"неизвестная операция {kind}")
         return {}
 
+    def _test_receipt(self, job: Job) -> bool:
+        """A receipt run in test mode, its own or the service's (without decoding the receipt:
+        this is asked before every receipt)."""
+        return job.kind == RECEIPT and (self.seat.host.test_mode or bool(job.payload["receipt"].get("test_mode")))
+
     def _receipt(self, job: Job) -> Receipt:
         receipt = receipt_from_json(job.payload["receipt"])
         host = self.seat.host
         changes: dict[str, Any] = {}
-        if host.test_mode and not receipt.test_mode:
+        if self._test_receipt(job) and not receipt.test_mode:
             changes["test_mode"] = True
         if not receipt.cashier_name and host.cashier_name:
             changes["cashier_name"] = host.cashier_name
