@@ -23,6 +23,7 @@ from typing import Any
 
 from ..atol.codec import CodecError, plain_text
 from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
+from ..atol.commands import tlv as tlv_record
 from ..device import DeviceLimits
 from ..domain import TextLine
 from . import model
@@ -493,7 +494,7 @@ def tlv(tag: int, value: str | int | dt.date | bytes) -> bytes:
         raw = encode_text(str(value))
     if len(raw) + 4 > model.MAX_TLV_BYTES:
         raise CodecError(f"tag {tag}: value of {len(raw)} bytes too long")
-    return tag.to_bytes(2, "little") + len(raw).to_bytes(2, "little") + raw
+    return tlv_record(tag, raw)
 
 
 def parse_tlv(data: bytes) -> list[tuple[int, Any]]:
