@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from common import Emulator, Harness, onec_request, read_stat, result, run_id, setup_logging
@@ -298,6 +299,20 @@ def own_layer(key: Key, ctx: str | None, mod: str | None) -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def post_wsgi(wsgi: Callable, body: bytes) -> tuple[str, bytes]:
+    """One POST /kkt (1C's form content type) through a WSGI callable, as a server would call it."""
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/kkt", "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
+        "wsgi.run_once": False, "wsgi.version": (1, 0),
+    }  # fmt: skip
+    chunks, status, _headers = run_wsgi_app(wsgi, environ, buffered=True)
+    return status, b"".join(chunks)
+
+
 class InProcess:
     """The kkt app built in this process against given devices; posts 1C receipts to its WSGI callable."""
 
@@ -319,16 +334,7 @@ class InProcess:
 
     def post(self, body: bytes) -> tuple[str, bytes]:
         """One POST /kkt through the WSGI callable, as a server would call it."""
-        environ = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": "/kkt", "SCRIPT_NAME": "", "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/x-www-form-urlencoded",
-            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
-            "wsgi.run_once": False, "wsgi.version": (1, 0),
-        }  # fmt: skip
-        chunks, status, _headers = run_wsgi_app(self.wsgi, environ, buffered=True)
-        return status, b"".join(chunks)
+        return post_wsgi(self.wsgi, body)
 
     def close(self) -> None:
         service = self.app.extensions["kkt"]

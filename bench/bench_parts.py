@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -56,11 +55,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_layers import InProcess, bodies, post_all
-from bench_protocol import encode_batch, make_receipt, record_sale, sale_steps
+from bench_layers import InProcess, bodies, post_all, post_wsgi
+from bench_protocol import encode_batch, make_receipt, per_call_us, record_sale, sale_steps
 from common import Harness, onec_receipt, result, run_id, setup_logging
 from marshmallow import Schema, fields
-from werkzeug.test import run_wsgi_app
 
 from kktapp.atol import framing, taskbuf
 from kktapp.atol.commands import LIMITS as ATOL_LIMITS
@@ -69,31 +67,9 @@ from kktapp.web import kkt1c
 
 log = logging.getLogger("bench.parts")
 
-#: Each figure is the best of REPEATS windows: the machine is shared, the least disturbed wins.
-REPEATS = 5
-
-
 def best_ms(fn: Callable[[], object], rounds: int, clock: Callable[[], float] = time.thread_time) -> float:
-    """Milliseconds of ``clock`` per call of ``fn``, the best of REPEATS windows of ``rounds`` calls."""
-    best = float("inf")
-    for _ in range(REPEATS):
-        start = clock()
-        for _ in range(rounds):
-            fn()
-        best = min(best, (clock() - start) / rounds * 1000)
-    return best
-
-
-def environ(body: bytes) -> dict:
-    """A POST /kkt as a WSGI server passes it."""
-    return {
-        "REQUEST_METHOD": "POST", "PATH_INFO": "/kkt", "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": False,
-        "wsgi.run_once": False, "wsgi.version": (1, 0),
-    }  # fmt: skip
+    """Milliseconds of ``clock`` per call of ``fn``: the least disturbed of several windows."""
+    return per_call_us(fn, rounds, clock) / 1000
 
 
 def floor_app_ms(work: Path, body: bytes, rounds: int) -> float:
@@ -106,7 +82,7 @@ def floor_app_ms(work: Path, body: bytes, rounds: int) -> float:
     wsgi = create_app().wsgi_app
 
     def post() -> None:
-        chunks, status, _headers = run_wsgi_app(wsgi, environ(body), buffered=True)
+        status, _answer = post_wsgi(wsgi, body)
         assert status.startswith("200"), status
 
     post()
