@@ -263,6 +263,9 @@ class Driver(Protocol):
     def x_report(self) -> None:
         """X report (no clearing)."""
 
+    def settlement_report(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
+        """«Отчёт о текущем состоянии расчётов»: an FN fiscal document (FFD type 21)."""
+
     def sell(self, receipt: Receipt) -> FiscalResult:
         """Fiscalise a receipt of any settlement type, pipelined; test mode if receipt.test_mode."""
 

@@ -24,6 +24,9 @@ QUANTITY_DECIMALS = 3
 VAT22_SINCE = dt.date(2026, 1, 1)
 
 
+#: The FN's fiscal document of FFD type 21, made on request (KKM Server's OfdReport, libfptr's
+#: LIBFPTR_RT_OFD_EXCHANGE_STATUS): its Russian name, for messages, steps and pages.
+SETTLEMENT_REPORT_TITLE = "отчёт о текущем состоянии расчётов"
 #: Most significant digits a money amount or quantity may have before any arithmetic on it:
 #: far above every fiscal limit, low enough that ``1e999999999`` or 5,000 digits never reach
 #: Decimal arithmetic or int() (an overflow, or a billion-digit integer), and that rounding to

@@ -299,6 +299,12 @@ class FakeDevice:
     def _x_report(self, **_: object) -> None:
         self._need_paper()
 
+    def _settlement_report(self, cashier_name: str = "", cashier_inn: str = "", **_: object) -> FiscalResult:
+        if self.receipt_open:
+            raise DeviceError(0x9B, "Чек открыт")
+        self._need_paper()
+        return self._commit("settlement_report")
+
     def _print_text(self, lines: Sequence[TextLine], **_: object) -> None:
         self._need_paper()
 
@@ -363,6 +369,9 @@ class FakeDriver:
 
     def x_report(self) -> None:
         self._do("x_report")
+
+    def settlement_report(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
+        return self._do("settlement_report", cashier_name, cashier_inn)  # type: ignore[return-value]
 
     def sell(self, receipt: Receipt) -> FiscalResult:
         return self._do("sell", receipt)  # type: ignore[return-value]

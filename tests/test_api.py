@@ -100,7 +100,19 @@ def test_shift_open_x_report_close(clients, emulator):
     assert [d["type"] for d in emulator.documents()] == ["open_shift", "close_shift"]
 
 
-@pytest.mark.parametrize("path", ["shift/x-report", "shift/close", "cancel-receipt", "reset-summary", "tech-reset"])
+def test_settlement_report_is_a_journalled_fn_document(clients, emulator):
+    res = clients.admin.post(f"{API}/devices/1/settlement-report", headers={"Idempotency-Key": "ofd-1"})
+    assert res.json["state"] == "done" and res.json["kind"] == "settlement_report"
+    doc = emulator.documents()[-1]
+    assert doc["type"] == "settlement_report"
+    assert res.json["result"]["fiscal_document_number"] == doc["fd_number"]
+    assert res.json["result"]["fiscal_sign"] == doc["fiscal_sign"]
+    again = clients.admin.post(f"{API}/devices/1/settlement-report", headers={"Idempotency-Key": "ofd-1"})
+    assert again.json["id"] == res.json["id"] and len(emulator.documents()) == 1
+
+
+@pytest.mark.parametrize("path", ["shift/x-report", "shift/close", "settlement-report", "cancel-receipt",
+                                  "reset-summary", "tech-reset"])
 def test_admin_operations_refused_for_cashier(path, clients, emulator):
     res = clients.cashier.post(f"{API}/devices/1/{path}", status=403)
     err = error_of(res)

@@ -255,6 +255,32 @@ def test_a_device_refusing_the_cashier_still_opens_the_shift(driver: AtolDriver,
     assert emu.documents()[-1]["attributes"] == {str(model.TAG_CASHIER_NAME): "Иванова И.И."}
 
 
+def test_settlement_report_is_67_9_in_mode_2_and_an_fn_document(driver: AtolDriver, emu: Emulator,
+                                                                  wire_adds: list[bytes]):
+    # [C A,C] 67 carries the report type; [S A] type 9 is the FISCAL settlement-state report.
+    emu.device.set_unsent(2)
+    result = driver.settlement_report("Иванова И.И.", "500100732259")
+    assert bytes([0x67, model.REPORT_SETTLEMENT_STATE]) in wire_adds
+    assert bytes([0x56, model.Mode.REPORT_X]) in [b[:2] for b in wire_adds]
+    doc = emu.documents()[-1]
+    assert doc["type"] == "settlement_report" and doc["attributes"] == CASHIER and doc["unsent"] == 2
+    assert result.fiscal_document_number == doc["fd_number"] == 1
+    assert result.fiscal_sign == doc["fiscal_sign"] and result.total == 0
+    # A4 45 names it FFD document type 21.
+    assert driver.read_document(1)[0] == model.DocType.CALCULATION_STATE
+    # The X report (67 1) still forms no document.
+    driver.x_report()
+    assert len(emu.documents()) == 1
+
+
+def test_settlement_report_without_paper_is_a_device_error(driver: AtolDriver, emu: Emulator):
+    emu.device.paper = False
+    with pytest.raises(DeviceError) as exc:
+        driver.settlement_report()
+    assert exc.value.code == ErrorCode.NO_PAPER and "бумаг" in exc.value.message
+    assert emu.documents() == []
+
+
 def test_open_shift_twice_is_a_device_error(shift: AtolDriver):
     with pytest.raises(DeviceError) as info:
         shift.open_shift()

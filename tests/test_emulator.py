@@ -94,6 +94,7 @@ ENCODE: dict[str, Any] = {
     "document_read": lambda: b"\xa4\x46",
     "reprint_last": lambda: b"\x95",
     "x_report": lambda: b"\x67\x01",  # [S C]
+    "settlement_report": lambda: b"\x67\x09",  # [S A] PrintReportCommand.FISCAL
     "print_string": lambda text: b"\x4c" + cp866(text),  # [C A,K,C] text only
     "general_clearing": lambda: b"\x77",
 }
@@ -923,6 +924,23 @@ def test_reports_show_their_progress_modes(client: RawClient, emu: Emulator) -> 
     assert client.call("status")["mode"] == 0x22
     client.wait_ready()
     assert client.call("short_status")["mode"] == 0x02
+
+
+def test_67_9_forms_the_settlement_state_report_in_mode_2_only(client: RawClient, emu: Emulator) -> None:
+    # [S A] 67 9 is the FN's settlement-state report (FFD type 21), in mode 2 like 67 1.
+    emu.device.x_print_seconds = 0.3
+    client.mode(1)
+    assert client.error("settlement_report") == ErrorCode.WRONG_MODE
+    client.mode(2)
+    assert client.error("settlement_report") is None
+    assert client.call("status")["mode"] == 0x22  # [U] printed like an X report
+    client.wait_ready()
+    assert [d["type"] for d in emu.documents()] == ["settlement_report"]
+    assert client.call("fn_status")["last_fd_number"] == 1
+    assert client.call("document_open", fd_number=1)["doc_type"] == 21
+    emu.device.paper = False
+    assert client.error("settlement_report") == ErrorCode.NO_PAPER
+    assert len(emu.documents()) == 1
 
 
 def test_short_status_flags(client: RawClient, emu: Emulator) -> None:

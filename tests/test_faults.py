@@ -199,6 +199,8 @@ class Rig:
     #: Share of each test's in-flight minimum this rig's devices must reach: the minimums are
     #: measured on ATOL's pipelined batches; another protocol family's rig may ask for less.
     in_flight_scale = 1.0
+    #: The emulator command that forms the settlement-state report (ATOL: 67, with type 9).
+    settlement_command = "x_report"
 
     def need(self, minimum: int) -> int:
         """The in-flight minimum for this rig (at least one fault must hit a document)."""
@@ -894,6 +896,39 @@ def test_cash_operation_whose_answer_is_lost_is_settled_by_the_drawer(rig: Rig, 
     assert (job.result["fiscal_document_number"], job.result["fiscal_sign"], job.result["total"]) == (0, "", 12_345)
     SUMMARY["trials"] += 1
     InFlight().add(1, 1)
+
+
+def test_settlement_report_whose_answer_is_lost_is_found_in_the_fn(rig: Rig) -> None:
+    """The settlement-state report is an FN document: its answer lost, the job is settled by
+    the FD number kept in the journal before sending, done once and never sent again."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    assert settle(service, sell(service, "warm").id).state == DONE
+    before = len(emu.documents())
+    fired = emu.faults_fired
+    arm_at(emu, rig.settlement_command, lambda: emu.drop_after_tasks(1))  # it runs, its answer is lost
+    job = settle(service, service.submit("settlement_report", {"cashier_name": "Петрова А.А."}, key="ofd",
+                                         wait=0).id)
+    assert emu.faults_fired == fired + 1, "the link never dropped"
+    docs = emu.documents()
+    assert job.state == DONE, job
+    assert [d["type"] for d in docs[before:]] == ["settlement_report"]
+    assert job.fd_before == docs[before - 1]["fd_number"]
+    assert (job.result["fiscal_document_number"], job.result["fiscal_sign"]) == (
+        docs[-1]["fd_number"], docs[-1]["fiscal_sign"])
+    again = service.submit("settlement_report", {"cashier_name": "Петрова А.А."}, key="ofd", wait=SETTLE)
+    assert again.id == job.id and len(emu.documents()) == before + 1
+    SUMMARY["trials"] += 1
+    InFlight().add(1, 1)
+
+
+def test_settlement_report_refused_by_the_device_fails_and_forms_nothing(rig: Rig) -> None:
+    emu = rig.emulator()
+    service = rig.service([emu])
+    emu.paper_out(before=rig.settlement_command)
+    job = settle(service, service.submit("settlement_report", wait=0).id)
+    assert job.state == FAILED and job.error["code"] and emu.documents() == []
+    assert job.attempts == 1  # a refusal is not sent again
 
 
 def test_cash_operation_the_drawer_cannot_settle_is_left_to_the_operator(rig: Rig,

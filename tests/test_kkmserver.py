@@ -331,6 +331,56 @@ def test_open_shift_x_report_z_report_close_shift(km, emulator):
     assert [d["type"] for d in emulator.documents()] == ["open_shift", "close_shift", "open_shift", "close_shift"]
 
 
+def test_ofd_report_is_the_settlement_state_report_formed_once(km, emulator):
+    """kkmserver-api.md §5: OfdReport, the FN's «отчёт о текущем состоянии расчётов» (FFD type 21)."""
+    body = {"Command": "OfdReport", "NumDevice": 1, "CashierName": "Петрова А.А.", "CashierVATIN": "430601071197",
+            "IdCommand": ident("ofd")}
+    answer = post(km.admin, body)
+    doc = emulator.documents()[-1]
+    assert answer["Status"] == 0 and answer["Error"] == "" and doc["type"] == "settlement_report"
+    assert answer["CheckNumber"] == doc["fd_number"] and answer["Command"] == "OfdReport"
+    assert "Петрова А.А." in json.dumps(doc, ensure_ascii=False)  # tag 1021 of this report
+    # A repeat of the IdCommand forms nothing more; the shift was never opened for it.
+    assert post(km.admin, body) == answer
+    assert [d["type"] for d in emulator.documents()] == ["settlement_report"]
+    assert post(km.cashier, {"Command": "GetDataKKT", "NumDevice": 1})["Info"]["SessionState"] == 1
+
+
+def test_ofd_report_needs_an_admin_like_the_other_reports(km, emulator):
+    answer = post(km.cashier, {"Command": "OfdReport", "NumDevice": 1, "IdCommand": ident("ofd-cashier")})
+    assert answer["Status"] == 2 and "администратор" in answer["Error"]
+    assert emulator.documents() == []
+
+
+def test_ofd_report_refused_by_the_device_is_a_russian_error_with_its_code(km, emulator):
+    emulator.paper_out()
+    body = {"Command": "OfdReport", "NumDevice": 1, "IdCommand": ident("ofd-paper")}
+    answer = post(km.admin, body)
+    # ATOL: «Нет бумаги»; Shtrih-M: «Нет чековой ленты».
+    assert answer["Status"] == 2 and ("бумаг" in answer["Error"].lower() or "ленты" in answer["Error"])
+    assert isinstance(answer["ErrorCode"], int) and answer["ErrorCode"] > 0
+    emulator.paper_in()
+    assert post(km.admin, body) == answer  # a failed command is not run again by its repeat
+    assert emulator.documents() == []
+
+
+def test_ofd_report_sends_67_9_in_mode_2(km, emulator, monkeypatch: pytest.MonkeyPatch):
+    # [S A] atol4j: 67 with report type 9 in mode 2 is the fiscal settlement-state report.
+    from kktapp.atol.emulator import handlers
+
+    seen: list[bytes] = []
+    real = handlers.execute
+
+    def record(device: Any, task: bytes, *args: Any) -> Any:
+        seen.append(task[2:])  # after the two-byte access password
+        return real(device, task, *args)
+
+    monkeypatch.setattr(handlers, "execute", record)
+    assert post(km.admin, {"Command": "OfdReport", "NumDevice": 1})["Status"] == 0
+    assert bytes.fromhex("67 09") in seen and bytes.fromhex("67 01") not in seen
+    assert seen.index(bytes.fromhex("67 09")) > max(i for i, t in enumerate(seen) if t[:2] == b"\x56\x02")
+
+
 def _fn(km: ApiClients, device: int) -> str:
     return post(km.cashier, {"Command": "GetDataKKT", "NumDevice": device})["Info"]["FnNumber"]
 

@@ -78,6 +78,11 @@ TRANSCRIPTS = [
     ("x_report", 30, {}, "40 " + PWD30, "40 00 1E", {"operator": 30}, "LAYOUT §4.3"),
     ("z_report", 30, {}, "41 " + PWD30, "41 00 1E", {"operator": 30}, "LAYOUT §4.3"),
     ("begin_close_shift", 30, {}, "FF 42 " + PWD30, "FF 42 00", {}, "LAYOUT §4.3 (opos BeginZReport)"),
+    ("begin_settlement_report", 30, {}, "FF 37 " + PWD30, "FF 37 00", {},
+     "LAYOUT javapos FSStartCalcReport (sysadmin password, answer the error only)"),
+    ("settlement_report", 30, {}, "FF 38 " + PWD30, "FF 38 00 2B 00 00 00 04 03 02 01 02 00 00 00 1A 0B 1E",
+     {"fd_number": 43, "fiscal_sign": 0x01020304, "unsent": 2, "first_unsent_date": dt.date(2026, 11, 30)},
+     "LAYOUT opos/javapos FSPrintCalcReport, pyshtrih 0xFF38 (FD 4, FS 4, count 4, YY MM DD)"),
     ("cash_in", 30, {"amount": 150000}, "50 " + PWD30 + " F0 49 02 00 00", "50 00 1E 07 00",
      {"operator": 30, "document_number": 7}, "LAYOUT §4.3"),
     ("cash_out", 30, {"amount": 1}, "51 " + PWD30 + " 01 00 00 00 00", "51 00 1E 08 00",
@@ -144,6 +149,11 @@ def test_find_document_receipt_data() -> None:
     # Types 2 and 5 (shift documents): date/time, FD, FS, shift number(2).
     shift = commands.decode_document(5, H("1A 0B 1E 0E 05 2B 00 00 00 01 02 03 04 05 00"))
     assert shift["shift_number"] == 5 and shift["fd_number"] == 43
+    # Type 21 (settlement-state report, opos DecodeDocType21): date/time, FD, FS, unconfirmed
+    # count (2 as opos's code reads it), the first one's date/time.
+    report = commands.decode_document(21, H("1A 0B 1E 0E 05 2C 00 00 00 01 02 03 04 02 00 1A 0B 1D 09 00"))
+    assert report == {"datetime": dt.datetime(2026, 11, 30, 14, 5), "fd_number": 44, "fiscal_sign": 0x04030201,
+                      "unsent": 2, "first_unsent_at": dt.datetime(2026, 11, 29, 9, 0)}
 
 
 @pytest.mark.parametrize("answer, code", [

@@ -48,6 +48,8 @@ ATOL_ONLY: dict[str, str] = {
     "test_compat__seed_reset_examples_succeed_for_admin_when_enabled": _RESET,
     "test_compat__seed_examples_replayed_verbatim_all_succeed": _RESET + " (the seeds include both)",
     "test_kkmserver__list_two_registers": _SERIAL,
+    "test_kkmserver__ofd_report_sends_67_9_in_mode_2":
+        "ATOL's bytes; Shtrih-M's FF38: test_shtrih_kkmserver.py, test_ofd_report_sends_ff38",
     "test_kkmserver__get_data_kkt_session_state_fn_ofd": _SERIAL,
     "test_kkmserver__routing_num_device_zero_kkt_number_inn": _SERIAL,
     "test_kkmserver__inn_from_registration_data_when_the_driver_reads_it": _REGISTRATION,

@@ -82,6 +82,52 @@ def test_shift_with_cashier_and_reports(drv: ShtrihDriver, emu: Emulator) -> Non
     assert err.value.code == ErrorCode.SHIFT_CLOSED and "Смена не открыта" in err.value.message
 
 
+def test_settlement_report_is_ff38_and_an_fn_document(drv: ShtrihDriver, emu: Emulator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    execute = emu_device.ShtrihDevice.execute
+
+    def record(self: emu_device.ShtrihDevice, payload: bytes, *args: object, **kw: object) -> bytes:
+        sent.append(payload[:2].hex(" ").upper() if payload[0] == 0xFF else f"{payload[0]:02X}")
+        return execute(self, payload, *args, **kw)
+
+    monkeypatch.setattr(emu_device.ShtrihDevice, "execute", record)
+    # Without a cashier: FF38 alone, as opos, pyshtrih and the DrvFR 1C driver send it.
+    res = drv.settlement_report()
+    assert "FF 38" in sent and "FF 37" not in sent
+    doc = emu.documents()[-1]
+    assert doc["type"] == "settlement_report" and "attributes" not in doc
+    assert (res.fiscal_document_number, res.fiscal_sign, res.total) == (1, doc["fiscal_sign"], 0)
+    # With a cashier: FF37, the tags by FF0C, then FF38.
+    sent.clear()
+    res = drv.settlement_report("Иванова И.И.", "500100732259")
+    reports = [c for c in sent if c in ("FF 37", "FF 0C", "FF 38")]
+    assert reports == ["FF 37", "FF 0C", "FF 0C", "FF 38"]
+    assert emu.documents()[-1]["attributes"] == {"1021": "Иванова И.И.", "1203": "500100732259"}
+    assert res.fiscal_document_number == 2 and not emu.state.shift_open
+
+
+def test_settlement_report_refusals_are_russian(drv: ShtrihDriver, emu: Emulator) -> None:
+    emu.paper_out(before="settlement_report")
+    with pytest.raises(DeviceError) as err:
+        drv.settlement_report()
+    assert err.value.code == ErrorCode.NO_PAPER and err.value.device_message
+    assert emu.documents() == []
+
+
+def test_cashier_password_cannot_take_the_settlement_report(emu: Emulator) -> None:
+    # model.py: the sources send FF38 with the system administrator's password only.
+    d = ShtrihDriver(emu.url, password=1, admin_password=1, timeout=5)
+    d.connect()
+    try:
+        with pytest.raises(DeviceError) as err:
+            d.settlement_report()
+        assert err.value.code == ErrorCode.WRONG_PASSWORD and err.value.device_message == "Неверный пароль"
+    finally:
+        d.close()
+    assert emu.documents() == []
+
+
 @pytest.mark.parametrize("kind", list(SettlementType))
 def test_every_settlement_type(drv: ShtrihDriver, emu: Emulator, kind: SettlementType) -> None:
     drv.open_shift()

@@ -39,7 +39,9 @@ from kktapp.shtrih.emulator import Emulator
 log = logging.getLogger(__name__)
 
 for _name in ("test_link_drop_at_every_step_of_a_receipt", "test_expired_shift_with_the_link_dropped_at_every_step",
-              "test_device_switched_off_at_random_moments", "test_many_clients_on_several_devices_with_link_drops"):
+              "test_device_switched_off_at_random_moments", "test_many_clients_on_several_devices_with_link_drops",
+              "test_settlement_report_whose_answer_is_lost_is_found_in_the_fn",
+              "test_settlement_report_refused_by_the_device_fails_and_forms_nothing"):
     globals()[_name] = getattr(test_faults, _name)
 
 
@@ -90,6 +92,7 @@ class ShtrihRig(Rig):
     #: walks 13 commands inside documents where ATOL's minimum is 18 (the order of commands,
     #: not timing, decides it); the other trials pass ATOL's minimums, with this margin.
     in_flight_scale = 0.7
+    settlement_command = "settlement_report"  # FF38
 
     def emulator(self) -> Emulator:  # type: ignore[override]
         n = len(self.emulators) + 1

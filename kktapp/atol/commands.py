@@ -477,8 +477,8 @@ COMMANDS_LIST: tuple[Command, ...] = (
             mode=_M.REGISTRATION, timeout=_T[0x9A]),
     # [C C,Z] 5A, then the report's progress modes (model.REPORT_PROGRESS_MODES)
     Command(0x5A, "close_shift", "закрытие смены (Z-отчёт)", mode=_M.REPORT_Z, timeout=_T[0x5A]),
-    # [S C] 67 1
-    Command(0x67, "x_report", "X-отчёт", request=(_f("report_type", U8(), 1),),
+    # [C A,C] 67 type: 1 X report, 9 settlement-state report (model.REPORT_SETTLEMENT_STATE)
+    Command(0x67, "x_report", "X-отчёт", request=(_f("report_type", U8(), model.REPORT_X_DAILY),),
             mode=_M.REPORT_X, timeout=_T[0x67]),
     # ---- receipt
     # [C A,K,Z] 92 flags type; flags 0x01 test, [C K,Z] 0x04 do not print.

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
 from ..domain import (
+    SETTLEMENT_REPORT_TITLE,
     TAXATION_TITLES,
     FiscalResult,
     PaymentType,
@@ -858,22 +859,25 @@ class AtolDriver:
             fn = self._in_mode(mode, [*steps, step("fn_status")])[-1]
         return self._document_result(fn["last_fd_number"], fn["fn_serial"])[1]
 
-    def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
-        """A shift report with the cashier written just before it (model.DOCUMENT_TAGS).
+    def _shift_document(self, mode: int, command: str, cashier_name: str, cashier_inn: str,
+                        title: str = "", **params: Any) -> FiscalResult:
+        """A report that forms an FN document, with the cashier written just before it
+        (model.DOCUMENT_TAGS); ``title`` and ``params`` go to the report's own step.
 
         Should a device refuse E8 outside a receipt (the model is [U]), the batch stopped at
         that E8 and formed nothing, so the report is made again without the cashier: a shift
         that cannot be opened is far worse than a report without its cashier.
         """
-        report = command == "close_shift"
+        # Reports that print for a while (5A, 67) are waited for before the FN is read.
+        report = COMMANDS[command].code in model.REPORT_WAIT
         cashier = self._attribute_steps(self._cashier(cashier_name, cashier_inn))
         try:
-            return self._fiscal(mode, [*cashier, step(command)], report=report)
+            return self._fiscal(mode, [*cashier, step(command, title, **params)], report=report)
         except DeviceError as exc:
             if not cashier or exc.command != COMMANDS["write_attribute"].code:
                 raise
             log.warning("device refused the cashier for %s (%s); sending it without", command, exc.message)
-            return self._fiscal(mode, [step(command)], report=report)
+            return self._fiscal(mode, [step(command, title, **params)], report=report)
 
     def open_shift(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
         """Open a shift (9A in registration mode), the cashier (1021, 1203) written first."""
@@ -887,9 +891,16 @@ class AtolDriver:
             self._mode = None  # whether the device stays in mode 3 after Z is not known [U]
 
     def x_report(self) -> None:
-        """X report (67 in mode 2); waits until it is printed."""
-        self._in_mode(Mode.REPORT_X, [step("x_report", report_type=1)])
+        """X report (67 1 in mode 2); waits until it is printed."""
+        self._in_mode(Mode.REPORT_X, [step("x_report", report_type=model.REPORT_X_DAILY)])
         self._wait_report("x_report")
+
+    def settlement_report(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
+        """«Отчёт о текущем состоянии расчётов» (67 9 in mode 2, model.REPORT_SETTLEMENT_STATE),
+        the cashier written first; waits until it is printed, then reads the FN document it
+        formed (A4 30, A4 45/46) as a Z report's."""
+        return self._shift_document(Mode.REPORT_X, "x_report", cashier_name, cashier_inn,
+                                    SETTLEMENT_REPORT_TITLE, report_type=model.REPORT_SETTLEMENT_STATE)
 
     def cash_in(self, amount: int) -> FiscalResult:
         """Внесение (49); opens a closed shift itself ([C K])."""

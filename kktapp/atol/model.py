@@ -109,6 +109,25 @@ Z_FN_MODE = 0x17
 X_PRINTING_MODE = 0x22
 REPORT_PROGRESS_MODES = frozenset({Z_PRINTING_MODE, Z_FN_MODE, X_PRINTING_MODE})
 
+#: [C A,C] 67 "report without clearing" (mode 2) carries one report-type byte: C sends 1 for
+#: the X report (FiscalDevice.printXReport, XReportCommand(1)); A names the types
+#: (PrintReportCommand: 1 daily X, 2 sections, 3 cashiers, 5 hourly, 7 counts, 8 service,
+#: **9 "фискальный отчёт о текущем состоянии расчётов"**) and enters mode 2 for all of them
+#: (ReportCommandBuilder.printReport). K sends only 1 (AtolFRConstants.h Balances::XReport).
+REPORT_X_DAILY = 1
+REPORT_SETTLEMENT_STATE = 9
+#: [S A] 67 9 forms an FN document: A calls it the FISCAL report of the settlement state, the
+#: FN lists it among its documents (FFD document type 21, DocType.CALCULATION_STATE; current
+#: document 0x17 in the FN status: pyshtrih handle_fs_current_document, an ATOL-side FN header
+#: FS_CURDOC_CURRENT_PAY_REPORT), and a Web Requests re-implementation (archdemon
+#: atol.webserver Utils.isFiscalOperation) counts reportOfdExchangeStatus among the fiscal
+#: operations with openShift and closeShift. [U] That 67 9 answers the plain ``55 00 00`` of
+#: 67 1 and then shows the X report's progress mode 0x22 while printing; that its FD number is
+#: then read like a Z report's (A4 30, A4 45/46: no source reads it after 67 9); and that the
+#: device takes the cashier (E8 1021/1203, DOCUMENT_TAGS) before it in mode 2, as libfptr's
+#: report is made after operatorLogin. Settle with a capture of 67 9 on a registered device:
+#: its answer, the modes 45 shows after it, A4 30 before and after, A4 45 of the new FD.
+
 # --------------------------------------------------------------------------- error codes
 
 #: [U] No source has a "shift closed" error: 0x9D is absent from K's full table and A's list,
@@ -303,12 +322,13 @@ BYTE_TAGS = frozenset({TAG_PAYMENT_OBJECT, TAG_PAYMENT_METHOD, TAG_UNIT, TAG_COR
 UNIXTIME_TAGS = frozenset({TAG_CORRECTION_DATE})
 
 #: [U] Cashier tags outside a receipt (not found in any source): E8 is also accepted with no
-#: receipt open, in mode 1 (before 9A/49/4F) and mode 3 (before 5A), for these tags only; the
-#: device keeps them for the next document it forms in that mode and forgets them when the mode
-#: is left. Other tags with no receipt open: 0x9A. Should a device refuse, the driver makes the
-#: shift report again without the cashier.
+#: receipt open, in mode 1 (before 9A/49/4F), mode 2 (before 67 9, the settlement-state
+#: report, REPORT_SETTLEMENT_STATE) and mode 3 (before 5A), for these tags only; the device
+#: keeps them for the next document it forms in that mode and forgets them when the mode is
+#: left. Other tags with no receipt open: 0x9A. Should a device refuse, the driver makes the
+#: report again without the cashier.
 DOCUMENT_TAGS = frozenset({TAG_CASHIER_NAME, TAG_CASHIER_INN})
-ATTRIBUTE_MODES = frozenset({Mode.REGISTRATION, Mode.REPORT_Z})
+ATTRIBUTE_MODES = frozenset({Mode.REGISTRATION, Mode.REPORT_X, Mode.REPORT_Z})
 
 #: [S K] Extended error codes (register 0x37) the emulator uses.
 EXT_ATTRIBUTE_REPEATED = 0x0201
@@ -434,6 +454,7 @@ class DocType(enum.IntEnum):
     RECEIPT = 3
     SHIFT_CLOSE = 5
     CLOSE_ARCHIVE = 6
+    #: "Отчёт о текущем состоянии расчётов" (67 REPORT_SETTLEMENT_STATE).
     CALCULATION_STATE = 21
     CORRECTION = 31
     #: [C] Cash in (49) and cash out (4F) form NO FN document on a real device: the FN's
@@ -495,7 +516,7 @@ TIMEOUTS = {
     0x92: 20.0,  # open receipt: may open the shift (an FN document) first
     0x9A: 20.0,  # open shift: an FN document
     0x49: 20.0, 0x4F: 20.0,  # cash in / out: printed document, may open the shift first
-    0x67: 30.0,  # X report printing
+    0x67: 30.0,  # X report printing; the settlement-state report (67 9) prints and signs in the FN
     0x95: 20.0,  # reprint (REPRINT_OWED_COPY)
     0x6B: 20.0, 0x71: 20.0, 0x77: 20.0,  # service commands
     0x91: 10.0,

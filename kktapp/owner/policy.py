@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ..atol.errors import ErrorCode
+from ..domain import SETTLEMENT_REPORT_TITLE
 from ..errors import OutcomeUnknown
 from ..journal import RECEIPT
 from ..shtrih import errors as shtrih
@@ -79,19 +80,20 @@ RECEIPT_OPEN_CODES = frozenset({
 })
 
 #: Jobs that form a fiscal document: they get ``fd_before`` and recovery.
-FISCAL_KINDS = frozenset({RECEIPT, "open_shift", "close_shift", "cash_in", "cash_out"})
+FISCAL_KINDS = frozenset({RECEIPT, "open_shift", "close_shift", "settlement_report", "cash_in", "cash_out"})
 #: Jobs that need an open, fresh shift first.
 SHIFT_KINDS = frozenset({RECEIPT, "cash_in", "cash_out"})
 #: Every operation a caller may submit, besides receipts.
 OPERATIONS = frozenset({
-    "status", "open_shift", "close_shift", "x_report", "cash_in", "cash_out", "print_text",
+    "status", "open_shift", "close_shift", "x_report", "settlement_report", "cash_in", "cash_out", "print_text",
     "reprint_last", "cancel_receipt", "reset_summary", "tech_reset", "open_drawer", "registration",
 })
 
 #: Russian names of job kinds for log lines and pages (one language per line).
 KIND_NAMES = {
     RECEIPT: "чек", "status": "чтение состояния", "open_shift": "открытие смены",
-    "close_shift": "Z-отчёт (закрытие смены)", "x_report": "X-отчёт", "cash_in": "внесение наличных",
+    "close_shift": "Z-отчёт (закрытие смены)", "x_report": "X-отчёт", "settlement_report": SETTLEMENT_REPORT_TITLE,
+    "cash_in": "внесение наличных",
     "cash_out": "выплата наличных", "print_text": "печать текста", "reprint_last": "повтор печати последнего документа",
     "cancel_receipt": "отмена открытого чека", "reset_summary": "обнуление счётчиков",
     "tech_reset": "технологическое обнуление",

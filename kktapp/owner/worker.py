@@ -313,6 +313,8 @@ class Worker:
             return driver.open_shift(*cashier)
         if kind == "close_shift":
             return driver.close_shift(*cashier)
+        if kind == "settlement_report":
+            return driver.settlement_report(*cashier)
         if kind == "cash_in":
             return driver.cash_in(int(params["amount"]))
         if kind == "cash_out":

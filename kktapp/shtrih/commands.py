@@ -25,7 +25,7 @@ from ..atol.codec import CodecError, plain_text
 from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
 from ..atol.commands import tlv as tlv_record
 from ..device import DeviceLimits
-from ..domain import TextLine
+from ..domain import SETTLEMENT_REPORT_TITLE, TextLine
 from . import model
 from .errors import ErrorCode, device_error
 
@@ -319,6 +319,13 @@ COMMANDS_LIST: tuple[Command, ...] = (
     # [C] opos PrintZReport; [C] FF42 starts closing so tags can go first (opos BeginZReport).
     Command(0x41, "z_report", "закрытие смены (Z-отчёт)", reply=(_OP,)),
     Command(0xFF42, "begin_close_shift", "начало закрытия смены"),
+    # [C] javapos FSStartCalcReport; opos: start the settlement-state report (model.py).
+    Command(0xFF37, "begin_settlement_report", "начало отчёта о текущем состоянии расчётов"),
+    # [C] opos/javapos FSPrintCalcReport; pyshtrih 0xFF38: FD, sign, unconfirmed count, its date.
+    Command(0xFF38, "settlement_report", SETTLEMENT_REPORT_TITLE, reply=(
+        _opt("fd_number", LE(4)), _opt("fiscal_sign", LE(4)), _opt("unsent", LE(4)),
+        _f("first_unsent_date", Date("YMD"), None),
+    )),
     # [C] opos TCashInCommand comment; pyshtrih 0x50/0x51: op, document number(2).
     Command(0x50, "cash_in", "внесение наличных", request=(_f("amount", Money()),),
             reply=(_OP, _opt("document_number", LE(2)))),
@@ -426,9 +433,15 @@ _SHIFT_DOC = (
     _f("datetime", Date("YMDhm"), None), _opt("fd_number", LE(4)), _opt("fiscal_sign", LE(4)),
     _opt("shift_number", LE(2)),
 )
+#: [S] opos FSFindDocument type 21 (model.DOC_SETTLEMENT_REPORT; the count's width is [U]).
+_SETTLEMENT_DOC = (
+    _f("datetime", Date("YMDhm"), None), _opt("fd_number", LE(4)), _opt("fiscal_sign", LE(4)),
+    _opt("unsent", LE(2)), _f("first_unsent_at", Date("YMDhm"), None),
+)
 DOCUMENT_LAYOUTS: dict[int, tuple[Field, ...]] = {
     **{t: _RECEIPT_DOC for t in (*model.RECEIPT_DOC_TYPES, model.DOC_CASH)},
     **{t: _SHIFT_DOC for t in model.SHIFT_DOC_TYPES},
+    model.DOC_SETTLEMENT_REPORT: _SETTLEMENT_DOC,
 }
 
 

@@ -365,7 +365,8 @@ class ShtrihDriver:
         return attrs
 
     def _shift_document(self, begin: str, command: str, cashier_name: str, cashier_inn: str) -> FiscalResult:
-        """FF41/FF42, the cashier by FF0C, then 0xE0/0x41 (opos OpenFiscalDay/BeginZReport) [S].
+        """FF41/FF42 (FF37), the cashier by FF0C, then 0xE0/0x41 (FF38) (opos
+        OpenFiscalDay/BeginZReport) [S].
 
         A device that refuses the "begin" command (0x37) gets the report without the cashier:
         a shift that cannot be opened is far worse than a report without its cashier.
@@ -402,6 +403,11 @@ class ShtrihDriver:
         """X report (0x40), then wait for the printer."""
         self.command("x_report", admin=True)
         self.wait_printing(report=True, step="X-отчёт")
+
+    def settlement_report(self, cashier_name: str = "", cashier_inn: str = "") -> FiscalResult:
+        """«Отчёт о текущем состоянии расчётов» (FF38; with a cashier FF37 and FF0C first,
+        model.py), an FN document read back like the shift reports (FF01 + FF0A)."""
+        return self._shift_document("begin_settlement_report", "settlement_report", cashier_name, cashier_inn)
 
     def _cash(self, name: str, amount: int) -> FiscalResult:
         before = self._fn_before()

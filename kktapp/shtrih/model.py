@@ -161,6 +161,25 @@ TAX_CODES: dict[VatRate, int] = {
 EXTRA_TAX_CODES: dict[int, VatRate] = {0x90: VatRate.VAT22, 0xA0: VatRate.VAT122}
 VAT_BY_TAX_CODE: dict[int, VatRate] = {**{v: k for k, v in TAX_CODES.items()}, **EXTRA_TAX_CODES}
 
+# --------------------------------------------------------------------------- settlement-state report
+
+# «Отчёт о текущем состоянии расчётов» (the FN's document 21), layouts in commands.py:
+# [C] FF38 forms and prints it: system administrator password(4); answer FD number(4), fiscal
+#   sign(4), documents the OFD has not confirmed(4), date of the first of them(3: YY MM DD),
+#   all little-endian (opos FSPrintCalcReport, javapos FSPrintCalcReport, pyshtrih
+#   fs_calculation_state_report and its 0xFF38 answer handler). opos and pyshtrih send FF38 on
+#   its own, and so does a DrvFR-based 1C driver (VitalyKravtsov2016/MITSUFP, MitsuDrv1C
+#   Devices1C3.ReportCurrentStatusOfSettlements32: FNBuildCalculationStateReport, then
+#   WaitForPrinting).
+# [C] FF37 starts it: sysadmin password(4), answer the error only (javapos FSStartCalcReport;
+#   opos lists FF37 "start report on calculations" with a 30 s timeout). [S] Tags go between
+#   FF37 and FF38, as for the shift reports: a fr_drv_ng host (SAMSON Group's CShtrihInterface
+#   .reportOfdExchangeStatus) sends FNBeginCalculationStateReport, the operator's 1021/1203,
+#   then FNBuildCalculationStateReport. So the driver sends FF37 and FF0C only with a cashier.
+# [C] Both get 30 s (opos GetCommandTimeout; FN_COMMAND_TIMEOUT).
+# [U] The emulator asks for an administrator's password (29, 30) as for X and Z reports: the
+#   sources send the system administrator's and name no other. A closed or open shift alike.
+
 # --------------------------------------------------------------------------- FFD tags
 
 TAG_CASHIER_NAME = 1021
@@ -185,6 +204,11 @@ DOC_RECEIPT = 3
 DOC_BSO = 4
 DOC_SHIFT_CLOSE = 5
 DOC_CORRECTION = 31
+#: [S] 21 "отчёт о текущем состоянии расчётов" in FF0A: opos FSFindDocument decodes it as
+#: date-time(5), FD(4), fiscal sign(4), documents the OFD has not confirmed, date-time of the
+#: first of them(5). [U] the count's width: opos's comment says 4 bytes, its code reads 2 (and
+#: checks a 20-byte minimum, which fits 2); this layer reads 2, and uses only FD and sign.
+DOC_SETTLEMENT_REPORT = 21
 RECEIPT_DOC_TYPES = frozenset({DOC_RECEIPT, DOC_BSO, DOC_CORRECTION})
 SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
 #: [S] Cash in/out (0x50/0x51) form no FN document on a real device: the FN's document types

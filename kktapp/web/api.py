@@ -363,6 +363,13 @@ def shift_close(device: int) -> Response:
     return _submit("close_shift", device)
 
 
+@bp.post("/devices/<int:device>/settlement-report")
+@require("admin")
+def settlement_report(device: int) -> Response:
+    """«Отчёт о текущем состоянии расчётов»: an FN document, journalled like a shift report."""
+    return _submit("settlement_report", device)
+
+
 @bp.post("/devices/<int:device>/cash-in")
 @require("cashier")
 def cash_in(device: int) -> Response:

@@ -9,8 +9,8 @@ and show ``Error``; alexanderfefelov's client takes any other HTTP status for a 
 failure. Failed device commands add ``ErrorCode`` (the device's code 1..255 or the service's
 ≥ 1000) for the programmer.
 
-* Access: HTTP Basic with kkt's USERS. Shift reports (XReport, ZReport/CloseShift) need an
-  admin, everything else a cashier, as in the other contracts. Refusals are Status 2 too.
+* Access: HTTP Basic with kkt's USERS. Reports (XReport, ZReport/CloseShift, OfdReport) need
+  an admin, everything else a cashier, as in the other contracts. Refusals are Status 2 too.
 * ``IdCommand`` is the idempotency key: the first request's body, register and final answer are
   kept (:mod:`.kkmserver_store`), its device job is keyed in the journal. The same IdCommand
   with the same body returns the stored answer and never runs again; with another body it is

@@ -295,6 +295,22 @@ def x_report(call: Call) -> dict:
     return job_status(run_op(call, "x_report"))
 
 
+def ofd_report(call: Call) -> dict:
+    """OfdReport: «отчёт о текущем состоянии расчётов», an FN fiscal document (kkmserver-api.md §5).
+
+    Its answer is the common fields [C: ST, AF]; the document's number (CheckNumber) and the
+    shift (SessionNumber) are added as for the shift reports, which clients that read only the
+    common fields ignore. It is journalled and settled exactly once like a shift report.
+    """
+    params = cashier_params(call.body, current_app.config, dt.date.today())
+    job = run_op(call, "settlement_report", params)
+    answer = job_status(job)
+    result = _result(job)
+    if result is not None:
+        answer.update({"CheckNumber": result.fiscal_document_number, "SessionNumber": result.shift_number})
+    return answer
+
+
 def _cash(op: str) -> Callable[[Call], dict]:
     def handler(call: Call) -> dict:
         cashier_params(call.body, current_app.config, dt.date.today())
@@ -473,6 +489,8 @@ COMMANDS: dict[str, Spec] = {
     "CloseShift": Spec("admin", _shift("close_shift")),
     "ZReport": Spec("admin", _shift("close_shift")),
     "XReport": Spec("admin", x_report),
+    # A report like XReport (kkt's reports need an admin), though it forms an FN document.
+    "OfdReport": Spec("admin", ofd_report),
     "DepositingCash": Spec("cashier", _cash("cash_in")),
     "PaymentCash": Spec("cashier", _cash("cash_out")),
     "RegisterCheck": Spec("cashier", register_check),

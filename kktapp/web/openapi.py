@@ -39,8 +39,8 @@ JSON API сервиса фискализации kkt (ККТ АТОЛ, 54-ФЗ).
 ключ с другим содержимым — 409. Без ключа повторы не распознаются.
 
 **Доступ.** HTTP Basic. Роль «кассир» (cashier): чеки, печать, внесение и выплата, открытие
-смены, состояние. Роль «администратор» (admin): ещё X- и Z-отчёты, отмена чека, ручное
-установление результата документа и сбросы ККТ.
+смены, состояние. Роль «администратор» (admin): ещё X- и Z-отчёты, отчёт о текущем состоянии
+расчётов, отмена чека, ручное установление результата документа и сбросы ККТ.
 Пять неудачных входов подряд — 429 с Retry-After.
 """
 
@@ -60,6 +60,8 @@ OPERATIONS: list[tuple[str, str, str | None, str, str, type[Schema] | None, dict
      s.JobSchema, True),
     ("post", "/devices/<int:device>/shift/close", "admin", "closeShift", "Z-отчёт: закрыть смену", None, None,
      s.JobSchema, True),
+    ("post", "/devices/<int:device>/settlement-report", "admin", "settlementReport",
+     "Отчёт о текущем состоянии расчётов (фискальный документ ФН)", None, None, s.JobSchema, True),
     ("post", "/devices/<int:device>/cash-in", "cashier", "cashIn", "Внесение наличных", s.CashSchema,
      {"amount": 1000}, s.JobSchema, True),
     ("post", "/devices/<int:device>/cash-out", "cashier", "cashOut", "Выплата наличных", s.CashSchema,
@@ -425,7 +427,7 @@ def kkmserver_paths(components: dict) -> dict:
         paths[path] = {"post": {
             "operationId": op_id, "tags": [KKMSERVER_TAG], "security": [{"basicAuth": []}],
             "summary": "Команда KKM Server: " + ", ".join(names),
-            "description": "Роль: кассир (cashier); XReport, ZReport и CloseShift — администратор (admin). "
+            "description": "Роль: кассир (cashier); XReport, ZReport, CloseShift и OfdReport — администратор (admin). "
                            "Ответ всегда HTTP 200: результат и отказы (в том числе доступа) — в Status и Error. "
                            "Поля RegisterCheck — схема RegisterCheck.",
             "requestBody": {"required": True, "content": {"application/json": {

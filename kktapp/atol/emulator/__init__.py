@@ -43,7 +43,10 @@ Choices the emulator makes where the sources are silent (beyond :mod:`kktapp.ato
   shift-open report, [S K]); 49 does too [U];
 * a test-mode receipt (92 flag 0x01) opens no shift; a Z report shows modes 0x23 then 0x17,
   an X report 0x22, for a fraction of a second (Device.z_print_seconds …), answering only
-  queries meanwhile (0x66 to anything else).
+  queries meanwhile (0x66 to anything else);
+* 67 9, the settlement-state report ([S A] model.REPORT_SETTLEMENT_STATE), forms an FN
+  document (A4 45 type 21) with the cashier written before it in mode 2, open or closed shift
+  alike, and prints like an X report.
 """
 
 from __future__ import annotations
@@ -60,10 +63,12 @@ from .state import DEFAULT_SERIAL, DeviceState, Store
 
 __all__ = ["Emulator", "DeviceState", "DEFAULT_SERIAL"]
 
-#: Commands that open or form a fiscal document (a receipt's own commands run with it open),
-#: and 49/4F: they form none (model.DocType.CASH_IN) but move the drawer, and 4F may open the
-#: shift, so a fault while one runs tests exactly-once all the same.
-DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "open_shift", "close_shift", "cash_in", "cash_out"})
+#: Commands that open or form a fiscal document (a receipt's own commands run with it open;
+#: 67 9, the settlement-state report, forms one too, so 67 counts), and 49/4F: they form none
+#: (model.DocType.CASH_IN) but move the drawer, and 4F may open the shift, so a fault while one
+#: runs tests exactly-once all the same.
+DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "open_shift", "close_shift", "x_report", "cash_in",
+                               "cash_out"})
 
 log = logging.getLogger(__name__)
 

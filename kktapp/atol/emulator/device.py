@@ -378,10 +378,21 @@ class Device:
         return doc
 
     def x_report(self) -> None:
-        """Command 67 (X mode): prints only; no fiscal document."""
+        """Command 67 1 (X mode): prints only; no fiscal document."""
         self._mode(Mode.REPORT_X)
         self._paper()
         self._report_progress((model.X_PRINTING_MODE, self.x_print_seconds))
+
+    def settlement_report(self) -> dict[str, Any]:
+        """Command 67 9 (X mode): the FN's settlement-state report, a fiscal document
+        ([S A] model.REPORT_SETTLEMENT_STATE), open or closed shift alike; printed like an X
+        report ([U] its progress mode). It carries the documents the OFD has not confirmed."""
+        self._mode(Mode.REPORT_X)
+        self._paper()
+        s = self.state
+        doc = self._commit("settlement_report", 0, unsent=s.unsent, first_unsent=self.first_unsent)
+        self._report_progress((model.X_PRINTING_MODE, self.x_print_seconds))
+        return doc
 
     def open_receipt(self, receipt_type: int, test: bool = False, no_print: bool = False) -> None:
         """Command 92 (registration mode)."""

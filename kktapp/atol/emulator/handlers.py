@@ -44,6 +44,7 @@ DISCOUNT_SUM = 1
 DOC_TYPES = {
     "open_shift": model.DocType.SHIFT_OPEN, "close_shift": model.DocType.SHIFT_CLOSE,
     "receipt": model.DocType.RECEIPT, "cash_in": model.DocType.CASH_IN, "cash_out": model.DocType.CASH_OUT,
+    "settlement_report": model.DocType.CALCULATION_STATE,
 }
 TAG1054_BY_SETTLEMENT = {
     commands.SETTLEMENT_BY_RECEIPT_TYPE[code].value: tag for code, tag in commands.TAG1054_BY_RECEIPT_TYPE.items()
@@ -189,7 +190,10 @@ def _close_shift(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
 
 @handles("x_report")
 def _x_report(device: Device, cmd: Command, p: dict[str, Any]) -> bytes:
-    device.x_report()
+    if p["report_type"] == model.REPORT_SETTLEMENT_STATE:
+        device.settlement_report()
+    else:
+        device.x_report()
     return cmd.encode_reply()
 
 

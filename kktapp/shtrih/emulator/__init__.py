@@ -46,10 +46,10 @@ STEP_ALIASES: dict[str, frozenset[str]] = {
 
 #: Serial number of the emulated device: 0x11 carries it as a 4-byte number (fr_drv_ng #72 log).
 #: Digits without leading zeros, at most 4294967295, so the driver reads back exactly this.
-#: Commands that form a fiscal document (shift open/close, receipt open/close, cash in/out):
-#: a fault while one of them runs or right after it tests exactly-once.
+#: Commands that form a fiscal document (shift open/close, receipt open/close, cash in/out, the
+#: settlement-state report): a fault while one of them runs or right after it tests exactly-once.
 DOCUMENT_COMMANDS = frozenset({"open_receipt", "close_receipt", "close_receipt_ext", "open_shift", "z_report",
-                               "cash_in", "cash_out"})
+                               "settlement_report", "cash_in", "cash_out"})
 DEFAULT_SERIAL = "123456"
 
 

@@ -82,9 +82,10 @@ ITEM_TAG_KEYS = {core_model.TAG_UNIT: "unit", core_model.TAG_PAYMENT_METHOD: "pa
                  core_model.TAG_PAYMENT_OBJECT: "payment_object", core_model.TAG_ITEM_NAME: "name"}
 #: Commands that print and therefore need paper before they change anything.
 PRINTING = frozenset({"print_string", "print_string_font", "cut", "x_report", "open_shift", "z_report",
-                      "cash_in", "cash_out", "repeat_document"})
-#: Commands that only the administrators (29, 30) may run [U; pyshtrih uses the admin password].
-ADMIN_ONLY = frozenset({"x_report", "z_report"})
+                      "settlement_report", "cash_in", "cash_out", "repeat_document"})
+#: Commands that only the administrators (29, 30) may run [U; pyshtrih uses the admin password;
+#: the settlement-state report: model.py].
+ADMIN_ONLY = frozenset({"x_report", "z_report", "settlement_report"})
 
 
 class Fault(Exception):
@@ -310,7 +311,7 @@ def _repeat(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     return {"operator": dev.operator}
 
 
-@handles("begin_open_shift", "begin_close_shift")
+@handles("begin_open_shift", "begin_close_shift", "begin_settlement_report")
 def _begin_shift(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     if dev.state.receipt is not None:
         raise Fault(ErrorCode.RECEIPT_OPEN)
@@ -335,6 +336,18 @@ def _x_report(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
         raise Fault(ErrorCode.RECEIPT_OPEN)
     dev.in_mode(core_model.Mode.REPORT_X).x_report()
     return {"operator": dev.operator}
+
+
+@handles("settlement_report")
+def _settlement_report(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
+    """FF38: the core's settlement-state report (an FN document), open or closed shift alike."""
+    if dev.state.receipt is not None:
+        raise Fault(ErrorCode.RECEIPT_OPEN)
+    doc = dev.in_mode(core_model.Mode.REPORT_X).settlement_report()
+    first = dev.core.first_unsent
+    when = dt.date.fromisoformat(dev.fiscal_document(first)["datetime"][:10]) if first else None
+    return {"fd_number": doc["fd_number"], "fiscal_sign": int(doc["fiscal_sign"]), "unsent": dev.state.unsent,
+            "first_unsent_date": when}
 
 
 @handles("cash_in", "cash_out")
@@ -541,7 +554,8 @@ def _ofd_status(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
 
 #: Document log type → FF0A document type.
 DOC_TYPES = {"open_shift": model.DOC_SHIFT_OPEN, "close_shift": model.DOC_SHIFT_CLOSE,
-             "cash_in": model.DOC_CASH, "cash_out": model.DOC_CASH}
+             "cash_in": model.DOC_CASH, "cash_out": model.DOC_CASH,
+             "settlement_report": model.DOC_SETTLEMENT_REPORT}
 #: FF0A operation type (1054) of a receipt by its settlement type.
 OPERATION_OF = {t.value: model.OPERATION_TYPES[t] for t in SettlementType}
 
@@ -558,6 +572,11 @@ def _find_document(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     elif doc["type"] in ("cash_in", "cash_out"):
         doc_type = model.DOC_CASH
         data = commands.encode_document(doc_type, **common, operation_type=0, total=doc["total"])
+    elif doc["type"] == "settlement_report":
+        doc_type = model.DOC_SETTLEMENT_REPORT
+        first = doc.get("first_unsent") or 0
+        first_at = dt.datetime.fromisoformat(dev.fiscal_document(first)["datetime"]) if first else None
+        data = commands.encode_document(doc_type, **common, unsent=doc.get("unsent", 0), first_unsent_at=first_at)
     else:
         doc_type = DOC_TYPES[doc["type"]]
         data = commands.encode_document(doc_type, **common, shift_number=doc["shift_number"])
