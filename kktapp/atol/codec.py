@@ -216,12 +216,25 @@ def _plain_char(ch: str, encoding: str) -> str:
     return kept or ch
 
 
+def encode_plain(text: str, encoding: str) -> bytes:
+    """``text`` in ``encoding`` as :func:`plain_text` makes it, anything still unknown → '?'.
+
+    Encodes once when the text fits the code page as it is (nearly every name and line), instead
+    of plain_text's strict probe followed by the encode."""
+    if "\u00a0" not in text:
+        try:
+            return text.encode(encoding)
+        except UnicodeEncodeError:
+            pass
+    return plain_text(text, encoding).encode(encoding, errors="replace")
+
+
 def encode_text(text: str) -> bytes:
     """Text in the device code page (:func:`plain_text`), anything else unknown → '?'."""
-    plain = plain_text(text, "cp866")
-    data = plain.encode("cp866", errors="replace")
-    if plain != text or data.count(b"?") != plain.count("?"):
-        _note_changed(text, data.decode("cp866"))
+    data = encode_plain(text, "cp866")
+    printed = data.decode("cp866")  # one byte a character: what the device will print
+    if printed != text:
+        _note_changed(text, printed)
     return data.translate(_SWAP)
 
 

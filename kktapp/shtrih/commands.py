@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..atol.codec import CodecError, plain_text
+from ..atol.codec import CodecError, encode_plain
 from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
 from ..atol.commands import tlv as tlv_record
 from ..device import DeviceLimits
@@ -141,7 +141,7 @@ class Date(Kind):
 
 def encode_text(text: str) -> bytes:
     """Text in the device codec (made plain as for ATOL); characters cp1251 still lacks become '?'."""
-    return plain_text(text, model.ENCODING).encode(model.ENCODING, errors="replace")
+    return encode_plain(text, model.ENCODING)
 
 
 def _f(name: str, kind: Kind, default: Any = _REQUIRED) -> Field:
