@@ -18,6 +18,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 MAX_MONEY = 9_999_999_999
 #: Item name limit, tag 1030.
 MAX_NAME = 128
+#: Cashier name limit, tag 1021 (fiscal-rules.md §2).
+MAX_CASHIER_NAME = 64
 #: The ATOL position command carries quantity with three implied decimals.
 QUANTITY_DECIMALS = 3
 #: The day the 22 % general rate took over from 20 % (425-ФЗ).
@@ -220,7 +222,8 @@ _LEGACY_GENERAL = {"18", "20"}
 _LEGACY_CALCULATED = {"18/118", "118", "20/120", "120"}
 # On a return 20 % and 20/120 are not old names for today's rate: a 2026 return of a settlement
 # made before 2026 is made at that settlement's rate (FNS letter АБ-4-20/11248@, fiscal-rules.md
-# §1), and the caller who sends 20 on a return means it. 18 stays an old name everywhere.
+# §1), and the caller who sends 20 on a return means it. The same letter puts the 2026 payment
+# of a 2025 credit sale (1214 = 7, оплата кредита) at the sale's 20 %. 18 stays an old name everywhere.
 _KEPT_ON_RETURNS = {"20": VatRate.VAT20, "20/120": VatRate.VAT120, "120": VatRate.VAT120}
 
 
@@ -240,19 +243,23 @@ def _vat_key(value: object) -> str:
     return text
 
 
-def _kept_as_given(key: str, settlement: SettlementType | None) -> bool:
-    return settlement is not None and settlement.is_return and key in _KEPT_ON_RETURNS
+def _kept_as_given(key: str, settlement: SettlementType | None, payment_method: PaymentMethod | None) -> bool:
+    if key not in _KEPT_ON_RETURNS:
+        return False
+    return (settlement is not None and settlement.is_return) or payment_method is PaymentMethod.CREDIT_PAYMENT
 
 
-def is_legacy_vat(value: object, settlement: SettlementType | None = None) -> bool:
+def is_legacy_vat(value: object, settlement: SettlementType | None = None,
+                  payment_method: PaymentMethod | None = None) -> bool:
     """True for a superseded general rate name (18, 20, "НДС18", "nds20", "20/120", …).
 
-    On a return (``settlement``) 20 and 20/120 are the returned settlement's rate, not old names.
+    On a return (``settlement``) or a credit payment (``payment_method`` 7) 20 and 20/120 are the
+    earlier settlement's rate, not old names.
     """
     if isinstance(value, (bool, float)) or value is None:
         return False
     key = _vat_key(value)
-    if _kept_as_given(key, settlement):
+    if _kept_as_given(key, settlement, payment_method):
         return False
     return key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED
 
@@ -265,14 +272,16 @@ def general_rate(on: dt.date, calculated: bool = False) -> VatRate:
 
 
 def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: str = "tax",
-              settlement: SettlementType | None = None) -> VatRate:
+              settlement: SettlementType | None = None, payment_method: PaymentMethod | None = None) -> VatRate:
     """Map a caller's VAT name to a rate allowed on ``on`` (the receipt date).
 
-    Canonical names (``vat22``) and numbers (22, "22/122", "без НДС") map directly. Legacy general
-    rates (18, 20, "НДС18", "nds18", "vat20", with /118 and /120 forms) become the general rate on
-    ``on`` unless ``accept_legacy`` is false, in which case they are refused. On a return
-    (``settlement`` with :attr:`SettlementType.is_return`) 20 and 20/120 are kept as given,
-    whatever ``on`` and ``accept_legacy`` say: they are the rate of the settlement returned.
+    Canonical names (``vat22``) and numbers (22, "22/122", "без НДС") map directly; 22 and 22/122
+    are refused before :data:`VAT22_SINCE` (a correction of a 2025 settlement is made at 20 %).
+    Legacy general rates (18, 20, "НДС18", "nds18", "vat20", with /118 and /120 forms) become the
+    general rate on ``on`` unless ``accept_legacy`` is false, in which case they are refused. On a
+    return (``settlement`` with :attr:`SettlementType.is_return`) and on a credit payment
+    (``payment_method`` :attr:`PaymentMethod.CREDIT_PAYMENT`) 20 and 20/120 are kept as given,
+    whatever ``on`` and ``accept_legacy`` say: they are the rate of the earlier settlement.
     """
     if isinstance(value, bool) or value is None:
         raise DomainError(field, "ставка НДС не указана", value)
@@ -282,8 +291,10 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
         raise DomainError(field, "неизвестная ставка НДС", value)
     key = _vat_key(value)
     if key in _VAT_ALIASES:
-        return _VAT_ALIASES[key]
-    if _kept_as_given(key, settlement):
+        rate = _VAT_ALIASES[key]
+        check_rate_date(rate, on, field, value)
+        return rate
+    if _kept_as_given(key, settlement, payment_method):
         return _KEPT_ON_RETURNS[key]
     if key in _LEGACY_GENERAL or key in _LEGACY_CALCULATED:
         if not accept_legacy:
@@ -296,6 +307,24 @@ def parse_vat(value: object, on: dt.date, *, accept_legacy: bool = True, field: 
         "неизвестная ставка НДС; допустимо: 22, 10, 0, 5, 7, 22/122, 10/110, 5/105, 7/107, без НДС",
         value,
     )
+
+
+def check_rate_date(rate: VatRate, on: dt.date, field: str = "tax", value: object = None) -> None:
+    """Refuse 22 % and 22/122 for a settlement made before they came into force (425-ФЗ).
+
+    A correction of a 2025 receipt is made at that receipt's 20 % or 20/120 (FNS letter
+    АБ-4-20/11248@, fiscal-rules.md §1); 22 % on it would be a wrong tax, not an old name.
+    """
+    if rate in _VAT22_RATES and on < VAT22_SINCE:
+        raise DomainError(
+            field,
+            f"ставка {rate.title} действует с {VAT22_SINCE:%d.%m.%Y}; для расчёта от {on:%d.%m.%Y} "
+            f"укажите ставку того дня ({general_rate(on, rate is VatRate.VAT122).title})",
+            value if value is not None else rate.value,
+        )
+
+
+_VAT22_RATES = frozenset({VatRate.VAT22, VatRate.VAT122})
 
 
 class SettlementType(StrEnum):
@@ -386,6 +415,25 @@ PAYMENT_OBJECT_NAMES = {
     "commodityWithMarking": 33,
 }
 
+#: Tag 1212 values of goods "with a marking code" (31 excise, 33 other goods; fiscal-rules.md §2):
+#: such a position needs the code (2000/1163), which kkt cannot send yet, so it is refused.
+MARKED_OBJECTS = frozenset({31, 33})
+
+
+def payment_method_of(value: object) -> PaymentMethod | None:
+    """Tag 1214 from a caller's raw value: a name ("creditPayment") or a number (7, "7").
+
+    None for anything else: the contract's own 1214 field reports that in its words.
+    """
+    if isinstance(value, str):
+        if value in PAYMENT_METHOD_NAMES:
+            return PAYMENT_METHOD_NAMES[value]
+        value = int(value) if value.strip().isdigit() else None
+    if type(value) is int and value in PaymentMethod._value2member_map_:
+        return PaymentMethod(value)
+    return None
+
+
 #: Tag 2108, мера количества (FFD 1.2): API names → code.
 MEASUREMENT_UNITS = {
     "piece": 0, "gram": 10, "kilogram": 11, "ton": 12, "centimeter": 20, "decimeter": 21, "meter": 22,
@@ -416,6 +464,12 @@ class TaxationSystem(enum.IntEnum):
     ESN = 16
     PATENT = 32
 
+
+#: Taxation systems whose payers may apply the special 5 % and 7 % rates (over the УСН income
+#: threshold: fiscal-rules.md §1). [I] The check, not a confirmed KKT rule: ОСН, ЕСХН and patent
+#: know no such rates.
+USN_SYSTEMS = frozenset({TaxationSystem.USN_INCOME, TaxationSystem.USN_INCOME_OUTCOME})
+USN_RATES = frozenset({VatRate.VAT5, VatRate.VAT7, VatRate.VAT105, VatRate.VAT107})
 
 TAXATION_NAMES = {
     "osn": TaxationSystem.OSN, "usnIncome": TaxationSystem.USN_INCOME,
@@ -603,6 +657,14 @@ def check_receipt(receipt: Receipt) -> None:
             raise DomainError(f"{where}.price", "цена вне допустимого диапазона", format_rub(pos.price))
         if not 0 <= pos.amount <= MAX_MONEY:
             raise DomainError(f"{where}.amount", "сумма позиции вне допустимого диапазона", format_rub(pos.amount))
+        if pos.payment_object in MARKED_OBJECTS:
+            raise DomainError(f"{where}.payment_object", "товар с кодом маркировки (предмет расчёта 31 или 33): коды "
+                              "маркировки пока не поддерживаются сервисом kkt", pos.payment_object)
+        if receipt.taxation is not None and receipt.taxation not in USN_SYSTEMS and pos.vat in USN_RATES:
+            raise DomainError(f"{where}.vat", f"ставка {pos.vat.title} применяется только при УСН, а в чеке — "
+                              f"{TAXATION_TITLES[receipt.taxation]}", pos.vat.value)
+        if receipt.correction is not None:
+            check_rate_date(pos.vat, receipt.correction.date, f"{where}.vat")
     if receipt.total > MAX_MONEY:
         raise DomainError("total", "сумма чека больше 99 999 999,99 ₽", format_rub(receipt.total))
     if not receipt.payments:
@@ -639,8 +701,20 @@ def check_receipt(receipt: Receipt) -> None:
                                                   "адрес сайта (тег 1187)")
     if receipt.type.is_correction and receipt.correction is None:
         raise DomainError("correction", "для чека коррекции нужны основание и дата исправляемого расчёта")
+    if receipt.correction is not None and receipt.correction.order_number:
+        check_device_text(receipt.correction.order_number, "correction.order_number")
+    if receipt.cashier_name:
+        check_cashier_name(receipt.cashier_name)
     if receipt.cashier_inn and not (receipt.cashier_inn.isdigit() and len(receipt.cashier_inn) == 12):
         raise DomainError("cashier_inn", "ИНН кассира — 12 цифр", receipt.cashier_inn)
+
+
+def check_cashier_name(value: str, field: str = "cashier_name") -> str:
+    """Tag 1021: up to 64 characters a device can take (it prints the cashier on the receipt)."""
+    if len(value) > MAX_CASHIER_NAME:
+        raise DomainError(field, f"имя кассира длиннее {MAX_CASHIER_NAME} символов", value)
+    check_device_text(value, field)
+    return value
 
 
 def check_customer_contact(value: str, field: str = "customer_contact") -> str:

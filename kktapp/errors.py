@@ -161,6 +161,24 @@ class NotSent(KKTError):
     message = "документ не отправлен в ККТ: данные не помещаются в команды ККТ"
 
 
+class ReturnCorrectionNotInFfd(NotSent):
+    """A return correction (1054 = 2 or 4) on a register working by FFD 1.05, whose corrections are
+    of 1054 = 1 or 3 only (fiscal-rules.md §2); found from the FFD version read at connecting."""
+
+    field = "type"
+
+    def __init__(self, ffd: str) -> None:
+        super().__init__(
+            f"Ошибка в поле {self.field}: ККТ работает по ФФД {ffd}, а коррекция возврата есть только в ФФД 1.2 "
+            "(в протоколе KKM Server — TypeCheck 3 и 13); по ФФД 1.05 пробейте коррекцию прихода или расхода. "
+            "Чек не отправлен в ККТ"
+        )
+
+    def to_dict(self) -> dict:
+        """Adds the field, as a validation error does."""
+        return {**super().to_dict(), "field": self.field}
+
+
 class TaxationNotRegistered(NotSent):
     """The receipt names a taxation system (tag 1055) the register is not registered for.
 

@@ -271,6 +271,44 @@ def test_returns_keep_vat20_and_vat120(accept_legacy, api_config, emulator, requ
         assert sale.status_int == 422 and len(receipts_of(emulator)) == 2
 
 
+@pytest.mark.parametrize("accept_legacy", [True, False])
+def test_credit_payment_keeps_vat20(accept_legacy, api_config, emulator, request):
+    """A 2025 credit sale paid in 2026 is receipted at 20 % (FNS letter АБ-4-20/11248@, fiscal-rules.md §1)."""
+    from tests.conftest import ApiClients
+
+    api_config["ACCEPT_LEGACY_VAT"] = accept_legacy
+    clients = ApiClients(request.getfixturevalue("app"))
+    items = [{"name": "Оплата долга", "price": 100, "tax": "vat20", "payment_method": "creditPayment"},
+             {"name": "Оплата долга (аванс)", "price": 100, "tax": "vat120", "payment_method": 7}]
+    res = clients.cashier.post_json(f"{API}/receipts", receipt(items=items,
+                                                             payments=[{"type": "electronic", "amount": 200}]))
+    assert res.json["state"] == "done", res.json
+    assert [i["tax"] for i in receipts_of(emulator)[-1]["items"]] == ["vat20", "vat120"]
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        # 22 % came into force on 01.01.2026: a correction of a 2025 settlement uses 20 % (fiscal-rules.md §1).
+        ({"type": "sell_correction", "correction": {"type": "self", "date": "2025-12-20"},
+          "items": [{"name": "Выручка", "price": 500, "tax": "vat22"}]}, "items.0.tax"),
+        # 5 % and 7 % are УСН rates.
+        ({"taxation": "osn", "items": [{"name": "Чай", "price": 500, "tax": "vat5"}]}, "items.0.tax"),
+        # Goods with a marking code need the code, which the API cannot carry yet.
+        ({"items": [{"name": "Обувь", "price": 500, "tax": "vat22", "payment_object": "commodityWithMarking"}]},
+         "items.0.payment_object"),
+        # 1179 is the number of an FNS order: none on a correction of one's own.
+        ({"type": "sell_correction", "correction": {"type": "self", "date": "2026-02-01", "order_number": "1"},
+          "items": [{"name": "Выручка", "price": 500, "tax": "vat22"}]}, "correction.order_number"),
+        ({"cashier": {"name": "Иванов\x1b[2J"}}, "cashier.name"),
+    ],
+)
+def test_fiscal_rules_refused_before_the_device(changes, field, clients, emulator):
+    err = error_of(clients.cashier.post_json(f"{API}/receipts", receipt(**changes), status=422))
+    assert err["field"] == field, err
+    assert not emulator.documents()
+
+
 def test_position_attributes_header_footer_cashier(clients, emulator):
     body = receipt(
         items=[{"name": "Гречка", "price": 100, "quantity": "1.5", "tax": 10, "payment_method": "advance",
@@ -329,7 +367,7 @@ def test_credit_and_other_payments(clients, emulator):
         ({"payments": [{"type": "bitcoin", "amount": 500}]}, "payments.0.type"),
         ({"type": "gift"}, "type"),
         ({"type": "sell_correction"}, "correction"),
-        ({"correction": {"type": "self", "date": "2025-01-01"}}, "correction"),
+        ({"correction": {"type": "self", "date": "2026-01-01"}}, "correction"),
         ({"electronic_only": True}, "customer_contact"),
         ({"customer_contact": "не почта"}, "customer_contact"),
         # fiscal-rules.md §5: an internet settlement carries 1008 and 1187 (the site).

@@ -372,6 +372,22 @@ def test_ffd_1_0_device_gets_e6_and_long_names_as_tag_1030():
         assert [i["name"] for i in emu.documents()[-1]["items"]] == [long, exact, "Хлеб"]
 
 
+@pytest.mark.parametrize("kind", [SettlementType.SELL_RETURN_CORRECTION, SettlementType.BUY_RETURN_CORRECTION])
+def test_ffd_1_05_return_corrections_never_reach_the_device(kind):
+    """FFD 1.05 corrections are of 1054 = 1 or 3 only (fiscal-rules.md §2): the others are refused before 92."""
+    corr = Correction(by_order=False, date=dt.date(2026, 2, 1))
+    with Emulator(ffd="1.05") as emu, AtolDriver(emu.url) as d:
+        assert d.ffd == model.FFD_1_05
+        d.open_shift()
+        documents = len(emu.documents())
+        with pytest.raises(NotSent) as info:
+            d.sell(receipt(type=kind, correction=corr, pay=PaymentType.ELECTRONIC))
+        assert "ФФД 1.05" in info.value.message and info.value.to_dict()["field"] == "type"
+        assert len(emu.documents()) == documents and not d.status().receipt_open
+        d.sell(receipt(type=SettlementType.SELL_CORRECTION, correction=corr))
+        assert emu.documents()[-1]["receipt_type"] == "sell_correction"
+
+
 def test_ffd_1_2_device_refuses_e6_and_1_0_refuses_ea():
     with Emulator() as emu, AtolDriver(emu.url) as d:
         assert d.ffd == model.FFD_1_2

@@ -113,6 +113,35 @@ def test_sales_keep_the_legacy_mapping(kind):
         domain.parse_vat(20, Y2026, accept_legacy=False, settlement=kind)
 
 
+@pytest.mark.parametrize("accept", [True, False])
+def test_credit_payment_keeps_20_and_20_120_as_given(accept):
+    """A 2025 credit sale paid in 2026 is receipted at 20 % (FNS letter АБ-4-20/11248@, fiscal-rules.md §1)."""
+    credit = domain.PaymentMethod.CREDIT_PAYMENT
+    assert domain.parse_vat("vat20", Y2026, accept_legacy=accept, payment_method=credit) is VatRate.VAT20
+    assert domain.parse_vat(120, Y2026, accept_legacy=accept, payment_method=credit) is VatRate.VAT120
+    assert not domain.is_legacy_vat(20, payment_method=credit)
+    # Any other 1214 keeps the legacy mapping.
+    assert domain.is_legacy_vat(20, payment_method=domain.PaymentMethod.FULL_PAYMENT)
+    if accept:
+        assert domain.parse_vat(20, Y2026, payment_method=domain.PaymentMethod.FULL_PAYMENT) is VatRate.VAT22
+
+
+@pytest.mark.parametrize("value, method", [("creditPayment", 7), (7, 7), ("7", 7), ("fullPayment", 4),
+                                           ("bogus", None), (99, None), (None, None), (True, None)])
+def test_payment_method_of(value, method):
+    got = domain.payment_method_of(value)
+    assert (int(got) if got is not None else None) == method
+
+
+@pytest.mark.parametrize("name", ["vat22", 22, "22/122", "vat122"])
+def test_22_refused_before_2026(name):
+    """A correction of a 2025 settlement is made at that year's rate (fiscal-rules.md §1)."""
+    with pytest.raises(DomainError) as err:
+        domain.parse_vat(name, Y2025, field="Tax")
+    assert err.value.field == "Tax" and "01.01.2026" in err.value.message
+    assert domain.parse_vat(name, dt.date(2026, 1, 1)) in (VatRate.VAT22, VatRate.VAT122)
+
+
 def test_legacy_rate_can_be_refused():
     with pytest.raises(LegacyRateRejected) as err:
         domain.parse_vat("nds18", Y2026, accept_legacy=False, field="Goods.Position_1.Tax")
@@ -158,12 +187,35 @@ def test_receipt_totals_and_change():
         ({"internet": True, "customer_contact": "a@b.ru"}, "settlement_place"),
         ({"settlement_place": "я" * (domain.MAX_SETTLEMENT_PLACE + 1)}, "settlement_place"),
         ({"settlement_place": "shop.ru\x1b"}, "settlement_place"),
+        # 5 % and 7 % are УСН rates (fiscal-rules.md §1, [I]).
+        ({"positions": (Position("Чай", 100, Decimal(1), 100, VatRate.VAT5),),
+          "payments": (Payment(PaymentType.CASH, 100),), "taxation": domain.TaxationSystem.OSN}, "positions[1].vat"),
+        # Goods "with a marking code" need the code, which kkt cannot send (fiscal-rules.md §2).
+        ({"positions": (Position("Обувь", 100, Decimal(1), 100, VatRate.VAT22, payment_object=33),),
+          "payments": (Payment(PaymentType.CASH, 100),)}, "positions[1].payment_object"),
+        # A correction of a 2025 settlement at 22 %: whatever the contract, the domain refuses it.
+        ({"type": SettlementType.SELL_CORRECTION,
+          "correction": domain.Correction(by_order=False, date=Y2025)}, "positions[1].vat"),
+        ({"type": SettlementType.SELL_CORRECTION, "positions": (Position("Т", 100, Decimal(1), 100, VatRate.VAT20),),
+          "payments": (Payment(PaymentType.CASH, 100),),
+          "correction": domain.Correction(by_order=True, date=Y2025, order_number="№1\x1b")},
+         "correction.order_number"),
+        # Tag 1021: up to 64 characters a device can take.
+        ({"cashier_name": "я" * (domain.MAX_CASHIER_NAME + 1)}, "cashier_name"),
+        ({"cashier_name": "Иванов\x00"}, "cashier_name"),
     ],
 )
 def test_check_receipt_names_the_field(kw, field):
     with pytest.raises(DomainError) as err:
         domain.check_receipt(_receipt(**kw))
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("taxation", [domain.TaxationSystem.USN_INCOME, domain.TaxationSystem.USN_INCOME_OUTCOME, None])
+def test_usn_rates_pass_under_usn_or_an_unnamed_system(taxation):
+    pos = Position("Чай", 100, Decimal(1), 100, VatRate.VAT7)
+    domain.check_receipt(_receipt(positions=(pos,), payments=(Payment(PaymentType.CASH, 100),), taxation=taxation))
+    domain.check_receipt(_receipt(cashier_name="я" * domain.MAX_CASHIER_NAME))
 
 
 def test_an_internet_sale_with_contact_and_site_passes():

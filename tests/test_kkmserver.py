@@ -474,13 +474,27 @@ TAXES = {-1: "none", 0: "vat0", 5: "vat5", 7: "vat7", 10: "vat10", 22: "vat22", 
 
 
 def test_every_tax_value(km, emulator2):
-    """DJ's 2026 values directly; 20/120 (ST, AF) and 18/118 (AF) mean the general rate on the receipt date."""
+    """DJ's 2026 values directly; 20/120 (ST, AF) and 18/118 (AF) mean the general rate on the receipt date.
+
+    Under УСН доход (TaxVariant 1): the one system where every rate, 5 % and 7 % too, may appear.
+    """
     strings = [{"Register": {"Name": f"Товар НДС {tax}", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": tax}}
                for tax in TAXES]
-    body = af_check(ident(10), CheckStrings=strings, NumDevice=2, ElectronicPayment=10 * len(TAXES))
+    body = af_check(ident(10), CheckStrings=strings, NumDevice=2, ElectronicPayment=10 * len(TAXES), TaxVariant="1")
     answer = post(km.cashier, body)
     assert answer["Status"] == 0, answer
     assert [item["tax"] for item in receipts_of(emulator2)[-1]["items"]] == list(TAXES.values())
+
+
+@pytest.mark.parametrize("tax", [5, 7, 105, 107])
+def test_usn_rates_refused_under_osn(tax, km, emulator2):
+    """5 % and 7 % are УСН rates (fiscal-rules.md §1): with TaxVariant 0 (ОСН) the receipt never reaches the KKT."""
+    strings = [{"Register": {"Name": "Чай", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": 22}},
+               {"Register": {"Name": "Кофе", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": tax}}]
+    answer = post(km.cashier, af_check(ident(f"osn{tax}"), CheckStrings=strings, NumDevice=2, ElectronicPayment=20))
+    assert answer["Status"] == 2 and "CheckStrings.1.Register.Tax" in answer["Error"], answer
+    assert "УСН" in answer["Error"]
+    assert not receipts_of(emulator2)
 
 
 def test_old_rates_on_a_correction_of_2025(km, emulator2):
@@ -491,6 +505,31 @@ def test_old_rates_on_a_correction_of_2025(km, emulator2):
                     CorrectionType=0, CorrectionBaseDate="2025-12-20T12:00:00")
     assert post(km.cashier, body)["Status"] == 0
     assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat20"]
+
+
+def test_22_refused_on_a_correction_of_2025(km, emulator2):
+    """22 % came into force on 01.01.2026: a correction of a 2025 sale is made at 20 % (fiscal-rules.md §1)."""
+    strings = [{"Register": {"Name": "Товар", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": 22}}]
+    body = af_check(ident(12), CheckStrings=strings, NumDevice=2, TypeCheck=2, ElectronicPayment=10,
+                    CorrectionType=0, CorrectionBaseDate="2025-12-20T12:00:00")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 2 and "CheckStrings.0.Register.Tax" in answer["Error"], answer
+    assert not receipts_of(emulator2)
+
+
+def test_credit_payment_keeps_20(km, emulator2):
+    """A 2025 credit sale paid in 2026 (1214 = 7) is receipted at 20 % (FNS letter АБ-4-20/11248@)."""
+    strings = [{"Register": {"Name": "Оплата долга", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": tax,
+                             "SignMethodCalculation": method}} for tax, method in ((20, 7), (120, "7"), (20, 4))]
+    answer = post(km.cashier, af_check(ident(13), CheckStrings=strings, NumDevice=2, ElectronicPayment=30))
+    assert answer["Status"] == 0, answer
+    assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat22"]
+
+
+def test_cashier_name_with_control_characters_is_refused(km, emulator2):
+    answer = post(km.cashier, af_check(ident(14), NumDevice=2, ElectronicPayment=200, CashierName="Иванов\x1b"))
+    assert answer["Status"] == 2 and "CashierName" in answer["Error"], answer
+    assert not receipts_of(emulator2)
 
 
 #: A 2026 return of a 2025 sale is made at 20 % (fiscal-rules.md §1): on returns and their

@@ -238,6 +238,25 @@ def test_taxation_from_config_reaches_the_device(app_config, emulator, request):
     assert receipts(emulator)[0]["attributes"]["1055"] == int(domain.TaxationSystem.USN_INCOME)
 
 
+def test_usn_rate_under_osn_names_the_tax(app_config, emulator, request):
+    """5 % and 7 % are УСН rates (fiscal-rules.md §1): under TAXATION osn the receipt never reaches the KKT."""
+    app_config["TAXATION"] = "osn"
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(position(), position(name="Кофе", tax=5)), status=422).json
+    assert (data["result_code"], data["field"]) == (ResultCode.VALIDATION, "Goods.Position_2.Tax")
+    assert "УСН" in data["result_description"]
+    assert emulator.documents() == []
+
+
+def test_a_too_long_cashier_in_the_settings_is_named(app_config, emulator, request):
+    """Tag 1021 holds up to 64 characters: a longer CASHIER_NAME is refused before the KKT, naming the setting."""
+    app_config["CASHIER_NAME"] = "Кассир " + "я" * 60
+    testapp = request.getfixturevalue("testapp")
+    data = post(testapp, document(), status=422).json
+    assert data["field"] == "CASHIER_NAME (настройки сервиса)" and "64" in data["result_description"]
+    assert emulator.documents() == []
+
+
 def test_internet_sales_from_the_site_carry_1008_1187_and_1125(app_config, emulator, request):
     # fiscal-rules.md §5: from 01.09.2025 an internet sale carries 1008, 1187 = the site, and 1125.
     app_config.update(ONEC_INTERNET=True, ONEC_SETTLEMENT_PLACE="https://shop.example.ru")

@@ -39,7 +39,16 @@ from ..domain import (
     position_amount,
     taxation_titles,
 )
-from ..errors import DeviceError, FrameError, KKTError, LinkError, NotSent, OutcomeUnknown, TaxationNotRegistered
+from ..errors import (
+    DeviceError,
+    FrameError,
+    KKTError,
+    LinkError,
+    NotSent,
+    OutcomeUnknown,
+    ReturnCorrectionNotInFfd,
+    TaxationNotRegistered,
+)
 from . import codec, commands, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
 from .errors import ErrorCode, device_error
@@ -1086,6 +1095,10 @@ class AtolDriver:
         except (codec.CodecError, TypeError, ValueError) as exc:
             raise NotSent(f"{NotSent.message} ({exc})") from exc
         self._check_taxation(receipt)
+        if receipt.type.is_correction and receipt.type.is_return and self.ffd < model.FFD_1_2:
+            # FFD 1.05 corrections are of 1054 = 1 or 3 only (fiscal-rules.md §2): refused here,
+            # before 92, rather than by the FN halfway through the document.
+            raise ReturnCorrectionNotInFfd(model.FFD_NAMES.get(self.ffd, str(self.ffd)))
         prefix = [step("fn_status", "состояние ФН")] + self._mode_steps(Mode.REGISTRATION)
         steps = [*prefix, *body, *self._sale_steps()]
         suffix = len(self._sale_steps())

@@ -283,27 +283,35 @@ class Vat(ValidatorsIfAny, fields.Field):
 
     Legacy general rates (18, 20, "НДС18", "nds18") become the general rate on that date unless
     legacy names are switched off (see the module docstring for where the date comes from); on a
-    return (context ``settlement``) 20 and 20/120 are kept as given.
+    return (context ``settlement``) 20 and 20/120 are kept as given, and so they are on a credit
+    payment: ``method_key`` names the sibling field with the position's 1214, read from the raw
+    object because fields load one by one.
     """
 
     default_error_messages = BASE_MESSAGES
 
-    def __init__(self, *, on_date: dt.date | None = None, accept_legacy: bool | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, on_date: dt.date | None = None, accept_legacy: bool | None = None,
+                 method_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.on_date = on_date
         self.accept_legacy = accept_legacy
+        self.method_key = method_key
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> VatRate:
         ctx = _context()
         on = self.on_date or ctx.get("on_date") or dt.date.today()
         accept = self.accept_legacy if self.accept_legacy is not None else ctx.get("accept_legacy", True)
         settlement = ctx.get("settlement")
+        method = None
+        if self.method_key and isinstance(data, dict):
+            method = domain.payment_method_of(data.get(self.method_key))
         try:
-            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax", settlement=settlement)
+            rate = domain.parse_vat(value, on, accept_legacy=bool(accept), field=attr or "tax", settlement=settlement,
+                                    payment_method=method)
         except DomainError as exc:
             raise ValidationError(exc.message) from None
         logged = ctx.setdefault("legacy_logged", set()) if ctx else set()
-        if domain.is_legacy_vat(value, settlement) and str(value) not in logged:
+        if domain.is_legacy_vat(value, settlement, method) and str(value) not in logged:
             # The rate on the receipt is not the number the caller sent: the log says so, once a
             # receipt per name (a 1C document with Tax 18 has it on every line).
             logged.add(str(value))

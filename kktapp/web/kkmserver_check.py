@@ -60,6 +60,7 @@ from marshmallow import EXCLUDE, ValidationError, fields, validate, validates_sc
 
 from kktapp import domain
 from kktapp.domain import (
+    MARKED_OBJECTS,
     MEASUREMENT_UNITS,
     PAYMENT_OBJECT_NAMES,
     Correction,
@@ -103,8 +104,6 @@ LEGACY_PAYMENT_FIELDS = {
 }
 #: CheckProps tags of payment agents and money transfer operators (MU KkmCheckProperty): not writable.
 AGENT_TAGS = frozenset({1005, 1016, 1026, 1044, 1045, 1073, 1074, 1075, 1082, 1083, 1119})
-#: Tag 1212 values that say "this item carries a marking code".
-MARKED_OBJECTS = frozenset({31, 33})
 #: Fields of card acquiring and sub-licensing: accepted, nothing to do with them here.
 IGNORED_FIELDS = (
     "PayByProcessing", "NumDeviceByProcessing", "ReceiptNumber", "PrintSlipAfterCheck", "PrintSlipForCashier",
@@ -173,7 +172,7 @@ class RegisterSchema(Schema):
     Amount = kfields.Money(required=True)
     Department = KkmInteger(load_default=0, allow_none=True, validate=validate.Range(
         min=0, max=99, error="отдел (секция) — число от 0 до 99"))
-    Tax = kfields.Vat(required=True)
+    Tax = kfields.Vat(required=True, method_key="SignMethodCalculation")
     SignMethodCalculation = KkmInteger(load_default=int(PaymentMethod.FULL_PAYMENT), allow_none=True,
                                        validate=_one_of([int(m) for m in PaymentMethod], "признака способа расчёта"))
     SignCalculationObject = KkmInteger(load_default=1, allow_none=True,
@@ -302,12 +301,17 @@ class CorrectionDate(fields.Field):
 class Cashier(Schema):
     """Cashier fields of every KKM Server command; DJAlone1992's client spells the INN ``CashierVatin``."""
 
-    CashierName = OptionalText(64)
+    CashierName = OptionalText(domain.MAX_CASHIER_NAME)
     CashierVATIN = OptionalText(12)
     CashierVatin = OptionalText(12)
 
     @validates_schema
     def _inn(self, data: dict, **kwargs: Any) -> None:
+        if data.get("CashierName"):
+            try:
+                domain.check_cashier_name(data["CashierName"], "CashierName")
+            except DomainError as exc:
+                raise ValidationError(exc.message, "CashierName") from None
         for name in ("CashierVATIN", "CashierVatin"):
             inn = data.get(name) or ""
             if inn and not (inn.isdigit() and len(inn) == 12):
@@ -559,12 +563,14 @@ def _rename(string_index: list[int], field_name: str) -> str:
     if match:
         i = int(match.group(1)) if match.group(1) is not None else int(match.group(2)) - 1
         attr = {"amount": "Amount", "discount": "Amount", "price": "Price", "name": "Name",
-                "quantity": "Quantity", "vat": "Tax"}.get(match.group(3), match.group(3))
+                "quantity": "Quantity", "vat": "Tax", "payment_object": "SignCalculationObject",
+                "department": "Department"}.get(match.group(3), match.group(3))
         where = f"CheckStrings.{string_index[i]}.Register" if 0 <= i < len(string_index) else "CheckStrings"
         return f"{where}.{attr}" if attr else where
     return {"payments": "Cash", "customer_contact": "ClientAddress", "cashier_inn": "CashierVATIN",
             "cashier_name": "CashierName", "positions": "CheckStrings", "total": "CheckStrings",
-            "correction": "CorrectionBaseDate", "settlement_place": "PlaceMarket"}.get(field_name, field_name)
+            "correction": "CorrectionBaseDate", "correction.order_number": "CorrectionBaseNumber",
+            "settlement_place": "PlaceMarket"}.get(field_name, field_name)
 
 
 def settle_rounding(data: dict, string_index: list[int], rounded: list[Rounded]) -> str:

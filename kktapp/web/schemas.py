@@ -215,14 +215,18 @@ class ItemSchema(BaseSchema):
     price = Money(metadata={"description": "цена за единицу, рубли (1079); без code обязательно"})
     quantity = Quantity(load_default=Decimal(1), metadata={"description": "количество, до 3 знаков (1023)"})
     amount = Money(metadata={"description": "сумма позиции до скидки, рубли; проверяется: цена × количество ± 1 коп."})
-    tax = Vat(metadata={"description": "ставка НДС (без code обязательно): vat22, vat10, vat0, none, vat122, "
+    tax = Vat(method_key="payment_method",
+              metadata={"description": "ставка НДС (без code обязательно): vat22, vat10, vat0, none, vat122, "
                                        "vat110, vat5, vat7, vat105, vat107 или 22, 10, \"без НДС\"…; в чеках "
-                                       "возврата — также vat20 и vat120 (возврат продажи до 2026 г.)"})
+                                       "возврата и в позициях с payment_method creditPayment — также vat20 и "
+                                       "vat120 (возврат продажи до 2026 г., оплата кредита 2025 г.); 5 % и 7 % — "
+                                       "только при УСН"})
     payment_method = NamedCode(PAYMENT_METHOD_NAMES, load_default=int(PaymentMethod.FULL_PAYMENT),
                                metadata={"description": "способ расчёта (1214): имя или код",
                                          "enum": list(PAYMENT_METHOD_NAMES)})
     payment_object = NamedCode(PAYMENT_OBJECT_NAMES, load_default=1,
-                               metadata={"description": "предмет расчёта (1212): имя или код",
+                               metadata={"description": "предмет расчёта (1212): имя или код; 31 и 33 (товар с "
+                                                        "кодом маркировки) пока не поддерживаются",
                                          "enum": list(PAYMENT_OBJECT_NAMES)})
     unit = NamedCode(MEASUREMENT_UNITS, load_default=0,
                      metadata={"description": "мера количества (2108): имя или код", "enum": list(MEASUREMENT_UNITS)})
@@ -251,7 +255,8 @@ class PaymentSchema(BaseSchema):
 class CashierSchema(BaseSchema):
     """Cashier tags 1021 and 1203."""
 
-    name = String(required=True, validate=_length(1, 64), metadata={"description": "ФИО кассира (1021)"})
+    name = DeviceText(required=True, validate=_length(1, domain.MAX_CASHIER_NAME),
+                      metadata={"description": "ФИО кассира (1021)"})
     inn = String(load_default="", validate=validate.Regexp(r"^(\d{12})?$", error="ИНН кассира — 12 цифр"),
                  metadata={"description": "ИНН кассира, 12 цифр (1203)"})
 
@@ -272,6 +277,11 @@ class CorrectionSchema(BaseSchema):
     def _order_needs_number(self, data: dict, **kwargs: Any) -> None:
         if data.get("type") == "order" and not data.get("order_number"):
             raise ValidationError("для коррекции по предписанию нужен номер предписания", "order_number")
+        if data.get("type") == "self" and data.get("order_number"):
+            # 1179 is the FNS order's number: a correction on one's own initiative has none
+            # (fiscal-rules.md §2), and silently dropping a number the caller sent hides a mix-up.
+            raise ValidationError("номер предписания (1179) указывается только для коррекции по предписанию "
+                                  "(type = order)", "order_number")
 
 
 class ReceiptSchema(BaseSchema):
@@ -436,13 +446,19 @@ def receipt_fingerprint(receipt: Receipt) -> str:
     return fingerprint(dataclasses.replace(receipt, positions=positions))
 
 
+#: Domain attributes of a position that this API spells differently.
+_ITEM_NAMES = {".vat": ".tax"}
+
+
 def api_field_name(field: str) -> str:
-    """Domain field names (``positions[2].name``, 1-based) → this API's paths (``items.1.name``)."""
+    """Domain field names (``positions[2].vat``, 1-based) → this API's paths (``items.1.tax``)."""
     for domain_name, api_name in (("positions[", "items."), ("payments[", "payments."), ("header[", "header."),
                                   ("footer[", "footer.")):
         if field.startswith(domain_name) and "]" in field:
             index, _, rest = field[len(domain_name):].partition("]")
             if index.isdigit():
+                if domain_name == "positions[":
+                    rest = _ITEM_NAMES.get(rest, rest)
                 return f"{api_name}{int(index) - 1}{rest}"
     return field
 
