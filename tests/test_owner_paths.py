@@ -4,8 +4,9 @@ Each test drives a service (kktapp.service) through AtolDriver over TCP into an 
 emulator (kktapp.atol.emulator) and checks the FN's own document log, so what is proven is
 what the real driver does on the wire: automatic shift close, the device refusing a receipt
 for a shift over 24 h, a shift closed behind the owner's back, a document formed although the
-device answered with an error, a last document whose data the FN cannot give back, and the
-handover of a device after its lock file is removed.
+device answered with an error, a last document whose data the FN cannot give back, a cash job
+behind a receipt another program left open, and the handover of a device after its lock file is
+removed.
 
 Device-side surprises are injected with the emulator's own hooks (``_before_command`` runs
 under the device lock just before a command executes) or by wrapping one method of the
@@ -329,6 +330,47 @@ def test_cash_in_done_although_the_paper_ran_out(bench: Bench) -> None:
     assert device.state.cash == drawer + 50000 and len(bench.emu.cash_operations()) == 1
     # No copy from the service (model.REPRINT_OWED_COPY): the operator is told, nothing holds.
     assert job.reason == Reasons.NO_COPY and not service.unsettled(1)
+
+
+def test_cash_in_after_a_receipt_left_open_behind_the_owner(bench: Bench) -> None:
+    """Another program left a receipt open while the owner held the link (its memory says none):
+    49 is refused (0x9B) like a receipt would be. The owner reads the FN, annuls the stale
+    receipt and sends the cash-in once more: the drawer moves once, the job is done, and the
+    FN holds no receipt of it. Before, a cash job failed here where a receipt was cured."""
+    service = bench.service()
+    assert sell(service, "warm").state == DONE
+    device = bench.emu.device
+    drawer = device.state.cash
+    armed = [True]
+
+    def receipt_opened_first(name: str) -> None:
+        if name == "cash_in" and armed:
+            armed.clear()
+            device.open_receipt(1)
+
+    bench.before_command(receipt_opened_first)
+    job = finished(service, service.submit("cash_in", {"amount": 30000}, wait=0).id)
+    assert not armed and job.state == DONE, job
+    assert device.state.cash == drawer + 30000 and len(bench.emu.cash_operations()) == 1
+    assert device.state.receipt is None and bench.kinds() == ["open_shift", "receipt"]
+
+
+def test_cash_in_first_after_a_restart_annuls_a_receipt_left_open(bench: Bench) -> None:
+    """The service restarts while another program holds a receipt open; the first job is a
+    cash-in. The owner reads the FN before it (its memory is empty), annuls the receipt and
+    sends 49 once: no refusal reaches the cashier."""
+    first = bench.service()
+    assert sell(first, "warm").state == DONE
+    first.stop()
+    device = bench.emu.device
+    with device.lock:
+        device.state.mode, device.state.submode = Mode.REGISTRATION, 0
+        device.open_receipt(1)
+    drawer = device.state.cash
+    service = bench.service()
+    job = finished(service, service.submit("cash_in", {"amount": 12300}, wait=0).id)
+    assert job.state == DONE and job.attempts == 1, job
+    assert device.state.cash == drawer + 12300 and device.state.receipt is None
 
 
 def test_receipt_printed_without_paper_tells_the_operator_instead_of_sending_95(bench: Bench) -> None:

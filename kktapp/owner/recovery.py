@@ -67,6 +67,9 @@ class Recovery:
         """What the job's outcome is later judged against: the FN's last document number, or
         the driver's document counter for a counted job."""
         if self.counted(job):
+            # A receipt another program left open refuses cash in/out too: annulled here, as
+            # before any document, when the owner does not know the FN's state.
+            self.fd_before()
             return self.seat.device().document_counter()  # type: ignore[attr-defined]
         return self.fd_before()
 
@@ -229,7 +232,9 @@ class Recovery:
                 # One command, no receipt to cancel: done exactly when the counter moved.
                 if self._settle_counted(job, fd_before, owed=exc.code in PRINTER_CODES and prints(job)):
                     return False
-                last = None
+                # Not done. A stale receipt opened behind the owner's back refuses cash in/out
+                # as it refuses a receipt: read the FN so that it is annulled and the job retried.
+                last = driver.last_document() if exc.code in RECEIPT_OPEN_CODES else None
             else:
                 last = driver.last_document()
                 result = self.formed(job, fd_before, last)
