@@ -507,6 +507,19 @@ def test_old_rates_on_a_correction_of_2025(km, emulator2):
     assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat20"]
 
 
+def test_order_number_of_a_self_correction_is_left_out_with_a_warning(km, emulator2):
+    """1179 is the FNS order's number (fiscal-rules.md §2): a correction on one's own initiative
+    with CorrectionBaseNumber filled is fiscalised without it, and the Warning says so."""
+    strings = [{"Register": {"Name": "Товар", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": 22}}]
+    body = af_check(ident(15), CheckStrings=strings, NumDevice=2, TypeCheck=2, ElectronicPayment=10,
+                    CorrectionType=0, CorrectionBaseDate="2026-01-20T12:00:00", CorrectionBaseNumber="акт 7")
+    answer = post(km.cashier, body)
+    assert answer["Status"] == 0, answer
+    assert "CorrectionBaseNumber" in answer["Warning"] and "1179" in answer["Warning"]
+    attributes = receipts_of(emulator2)[-1]["attributes"]
+    assert attributes["1173"] == 0 and attributes["1174"] == {"1178": "2026-01-20"}, attributes
+
+
 def test_22_refused_on_a_correction_of_2025(km, emulator2):
     """22 % came into force on 01.01.2026: a correction of a 2025 sale is made at 20 % (fiscal-rules.md §1)."""
     strings = [{"Register": {"Name": "Товар", "Quantity": 1, "Price": 10, "Amount": 10, "Tax": 22}}]

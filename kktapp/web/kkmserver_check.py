@@ -118,6 +118,11 @@ UNSUPPORTED_TEXT = "не поддерживается сервисом kkt (ре
 BARCODE_WARNING = "штрих-коды печатаются текстом: печать штрих-кода сервисом kkt пока не поддерживается"
 IMAGE_WARNING = "картинки (PrintImage) не печатаются сервисом kkt и пропущены"
 ACQUIRING_WARNING = "оплата картой через терминал (PayByProcessing) сервисом kkt не выполняется"
+#: 1179 is the FNS order's number, sent only with a correction by order (fiscal-rules.md §2);
+#: clients that fill CorrectionBaseNumber for a correction on their own initiative (an FFD 1.05
+#: habit: "номер документа основания") keep working, told that it was left out.
+ORDER_NUMBER_WARNING = ("CorrectionBaseNumber не передан в ККТ: номер предписания (тег 1179) указывается только "
+                        "для коррекции по предписанию (CorrectionType 1)")
 ROUNDED_WARNING = "суммы с долями копейки округлены до копеек: {fields}"
 #: Rounded fields named in full in the Warning; the rest are counted.
 ROUNDED_SHOWN = 5
@@ -675,8 +680,11 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
         settlement = TYPE_CHECK[data["TypeCheck"]]
         correction = None
         if settlement.is_correction:
-            correction = Correction(by_order=data.get("CorrectionType") == 1, date=data["CorrectionBaseDate"],
-                                    order_number=data.get("CorrectionBaseNumber") or "")
+            by_order = data.get("CorrectionType") == 1
+            if not by_order and data.get("CorrectionBaseNumber"):
+                warnings.append(ORDER_NUMBER_WARNING)
+            correction = Correction(by_order=by_order, date=data["CorrectionBaseDate"],
+                                    order_number=data.get("CorrectionBaseNumber") or "" if by_order else "")
         taxation = data.get("TaxVariant")
         if taxation is None and config.get("TAXATION"):
             taxation = domain.TAXATION_NAMES[config["TAXATION"]]
