@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -133,9 +132,10 @@ RECEIPT_COMMANDS = ("open_receipt", "operation", "subtotal", "close_receipt_ext"
 
 
 def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
-    """The power goes while each command of a receipt runs (the command done, its answer lost
-    with the power, an open receipt kept by the device): exactly one document per key. The
-    random-moment trial above leaves where a cut lands to timing; this one walks the receipt."""
+    """The power goes at each command of a receipt (the command done, its answer lost with the
+    power, an open receipt kept by the device): exactly one document per key. The random-moment
+    trial above leaves where a cut lands to timing; this one walks the receipt, the cut made by
+    the emulator itself right after the command (Emulator.power_cut_after_command)."""
     emu = rig.emulator()
     service = rig.service([emu])
     emu.set_device_time(0.003)
@@ -147,17 +147,15 @@ def test_power_cut_at_every_command_of_a_receipt(rig: ShtrihRig) -> None:
             key = f"cut-{command}-{round_}-{uuid.uuid4().hex[:6]}"
             quiet(service, emu)
             in_flight_before = emu.faults_in_flight
-            # From another thread: the command runs on, with the device lock held.
-            cutter = threading.Thread(target=emu.power_off)
-            arm_at(emu, command, cutter.start)
+            # In the emulator's own thread, once the command has run and before its answer
+            # leaves: a cut from another thread landed wherever the scheduler let it, at times
+            # after the answer went out and the host had moved on to the status reads.
+            off = threading.Event()
+            arm_at(emu, command, lambda off=off: emu.power_cut_after_command(off.set))
             test_faults.SUMMARY["trials"] += 1
             sent.add(key)
             job = sell(service, key, wait=0)
-            deadline = time.monotonic() + test_faults.SETTLE
-            while cutter.ident is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            assert cutter.ident is not None, f"{command} never ran"
-            cutter.join(test_faults.SETTLE)
+            assert off.wait(test_faults.SETTLE), f"{command} never ran"
             emu.power_on()
             hits.add(emu.faults_in_flight - in_flight_before, 1)
             job = settle(service, job.id)

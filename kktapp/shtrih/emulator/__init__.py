@@ -26,6 +26,7 @@ Choices where the sources are silent [U]:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ...atol.emulator.core_controls import CoreControls
 from ...atol.emulator.state import Store
@@ -99,6 +100,28 @@ class Emulator(CoreControls):
     def send_filler(self, on: bool = True) -> None:
         """Send a 0xFF filler byte before every answer, as devices on TCP do at times."""
         self.server.filler = bool(on)
+
+    def power_cut_after_command(self, then: Callable[[], None] | None = None) -> None:
+        """Cut the power in the emulator's own thread as soon as a command has run: the one
+        running now when called from an ``arm_at`` hook (the hook runs as the command starts),
+        else the next one. The command is done and its answer is lost with the power (not sent,
+        not kept for ENQ). ``then`` is called once the power is off (still in that thread).
+
+        Deterministic where :meth:`power_off` from another thread is not: that thread may run
+        only after the answer went out and the host moved on to its next command.
+        """
+
+        def cut() -> None:
+            self.power_off()
+            if then is not None:
+                then()
+
+        self.server.power_cut = cut
+
+    def clear_faults(self) -> None:
+        """Disarm the link faults, a paper-out and a power cut that have not happened yet."""
+        super().clear_faults()
+        self.server.power_cut = None
 
     def _power_lost(self) -> None:
         # The unACKed answer lives in the device's RAM: gone with the power.
