@@ -203,7 +203,9 @@ def test_test_mode_forms_nothing(drv: ShtrihDriver, emu: Emulator) -> None:
 def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.open_shift()
     assert drv.cash_in(15000).total == 15000
-    assert drv.cash_out(5000).fiscal_document_number == 3
+    # No FN document for cash (model.DOC_CASH): FD 0, the operating document number instead.
+    out = drv.cash_out(5000)
+    assert (out.fiscal_document_number, out.receipt_number) == (0, 3) and emu.state.fd_number == 1
     assert drv.totals().cash_in_drawer == 10000
     with pytest.raises(DeviceError) as err:
         drv.cash_out(10001)

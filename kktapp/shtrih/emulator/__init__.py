@@ -19,8 +19,14 @@ Choices where the sources are silent [U]:
 * a "task" of the fault API is one executed command; a drop after it keeps the answer for
   ENQ on the next connection (a power cut loses it);
 * passwords 1..30 are accepted, 29/30 only for X and Z reports;
-* cash in/out form an FN document as on the ATOL emulator (the shared core); a device forms
-  none [S: kktapp.shtrih.model.DOC_CASH], which ``cash_documents=False`` emulates.
+* cash in/out form no FN document, as a device [S: kktapp.shtrih.model.DOC_CASH]: the drawer
+  moves and the operating document number (0x11, 0x50's answer) grows by one; that count is in
+  the saved state with the cash, so neither a power cut nor a restart takes the number back.
+  ``cash_documents=True`` makes them form one (FF0A type 0), for tests of that path.
+
+``power_cut_after_command`` (from an ``arm_at``-style hook as a command starts) cuts the power in
+the connection's own thread once the command has run, its answer lost: a cut that scheduling
+cannot move before or after the command.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ class Emulator(CoreControls):
         latency: float = 0.0,
         serial: str = DEFAULT_SERIAL,
         clock_offset: float | None = None,
-        cash_documents: bool = True,
+        cash_documents: bool = False,
     ) -> None:
         self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset,
                                    cash_documents=cash_documents)
