@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import test_faults
+from fakes import eventually
 from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet, read_log, sell, settle
 
 from kktapp.owner import policy as owner_mod
@@ -220,3 +221,53 @@ def test_cash_in_refused_for_paper_is_not_repeated_or_lost(rig: ShtrihRig) -> No
                                          wait=0).id)
     assert job.state == DONE, job
     assert emu.state.cash == drawer + 700
+
+
+def count_commands(emu: Emulator) -> Counter[str]:
+    """How many times the emulator has run each command from now on (by name)."""
+    seen: Counter[str] = Counter()
+    own = emu._before_command
+
+    def count(name: str) -> None:
+        own(name)
+        seen[name] += 1
+
+    emu._before_command = count  # type: ignore[method-assign]
+    return seen
+
+
+def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
+        rig: ShtrihRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer to 0x50 is lost and one more document was formed at the device meanwhile (a
+    cash-in at its keyboard): 0x11's number moved by two, so nobody can tell from it whether
+    0x50 ran. The job stays unknown with the reason for the operator and is never sent again."""
+    monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
+    emu = rig.emulator()
+    service = rig.service([emu])
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    quiet(service, emu)
+    drawer = emu.state.cash
+    ran = count_commands(emu)
+
+    def keyboard_then_drop() -> None:
+        # A cash-in of 3.00 at the keyboard (its own operating document), then 0x50 runs and
+        # its answer is lost.
+        emu.state.cash += 300
+        emu.state.cash_only_documents += 1
+        emu.drop_after_tasks(1)
+
+    arm_at(emu, "cash_in", keyboard_then_drop)
+    test_faults.SUMMARY["trials"] += 1
+    job = service.submit("cash_in", {"amount": 4500}, key=f"undecided-{uuid.uuid4().hex[:6]}", wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and "на 2 документа вместо одного" in (got.reason or "")
+
+    assert eventually(waits_for_operator, test_faults.SETTLE, 0.02), service.get_job(job.id)
+    looks = ran["full_status"]
+    assert eventually(lambda: ran["full_status"] >= looks + 3, test_faults.SETTLE, 0.02), \
+        "the owner stopped looking at the number"
+    assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300 + 4500, "sent again"
+    assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
+    InFlight().add(1, 1)
