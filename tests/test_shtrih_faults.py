@@ -5,8 +5,10 @@ every command of a receipt, half an answer frame, a broken LRC, paper running ou
 printing step; the shift over 24 h with drops; 16 clients on 3 devices under two services with
 drops all along (the ATOL trial's own injector: aimed at the receipt's close, ``close_receipt``
 meaning FF45 here, or after 1-12 commands every 50-200 ms); the power cut at random moments.
-Only the rig differs: Shtrih-M emulators and drivers. One trial of its own walks a power cut
-through the commands of a receipt (0x8D, FF46, 0x89, FF45).
+Only the rig differs: Shtrih-M emulators and drivers. Trials of its own walk a power cut
+through the commands of a receipt (0x8D, FF46, 0x89, FF45) and lose the answers of cash in/out
+(0x50, 0x51), which a device forms no FN document for, so that only 0x11's operating document
+number settles them.
 
 Its own summary line (trials, faults, duplicates, lost) is printed at the end; the figures in
 the closing note come from::
@@ -234,6 +236,43 @@ def count_commands(emu: Emulator) -> Counter[str]:
 
     emu._before_command = count  # type: ignore[method-assign]
     return seen
+
+
+def test_lost_cash_answer_is_settled_once(rig: ShtrihRig) -> None:
+    """On a device as the sources describe it (0x50/0x51 form no FN document: the emulator's
+    default), the link drops right after 0x50 and right after 0x51 ran, their answers lost. The
+    FD number cannot tell; 0x11's operating document number, kept in the journal before sending,
+    moved by one: each job is done exactly once with FD 0 and the device's document number, the
+    drawer moved once per job, and neither operation is ever sent again."""
+    emu = rig.emulator()
+    assert not emu.shtrih.cash_documents
+    service = rig.service([emu])
+    hits = InFlight()
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    ran = count_commands(emu)
+    for kind, amount in (("cash_in", 5000), ("cash_out", 1200)):
+        quiet(service, emu)
+        drawer, fired, in_flight = emu.state.cash, emu.faults_fired, emu.faults_in_flight
+        number = emu.shtrih.document_number()
+        arm_at(emu, kind, lambda: emu.drop_after_tasks(1))  # it runs, its answer is lost
+        test_faults.SUMMARY["trials"] += 1
+        key = f"{kind}-{uuid.uuid4().hex[:6]}"
+        job = settle(service, service.submit(kind, {"amount": amount}, key=key, wait=0).id)
+        assert emu.faults_fired == fired + 1, "the link never dropped"
+        hits.add(emu.faults_in_flight - in_flight, 1)
+        assert job.state == DONE, job
+        assert job.fd_before == number  # the counted job's "before" is 0x11's number
+        assert emu.state.cash == drawer + (amount if kind == "cash_in" else -amount)
+        assert emu.shtrih.document_number() == (number + 1) & 0xFFFF
+        assert (job.result["fiscal_document_number"], job.result["fiscal_sign"], job.result["total"]) == (0, "", amount)
+        assert job.result["receipt_number"] == emu.shtrih.document_number()
+        # The same key again: the journal answers, the device is not asked.
+        again = service.submit(kind, {"amount": amount}, key=key, wait=test_faults.SETTLE)
+        assert again.id == job.id and again.state == DONE
+        assert ran[kind] == 1, f"{kind} sent {ran[kind]} times"
+    assert [d["type"] for d in emu.cash_operations()] == ["cash_in", "cash_out"]
+    assert not [d for d in read_log(emu.log_file) if d["type"] in ("cash_in", "cash_out")]
+    hits.assert_at_least(2, "link drops")
 
 
 def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
