@@ -45,9 +45,10 @@ INN_1, INN_2 = "7701234567", "500100732259"
 
 
 def cash_records(emu: Any) -> list[dict[str, Any]]:
-    """Cash in/out as the emulator ran them, in order: the ATOL emulator forms no FN document for
-    them (kktapp/atol/model.py, DocType.CASH_IN) and lists them in cash_operations(); the Shtrih
-    emulator these tests also run on forms one (Device.cash_documents)."""
+    """Cash in/out as the emulator ran them, in order: neither emulator forms an FN document for
+    them by default (kktapp/atol/model.py DocType.CASH_IN, kktapp/shtrih/model.py DOC_CASH), both
+    list them in cash_operations(); one told to form them (Device.cash_documents) has them in
+    documents()."""
     return [d for d in emu.documents() + emu.cash_operations() if d["type"] in ("cash_in", "cash_out")]
 
 

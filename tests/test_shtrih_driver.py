@@ -21,7 +21,7 @@ from kktapp.domain import (
     TextLine,
     VatRate,
 )
-from kktapp.errors import DeviceBusy, DeviceError, LinkError
+from kktapp.errors import DeviceBusy, DeviceError, LinkError, OutcomeUnknown
 from kktapp.shtrih import model
 from kktapp.shtrih.driver import ShtrihDriver
 from kktapp.shtrih.emulator import Emulator
@@ -203,7 +203,9 @@ def test_test_mode_forms_nothing(drv: ShtrihDriver, emu: Emulator) -> None:
 def test_cash_and_printing(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.open_shift()
     assert drv.cash_in(15000).total == 15000
-    assert drv.cash_out(5000).fiscal_document_number == 3
+    # No FN document for cash (model.DOC_CASH): FD 0, the operating document number instead.
+    out = drv.cash_out(5000)
+    assert (out.fiscal_document_number, out.receipt_number) == (0, 3) and emu.state.fd_number == 1
     assert drv.totals().cash_in_drawer == 10000
     with pytest.raises(DeviceError) as err:
         drv.cash_out(10001)
@@ -223,10 +225,10 @@ def test_cash_settled_by_the_operating_document_number(drv: ShtrihDriver, emu: E
     emu.shtrih.cash_documents = documents
     drv.open_shift()
     before = drv.document_counter()
-    assert drv.counted_result(before, 700) is None
+    assert drv.counted_result(before, 700, kind="cash_in") is None
     done = drv.cash_in(700)
     assert drv.document_counter() == (before + 1) & 0xFFFF
-    settled = drv.counted_result(before, 700)
+    settled = drv.counted_result(before, 700, kind="cash_in")
     assert settled is not None and settled.total == 700
     if documents:
         assert done.fiscal_document_number == settled.fiscal_document_number == emu.state.fd_number == 2
@@ -234,8 +236,55 @@ def test_cash_settled_by_the_operating_document_number(drv: ShtrihDriver, emu: E
         assert done.fiscal_document_number == settled.fiscal_document_number == 0
         assert done.receipt_number == settled.receipt_number == before + 1
         assert emu.state.fd_number == 1  # the shift-open report only
-    assert drv.counted_result(drv.document_counter(), 700) is None
+    assert drv.counted_result(drv.document_counter(), 700, kind="cash_in") is None
     assert drv.cash_out(200).total == 200 and drv.totals().cash_in_drawer == 500
+
+
+def test_counted_result_by_how_far_the_number_moved(drv: ShtrihDriver, emu: Emulator) -> None:
+    """A lost cash answer is settled by 0x11's number since the job's "before": not moved →
+    None (not done), moved by one → the cash document (done), moved by more → OutcomeUnknown
+    for the operator (other documents were formed too: nobody can tell from the number)."""
+    drv.open_shift()
+    before = drv.document_counter()
+    assert drv.counted_result(before, 1500, kind="cash_in") is None
+    assert emu.state.cash == 0
+    drv.cash_in(1500)
+    done = drv.counted_result(before, 1500, kind="cash_in")
+    assert done is not None and (done.fiscal_document_number, done.total) == (0, 1500)
+    assert done.receipt_number == emu.shtrih.document_number() == before + 1
+    # One more document besides the job's (a cash-out at the keyboard): +2.
+    drv.cash_out(300)
+    with pytest.raises(OutcomeUnknown) as err:
+        drv.counted_result(before, 1500, kind="cash_in")
+    message = err.value.message
+    assert message.startswith("внесение 15.00 ₽: по ККТ нельзя установить, выполнена ли операция")
+    assert f"был {before}, а сейчас {before + 2}" in message and "на 2 документа вместо одного" in message
+    assert "Сервис её не повторяет" in message and "решите сами" in message
+    drv.cash_in(100)
+    drv.cash_in(100)
+    drv.cash_in(100)
+    with pytest.raises(OutcomeUnknown) as err:
+        drv.counted_result(before, 300, kind="cash_out")
+    assert err.value.message.startswith("выплата 3.00 ₽") and "на 5 документов вместо одного" in err.value.message
+
+
+def test_counted_result_counts_modulo_the_two_byte_number(drv: ShtrihDriver, emu: Emulator,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """0x11's number is 2 bytes: 0xFFFF → 0 is a move by one; a number below "before" did not
+    move forward at all, and the operator is told so."""
+    drv.open_shift()
+    drv.cash_in(400)
+    monkeypatch.setattr(drv, "document_counter", lambda: 0)
+    assert drv.counted_result(0xFFFF, 400, kind="cash_in") is not None
+    assert drv.counted_result(0, 400, kind="cash_in") is None
+    monkeypatch.setattr(drv, "document_counter", lambda: 1)
+    with pytest.raises(OutcomeUnknown) as err:
+        drv.counted_result(0xFFFF, 400, kind="cash_in")
+    assert "на 2 документа вместо одного" in err.value.message
+    monkeypatch.setattr(drv, "document_counter", lambda: 5)
+    with pytest.raises(OutcomeUnknown) as err:
+        drv.counted_result(7, 400, kind="cash_out")
+    assert "был 7, а сейчас 5 — стал меньше, чем был" in err.value.message
 
 
 def test_cancel_an_open_receipt(drv: ShtrihDriver, emu: Emulator) -> None:

@@ -51,19 +51,57 @@ def test_command_line_state_log_and_control(tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(10) == 0
     lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()]
-    # The document log has the ATOL emulator's fields.
-    assert [d["type"] for d in lines] == ["open_shift", "cash_in"]
+    # The document log has the ATOL emulator's fields; the cash-in formed no FN document.
+    assert [d["type"] for d in lines] == ["open_shift"]
     assert set(lines[0]) >= {"fd_number", "fiscal_sign", "type", "shift_number", "receipt_number", "datetime", "total"}
     # Restarted on the same state: the FN goes on from its last document.
     proc, port, _ = start_cli("--state", str(state), "--log", str(log))
     try:
         drv = ShtrihDriver(f"socket://127.0.0.1:{port}", timeout=5)
         drv.connect()
-        assert drv.fn_status().last_fd_number == 2 and drv.shift_status().state == "open"
+        assert drv.fn_status().last_fd_number == 1 and drv.shift_status().state == "open"
+        # The operating document number still counts the cash-in (the shift report, then it).
+        assert drv.document_counter() == 2
         drv.close()
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_operating_document_number_survives_a_power_cut_and_a_restart(tmp_path: Path) -> None:
+    """Cash in/out form no FN document by default (model.DOC_CASH) but move the operating
+    document number (0x11); the count is saved with the drawer, so neither a power cut, nor a
+    killed process (the state as the last checkpoint wrote it), nor a restart takes it back."""
+    state = tmp_path / "s.json"
+
+    def counter(emu: Emulator) -> int:
+        drv = ShtrihDriver(emu.url, timeout=5)
+        drv.connect()
+        try:
+            return drv.document_counter()
+        finally:
+            drv.close()
+
+    with Emulator(state_path=state) as emu:
+        drv = ShtrihDriver(emu.url, timeout=5)
+        drv.connect()
+        drv.open_shift()
+        drv.cash_in(500)
+        drv.cash_out(200)
+        assert drv.document_counter() == 3 and emu.state.fd_number == 1 and len(emu.cash_operations()) == 2
+        drv.close()
+        # A kill now: another emulator reads the checkpoint the cash-out wrote.
+        killed = Emulator(state_path=state)
+        assert killed.shtrih.document_number() == 3 and killed.state.cash == 300
+        emu.power_off()
+        emu.power_on()
+        assert counter(emu) == 3
+    with Emulator(state_path=state) as emu:
+        assert counter(emu) == 3
+        drv = ShtrihDriver(emu.url, timeout=5)
+        drv.connect()
+        assert drv.cash_in(100).receipt_number == 4 and drv.document_counter() == 4
+        drv.close()
 
 
 def test_command_line_refuses_an_unknown_fault() -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
-from ..errors import DeviceError, FrameError, KKTError, LinkError
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
+from ..errors import DeviceError, FrameError, KKTError, LinkError, OutcomeUnknown
 from . import commands, model
 from .commands import CodecError
 from .errors import ErrorCode, device_error
@@ -43,6 +43,10 @@ _CLASSIC_PAY = {PaymentType.CASH: "cash", PaymentType.ELECTRONIC: "pay2", Paymen
 #: Mode-8 receipt type (high nibble) → the DeviceStatus receipt_state (ATOL numbering:
 #: 1 sell, 2 sell return, 4 buy, 5 buy return) so the service reads both families alike.
 _RECEIPT_STATE = {0: 1, 1: 4, 2: 2, 3: 5}
+#: The operating document number (0x11, 0x50) is 2 bytes [C]: it counts modulo this.
+DOCUMENT_NUMBERS = 0x10000
+#: Counted job kind → its name in the operator's message.
+CASH_KINDS = {"cash_in": "внесение", "cash_out": "выплата"}
 
 
 def _password(value: str | int) -> int:
@@ -443,15 +447,31 @@ class ShtrihDriver:
         too; a job's "before" for :meth:`counted_result`."""
         return self.command("full_status")["document_number"]
 
-    def counted_result(self, before: int, amount: int, *, kind: str = "") -> FiscalResult | None:
-        """The result of the cash document formed since ``before`` (:meth:`document_counter`),
-        None when none was. The caller held the link since ``before`` and sent only that job,
-        so a moved number is its document [S: 0x50 answers that number]; an FN that holds a
-        cash document as its last one (the emulator's core) gives its FD. ``kind`` (cash in or
-        out) is not needed here: 0x11's number moves for either."""
+    def counted_result(self, before: int, amount: int, *, kind: str) -> FiscalResult | None:
+        """Whether the cash job ``kind`` of ``amount`` ran since the operating document number
+        (:meth:`document_counter`) was ``before``. The owner held the link since ``before`` and
+        sent only that job (its queue held), so, modulo 0x10000:
+
+        * not moved: None, certainly not done;
+        * moved by one: that one document is the job's [S: 0x50 answers the number], its result
+          (an FN that holds a cash document as its last one, as the emulator's core can, gives
+          its FD);
+        * moved by more: OutcomeUnknown. Other documents were formed at the device besides it
+          (at the keyboard, by another program), and the number cannot tell whether the job's
+          was among them: the operator decides, the operation is never sent again on a guess.
+        """
         number = self.document_counter()
-        if (number - before) % 0x10000 == 0:
+        moved = (number - before) % DOCUMENT_NUMBERS
+        if moved == 0:
             return None
+        if moved != 1:
+            what = CASH_KINDS.get(kind, "операция с наличными")
+            change = (f"сдвинулся на {_documents(moved)} вместо одного (на ККТ формировались и другие "
+                      "документы)" if moved < DOCUMENT_NUMBERS // 2 else "стал меньше, чем был")
+            raise OutcomeUnknown(
+                f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: номер документа "
+                f"ККТ был {before}, а сейчас {number} — {change}. Сервис её не повторяет: проверьте документы ККТ и "
+                "наличные в ней и решите сами")
         fn = self._fn_last()
         if fn["last_fd_number"]:
             result, doc_type, _ = self._document(fn["last_fd_number"], fn["fn_number"])
@@ -668,6 +688,17 @@ class ShtrihDriver:
     def tech_reset(self) -> None:
         """Not on Shtrih-M: the technological reset is done on the device itself."""
         raise device_error(ErrorCode.NOT_SUPPORTED, step="технологическое обнуление")
+
+
+def _documents(n: int) -> str:
+    """«1 документ», «2 документа», «5 документов»: the count with the noun's Russian form."""
+    if n % 10 == 1 and n % 100 != 11:
+        word = "документ"
+    elif 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        word = "документа"
+    else:
+        word = "документов"
+    return f"{n} {word}"
 
 
 def _cut(text: str, size: int) -> str:

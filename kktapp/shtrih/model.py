@@ -214,13 +214,16 @@ SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
 #: [S] Cash in/out (0x50/0x51) form no FN document on a real device: the FN's document types
 #: (javapos ``FSDocType``: fiscalisation, shift open, receipt, shift close, FN close, BSO,
 #: re-registration, correction, settlement report; FFD has the same list) have none for them, and
-#: 0x50 answers only a 2-byte operating document number [C opos, pyshtrih]. The emulator shares
-#: the ATOL emulator's fiscal core, where they do form one, and answers FF0A for it with type 0
-#: in the receipt layout. The driver handles both: when FF01 does not move it returns FD 0 and
-#: the answer's document number. [U] what a device does; settled by FF01 before and after one
-#: 0x50 on a registered device. Until then recovery after a *lost* 0x50/0x51 answer is unsafe
-#: there: the owner decides by the FD number, which does not move, and would send it again.
-#: The driver offers the safe way, by 0x11's operating document number, which every document
-#: moves (ShtrihDriver.counted_kinds, document_counter, counted_result); the owner does not use
-#: it yet (the change is in the issue's note).
+#: 0x50 answers only a 2-byte operating document number [C opos, pyshtrih]. The emulator forms
+#: none either by default; ``cash_documents=True`` makes its shared core form one, answered by
+#: FF0A as type 0 in the receipt layout. The driver returns either: the FN's document when FF01
+#: moved, else FD 0 and the answer's document number.
+#: A lost 0x50/0x51 answer is settled by 0x11's operating document number, which every document
+#: moves, not by the FD number: the owner keeps it in the journal before sending
+#: (ShtrihDriver.counted_kinds, document_counter) and, after reconnecting, recovery
+#: (kktapp/owner/recovery.py) asks counted_result: unmoved → not done (sent again), moved by one
+#: (mod 0x10000) → done, with that document's result; moved by more → OutcomeUnknown, left to the
+#: operator with the reason and never sent again (other documents were formed at the device too).
+#: [U] what a real device does: no FN document, and one 0x50 moving 0x11's number by exactly
+#: one; settled by FF01 and 0x11 read before and after one 0x50 on a registered device.
 DOC_CASH = 0

@@ -89,8 +89,9 @@ class Device:
                  ffd: int = model.FFD_1_2, cash_documents: bool = False) -> None:
         self.lock = threading.RLock()
         #: Cash in/out (49/4F) form an FN document. Off as on an ATOL: the FN has no document type
-        #: for them ([C] model.DocType.CASH_IN), so they move the drawer only. The Shtrih emulator,
-        #: which shares this core, turns it on (kktapp/shtrih/emulator/device.py).
+        #: for them ([C] model.DocType.CASH_IN), so they move the drawer only. Off on the Shtrih
+        #: emulator too (a Shtrih-M forms none either: kktapp/shtrih/model.py DOC_CASH); tests of
+        #: the document path turn it on there (kktapp/shtrih/emulator/device.py).
         self.cash_documents = cash_documents
         #: Cash in/out run without an FN document, oldest first: what the device printed on its
         #: slip, kept in memory only so that tests can count them (documents() holds no such).
@@ -697,6 +698,7 @@ class Device:
         self.pending_attributes = {}
         self.cash_operations.append({"type": kind, "total": amount, "shift_number": s.shift_number,
                                      "datetime": self.now().isoformat()})
+        s.cash_only_documents += 1  # saved in the same write as the drawer
         self.save()
         log.info("emulator %s: %s %d, no FN document, drawer %d", s.serial, kind, amount, s.cash)
         return None

@@ -103,6 +103,10 @@ class DeviceState:
     last_document: int = 0
     #: A fiscalised document whose paper copy has not been printed (paper ran out).
     print_pending: bool = False
+    #: Cash in/out run without an FN document (Device.cash_documents off), over the device's
+    #: life. Saved with the cash they moved: the Shtrih-M operating document number (0x11)
+    #: counts them besides the FN's documents, and must not go back after a restart.
+    cash_only_documents: int = 0
 
     @property
     def receipt_open(self) -> bool:

@@ -19,13 +19,20 @@ Choices where the sources are silent [U]:
 * a "task" of the fault API is one executed command; a drop after it keeps the answer for
   ENQ on the next connection (a power cut loses it);
 * passwords 1..30 are accepted, 29/30 only for X and Z reports;
-* cash in/out form an FN document as on the ATOL emulator (the shared core); a device forms
-  none [S: kktapp.shtrih.model.DOC_CASH], which ``cash_documents=False`` emulates.
+* cash in/out form no FN document, as a device [S: kktapp.shtrih.model.DOC_CASH]: the drawer
+  moves and the operating document number (0x11, 0x50's answer) grows by one; that count is in
+  the saved state with the cash, so neither a power cut nor a restart takes the number back.
+  ``cash_documents=True`` makes them form one (FF0A type 0), for tests of that path.
+
+``power_cut_after_command`` (from an ``arm_at``-style hook as a command starts) cuts the power in
+the connection's own thread once the command has run, its answer lost: a cut that scheduling
+cannot move before or after the command.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ...atol.emulator.core_controls import CoreControls
 from ...atol.emulator.state import Store
@@ -68,7 +75,7 @@ class Emulator(CoreControls):
         latency: float = 0.0,
         serial: str = DEFAULT_SERIAL,
         clock_offset: float | None = None,
-        cash_documents: bool = True,
+        cash_documents: bool = False,
     ) -> None:
         self.shtrih = ShtrihDevice(Store(state_path), serial, clock_offset_hours=clock_offset,
                                    cash_documents=cash_documents)
@@ -99,6 +106,28 @@ class Emulator(CoreControls):
     def send_filler(self, on: bool = True) -> None:
         """Send a 0xFF filler byte before every answer, as devices on TCP do at times."""
         self.server.filler = bool(on)
+
+    def power_cut_after_command(self, then: Callable[[], None] | None = None) -> None:
+        """Cut the power in the emulator's own thread as soon as a command has run: the one
+        running now when called from an ``arm_at`` hook (the hook runs as the command starts),
+        else the next one. The command is done and its answer is lost with the power (not sent,
+        not kept for ENQ). ``then`` is called once the power is off (still in that thread).
+
+        Deterministic where :meth:`power_off` from another thread is not: that thread may run
+        only after the answer went out and the host moved on to its next command.
+        """
+
+        def cut() -> None:
+            self.power_off()
+            if then is not None:
+                then()
+
+        self.server.power_cut = cut
+
+    def clear_faults(self) -> None:
+        """Disarm the link faults, a paper-out and a power cut that have not happened yet."""
+        super().clear_faults()
+        self.server.power_cut = None
 
     def _power_lost(self) -> None:
         # The unACKed answer lives in the device's RAM: gone with the power.

@@ -117,15 +117,10 @@ class ShtrihDevice:
     """One emulated Shtrih-M: the fiscal core plus what the Shtrih protocol shows of it."""
 
     def __init__(self, store: Store, serial: str, *, clock_offset_hours: float | None = None,
-                 cash_documents: bool = True) -> None:
-        # Cash in/out form an FN document here, unlike on the ATOL emulator that shares the core
-        # (see cash_documents).
+                 cash_documents: bool = False) -> None:
+        # Cash in/out form no FN document, as on a device (see cash_documents).
         self.core = FiscalCore(store, serial, clock_offset_hours=clock_offset_hours, cash_documents=cash_documents)
         self.lock = self.core.lock
-        #: Cash documents that formed no FN document, for the operating document number (0x11,
-        #: 0x50): that number counts every document. Kept in memory only [U: a restart of the
-        #: emulator process forgets them].
-        self.cash_only = 0
         #: Operator of the last command (password 1..30).
         self.operator = model.SYSADMIN_PASSWORD
         #: Name of the command being executed (handlers shared by several commands read it).
@@ -138,9 +133,10 @@ class ShtrihDevice:
 
     @property
     def cash_documents(self) -> bool:
-        """Cash in/out (0x50/0x51) form an FN document: on by default, as this emulator always
-        did; False: they form none and move only the operating document number, as model.DOC_CASH
-        says a device does [S]. The core keeps the setting (Device.cash_documents)."""
+        """Cash in/out (0x50/0x51) form an FN document. Off by default: they form none and move
+        only the operating document number, as model.DOC_CASH says a device does [S]; on, they
+        form one as the shared core can (tests of that path turn it on). The core keeps the
+        setting (Device.cash_documents)."""
         return self.core.cash_documents
 
     @cash_documents.setter
@@ -148,8 +144,10 @@ class ShtrihDevice:
         self.core.cash_documents = bool(value)
 
     def document_number(self) -> int:
-        """The operating document number (0x11, 0x50): FN documents and cash-only ones."""
-        return (self.core.state.fd_number + self.cash_only) & 0xFFFF
+        """The operating document number (0x11, 0x50): FN documents and cash-only ones, both
+        counted in the saved state, so a power cut or a restart never takes it back."""
+        s = self.core.state
+        return (s.fd_number + s.cash_only_documents) & 0xFFFF
 
     # ------------------------------------------------------------------ status bytes
 
@@ -355,8 +353,7 @@ def _cash(dev: ShtrihDevice, p: dict[str, Any]) -> dict[str, Any]:
     dev.shift_needed()
     core = dev.in_mode(_REG)
     cash = core.cash_in if dev.operation == "cash_in" else core.cash_out
-    if cash(p["amount"]) is None:
-        dev.cash_only += 1
+    cash(p["amount"])  # without an FN document the core counts it (state.cash_only_documents)
     return {"operator": dev.operator, "document_number": dev.document_number()}
 
 

@@ -52,6 +52,9 @@ class Server(Listener):
         self.filler = False
         #: The last answer payload the host has not ACKed yet (kept across connections).
         self.kept: bytes | None = None
+        #: A power cut armed for the next executed command: called in the connection's thread
+        #: once that command has run, instead of answering it (see Emulator.power_cut_after_command).
+        self.power_cut: Callable[[], None] | None = None
         self._conn: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -156,6 +159,13 @@ class Server(Listener):
             time.sleep(self.timing.device_time)
         answer = self.execute(event.payload)
         self.kept = answer
+        cut, self.power_cut = self.power_cut, None
+        if cut is not None:
+            # The command is done; the power goes before its answer leaves (and takes the kept
+            # answer with it), in this thread, so no scheduling decides where the cut lands.
+            log.info("emulator: power cut after a command (its answer lost)")
+            cut()
+            return False
         if self.faults.task_executed():
             log.info("emulator: dropping the link after a command (answer kept, not sent)")
             return False
