@@ -33,10 +33,12 @@ import test_faults
 from fakes import eventually
 from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet, read_log, sell, settle
 
+from kktapp.atol.model import Mode as CoreMode
 from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 from kktapp.shtrih.driver import ShtrihDriver
 from kktapp.shtrih.emulator import Emulator
+from kktapp.shtrih.emulator.device import CORE_RECEIPT
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +312,22 @@ def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
     assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300 + 4500, "sent again"
     assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
     InFlight().add(1, 1)
+
+
+def test_cash_in_behind_a_receipt_left_open_is_done_once(rig: ShtrihRig) -> None:
+    """A receipt another program opened while the owner held the link (its memory says none):
+    0x50 is refused with 0x4A. The counter did not move, so the owner reads the FN, annuls the
+    stale receipt and sends the cash-in once more: the drawer moves once and the job is done,
+    where it failed before (tests/test_owner_paths.py has the same on ATOL)."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    quiet(service, emu)
+    drawer = emu.state.cash
+    ran = count_commands(emu)
+    sale = CORE_RECEIPT[0]  # 0x8D's type 0, a sale, in the shared core's numbering
+    arm_at(emu, "cash_in", lambda: emu.shtrih.in_mode(CoreMode.REGISTRATION).open_receipt(sale))
+    job = settle(service, service.submit("cash_in", {"amount": 2500}, key=f"open-{uuid.uuid4().hex[:6]}", wait=0).id)
+    assert job.state == DONE and job.attempts == 2, job
+    assert ran["cash_in"] == 2 and emu.state.cash == drawer + 2500
+    assert not emu.state.receipt_open
