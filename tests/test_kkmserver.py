@@ -540,6 +540,19 @@ def test_credit_payment_keeps_20(km, emulator2):
     assert [i["tax"] for i in receipts_of(emulator2)[-1]["items"]] == ["vat20", "vat120", "vat22"]
 
 
+def test_cashier_inn_without_a_name_is_left_out_with_a_warning(km, emulator2):
+    """CashierVATIN alone: the settings' cashier signs the receipt and the shift report, and the
+    INN (another person's, as far as the service can tell) is not sent with that name; the
+    Warning says so. Before, it was dropped silently."""
+    answer = post(km.cashier, af_check(ident(16), NumDevice=2, ElectronicPayment=200, CashierName="",
+                                       CashierVATIN="430601071197"))
+    assert answer["Status"] == 0 and "CashierVATIN" in answer["Warning"], answer
+    assert receipts_of(emulator2)[-1]["attributes"].get("1203") != "430601071197"
+    closed = post(km.admin, {"Command": "CloseShift", "NumDevice": 2, "CashierVATIN": "430601071197",
+                             "IdCommand": ident(17)})
+    assert closed["Status"] == 0 and "CashierVATIN" in closed["Warning"], closed
+
+
 def test_cashier_name_with_control_characters_is_refused(km, emulator2):
     answer = post(km.cashier, af_check(ident(14), NumDevice=2, ElectronicPayment=200, CashierName="Иванов\x1b"))
     assert answer["Status"] == 2 and "CashierName" in answer["Error"], answer

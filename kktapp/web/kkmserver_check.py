@@ -123,6 +123,8 @@ ACQUIRING_WARNING = "оплата картой через терминал (PayB
 #: habit: "номер документа основания") keep working, told that it was left out.
 ORDER_NUMBER_WARNING = ("CorrectionBaseNumber не передан в ККТ: номер предписания (тег 1179) указывается только "
                         "для коррекции по предписанию (CorrectionType 1)")
+CASHIER_INN_WARNING = ("CashierVATIN не передан в ККТ: ИНН кассира (тег 1203) передаётся только вместе с его "
+                       "именем в CashierName; документ оформлен на кассира из настроек сервиса")
 ROUNDED_WARNING = "суммы с долями копейки округлены до копеек: {fields}"
 #: Rounded fields named in full in the Warning; the rest are counted.
 ROUNDED_SHOWN = 5
@@ -547,18 +549,23 @@ def text_line(item: Mapping[str, Any], warnings: list[str], width: int = 48) -> 
     return None
 
 
-def _cashier(data: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[str, str]:
+def _cashier(data: Mapping[str, Any], config: Mapping[str, Any], warnings: list[str]) -> tuple[str, str]:
+    """The cashier (1021, 1203): the client's, else the settings'. An INN without a name is
+    not paired with the settings' name (another person's); the client is told it was left out."""
     name = data.get("CashierName") or ""
     inn = data.get("CashierVATIN") or data.get("CashierVatin") or ""
     if not name:
+        if inn:
+            warnings.append(CASHIER_INN_WARNING)
         return str(config.get("CASHIER_NAME") or ""), str(config.get("CASHIER_INN") or "")
     return name, inn
 
 
-def cashier_params(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date) -> dict[str, str]:
+def cashier_params(body: Mapping[str, Any], config: Mapping[str, Any], today: dt.date,
+                   warnings: list[str]) -> dict[str, str]:
     """CashierName / CashierVATIN of a shift or cash command, checked (defaults from conf)."""
     data = _load(Cashier(), body, config, today)
-    name, inn = _cashier(data, config)
+    name, inn = _cashier(data, config, warnings)
     return {k: v for k, v in (("cashier_name", name), ("cashier_inn", inn)) if v}
 
 
@@ -688,7 +695,7 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
         taxation = data.get("TaxVariant")
         if taxation is None and config.get("TAXATION"):
             taxation = domain.TAXATION_NAMES[config["TAXATION"]]
-        name, inn = _cashier(data, config)
+        name, inn = _cashier(data, config, warnings)
         receipt = Receipt(
             type=settlement,
             positions=tuple(positions),

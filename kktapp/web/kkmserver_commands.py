@@ -275,7 +275,7 @@ def get_data_kkt(call: Call) -> dict:
 
 def _shift(op: str) -> Callable[[Call], dict]:
     def handler(call: Call) -> dict:
-        params = cashier_params(call.body, current_app.config, dt.date.today())
+        params = cashier_params(call.body, current_app.config, dt.date.today(), call.warnings)
         answer = _fiscal_answer(call, run_op(call, op, params))
         if answer["Status"] == OK:
             # ST gives these answers the register's Info: a status read right after the report
@@ -291,7 +291,7 @@ def _shift(op: str) -> Callable[[Call], dict]:
 
 def x_report(call: Call) -> dict:
     """XReport: the shift's counters, no clearing."""
-    cashier_params(call.body, current_app.config, dt.date.today())
+    cashier_params(call.body, current_app.config, dt.date.today(), [])  # checked only: X has no cashier
     return job_status(run_op(call, "x_report"))
 
 
@@ -302,7 +302,7 @@ def ofd_report(call: Call) -> dict:
     shift (SessionNumber) are added as for the shift reports, which clients that read only the
     common fields ignore. It is journalled and settled exactly once like a shift report.
     """
-    params = cashier_params(call.body, current_app.config, dt.date.today())
+    params = cashier_params(call.body, current_app.config, dt.date.today(), call.warnings)
     job = run_op(call, "settlement_report", params)
     answer = job_status(job)
     result = _result(job)
@@ -313,7 +313,7 @@ def ofd_report(call: Call) -> dict:
 
 def _cash(op: str) -> Callable[[Call], dict]:
     def handler(call: Call) -> dict:
-        cashier_params(call.body, current_app.config, dt.date.today())
+        cashier_params(call.body, current_app.config, dt.date.today(), [])  # checked only: not sent with cash
         amount = call.body.get("Amount")
         if amount in (None, ""):
             raise ValidationFailed("Amount", BASE_MESSAGES["required"])
