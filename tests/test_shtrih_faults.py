@@ -240,6 +240,16 @@ def count_commands(emu: Emulator) -> Counter[str]:
     return seen
 
 
+def warmed_up(rig: ShtrihRig) -> tuple[Emulator, FiscalService, Counter[str]]:
+    """One register and its service after a first receipt, the owner idle; the emulator's
+    commands counted from here on (count_commands)."""
+    emu = rig.emulator()
+    service = rig.service([emu])
+    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
+    quiet(service, emu)
+    return emu, service, count_commands(emu)
+
+
 def test_lost_cash_answer_is_settled_once(rig: ShtrihRig) -> None:
     """On a device as the sources describe it (0x50/0x51 form no FN document: the emulator's
     default), the link drops right after 0x50 and right after 0x51 ran, their answers lost. The
@@ -283,12 +293,8 @@ def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
     cash-in at its keyboard): 0x11's number moved by two, so nobody can tell from it whether
     0x50 ran. The job stays unknown with the reason for the operator and is never sent again."""
     monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
-    emu = rig.emulator()
-    service = rig.service([emu])
-    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
-    quiet(service, emu)
+    emu, service, ran = warmed_up(rig)
     drawer = emu.state.cash
-    ran = count_commands(emu)
 
     def keyboard_then_drop() -> None:
         # A cash-in of 3.00 at the keyboard (its own operating document), then 0x50 runs and
@@ -319,12 +325,8 @@ def test_cash_in_behind_a_receipt_left_open_is_done_once(rig: ShtrihRig) -> None
     0x50 is refused with 0x4A. The counter did not move, so the owner reads the FN, annuls the
     stale receipt and sends the cash-in once more: the drawer moves once and the job is done,
     where it failed before (tests/test_owner_paths.py has the same on ATOL)."""
-    emu = rig.emulator()
-    service = rig.service([emu])
-    settle(service, sell(service, f"warm-{uuid.uuid4().hex[:6]}").id)
-    quiet(service, emu)
+    emu, service, ran = warmed_up(rig)
     drawer = emu.state.cash
-    ran = count_commands(emu)
     sale = CORE_RECEIPT[0]  # 0x8D's type 0, a sale, in the shared core's numbering
     arm_at(emu, "cash_in", lambda: emu.shtrih.in_mode(CoreMode.REGISTRATION).open_receipt(sale))
     job = settle(service, service.submit("cash_in", {"amount": 2500}, key=f"open-{uuid.uuid4().hex[:6]}", wait=0).id)
