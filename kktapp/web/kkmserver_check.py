@@ -691,7 +691,7 @@ def parse_register_check(body: Mapping[str, Any], config: Mapping[str, Any], tod
             if not by_order and data.get("CorrectionBaseNumber"):
                 warnings.append(ORDER_NUMBER_WARNING)
             correction = Correction(by_order=by_order, date=data["CorrectionBaseDate"],
-                                    order_number=data.get("CorrectionBaseNumber") or "" if by_order else "")
+                                    order_number=(data.get("CorrectionBaseNumber") or "") if by_order else "")
         taxation = data.get("TaxVariant")
         if taxation is None and config.get("TAXATION"):
             taxation = domain.TAXATION_NAMES[config["TAXATION"]]
