@@ -9,6 +9,8 @@ two ranges never collide. HTTP contracts map these to statuses in one place
 
 from __future__ import annotations
 
+from .domain import format_rub
+
 
 class ResultCode:
     """Service-level result codes (device codes are 1..255)."""
@@ -147,6 +149,22 @@ class OutcomeUnknown(KKTError):
     code = ResultCode.UNKNOWN_OUTCOME
     http_status = 503
     message = "результат чека пока неизвестен: связь прервалась, сервис проверит ККТ и завершит чек сам"
+
+
+#: Cash jobs (the drivers' ``counted_kinds``) → their names in an operator's message.
+CASH_KIND_NAMES = {"cash_in": "внесение", "cash_out": "выплата"}
+
+
+class CashOutcomeUnknown(OutcomeUnknown):
+    """A lost cash in/out answer that the driver's counter cannot settle (ATOL: the drawer,
+    Shtrih-M: the operating document number): the operator decides, it is never sent again.
+    ``evidence`` says what the counter shows."""
+
+    def __init__(self, kind: str, amount: int, evidence: str) -> None:
+        what = CASH_KIND_NAMES.get(kind, "операция с наличными")
+        super().__init__(
+            f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: {evidence}. "
+            "Сервис её не повторяет: сверьте наличные и документы ККТ и решите сами")
 
 
 class NotSent(KKTError):

@@ -40,6 +40,7 @@ from ..domain import (
     taxation_titles,
 )
 from ..errors import (
+    CashOutcomeUnknown,
     DeviceError,
     FrameError,
     KKTError,
@@ -956,12 +957,9 @@ class AtolDriver:
             return None
         if now == expected:
             return self._cash_result(amount, st, shift)
-        what = "внесение" if kind == "cash_in" else "выплата"
-        raise OutcomeUnknown(
-            f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: наличных в ККТ было "
-            f"{format_rub(before)} ₽, после неё было бы {format_rub(expected)} ₽, а сейчас {format_rub(now)} ₽ "
-            "(наличные меняли и другие операции). Сервис её не повторяет: сверьте наличные и документы ККТ "
-            "и решите сами")
+        raise CashOutcomeUnknown(kind, amount, (
+            f"наличных в ККТ было {format_rub(before)} ₽, после неё было бы {format_rub(expected)} ₽, а сейчас "
+            f"{format_rub(now)} ₽ (наличные меняли и другие операции)"))
 
     def _cash_result(self, amount: int, st: dict[str, Any], shift: dict[str, Any]) -> FiscalResult:
         """A cash operation's result: no FN document (FD 0, no fiscal sign), its amount, the

@@ -23,8 +23,8 @@ from typing import Any
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
-from ..errors import DeviceError, FrameError, KKTError, LinkError, OutcomeUnknown
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
+from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError
 from . import commands, model
 from .commands import CodecError
 from .errors import ErrorCode, device_error
@@ -45,8 +45,6 @@ _CLASSIC_PAY = {PaymentType.CASH: "cash", PaymentType.ELECTRONIC: "pay2", Paymen
 _RECEIPT_STATE = {0: 1, 1: 4, 2: 2, 3: 5}
 #: The operating document number (0x11, 0x50) is 2 bytes [C]: it counts modulo this.
 DOCUMENT_NUMBERS = 0x10000
-#: Counted job kind → its name in the operator's message.
-CASH_KINDS = {"cash_in": "внесение", "cash_out": "выплата"}
 
 
 def _password(value: str | int) -> int:
@@ -465,13 +463,9 @@ class ShtrihDriver:
         if moved == 0:
             return None
         if moved != 1:
-            what = CASH_KINDS.get(kind, "операция с наличными")
             change = (f"сдвинулся на {_documents(moved)} вместо одного (на ККТ формировались и другие "
                       "документы)" if moved < DOCUMENT_NUMBERS // 2 else "стал меньше, чем был")
-            raise OutcomeUnknown(
-                f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: номер документа "
-                f"ККТ был {before}, а сейчас {number} — {change}. Сервис её не повторяет: проверьте документы ККТ и "
-                "наличные в ней и решите сами")
+            raise CashOutcomeUnknown(kind, amount, f"номер документа ККТ был {before}, а сейчас {number} — {change}")
         fn = self._fn_last()
         if fn["last_fd_number"]:
             result, doc_type, _ = self._document(fn["last_fd_number"], fn["fn_number"])
