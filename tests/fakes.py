@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from kktapp.device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
 from kktapp.domain import FiscalResult, Receipt, TextLine
@@ -446,3 +447,11 @@ def in_threads(work, count: int, timeout: float = 60.0) -> list[BaseException]:
     for t in threads:
         t.join(timeout)
     return errors
+
+
+def cash_records(emu: Any) -> list[dict[str, Any]]:
+    """Cash in/out as the emulator ran them, in order: neither emulator forms an FN document for
+    them by default (kktapp/atol/model.py DocType.CASH_IN, kktapp/shtrih/model.py DOC_CASH), both
+    list them in cash_operations(); one told to form them (Device.cash_documents) has them in
+    documents()."""
+    return [d for d in emu.documents() + emu.cash_operations() if d["type"] in ("cash_in", "cash_out")]

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 import webtest
+from fakes import cash_records
 
 API = "/api/v1"
-
-
-def cash_records(emu: Any) -> list[dict[str, Any]]:
-    """Cash in/out as the emulator ran them, in order: neither emulator forms an FN document for
-    them by default (kktapp/atol/model.py DocType.CASH_IN, kktapp/shtrih/model.py DOC_CASH), both
-    list them in cash_operations(); one told to form them (Device.cash_documents) has them in
-    documents()."""
-    return [d for d in emu.documents() + emu.cash_operations() if d["type"] in ("cash_in", "cash_out")]
 
 
 def receipt(**changes) -> dict:

@@ -11,10 +11,10 @@ import pathlib
 import re
 import threading
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import webtest
+from fakes import cash_records
 
 from kktapp.web import compat
 
@@ -27,14 +27,6 @@ SEED_ORDER = [
     "print_last_cheque_copy", "segment_part_1_of_88", "segment_part_88_of_88",
 ]
 REQUEST_FILES = sorted(p.stem for p in DATA.glob("*.json") if not p.stem.startswith("response_"))
-
-
-def cash_records(emu: Any) -> list[dict[str, Any]]:
-    """Cash in/out as the emulator ran them, in order: neither emulator forms an FN document for
-    them by default (kktapp/atol/model.py DocType.CASH_IN, kktapp/shtrih/model.py DOC_CASH), both
-    list them in cash_operations(); one told to form them (Device.cash_documents) has them in
-    documents()."""
-    return [d for d in emu.documents() + emu.cash_operations() if d["type"] in ("cash_in", "cash_out")]
 
 
 def seed(name: str) -> bytes:
