@@ -16,6 +16,12 @@ Figures (one ``name: value unit`` line each):
 * ``latency_p50_N_devices`` / ``latency_p99_N_devices`` — client-side request latency;
 * context: the emulators' and the load generator's CPU per receipt and the machine's utilisation
   (all of them share the same 2 cores, so rps is a lower bound of what the service alone does);
+* ``request_side_cpu_ms_per_request_1_devices`` — with two or more workers, only one holds the
+  register's link; the CPU of the others divided by the 1C requests they answered is what the
+  request side alone costs (HTTP, validation, the journal row, waiting for the owner's wake-up);
+  ``device_side_cpu_ms_per_receipt_1_devices`` is the rest of the service's CPU per receipt (the
+  owner's process, less its own requests at the same rate: an estimate), and
+  ``requests_outside_the_owner_1_devices`` the share of requests the others answered;
 * ``floor_cpu_ms_per_request`` — the same measurement, same gunicorn options, clients and window
   as the 1-device run, of bench/floor_app.py: Flask parsing the same JSON and writing one row to
   SQLite (WAL, synchronous=FULL) — the least any service answering this request durably costs;
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -53,9 +60,11 @@ from common import (
     Probe,
     Request,
     Sample,
+    descendants,
     onec_request,
     percentile,
     post_json,
+    read_stat,
     result,
     run_id,
     run_load,
@@ -72,9 +81,10 @@ FLOOR_APPS = {"gthread": "bench.floor_app:create_app()", "asgi": "bench.floor_ap
 
 
 def measure_window(port: int, meters: dict[str, CpuMeter], make_request: Callable[[int, int], Request], clients: int,
-                   args: argparse.Namespace) -> tuple[Probe, LoadRun, list[Sample], list[Sample], float]:
+                   args: argparse.Namespace, extra: Callable[[], object] | None = None,
+                   ) -> tuple[Probe, LoadRun, list[Sample], list[Sample], float]:
     """Closed-loop load on one server: (probe, run, ok samples in the window, failed samples, window span)."""
-    probe = Probe(meters)
+    probe = Probe(meters, extra)
     window = (args.ramp, args.duration)
     run = run_load(
         port,
@@ -104,6 +114,75 @@ class Target:
     meters: dict[str, CpuMeter]
     #: The server's log, summarised after the run (the service's only).
     log_path: Path | None = None
+    #: The service with one register: where its CPU goes, process by process (see ProcessSplit).
+    split: ProcessSplit | None = None
+
+
+@dataclass
+class ProcessSplit:
+    """The request side and the device side of the service's CPU, told apart by process.
+
+    Only one gunicorn worker holds a register's link; a request that lands in another worker
+    costs that worker the request side alone (HTTP, validation, journal, waiting for the owner's
+    wake-up), and the device side (the owner's queue, the protocol, the journal rows after
+    sending) is paid in the owner's process. Each reading gives every worker's CPU and the 1C
+    requests it logged; the owner is the pid in the register's election lock file.
+    """
+
+    master: int
+    log_path: Path
+    lock_path: Path
+
+    def read_counts(self) -> dict[int, int]:
+        """Per pid: the 1C requests it has logged so far (answered or refused)."""
+        counts: dict[int, int] = {}
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            text = ""
+        for pid in _REQUEST_LINE.findall(text):
+            counts[int(pid)] = counts.get(int(pid), 0) + 1
+        return counts
+
+    def read(self) -> dict[int, tuple[float, int]]:
+        """Per worker pid: (CPU seconds, 1C requests logged so far)."""
+        counts = self.read_counts()
+        workers = {}
+        for pid in descendants(self.master):
+            st = read_stat(pid)
+            if pid != self.master and st is not None:
+                workers[pid] = (st[3], counts.get(pid, 0))
+        return workers
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.lock_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def figures(self, probe: Probe, receipts: int) -> dict[str, float]:
+        """``request_side_ms``: CPU per request of the workers without the link; ``device_side_ms``:
+        the rest of the service's CPU per receipt (the owner's process less its own requests at
+        that rate). Empty when no request landed outside the owner."""
+        first, last = probe.readings[0]["extra"], probe.readings[-1]["extra"]
+        owner = self.owner()
+        cpu = requests = 0.0
+        for pid, (cpu_after, requests_after) in last.items():
+            if pid != owner and pid in first:
+                cpu += cpu_after - first[pid][0]
+                requests += requests_after - first[pid][1]
+        if not requests or owner not in last or owner not in first:
+            return {}
+        request_side = cpu / requests
+        owner_cpu = last[owner][0] - first[owner][0]
+        owner_requests = last[owner][1] - first[owner][1]
+        return {"request_side_ms": request_side * 1000,
+                "device_side_ms": (owner_cpu - owner_requests * request_side) * 1000 / max(1, receipts),
+                "requests_elsewhere": requests / max(1, requests + owner_requests)}
+
+
+#: The 1C view's line for each answered request; the format puts the process id after the time.
+_REQUEST_LINE = re.compile(r"^\S+ \S+ (\d+) \w+ kktapp\.web\.kkt1c: 1С: ", re.MULTILINE)
 
 
 def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tuple[dict[str, float], LoadRun]:
@@ -112,7 +191,8 @@ def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tu
     # as a repeat, without the device (cheaper, and not what is measured).
     prefix = run_id()
     probe, run, ok, failed, span = measure_window(
-        target.port, target.meters, lambda client, seq: target.make_request(prefix, client, seq), clients, args)
+        target.port, target.meters, lambda client, seq: target.make_request(prefix, client, seq), clients, args,
+        target.split.read if target.split is not None else None)
     n = max(1, len(ok))
     latencies = [s.latency * 1000 for s in ok]
     figures = {
@@ -126,6 +206,8 @@ def window_figures(target: Target, clients: int, args: argparse.Namespace) -> tu
     }
     if "emulators" in target.meters:
         figures["emulator_cpu_ms"] = probe.delta("emulators") * 1000 / n
+    if target.split is not None:
+        figures.update(target.split.figures(probe, n))
     if failed:
         log.error("%d of %d requests failed: %s", len(failed), len(run.samples), summarize_errors(failed))
     return figures, run
@@ -138,8 +220,10 @@ def ratio(ours: float, floor: float) -> float:
 
 def typical(rounds: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the rounds (failures: their sum)."""
+    # A figure some round could not give (the process split, when every request landed in the
+    # owner's worker) is left out rather than taken from fewer rounds.
     return {name: (sum(r[name] for r in rounds) if name == "failed" else statistics.median(r[name] for r in rounds))
-            for name in rounds[0]}
+            for name in rounds[0] if all(name in r for r in rounds)}
 
 
 def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[Target, list[Emulator], int]:
@@ -151,8 +235,11 @@ def start_service(h: Harness, devices: int, args: argparse.Namespace) -> tuple[T
     numbers = [e.number for e in emulators]
     warm_up(service.port, numbers, prefix)
     meters = {"service": CpuMeter([service.proc.pid]), "emulators": CpuMeter([e.proc.pid for e in emulators])}
+    # One register: one owner, so the workers without it show the request side alone.
+    split = ProcessSplit(service.proc.pid, service.log, Path(f"{service.journal}.device-{numbers[0]}.lock")) \
+        if devices == 1 and args.workers > 1 else None
     target = Target(service.port, lambda run, client, seq: onec_request(f"{run}-{seq}", numbers[client % devices]),
-                    meters, service.log)
+                    meters, service.log, split)
     return target, emulators, clients
 
 
@@ -183,6 +270,10 @@ def report_service(devices: int, clients: int, figures: dict[str, float], docume
     result(f"machine_cpu_busy_{suffix}", figures["machine"], "fraction", digits=2)
     result(f"clients_{suffix}", clients, "clients")
     result(f"failed_requests_{suffix}", int(figures["failed"]), "requests")
+    if "request_side_ms" in figures:
+        result(f"request_side_cpu_ms_per_request_{suffix}", figures["request_side_ms"], "ms", 2)
+        result(f"device_side_cpu_ms_per_receipt_{suffix}", figures["device_side_ms"], "ms", 2)
+        result(f"requests_outside_the_owner_{suffix}", figures["requests_elsewhere"], "fraction", digits=2)
     result(f"documents_vs_answers_{suffix}", documents - answered, "receipts")
     if documents != answered:
         log.error("the emulators logged %d receipts for %d successful answers", documents, answered)

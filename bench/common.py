@@ -700,16 +700,20 @@ class Probe:
     """Readings of CPU meters, machine CPU and our own CPU at chosen moments of a run.
 
     ``arm(t0, offsets)`` starts a thread that takes one reading at each t0 + offset; a reading is
-    a dict with ``time``, ``machine`` (busy, total jiffies), ``self`` and one entry per meter.
+    a dict with ``time``, ``machine`` (busy, total jiffies), ``self`` and one entry per meter;
+    with ``extra``, also ``extra``: what that callable returns at the same moment.
     """
 
-    def __init__(self, meters: dict[str, CpuMeter]) -> None:
+    def __init__(self, meters: dict[str, CpuMeter], extra: Callable[[], object] | None = None) -> None:
         self.meters = meters
+        self.extra = extra
         self.readings: list[dict] = []
         self._thread: threading.Thread | None = None
 
     def read(self) -> dict:
         reading = {name: meter.total() for name, meter in self.meters.items()}
+        if self.extra is not None:
+            reading["extra"] = self.extra()
         reading["machine"] = machine_cpu()
         reading["self"] = self_cpu()
         reading["time"] = time.monotonic()
