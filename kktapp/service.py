@@ -84,6 +84,8 @@ WAIT_WOKEN_POLL = 0.25
 #: While this process owns the device its owner hands every change to the waiter, which reads
 #: the journal only this often anyway: the lock may pass to another process mid-wait.
 WAIT_OWNED_CHECK = 1.0
+#: What a waiting request reads from the journal before it waits again (FiscalService._wait).
+_READ_NOTHING, _READ_STATE, _READ_ROW = 0, 1, 2
 #: Seconds stop() waits for a device thread to finish its current job.
 STOP_TIMEOUT = 15.0
 #: Hours a document the owner gave up on stays listed for the operator (snapshot "attention").
@@ -524,17 +526,23 @@ class FiscalService:
         deadline = time.monotonic() + max(0.0, float(wait or 0))
         if job.finished or deadline <= time.monotonic():
             return self._explain(job)
-        read = not fresh
+        # What to read before waiting (again): nothing, the state alone (a poll), or the row.
+        read = _READ_NOTHING if fresh else _READ_STATE
         delay = WAIT_POLL_MIN
         while True:
-            if read:
+            if read == _READ_ROW:
+                latest = self.journal.get(job.id)
+                if latest is None:  # pruned meanwhile: keep the last known state
+                    break
+                job = latest
+            elif read == _READ_STATE:
                 # The full row only when it is the answer; a poll asks for the state alone.
                 state = self.journal.state_of(job.id)
-                if state is None:  # pruned meanwhile: keep the last known state
+                if state is None:
                     break
                 if state in FINISHED:
                     job = self.journal.get(job.id) or job
-                read = False
+            read = _READ_NOTHING
             remaining = deadline - time.monotonic()
             if job.finished:
                 break
@@ -553,8 +561,12 @@ class FiscalService:
             waiter.event.clear()
             if woken and waiter.job is not None:
                 job, waiter.job = waiter.job, None
+            elif woken:
+                # Another process's owner announces a job once it has finished: the row is
+                # the answer, read it at once instead of its state first.
+                read = _READ_ROW
             else:
-                read = True
+                read = _READ_STATE
             if not owned:
                 delay = min(delay * 2, max(delay, WAIT_POLL_MAX))
         return self._explain(job)

@@ -79,9 +79,16 @@ def test_a_waiter_in_another_process_is_woken_by_the_owner(rig, monkeypatch: pyt
     monkeypatch.setattr(waiting_side, "_woken", lambda job_id: (woken.append(job_id), real(job_id)))
     waiting_side._wakeups._on_wake = waiting_side._woken
     emu.set_latency(0.2)  # the receipt takes a while: the waiter is asleep when it finishes
+    reads: list[str] = []
+    for name in ("get", "state_of"):
+        original = getattr(waiting_side.journal, name)
+        monkeypatch.setattr(waiting_side.journal, name,
+                            lambda job_id, _original=original, _name=name: (reads.append(_name), _original(job_id))[1])
     job = waiting_side.submit_receipt(make_receipt(name="Кофе", price=2000), key=f"w-{uuid.uuid4().hex[:6]}", wait=60)
     assert job.finished and job.state == "done", job
     assert job.id in woken
+    # The owner announces a job once it has finished: the woken waiter reads the row, once.
+    assert reads == ["get"]
 
 
 def test_a_queued_device_reaches_the_other_listener_as_a_number(tmp_path: Path) -> None:
