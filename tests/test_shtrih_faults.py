@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -34,9 +35,10 @@ from fakes import eventually
 from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet, read_log, sell, settle
 
 from kktapp.atol.model import Mode as CoreMode
+from kktapp.domain import format_rub
 from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
-from kktapp.shtrih.driver import ShtrihDriver
+from kktapp.shtrih.driver import CashBefore, ShtrihDriver
 from kktapp.shtrih.emulator import Emulator
 from kktapp.shtrih.emulator.device import CORE_RECEIPT
 
@@ -273,7 +275,8 @@ def test_lost_cash_answer_is_settled_once(rig: ShtrihRig) -> None:
         assert emu.faults_fired == fired + 1, "the link never dropped"
         hits.add(emu.faults_in_flight - in_flight, 1)
         assert job.state == DONE, job
-        assert job.fd_before == number  # the counted job's "before" is 0x11's number
+        # The counted job's "before": 0x11's number and the drawer.
+        assert CashBefore.decode(job.fd_before) == (number, drawer)
         assert emu.state.cash == drawer + (amount if kind == "cash_in" else -amount)
         assert emu.shtrih.document_number() == (number + 1) & 0xFFFF
         assert (job.result["fiscal_document_number"], job.result["fiscal_sign"], job.result["total"]) == (0, "", amount)
@@ -316,6 +319,40 @@ def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
     assert eventually(lambda: ran["full_status"] >= looks + 3, test_faults.SETTLE, 0.02), \
         "the owner stopped looking at the number"
     assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300 + 4500, "sent again"
+    assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
+    InFlight().add(1, 1)
+
+
+def test_lost_cash_answer_with_someone_elses_document_is_never_taken_for_done(
+        rig: ShtrihRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0x50 is taken but never runs (the link goes as it arrives), and meanwhile a cash-in of
+    3.00 was made at the device's keyboard: 0x11's number moved by exactly one, as if 0x50 had
+    run. The drawer, kept beside the number, moved by 3.00 instead of 45.00, so the job is left
+    to the operator, not recorded as a cash-in that never happened; it is never sent again."""
+    monkeypatch.setattr(owner_mod, "UNDECIDED_RECHECK", 0.05)
+    emu, service, ran = warmed_up(rig)
+    drawer, number = emu.state.cash, emu.shtrih.document_number()
+
+    def keyboard_then_link_lost() -> None:
+        emu.state.cash += 300  # a cash-in of 3.00 at the keyboard: its own operating document
+        emu.state.cash_only_documents += 1
+        raise OSError("link lost before 0x50 ran")
+
+    arm_at(emu, "cash_in", keyboard_then_link_lost)
+    test_faults.SUMMARY["trials"] += 1
+    job = service.submit("cash_in", {"amount": 4500}, key=f"foreign-{uuid.uuid4().hex[:6]}", wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and "сдвинулся на один" in (got.reason or "")
+
+    assert eventually(waits_for_operator, test_faults.SETTLE, 0.02), service.get_job(job.id)
+    assert emu.shtrih.document_number() == (number + 1) & 0xFFFF
+    assert emu.state.cash == drawer + 300, "the cash-in ran after all"
+    reason = service.get_job(job.id).reason
+    assert f"было {format_rub(drawer)} ₽, после неё было бы {format_rub(drawer + 4500)} ₽" in reason
+    time.sleep(0.3)  # a few rechecks of the owner
+    assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300, "sent again"
     assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
     InFlight().add(1, 1)
 

@@ -19,11 +19,11 @@ import logging
 import time
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
 from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError
 from . import commands, model
 from .commands import CodecError
@@ -45,6 +45,33 @@ _CLASSIC_PAY = {PaymentType.CASH: "cash", PaymentType.ELECTRONIC: "pay2", Paymen
 _RECEIPT_STATE = {0: 1, 1: 4, 2: 2, 3: 5}
 #: The operating document number (0x11, 0x50) is 2 bytes [C]: it counts modulo this.
 DOCUMENT_NUMBERS = 0x10000
+
+
+class CashBefore(NamedTuple):
+    """What a lost cash in/out answer is judged against: 0x11's operating document number and
+    the cash in the drawer (0x1A, model.REGISTER_CASH) read before the job was sent.
+
+    The owner keeps one integer per job (the journal's ``fd_before``), so both travel packed:
+    ``drawer << 17 | 1 << 16 | number``. Bit 16 marks a value with the drawer; a "before"
+    written by a version that kept the number alone (below 0x10000) decodes with ``drawer``
+    None and is settled by the number alone, as it was. A drawer too large for the journal's
+    64-bit integer (over 2**46 kopecks, no real till) is left out the same way.
+    """
+
+    number: int
+    drawer: int | None
+
+    def encode(self) -> int:
+        if self.drawer is None or not 0 <= self.drawer < 1 << 46:
+            return self.number % DOCUMENT_NUMBERS
+        return self.drawer << 17 | _WITH_DRAWER | self.number % DOCUMENT_NUMBERS
+
+    @classmethod
+    def decode(cls, value: int) -> CashBefore:
+        return cls(value % DOCUMENT_NUMBERS, value >> 17 if value & _WITH_DRAWER else None)
+
+
+_WITH_DRAWER = 1 << 16
 
 
 def _password(value: str | int) -> int:
@@ -262,7 +289,7 @@ class ShtrihDriver:
         )
 
     def totals(self) -> Totals:
-        """Cash in the drawer (0x1A, register 241 [U]); earnings are not read on Shtrih-M."""
+        """Cash in the drawer (0x1A, model.REGISTER_CASH); earnings are not read on Shtrih-M."""
         cash = self.command("money_register", register=model.REGISTER_CASH)["value"]
         return Totals(cash_in_drawer=cash)
 
@@ -441,31 +468,51 @@ class ShtrihDriver:
     counted_kinds = frozenset({"cash_in", "cash_out"})
 
     def document_counter(self) -> int:
-        """The operating document number (0x11): it moves with every document, cash-only ones
-        too; a job's "before" for :meth:`counted_result`."""
+        """A cash job's "before" for :meth:`counted_result`: 0x11's operating document number,
+        which every document moves, cash-only ones too, and the cash in the drawer
+        (:class:`CashBefore`, encoded)."""
+        return CashBefore(self.operating_number(), self.totals().cash_in_drawer).encode()
+
+    def operating_number(self) -> int:
+        """0x11's operating document number."""
         return self.command("full_status")["document_number"]
 
     def counted_result(self, before: int, amount: int, *, kind: str) -> FiscalResult | None:
-        """Whether the cash job ``kind`` of ``amount`` ran since the operating document number
-        (:meth:`document_counter`) was ``before``. The owner held the link since ``before`` and
-        sent only that job (its queue held), so, modulo 0x10000:
+        """Whether the cash job ``kind`` of ``amount`` ran since :meth:`document_counter` gave
+        ``before``. The owner held the link since then and sent only that job (its queue held),
+        so, the number counted modulo 0x10000:
 
         * not moved: None, certainly not done;
-        * moved by one: that one document is the job's [S: 0x50 answers the number], its result
-          (an FN that holds a cash document as its last one, as the emulator's core can, gives
-          its FD);
-        * moved by more: OutcomeUnknown. Other documents were formed at the device besides it
-          (at the keyboard, by another program), and the number cannot tell whether the job's
-          was among them: the operator decides, the operation is never sent again on a guess.
+        * moved by one, and the drawer moved by exactly the amount (0x50 adds, 0x51 takes):
+          that one document is the job's [S: 0x50 answers the number], its result (an FN that
+          holds a cash document as its last one, as the emulator's core can, gives its FD);
+        * moved by one while the drawer did not move so: OutcomeUnknown. The one document was
+          formed at the device by someone else (a cash-out at the keyboard, say) and nothing
+          shows whether the job's ran; the number alone would have taken it for the job's;
+        * moved by more: OutcomeUnknown. Other documents were formed besides it, and the
+          number cannot tell whether the job's was among them.
+
+        The operator decides an unknown one; the operation is never sent again on a guess. A
+        "before" without the drawer (journalled by an earlier version) is settled by the number.
         """
-        number = self.document_counter()
-        moved = (number - before) % DOCUMENT_NUMBERS
+        start = CashBefore.decode(before)
+        number = self.operating_number()
+        moved = (number - start.number) % DOCUMENT_NUMBERS
         if moved == 0:
             return None
         if moved != 1:
             change = (f"сдвинулся на {_documents(moved)} вместо одного (на ККТ формировались и другие "
                       "документы)" if moved < DOCUMENT_NUMBERS // 2 else "стал меньше, чем был")
-            raise CashOutcomeUnknown(kind, amount, f"номер документа ККТ был {before}, а сейчас {number} — {change}")
+            raise CashOutcomeUnknown(
+                kind, amount, f"номер документа ККТ был {start.number}, а сейчас {number} — {change}")
+        if start.drawer is not None:
+            drawer = self.totals().cash_in_drawer
+            expected = start.drawer + amount if kind == "cash_in" else start.drawer - amount
+            if drawer != expected:
+                raise CashOutcomeUnknown(kind, amount, (
+                    f"номер документа ККТ сдвинулся на один, но наличных в ККТ было {format_rub(start.drawer)} ₽, "
+                    f"после неё было бы {format_rub(expected)} ₽, а сейчас {format_rub(drawer)} ₽ (документ "
+                    "сформировала другая операция)"))
         fn = self._fn_last()
         if fn["last_fd_number"]:
             result, doc_type, _ = self._document(fn["last_fd_number"], fn["fn_number"])

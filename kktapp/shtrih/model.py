@@ -94,7 +94,10 @@ FLAG_RECEIPT_LEVER = 1 << 9
 FLAG_COVER_OPEN = 1 << 10
 FLAG_DRAWER_OPEN = 1 << 11
 
-#: [U] Money register 241 = cash in the drawer (read with 0x1A); not in the protocol note.
+#: [S] Money register 241 = cash in the drawer for the shift, read with 0x1A (OpenPapyrus
+#: Src/PPEquip/Shtrihfr.cpp: CASH_AMOUNT_REG 241 «наличность в кассе за смену», GetSummator reads
+#: it with GetCashReg, DrvFR's 0x1A). Not in the protocol note. [U] whether 0x50/0x51 move it on
+#: a real device (the emulator's do): settled by 0x1A before and after one 0x50.
 REGISTER_CASH = 241
 
 # --------------------------------------------------------------------------- receipts
@@ -222,8 +225,9 @@ SHIFT_DOC_TYPES = frozenset({DOC_SHIFT_OPEN, DOC_SHIFT_CLOSE})
 #: moves, not by the FD number: the owner keeps it in the journal before sending
 #: (ShtrihDriver.counted_kinds, document_counter) and, after reconnecting, recovery
 #: (kktapp/owner/recovery.py) asks counted_result: unmoved → not done (sent again), moved by one
-#: (mod 0x10000) → done, with that document's result; moved by more → OutcomeUnknown, left to the
-#: operator with the reason and never sent again (other documents were formed at the device too).
+#: (mod 0x10000) with the drawer (REGISTER_CASH, kept beside the number) moved by exactly the
+#: amount → done, with that document's result; otherwise → OutcomeUnknown, left to the operator
+#: with the reason and never sent again (other documents were formed at the device too).
 #: [U] what a real device does: no FN document, and one 0x50 moving 0x11's number by exactly
 #: one; settled by FF01 and 0x11 read before and after one 0x50 on a registered device.
 DOC_CASH = 0
