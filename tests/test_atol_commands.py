@@ -154,6 +154,29 @@ def test_correction_basis_stlv():
     assert commands.correction_basis(dt.date(2026, 2, 3)) == bytes.fromhex("9A 04 04 00 80 3A 81 69")
 
 
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=6))
+def test_tlv_records_read_back_what_tlv_writes(records):
+    data = b"".join(commands.tlv(tag, value) for tag, value in records)
+    assert list(commands.tlv_records(data)) == records == list(commands.tlv_records(data, whole=True))
+
+
+def test_tlv_records_cut_off_or_left_over():
+    data = commands.tlv(1008, b"a@b.c") + commands.tlv(1187, b"site")
+    # A document read in parts: the record cut off at the end is dropped, with what follows it.
+    assert list(commands.tlv_records(data[:-1])) == [(1008, b"a@b.c")]
+    assert list(commands.tlv_records(data + b"\x01\x02")) == [(1008, b"a@b.c"), (1187, b"site")]
+    # Written to the device: the records must fill the data exactly.
+    with pytest.raises(codec.CodecError, match="TLV 1187 does not fit"):
+        list(commands.tlv_records(data[:-1], whole=True))
+    with pytest.raises(codec.CodecError, match="2 bytes after the last TLV"):
+        list(commands.tlv_records(data + b"\x01\x02", whole=True))
+    # An STLV names each tag once; the document data keeps the last.
+    twice = data + commands.tlv(1008, b"x")
+    assert commands.parse_tlv(twice)[1008] == b"x"
+    with pytest.raises(codec.CodecError, match="TLV 1008 repeats"):
+        commands.parse_tlv(twice, strict=True)
+
+
 def test_attribute_values():
     assert commands.attribute_value(model.TAG_PAYMENT_METHOD, 4) == b"\x04"
     assert commands.attribute_value(model.TAG_CUSTOMER_CONTACT, "+79990001122") == b"+79990001122"

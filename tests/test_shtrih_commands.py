@@ -210,6 +210,10 @@ def test_tlv_encoding() -> None:
     # Tag 1178 is UnixTime: 2026-01-15 00:00 UTC = 0x69682E00.
     assert commands.tlv(1178, dt.date(2026, 1, 15)) == H("9A 04 04 00 00 2E 68 69")
     assert commands.parse_tlv(H("9A 04 04 00 00 2E 68 69")) == [(1178, dt.date(2026, 1, 15))]
+    # What the device is sent must be whole records: a cut one or a stray byte is refused.
+    for broken in (H("65 04 01 00"), H("65 04 01 00 01 00")):
+        with pytest.raises(commands.CodecError):
+            commands.parse_tlv(broken)
 
 
 def test_limits_fit_the_commands() -> None:

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import enum
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -768,19 +769,37 @@ def tlv(tag: int, value: bytes) -> bytes:
     return codec.encode_le(tag, 2) + codec.encode_le(len(value), 2) + bytes(value)
 
 
-def parse_tlv(data: bytes, *, strict: bool = False) -> dict[int, bytes]:
-    """TLV records → {tag: value}. ``strict``: every record must fit and fill ``data`` exactly
-    (an STLV written to the device); else a cut-off tail is dropped (A4 46 document data)."""
-    out: dict[int, bytes] = {}
-    pos = 0
-    while pos + 4 <= len(data):
-        tag, size = codec.decode_le(data[pos:pos + 2]), codec.decode_le(data[pos + 2:pos + 4])
-        if strict and (pos + 4 + size > len(data) or tag in out):
-            raise codec.CodecError(f"TLV {tag} does not fit or repeats")
-        out[tag] = bytes(data[pos + 4:pos + 4 + size])
+def tlv_records(data: bytes, *, whole: bool = False) -> Iterator[tuple[int, bytes]]:
+    """The (tag, value) of each record :func:`tlv` writes, in order (Shtrih-M's FN TLVs too).
+
+    ``whole``: the records must fill ``data`` exactly, else CodecError; otherwise a record cut
+    off at the end (a document read in parts, A4 46) is dropped with what follows it.
+    """
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 4 > end:
+            if whole:
+                raise codec.CodecError(f"{end - pos} bytes after the last TLV")
+            return
+        tag = int.from_bytes(data[pos:pos + 2], "little")
+        size = int.from_bytes(data[pos + 2:pos + 4], "little")
+        if pos + 4 + size > end:
+            if whole:
+                raise codec.CodecError(f"TLV {tag} does not fit")
+            return
+        yield tag, bytes(data[pos + 4:pos + 4 + size])
         pos += 4 + size
-    if strict and pos != len(data):
-        raise codec.CodecError(f"{len(data) - pos} bytes after the last TLV")
+
+
+def parse_tlv(data: bytes, *, strict: bool = False) -> dict[int, bytes]:
+    """TLV records → {tag: value}. ``strict``: every record must fit, fill ``data`` exactly and
+    come once (an STLV written to the device); else a cut-off tail is dropped (A4 46 document
+    data) and a repeated tag keeps its last value."""
+    out: dict[int, bytes] = {}
+    for tag, value in tlv_records(data, whole=strict):
+        if strict and tag in out:
+            raise codec.CodecError(f"TLV {tag} repeats")
+        out[tag] = value
     return out
 
 

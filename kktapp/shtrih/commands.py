@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..atol.codec import CodecError, encode_plain
-from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode
+from ..atol.commands import _REQUIRED, LE, U8, Ascii, Field, Kind, Raw, _fields_encode, tlv_records
 from ..atol.commands import tlv as tlv_record
 from ..device import DeviceLimits
 from ..domain import SETTLEMENT_REPORT_TITLE, TextLine
@@ -513,22 +513,13 @@ def tlv(tag: int, value: str | int | dt.date | bytes) -> bytes:
 def parse_tlv(data: bytes) -> list[tuple[int, Any]]:
     """TLVs → [(tag, value)]; values decoded by the tag (nested for STLV tags)."""
     out: list[tuple[int, Any]] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise CodecError("TLV header cut short")
-        tag = int.from_bytes(data[pos:pos + 2], "little")
-        size = int.from_bytes(data[pos + 2:pos + 4], "little")
-        raw = data[pos + 4:pos + 4 + size]
-        if len(raw) != size:
-            raise CodecError(f"TLV {tag} cut short")
-        pos += 4 + size
+    for tag, raw in tlv_records(data, whole=True):
         value: Any
         if tag in STLV_TAGS:
             value = dict(parse_tlv(raw))
-        elif tag in UNIXTIME_TAGS and size == 4:
+        elif tag in UNIXTIME_TAGS and len(raw) == 4:
             value = dt.datetime.fromtimestamp(int.from_bytes(raw, "little"), dt.timezone.utc).date()
-        elif tag in BYTE_TAGS and size == 1:
+        elif tag in BYTE_TAGS and len(raw) == 1:
             value = raw[0]
         else:
             value = raw.decode(model.ENCODING, errors="replace")
