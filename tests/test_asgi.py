@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from flask import Flask
 
+from kktapp import asgi
 from kktapp.asgi import BufferedWSGI
 
 
@@ -77,3 +79,57 @@ def test_a_request_runs_with_its_whole_body() -> None:
     asyncio.run(asyncio.wait_for(BufferedWSGI(_plain_app(), threads=1)(scope, receive, send), timeout=10))
     assert sent[0]["status"] == 200
     assert sent[1]["body"] == b"ABC"
+
+
+def _drive(wrapper: BufferedWSGI, declared: int, chunks: list[bytes], *, stall: bool = False) -> tuple[list, int]:
+    """One POST /echo through ``wrapper``: the messages it sent and how many body chunks it read.
+    ``stall``: after the chunks the client sends nothing more (the body is never finished)."""
+    incoming = [{"type": "http.request", "body": c, "more_body": stall or i < len(chunks) - 1}
+                for i, c in enumerate(chunks)]
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        if not incoming:
+            await asyncio.sleep(3600)  # a client that stopped sending
+        read += 1
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-length", str(declared).encode())] if declared else []
+    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": headers,
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+    asyncio.run(asyncio.wait_for(wrapper(scope, receive, send), timeout=10))
+    return sent, read
+
+
+def _limited_app(limit: int) -> Flask:
+    app = _plain_app()
+    app.config["MAX_CONTENT_LENGTH"] = limit
+    return app
+
+
+def test_an_oversized_body_is_read_to_its_end_before_the_413() -> None:
+    """A client sends all of its body before it reads the answer; closing the connection on
+    unread bytes resets it, and the 413 never arrives. So the rest is read and thrown away."""
+    chunks = [b"x" * 40] * 5
+    for declared in (200, 0):  # declared over the limit, or sent without a length and found over it
+        sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), declared, chunks)
+        assert sent[0]["status"] == 413 and read == len(chunks)
+
+
+def test_a_refused_body_is_not_waited_for_past_the_body_timeout_nor_read_past_the_drain_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client stops sending: the 413 goes out after the body timeout (not a 408).
+    sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1, body_timeout=0.2), 200, [b"x" * 40], stall=True)
+    assert sent[0]["status"] == 413 and read == 1
+    # A declared length past DRAIN_LIMIT is answered without reading anything.
+    monkeypatch.setattr(asgi, "DRAIN_LIMIT", 150)
+    sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), 200, [b"x" * 40] * 5)
+    assert sent[0]["status"] == 413 and read == 0
+    # One sent without a length stops being read once past it.
+    sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), 0, [b"x" * 40] * 8)
+    assert sent[0]["status"] == 413 and read == 4
