@@ -72,7 +72,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
@@ -636,6 +636,18 @@ class Journal:
     def find_by_key(self, kind: str, key: str) -> Job | None:
         """The live job for a key, else its latest failed attempt, else None."""
         return self._one(_FIND_BY_KEY, (kind, key, FAILED))
+
+    def find_by_keys(self, kind: str, keys: Sequence[str]) -> dict[str, Job]:
+        """:meth:`find_by_key` of several keys in one read: {key: job} for those that have one."""
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key IN ({','.join('?' * len(keys))})"
+            " ORDER BY state=?, seq DESC", (kind, *keys, FAILED),
+        ).fetchall()
+        found: dict[str, Job] = {}
+        for row in rows:
+            if row["key"] not in found:  # the first of a key is find_by_key's
+                found[row["key"]] = self._job(row)
+        return found
 
     def state_of(self, job_id: str) -> str | None:
         """Only the state of a job (None if there is none): what a polling waiter needs to know."""

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -584,6 +584,10 @@ class FiscalService:
         """The live job under a key, else its latest failed attempt (which freed the key), else None."""
         return self.journal.find_by_key(kind, key)
 
+    def find_jobs(self, kind: str, keys: Sequence[str]) -> dict[str, Job]:
+        """:meth:`find_job` of several keys in one journal read: {key: job} for those that have one."""
+        return self.journal.find_by_keys(kind, keys)
+
     def find_receipt(self, device: int, fd_number: int | None = None) -> Job | None:
         """A fiscalised receipt of a device by its FD number (None: the latest), from the journal."""
         self._device(device)
@@ -683,12 +687,6 @@ class FiscalService:
         self._wake_owner(settled.device)
         return settled
 
-    def cancelled_receipt(self, key: str, fp: str) -> Job | None:
-        """The cancelled receipt last stored under ``key`` with this fingerprint, if that is the latest."""
-        job = self.journal.find_by_key(RECEIPT, key)
-        if job is None or job.state != FAILED or job.fingerprint != fp:
-            return None
-        return job if (job.error or {}).get("code") == CANCELLED_CODE else None
 
     def waiting(self, device: int) -> list[Job]:
         """Receipts of a device not finished yet or owing a copy, oldest first (status page)."""
@@ -752,6 +750,13 @@ class _Waiter:
         self.event = threading.Event()
         #: The job as the owner last handed it over (None: read the journal).
         self.job: Job | None = None
+
+
+def cancelled_by_operator(job: Job | None, fp: str) -> bool:
+    """``job`` (the latest under its key) is a receipt with this fingerprint that an operator
+    cancelled: a repeat of that document is answered with the cancellation, not printed."""
+    return (job is not None and job.state == FAILED and job.fingerprint == fp
+            and (job.error or {}).get("code") == CANCELLED_CODE)
 
 
 def _fn_number(field: str, value: object, *, required: bool) -> int | None:

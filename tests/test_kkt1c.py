@@ -352,6 +352,35 @@ def test_a_document_journalled_under_its_number_alone_is_answered_from_the_journ
     assert len(receipts(emulator)) == 2
 
 
+def test_a_new_document_is_looked_up_in_one_journal_read(app, testapp, emulator, monkeypatch):
+    """The bare-number key and the cancelled check share one read: before the receipt is
+    journalled, a 1C request asks the journal once (besides the link flag)."""
+    journal = app.extensions["kkt"].journal
+    reads: list[str] = []
+    for name in ("find_by_key", "find_by_keys"):
+        original = getattr(journal, name)
+        monkeypatch.setattr(journal, name, lambda *a, _o=original, _n=name: (reads.append(_n), _o(*a))[1])
+    assert post(testapp, document(), status=200).json["result_code"] == 0
+    assert reads == ["find_by_keys"]
+
+
+def test_find_by_keys_answers_as_find_by_key_does(app):
+    journal = app.extensions["kkt"].journal
+    for attempt in range(2):  # two failed attempts, then the live one
+        job, _ = journal.accept(device=1, kind="receipt", key="k1", fingerprint="f", payload={}, source="t")
+        if attempt < 1:
+            journal.finish(job, "failed", error={"code": 1})
+    journal.accept(device=1, kind="receipt", key="k2", fingerprint="f", payload={}, source="t")
+    failed, _ = journal.accept(device=1, kind="receipt", key="k3", fingerprint="f", payload={}, source="t")
+    journal.finish(failed, "failed", error={"code": 1})
+    keys = ("k1", "k2", "k3", "nothing")
+    found = journal.find_by_keys("receipt", keys)
+    assert set(found) == {"k1", "k2", "k3"}
+    for key in keys[:3]:
+        assert found[key].to_dict() == journal.find_by_key("receipt", key).to_dict()
+    assert found["k1"].state == "queued" and found["k3"].state == "failed"
+
+
 def test_address_with_a_trailing_slash(testapp, emulator):
     assert post(testapp, document(), url="/kkt/", status=200).json["result_code"] == 0
     assert testapp.get("/kkt/", headers={"Accept": "application/json"}, status=200).json["service"] == "kkt"
@@ -768,11 +797,8 @@ class StubService:
     def snapshot(self, device):
         return {"device": device, "link": "unknown", "link_error": None, "updated_at": None, "unsettled": []}
 
-    def find_job(self, kind, key):
-        return None
-
-    def cancelled_receipt(self, key, fp):
-        return None
+    def find_jobs(self, kind, keys):
+        return {}
 
 
 def stub_app(job, **config):

@@ -68,7 +68,7 @@ from kktapp.errors import KKTError, ResultCode, ValidationFailed
 from kktapp.exchange import exchange_of
 from kktapp.journal import DONE, FAILED, RECEIPT, UNKNOWN, Job
 from kktapp.owner import Reasons
-from kktapp.service import fingerprint
+from kktapp.service import cancelled_by_operator, fingerprint
 from kktapp.web import fields, present, statuspage
 from kktapp.web.auth import authenticate, client_address, require
 from kktapp.web.common import device_limits, http_headers, log_unexpected, read_json, validation_error
@@ -541,15 +541,16 @@ def receipt_view() -> Response:
         # should not sit through the whole wait to hear "нет связи".
         wait = min(wait, LINK_DOWN_WAIT)
     fp = fingerprint(body)
-    earlier = _stored_under_number(service, legacy_key, fp)
+    # Both lookups in one journal read: the request's only one before the receipt is journalled.
+    found = service.find_jobs(RECEIPT, (legacy_key, key))
+    earlier = _stored_under_number(found.get(legacy_key), fp)
     if earlier is not None:
         return job_answer(service.wait_for(earlier, wait), doc_number or number, receipt)
-    cancelled = service.cancelled_receipt(key, fp)
-    if cancelled is not None:
+    if cancelled_by_operator(found.get(key), fp):
         # 1C asks again with the same document while it waits: after an operator's cancel it
         # gets the cancellation, not a new receipt. A changed document under this DocNumber
         # is a new receipt (the key is free).
-        return job_answer(cancelled, doc_number or number, receipt)
+        return job_answer(found[key], doc_number or number, receipt)
     try:
         job = service.submit_receipt(
             receipt,
@@ -570,15 +571,15 @@ def journal_key(number: str, date: dt.date) -> str:
     return f"{number} от {date:%d.%m.%Y}"
 
 
-def _stored_under_number(service: Any, legacy_key: str, fp: str) -> Job | None:
-    """This very document journalled under its number alone (the key before DocDate joined it).
+def _stored_under_number(job: Job | None, fp: str) -> Job | None:
+    """``job``, the latest under the document's number alone (the key before DocDate joined it),
+    when it is this very document.
 
     A document accepted by an earlier version and sent again after the upgrade must get its
     stored answer, not a second receipt. Another body under the bare number is another
     document (an earlier period's), which the new key keeps apart; a failed attempt freed its
     key, so the document is tried again as any failed one is.
     """
-    job = service.find_job(RECEIPT, legacy_key)
     return job if job is not None and job.fingerprint == fp and job.state != FAILED else None
 
 
