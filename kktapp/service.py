@@ -613,7 +613,11 @@ class FiscalService:
         return job
 
     def link_down(self, device: int) -> bool:
-        """The device's link is known to be down (its snapshot says so); cheap enough per request."""
+        """The device's link is known to be down (its snapshot says so); cheap enough per request:
+        for a device whose working link this process holds, nothing is read."""
+        owner = self._owners.get(int(device))
+        if owner is not None and owner.link_up:
+            return False
         return self.journal.link_down(int(device))
 
     def list_receipts(self, **filters: Any) -> tuple[list[Job], int]:

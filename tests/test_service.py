@@ -821,6 +821,29 @@ def test_an_in_process_owner_hands_the_answer_to_the_waiter(make_service, monkey
     assert job.state == "done" and reads == []
 
 
+def test_the_link_of_a_device_owned_here_is_known_without_the_snapshot(make_service, monkeypatch):
+    """Every 1C request asks whether the link is down; the process that holds a working link
+    answers from memory, and falls back to the snapshot once the link has failed."""
+    device = FakeDevice()
+    service = make_service(device)
+    assert sell(service, "warm").state == DONE
+    assert eventually(lambda: service._owners[1].link_up)
+    read: list[int] = []
+    original = service.journal.link_down
+    monkeypatch.setattr(service.journal, "link_down", lambda number: (read.append(number), original(number))[1])
+    assert service.link_down(1) is False and read == []
+    # The device goes away mid-receipt and does not come back: the snapshot decides again.
+    device.inject("sell", "after", LinkError(), offline=True)
+    job = service.submit_receipt(make_receipt(name="Товар lost"), key="lost", wait=0)
+    assert eventually(lambda: service.link_down(1), 10), "the link never showed as down"
+    assert read and not service._owners[1].link_up
+    device.online = True
+    assert eventually(lambda: service.get_job(job.id).finished, 20)
+    assert eventually(lambda: service._owners[1].link_up, 10)
+    read.clear()
+    assert service.link_down(1) is False and read == []
+
+
 def test_the_owner_asks_what_holds_its_queue_only_after_an_uncertain_job(make_service, monkeypatch):
     """Between clean jobs the owner knows nothing holds its queue; after an unknown outcome it
     asks the journal again (and settles the job) before anything else goes to the device."""

@@ -43,6 +43,12 @@ class DeviceOwner:
         return self.election.is_owner
 
     @property
+    def link_up(self) -> bool:
+        """This process holds the device's link, open and working as far as it knows (False
+        says nothing: the link may be down, or just in another process's hands)."""
+        return self.election.is_owner and self.seat.driver is not None and self.status.up
+
+    @property
     def driver(self) -> Driver | None:
         """The open driver while this process holds the link."""
         return self.seat.driver

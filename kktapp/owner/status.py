@@ -40,6 +40,9 @@ class StatusPublisher:
         #: monotonic() when the link went down (None while up) and when that was last logged.
         self._down_since: float | None = None
         self._down_logged = 0.0
+        #: The link came up and nothing failed on it since (read by request threads: they need
+        #: not read the snapshot to learn that the link of a device owned here is up).
+        self.up = False
 
     def refresh_due(self) -> bool:
         """A full status read is due (every status_refresh seconds)."""
@@ -56,6 +59,7 @@ class StatusPublisher:
         else:
             log.info("ККТ %d: связь установлена (%s)", number, self._info.get("model_name", ""))
         self.refresh()
+        self.up = True
 
     def read_status(self) -> dict:
         """A full status read (device info, status, shift, FN, totals, last document)."""
@@ -165,6 +169,7 @@ class StatusPublisher:
 
     def link_down(self, exc: BaseException) -> None:
         """The link failed (or could not be opened): log it and mark the snapshot."""
+        self.up = False
         message = link_text(exc)
         if not isinstance(exc, (KKTError, OSError)):
             log.exception("ККТ %d: ошибка связи", self.seat.number, exc_info=exc)

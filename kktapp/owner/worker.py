@@ -120,6 +120,7 @@ class Worker:
         seat = self.seat
         # Without the link the owner no longer knows the device is untouched.
         seat.state.forget()
+        self.status.up = False
         driver, seat.driver = seat.driver, None
         if driver is not None:
             try:
