@@ -61,7 +61,7 @@ def test_command_line_state_log_and_control(tmp_path: Path) -> None:
         drv.connect()
         assert drv.fn_status().last_fd_number == 1 and drv.shift_status().state == "open"
         # The operating document number still counts the cash-in (the shift report, then it).
-        assert drv.document_counter() == 2
+        assert drv.operating_number() == 2
         drv.close()
     finally:
         proc.terminate()
@@ -78,7 +78,7 @@ def test_operating_document_number_survives_a_power_cut_and_a_restart(tmp_path: 
         drv = ShtrihDriver(emu.url, timeout=5)
         drv.connect()
         try:
-            return drv.document_counter()
+            return drv.operating_number()
         finally:
             drv.close()
 
@@ -88,7 +88,7 @@ def test_operating_document_number_survives_a_power_cut_and_a_restart(tmp_path: 
         drv.open_shift()
         drv.cash_in(500)
         drv.cash_out(200)
-        assert drv.document_counter() == 3 and emu.state.fd_number == 1 and len(emu.cash_operations()) == 2
+        assert drv.operating_number() == 3 and emu.state.fd_number == 1 and len(emu.cash_operations()) == 2
         drv.close()
         # A kill now: another emulator reads the checkpoint the cash-out wrote.
         killed = Emulator(state_path=state)
@@ -100,7 +100,7 @@ def test_operating_document_number_survives_a_power_cut_and_a_restart(tmp_path: 
         assert counter(emu) == 3
         drv = ShtrihDriver(emu.url, timeout=5)
         drv.connect()
-        assert drv.cash_in(100).receipt_number == 4 and drv.document_counter() == 4
+        assert drv.cash_in(100).receipt_number == 4 and drv.operating_number() == 4
         drv.close()
 
 
