@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,7 @@ from test_faults import DONE, InFlight, Rig, arm_at, assert_exactly_once, quiet,
 
 from kktapp.atol.model import Mode as CoreMode
 from kktapp.domain import format_rub
+from kktapp.journal import Job
 from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService
 from kktapp.shtrih.driver import CashBefore, ShtrihDriver
@@ -290,6 +290,30 @@ def test_lost_cash_answer_is_settled_once(rig: ShtrihRig) -> None:
     hits.assert_at_least(2, "link drops")
 
 
+def cash_in_left_to_operator(service: FiscalService, emu: Emulator, ran: Counter[str], fault: Callable[[], None],
+                             reason: str) -> Job:
+    """Submit a cash-in of 45.00 with ``fault`` armed at its 0x50; wait until the job is unknown
+    with ``reason`` in its explanation and the owner has looked at the device again a few times
+    since, and check it was never sent again. The job."""
+    arm_at(emu, "cash_in", fault)
+    test_faults.SUMMARY["trials"] += 1
+    job = service.submit("cash_in", {"amount": 4500}, key=f"undecided-{uuid.uuid4().hex[:6]}", wait=0)
+
+    def waits_for_operator() -> bool:
+        got = service.get_job(job.id)
+        return got is not None and got.state == "unknown" and reason in (got.reason or "")
+
+    assert eventually(waits_for_operator, test_faults.SETTLE, 0.02), service.get_job(job.id)
+    looks = ran["full_status"]
+    assert eventually(lambda: ran["full_status"] >= looks + 3, test_faults.SETTLE, 0.02), \
+        "the owner stopped looking at the number"
+    assert ran["cash_in"] == 1, "sent again"
+    settled = service.get_job(job.id)
+    assert settled is not None and settled.state == "unknown" and service.unsettled(1)
+    InFlight().add(1, 1)
+    return settled
+
+
 def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
         rig: ShtrihRig, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer to 0x50 is lost and one more document was formed at the device meanwhile (a
@@ -306,21 +330,8 @@ def test_lost_cash_answer_the_number_cannot_settle_is_left_to_the_operator(
         emu.state.cash_only_documents += 1
         emu.drop_after_tasks(1)
 
-    arm_at(emu, "cash_in", keyboard_then_drop)
-    test_faults.SUMMARY["trials"] += 1
-    job = service.submit("cash_in", {"amount": 4500}, key=f"undecided-{uuid.uuid4().hex[:6]}", wait=0)
-
-    def waits_for_operator() -> bool:
-        got = service.get_job(job.id)
-        return got is not None and got.state == "unknown" and "на 2 документа вместо одного" in (got.reason or "")
-
-    assert eventually(waits_for_operator, test_faults.SETTLE, 0.02), service.get_job(job.id)
-    looks = ran["full_status"]
-    assert eventually(lambda: ran["full_status"] >= looks + 3, test_faults.SETTLE, 0.02), \
-        "the owner stopped looking at the number"
-    assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300 + 4500, "sent again"
-    assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
-    InFlight().add(1, 1)
+    cash_in_left_to_operator(service, emu, ran, keyboard_then_drop, "на 2 документа вместо одного")
+    assert emu.state.cash == drawer + 300 + 4500
 
 
 def test_lost_cash_answer_with_someone_elses_document_is_never_taken_for_done(
@@ -338,23 +349,10 @@ def test_lost_cash_answer_with_someone_elses_document_is_never_taken_for_done(
         emu.state.cash_only_documents += 1
         raise OSError("link lost before 0x50 ran")
 
-    arm_at(emu, "cash_in", keyboard_then_link_lost)
-    test_faults.SUMMARY["trials"] += 1
-    job = service.submit("cash_in", {"amount": 4500}, key=f"foreign-{uuid.uuid4().hex[:6]}", wait=0)
-
-    def waits_for_operator() -> bool:
-        got = service.get_job(job.id)
-        return got is not None and got.state == "unknown" and "сдвинулся на один" in (got.reason or "")
-
-    assert eventually(waits_for_operator, test_faults.SETTLE, 0.02), service.get_job(job.id)
+    job = cash_in_left_to_operator(service, emu, ran, keyboard_then_link_lost, "сдвинулся на один")
     assert emu.shtrih.document_number() == (number + 1) & 0xFFFF
     assert emu.state.cash == drawer + 300, "the cash-in ran after all"
-    reason = service.get_job(job.id).reason
-    assert f"было {format_rub(drawer)} ₽, после неё было бы {format_rub(drawer + 4500)} ₽" in reason
-    time.sleep(0.3)  # a few rechecks of the owner
-    assert ran["cash_in"] == 1 and emu.state.cash == drawer + 300, "sent again"
-    assert service.get_job(job.id).state == "unknown" and service.unsettled(1)
-    InFlight().add(1, 1)
+    assert f"было {format_rub(drawer)} ₽, после неё было бы {format_rub(drawer + 4500)} ₽" in job.reason
 
 
 def test_cash_in_behind_a_receipt_left_open_is_done_once(rig: ShtrihRig) -> None:
