@@ -66,6 +66,16 @@ def test_command_line_state_log_and_control(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+    # --cash-documents: a device whose cash in/out form an FN document (FF0A type 0).
+    proc, port, _ = start_cli("--state", str(state), "--log", str(log), "--cash-documents")
+    try:
+        drv = ShtrihDriver(f"socket://127.0.0.1:{port}", timeout=5)
+        drv.connect()
+        assert drv.cash_in(100).fiscal_document_number == 2 == drv.fn_status().last_fd_number
+        drv.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_operating_document_number_survives_a_power_cut_and_a_restart(tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog="fault and timing commands (--fault and the control port):\n"
                                 + control.usage(Emulator))
     cli.add_options(p, port=model.DEFAULT_PORT, serial=DEFAULT_SERIAL, unit="command")
+    p.add_argument("--cash-documents", action="store_true",
+                   help="cash in/out (0x50/0x51) form an FN document, as the shared core can; by default "
+                        "they form none, as the sources say a device does (kktapp/shtrih/model.py DOC_CASH)")
     return p.parse_args(argv)
 
 
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emu = Emulator(state_path=args.state, log_path=args.log, device_time=args.device_time / 1000,
-                   latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset)
+                   latency=args.latency / 1000, serial=args.serial, clock_offset=args.clock_offset,
+                   cash_documents=args.cash_documents)
     return cli.serve(emu, args, title="Shtrih-M", log=log)
 
 
