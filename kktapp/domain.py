@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -116,8 +117,12 @@ def to_quantity(value: object, field: str = "quantity") -> Decimal:
     return qty
 
 
+@functools.lru_cache(maxsize=4096)
 def position_amount(price: int, quantity: Decimal) -> int:
     """Price × quantity rounded half-up to the kopeck (tag 1043 from 1079 × 1023)."""
+    # Cached: a receipt's checks ask it three times per position (the contract's sum check, the
+    # discount, the device's limits), and the Decimal product is most of a validation's time
+    # after the schema's. Equal quantities (1 and 1.000) give the same product.
     return int((Decimal(price) * quantity).to_integral_value(rounding=ROUND_HALF_UP))
 
 
@@ -232,7 +237,14 @@ class LegacyRateRejected(DomainError):
 
 
 def _vat_key(value: object) -> str:
-    text = str(value).strip().lower().replace(" ", "").replace("%", "").replace(",", ".")
+    return _vat_text_key(str(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _vat_text_key(text: str) -> str:
+    # Cached: every position's rate is looked up twice (the rate, and whether its name is a
+    # legacy one) and a receipt uses two or three names.
+    text = text.strip().lower().replace(" ", "").replace("%", "").replace(",", ".")
     for prefix in ("ндс", "nds", "vat"):
         if text.startswith(prefix):
             # "nds_10", "vat-10"; only after a prefix: KKM Server's "-1" (no VAT) keeps its sign.

@@ -691,7 +691,6 @@ class FiscalService:
         self._wake_owner(settled.device)
         return settled
 
-
     def waiting(self, device: int) -> list[Job]:
         """Receipts of a device not finished yet or owing a copy, oldest first (status page)."""
         self._device(device)
