@@ -85,9 +85,12 @@ class BufferedWSGI:
         declared = _header(scope, b"content-length")
         too_big = self.max_body is not None and declared.isdigit() and int(declared) > self.max_body
         # Past the limit the body is only counted (the application answers 413 without it);
-        # one past DRAIN_LIMIT is not read at all.
+        # one past DRAIN_LIMIT is not read at all, nor one the client holds back until it is
+        # told to go on (Expect: 100-continue, curl's way with large bodies): the server sends
+        # that "100 Continue" once the body is first asked for, and the 413 makes it needless.
         keep = not too_big
-        drain = not too_big or int(declared) <= DRAIN_LIMIT
+        drain = not too_big or (int(declared) <= DRAIN_LIMIT
+                                and _header(scope, b"expect").lower() != "100-continue")
         body = bytearray()
         seen = 0
         deadline = time.monotonic() + self.body_timeout

@@ -81,7 +81,8 @@ def test_a_request_runs_with_its_whole_body() -> None:
     assert sent[1]["body"] == b"ABC"
 
 
-def _drive(wrapper: BufferedWSGI, declared: int, chunks: list[bytes], *, stall: bool = False) -> tuple[list, int]:
+def _drive(wrapper: BufferedWSGI, declared: int, chunks: list[bytes], *, stall: bool = False,
+           headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[list, int]:
     """One POST /echo through ``wrapper``: the messages it sent and how many body chunks it read.
     ``stall``: after the chunks the client sends nothing more (the body is never finished)."""
     incoming = [{"type": "http.request", "body": c, "more_body": stall or i < len(chunks) - 1}
@@ -99,8 +100,8 @@ def _drive(wrapper: BufferedWSGI, declared: int, chunks: list[bytes], *, stall: 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = [(b"content-length", str(declared).encode())] if declared else []
-    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": headers,
+    length = [(b"content-length", str(declared).encode())] if declared else []
+    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": [*length, *headers],
              "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
     asyncio.run(asyncio.wait_for(wrapper(scope, receive, send), timeout=10))
     return sent, read
@@ -133,3 +134,15 @@ def test_a_refused_body_is_not_waited_for_past_the_body_timeout_nor_read_past_th
     # One sent without a length stops being read once past it.
     sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), 0, [b"x" * 40] * 8)
     assert sent[0]["status"] == 413 and read == 4
+
+
+def test_an_oversized_body_held_back_for_100_continue_is_not_asked_for() -> None:
+    """A client that waits for "100 Continue" before sending the body (curl with a large one)
+    gets the 413 at once: asking for the body would make the server tell it to send all of it."""
+    sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), 200, [b"x" * 40] * 5,
+                        headers=((b"expect", b"100-continue"),))
+    assert sent[0]["status"] == 413 and read == 0
+    # Within the limit the body is asked for (and the server says "100 Continue") as always.
+    sent, read = _drive(BufferedWSGI(_limited_app(100), threads=1), 40, [b"x" * 40],
+                        headers=((b"expect", b"100-continue"),))
+    assert sent[0]["status"] == 200 and read == 1
