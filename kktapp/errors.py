@@ -155,6 +155,12 @@ class OutcomeUnknown(KKTError):
 CASH_KIND_NAMES = {"cash_in": "внесение", "cash_out": "выплата"}
 
 
+def drawer_after(kind: str, before: int, amount: int) -> int:
+    """The cash in the drawer (kopecks) after the cash job ``kind`` of ``amount`` ran on
+    ``before``: a cash-in adds it, a cash-out takes it."""
+    return before + amount if kind == "cash_in" else before - amount
+
+
 class CashOutcomeUnknown(OutcomeUnknown):
     """A lost cash in/out answer that the driver's counter cannot settle (ATOL: the drawer,
     Shtrih-M: the operating document number): the operator decides, it is never sent again.
@@ -165,6 +171,14 @@ class CashOutcomeUnknown(OutcomeUnknown):
         super().__init__(
             f"{what} {format_rub(amount)} ₽: по ККТ нельзя установить, выполнена ли операция: {evidence}. "
             "Сервис её не повторяет: сверьте наличные и документы ККТ и решите сами")
+
+    @classmethod
+    def drawer(cls, kind: str, amount: int, before: int, now: int, cause: str, lead: str = "") -> CashOutcomeUnknown:
+        """The drawer held ``before`` and now holds ``now``, not what the job would have left
+        (:func:`drawer_after`); ``cause`` says what moved it instead, ``lead`` what came first."""
+        return cls(kind, amount, (
+            f"{lead}наличных в ККТ было {format_rub(before)} ₽, после неё было бы "
+            f"{format_rub(drawer_after(kind, before, amount))} ₽, а сейчас {format_rub(now)} ₽ ({cause})"))
 
 
 class NotSent(KKTError):

@@ -49,6 +49,7 @@ from ..errors import (
     OutcomeUnknown,
     ReturnCorrectionNotInFfd,
     TaxationNotRegistered,
+    drawer_after,
 )
 from . import codec, commands, model, taskbuf
 from .commands import COMMANDS, Command, ShortStatusFlags, StatusFlags
@@ -952,14 +953,11 @@ class AtolDriver:
         drawer, st, shift = self.execute([step("cash_in_drawer"), step("status"), step("fn_shift")])
         self._mode = commands.split_mode(st["mode"])
         now = int(drawer["amount"])
-        expected = before + amount if kind == "cash_in" else before - amount
         if now == before:
             return None
-        if now == expected:
+        if now == drawer_after(kind, before, amount):
             return self._cash_result(amount, st, shift)
-        raise CashOutcomeUnknown(kind, amount, (
-            f"наличных в ККТ было {format_rub(before)} ₽, после неё было бы {format_rub(expected)} ₽, а сейчас "
-            f"{format_rub(now)} ₽ (наличные меняли и другие операции)"))
+        raise CashOutcomeUnknown.drawer(kind, amount, before, now, "наличные меняли и другие операции")
 
     def _cash_result(self, amount: int, st: dict[str, Any], shift: dict[str, Any]) -> FiscalResult:
         """A cash operation's result: no FN document (FD 0, no fiscal sign), its amount, the

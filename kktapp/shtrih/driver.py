@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
-from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
+from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError, drawer_after
 from . import commands, model
 from .commands import CodecError
 from .errors import ErrorCode, device_error
@@ -507,12 +507,10 @@ class ShtrihDriver:
                 kind, amount, f"номер документа ККТ был {start.number}, а сейчас {number} — {change}")
         if start.drawer is not None:
             drawer = self.totals().cash_in_drawer
-            expected = start.drawer + amount if kind == "cash_in" else start.drawer - amount
-            if drawer != expected:
-                raise CashOutcomeUnknown(kind, amount, (
-                    f"номер документа ККТ сдвинулся на один, но наличных в ККТ было {format_rub(start.drawer)} ₽, "
-                    f"после неё было бы {format_rub(expected)} ₽, а сейчас {format_rub(drawer)} ₽ (документ "
-                    "сформировала другая операция)"))
+            if drawer != drawer_after(kind, start.drawer, amount):
+                raise CashOutcomeUnknown.drawer(
+                    kind, amount, start.drawer, drawer, "документ сформировала другая операция",
+                    lead="номер документа ККТ сдвинулся на один, но ")
         fn = self._fn_last()
         if fn["last_fd_number"]:
             result, doc_type, _ = self._document(fn["last_fd_number"], fn["fn_number"])
