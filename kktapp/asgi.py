@@ -88,7 +88,6 @@ class BufferedWSGI:
         # one past DRAIN_LIMIT is not read at all, nor one the client holds back until it is
         # told to go on (Expect: 100-continue, curl's way with large bodies): the server sends
         # that "100 Continue" once the body is first asked for, and the 413 makes it needless.
-        keep = not too_big
         drain = not too_big or (int(declared) <= DRAIN_LIMIT
                                 and _header(scope, b"expect").lower() != "100-continue")
         body = bytearray()
@@ -99,7 +98,7 @@ class BufferedWSGI:
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.001))
             except TimeoutError:
-                if not keep:
+                if too_big:
                     break  # answered 413 as it is: the rest of a refused body is not waited for
                 log.warning("клиент %s слишком медленно передаёт запрос %s %s: соединение закрыто",
                             _client(scope), scope.get("method"), scope.get("path", "")[:200])
@@ -109,10 +108,10 @@ class BufferedWSGI:
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if keep:
+            if not too_big:
                 body += chunk
                 if self.max_body is not None and seen > self.max_body:
-                    keep, too_big, body = False, True, bytearray()
+                    too_big, body = True, bytearray()
             if not message.get("more_body", False) or seen > DRAIN_LIMIT:
                 break
         environ = wsgi_environ(scope, b"" if too_big else bytes(body))
