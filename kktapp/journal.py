@@ -284,7 +284,9 @@ _COLUMNS = (
     "seq, id, device, kind, key, fingerprint, source, payload, state, result, error, reason, "
     "fd_before, attempts, reprint, created_at, updated_at"
 )
-_FIND_BY_KEY = f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? ORDER BY state=?, seq DESC LIMIT 1"
+#: Under one key: the live job first, then the latest failed attempt (bound to FAILED).
+_KEY_ORDER = "ORDER BY state=?, seq DESC"
+_FIND_BY_KEY = f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key=? {_KEY_ORDER} LIMIT 1"
 
 
 class QueueLimit(Exception):
@@ -640,8 +642,8 @@ class Journal:
     def find_by_keys(self, kind: str, keys: Sequence[str]) -> dict[str, Job]:
         """:meth:`find_by_key` of several keys in one read: {key: job} for those that have one."""
         rows = self._conn().execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key IN ({','.join('?' * len(keys))})"
-            " ORDER BY state=?, seq DESC", (kind, *keys, FAILED),
+            f"SELECT {_COLUMNS} FROM jobs WHERE kind=? AND key IN ({','.join('?' * len(keys))}) {_KEY_ORDER}",
+            (kind, *keys, FAILED),
         ).fetchall()
         found: dict[str, Job] = {}
         for row in rows:

@@ -46,7 +46,8 @@ class DeviceOwner:
     def link_up(self) -> bool:
         """This process holds the device's link, open and working as far as it knows (False
         says nothing: the link may be down, or just in another process's hands)."""
-        return self.election.is_owner and self.seat.driver is not None and self.status.up
+        # The worker clears status.up whenever it drops the driver, so up implies a driver.
+        return self.election.is_owner and self.status.up
 
     @property
     def driver(self) -> Driver | None:
