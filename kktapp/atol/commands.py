@@ -765,7 +765,11 @@ def position_name(name: str) -> str:
 
 
 def tlv(tag: int, value: bytes) -> bytes:
-    """One FFD TLV record: ``tag(2 LE) len(2 LE) value`` (an STLV's parts, A4 46's data)."""
+    """One FFD TLV record: ``tag(2 LE) len(2 LE) value`` (an STLV's parts, A4 46's data).
+
+    [C] atol-real-device.md §9 (E8's `tag(2 LE) len(2 LE) value` in two production drivers) and
+    §8 (A4 45 + A4 46 return the document as TLV); 1174's STLV of 1178/1179 in model.py.
+    """
     return codec.encode_le(tag, 2) + codec.encode_le(len(value), 2) + bytes(value)
 
 
