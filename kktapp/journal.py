@@ -186,11 +186,20 @@ def _step_lean_updates(conn: sqlite3.Connection) -> None:
     conn.execute("DROP INDEX IF EXISTS jobs_updated")
 
 
+def _step_fn_check(conn: sqlite3.Connection) -> None:
+    """Version 6: ``fn_check`` marks a receipt an operator settled as fiscalised, until its owner
+    has read that document from the FN (:meth:`Journal.fn_checks_due`); the partial index keeps
+    the owner's question an index lookup however long the journal."""
+    add_column(conn, "jobs", "fn_check INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_fn_check ON jobs(device) WHERE fn_check=1")
+
+
 #: Upgrade steps after the base schema: ``_STEPS[i]`` turns version BASE_VERSION + i into + i + 1.
 _STEPS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _step_schema_history,
     _step_operator,
     _step_lean_updates,
+    _step_fn_check,
 )
 #: The version this code writes and reads.
 SCHEMA_VERSION = BASE_VERSION + len(_STEPS)
@@ -946,9 +955,11 @@ class Journal:
         return n == 1, self.get(job_id)
 
     def settle_by_hand(self, job_id: str, *, result: dict | None = None, error: dict | None = None,
-                       reason: str = "") -> tuple[bool, Job | None]:
+                       reason: str = "", fn_check: bool = False) -> tuple[bool, Job | None]:
         """An operator's verdict on a job whose outcome is unknown: done with ``result``, else
         failed with ``error`` (which frees its key); ``(False, job)`` when it is not unknown any more.
+        ``fn_check``: the device's owner is to read the document the operator named from the FN
+        (:meth:`fn_checks_due`, :meth:`record_fn_check`).
 
         One conditional UPDATE (compare-and-set on ``unknown``): the owner may be settling the
         same job from the FN at this moment, and its writes skip a finished row in turn
@@ -957,11 +968,31 @@ class Journal:
         """
         state = DONE if result is not None else FAILED
         n = self._write(
-            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=0, updated_at=? WHERE id=? AND state=?",
+            "UPDATE jobs SET state=?, result=?, error=?, reason=?, reprint=0, fn_check=?, updated_at=?"
+            " WHERE id=? AND state=?",
             (state, _dumps(result) if result is not None else None, _dumps(error) if error is not None else None,
-             reason, self.clock(), job_id, UNKNOWN),
+             reason, int(fn_check and result is not None), self.clock(), job_id, UNKNOWN),
         )
         return n == 1, self.get(job_id)
+
+    def fn_checks_due(self, device: int) -> list[Job]:
+        """Receipts of a device settled by hand as fiscalised whose document the owner has not
+        yet read from the FN, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE fn_check=1 AND device=? ORDER BY seq", (device,)
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def record_fn_check(self, job: Job, result: dict) -> bool:
+        """The owner's reading of a hand-settled receipt's document: its result becomes
+        ``result`` and the check is done. FULL: 1C reads the receipt's number from this row.
+        False when the row changed meanwhile (pruned; nothing else touches a finished row)."""
+        now = self.clock()
+        n = self._write("UPDATE jobs SET result=?, fn_check=0, updated_at=? WHERE id=? AND fn_check=1 AND state=?",
+                        (_dumps(result), now, job.id, DONE))
+        if n == 1:
+            _mirror(job, now, result=result)
+        return n == 1
 
     def waiting(self, device: int) -> list[Job]:
         """Receipts not finished yet (queued, sending, unknown) or owing a copy, oldest first."""

@@ -653,8 +653,10 @@ class FiscalService:
         ``fd_number`` (ФП ``fiscal_sign`` if given): the job is done with that result. The rest
         of the result is what is certain without the device: the document's total; the receipt
         and shift numbers are 0 (unknown), the time is when the service accepted the document,
-        and ``settled_by_hand`` says who settled it, when, with which FD. Otherwise the job is
-        failed with :class:`SettledNotFiscalised`, which frees its key for a new attempt.
+        and ``settled_by_hand`` says who settled it, when, with which FD. A receipt's owner then
+        reads that document from the FN and completes the result from it, or notes why it could
+        not (:meth:`Recovery.check_hand_settled`). Otherwise the job is failed with
+        :class:`SettledNotFiscalised`, which frees its key for a new attempt.
 
         Raises NotFound, ValidationFailed (the numbers) and NotSettleable (409) for a job that is
         not ``unknown`` (the owner may have settled it a moment ago: one compare-and-set decides).
@@ -679,7 +681,8 @@ class FiscalService:
         else:
             error = SettledNotFiscalised().to_dict() | {"settled_by_hand": mark}
             reason = ""
-        ok, settled = self.journal.settle_by_hand(job_id, result=result, error=error, reason=reason)
+        ok, settled = self.journal.settle_by_hand(job_id, result=result, error=error, reason=reason,
+                                                  fn_check=job.kind == RECEIPT)
         assert settled is not None
         if not ok:
             raise NotSettleable(SETTLE_REFUSALS.get(settled.state, NotSettleable.message))

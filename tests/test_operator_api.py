@@ -254,3 +254,77 @@ def test_the_owner_and_the_operator_never_both_land(tmp_path):
     journal.mark_unknown(job, "снова")
     assert job.state == "failed" and journal.get(job.id).state == "failed"
     assert journal.settle_by_hand(job.id, result={"fiscal_document_number": 4})[0] is False
+
+
+# ---------------------------------------------------------------------- a hand-settled receipt read back from the FN
+
+
+def held_1c_receipt(clients, emulator, monkeypatch, number: str, fd_before: int) -> str:
+    """A 1C receipt whose outcome the device cannot tell, holding the queue with the device on:
+    its "before" is ``fd_before`` and any document after it is more than the driver looks at."""
+    import kktapp.atol.driver as atol_driver
+
+    emulator.power_off()
+    wait_for(lambda: clients.app.extensions["kkt"].snapshot(1).get("link") == "down")
+    queued = clients.cashier.post("/kkt", onec(number), content_type="application/x-www-form-urlencoded",
+                                  status=202).json
+    journal: Journal = clients.app.extensions["kkt"].journal
+    journal.mark_sending(queued["job_id"], fd_before)
+    journal.mark_unknown(queued["job_id"], "связь прервалась")
+    monkeypatch.setattr(atol_driver, "DOCUMENTS_AFTER", 0)
+    emulator.power_on()
+    wait_for(lambda: "решает оператор" in clients.app.extensions["kkt"].get_job(queued["job_id"]).reason)
+    return queued["job_id"]
+
+
+def test_a_receipt_settled_by_hand_gets_its_numbers_from_the_fn(clients, emulator, monkeypatch, caplog):
+    """The operator gives the FD; the owner reads that document and 1C gets the receipt's number.
+
+    Without it the answer said check_number 0, which the 1C code takes for "not printed yet".
+    """
+    svc = clients.app.extensions["kkt"]
+    printed = clients.cashier.post("/kkt", onec("ТР-A"), content_type="application/x-www-form-urlencoded").json
+    fd = printed["fiscal_document_number"]
+    assert printed["check_number"] > 0
+    job_id = held_1c_receipt(clients, emulator, monkeypatch, "ТР-B", fd - 1)
+    clients.admin.post_json(f"{API}/jobs/{job_id}/settle",
+                            {"fiscalised": True, "fiscal_document_number": fd, "fiscal_sign": "1"})
+    wait_for(lambda: svc.get_job(job_id).result["settled_by_hand"].get("fn_checked") is True)
+    result = svc.get_job(job_id).result
+    assert result["fiscal_document_number"] == fd
+    # The FN's numbers and sign, not the operator's typo; who settled it is kept.
+    assert result["receipt_number"] == printed["check_number"] and result["shift_number"] == printed["shift_number"]
+    assert result["fiscal_sign"] == printed["fiscal_sign"] != "1"
+    assert result["settled_by_hand"]["who"] == "admin" and "fn_note" not in result["settled_by_hand"]
+    again = clients.cashier.post("/kkt", onec("ТР-B"), content_type="application/x-www-form-urlencoded").json
+    assert again["result_code"] == 0 and again["check_number"] == printed["check_number"]
+    assert again["fiscal_document_number"] == fd
+    assert len(receipts_of(emulator)) == 1
+    assert any("сверен с ФН" in r.getMessage() for r in caplog.records)
+    assert not svc.journal.fn_checks_due(1)
+
+
+def test_a_wrong_fd_given_by_hand_is_noted_and_the_queue_goes_on(clients, emulator, monkeypatch, caplog):
+    """An FD that is not this receipt's document: the operator's result stays, the log says so
+    as an error, the check is not repeated and the next receipt prints."""
+    svc = clients.app.extensions["kkt"]
+    other = clients.cashier.post("/kkt", onec("ТР-C", "900.00"), content_type="application/x-www-form-urlencoded").json
+    fd = other["fiscal_document_number"]
+    not_a_receipt = next(d["fd_number"] for d in emulator.documents() if d["type"] != "receipt")
+    cases = {fd: "другой чек", not_a_receipt: "не чек", fd + 50: "нет документа"}
+    ids = {}
+    for i, wrong in enumerate(cases):
+        job_id = held_1c_receipt(clients, emulator, monkeypatch, f"ТР-D{i}", fd - 1)
+        clients.admin.post_json(f"{API}/jobs/{job_id}/settle", {"fiscalised": True, "fiscal_document_number": wrong})
+        wait_for(lambda job_id=job_id: "fn_checked" in svc.get_job(job_id).result["settled_by_hand"])
+        ids[wrong] = job_id
+    for wrong, words in cases.items():
+        result = svc.get_job(ids[wrong]).result
+        mark = result["settled_by_hand"]
+        assert mark["fn_checked"] is False and words in mark["fn_note"], mark
+        assert result["fiscal_document_number"] == wrong and result["receipt_number"] == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "не сверен с ФН" in r.getMessage()]
+    assert len(errors) == len(cases)
+    assert not svc.journal.fn_checks_due(1)
+    after = clients.cashier.post("/kkt", onec("ТР-E"), content_type="application/x-www-form-urlencoded").json
+    assert after["result_code"] == 0 and after["check_number"] > 0

@@ -143,6 +143,29 @@ def test_every_settlement_type(drv: ShtrihDriver, emu: Emulator, kind: Settlemen
         assert doc["attributes"] == {"1173": 1, "1174": {"1178": "2026-01-15", "1179": "12-34"}}
 
 
+def test_receipt_document_reads_back_a_receipt_by_its_fd(drv: ShtrihDriver, emu: Emulator) -> None:
+    """An FD an operator gave for a receipt settled by hand: read from the FN and matched (FF0A
+    has no receipt or shift number; the FN's last document takes them from FF40)."""
+    drv.open_shift()
+    first = drv.sell(receipt(amount=10000))
+    last = drv.sell(receipt(amount=25000))
+    older = drv.receipt_document(first.fiscal_document_number, receipt(amount=10000))
+    assert (older.fiscal_document_number, older.fiscal_sign, older.total) == (
+        first.fiscal_document_number, first.fiscal_sign, 10000)
+    assert (older.receipt_number, older.shift_number) == (0, 0)
+    newest = drv.receipt_document(last.fiscal_document_number, receipt(amount=25000))
+    assert (newest.fiscal_sign, newest.receipt_number, newest.shift_number) == (last.fiscal_sign, 2, 1)
+    refusals = {
+        (first.fiscal_document_number, receipt(amount=25000)): "другой чек",
+        (first.fiscal_document_number, receipt(SettlementType.SELL_RETURN, amount=10000)): "другой чек",
+        (1, receipt(amount=10000)): "не чек",  # the shift-open report
+        (last.fiscal_document_number + 1, receipt(amount=25000)): "нет документа",
+    }
+    for (fd, which), words in refusals.items():
+        with pytest.raises(OutcomeUnknown, match=words):
+            drv.receipt_document(fd, which)
+
+
 def test_positions_taxes_tags_payments(drv: ShtrihDriver, emu: Emulator) -> None:
     drv.open_shift()
     positions = tuple(

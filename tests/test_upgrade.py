@@ -80,8 +80,9 @@ def test_0_1_0_journal_upgrades_and_keeps_every_job(tmp_path):
     j = Journal(str(path), retention_days=100_000)
     try:
         assert version_of(path) == journal.SCHEMA_VERSION > journal.BASE_VERSION
-        # The rows themselves are untouched by the upgrade.
-        assert rows(path) == before
+        # The rows themselves are untouched by the upgrade; step 6 adds fn_check, 0 for all of them.
+        after = rows(path)
+        assert [row[:-1] for row in after] == before and {row[-1] for row in after} == {0}
         for doc_number, (device, state, owed) in EXPECTED.items():
             job = j.find_by_key(RECEIPT, doc_number)
             assert job is not None, doc_number
@@ -115,6 +116,8 @@ def test_0_1_0_journal_upgrades_and_keeps_every_job(tmp_path):
     # queue, the live keys and the operator's list keep theirs.
     assert "jobs_updated" not in indexes
     assert {"jobs_live_key", "jobs_key", "jobs_queue", "jobs_unsettled", "jobs_owed", "jobs_kind_seq"} <= indexes
+    # Step 6: receipts settled by hand whose document the owner has still to read from the FN.
+    assert "jobs_fn_check" in indexes
 
     # Opening it again changes nothing: no second copy, no second history row.
     Journal(str(path)).close()

@@ -160,6 +160,17 @@ DOCUMENTS_AFTER = 10
 RECEIPT_DOCUMENTS = frozenset({model.DocType.RECEIPT, model.DocType.CORRECTION})
 
 
+def _settlement_sign(receipt: Receipt) -> int:
+    """Tag 1054 of ``receipt`` as the FN stores it."""
+    return commands.TAG1054_BY_RECEIPT_TYPE[commands.RECEIPT_TYPES[receipt.type]]
+
+
+def _is_receipt_of(tlv: dict[int, bytes], found: FiscalResult, receipt: Receipt) -> bool:
+    """A receipt document (its ``tlv``, read as ``found``) is ``receipt``'s: the same settlement
+    sign (1054) and total (1020). Nothing else of it is kept in the FN's short form."""
+    return codec.decode_le(tlv.get(model.TLV_SIGN, b"")) == _settlement_sign(receipt) and found.total == receipt.total
+
+
 def ffd_version(reply: dict[str, Any]) -> int:
     """The FFD a receipt is formed in, from register 0x36: the lower of the KKT's and the FN's."""
     return min(reply["kkt_ffd"], reply["fn_ffd"]) if reply["fn_ffd"] else reply["kkt_ffd"]
@@ -833,7 +844,6 @@ class AtolDriver:
                 f"{what}: после ФД {before} в ФН уже {real - before} документов (сервис просматривает не больше "
                 f"{DOCUMENTS_AFTER}); пробит ли этот чек, решает оператор по документам ФН, сервис его не повторяет")
         receipt_type = commands.RECEIPT_TYPES[receipt.type]
-        sign = commands.TAG1054_BY_RECEIPT_TYPE[receipt_type]
         unsure: list[int] = []
         for number in range(before + 1, real + 1):
             try:
@@ -848,7 +858,7 @@ class AtolDriver:
             if doc_type not in RECEIPT_DOCUMENTS:
                 continue
             found = self._tlv_result(number, tlv, fn["fn_serial"])
-            if codec.decode_le(tlv.get(model.TLV_SIGN, b"")) == sign and found.total == receipt.total:
+            if _is_receipt_of(tlv, found, receipt):
                 return found
             unsure.append(number)
         if unsure:
@@ -857,6 +867,34 @@ class AtolDriver:
                 f"{', '.join(map(str, unsure))}), но ни один не совпадает с этим чеком по признаку расчёта и "
                 "сумме; пробит ли этот чек, решает оператор по документам ФН, сервис его не повторяет")
         return None
+
+    def receipt_document(self, fd_number: int, receipt: Receipt) -> FiscalResult:
+        """FD ``fd_number`` read from the FN (A4 45/46, [C Z,K]) when it is ``receipt``'s document:
+        a receipt of the same settlement sign (1054) and total (1020) — what :meth:`receipt_since`
+        asks of each document. The data an operator cannot give: the receipt's number in its
+        shift (1042), the shift (1038), the fiscal sign and the time.
+
+        Raises OutcomeUnknown saying why when the FN has no such document or it is another one.
+        """
+        fn = self.command("fn_status")
+        what = f"ФД {fd_number}"
+        if fd_number > fn["last_fd_number"]:
+            raise OutcomeUnknown(f"в ФН нет документа {what}: последний документ ФН — ФД {fn['last_fd_number']}")
+        try:
+            doc_type, tlv = self.read_document(fd_number)
+        except DeviceError as exc:
+            if exc.code != ErrorCode.FN_NO_DATA:
+                raise
+            raise OutcomeUnknown(f"ФН не отдаёт документ {what} ({exc.message})") from None
+        if doc_type not in RECEIPT_DOCUMENTS:
+            raise OutcomeUnknown(f"{what} в ФН — не чек (тип документа {doc_type})")
+        found = self._tlv_result(fd_number, tlv, fn["fn_serial"])
+        if not _is_receipt_of(tlv, found, receipt):
+            raise OutcomeUnknown(
+                f"{what} в ФН — другой чек: {format_rub(found.total)} ₽, признак расчёта "
+                f"{codec.decode_le(tlv.get(model.TLV_SIGN, b''))}, а этот чек — {format_rub(receipt.total)} ₽, "
+                f"признак расчёта {_settlement_sign(receipt)}")
+        return found
 
     # ------------------------------------------------------------------ shift and cash
 

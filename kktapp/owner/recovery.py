@@ -125,6 +125,7 @@ class Recovery:
         self.seat.write_unwritten()
         pending = self.seat.journal.unsettled(self.seat.number)
         if not pending:
+            self.check_hand_settled()
             self.seat.settled = True
             return False
         job = pending[0]
@@ -201,6 +202,54 @@ class Recovery:
         log.info("ККТ %d: %s %s был выполнен до сбоя", self.seat.number, kind_name(job.kind), job.key or job.id)
         self.outcomes.record_fiscalised(job, result, owed)
         return True
+
+    def check_hand_settled(self) -> None:
+        """Read from the FN the documents operators named for receipts they settled by hand.
+
+        The operator gives the FD number (and maybe the fiscal sign); the FN also knows the
+        receipt's number in its shift and the shift, which 1C takes for "printed" only when not 0
+        (kktapp.web.kkt1c). The document must be this receipt's (the driver's
+        ``receipt_document``: type, settlement sign, total); then the result is the FN's, with
+        ``settled_by_hand`` kept and ``fn_checked`` true. Otherwise the operator's result stays,
+        ``fn_checked`` false and ``fn_note`` say why, and the log says it as an error: the
+        operator may have typed another document's number. Either way the check is done once;
+        a lost link leaves it due for the next connection.
+        """
+        seat = self.seat
+        due = seat.journal.fn_checks_due(seat.number)
+        if not due:
+            return
+        read = getattr(seat.device(), "receipt_document", None)
+        for job in due:
+            result = dict(job.result or {})
+            mark = dict(result.get("settled_by_hand") or {})
+            fd = int(mark.get("fiscal_document_number") or result.get("fiscal_document_number") or 0)
+            note = ""
+            if read is None:
+                note = "ККТ этой модели не читает документы ФН: номер чека и смены не сверены"
+            else:
+                try:
+                    found = read(fd, receipt_from_json(job.payload["receipt"]))
+                except OutcomeUnknown as exc:
+                    note = exc.message
+                except DeviceError as exc:
+                    note = f"ФН не отдал документ ФД {fd}: ошибка {exc.code} {exc.message}"
+                else:
+                    result = found.to_dict()
+            mark["fn_checked"] = not note
+            if note:
+                mark["fn_note"] = note
+            result["settled_by_hand"] = mark
+            if not seat.journal.record_fn_check(job, result):
+                continue
+            seat.notify(job.id, job)
+            if note:
+                log.error("ККТ %d: чек %s, отмеченный оператором как пробитый (ФД %d), не сверен с ФН: %s; "
+                          "проверьте номер ФД", seat.number, job.key or job.id, fd, note)
+            else:
+                log.info("ККТ %d: чек %s, отмеченный оператором как пробитый, сверен с ФН: ФД %d, чек %d, смена %d,"
+                         " ФП %s", seat.number, job.key or job.id, fd, result.get("receipt_number", 0),
+                         result.get("shift_number", 0), result.get("fiscal_sign", ""))
 
     def result_from_device(self, job: Job, last: LastDocument) -> FiscalResult:
         """The fiscal result of the job's document as the FN tells it."""

@@ -14,6 +14,7 @@ FF45/FF46/0x8D/0x50/0x51 are never resent blindly (opos CanRepeatCommand).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -23,8 +24,8 @@ from typing import Any, NamedTuple
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
-from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError, drawer_after
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
+from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError, OutcomeUnknown, drawer_after
 from . import commands, model
 from .commands import CodecError
 from .errors import ErrorCode, device_error
@@ -340,6 +341,35 @@ class ShtrihDriver:
                 self._check_kept(result)
         receipt_open = mode & 0x0F == Mode.RECEIPT_OPEN or fn["document_type"] != 0
         return LastDocument(fd_number=fd, receipt_open=receipt_open, result=result, extra=extra)
+
+    def receipt_document(self, fd_number: int, receipt: Receipt) -> FiscalResult:
+        """FD ``fd_number`` read from the FN (FF0A) when it is ``receipt``'s document: a receipt of
+        the same operation type (1054) and total. FF0A keeps no receipt or shift number, and FF40
+        counts only the current shift's receipts, so both are 0 unless the document is the FN's
+        last (the numbers :meth:`_document` takes for it everywhere else).
+
+        Raises OutcomeUnknown saying why when the FN has no such document or it is another one.
+        """
+        fn = self._fn_last()
+        last, what = fn["last_fd_number"], f"ФД {fd_number}"
+        if fd_number > last:
+            raise OutcomeUnknown(f"в ФН нет документа {what}: последний документ ФН — ФД {last}")
+        try:
+            result, doc_type, op = self._document(fd_number, fn["fn_number"])
+        except DeviceError as exc:
+            if exc.code != ErrorCode.FN_NO_DATA:
+                raise
+            raise OutcomeUnknown(f"ФН не отдаёт документ {what} ({exc.message})") from None
+        if doc_type not in model.RECEIPT_DOC_TYPES:
+            raise OutcomeUnknown(f"{what} в ФН — не чек (тип документа {doc_type})")
+        sign = model.OPERATION_TYPES[receipt.type]
+        if (op, result.total) != (sign, receipt.total):
+            raise OutcomeUnknown(
+                f"{what} в ФН — другой чек: {format_rub(result.total)} ₽, признак расчёта {op}, "
+                f"а этот чек — {format_rub(receipt.total)} ₽, признак расчёта {sign}")
+        if fd_number != last:
+            result = dataclasses.replace(result, receipt_number=0, shift_number=0)
+        return result
 
     def _check_kept(self, result: FiscalResult) -> None:
         """Compare an FF45 answer the device kept (re-read by ENQ) with the FN's document."""
