@@ -181,6 +181,29 @@ class CashOutcomeUnknown(OutcomeUnknown):
             f"{format_rub(drawer_after(kind, before, amount))} ₽, а сейчас {format_rub(now)} ₽ ({cause})"))
 
 
+class NotThisReceipt(OutcomeUnknown):
+    """The FN document an operator named for a receipt settled by hand is not that receipt's
+    (the drivers' ``receipt_document``); one constructor per reason, the texts in one place."""
+
+    @classmethod
+    def missing(cls, fd: int, last: int) -> NotThisReceipt:
+        return cls(f"в ФН нет документа ФД {fd}: последний документ ФН — ФД {last}")
+
+    @classmethod
+    def unreadable(cls, fd: int, reason: str) -> NotThisReceipt:
+        return cls(f"ФН не отдаёт документ ФД {fd} ({reason})")
+
+    @classmethod
+    def not_a_receipt(cls, fd: int, doc_type: int) -> NotThisReceipt:
+        return cls(f"ФД {fd} в ФН — не чек (тип документа {doc_type})")
+
+    @classmethod
+    def another(cls, fd: int, total: int, sign: int, want_total: int, want_sign: int) -> NotThisReceipt:
+        """A receipt of ``total`` and settlement sign (1054) ``sign``, not ``want_*``."""
+        return cls(f"ФД {fd} в ФН — другой чек: {format_rub(total)} ₽, признак расчёта {sign}, "
+                   f"а этот чек — {format_rub(want_total)} ₽, признак расчёта {want_sign}")
+
+
 class NotSent(KKTError):
     """The job was refused before its first byte reached the device: certainly not fiscalised.
 

@@ -510,3 +510,46 @@ def test_device_handed_over_after_its_lock_file_is_removed(bench: Bench, monkeyp
     assert_answer_is_document(job, doc)
     assert not a_owner.is_owner and a_owner.driver is None and b_owner.is_owner
     assert int(Path(f"{bench.journal}.device-1.lock").read_text()) == os.getpid()
+
+
+# ---------------------------------------------------------------------- a receipt settled by hand
+
+
+def settled_by_hand_offline(journal_path: Path, key: str, fd: int) -> str:
+    """A receipt whose outcome was unknown and that an operator settled as fiscalised with FD
+    ``fd`` while no owner ran (the check is due for the next one); its job id."""
+    from kktapp.journal import Journal, receipt_to_json
+
+    journal = Journal(str(journal_path))
+    try:
+        job, _ = journal.accept(device=1, kind="receipt", key=key, fingerprint="f",
+                                payload={"receipt": receipt_to_json(make_receipt(name=f"Товар {key}"))})
+        journal.mark_sending(job.id, fd - 1)
+        journal.mark_unknown(job.id, "связь прервалась")
+        ok, _ = journal.settle_by_hand(job.id, result={"fiscal_document_number": fd, "receipt_number": 0,
+                                                       "settled_by_hand": {"who": "admin"}}, fn_check=True)
+        assert ok
+    finally:
+        journal.close()
+    return job.id
+
+
+def test_a_device_error_reading_a_hand_settled_document_is_noted_not_held(bench: Bench, caplog) -> None:
+    """The FN answers the document read with an error other than "no data": the check is noted
+    as failed (with the device's code), logged as an error, done once, and the queue goes on."""
+    first = bench.service()
+    fd = sell(first, "warm").result["fiscal_document_number"]
+    first.stop()
+    job_id = settled_by_hand_offline(bench.journal, "hand-1", fd)
+
+    def broken(fd_number: int) -> dict[str, Any]:
+        raise DeviceFault(ErrorCode.FN_EXCHANGE)
+
+    bench.emu.device.document = broken  # type: ignore[method-assign]
+    service = bench.service()
+    assert eventually(lambda: "fn_checked" in service.get_job(job_id).result["settled_by_hand"], SETTLE)
+    mark = service.get_job(job_id).result["settled_by_hand"]
+    assert mark["fn_checked"] is False and f"ошибка {int(ErrorCode.FN_EXCHANGE)}" in mark["fn_note"], mark
+    assert not service.journal.fn_checks_due(1)
+    assert any(r.levelname == "ERROR" and "не сверен с ФН" in r.getMessage() for r in caplog.records)
+    assert sell(service, "after").state == DONE

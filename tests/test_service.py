@@ -866,3 +866,25 @@ def test_the_owner_asks_what_holds_its_queue_only_after_an_uncertain_job(make_se
     assert sell(service, "lost").state == DONE  # settled from the FN after reconnecting
     assert asked and sell(service, "after").state == DONE
     assert [d["name"] for d in device.receipts()][-2:] == ["Товар lost", "Товар after"]
+
+
+def test_a_driver_that_cannot_read_fn_documents_notes_the_hand_settled_check(make_service):
+    """A driver without receipt_document (the fakes): the operator's result stays, and says why
+    it was not checked; the check is not asked again."""
+    from fakes import make_receipt
+
+    from kktapp.journal import receipt_to_json
+
+    service = make_service()
+    journal = service.journal
+    job, _ = journal.accept(device=1, kind="receipt", key="hand", fingerprint="f",
+                            payload={"receipt": receipt_to_json(make_receipt())})
+    journal.mark_sending(job.id, 1)
+    journal.mark_unknown(job.id, "связь прервалась")
+    settled = service.settle_by_hand(job.id, fiscalised=True, fd_number=2, who="admin")
+    assert settled.state == "done"
+    assert eventually(lambda: "fn_checked" in service.get_job(job.id).result["settled_by_hand"])
+    mark = service.get_job(job.id).result["settled_by_hand"]
+    assert mark["fn_checked"] is False and "не читает документы ФН" in mark["fn_note"]
+    assert service.get_job(job.id).result["fiscal_document_number"] == 2
+    assert not journal.fn_checks_due(1)

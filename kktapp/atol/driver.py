@@ -46,6 +46,7 @@ from ..errors import (
     KKTError,
     LinkError,
     NotSent,
+    NotThisReceipt,
     OutcomeUnknown,
     ReturnCorrectionNotInFfd,
     TaxationNotRegistered,
@@ -874,26 +875,23 @@ class AtolDriver:
         asks of each document. The data an operator cannot give: the receipt's number in its
         shift (1042), the shift (1038), the fiscal sign and the time.
 
-        Raises OutcomeUnknown saying why when the FN has no such document or it is another one.
+        Raises NotThisReceipt saying why when the FN has no such document or it is another one.
         """
         fn = self.command("fn_status")
-        what = f"ФД {fd_number}"
         if fd_number > fn["last_fd_number"]:
-            raise OutcomeUnknown(f"в ФН нет документа {what}: последний документ ФН — ФД {fn['last_fd_number']}")
+            raise NotThisReceipt.missing(fd_number, fn["last_fd_number"])
         try:
             doc_type, tlv = self.read_document(fd_number)
         except DeviceError as exc:
             if exc.code != ErrorCode.FN_NO_DATA:
                 raise
-            raise OutcomeUnknown(f"ФН не отдаёт документ {what} ({exc.message})") from None
+            raise NotThisReceipt.unreadable(fd_number, exc.message) from None
         if doc_type not in RECEIPT_DOCUMENTS:
-            raise OutcomeUnknown(f"{what} в ФН — не чек (тип документа {doc_type})")
+            raise NotThisReceipt.not_a_receipt(fd_number, doc_type)
         found = self._tlv_result(fd_number, tlv, fn["fn_serial"])
         if not _is_receipt_of(tlv, found, receipt):
-            raise OutcomeUnknown(
-                f"{what} в ФН — другой чек: {format_rub(found.total)} ₽, признак расчёта "
-                f"{codec.decode_le(tlv.get(model.TLV_SIGN, b''))}, а этот чек — {format_rub(receipt.total)} ₽, "
-                f"признак расчёта {_settlement_sign(receipt)}")
+            raise NotThisReceipt.another(fd_number, found.total, codec.decode_le(tlv.get(model.TLV_SIGN, b"")),
+                                         receipt.total, _settlement_sign(receipt))
         return found
 
     # ------------------------------------------------------------------ shift and cash

@@ -27,7 +27,7 @@ import logging
 
 from ..device import LastDocument
 from ..domain import FiscalResult, format_rub
-from ..errors import DeviceError, GaveUp, LinkError, OutcomeUnknown
+from ..errors import DeviceError, GaveUp, LinkError, NotThisReceipt, OutcomeUnknown
 from ..journal import DONE, FAILED, RECEIPT, SENDING, Job, document_total, receipt_from_json
 from . import policy
 from .outcome import Outcomes, prints, prints_owed_copy
@@ -233,7 +233,7 @@ class Recovery:
                 except OutcomeUnknown as exc:
                     note = exc.message
                 except DeviceError as exc:
-                    note = f"ФН не отдал документ ФД {fd}: ошибка {exc.code} {exc.message}"
+                    note = NotThisReceipt.unreadable(fd, f"ошибка {exc.code}: {exc.message}").message
                 else:
                     result = found.to_dict()
             mark["fn_checked"] = not note

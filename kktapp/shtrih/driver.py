@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 from ..atol.link import LinkStats
 from ..device import DeviceInfo, DeviceStatus, FnStatus, LastDocument, QuickStatus, ShiftStatus, Totals
-from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, format_rub, position_amount
-from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError, OutcomeUnknown, drawer_after
+from ..domain import FiscalResult, PaymentType, Position, Receipt, TextLine, VatRate, position_amount
+from ..errors import CashOutcomeUnknown, DeviceError, FrameError, KKTError, LinkError, NotThisReceipt, drawer_after
 from . import commands, model
 from .commands import CodecError
 from .errors import ErrorCode, device_error
@@ -348,25 +348,23 @@ class ShtrihDriver:
         counts only the current shift's receipts, so both are 0 unless the document is the FN's
         last (the numbers :meth:`_document` takes for it everywhere else).
 
-        Raises OutcomeUnknown saying why when the FN has no such document or it is another one.
+        Raises NotThisReceipt saying why when the FN has no such document or it is another one.
         """
         fn = self._fn_last()
-        last, what = fn["last_fd_number"], f"ФД {fd_number}"
+        last = fn["last_fd_number"]
         if fd_number > last:
-            raise OutcomeUnknown(f"в ФН нет документа {what}: последний документ ФН — ФД {last}")
+            raise NotThisReceipt.missing(fd_number, last)
         try:
             result, doc_type, op = self._document(fd_number, fn["fn_number"])
         except DeviceError as exc:
             if exc.code != ErrorCode.FN_NO_DATA:
                 raise
-            raise OutcomeUnknown(f"ФН не отдаёт документ {what} ({exc.message})") from None
+            raise NotThisReceipt.unreadable(fd_number, exc.message) from None
         if doc_type not in model.RECEIPT_DOC_TYPES:
-            raise OutcomeUnknown(f"{what} в ФН — не чек (тип документа {doc_type})")
+            raise NotThisReceipt.not_a_receipt(fd_number, doc_type)
         sign = model.OPERATION_TYPES[receipt.type]
         if (op, result.total) != (sign, receipt.total):
-            raise OutcomeUnknown(
-                f"{what} в ФН — другой чек: {format_rub(result.total)} ₽, признак расчёта {op}, "
-                f"а этот чек — {format_rub(receipt.total)} ₽, признак расчёта {sign}")
+            raise NotThisReceipt.another(fd_number, result.total, op, receipt.total, sign)
         if fd_number != last:
             result = dataclasses.replace(result, receipt_number=0, shift_number=0)
         return result
