@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from operator_helpers import onec, wait_for
 
+import kktapp.atol.driver as atol_driver
 from kktapp.errors import ResultCode
 from kktapp.journal import Journal
 
@@ -262,8 +263,6 @@ def test_the_owner_and_the_operator_never_both_land(tmp_path):
 def held_1c_receipt(clients, emulator, monkeypatch, number: str, fd_before: int) -> str:
     """A 1C receipt whose outcome the device cannot tell, holding the queue with the device on:
     its "before" is ``fd_before`` and any document after it is more than the driver looks at."""
-    import kktapp.atol.driver as atol_driver
-
     emulator.power_off()
     wait_for(lambda: clients.app.extensions["kkt"].snapshot(1).get("link") == "down")
     queued = clients.cashier.post("/kkt", onec(number), content_type="application/x-www-form-urlencoded",

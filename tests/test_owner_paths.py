@@ -33,7 +33,7 @@ from kktapp.atol.emulator.device import DeviceFault
 from kktapp.atol.errors import ErrorCode
 from kktapp.atol.model import Mode
 from kktapp.errors import ResultCode
-from kktapp.journal import DONE, Job
+from kktapp.journal import DONE, Job, Journal, receipt_to_json
 from kktapp.owner import policy as owner_mod
 from kktapp.owner import shift as owner_shift
 from kktapp.owner.policy import Reasons
@@ -518,8 +518,6 @@ def test_device_handed_over_after_its_lock_file_is_removed(bench: Bench, monkeyp
 def settled_by_hand_offline(journal_path: Path, key: str, fd: int) -> str:
     """A receipt whose outcome was unknown and that an operator settled as fiscalised with FD
     ``fd`` while no owner ran (the check is due for the next one); its job id."""
-    from kktapp.journal import Journal, receipt_to_json
-
     journal = Journal(str(journal_path))
     try:
         job, _ = journal.accept(device=1, kind="receipt", key=key, fingerprint="f",

@@ -23,7 +23,7 @@ from fakes import (
 
 from kktapp.domain import Payment, PaymentType
 from kktapp.errors import Conflict, DeviceError, Disabled, LinkError, NotFound, ResultCode, ValidationFailed
-from kktapp.journal import DONE, FAILED, QUEUED, UNKNOWN, Journal
+from kktapp.journal import DONE, FAILED, QUEUED, UNKNOWN, Journal, receipt_to_json
 from kktapp.owner import Reasons
 from kktapp.owner import policy as owner_mod
 from kktapp.service import DeviceConfig, FiscalService, fingerprint
@@ -871,10 +871,6 @@ def test_the_owner_asks_what_holds_its_queue_only_after_an_uncertain_job(make_se
 def test_a_driver_that_cannot_read_fn_documents_notes_the_hand_settled_check(make_service):
     """A driver without receipt_document (the fakes): the operator's result stays, and says why
     it was not checked; the check is not asked again."""
-    from fakes import make_receipt
-
-    from kktapp.journal import receipt_to_json
-
     service = make_service()
     journal = service.journal
     job, _ = journal.accept(device=1, kind="receipt", key="hand", fingerprint="f",
