@@ -28,7 +28,14 @@ per device, so each device always has the next receipt queued) post 10-position 
   (issue 15: ≤ 100 ms);
 * ``efficiency_service_cpu_busy`` — the service's CPU use in the window, in cores (and per
   receipt); the emulators' and the whole machine's beside it: on a shared 2-core machine a low
-  efficiency with a busy machine says the CPU, not the service's queueing, was the limit.
+  efficiency with a busy machine says the CPU, not the service's queueing, was the limit;
+* ``efficiency_device_idle_fraction`` — the share of the registers' time in the window they
+  stood with no task to run (the registers' own account: bench/multi_emulator.py's pace lines),
+  about 1 − efficiency; ``efficiency_device_idle_ms_per_receipt`` the same per receipt: the gap
+  between one receipt's last task and the next receipt's first;
+* ``efficiency_emulator_late_ms_per_receipt`` — of that gap, how late the emulator itself was
+  with the answer the service waited for (it shares the cores with the service): the rest is
+  the service's, and the emulator's lateness in taking the next batch in, which it cannot see.
 
 Run: ``.venv/bin/python bench/bench_efficiency.py`` (``--devices 16`` for a shorter run).
 """
@@ -47,6 +54,7 @@ from common import (
     Emulator,
     Harness,
     Probe,
+    fleet_pace,
     onec_receipt,
     onec_request,
     percentile,
@@ -168,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             result("efficiency_machine_cpu_busy", probe.delta("machine"), "fraction", 2)
             if ok:
                 result("efficiency_service_cpu_ms_per_receipt", probe.delta("service") * 1000 / len(ok), "ms")
+        pace = fleet_pace(emulators, t_from, t_to)
+        if pace is not None and pace.register_seconds > 0 and pace.ends:
+            result("efficiency_device_idle_fraction", pace.idle / pace.register_seconds, "fraction", 3)
+            result("efficiency_device_idle_ms_per_receipt", pace.idle * 1000 / pace.ends, "ms")
+            result("efficiency_emulator_late_ms_per_receipt", pace.late * 1000 / pace.ends, "ms")
         result("efficiency_failed_requests", len(failed), "requests")
         result("efficiency_documents_vs_answers", documents - answered, "receipts")
         service_log_summary(service.log)

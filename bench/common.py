@@ -27,6 +27,7 @@ one it runs.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import datetime as dt
@@ -73,6 +74,8 @@ SERVERS = {"gthread": "kktapp:create_app()", "asgi": "kktapp.asgi:application"}
 GUNICORN_READY = re.compile(r"Listening at: http://[\d.]+:(\d+)")
 #: bench/multi_emulator.py's readiness line: every register's port, in register order.
 FLEET_READY = re.compile(r"multi-emulator ready: \d+ registers on [\d.]+ ports ([\d,]+)")
+#: Its pace line (registers with a device time): cumulative PaceStats of its registers.
+FLEET_PACE = re.compile(r"pace: monotonic=([\d.]+) tasks=(\d+) idle=([\d.]+) ends=(\d+) late=([\d.]+)")
 
 
 def interpreter(python: str) -> str:
@@ -245,6 +248,8 @@ class Emulator:
     proc: subprocess.Popen
     state: Path
     log: Path
+    #: The output of the process it runs in, when that is a fleet (its pace lines).
+    out: Path | None = None
 
     @property
     def url(self) -> str:
@@ -253,6 +258,42 @@ class Emulator:
     def documents(self, doc_type: str | None = "receipt") -> list[dict]:
         """Fiscal documents from the emulator's JSON-lines log (all types when doc_type is None)."""
         return read_documents(self.log, doc_type)
+
+
+@dataclass
+class FleetPace:
+    """What the fleet's registers measured of their pace in a window (see
+    kktapp.atol.emulator.server.PaceStats), summed over the registers."""
+
+    tasks: int = 0
+    #: Register-seconds covered (the pace lines nearest the window's ends bound it).
+    register_seconds: float = 0.0
+    #: Register-seconds with nothing to run.
+    idle: float = 0.0
+    #: Tasks whose answer the host was waiting for, and the seconds those answers were late.
+    ends: int = 0
+    late: float = 0.0
+
+
+def fleet_pace(emulators: Sequence[Emulator], start: float, end: float) -> FleetPace | None:
+    """The fleet's pace between ``start`` and ``end`` (time.monotonic()): each process's last
+    pace line at or before each end, subtracted; None without pace lines on both sides."""
+    total, found = FleetPace(), False
+    registers = collections.Counter(e.out for e in emulators if e.out is not None)
+    for out in sorted(registers):
+        marks = [m for m in FLEET_PACE.finditer(out.read_text(encoding="utf-8", errors="replace"))]
+        before = [m for m in marks if float(m.group(1)) <= start]
+        upto = [m for m in marks if float(m.group(1)) <= end]
+        if not before or not upto or upto[-1] is before[-1]:
+            continue
+        a, b = before[-1], upto[-1]
+        total.register_seconds += (float(b.group(1)) - float(a.group(1))) * registers[out]
+        total.tasks += int(b.group(2)) - int(a.group(2))
+        total.idle += float(b.group(3)) - float(a.group(3))
+        total.ends += int(b.group(4)) - int(a.group(4))
+        total.late += float(b.group(5)) - float(a.group(5))
+        found = True
+    return total if found else None
 
 
 @dataclass
@@ -421,7 +462,8 @@ class Harness:
             for offset, port in enumerate(ports):
                 number = first + offset
                 fleet.append(Emulator(number, port, proc, self.dir / f"{name}-emu{number}.state.json",
-                                      self.dir / f"{name}-emu{number}.docs.jsonl"))  # fmt: skip
+                                      self.dir / f"{name}-emu{number}.docs.jsonl",
+                                      self.dir / f"{name}.out"))  # fmt: skip
         return fleet
 
     def port_from_output(self, name: str, proc: subprocess.Popen, pattern: re.Pattern[str],

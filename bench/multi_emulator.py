@@ -7,6 +7,12 @@ When every port listens one line names them all, in register order::
 
     multi-emulator ready: 16 registers on 127.0.0.1 ports 40001,40002,…
 
+With a device time, every second a line sums what the registers' pace measured
+(:class:`kktapp.atol.emulator.server.PaceStats`), stamped with ``time.monotonic()`` (one clock
+for every process of the machine), for bench/common.py's :func:`fleet_pace`::
+
+    pace: monotonic=1234.567 tasks=5597 idle=20.781 ends=312 late=1.104
+
 Files: ``<dir>/<prefix>N.state.json`` and ``<dir>/<prefix>N.docs.jsonl`` for N = first … first+count-1.
 SIGINT or SIGTERM stops every register cleanly (each saves its state, as the single emulator does).
 
@@ -20,6 +26,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +38,9 @@ from kktapp.atol.emulator import DEFAULT_SERIAL, Emulator  # noqa: E402
 log = logging.getLogger("bench.multi_emulator")
 #: What bench/common.py waits for; the ports follow in register order.
 READY = "multi-emulator ready"
+#: The pace line's prefix and how often it is written (seconds).
+PACE = "pace:"
+PACE_EVERY = 1.0
 
 
 def serial_for(number: int) -> str:
@@ -49,6 +59,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device-time", type=float, default=0.0, metavar="MS", help="time each register spends per task")
     p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="one-way delay of every packet")
     return p.parse_args(argv)
+
+
+def report_pace(fleet: list[Emulator], done: threading.Event) -> None:
+    """Every PACE_EVERY seconds until ``done``: the fleet's PaceStats summed, one line."""
+    while not done.wait(PACE_EVERY):
+        stats = [emu.timing.stats for emu in fleet]
+        log.info("%s monotonic=%.3f tasks=%d idle=%.3f ends=%d late=%.3f", PACE, time.monotonic(),
+                 sum(s.tasks for s in stats), sum(s.idle for s in stats), sum(s.ends for s in stats),
+                 sum(s.late for s in stats))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     log.info("%s: %d registers on %s ports %s", READY, len(fleet), args.host, ",".join(str(e.port) for e in fleet))
+    if args.device_time > 0:
+        threading.Thread(target=report_pace, args=(fleet, done), name="pace", daemon=True).start()
     done.wait()
     for emu in fleet:
         emu.stop()

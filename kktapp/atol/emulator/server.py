@@ -108,11 +108,33 @@ class Faults:
 
 
 @dataclass
+class PaceStats:
+    """What a paced device (``device_time`` > 0) saw of its host, summed over its connections.
+
+    For the benchmarks, which must tell the service's share of a register's lost time from the
+    emulator's own: the emulators share the machine with the service, and a register is idle
+    both while the host prepares its next document and while the emulator, short of CPU, is late
+    with the answer the host waits for.
+    """
+
+    #: Tasks run at the device's pace.
+    tasks: int = 0
+    #: Seconds the device stood with nothing to run between one task and the next one's arrival.
+    idle: float = 0.0
+    #: Tasks after which nothing was queued: the host was waiting for their answers.
+    ends: int = 0
+    #: Seconds after their paced end at which those tasks' answers were ready to go out.
+    late: float = 0.0
+
+
+@dataclass
 class Timing:
-    """Seconds the device spends on each task and the one-way delay of every packet."""
+    """Seconds the device spends on each task and the one-way delay of every packet, and what
+    the pace measured (:class:`PaceStats`)."""
 
     device_time: float = 0.0
     latency: float = 0.0
+    stats: PaceStats = field(default_factory=PaceStats)
 
 
 @dataclass
@@ -550,7 +572,12 @@ class Connection:
                 # arrived or when the previous one ended, not when this thread got the CPU. A
                 # sleep counted from here would stretch every task by the emulator's own
                 # scheduling delays, and a benchmark would charge them to the service.
+                free_at = self._pace.free_at
                 end = self._pace.end_of(task.arrived, busy)
+                stats = self.timing.stats
+                stats.tasks += 1
+                if free_at:  # 0: the first task of a connection, nothing to be idle after
+                    stats.idle += max(0.0, task.arrived - free_at)
                 if self._abort.wait(max(0.0, end - time.monotonic())):
                     # Abort or close while the device was "busy": the task never ran.
                     self._pace.stop(time.monotonic())
@@ -564,6 +591,9 @@ class Connection:
             except Exception:  # report as a device error, keep serving
                 log.exception("emulator: task %02X crashed", task.tid)
                 reply, failed = bytes((0x55, model.UNKNOWN_COMMAND_ERROR, 0)), True
+            if busy > 0 and not self.queue:  # read without the lock: a statistic, not a decision
+                stats.ends += 1
+                stats.late += max(0.0, time.monotonic() - end)
             if self.faults.task_executed():
                 log.info("emulator: dropping the link after task %02X (reply not sent)", task.tid)
                 with self.work:
