@@ -12,9 +12,9 @@ Threads per connection, so that timing behaves like a device on a network:
 
 Without latency the reader and handler, and any sender and the writer, need not be two
 threads: a packet is handled by the reader and sent by the thread that made it, whenever
-nothing is queued ahead of it and no fault waits for the next packet. The hand-offs were most
-of the emulator's CPU (three per packet, about 0.1 ms each on the 2-core test machine), and a
-benchmark's emulated registers took as much of the machine as the service they stand for.
+nothing is queued ahead of it and no fault waits for the next packet. A benchmark's emulated
+registers took as much of the 2-core machine as the service they stand for; the two hand-offs
+saved cut the emulator's CPU per 10-position sale from 6.3 to 4.9 ms.
 
 The command itself is executed by a callable ``execute(task) -> (reply, failed)`` so that this
 module knows the task buffer and nothing about commands.
