@@ -166,10 +166,15 @@ def _settlement_sign(receipt: Receipt) -> int:
     return commands.TAG1054_BY_RECEIPT_TYPE[commands.RECEIPT_TYPES[receipt.type]]
 
 
+def _document_sign(tlv: dict[int, bytes]) -> int:
+    """Tag 1054 of an FN document read by A4 45/46 (its ``tlv``; 0 when it has none)."""
+    return codec.decode_le(tlv.get(model.TLV_SIGN, b""))
+
+
 def _is_receipt_of(tlv: dict[int, bytes], found: FiscalResult, receipt: Receipt) -> bool:
     """A receipt document (its ``tlv``, read as ``found``) is ``receipt``'s: the same settlement
     sign (1054) and total (1020). Nothing else of it is kept in the FN's short form."""
-    return codec.decode_le(tlv.get(model.TLV_SIGN, b"")) == _settlement_sign(receipt) and found.total == receipt.total
+    return _document_sign(tlv) == _settlement_sign(receipt) and found.total == receipt.total
 
 
 def ffd_version(reply: dict[str, Any]) -> int:
@@ -890,8 +895,8 @@ class AtolDriver:
             raise NotThisReceipt.not_a_receipt(fd_number, doc_type)
         found = self._tlv_result(fd_number, tlv, fn["fn_serial"])
         if not _is_receipt_of(tlv, found, receipt):
-            raise NotThisReceipt.another(fd_number, found.total, codec.decode_le(tlv.get(model.TLV_SIGN, b"")),
-                                         receipt.total, _settlement_sign(receipt))
+            raise NotThisReceipt.another(fd_number, found.total, _document_sign(tlv), receipt.total,
+                                         _settlement_sign(receipt))
         return found
 
     # ------------------------------------------------------------------ shift and cash
