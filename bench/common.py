@@ -281,7 +281,7 @@ def fleet_pace(emulators: Sequence[Emulator], start: float, end: float) -> Fleet
     total, found = FleetPace(), False
     registers = collections.Counter(e.out for e in emulators if e.out is not None)
     for out in sorted(registers):
-        marks = [m for m in FLEET_PACE.finditer(out.read_text(encoding="utf-8", errors="replace"))]
+        marks = list(FLEET_PACE.finditer(out.read_text(encoding="utf-8", errors="replace")))
         before = [m for m in marks if float(m.group(1)) <= start]
         upto = [m for m in marks if float(m.group(1)) <= end]
         if not before or not upto or upto[-1] is before[-1]:
