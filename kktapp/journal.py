@@ -93,7 +93,7 @@ from .domain import (
 )
 from .errors import Conflict, ResultCode
 from .files import create_private_file, make_private_dirs
-from .sqlitefiles import BUSY_TIMEOUT, connect_wal
+from .sqlitefiles import BUSY_TIMEOUT, add_column, connect_wal
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -151,13 +151,6 @@ BASE_VERSION = 2
 
 class SchemaError(RuntimeError):
     """The journal cannot be used by this code (written by a newer version)."""
-
-
-def add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:
-    """``ALTER TABLE table ADD COLUMN definition`` unless the column exists (steps may rerun)."""
-    name = definition.split()[0]
-    if name not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
 
 
 def _step_schema_history(conn: sqlite3.Connection) -> None:

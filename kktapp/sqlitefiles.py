@@ -1,4 +1,5 @@
-"""Opening the service's SQLite files (journal, exchange, login throttle) the one way they are opened.
+"""Opening the service's SQLite files (journal, exchange, login throttle, the compat segments, the KKM
+Server command registry) the one way they are opened, and adding a column to one of them.
 
 WAL, a busy timeout, and the switch to WAL retried: SQLite answers "database is locked" at once,
 without waiting for the busy timeout, when several connections switch a new file to WAL at the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Seconds a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
@@ -34,4 +37,36 @@ def connect_wal(path: str, *, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connecti
             time.sleep(_WAL_RETRY)
     except BaseException:
         conn.close()
+        raise
+
+
+def add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:
+    """``ALTER TABLE table ADD COLUMN definition`` unless the column exists (steps may rerun).
+
+    Check and change are two statements: run it inside a write transaction (``BEGIN IMMEDIATE``)
+    when another process may open the same file at the same moment, or both may find the column
+    missing and the second ALTER fails ("duplicate column name").
+    """
+    name = definition.split()[0]
+    if name not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on an autocommit connection, rolled back on any exception.
+
+    IMMEDIATE: the write lock is taken at the start, so what the body reads cannot be changed by
+    another process before it writes. The body may ``COMMIT`` itself before it raises (what it
+    wrote then stands) or returns.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that failed (a full disk) leaves the transaction open: undo it as well.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

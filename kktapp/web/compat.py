@@ -63,6 +63,7 @@ import kktapp
 from kktapp import domain, errors
 from kktapp.domain import DomainError, Payment, PaymentType, Receipt, SettlementType, TextLine
 from kktapp.errors import KKTError, ResultCode, ValidationFailed
+from kktapp.sqlitefiles import add_column, connect_wal, write_transaction
 from kktapp.web import fields as kfields
 from kktapp.web.api import normalize_status, status_for_code
 from kktapp.web.auth import check_role, current_user, require
@@ -104,6 +105,8 @@ ORIGINAL_ERROR = -1
 DEFAULT_PAYMENT_TYPES = {f"tc{i}": PaymentType.ELECTRONIC.value for i in range(1, 7)}
 #: A joined command larger than this is refused (the original's reason for SEGMENT is 64 KB).
 MAX_SEGMENTED_BYTES = 16 * 1024 * 1024
+#: Seconds a SEGMENT waits for another request's write to the segment store.
+SEGMENT_BUSY_TIMEOUT = 10.0
 #: CASH_REGISTER_INF print settings: our protocol layer does not read them; the original's
 #: values are reported so clients that display them keep working.
 CHECK_FONT_SIZE = "7x5"
@@ -542,21 +545,23 @@ class SegmentStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS segments (guid TEXT NOT NULL, num INTEGER NOT NULL,"
-                " count INTEGER NOT NULL, text TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (guid, num))"
-            )
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(segments)")}
-            if "owner" not in columns:
+        conn = self._connect()
+        try:
+            # One transaction: every process's first SEGMENT may open a new store at the same
+            # moment, and the column check below must not interleave with another's ALTER.
+            with write_transaction(conn):
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS segments (guid TEXT NOT NULL, num INTEGER NOT NULL,"
+                    " count INTEGER NOT NULL, text TEXT NOT NULL, received REAL NOT NULL,"
+                    " owner TEXT NOT NULL DEFAULT '', PRIMARY KEY (guid, num))"
+                )
                 # Stores of 0.1.0: their parts get no owner ("" = anyone may finish them).
-                conn.execute("ALTER TABLE segments ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+                add_column(conn, "segments", "owner TEXT NOT NULL DEFAULT ''")
+        finally:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=10000")
-        return conn
+        return connect_wal(self.path, timeout=SEGMENT_BUSY_TIMEOUT)
 
     def add(self, guid: str, num: int, count: int, text: str, *, ttl: float, owner: str = "",
             user_limit: int | None = None, total_limit: int | None = None) -> str | None:
@@ -569,8 +574,7 @@ class SegmentStore:
         now = time.time()
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 expired = conn.execute("DELETE FROM segments WHERE received < ?", (now - ttl,)).rowcount
                 if expired:
                     log.info("compat: удалено %d сегментов незавершённых команд (старше %.0f с)", expired, ttl)
@@ -597,16 +601,10 @@ class SegmentStore:
                              " VALUES (?,?,?,?,?,?)", (guid, num, count, text, now, owner))
                 have = conn.execute("SELECT COUNT(*) FROM segments WHERE guid=?", (guid,)).fetchone()[0]
                 if have < count:
-                    conn.execute("COMMIT")
                     return None
                 parts = [r[0] for r in conn.execute("SELECT text FROM segments WHERE guid=? ORDER BY num", (guid,))]
                 conn.execute("DELETE FROM segments WHERE guid=?", (guid,))
-                conn.execute("COMMIT")
                 return "".join(parts)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         finally:
             conn.close()
 

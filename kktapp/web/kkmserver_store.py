@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from kktapp.sqlitefiles import connect_wal
 from kktapp.web.compat import dumps
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ class CommandStore:
         self._local = threading.local()
         self._pruned = 0.0
         conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, command TEXT NOT NULL,"
             " fingerprint TEXT NOT NULL, body TEXT NOT NULL, device INTEGER NOT NULL, answer TEXT,"
@@ -61,8 +61,8 @@ class CommandStore:
         pid = os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != pid:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=30000")
+            # WAL as every process's first command opens the file: connect_wal's retry, not a 500.
+            conn = connect_wal(self.path)
             # The answer a client was given must survive a power cut like the journal's own.
             conn.execute("PRAGMA synchronous=FULL")
             self._local.conn, self._local.pid = conn, pid
