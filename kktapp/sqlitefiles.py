@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .files import create_private_file
+
 #: Seconds a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 30.0
 #: Pause between attempts to switch a file to WAL while another connection does the same.
@@ -22,7 +24,13 @@ _WAL_RETRY = 0.01
 
 
 def connect_wal(path: str, *, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
-    """An autocommit connection (any thread may use it) to ``path`` in WAL mode."""
+    """An autocommit connection (any thread may use it) to ``path`` in WAL mode; a new file is
+    created private (FILE_MODE, see :mod:`.files`), and SQLite gives its -wal and -shm that mode."""
+    if path and path != ":memory:":
+        try:
+            create_private_file(path)
+        except OSError:
+            pass  # a missing directory, say: SQLite's own error says it below
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")

@@ -83,3 +83,29 @@ def test_existing_modes_are_the_administrators(tmp_path, usual_umask):
     os.chmod(path, 0o660)
     Journal(str(path)).close()
     assert (mode(data), mode(path)) == (0o770, 0o660)
+
+
+def test_the_service_other_sqlite_files_are_created_private(tmp_path, usual_umask):
+    """Beside the journal: the compat segments (INCOME parts with the buyer's contact), the KKM
+    Server registry (each command's body), the 1C exchange and the login throttle (logins and
+    addresses). Each is opened the one way (sqlitefiles.connect_wal), which creates it 0640."""
+    from kktapp.exchange.db import ExchangeDb, exchange_path
+    from kktapp.web.auth import SharedThrottle, throttle_path
+    from kktapp.web.compat import SegmentStore, segments_path
+    from kktapp.web.kkmserver_store import CommandStore, store_path
+
+    journal = str(tmp_path / "journal.sqlite3")
+    opened = [SegmentStore(segments_path(journal)), CommandStore(store_path(journal)),
+              ExchangeDb(exchange_path(journal)), SharedThrottle(throttle_path(journal), "login", 5)]
+    opened[0].add("g", 1, 2, "eyJh", ttl=600)  # a write: the -wal and -shm files exist now
+    paths = [segments_path(journal), store_path(journal), exchange_path(journal), throttle_path(journal)]
+    for path in paths:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            if os.path.exists(name):
+                assert mode(Path(name)) == 0o640, name
+    for store in opened:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    for path in paths:
+        assert mode(Path(path)) == 0o640, path
