@@ -1,7 +1,8 @@
-"""Opening the service's SQLite files (journal, exchange, login throttle, the compat segments, the KKM
-Server command registry) the one way they are opened, and adding a column to one of them.
+"""The service's SQLite files (journal, exchange, login throttle, the compat segments, the KKM Server
+command registry): the one way they are opened, a write transaction, a column added to a table.
 
-WAL, a busy timeout, and the switch to WAL retried: SQLite answers "database is locked" at once,
+A new file is created 0640 before SQLite opens it (files.py: they hold buyers' data). WAL, a busy
+timeout, and the switch to WAL retried: SQLite answers "database is locked" at once,
 without waiting for the busy timeout, when several connections switch a new file to WAL at the
 same moment (a lock upgrade that could deadlock is refused rather than waited for). That is the
 first requests of a fresh install arriving together, or two workers starting at once; it was a
