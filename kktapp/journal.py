@@ -466,9 +466,8 @@ class Journal:
         self.retention_days = retention_days
         #: Wall clock for timestamps (tests move it to check retention).
         self.clock = clock
+        # The file itself is created 0640 by connect_wal when _init_schema first opens it.
         make_private_dirs(os.path.dirname(self.path))
-        # SQLite would create the file 0644 (and its -wal/-shm with the file's mode).
-        create_private_file(self.path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
