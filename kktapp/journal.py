@@ -93,7 +93,7 @@ from .domain import (
 )
 from .errors import Conflict, ResultCode
 from .files import create_private_file, make_private_dirs
-from .sqlitefiles import BUSY_TIMEOUT, add_column, connect_wal
+from .sqlitefiles import BUSY_TIMEOUT, add_column, connect_wal, write_transaction
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -223,8 +223,7 @@ def upgrade(conn: sqlite3.Connection, path: str, now: float) -> int:
     """
     if schema_version(conn) == SCHEMA_VERSION:
         return SCHEMA_VERSION  # the common case, without taking the write lock
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         old = schema_version(conn)  # again, under the lock: another process may have upgraded
         if old > SCHEMA_VERSION:
             raise SchemaError(
@@ -252,11 +251,6 @@ def upgrade(conn: sqlite3.Connection, path: str, now: float) -> int:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if has_jobs:
                 log.info("журнал %s обновлён: схема %d → %d", path, old, SCHEMA_VERSION)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return old
 
 
@@ -842,17 +836,10 @@ class Journal:
         cutoff = self.clock() - days * 86400
         where = "state IN ('done', 'failed') AND reprint=0 AND updated_at < ?"
         conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # The receipt counters must not go down when old rows go (Prometheus counters).
-                _archive_receipt_counts(conn, where, (cutoff,))
-                n = conn.execute(f"DELETE FROM jobs WHERE {where}", (cutoff,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, write_transaction(conn):
+            # The receipt counters must not go down when old rows go (Prometheus counters).
+            _archive_receipt_counts(conn, where, (cutoff,))
+            n = conn.execute(f"DELETE FROM jobs WHERE {where}", (cutoff,)).rowcount
         if n:
             log.info("журнал: удалено %d записей старше %s дн.", n, days)
         return n

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..sqlitefiles import connect_wal
+from ..sqlitefiles import connect_wal, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS goods (
@@ -125,14 +125,8 @@ class ExchangeDb:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it is committed or none (IMMEDIATE: writers queue)."""
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.conn()) as conn:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every connection this process opened."""

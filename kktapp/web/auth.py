@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from flask import current_app, g, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..errors import KKTError, ResultCode
-from ..sqlitefiles import connect_wal
+from ..sqlitefiles import connect_wal, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +224,8 @@ class SharedThrottle(Throttle):
     def _key(key: Any) -> str:
         return json.dumps(key, ensure_ascii=False, default=str)
 
-    def _txn(self) -> Any:
-        conn = self._conn()
-
-        class _Txn:
-            def __enter__(self_inner) -> sqlite3.Connection:
-                conn.execute("BEGIN IMMEDIATE")
-                return conn
-
-            def __exit__(self_inner, exc_type: object, *rest: object) -> None:
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Txn()
+    def _txn(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn())
 
     def _get(self, conn: sqlite3.Connection, key: Any) -> _Failures | None:
         row = conn.execute("SELECT count, last, locked_until FROM failures WHERE scope=? AND key=?",

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from kktapp.sqlitefiles import connect_wal
+from kktapp.sqlitefiles import connect_wal, write_transaction
 from kktapp.web.compat import dumps
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,13 @@ class CommandStore:
         """Register a new IdCommand, or return the one already there; ``(record, created)``."""
         conn = self._conn()
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             row = conn.execute("SELECT id, command, fingerprint, body, device, answer FROM commands WHERE id=?",
                                (id_command,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO commands (id, command, fingerprint, body, device, created)"
                              " VALUES (?, ?, ?, ?, ?, ?)",
                              (id_command, command, fingerprint, dumps(body), device, now))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._prune(now)
         if row is None:
             return Record(id_command, command, fingerprint, body, device, None), True
