@@ -50,14 +50,15 @@ def _free_encoding() -> None:
     def _prepare(self: driver.AtolDriver, steps: list) -> None:
         todo = []
         for s in steps:
-            task = tasks.get((s.command.name, repr(s.params)))
+            key = (s.command.name, repr(s.params))
+            task = tasks.get(key)
             if task is None:
-                todo.append(s)
+                todo.append((key, s))
             else:
                 s.task = task
-        prepare(self, todo)
-        for s in todo:
-            tasks[(s.command.name, repr(s.params))] = s.task
+        prepare(self, [s for _, s in todo])
+        for key, s in todo:
+            tasks[key] = s.task
 
     driver.AtolDriver._prepare = _prepare  # type: ignore[method-assign]
 
